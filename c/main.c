@@ -1,0 +1,102 @@
+/*
+ * main.c -- the command line: run, check, --version, --help.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "sh_worker.h"
+
+static void
+sh_usage(FILE *out)
+{
+    fprintf(out,
+        "usage: shotover run -c FILE [--log-level LEVEL] [--log-format FMT]\n"
+        "       shotover check -c FILE\n"
+        "       shotover --version | --help\n"
+        "\n"
+        "  run      start the proxy in the foreground with config FILE\n"
+        "  check    validate FILE, print every problem; binds no port\n"
+        "           (exit 0 valid, 1 invalid, 2 usage)\n"
+        "  LEVEL    error, warn, info (default) or debug\n"
+        "  FMT      text (default) or json: one JSON object per line\n");
+}
+
+static int
+sh_level(const char *s)
+{
+    static const char *const names[] = { "error", "warn", "info", "debug" };
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *cmd = NULL, *conf = NULL;
+    int i, workers = 0, level;
+
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+
+        if (strcmp(a, "--version") == 0 || strcmp(a, "-v") == 0) {
+            printf("shotover %s (LuaJIT, libuv %s)\n", SH_VERSION,
+                   uv_version_string());
+            return 0;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            sh_usage(stdout);
+            return 0;
+        } else if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0)
+                   && i + 1 < argc)
+        {
+            conf = argv[++i];
+        } else if (strcmp(a, "--log-level") == 0 && i + 1 < argc) {
+            level = sh_level(argv[++i]);
+            if (level == 0) {
+                fprintf(stderr, "shotover: unknown log level \"%s\"\n",
+                        argv[i]);
+                return 2;
+            }
+            sh_ffi_log_set_level(level);
+        } else if (strcmp(a, "--log-format") == 0 && i + 1 < argc) {
+            i++;
+            if (strcmp(argv[i], "json") == 0) {
+                sh_log_set_json(1);
+            } else if (strcmp(argv[i], "text") != 0) {
+                fprintf(stderr, "shotover: unknown log format \"%s\"\n",
+                        argv[i]);
+                return 2;
+            }
+        } else if (cmd == NULL && a[0] != '-') {
+            cmd = a;
+        } else {
+            fprintf(stderr, "shotover: unexpected argument \"%s\"\n", a);
+            sh_usage(stderr);
+            return 2;
+        }
+    }
+    if (cmd == NULL || conf == NULL
+        || (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0))
+    {
+        sh_usage(stderr);
+        return 2;
+    }
+    if (sh_lua_check(conf, &workers) != SH_OK) {
+        return 1;
+    }
+    if (strcmp(cmd, "check") == 0) {
+        printf("%s: ok\n", conf);
+        return 0;
+    }
+    if (workers <= 0) {
+        workers = (int) uv_available_parallelism();
+    }
+    return sh_workers_run(conf, workers) == SH_OK ? 0 : 1;
+}

@@ -1,0 +1,62 @@
+/*
+ * sh_buf.h -- reference-counted byte buffers and frames.
+ *
+ * A read lands in a buffer; every frame parsed from it holds a reference, so
+ * the bytes stay valid while any request or reply still points at them, and
+ * are forwarded without a copy.  When only the reader holds a buffer and it
+ * has been fully parsed, the reader reuses it from the start: in steady state
+ * a connection allocates nothing per request.
+ */
+#ifndef SH_BUF_H
+#define SH_BUF_H
+
+#include "sh_core.h"
+
+struct sh_buf_s {
+    uint32_t refs;           /* references: the reader's and one per frame */
+    uint32_t cap;            /* bytes allocated in data */
+    uint8_t data[];          /* the bytes */
+};
+
+sh_buf_t *sh_buf_new(uint32_t cap);
+static inline void
+sh_buf_ref(sh_buf_t *b)
+{
+    b->refs++;
+}
+void sh_buf_unref(sh_buf_t *b);
+
+/*
+ * sh_frame_alloc: a frame with room for nargs argument slices, one
+ * reference held by the caller, all other fields zero.
+ */
+sh_frame_t *sh_frame_alloc(int proto, uint32_t nargs);
+static inline sh_frame_t *
+sh_frame_ref(sh_frame_t *f)
+{
+    if (f->refs != UINT32_MAX) {         /* static frames are not counted */
+        f->refs++;
+    }
+    return f;
+}
+void sh_frame_unref(sh_frame_t *f);
+
+/* A frame that owns a copy of data (a reply built by the proxy). */
+sh_frame_t *sh_frame_copy(int proto, const uint8_t *data, size_t len);
+
+/* The shared NOREPLY frame: a response slot that writes nothing. */
+sh_frame_t *sh_frame_noreply(void);
+
+sh_batch_t *sh_batch_alloc(uint32_t n);
+static inline sh_batch_t *
+sh_batch_ref(sh_batch_t *b)
+{
+    b->refs++;
+    return b;
+}
+void sh_batch_unref(sh_batch_t *b);
+/* put f in slot i (taking a reference), releasing what was there */
+void sh_batch_put(sh_batch_t *b, uint32_t i, sh_frame_t *f);
+void sh_batch_append(sh_batch_t *b, sh_frame_t *f);
+
+#endif /* SH_BUF_H */

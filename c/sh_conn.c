@@ -1,0 +1,746 @@
+/*
+ * sh_conn.c -- client connections.
+ *
+ * Life of a batch: a read is parsed into frames that join conn->inq; when no
+ * batch is running, all of inq becomes the next batch and the connection's
+ * coroutine is resumed to run the chain over it.  The chain either finishes
+ * (yields DONE with the responses) or waits for backends (yields WAIT) and
+ * is resumed by sh_conn_wake when they are done.  Responses go out in one
+ * uv_write; everything created for the batch is released after it.
+ *
+ * Backpressure: while more than max_write_queue bytes wait to be written to
+ * the client, or a batch is running and too much input is queued, we stop
+ * reading from it; reading resumes when the queue drains.
+ */
+#include <stdio.h>
+
+#include <lauxlib.h>
+
+#include "sh_worker.h"
+
+#define SH_CONN_MAX_INQ (64 * 1024 * 1024) /* queued input before pausing */
+
+static uint64_t sh_conn_next_id = 1;     /* per process; atomically bumped */
+
+typedef struct sh_write_s {
+    uv_write_t req;          /* the libuv request */
+    uint32_t n;              /* frames held */
+    sh_frame_t *small[8];    /* their storage for small writes */
+    sh_frame_t **frames;     /* frames held until written */
+    uv_buf_t sbufs[8];       /* buffers for small writes */
+} sh_write_t;
+
+static void sh_conn_run(sh_conn_t *c);
+static void sh_conn_read_cb(uv_stream_t *s, ssize_t nread,
+    const uv_buf_t *buf);
+
+static void
+sh_conn_close_cb(uv_handle_t *h)
+{
+    sh_conn_t *c = (sh_conn_t *) h;
+
+    sh_free(c);
+}
+
+static void
+sh_conn_release_cycle(sh_conn_t *c)
+{
+    uint32_t i;
+
+    for (i = 0; i < c->ncycle; i++) {
+        uintptr_t p = (uintptr_t) c->cycle[i];
+
+        if (p & 1) {
+            sh_batch_unref((sh_batch_t *) (p & ~(uintptr_t) 1));
+        } else {
+            sh_frame_unref((sh_frame_t *) p);
+        }
+    }
+    c->ncycle = 0;
+    sh_batch_unref(c->batch);
+    sh_batch_unref(c->resp);
+    c->batch = NULL;
+    c->resp = NULL;
+}
+
+static void
+sh_conn_close(sh_conn_t *c)
+{
+    sh_worker_t *w = c->w;
+    uint32_t i;
+
+    if (c->closing && uv_is_closing((uv_handle_t *) &c->tcp)) {
+        return;
+    }
+    c->closing = 1;
+    /* backends may still fill our response batches: they must not wake us */
+    for (i = 0; i < c->nwaits; i++) {
+        c->waits[i]->conn = NULL;
+        sh_batch_unref(c->waits[i]);
+    }
+    c->nwaits = 0;
+    sh_free(c->waits);
+    c->waits = NULL;
+    sh_redis_conn_closed(c);
+    sh_conn_release_cycle(c);
+    sh_batch_unref(c->inq);
+    c->inq = NULL;
+    sh_resp_reader_free(c->reader);
+    c->reader = NULL;
+    sh_free(c->cycle);
+    c->cycle = NULL;
+    sh_lua_conn_release(c);
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        w->conns = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    if (c->on_wake) {
+        sh_conn_t **pp = &w->wakeq;
+        while (*pp != c) {
+            pp = &(*pp)->wake_next;
+        }
+        *pp = c->wake_next;
+        c->on_wake = 0;
+    }
+    sh_log_debug("conn %llu closed", (unsigned long long) c->id);
+    if (!uv_is_closing((uv_handle_t *) &c->tcp)) {
+        uv_close((uv_handle_t *) &c->tcp, sh_conn_close_cb);
+    }
+}
+
+static void
+sh_conn_shutdown_cb(uv_shutdown_t *req, int status)
+{
+    sh_conn_t *c = req->data;
+
+    sh_unused(status);
+    c->closing = 0;
+    sh_conn_close(c);
+}
+
+/* Close once every queued reply has been written. */
+static void
+sh_conn_close_after_writes(sh_conn_t *c)
+{
+    if (c->closing) {
+        return;
+    }
+    c->closing = 1;
+    if (c->read_stopped == 0) {
+        uv_read_stop((uv_stream_t *) &c->tcp);
+        c->read_stopped = 1;
+    }
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *) &c->tcp,
+                    sh_conn_shutdown_cb) != 0)
+    {
+        c->closing = 0;
+        sh_conn_close(c);
+    }
+}
+
+static void
+sh_conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    sh_conn_t *c = (sh_conn_t *) h;
+    uint8_t *p;
+    size_t n;
+
+    sh_unused(suggested);
+    sh_resp_reader_space(c->reader, &p, &n);
+    buf->base = (char *) p;
+    buf->len = n;
+}
+
+static void
+sh_conn_pause(sh_conn_t *c)
+{
+    if (!c->read_stopped && !c->closing) {
+        uv_read_stop((uv_stream_t *) &c->tcp);
+        c->read_stopped = 1;
+    }
+}
+
+static void
+sh_conn_resume_reading(sh_conn_t *c)
+{
+    if (c->read_stopped && !c->closing && !c->eof && !c->proto_err) {
+        c->read_stopped = 0;
+        uv_read_start((uv_stream_t *) &c->tcp, sh_conn_alloc_cb,
+                      sh_conn_read_cb);
+    }
+}
+
+static int
+sh_conn_write_blocked(sh_conn_t *c)
+{
+    return uv_stream_get_write_queue_size((uv_stream_t *) &c->tcp)
+           > c->src->conf.max_write_queue;
+}
+
+static void
+sh_conn_write_cb(uv_write_t *req, int status)
+{
+    sh_write_t *wr = (sh_write_t *) req;
+    sh_conn_t *c = req->data;
+    uint32_t i;
+
+    for (i = 0; i < wr->n; i++) {
+        sh_frame_unref(wr->frames[i]);
+    }
+    if (wr->frames != wr->small) {
+        sh_free(wr->frames);
+    }
+    sh_free(wr);
+    if (status < 0 || c->closing) {
+        return;                  /* the read side sees the error and closes */
+    }
+    if (uv_stream_get_write_queue_size((uv_stream_t *) &c->tcp)
+        <= c->src->conf.max_write_queue / 2)
+    {
+        if (!c->running) {
+            sh_conn_run(c);
+        }
+        if (!c->closing && !c->running
+            && (c->inq == NULL || c->inq->n == 0))
+        {
+            sh_conn_resume_reading(c);
+        }
+    }
+}
+
+/*
+ * sh_conn_send_frames: queue frames to the client in one uv_write (one
+ * writev), holding a reference on each until written.  NOREPLY frames are
+ * skipped.
+ */
+void
+sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
+{
+    sh_write_t *wr;
+    uv_buf_t *bufs;
+    uint32_t i, k = 0;
+    int rc;
+
+    if (c->closing || n == 0) {
+        return;
+    }
+    wr = sh_alloc(sizeof(*wr));
+    if (n <= 8) {
+        wr->frames = wr->small;
+        bufs = wr->sbufs;
+    } else {
+        wr->frames = sh_alloc(n * sizeof(sh_frame_t *));
+        bufs = sh_alloc(n * sizeof(uv_buf_t));
+    }
+    for (i = 0; i < n; i++) {
+        sh_frame_t *f = frames[i];
+
+        if (f == NULL || (f->flags & SH_FRAME_NOREPLY) || f->len == 0) {
+            continue;
+        }
+        wr->frames[k] = sh_frame_ref(f);
+        bufs[k].base = (char *) f->data;
+        bufs[k].len = f->len;
+        k++;
+    }
+    wr->n = k;
+    wr->req.data = c;
+    if (k == 0) {
+        if (bufs != wr->sbufs) {
+            sh_free(bufs);
+            sh_free(wr->frames);
+        }
+        sh_free(wr);
+        return;
+    }
+    /* libuv copies the buffer array, so ours can go right away */
+    rc = uv_write(&wr->req, (uv_stream_t *) &c->tcp, bufs, k,
+                  sh_conn_write_cb);
+    if (bufs != wr->sbufs) {
+        sh_free(bufs);
+    }
+    if (rc != 0) {
+        for (i = 0; i < k; i++) {
+            sh_frame_unref(wr->frames[i]);
+        }
+        if (wr->frames != wr->small) {
+            sh_free(wr->frames);
+        }
+        sh_free(wr);
+        sh_conn_close(c);
+        return;
+    }
+    if (sh_conn_write_blocked(c)) {
+        sh_conn_pause(c);
+    }
+}
+
+static void
+sh_conn_send_error(sh_conn_t *c, const char *msg)
+{
+    char line[256];
+    sh_frame_t *f;
+    int n;
+
+    n = snprintf(line, sizeof(line), "-ERR %s\r\n", msg);
+    f = sh_frame_copy(SH_PROTO_REDIS, (const uint8_t *) line,
+                      (size_t) sh_min(n, (int) sizeof(line) - 1));
+    sh_conn_send_frames(c, &f, 1);
+    sh_frame_unref(f);
+}
+
+/*
+ * The chain finished a batch: check the responses match the requests, write
+ * them, and release the batch.
+ */
+static void
+sh_conn_finish_batch(sh_conn_t *c)
+{
+    sh_batch_t *req = c->batch;
+    sh_batch_t *resp = c->resp;
+    uint32_t i;
+
+    c->running = 0;
+    if (resp == NULL || resp->n != req->n) {
+        sh_log_error("source \"%s\": chain returned %u responses for %u "
+                     "requests", c->src->name, resp ? resp->n : 0, req->n);
+        for (i = 0; i < req->n; i++) {
+            sh_conn_send_error(c, "shotover: chain returned the wrong "
+                               "number of responses");
+        }
+    } else {
+        for (i = 0; i < resp->n; i++) {
+            if (resp->frames[i] == NULL) {
+                sh_frame_t *f = sh_frame_copy(SH_PROTO_REDIS,
+                    (const uint8_t *) "-ERR shotover: no response\r\n", 28);
+                sh_batch_put(resp, i, f);
+                sh_frame_unref(f);
+            }
+        }
+        sh_conn_send_frames(c, resp->frames, resp->n);
+    }
+    sh_conn_release_cycle(c);
+}
+
+/* Resume the coroutine and act on what it yielded. */
+static void
+sh_conn_step(sh_conn_t *c)
+{
+    int rc;
+
+    c->suspended = 0;
+    rc = sh_lua_resume(c);
+    if (c->closing) {
+        return;
+    }
+    if (rc == SH_YIELD_WAIT) {
+        c->suspended = 1;
+        return;
+    }
+    if (rc == SH_YIELD_DONE) {
+        sh_conn_finish_batch(c);
+        return;
+    }
+    /* the runner itself died: nothing sane can follow on this connection */
+    sh_conn_send_error(c, "shotover: internal error in the chain runner");
+    sh_conn_close_after_writes(c);
+}
+
+static void
+sh_conn_run(sh_conn_t *c)
+{
+    while (!c->running && !c->closing) {
+        if (c->inq != NULL && c->inq->n > 0) {
+            if (sh_conn_write_blocked(c)) {
+                sh_conn_pause(c);
+                return;
+            }
+            c->batch = c->inq;
+            c->inq = NULL;
+            c->running = 1;
+            sh_conn_step(c);
+            continue;
+        }
+        if (c->proto_err) {
+            sh_conn_send_error(c, sh_resp_reader_error(c->reader));
+            sh_conn_close_after_writes(c);
+        } else if (c->close_after || c->eof) {
+            sh_conn_close_after_writes(c);
+        }
+        return;
+    }
+}
+
+void
+sh_conn_wake(sh_conn_t *c)
+{
+    if (c->on_wake || !c->suspended || c->nwaits > 0) {
+        return;
+    }
+    c->on_wake = 1;
+    c->wake_next = c->w->wakeq;
+    c->w->wakeq = c;
+}
+
+/* Resume every connection whose backends finished, after a backend read. */
+void
+sh_conn_wake_all(sh_worker_t *w)
+{
+    sh_conn_t *c;
+
+    while ((c = w->wakeq) != NULL) {
+        w->wakeq = c->wake_next;
+        c->on_wake = 0;
+        if (c->closing || !c->suspended) {
+            continue;
+        }
+        sh_conn_step(c);
+        if (!c->running) {
+            sh_conn_run(c);
+            if (!c->running && !c->closing && !sh_conn_write_blocked(c)) {
+                sh_conn_resume_reading(c);
+            }
+        }
+    }
+}
+
+void
+sh_conn_add_wait(sh_conn_t *c, sh_batch_t *b)
+{
+    if (c->nwaits == c->waits_cap) {
+        c->waits_cap = c->waits_cap ? c->waits_cap * 2 : 4;
+        c->waits = sh_realloc(c->waits, c->waits_cap * sizeof(sh_batch_t *));
+    }
+    c->waits[c->nwaits++] = sh_batch_ref(b);
+    b->conn = c;
+}
+
+void
+sh_conn_wait_done(sh_conn_t *c, sh_batch_t *b)
+{
+    uint32_t i;
+
+    for (i = 0; i < c->nwaits; i++) {
+        if (c->waits[i] == b) {
+            c->waits[i] = c->waits[--c->nwaits];
+            b->conn = NULL;
+            sh_batch_unref(b);
+            break;
+        }
+    }
+    if (c->nwaits == 0) {
+        sh_conn_wake(c);
+    }
+}
+
+static void
+sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    sh_conn_t *c = (sh_conn_t *) s;
+    sh_frame_t *f;
+    int rc;
+
+    sh_unused(buf);
+    if (nread < 0) {
+        if (nread != UV_EOF) {
+            sh_log_debug("conn %llu: read: %s", (unsigned long long) c->id,
+                         uv_strerror((int) nread));
+            sh_conn_close(c);
+            return;
+        }
+        c->eof = 1;
+        uv_read_stop(s);
+        c->read_stopped = 1;
+        if (!c->running) {
+            sh_conn_run(c);
+        }
+        return;
+    }
+    if (nread == 0) {
+        return;
+    }
+    sh_resp_reader_commit(c->reader, (size_t) nread);
+    for (;;) {
+        rc = sh_resp_reader_next(c->reader, &f);
+        if (rc != SH_OK) {
+            c->proto_err = 1;
+            uv_read_stop(s);
+            c->read_stopped = 1;
+            break;
+        }
+        if (f == NULL) {
+            break;
+        }
+        if (c->inq == NULL) {
+            c->inq = sh_batch_alloc(0);
+        }
+        sh_batch_append(c->inq, f);
+        sh_frame_unref(f);               /* the batch holds it now */
+    }
+    if (c->running) {
+        /* a pipelining client outpaces the chain: bound what we hold */
+        if (sh_resp_reader_pending(c->reader) > SH_CONN_MAX_INQ
+            || (c->inq && c->inq->n > c->src->conf.max_elements))
+        {
+            sh_conn_pause(c);
+        }
+        return;
+    }
+    sh_conn_run(c);
+}
+
+void
+sh_conn_accept(sh_listener_t *l)
+{
+    sh_worker_t *w = l->w;
+    sh_conn_t *c = sh_calloc(1, sizeof(*c));
+    sh_resp_limits_t lim = sh_resp_default_limits;
+
+    uv_tcp_init(&w->loop, &c->tcp);
+    if (uv_accept((uv_stream_t *) &l->tcp, (uv_stream_t *) &c->tcp) != 0) {
+        uv_close((uv_handle_t *) &c->tcp, sh_conn_close_cb);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->w = w;
+    c->src = l;
+    c->id = __atomic_fetch_add(&sh_conn_next_id, 1, __ATOMIC_RELAXED);
+    lim.max_bulk_len = l->conf.max_bulk_len;
+    lim.max_elements = l->conf.max_elements;
+    lim.max_inline_len = l->conf.max_inline_len;
+    c->reader = sh_resp_reader_new(SH_RESP_REQUEST, &lim);
+    c->co_ref = LUA_NOREF;
+    c->next = w->conns;
+    if (w->conns) {
+        w->conns->prev = c;
+    }
+    w->conns = c;
+    sh_log_debug("conn %llu accepted on source \"%s\"",
+                 (unsigned long long) c->id, l->name);
+    uv_read_start((uv_stream_t *) &c->tcp, sh_conn_alloc_cb, sh_conn_read_cb);
+}
+
+/* Tell the client why with an -ERR, then close once it is written. */
+void
+sh_conn_abort(sh_conn_t *c, const char *why)
+{
+    char msg[200];
+
+    if (c->closing) {
+        return;
+    }
+    snprintf(msg, sizeof(msg), "shotover: %s", why);
+    sh_conn_send_error(c, msg);
+    sh_conn_close_after_writes(c);
+}
+
+void
+sh_conn_close_all(sh_worker_t *w)
+{
+    while (w->conns != NULL) {
+        sh_conn_t *c = w->conns;
+        c->closing = 0;
+        sh_conn_close(c);
+    }
+}
+
+/* --- FFI ---------------------------------------------------------------- */
+
+sh_batch_t *
+sh_ffi_conn_batch(sh_conn_t *c)
+{
+    return c->batch;
+}
+
+void
+sh_ffi_conn_set_resp(sh_conn_t *c, sh_batch_t *resp)
+{
+    if (resp != NULL) {
+        sh_batch_ref(resp);
+    }
+    sh_batch_unref(c->resp);
+    c->resp = resp;
+}
+
+int
+sh_ffi_conn_outstanding(sh_conn_t *c)
+{
+    return (int) c->nwaits;
+}
+
+uint64_t
+sh_ffi_conn_id(sh_conn_t *c)
+{
+    return c->id;
+}
+
+int
+sh_ffi_conn_source(sh_conn_t *c)
+{
+    return c->src->conf.index;
+}
+
+void
+sh_ffi_conn_close_after_reply(sh_conn_t *c)
+{
+    c->close_after = 1;
+}
+
+/*
+ * Objects Lua creates during a batch belong to the running connection's
+ * cycle and are released after the batch; outside a worker (specs) the
+ * caller owns them and the FFI layer attaches ffi.gc.
+ */
+static int
+sh_conn_cycle_add(void *p)
+{
+    sh_worker_t *w = sh_worker_cur;
+    sh_conn_t *c;
+
+    if (w == NULL || (c = w->cur) == NULL) {
+        return SH_DECLINED;
+    }
+    if (c->ncycle == c->cycle_cap) {
+        c->cycle_cap = c->cycle_cap ? c->cycle_cap * 2 : 16;
+        c->cycle = sh_realloc(c->cycle, c->cycle_cap * sizeof(void *));
+    }
+    c->cycle[c->ncycle++] = p;
+    return SH_OK;
+}
+
+int
+sh_ffi_batch_new(uint32_t n, sh_batch_t **out)
+{
+    sh_batch_t *b = sh_batch_alloc(n);
+
+    *out = b;
+    return sh_conn_cycle_add((void *) ((uintptr_t) b | 1));
+}
+
+int
+sh_ffi_batch_set(sh_batch_t *b, uint32_t i, sh_frame_t *f)
+{
+    if (i >= b->n) {
+        return SH_ERROR;
+    }
+    sh_batch_put(b, i, f);
+    return SH_OK;
+}
+
+int
+sh_ffi_batch_push(sh_batch_t *b, sh_frame_t *f)
+{
+    sh_batch_append(b, f);
+    return SH_OK;
+}
+
+void
+sh_ffi_batch_unref(sh_batch_t *b)
+{
+    sh_batch_unref(b);
+}
+
+int
+sh_ffi_frame_new(int proto, const uint8_t *data, size_t len,
+    sh_frame_t **out, const char **err)
+{
+    sh_resp_reader_t *r;
+    sh_frame_t *f;
+    int rc;
+
+    if (proto != SH_PROTO_REDIS) {
+        *err = "unsupported protocol";
+        return SH_ERROR;
+    }
+    /* parse it, so the frame's type and count are right */
+    r = sh_resp_reader_new(SH_RESP_REPLY, NULL);
+    sh_resp_reader_feed(r, data, len);
+    rc = sh_resp_reader_next(r, &f);
+    if (rc != SH_OK || f == NULL || sh_resp_reader_pending(r) != 0) {
+        sh_frame_unref(f);
+        sh_resp_reader_free(r);
+        *err = "not exactly one complete RESP value";
+        return SH_ERROR;
+    }
+    sh_resp_reader_free(r);
+    *out = f;
+    return sh_conn_cycle_add(f);
+}
+
+int
+sh_ffi_frame_new_command(const uint8_t **args, const size_t *lens,
+    int nargs, sh_frame_t **out, const char **err)
+{
+    if (nargs < 1) {
+        *err = "a command needs at least one argument";
+        return SH_ERROR;
+    }
+    *out = sh_resp_encode_command((const uint8_t *const *) args, lens, nargs);
+    return sh_conn_cycle_add(*out);
+}
+
+/*
+ * sh_ffi_frame_set_arg: replace argument i (0-based) of a request, re-encoding
+ * the frame into a buffer of its own and marking it modified.
+ */
+int
+sh_ffi_frame_set_arg(sh_frame_t *f, int i, const uint8_t *data, size_t len,
+    const char **err)
+{
+    const uint8_t *stack_args[16];
+    size_t stack_lens[16];
+    const uint8_t **args = stack_args;
+    size_t *lens = stack_lens;
+    sh_frame_t *nf;
+    int k;
+
+    if (f->proto != SH_PROTO_REDIS || f->args == NULL) {
+        *err = "not a Redis request";
+        return SH_ERROR;
+    }
+    if (i < 0 || i >= f->nargs) {
+        *err = "argument index out of range";
+        return SH_ERROR;
+    }
+    if (f->nargs > 16) {
+        args = sh_alloc((size_t) f->nargs * sizeof(*args));
+        lens = sh_alloc((size_t) f->nargs * sizeof(*lens));
+    }
+    for (k = 0; k < f->nargs; k++) {
+        args[k] = f->data + f->args[k].off;
+        lens[k] = f->args[k].len;
+    }
+    args[i] = data;
+    lens[i] = len;
+    nf = sh_resp_encode_command(args, lens, f->nargs);
+    /* move the new encoding into f, which everybody else points at */
+    sh_buf_unref(f->buf);
+    f->buf = nf->buf;
+    nf->buf = NULL;
+    f->data = nf->data;
+    f->len = nf->len;
+    memcpy(f->args, nf->args, (size_t) f->nargs * sizeof(sh_slice_t));
+    f->cmd = nf->cmd;
+    f->flags |= SH_FRAME_MODIFIED;
+    sh_frame_unref(nf);
+    if (args != stack_args) {
+        sh_free(args);
+        sh_free(lens);
+    }
+    return SH_OK;
+}
+
+int
+sh_ffi_frame_describe(const sh_frame_t *f, char *out, size_t cap)
+{
+    if (f->flags & SH_FRAME_NOREPLY) {
+        snprintf(out, cap, "(no reply)");
+        return (int) strlen(out);
+    }
+    return sh_resp_describe(f->data, f->len, out, cap);
+}

@@ -1,0 +1,41 @@
+/*
+ * sh_core.h -- what every C file of the core shares: the FFI types, the
+ * status names, logging and small helpers.
+ */
+#ifndef SH_CORE_H
+#define SH_CORE_H
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sh_ffi.h"
+
+#define SH_VERSION "0.1.0"
+
+#define sh_unused(x) ((void) (x))
+#define sh_min(a, b) ((a) < (b) ? (a) : (b))
+#define sh_max(a, b) ((a) > (b) ? (a) : (b))
+
+/* Allocation that cannot fail silently: out of memory aborts the process. */
+void *sh_alloc(size_t n);
+void *sh_calloc(size_t n, size_t size);
+void *sh_realloc(void *p, size_t n);
+#define sh_free free
+
+void sh_log(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void sh_log_set_json(int on);
+
+#define sh_log_error(...) sh_log(SH_LOG_ERROR, __VA_ARGS__)
+#define sh_log_warn(...) sh_log(SH_LOG_WARN, __VA_ARGS__)
+#define sh_log_info(...) sh_log(SH_LOG_INFO, __VA_ARGS__)
+#define sh_log_debug(...)                                                    \
+    do {                                                                     \
+        if (sh_ffi_log_level() >= SH_LOG_DEBUG) {                            \
+            sh_log(SH_LOG_DEBUG, __VA_ARGS__);                               \
+        }                                                                    \
+    } while (0)
+
+#endif /* SH_CORE_H */

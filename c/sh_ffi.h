@@ -1,0 +1,175 @@
+/*
+ * sh_ffi.h -- the only declaration of what Lua may see of the C core.
+ *
+ * This header is macro-free on purpose: the build turns it into the text
+ * given to ffi.cdef (lines starting with '#' are dropped, nothing else is
+ * changed), and the C core includes it, so the two can never drift.  A spec
+ * (t/unit/010-ffi_spec.lua) checks every struct size and every function
+ * against the built library.
+ *
+ * Conventions (lua-resty-core's): functions return an int status (SH_OK,
+ * SH_ERROR, SH_AGAIN, SH_DECLINED), results come back through out-pointers,
+ * errors through `const char **err` pointing at a static or long-lived string.
+ * No function here ever calls back into Lua.
+ */
+#ifndef SH_FFI_H
+#define SH_FFI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    SH_OK = 0,
+    SH_ERROR = -1,
+    SH_AGAIN = -2,
+    SH_DECLINED = -5
+};
+
+enum {
+    SH_PROTO_REDIS = 1,
+    SH_PROTO_CQL = 2
+};
+
+/* frame flags */
+enum {
+    SH_FRAME_MODIFIED = 1,   /* re-encoded by a setter: data is our own copy */
+    SH_FRAME_NOREPLY = 2,    /* a response slot that writes nothing */
+    SH_FRAME_INLINE = 4,     /* request arrived as an inline command */
+    SH_FRAME_RESP3 = 8,      /* reply uses a RESP3-only type */
+    SH_FRAME_OWN_ARGS = 16   /* args were allocated apart from the frame */
+};
+
+/* Redis command classes, found by the codec from the command name */
+enum {
+    SH_CMD_PIN = 1,          /* needs a dedicated backend connection */
+    SH_CMD_BLOCKING = 2,     /* may block: no request timeout */
+    SH_CMD_STREAM = 4,       /* replies are not one per request (SUBSCRIBE) */
+    SH_CMD_QUIT = 8          /* QUIT: answered by the proxy */
+};
+
+/* log levels */
+enum {
+    SH_LOG_ERROR = 1,
+    SH_LOG_WARN = 2,
+    SH_LOG_INFO = 3,
+    SH_LOG_DEBUG = 4
+};
+
+typedef struct sh_buf_s sh_buf_t;
+typedef struct sh_conn_s sh_conn_t;
+typedef struct sh_worker_s sh_worker_t;
+typedef struct sh_redis_pool_s sh_redis_pool_t;
+
+/* A piece of a frame, relative to the frame's first byte. */
+typedef struct sh_slice_s {
+    uint32_t off;            /* offset from frame->data */
+    uint32_t len;            /* length in bytes */
+} sh_slice_t;
+
+/*
+ * One protocol message: a slice of a reference-counted buffer plus what the
+ * codec found in it.  For Redis requests `args` holds each argument; for
+ * replies `type` is the RESP type byte and `nargs` the top-level element
+ * count (-1 for a null).
+ */
+typedef struct sh_frame_s {
+    const uint8_t *data;     /* first byte of the frame's encoding */
+    uint32_t len;            /* bytes in the encoding */
+    uint32_t refs;           /* references held on this frame */
+    sh_buf_t *buf;           /* buffer `data` points into (a ref is held) */
+    sh_slice_t *args;        /* request arguments, nargs of them */
+    int32_t nargs;           /* argument or element count, -1 for null */
+    uint32_t cmd;            /* SH_CMD_* bits of a Redis request */
+    uint8_t proto;           /* SH_PROTO_* */
+    uint8_t type;            /* RESP type byte ('*', '+', '-', ':', ...) */
+    uint8_t flags;           /* SH_FRAME_* bits */
+    uint8_t reserved;        /* padding, always 0 */
+} sh_frame_t;
+
+/* An ordered set of frames: the requests of one read, or their replies. */
+typedef struct sh_batch_s {
+    sh_frame_t **frames;     /* n slots; a slot may be NULL until filled */
+    uint32_t n;              /* slots in use */
+    uint32_t cap;            /* slots allocated */
+    uint32_t refs;           /* references held on this batch */
+    uint32_t waiting;        /* slots a backend still owes */
+    sh_conn_t *conn;         /* client to wake when waiting reaches 0 */
+} sh_batch_t;
+
+/* Settings of one Redis backend pool (a `redis` sink, per worker). */
+typedef struct sh_redis_conf_s {
+    const char *host;        /* numeric IPv4/IPv6 address or name */
+    int32_t port;            /* TCP port */
+    uint32_t connections;    /* shared pipelined connections */
+    uint32_t connect_timeout_ms; /* give up connecting after this */
+    uint32_t request_timeout_ms; /* fail requests unanswered for this long */
+    uint32_t backoff_min_ms; /* first reconnect delay */
+    uint32_t backoff_max_ms; /* reconnect delay cap */
+    const char *username;    /* AUTH user for every connection, or NULL */
+    const char *password;    /* AUTH password, or NULL */
+    const char *name;        /* sink name for logs and errors */
+} sh_redis_conf_t;
+
+/* Settings of one listening source. */
+typedef struct sh_source_conf_s {
+    const char *name;        /* source name */
+    const char *host;        /* address to bind */
+    int32_t port;            /* port to bind */
+    int32_t proto;           /* SH_PROTO_* */
+    int32_t index;           /* position in the config's sources list */
+    uint32_t max_bulk_len;   /* largest bulk string accepted */
+    uint32_t max_elements;   /* largest array accepted */
+    uint32_t max_inline_len; /* longest inline command line */
+    uint32_t max_write_queue; /* bytes queued to a client before we stop reading */
+} sh_source_conf_t;
+
+/* Status names and errors */
+const char *sh_status_name(int status);
+
+/* Logging */
+void sh_ffi_log(int level, const char *msg, size_t len);
+int sh_ffi_log_level(void);
+void sh_ffi_log_set_level(int level);
+
+/* Frames */
+int sh_ffi_frame_new(int proto, const uint8_t *data, size_t len,
+    sh_frame_t **out, const char **err);
+int sh_ffi_frame_new_command(const uint8_t **args, const size_t *lens,
+    int nargs, sh_frame_t **out, const char **err);
+int sh_ffi_frame_set_arg(sh_frame_t *f, int i, const uint8_t *data,
+    size_t len, const char **err);
+void sh_ffi_frame_unref(sh_frame_t *f);
+int sh_ffi_frame_describe(const sh_frame_t *f, char *out, size_t cap);
+
+/* Batches */
+int sh_ffi_batch_new(uint32_t n, sh_batch_t **out);
+int sh_ffi_batch_set(sh_batch_t *b, uint32_t i, sh_frame_t *f);
+int sh_ffi_batch_push(sh_batch_t *b, sh_frame_t *f);
+void sh_ffi_batch_unref(sh_batch_t *b);
+
+/* The client connection a coroutine serves */
+sh_batch_t *sh_ffi_conn_batch(sh_conn_t *c);
+void sh_ffi_conn_set_resp(sh_conn_t *c, sh_batch_t *resp);
+int sh_ffi_conn_outstanding(sh_conn_t *c);
+uint64_t sh_ffi_conn_id(sh_conn_t *c);
+int sh_ffi_conn_source(sh_conn_t *c);
+void sh_ffi_conn_close_after_reply(sh_conn_t *c);
+
+/* Workers and sources */
+int sh_ffi_worker_id(sh_worker_t *w);
+int sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
+    const char **err);
+
+/* Redis backends */
+int sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
+    sh_redis_pool_t **out, const char **err);
+int sh_ffi_redis_send(sh_redis_pool_t *p, sh_conn_t *c, sh_batch_t *req,
+    sh_batch_t *resp);
+
+/* Time */
+uint64_t sh_ffi_now_ms(void);
+
+/* Layout check for the FFI spec: C's sizeof for a type named here */
+size_t sh_ffi_sizeof(const char *type);
+
+#endif /* SH_FFI_H */

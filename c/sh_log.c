@@ -1,0 +1,180 @@
+/*
+ * sh_log.c -- one line per message on stderr, text or JSON, safe to call
+ * from any worker thread (each line is written with a single write(2)).
+ */
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sh_core.h"
+
+static volatile int sh_log_level_cur = SH_LOG_INFO;
+static int sh_log_json;
+
+static const char *const sh_log_names[] = {
+    "none", "error", "warn", "info", "debug"
+};
+
+void *
+sh_alloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+
+    if (p == NULL) {
+        abort();
+    }
+    return p;
+}
+
+void *
+sh_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+
+    if (p == NULL) {
+        abort();
+    }
+    return p;
+}
+
+void *
+sh_realloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (p == NULL) {
+        abort();
+    }
+    return p;
+}
+
+const char *
+sh_status_name(int status)
+{
+    switch (status) {
+    case SH_OK:
+        return "OK";
+    case SH_ERROR:
+        return "ERROR";
+    case SH_AGAIN:
+        return "AGAIN";
+    case SH_DECLINED:
+        return "DECLINED";
+    default:
+        return "UNKNOWN";
+    }
+}
+
+int
+sh_ffi_log_level(void)
+{
+    return sh_log_level_cur;
+}
+
+void
+sh_ffi_log_set_level(int level)
+{
+    if (level < SH_LOG_ERROR) {
+        level = SH_LOG_ERROR;
+    }
+    if (level > SH_LOG_DEBUG) {
+        level = SH_LOG_DEBUG;
+    }
+    sh_log_level_cur = level;
+}
+
+void
+sh_log_set_json(int on)
+{
+    sh_log_json = on;
+}
+
+/* Append s to out as the inside of a JSON string. */
+static size_t
+sh_log_json_escape(char *out, size_t cap, const char *s, size_t len)
+{
+    size_t n = 0;
+    size_t i;
+
+    for (i = 0; i < len && n + 7 < cap; i++) {
+        unsigned char ch = (unsigned char) s[i];
+
+        if (ch == '"' || ch == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char) ch;
+        } else if (ch < 0x20) {
+            n += (size_t) snprintf(out + n, cap - n, "\\u%04x", ch);
+        } else {
+            out[n++] = (char) ch;
+        }
+    }
+    return n;
+}
+
+static void
+sh_log_write(int level, const char *msg, size_t len)
+{
+    char line[8192];
+    struct timespec ts;
+    struct tm tm;
+    size_t n;
+
+    if (level > sh_log_level_cur) {
+        return;
+    }
+    if (level < SH_LOG_ERROR || level > SH_LOG_DEBUG) {
+        level = SH_LOG_INFO;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    if (sh_log_json) {
+        n = (size_t) snprintf(line, sizeof(line),
+            "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\","
+            "\"level\":\"%s\",\"msg\":\"",
+            tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+            tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+            sh_log_names[level]);
+        n += sh_log_json_escape(line + n, sizeof(line) - n - 4, msg, len);
+        line[n++] = '"';
+        line[n++] = '}';
+    } else {
+        n = (size_t) snprintf(line, sizeof(line),
+            "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ [%s] ",
+            tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+            tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+            sh_log_names[level]);
+        if (len > sizeof(line) - n - 2) {
+            len = sizeof(line) - n - 2;
+        }
+        memcpy(line + n, msg, len);
+        n += len;
+    }
+    line[n++] = '\n';
+    if (write(STDERR_FILENO, line, n) < 0) {
+        /* nowhere left to report it */
+    }
+}
+
+void
+sh_ffi_log(int level, const char *msg, size_t len)
+{
+    sh_log_write(level, msg, len);
+}
+
+void
+sh_log(int level, const char *fmt, ...)
+{
+    char msg[4096];
+    va_list ap;
+    int n;
+
+    if (level > sh_log_level_cur) {
+        return;
+    }
+    va_start(ap, fmt);
+    n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        return;
+    }
+    sh_log_write(level, msg, sh_min((size_t) n, sizeof(msg) - 1));
+}

@@ -1,0 +1,188 @@
+/*
+ * sh_lua.c -- the only place C enters Lua: a LuaJIT state per worker, and a
+ * coroutine per client connection that C resumes (the cosocket model).  Lua
+ * never gets a C callback; it yields, and C resumes it when backends are
+ * done.
+ */
+#include <stdio.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "sh_config.h"
+#include "sh_worker.h"
+
+static void
+sh_lua_set_path(lua_State *L)
+{
+    const char *env = getenv("SHOTOVER_LUA_PATH");
+
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s;%s;%s", env ? env : "", SH_LUA_PATH,
+                    lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+}
+
+static int
+sh_lua_traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+
+    lua_getglobal(L, "debug");
+    lua_getfield(L, -1, "traceback");
+    lua_pushstring(L, msg ? msg : "(error object is not a string)");
+    lua_pushinteger(L, 2);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
+static lua_State *
+sh_lua_new(void)
+{
+    lua_State *L = luaL_newstate();
+
+    if (L == NULL) {
+        return NULL;
+    }
+    luaL_openlibs(L);
+    sh_lua_set_path(L);
+    return L;
+}
+
+/*
+ * Call module.fn(args...) with a traceback handler.  On failure writes the
+ * message to err and returns SH_ERROR; on success leaves nret results.
+ */
+static int
+sh_lua_call(lua_State *L, const char *module, const char *fn, int nargs,
+    int nret, char *err, size_t errlen)
+{
+    int base = lua_gettop(L) - nargs + 1;     /* first argument */
+
+    lua_pushcfunction(L, sh_lua_traceback);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, module);
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        lua_settop(L, base - 1);
+        return SH_ERROR;
+    }
+    lua_getfield(L, -1, fn);
+    lua_remove(L, -2);
+    /* stack: args..., traceback, fn -> traceback, fn, args... */
+    lua_insert(L, base);
+    lua_insert(L, base);
+    if (lua_pcall(L, nargs, nret, base) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        lua_settop(L, base - 1);
+        return SH_ERROR;
+    }
+    lua_remove(L, base);
+    return SH_OK;
+}
+
+int
+sh_lua_worker_init(sh_worker_t *w, char *err, size_t errlen)
+{
+    lua_State *L = sh_lua_new();
+
+    if (L == NULL) {
+        snprintf(err, errlen, "cannot create a Lua state");
+        return SH_ERROR;
+    }
+    w->L = L;
+    lua_pushlightuserdata(L, w);
+    lua_pushstring(L, w->conf_path);
+    lua_pushinteger(L, w->id);
+    if (sh_lua_call(L, "shotover.worker", "init", 3, 1, err, errlen)
+        != SH_OK)
+    {
+        return SH_ERROR;
+    }
+    if (!lua_isfunction(L, -1)) {
+        snprintf(err, errlen, "shotover.worker.init returned no runner");
+        return SH_ERROR;
+    }
+    w->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return SH_OK;
+}
+
+/*
+ * sh_lua_resume: run c's coroutine until it yields.  Returns what it
+ * yielded (SH_YIELD_WAIT or SH_YIELD_DONE), or SH_ERROR when the runner
+ * died (logged).
+ */
+int
+sh_lua_resume(sh_conn_t *c)
+{
+    sh_worker_t *w = c->w;
+    lua_State *co;
+    int nargs = 0, rc, v;
+
+    if (!c->started) {
+        co = lua_newthread(w->L);
+        c->co = co;
+        c->co_ref = luaL_ref(w->L, LUA_REGISTRYINDEX);
+        lua_rawgeti(co, LUA_REGISTRYINDEX, w->run_ref);
+        lua_pushlightuserdata(co, c);
+        nargs = 1;
+        c->started = 1;
+    }
+    co = c->co;
+    w->cur = c;
+    rc = lua_resume(co, nargs);
+    w->cur = NULL;
+    if (rc == LUA_YIELD) {
+        v = (int) lua_tointeger(co, -1);
+        lua_settop(co, 0);
+        return v;
+    }
+    sh_log_error("source \"%s\": connection runner died: %s", c->src->name,
+                 rc == 0 ? "returned" : lua_tostring(co, -1));
+    sh_lua_conn_release(c);
+    return SH_ERROR;
+}
+
+void
+sh_lua_conn_release(sh_conn_t *c)
+{
+    if (c->co_ref != LUA_NOREF && c->w->L != NULL) {
+        luaL_unref(c->w->L, LUA_REGISTRYINDEX, c->co_ref);
+    }
+    c->co_ref = LUA_NOREF;
+    c->co = NULL;
+    c->started = 0;
+}
+
+/*
+ * sh_lua_check: validate a config without starting anything.  Prints every
+ * problem to stderr.  Returns SH_OK and the worker count (0 for "auto"), or
+ * SH_ERROR.
+ */
+int
+sh_lua_check(const char *conf_path, int *workers)
+{
+    lua_State *L = sh_lua_new();
+    char err[4096];
+    int rc = SH_ERROR;
+
+    if (L == NULL) {
+        fprintf(stderr, "shotover: cannot create a Lua state\n");
+        return SH_ERROR;
+    }
+    lua_pushstring(L, conf_path);
+    if (sh_lua_call(L, "shotover.config", "check_file", 1, 2, err,
+                    sizeof(err)) != SH_OK)
+    {
+        fprintf(stderr, "shotover: %s\n", err);
+    } else if (lua_isnumber(L, -2)) {
+        *workers = (int) lua_tointeger(L, -2);
+        rc = SH_OK;
+    } else {
+        fprintf(stderr, "%s", lua_tostring(L, -1));
+    }
+    lua_close(L);
+    return rc;
+}

@@ -1,0 +1,1038 @@
+/*
+ * sh_resp.c -- RESP codec.
+ *
+ * Implements the Redis serialization protocol as specified in
+ * https://redis.io/docs/reference/protocol-spec/ :
+ *   requests: RESP arrays of bulk strings, and inline commands (split the way
+ *             redis' sdssplitargs does, then re-encoded as arrays so every
+ *             backend sees exactly the arguments we parsed);
+ *   replies:  every RESP2 type and every RESP3 type (null, boolean, double,
+ *             big number, blob error, verbatim string, map, set, push,
+ *             attribute), nested to max_depth.
+ *
+ * The reader is a resumable state machine over one growing buffer: each call
+ * continues where the previous one stopped, a frame is a slice of the buffer
+ * (no payload copy), and when the buffer fills up only the unfinished frame
+ * is moved to a new one.  Nesting is tracked on an explicit stack.
+ *
+ * Not supported: RESP3 streamed strings and aggregates ("$?" / "*?"), which
+ * Redis never sends; they are rejected as protocol errors.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <strings.h>
+
+#include "sh_resp.h"
+
+#define SH_RESP_BUF_SIZE (16 * 1024)     /* default buffer: one read */
+#define SH_RESP_MIN_FREE 1024            /* replace the buffer below this */
+#define SH_RESP_MAX_DEPTH_CAP 64         /* hard cap on max_depth */
+#define SH_RESP_LINE_MAX (64 * 1024)     /* Redis' PROTO_INLINE_MAX_SIZE */
+#define SH_RESP_PREALLOC_ARGS 1024       /* slices allocated up front */
+
+const sh_resp_limits_t sh_resp_default_limits = {
+    .max_bulk_len = 512u * 1024 * 1024,
+    .max_elements = 1024 * 1024,
+    .max_inline_len = SH_RESP_LINE_MAX,
+    .max_depth = 32,
+};
+
+enum {
+    SH_RS_START = 0,         /* at the first byte of a frame */
+    SH_RS_BULK_HEADER,       /* request: at an argument's "$len" line */
+    SH_RS_BULK_DATA,         /* request: waiting for an argument's bytes */
+    SH_RS_VALUE,             /* reply: at the type byte of an element */
+    SH_RS_VALUE_DATA         /* reply: waiting for a blob's bytes */
+};
+
+typedef struct sh_resp_level_s {
+    int64_t left;            /* elements still to read at this level */
+    int attr;                /* this level is an attribute map */
+} sh_resp_level_t;
+
+struct sh_resp_reader_s {
+    int mode;                /* SH_RESP_REQUEST or SH_RESP_REPLY */
+    int state;               /* SH_RS_* */
+    sh_resp_limits_t lim;    /* limits in force */
+    sh_buf_t *buf;           /* buffer being filled (we hold a ref) */
+    uint32_t start;          /* first byte of the unfinished frame */
+    uint32_t pos;            /* parse cursor */
+    uint32_t end;            /* bytes filled */
+    uint32_t need;           /* bytes from start the frame needs, 0: unknown */
+    int failed;              /* sticky error flag */
+    char errstr[128];        /* error text, in Redis' words */
+    /* request state */
+    sh_frame_t *frame;       /* request under construction */
+    int32_t argi;            /* next argument to read */
+    uint32_t bulk_len;       /* length of the argument being read */
+    uint32_t args_cap;       /* slices allocated for a big request */
+    /* reply state */
+    int depth;               /* levels open on the stack */
+    uint8_t top_type;        /* type byte of the top-level value */
+    int32_t top_count;       /* its element count (-1 null) */
+    uint8_t resp3;           /* a RESP3-only type was seen */
+    sh_resp_level_t stack[SH_RESP_MAX_DEPTH_CAP]; /* open aggregates */
+};
+
+static int
+sh_resp_fail(sh_resp_reader_t *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int
+sh_resp_fail(sh_resp_reader_t *r, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(r->errstr, sizeof(r->errstr), fmt, ap);
+    va_end(ap);
+    r->failed = 1;
+    return SH_ERROR;
+}
+
+sh_resp_reader_t *
+sh_resp_reader_new(int mode, const sh_resp_limits_t *limits)
+{
+    sh_resp_reader_t *r = sh_calloc(1, sizeof(*r));
+
+    r->mode = mode;
+    r->lim = limits ? *limits : sh_resp_default_limits;
+    if (r->lim.max_depth == 0 || r->lim.max_depth > SH_RESP_MAX_DEPTH_CAP) {
+        r->lim.max_depth = SH_RESP_MAX_DEPTH_CAP;
+    }
+    r->state = mode == SH_RESP_REQUEST ? SH_RS_START : SH_RS_VALUE;
+    return r;
+}
+
+void
+sh_resp_reader_free(sh_resp_reader_t *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    sh_frame_unref(r->frame);
+    sh_buf_unref(r->buf);
+    sh_free(r);
+}
+
+const char *
+sh_resp_reader_error(const sh_resp_reader_t *r)
+{
+    return r->failed ? r->errstr : NULL;
+}
+
+size_t
+sh_resp_reader_pending(const sh_resp_reader_t *r)
+{
+    return r->end - r->start;
+}
+
+/*
+ * sh_resp_reader_space: make room for the next read.  A fully parsed buffer
+ * that no frame references is reused from the start; a full one is replaced
+ * and only the unfinished frame's bytes move.  A frame whose size is known
+ * (a big bulk) gets one buffer big enough for all of it, so a 5 MB value is
+ * read straight into its final place.
+ */
+void
+sh_resp_reader_space(sh_resp_reader_t *r, uint8_t **p, size_t *n)
+{
+    uint32_t partial, want, cap;
+    sh_buf_t *nb;
+
+    if (r->buf == NULL) {
+        r->buf = sh_buf_new(SH_RESP_BUF_SIZE);
+        r->start = r->pos = r->end = 0;
+    } else if (r->start == r->end && r->buf->refs == 1) {
+        r->start = r->pos = r->end = 0;
+    }
+    partial = r->end - r->start;
+    want = partial + SH_RESP_MIN_FREE;
+    if (r->need > want) {
+        want = r->need;
+    }
+    if (r->start + want > r->buf->cap) {
+        if (r->buf->refs == 1 && want <= r->buf->cap) {
+            /* nobody else points into it: slide the partial frame down */
+            memmove(r->buf->data, r->buf->data + r->start, partial);
+        } else {
+            cap = SH_RESP_BUF_SIZE;
+            if (want > cap) {
+                /* grow geometrically when the size is not known yet */
+                cap = r->need ? want : sh_max(want, partial * 2);
+            }
+            nb = sh_buf_new(cap);
+            memcpy(nb->data, r->buf->data + r->start, partial);
+            sh_buf_unref(r->buf);
+            r->buf = nb;
+        }
+        r->pos -= r->start;
+        r->end = partial;
+        r->start = 0;
+    }
+    *p = r->buf->data + r->end;
+    *n = r->buf->cap - r->end;
+}
+
+void
+sh_resp_reader_commit(sh_resp_reader_t *r, size_t n)
+{
+    r->end += (uint32_t) n;
+}
+
+void
+sh_resp_reader_feed(sh_resp_reader_t *r, const uint8_t *data, size_t len)
+{
+    uint8_t *p;
+    size_t n;
+
+    while (len > 0) {
+        sh_resp_reader_space(r, &p, &n);
+        n = sh_min(n, len);
+        memcpy(p, data, n);
+        sh_resp_reader_commit(r, n);
+        data += n;
+        len -= n;
+    }
+}
+
+/* The offset of "\r\n" at or after from, or -1. */
+static int64_t
+sh_resp_find_crlf(const sh_resp_reader_t *r, uint32_t from)
+{
+    const uint8_t *d = r->buf->data;
+    const uint8_t *p;
+
+    while (from < r->end) {
+        p = memchr(d + from, '\r', r->end - from);
+        if (p == NULL || p + 1 >= d + r->end) {
+            return -1;
+        }
+        if (p[1] == '\n') {
+            return p - d;
+        }
+        from = (uint32_t) (p - d) + 1;
+    }
+    return -1;
+}
+
+/* Parse a signed decimal of [p, p+len) strictly, as Redis' string2ll. */
+static int
+sh_resp_parse_ll(const uint8_t *p, size_t len, int64_t *out)
+{
+    int neg = 0;
+    uint64_t v = 0;
+    size_t i = 0;
+
+    if (len == 0 || len > 20) {
+        return SH_ERROR;
+    }
+    if (p[0] == '-') {
+        neg = 1;
+        i = 1;
+        if (len == 1) {
+            return SH_ERROR;
+        }
+    }
+    if (p[i] == '0' && len > i + 1) {
+        return SH_ERROR;
+    }
+    for (; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return SH_ERROR;
+        }
+        if (v > (UINT64_MAX - 9) / 10) {
+            return SH_ERROR;
+        }
+        v = v * 10 + (uint64_t) (p[i] - '0');
+    }
+    if (v > (uint64_t) INT64_MAX) {
+        return SH_ERROR;
+    }
+    *out = neg ? -(int64_t) v : (int64_t) v;
+    return SH_OK;
+}
+
+static void
+sh_resp_frame_done(sh_resp_reader_t *r, sh_frame_t *f)
+{
+    f->buf = r->buf;
+    sh_buf_ref(r->buf);
+    f->data = r->buf->data + r->start;
+    f->len = r->pos - r->start;
+    r->start = r->pos;
+    r->need = 0;
+}
+
+/* --- inline requests ------------------------------------------------- */
+
+static int
+sh_resp_hex(int c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    c = tolower(c);
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    return -1;
+}
+
+/*
+ * Split one inline line the way Redis' sdssplitargs does, writing the
+ * unescaped arguments back to back into out (never longer than the line)
+ * with their lengths in lens.  Returns the argument count, or -1 on
+ * unbalanced quotes.
+ */
+static int
+sh_resp_split_inline(const uint8_t *p, size_t len, uint8_t *out,
+    size_t *lens, int maxargs)
+{
+    const uint8_t *e = p + len;
+    int argc = 0;
+    size_t o = 0, mark;
+
+    for (;;) {
+        while (p < e && isspace(*p)) {
+            p++;
+        }
+        if (p == e) {
+            return argc;
+        }
+        if (argc == maxargs) {
+            return -1;
+        }
+        mark = o;
+        if (*p == '"') {
+            for (p++;; p++) {
+                if (p == e) {
+                    return -1;
+                }
+                if (*p == '\\' && p + 3 < e && p[1] == 'x'
+                    && sh_resp_hex(p[2]) >= 0 && sh_resp_hex(p[3]) >= 0)
+                {
+                    out[o++] = (uint8_t) (sh_resp_hex(p[2]) * 16
+                                          + sh_resp_hex(p[3]));
+                    p += 3;
+                } else if (*p == '\\' && p + 1 < e) {
+                    p++;
+                    switch (*p) {
+                    case 'n': out[o++] = '\n'; break;
+                    case 'r': out[o++] = '\r'; break;
+                    case 't': out[o++] = '\t'; break;
+                    case 'b': out[o++] = '\b'; break;
+                    case 'a': out[o++] = '\a'; break;
+                    default: out[o++] = *p; break;
+                    }
+                } else if (*p == '"') {
+                    if (p + 1 < e && !isspace(p[1])) {
+                        return -1;
+                    }
+                    p++;
+                    break;
+                } else {
+                    out[o++] = *p;
+                }
+            }
+        } else if (*p == '\'') {
+            for (p++;; p++) {
+                if (p == e) {
+                    return -1;
+                }
+                if (*p == '\\' && p + 1 < e && p[1] == '\'') {
+                    out[o++] = '\'';
+                    p++;
+                } else if (*p == '\'') {
+                    if (p + 1 < e && !isspace(p[1])) {
+                        return -1;
+                    }
+                    p++;
+                    break;
+                } else {
+                    out[o++] = *p;
+                }
+            }
+        } else {
+            while (p < e && !isspace(*p)) {
+                out[o++] = *p++;
+            }
+        }
+        lens[argc++] = o - mark;
+    }
+}
+
+static int
+sh_resp_read_inline(sh_resp_reader_t *r, sh_frame_t **out)
+{
+    const uint8_t *d = r->buf->data;
+    const uint8_t *nl;
+    uint8_t stack_out[512];
+    size_t stack_lens[64];
+    const uint8_t *stack_args[64];
+    uint8_t *words;
+    size_t *lens;
+    const uint8_t **args;
+    size_t len, i, o;
+    int argc, maxargs;
+
+    nl = memchr(d + r->start, '\n', r->end - r->start);
+    if (nl == NULL) {
+        if (r->end - r->start > r->lim.max_inline_len) {
+            return sh_resp_fail(r, "Protocol error: too big inline request");
+        }
+        return SH_OK;
+    }
+    len = (size_t) (nl - (d + r->start));
+    if (len > r->lim.max_inline_len) {
+        return sh_resp_fail(r, "Protocol error: too big inline request");
+    }
+    if (len > 0 && d[r->start + len - 1] == '\r') {
+        len--;
+    }
+    maxargs = (int) (len / 2 + 1);
+    if (len <= sizeof(stack_out) && maxargs <= 64) {
+        words = stack_out;
+        lens = stack_lens;
+        args = stack_args;
+    } else {
+        words = sh_alloc(len);
+        lens = sh_alloc((size_t) maxargs * sizeof(size_t));
+        args = sh_alloc((size_t) maxargs * sizeof(uint8_t *));
+    }
+    argc = sh_resp_split_inline(d + r->start, len, words, lens, maxargs);
+    if (argc > 0) {
+        for (i = 0, o = 0; i < (size_t) argc; i++) {
+            args[i] = words + o;
+            o += lens[i];
+        }
+        *out = sh_resp_encode_command(args, lens, argc);
+        (*out)->flags |= SH_FRAME_INLINE;
+    }
+    if (words != stack_out) {
+        sh_free(words);
+        sh_free(lens);
+        sh_free(args);
+    }
+    if (argc < 0) {
+        return sh_resp_fail(r, "Protocol error: unbalanced quotes in request");
+    }
+    r->start = r->pos = (uint32_t) (nl - d) + 1;
+    return SH_OK;
+}
+
+/* --- multibulk requests ---------------------------------------------- */
+
+static int
+sh_resp_read_request(sh_resp_reader_t *r, sh_frame_t **out)
+{
+    const uint8_t *d;
+    int64_t crlf, ll;
+    sh_frame_t *f;
+
+    for (;;) {
+        d = r->buf->data;
+        switch (r->state) {
+        case SH_RS_START:
+            if (r->start == r->end) {
+                return SH_OK;
+            }
+            if (d[r->start] != '*') {
+                if (sh_resp_read_inline(r, out) != SH_OK) {
+                    return SH_ERROR;
+                }
+                if (*out != NULL || r->start == r->end
+                    || memchr(d + r->start, '\n', r->end - r->start) == NULL)
+                {
+                    return SH_OK;
+                }
+                continue;                /* an empty line was skipped */
+            }
+            crlf = sh_resp_find_crlf(r, r->start + 1);
+            if (crlf < 0) {
+                if (r->end - r->start > SH_RESP_LINE_MAX) {
+                    return sh_resp_fail(r,
+                        "Protocol error: too big mbulk count string");
+                }
+                return SH_OK;
+            }
+            if (sh_resp_parse_ll(d + r->start + 1,
+                    (size_t) crlf - r->start - 1, &ll) != SH_OK
+                || ll > (int64_t) r->lim.max_elements)
+            {
+                return sh_resp_fail(r,
+                    "Protocol error: invalid multibulk length");
+            }
+            r->pos = (uint32_t) crlf + 2;
+            if (ll <= 0) {
+                /* Redis ignores empty multibulks: no reply either */
+                r->start = r->pos;
+                continue;
+            }
+            if (ll <= SH_RESP_PREALLOC_ARGS) {
+                r->frame = sh_frame_alloc(SH_PROTO_REDIS, (uint32_t) ll);
+            } else {
+                /* never trust a declared count for a big allocation: the
+                 * slices grow as arguments really arrive */
+                r->frame = sh_frame_alloc(SH_PROTO_REDIS, 0);
+                r->frame->args = sh_alloc(SH_RESP_PREALLOC_ARGS
+                                          * sizeof(sh_slice_t));
+                r->frame->flags |= SH_FRAME_OWN_ARGS;
+                r->args_cap = SH_RESP_PREALLOC_ARGS;
+            }
+            r->frame->nargs = (int32_t) ll;
+            r->frame->type = '*';
+            r->argi = 0;
+            r->state = SH_RS_BULK_HEADER;
+            /* fall through */
+        case SH_RS_BULK_HEADER:
+            if (r->pos == r->end) {
+                return SH_OK;
+            }
+            if (d[r->pos] != '$') {
+                return sh_resp_fail(r, "Protocol error: expected '$', got '%c'",
+                                    d[r->pos]);
+            }
+            crlf = sh_resp_find_crlf(r, r->pos + 1);
+            if (crlf < 0) {
+                if (r->end - r->pos > SH_RESP_LINE_MAX) {
+                    return sh_resp_fail(r,
+                        "Protocol error: too big bulk count string");
+                }
+                return SH_OK;
+            }
+            if (sh_resp_parse_ll(d + r->pos + 1, (size_t) crlf - r->pos - 1,
+                    &ll) != SH_OK
+                || ll < 0 || ll > (int64_t) r->lim.max_bulk_len)
+            {
+                return sh_resp_fail(r, "Protocol error: invalid bulk length");
+            }
+            r->pos = (uint32_t) crlf + 2;
+            r->bulk_len = (uint32_t) ll;
+            if ((r->frame->flags & SH_FRAME_OWN_ARGS)
+                && (uint32_t) r->argi == r->args_cap)
+            {
+                r->args_cap *= 2;
+                r->frame->args = sh_realloc(r->frame->args,
+                    r->args_cap * sizeof(sh_slice_t));
+            }
+            r->frame->args[r->argi].off = r->pos - r->start;
+            r->frame->args[r->argi].len = r->bulk_len;
+            r->need = r->pos - r->start + r->bulk_len + 2;
+            r->state = SH_RS_BULK_DATA;
+            /* fall through */
+        case SH_RS_BULK_DATA:
+            if (r->end - r->start < r->need) {
+                return SH_OK;
+            }
+            r->pos = r->start + r->need;
+            if (d[r->pos - 2] != '\r' || d[r->pos - 1] != '\n') {
+                return sh_resp_fail(r,
+                    "Protocol error: bulk string not followed by CRLF");
+            }
+            r->need = 0;
+            if (++r->argi < r->frame->nargs) {
+                r->state = SH_RS_BULK_HEADER;
+                continue;
+            }
+            f = r->frame;
+            r->frame = NULL;
+            r->state = SH_RS_START;
+            sh_resp_frame_done(r, f);
+            f->cmd = sh_resp_classify(f->data + f->args[0].off,
+                f->args[0].len,
+                f->nargs > 1 ? f->data + f->args[1].off : NULL,
+                f->nargs > 1 ? f->args[1].len : 0);
+            if (f->cmd == 0 && f->args[0].len >= 5
+                && (f->data[f->args[0].off] | 0x20) == 'x')
+            {
+                /* XREAD / XREADGROUP only block with a BLOCK option */
+                int32_t i;
+                for (i = 1; i < f->nargs; i++) {
+                    if (f->args[i].len == 5 && strncasecmp(
+                        (const char *) f->data + f->args[i].off, "block", 5)
+                        == 0)
+                    {
+                        f->cmd = sh_resp_classify(f->data + f->args[0].off,
+                            f->args[0].len, (const uint8_t *) "BLOCK", 5);
+                        break;
+                    }
+                }
+            }
+            *out = f;
+            return SH_OK;
+        default:
+            return sh_resp_fail(r, "Protocol error: bad reader state");
+        }
+    }
+}
+
+/* --- replies ----------------------------------------------------------- */
+
+/*
+ * One element has been read completely at the current level: count it off,
+ * closing every aggregate it completes.  Returns 1 when the top-level value
+ * is complete.
+ */
+static int
+sh_resp_element_done(sh_resp_reader_t *r)
+{
+    while (r->depth > 0) {
+        sh_resp_level_t *lv = &r->stack[r->depth - 1];
+
+        if (--lv->left > 0) {
+            return 0;
+        }
+        r->depth--;
+        if (lv->attr) {
+            /* an attribute map is followed by the value it annotates */
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+sh_resp_read_reply(sh_resp_reader_t *r, sh_frame_t **out)
+{
+    const uint8_t *d;
+    int64_t crlf, ll;
+    uint8_t t;
+    sh_frame_t *f;
+    int complete;
+
+    for (;;) {
+        d = r->buf->data;
+        if (r->state == SH_RS_VALUE_DATA) {
+            if (r->end - r->start < r->need) {
+                return SH_OK;
+            }
+            r->pos = r->start + r->need;
+            if (d[r->pos - 2] != '\r' || d[r->pos - 1] != '\n') {
+                return sh_resp_fail(r,
+                    "Protocol error: bulk string not followed by CRLF");
+            }
+            r->need = 0;
+            r->state = SH_RS_VALUE;
+            complete = sh_resp_element_done(r);
+        } else {
+            if (r->pos == r->end) {
+                return SH_OK;
+            }
+            crlf = sh_resp_find_crlf(r, r->pos + 1);
+            if (crlf < 0) {
+                if (r->end - r->pos > r->lim.max_bulk_len) {
+                    return sh_resp_fail(r, "Protocol error: line too long");
+                }
+                return SH_OK;
+            }
+            t = d[r->pos];
+            if (r->pos == r->start || (r->top_type == '|' && r->depth == 0)) {
+                r->top_type = t;
+                r->top_count = 0;
+            }
+            complete = 0;
+            switch (t) {
+            case '_': case '#': case ',': case '(':
+                r->resp3 = 1;
+                /* fall through */
+            case '+': case '-': case ':':
+                if (t == '#' && ((size_t) crlf - r->pos != 2
+                    || (d[r->pos + 1] != 't' && d[r->pos + 1] != 'f')))
+                {
+                    return sh_resp_fail(r, "Protocol error: invalid boolean");
+                }
+                if (t == ':' && sh_resp_parse_ll(d + r->pos + 1,
+                        (size_t) crlf - r->pos - 1, &ll) != SH_OK)
+                {
+                    return sh_resp_fail(r, "Protocol error: invalid integer");
+                }
+                r->pos = (uint32_t) crlf + 2;
+                complete = sh_resp_element_done(r);
+                break;
+            case '!': case '=':
+                r->resp3 = 1;
+                /* fall through */
+            case '$':
+                if (sh_resp_parse_ll(d + r->pos + 1,
+                        (size_t) crlf - r->pos - 1, &ll) != SH_OK
+                    || ll < -1 || ll > (int64_t) r->lim.max_bulk_len
+                    || (ll == -1 && t != '$'))
+                {
+                    return sh_resp_fail(r,
+                        "Protocol error: invalid bulk length");
+                }
+                r->pos = (uint32_t) crlf + 2;
+                if (r->depth == 0 && r->top_type == t) {
+                    r->top_count = ll < 0 ? -1 : 0;
+                }
+                if (ll < 0) {
+                    complete = sh_resp_element_done(r);
+                    break;
+                }
+                r->need = r->pos - r->start + (uint32_t) ll + 2;
+                r->state = SH_RS_VALUE_DATA;
+                continue;
+            case '%': case '~': case '>': case '|':
+                r->resp3 = 1;
+                /* fall through */
+            case '*':
+                if (sh_resp_parse_ll(d + r->pos + 1,
+                        (size_t) crlf - r->pos - 1, &ll) != SH_OK
+                    || ll < -1 || ll > (int64_t) r->lim.max_elements
+                    || (ll == -1 && t != '*'))
+                {
+                    return sh_resp_fail(r,
+                        "Protocol error: invalid multibulk length");
+                }
+                r->pos = (uint32_t) crlf + 2;
+                if (r->depth == 0 && r->top_type == t) {
+                    r->top_count = (int32_t) ll;
+                }
+                if (ll <= 0) {
+                    complete = t == '|' ? 0 : sh_resp_element_done(r);
+                    break;
+                }
+                if ((uint32_t) r->depth >= r->lim.max_depth) {
+                    return sh_resp_fail(r,
+                        "Protocol error: nesting deeper than %u",
+                        r->lim.max_depth);
+                }
+                r->stack[r->depth].left = (t == '%' || t == '|') ? ll * 2 : ll;
+                r->stack[r->depth].attr = t == '|';
+                r->depth++;
+                continue;
+            default:
+                return sh_resp_fail(r, "Protocol error: invalid reply type "
+                                    "byte 0x%02x", t);
+            }
+        }
+        if (!complete) {
+            continue;
+        }
+        f = sh_frame_alloc(SH_PROTO_REDIS, 0);
+        f->type = r->top_type;
+        f->nargs = r->top_count;
+        if (r->resp3) {
+            f->flags |= SH_FRAME_RESP3;
+        }
+        r->resp3 = 0;
+        sh_resp_frame_done(r, f);
+        *out = f;
+        return SH_OK;
+    }
+}
+
+int
+sh_resp_reader_next(sh_resp_reader_t *r, sh_frame_t **out)
+{
+    *out = NULL;
+    if (r->failed) {
+        return SH_ERROR;
+    }
+    if (r->buf == NULL) {
+        return SH_OK;
+    }
+    if (r->mode == SH_RESP_REQUEST) {
+        return sh_resp_read_request(r, out);
+    }
+    return sh_resp_read_reply(r, out);
+}
+
+/* --- command classes ------------------------------------------------- */
+
+typedef struct sh_resp_cmd_s {
+    const char *name;        /* upper-case command name */
+    const char *sub;         /* subcommand, or NULL for any */
+    uint32_t cmd;            /* SH_CMD_* bits */
+} sh_resp_cmd_t;
+
+/* Commands that change how a connection behaves; all others are 0. */
+static const sh_resp_cmd_t sh_resp_cmds[] = {
+    { "CLIENT", "REPLY", SH_CMD_PIN | SH_CMD_STREAM },
+    { "CLIENT", NULL, SH_CMD_PIN },
+    { "MULTI", NULL, SH_CMD_PIN },
+    { "WATCH", NULL, SH_CMD_PIN },
+    { "SELECT", NULL, SH_CMD_PIN },
+    { "AUTH", NULL, SH_CMD_PIN },
+    { "HELLO", NULL, SH_CMD_PIN },
+    { "RESET", NULL, SH_CMD_PIN },
+    { "READONLY", NULL, SH_CMD_PIN },
+    { "READWRITE", NULL, SH_CMD_PIN },
+    { "SUBSCRIBE", NULL, SH_CMD_PIN | SH_CMD_STREAM },
+    { "PSUBSCRIBE", NULL, SH_CMD_PIN | SH_CMD_STREAM },
+    { "SSUBSCRIBE", NULL, SH_CMD_PIN | SH_CMD_STREAM },
+    { "MONITOR", NULL, SH_CMD_PIN | SH_CMD_STREAM },
+    { "SYNC", NULL, SH_CMD_PIN | SH_CMD_STREAM },
+    { "PSYNC", NULL, SH_CMD_PIN | SH_CMD_STREAM },
+    { "BLPOP", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
+    { "BRPOP", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
+    { "BRPOPLPUSH", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
+    { "BLMOVE", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
+    { "BLMPOP", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
+    { "BZPOPMIN", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
+    { "BZPOPMAX", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
+    { "BZMPOP", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
+    { "WAIT", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
+    { "WAITAOF", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
+    { "XREAD", "BLOCK", SH_CMD_PIN | SH_CMD_BLOCKING },
+    { "XREADGROUP", "BLOCK", SH_CMD_PIN | SH_CMD_BLOCKING },
+    { "QUIT", NULL, SH_CMD_QUIT },
+};
+
+static int
+sh_resp_name_eq(const uint8_t *p, size_t len, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        if (name[i] == '\0' || (p[i] & ~0x20) != (uint8_t) name[i]) {
+            return 0;
+        }
+    }
+    return name[len] == '\0';
+}
+
+/*
+ * sh_resp_classify: the SH_CMD_* bits of a command.  Most commands are 0 and
+ * are rejected by the length and first-letter test before any compare.
+ */
+uint32_t
+sh_resp_classify(const uint8_t *name, size_t len, const uint8_t *sub,
+    size_t sublen)
+{
+    size_t i;
+    uint8_t c0;
+
+    if (len < 4 || len > 10) {
+        return 0;
+    }
+    c0 = name[0] & ~0x20;
+    for (i = 0; i < sizeof(sh_resp_cmds) / sizeof(sh_resp_cmds[0]); i++) {
+        const sh_resp_cmd_t *c = &sh_resp_cmds[i];
+
+        if ((uint8_t) c->name[0] != c0 || !sh_resp_name_eq(name, len, c->name))
+        {
+            continue;
+        }
+        if (c->sub != NULL
+            && (sub == NULL || !sh_resp_name_eq(sub, sublen, c->sub)))
+        {
+            continue;
+        }
+        return c->cmd;
+    }
+    return 0;
+}
+
+/* --- encoding ---------------------------------------------------------- */
+
+static size_t
+sh_resp_digits(size_t v)
+{
+    size_t n = 1;
+
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+sh_frame_t *
+sh_resp_encode_command(const uint8_t *const *args, const size_t *lens,
+    int nargs)
+{
+    sh_frame_t *f = sh_frame_alloc(SH_PROTO_REDIS, (uint32_t) nargs);
+    size_t total, o;
+    sh_buf_t *b;
+    int i;
+
+    total = 1 + sh_resp_digits((size_t) nargs) + 2;
+    for (i = 0; i < nargs; i++) {
+        total += 1 + sh_resp_digits(lens[i]) + 2 + lens[i] + 2;
+    }
+    b = sh_buf_new((uint32_t) total);
+    o = (size_t) sprintf((char *) b->data, "*%d\r\n", nargs);
+    for (i = 0; i < nargs; i++) {
+        o += (size_t) sprintf((char *) b->data + o, "$%zu\r\n", lens[i]);
+        f->args[i].off = (uint32_t) o;
+        f->args[i].len = (uint32_t) lens[i];
+        if (lens[i]) {
+            memcpy(b->data + o, args[i], lens[i]);
+        }
+        o += lens[i];
+        b->data[o++] = '\r';
+        b->data[o++] = '\n';
+    }
+    f->buf = b;
+    f->data = b->data;
+    f->len = (uint32_t) o;
+    f->nargs = nargs;
+    f->type = '*';
+    f->cmd = sh_resp_classify(args[0], lens[0], nargs > 1 ? args[1] : NULL,
+                              nargs > 1 ? lens[1] : 0);
+    return f;
+}
+
+/* --- describe ---------------------------------------------------------- */
+
+typedef struct sh_resp_out_s {
+    char *p;                 /* output buffer */
+    size_t cap;              /* its size */
+    size_t n;                /* bytes that would have been written */
+} sh_resp_out_t;
+
+static void
+sh_resp_put(sh_resp_out_t *o, const char *s, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++, o->n++) {
+        if (o->n + 1 < o->cap) {
+            o->p[o->n] = s[i];
+        }
+    }
+}
+
+static void
+sh_resp_put_quoted(sh_resp_out_t *o, const uint8_t *s, size_t len)
+{
+    char esc[8];
+    size_t i;
+
+    sh_resp_put(o, "\"", 1);
+    for (i = 0; i < len; i++) {
+        switch (s[i]) {
+        case '"': sh_resp_put(o, "\\\"", 2); break;
+        case '\\': sh_resp_put(o, "\\\\", 2); break;
+        case '\n': sh_resp_put(o, "\\n", 2); break;
+        case '\r': sh_resp_put(o, "\\r", 2); break;
+        case '\t': sh_resp_put(o, "\\t", 2); break;
+        default:
+            if (s[i] < 0x20 || s[i] >= 0x7f) {
+                snprintf(esc, sizeof(esc), "\\x%02x", s[i]);
+                sh_resp_put(o, esc, 4);
+            } else {
+                sh_resp_put(o, (const char *) s + i, 1);
+            }
+        }
+    }
+    sh_resp_put(o, "\"", 1);
+}
+
+/*
+ * Describe one value at *pos; recursion is bounded by SH_RESP_MAX_DEPTH_CAP
+ * (this is for logs and tests, not the hot path).
+ */
+static int
+sh_resp_describe_value(const uint8_t *d, size_t len, size_t *pos,
+    sh_resp_out_t *o, int depth)
+{
+    const uint8_t *line, *crlf;
+    size_t linelen;
+    int64_t ll, i;
+    uint8_t t;
+
+    if (depth > SH_RESP_MAX_DEPTH_CAP || *pos >= len) {
+        return -1;
+    }
+    t = d[*pos];
+    line = d + *pos + 1;
+    crlf = NULL;
+    for (const uint8_t *p = line; p + 1 < d + len; p++) {
+        if (p[0] == '\r' && p[1] == '\n') {
+            crlf = p;
+            break;
+        }
+    }
+    if (crlf == NULL) {
+        return -1;
+    }
+    linelen = (size_t) (crlf - line);
+    *pos = (size_t) (crlf - d) + 2;
+    switch (t) {
+    case '+': case '-': case ':': case ',': case '(': case '#':
+        sh_resp_put(o, (const char *) d + (line - d - 1), linelen + 1);
+        return 0;
+    case '_':
+        sh_resp_put(o, "nil", 3);
+        return 0;
+    case '$': case '!': case '=':
+        if (sh_resp_parse_ll(line, linelen, &ll) != SH_OK || ll < -1) {
+            return -1;
+        }
+        if (ll == -1) {
+            sh_resp_put(o, "nil", 3);
+            return 0;
+        }
+        if ((size_t) ll + 2 > len - *pos) {
+            return -1;
+        }
+        if (t != '$') {
+            sh_resp_put(o, (const char *) &t, 1);
+        }
+        sh_resp_put_quoted(o, d + *pos, (size_t) ll);
+        *pos += (size_t) ll + 2;
+        return 0;
+    case '*': case '~': case '>': case '%': case '|':
+        if (sh_resp_parse_ll(line, linelen, &ll) != SH_OK || ll < -1) {
+            return -1;
+        }
+        if (ll == -1) {
+            sh_resp_put(o, "nil", 3);
+            return 0;
+        }
+        if (t == '~' || t == '>' || t == '|') {
+            sh_resp_put(o, (const char *) &t, 1);
+        }
+        sh_resp_put(o, (t == '%' || t == '|') ? "{" : "[", 1);
+        for (i = 0; i < ll; i++) {
+            if (i > 0) {
+                sh_resp_put(o, ", ", 2);
+            }
+            if (sh_resp_describe_value(d, len, pos, o, depth + 1) < 0) {
+                return -1;
+            }
+            if (t == '%' || t == '|') {
+                sh_resp_put(o, ": ", 2);
+                if (sh_resp_describe_value(d, len, pos, o, depth + 1) < 0) {
+                    return -1;
+                }
+            }
+        }
+        sh_resp_put(o, (t == '%' || t == '|') ? "}" : "]", 1);
+        if (t == '|') {
+            sh_resp_put(o, " ", 1);
+            return sh_resp_describe_value(d, len, pos, o, depth + 1);
+        }
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+int
+sh_resp_describe(const uint8_t *data, size_t len, char *out, size_t cap)
+{
+    sh_resp_out_t o = { out, cap, 0 };
+    size_t pos = 0;
+
+    if (sh_resp_describe_value(data, len, &pos, &o, 0) < 0) {
+        if (cap > 0) {
+            out[0] = '\0';
+        }
+        return -1;
+    }
+    if (cap > 0) {
+        if (o.n >= cap) {
+            if (cap > 4) {
+                memcpy(out + cap - 4, "...", 3);
+            }
+            out[cap - 1] = '\0';
+        } else {
+            out[o.n] = '\0';
+        }
+    }
+    return (int) o.n;
+}

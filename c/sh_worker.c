@@ -1,0 +1,250 @@
+/*
+ * sh_worker.c -- worker threads.  Each owns a loop, a Lua state and its own
+ * SO_REUSEPORT listening sockets, so a connection lives its whole life on
+ * one thread and nothing on the hot path takes a lock.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+
+#include "sh_worker.h"
+
+__thread sh_worker_t *sh_worker_cur;
+
+static void
+sh_worker_flush_cb(uv_prepare_t *p)
+{
+    sh_redis_flush_all((sh_worker_t *) p->data);
+}
+
+static void
+sh_worker_close_cb(uv_handle_t *h)
+{
+    sh_listener_t *l = (sh_listener_t *) h;
+
+    sh_free(l);
+}
+
+static void
+sh_worker_stop_cb(uv_async_t *a)
+{
+    sh_worker_t *w = a->data;
+
+    w->stopping = 1;
+    while (w->listeners != NULL) {
+        sh_listener_t *l = w->listeners;
+        w->listeners = l->next;
+        uv_close((uv_handle_t *) &l->tcp, sh_worker_close_cb);
+    }
+    sh_conn_close_all(w);
+    sh_redis_pools_close(w);
+    uv_close((uv_handle_t *) &w->flush, NULL);
+    uv_close((uv_handle_t *) &w->stop, NULL);
+}
+
+static void
+sh_worker_main(void *arg)
+{
+    sh_worker_t *w = arg;
+    char err[4096];
+
+    sh_worker_cur = w;
+    if (sh_lua_worker_init(w, err, sizeof(err)) != SH_OK) {
+        sh_log_error("worker %d: %s", w->id, err);
+        w->init_failed = 1;
+        uv_sem_post(&w->ready);
+        /* the main thread sends the stop */
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+    } else {
+        uv_sem_post(&w->ready);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+    }
+    if (w->L != NULL) {
+        lua_close(w->L);
+        w->L = NULL;
+    }
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+    if (uv_loop_close(&w->loop) != 0) {
+        sh_log_warn("worker %d: loop closed with handles open", w->id);
+    }
+}
+
+static sh_worker_t **sh_workers;
+static int sh_nworkers;
+
+static void
+sh_workers_stop(void)
+{
+    int i;
+
+    for (i = 0; i < sh_nworkers; i++) {
+        uv_async_send(&sh_workers[i]->stop);
+    }
+}
+
+static void
+sh_signal_cb(uv_signal_t *s, int signum)
+{
+    sh_log_info("received %s, stopping", signum == SIGINT ? "SIGINT"
+                                                          : "SIGTERM");
+    sh_workers_stop();
+    uv_close((uv_handle_t *) s, NULL);
+    uv_close((uv_handle_t *) s->data, NULL);
+}
+
+int
+sh_workers_run(const char *conf_path, int nworkers)
+{
+    uv_loop_t *main_loop = uv_default_loop();
+    uv_signal_t sigint, sigterm;
+    int i, failed = 0;
+
+    signal(SIGPIPE, SIG_IGN);
+    sh_nworkers = nworkers;
+    sh_workers = sh_calloc((size_t) nworkers, sizeof(sh_worker_t *));
+    for (i = 0; i < nworkers; i++) {
+        sh_worker_t *w = sh_calloc(1, sizeof(*w));
+
+        w->id = i;
+        w->conf_path = conf_path;
+        uv_loop_init(&w->loop);
+        uv_async_init(&w->loop, &w->stop, sh_worker_stop_cb);
+        w->stop.data = w;
+        uv_prepare_init(&w->loop, &w->flush);
+        w->flush.data = w;
+        uv_prepare_start(&w->flush, sh_worker_flush_cb);
+        uv_unref((uv_handle_t *) &w->flush);
+        uv_sem_init(&w->ready, 0);
+        sh_workers[i] = w;
+    }
+    /* start them one at a time: a config error is reported once */
+    for (i = 0; i < nworkers && !failed; i++) {
+        uv_thread_create(&sh_workers[i]->thread, sh_worker_main,
+                         sh_workers[i]);
+        uv_sem_wait(&sh_workers[i]->ready);
+        failed = sh_workers[i]->init_failed;
+    }
+    if (failed) {
+        nworkers = i;
+        sh_nworkers = i;
+        sh_workers_stop();
+    } else {
+        sh_log_info("shotover %s running with %d worker%s", SH_VERSION,
+                    nworkers, nworkers == 1 ? "" : "s");
+        uv_signal_init(main_loop, &sigint);
+        uv_signal_init(main_loop, &sigterm);
+        sigint.data = &sigterm;
+        sigterm.data = &sigint;
+        uv_signal_start(&sigint, sh_signal_cb, SIGINT);
+        uv_signal_start(&sigterm, sh_signal_cb, SIGTERM);
+        uv_run(main_loop, UV_RUN_DEFAULT);
+    }
+    for (i = 0; i < nworkers; i++) {
+        uv_thread_join(&sh_workers[i]->thread);
+        uv_sem_destroy(&sh_workers[i]->ready);
+        sh_free(sh_workers[i]);
+    }
+    for (; i < (int) sh_nworkers; i++) {
+        sh_free(sh_workers[i]);
+    }
+    sh_free(sh_workers);
+    uv_loop_close(main_loop);
+    return failed ? SH_ERROR : SH_OK;
+}
+
+/* --- FFI ---------------------------------------------------------------- */
+
+int
+sh_ffi_worker_id(sh_worker_t *w)
+{
+    return w ? w->id : -1;
+}
+
+static void
+sh_listener_cb(uv_stream_t *server, int status)
+{
+    sh_listener_t *l = (sh_listener_t *) server;
+
+    if (status < 0) {
+        sh_log_warn("source \"%s\": accept: %s", l->name, uv_strerror(status));
+        return;
+    }
+    sh_conn_accept(l);
+}
+
+/*
+ * sh_ffi_source_listen: bind and listen on conf->host:port with SO_REUSEPORT
+ * so every worker has its own accept queue.  libuv 1.44 has no flag for it,
+ * so the socket is made by hand and handed to uv_tcp_open.
+ */
+int
+sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
+    const char **err)
+{
+    static __thread char errbuf[300];
+    struct addrinfo hints, *res = NULL;
+    sh_listener_t *l;
+    char port[16];
+    int fd, one = 1, rc;
+
+    if (w == NULL) {
+        *err = "sources listen in workers";
+        return SH_ERROR;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    snprintf(port, sizeof(port), "%d", conf->port);
+    rc = getaddrinfo(conf->host, port, &hints, &res);
+    if (rc != 0 || res == NULL) {
+        snprintf(errbuf, sizeof(errbuf), "cannot resolve \"%s\": %s",
+                 conf->host, gai_strerror(rc));
+        *err = errbuf;
+        return SH_ERROR;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0
+        || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0
+        || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0
+        || bind(fd, res->ai_addr, res->ai_addrlen) != 0
+        || listen(fd, 511) != 0)
+    {
+        snprintf(errbuf, sizeof(errbuf), "cannot listen on %s:%d: %s",
+                 conf->host, conf->port, strerror(errno));
+        *err = errbuf;
+        if (fd >= 0) {
+            close(fd);
+        }
+        freeaddrinfo(res);
+        return SH_ERROR;
+    }
+    freeaddrinfo(res);
+    l = sh_calloc(1, sizeof(*l));
+    uv_tcp_init(&w->loop, &l->tcp);
+    uv_tcp_open(&l->tcp, fd);
+    l->w = w;
+    l->conf = *conf;
+    snprintf(l->name, sizeof(l->name), "%s", conf->name ? conf->name : "");
+    l->conf.name = l->name;
+    l->conf.host = NULL;
+    rc = uv_listen((uv_stream_t *) &l->tcp, 511, sh_listener_cb);
+    if (rc != 0) {
+        snprintf(errbuf, sizeof(errbuf), "cannot listen on %s:%d: %s",
+                 conf->host, conf->port, uv_strerror(rc));
+        *err = errbuf;
+        uv_close((uv_handle_t *) &l->tcp, sh_worker_close_cb);
+        return SH_ERROR;
+    }
+    l->next = w->listeners;
+    w->listeners = l;
+    if (w->id == 0) {
+        sh_log_info("source \"%s\" listening on %s:%d", l->name, conf->host,
+                    conf->port);
+    }
+    return SH_OK;
+}

@@ -1,0 +1,130 @@
+/*
+ * sh_worker.h -- workers, client connections and Redis backends: the
+ * structures the event-loop files share.  Lua sees none of this except
+ * through the functions in sh_ffi.h.
+ */
+#ifndef SH_WORKER_H
+#define SH_WORKER_H
+
+#include <lua.h>
+#include <uv.h>
+
+#include "sh_buf.h"
+#include "sh_resp.h"
+
+typedef struct sh_upstream_s sh_upstream_t;
+typedef struct sh_listener_s sh_listener_t;
+
+/* One listening socket of one source on one worker. */
+struct sh_listener_s {
+    uv_tcp_t tcp;            /* the SO_REUSEPORT socket */
+    sh_worker_t *w;          /* owning worker */
+    sh_source_conf_t conf;   /* copy of the source settings */
+    char name[64];           /* source name, for logs */
+    sh_listener_t *next;     /* worker's listener list */
+};
+
+/* What a connection's coroutine yielded. */
+enum {
+    SH_YIELD_WAIT = 0,       /* waiting for backends: resume later */
+    SH_YIELD_DONE = 1        /* batch done: responses are in conn->resp */
+};
+
+/* A client connection. */
+struct sh_conn_s {
+    uv_tcp_t tcp;            /* the client socket */
+    uv_shutdown_t shutdown;  /* used once, to close after the last reply */
+    sh_worker_t *w;          /* owning worker */
+    sh_listener_t *src;      /* the source it came in on */
+    uint64_t id;             /* unique per process */
+    sh_resp_reader_t *reader; /* request parser */
+    lua_State *co;           /* coroutine running the chain */
+    int co_ref;              /* registry ref keeping co alive */
+    sh_batch_t *inq;         /* parsed requests not yet run */
+    sh_batch_t *batch;       /* requests of the batch being run */
+    sh_batch_t *resp;        /* responses the chain returned */
+    sh_batch_t **waits;      /* response batches backends still fill */
+    uint32_t nwaits;         /* entries in waits */
+    uint32_t waits_cap;      /* allocated entries */
+    void **cycle;            /* frames (low bit 0) and batches (low bit 1)
+                                created during the batch, freed after it */
+    uint32_t ncycle;         /* entries in cycle */
+    uint32_t cycle_cap;      /* allocated entries */
+    sh_upstream_t *dedicated; /* backend connections pinned to this client */
+    unsigned started:1;      /* coroutine has been started */
+    unsigned running:1;      /* a batch is in the chain */
+    unsigned suspended:1;    /* the chain waits for backends */
+    unsigned eof:1;          /* client sent EOF */
+    unsigned read_stopped:1; /* reading paused for backpressure */
+    unsigned closing:1;      /* uv_close or shutdown under way */
+    unsigned close_after:1;  /* close once the replies are written */
+    unsigned proto_err:1;    /* reader failed: send error, then close */
+    sh_conn_t *prev, *next;  /* worker's connection list */
+    sh_conn_t *wake_next;    /* worker's list of connections to resume */
+    unsigned on_wake:1;      /* on that list */
+};
+
+/* A pool of connections to one Redis server (one `redis` sink, per worker). */
+struct sh_redis_pool_s {
+    sh_worker_t *w;          /* owning worker */
+    sh_redis_conf_t conf;    /* settings; strings below are our copies */
+    char host[256];          /* backend host */
+    char user[128];          /* AUTH user or "" */
+    char pass[256];          /* AUTH password or "" */
+    char name[64];           /* sink name */
+    char remote[300];        /* "host:port" for messages */
+    struct sockaddr_storage addr; /* resolved address */
+    sh_upstream_t **shared;  /* conf.connections pipelined connections */
+    uint32_t rr;             /* round robin over shared */
+    sh_redis_pool_t *next;   /* worker's pool list */
+};
+
+/* A worker: one thread, one loop, one Lua state. */
+struct sh_worker_s {
+    int id;                  /* 0-based worker number */
+    uv_loop_t loop;          /* its event loop */
+    uv_thread_t thread;      /* its thread */
+    uv_async_t stop;         /* main thread asks it to stop */
+    uv_prepare_t flush;      /* sends what upstreams gathered, pre-poll */
+    lua_State *L;            /* its Lua state */
+    int run_ref;             /* registry ref to the connection runner */
+    sh_conn_t *cur;          /* connection whose chain is running */
+    sh_listener_t *listeners; /* listening sockets */
+    sh_conn_t *conns;        /* open client connections */
+    sh_redis_pool_t *pools;  /* backend pools */
+    sh_upstream_t *flushq;   /* upstreams with gathered writes */
+    sh_conn_t *wakeq;        /* connections whose backends are done */
+    const char *conf_path;   /* config file */
+    uv_sem_t ready;          /* posted when init finished */
+    int init_failed;         /* init result */
+    int stopping;            /* stop requested */
+};
+
+/* per-thread current worker, NULL outside workers (busted specs) */
+extern __thread sh_worker_t *sh_worker_cur;
+
+/* sh_conn.c */
+void sh_conn_accept(sh_listener_t *l);
+void sh_conn_wake(sh_conn_t *c);
+void sh_conn_wake_all(sh_worker_t *w);
+void sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n);
+void sh_conn_close_all(sh_worker_t *w);
+void sh_conn_abort(sh_conn_t *c, const char *why);
+void sh_conn_add_wait(sh_conn_t *c, sh_batch_t *b);
+void sh_conn_wait_done(sh_conn_t *c, sh_batch_t *b);
+
+/* sh_redis_pool.c */
+void sh_redis_flush_all(sh_worker_t *w);
+void sh_redis_conn_closed(sh_conn_t *c);
+void sh_redis_pools_close(sh_worker_t *w);
+
+/* sh_lua.c */
+int sh_lua_worker_init(sh_worker_t *w, char *err, size_t errlen);
+int sh_lua_resume(sh_conn_t *c);
+void sh_lua_conn_release(sh_conn_t *c);
+int sh_lua_check(const char *conf_path, int *workers);
+
+/* sh_worker.c */
+int sh_workers_run(const char *conf_path, int nworkers);
+
+#endif /* SH_WORKER_H */

@@ -1,0 +1,114 @@
+-- Chains: build the transform instances of a chain, and run a batch through
+-- them.  Each client connection gets a context (`chain` in a transform's
+-- signature) whose `next` hands the batch to the following element; the
+-- context also carries the connection (`chain.c`) and its session table
+-- (`chain.conn`), which lives as long as the client connection.
+local base = require "shotover.ffi"
+local config = require "shotover.config"
+local message = require "shotover.message"
+local reply = require "shotover.redis.reply"
+local log = require "shotover.log"
+
+local C = base.C
+local WAIT = base.YIELD_WAIT
+local yield = coroutine.yield
+local pcall = pcall
+local setmetatable = setmetatable
+local tostring = tostring
+local fmt = string.format
+local new_batch = message.new_batch
+
+local _M = { _VERSION = "0.1.0" }
+
+local Chain = {}
+Chain.__index = Chain
+
+local Ctx = {}
+Ctx.__index = Ctx
+
+-- Build a validated chain config into instances.  env: { worker = cdata or
+-- nil (dry), protocol = "redis", name = chain name, path = config path }.
+function _M.build(elements, env)
+    local els = {}
+    for i, el in ipairs(elements) do
+        local e = { index = i }
+        if type(el[1]) == "function" then
+            e.inline = el[1]
+            e.name = el.name or "inline function"
+        else
+            local mod = assert(config.load_transform(el[1]))
+            e.name = el.name or el[1]
+            e.inst = mod.new(el, env)
+        end
+        els[i] = e
+    end
+    return setmetatable({ elements = els, n = #els, name = env.name,
+                          protocol = env.protocol }, Chain)
+end
+
+-- A per-connection context; c is the sh_conn_t* (nil when dry).
+function Chain:context(c)
+    return setmetatable({ c = c, conn = {}, elements = self.elements, i = 0,
+                          chain = self }, Ctx)
+end
+
+-- Hand batch to the next element and return its responses.
+function Ctx:next(batch)
+    local i = self.i + 1
+    local el = self.elements[i]
+    if el == nil then
+        error("next() called by the last element of the chain", 2)
+    end
+    self.i = i
+    local resp
+    if el.inline then
+        resp = el.inline(batch, self)
+    else
+        resp = el.inst:transform(batch, self)
+    end
+    self.i = i - 1
+    return resp
+end
+
+-- Wait (yield the connection's coroutine) until every backend this
+-- connection sent to has answered.
+function Ctx:wait()
+    local c = self.c
+    while C.sh_ffi_conn_outstanding(c) > 0 do
+        yield(WAIT)
+    end
+end
+
+local function error_responses(n, msg)
+    local resp = new_batch(n)
+    local f = reply.error(msg)
+    for i = 1, n do
+        resp:set(i, f)
+    end
+    return resp
+end
+
+-- Run one batch through the chain.  A raising element fails the requests of
+-- this batch only, each with an error reply; the connection stays up.
+function Chain:run(ctx, batch)
+    ctx.i = 0
+    local ok, resp = pcall(ctx.next, ctx, batch)
+    local failed = ctx.i
+    ctx.i = 0
+    if ok then
+        if resp ~= nil then
+            return resp
+        end
+        failed = 1
+        resp = "returned no responses"
+    end
+    local el = self.elements[failed] or self.elements[1]
+    local msg = tostring(resp)
+    log.error('chain "%s": element %d (%s) failed: %s', self.name, el.index,
+              el.name, msg)
+    return error_responses(batch.n, fmt('shotover: chain "%s" element %d '
+                                        .. '(%s) failed: %s', self.name,
+                                        el.index, el.name, msg))
+end
+
+return _M

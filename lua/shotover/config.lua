@@ -1,0 +1,228 @@
+-- Config loading and validation.  A config is a Lua file returning a table.
+-- Validation walks all of it before anything starts and reports every
+-- problem with its path, e.g.
+--   sources[1].chain[2].remote: expected "host:port", got 6380
+local schema = require "shotover.schema"
+
+local type = type
+local pairs = pairs
+local ipairs = ipairs
+local pcall = pcall
+local tostring = tostring
+local concat = table.concat
+local fmt = string.format
+
+local _M = { _VERSION = "0.1.0" }
+
+local PROTOCOLS = { redis = true }
+
+local top_schema = {
+    workers = { type = "workers", default = 1 },
+    sources = { type = "table", required = true },
+}
+
+local source_schema = {
+    name = { type = "string", required = true },
+    protocol = { type = "string", required = true },
+    listen = { type = "hostport", required = true },
+    chain = { type = "table", required = true },
+    max_bulk_len = { type = "integer", min = 1, max = 2^32 - 1,
+                     default = 512 * 1024 * 1024 },
+    max_elements = { type = "integer", min = 1, max = 2^31 - 1,
+                     default = 1024 * 1024 },
+    max_inline_len = { type = "integer", min = 16, max = 2^31 - 1,
+                       default = 64 * 1024 },
+    max_write_queue = { type = "integer", min = 1024, max = 2^32 - 1,
+                        default = 16 * 1024 * 1024 },
+}
+
+-- Resolve a chain element's module: shotover.transforms.<name>, so an
+-- installed rock adds transforms.  Returns module or nil, message.
+function _M.load_transform(name)
+    local modname = "shotover.transforms." .. name
+    local ok, mod = pcall(require, modname)
+    if not ok then
+        if tostring(mod):find("module '" .. modname .. "' not found", 1, true)
+        then
+            return nil, fmt("unknown transform %q (no module %s)", name,
+                            modname)
+        end
+        return nil, fmt("transform %q failed to load: %s", name,
+                        tostring(mod))
+    end
+    if type(mod) ~= "table" or type(mod.new) ~= "function" then
+        return nil, fmt("module %s is not a transform (no new())", modname)
+    end
+    return mod
+end
+
+-- Validate one chain; element configs get their defaults filled in.
+-- `errs` collects "path: message" strings.
+function _M.check_chain(chain, path, errs, ctx)
+    if type(chain) ~= "table" then
+        errs[#errs + 1] = fmt("%s: expected a list of transforms, got %s",
+                              path, schema.show(chain))
+        return
+    end
+    if #chain == 0 then
+        errs[#errs + 1] = path .. ": a chain needs at least one element"
+        return
+    end
+    for k in pairs(chain) do
+        if type(k) ~= "number" or k < 1 or k > #chain or k % 1 ~= 0 then
+            errs[#errs + 1] = fmt("%s: unexpected key %s (a chain is a list)",
+                                  path, schema.show(k))
+        end
+    end
+    for i, el in ipairs(chain) do
+        local epath = fmt("%s[%d]", path, i)
+        local last = i == #chain
+        if type(el) == "function" then
+            chain[i] = { el }
+            el = chain[i]
+        end
+        if type(el) ~= "table" then
+            errs[#errs + 1] = fmt("%s: expected a transform like { \"redis\", "
+                                  .. "remote = ... } or a function, got %s",
+                                  epath, schema.show(el))
+        elseif type(el[1]) == "function" then
+            -- inline transform: function(batch, chain)
+            for k in pairs(el) do
+                if k ~= 1 and k ~= "name" then
+                    errs[#errs + 1] = fmt("%s.%s: inline transforms take no "
+                                          .. "options", epath, tostring(k))
+                end
+            end
+        elseif type(el[1]) ~= "string" then
+            errs[#errs + 1] = fmt("%s[1]: expected a transform name or a "
+                                  .. "function, got %s", epath,
+                                  schema.show(el[1]))
+        else
+            local mod, err = _M.load_transform(el[1])
+            if not mod then
+                errs[#errs + 1] = epath .. ": " .. err
+            else
+                local s = {}
+                for k, v in pairs(mod.schema or {}) do
+                    s[k] = v
+                end
+                s.name = s.name or { type = "string" }
+                local opts = {}
+                for k, v in pairs(el) do
+                    if k ~= 1 then
+                        opts[k] = v
+                    end
+                end
+                if el[2] ~= nil then
+                    errs[#errs + 1] = fmt("%s[2]: options go in named keys, "
+                                          .. "got a second list item", epath)
+                    opts[2] = nil
+                end
+                local n = #errs
+                schema.check(opts, s, epath, errs, ctx)
+                if #errs == n and mod.check_config then
+                    local ok, e = mod.check_config(opts, ctx)
+                    if not ok then
+                        errs[#errs + 1] = epath .. ": " .. tostring(e)
+                    end
+                end
+                for k, v in pairs(opts) do
+                    el[k] = v
+                end
+                if mod.terminal and not last then
+                    errs[#errs + 1] = fmt("%s: %q is a sink and must be the "
+                                          .. "last element of its chain",
+                                          epath, el[1])
+                elseif last and not mod.terminal then
+                    errs[#errs + 1] = fmt("%s: the chain must end in a sink "
+                                          .. "(%q passes requests on)",
+                                          epath, el[1])
+                end
+            end
+        end
+    end
+end
+
+-- Validate a whole config table.  Returns the config (defaults filled in) or
+-- nil and the list of errors.
+function _M.check(conf)
+    local errs = {}
+    if type(conf) ~= "table" then
+        return nil, { "config: expected the file to return a table, got "
+                      .. schema.show(conf) }
+    end
+    schema.check(conf, top_schema, "", errs)
+    local sources = conf.sources
+    if type(sources) == "table" then
+        if #sources == 0 then
+            errs[#errs + 1] = "sources: at least one source is needed"
+        end
+        local names, listens = {}, {}
+        for i, src in ipairs(sources) do
+            local path = fmt("sources[%d]", i)
+            if type(src) ~= "table" then
+                errs[#errs + 1] = fmt("%s: expected a table, got %s", path,
+                                      schema.show(src))
+            else
+                local n = #errs
+                schema.check(src, source_schema, path, errs)
+                if type(src.protocol) == "string"
+                   and not PROTOCOLS[src.protocol]
+                then
+                    errs[#errs + 1] = fmt("%s.protocol: expected \"redis\", "
+                                          .. "got %q", path, src.protocol)
+                end
+                if type(src.name) == "string" then
+                    if names[src.name] then
+                        errs[#errs + 1] = fmt("%s.name: %q is already the "
+                                              .. "name of sources[%d]", path,
+                                              src.name, names[src.name])
+                    end
+                    names[src.name] = i
+                end
+                if type(src.listen) == "string" and #errs == n then
+                    if listens[src.listen] then
+                        errs[#errs + 1] = fmt("%s.listen: %s is already "
+                                              .. "used by sources[%d]", path,
+                                              src.listen, listens[src.listen])
+                    end
+                    listens[src.listen] = i
+                end
+                if src.chain ~= nil then
+                    _M.check_chain(src.chain, path .. ".chain", errs,
+                                   { protocol = src.protocol })
+                end
+            end
+        end
+    end
+    if #errs > 0 then
+        return nil, errs
+    end
+    return conf
+end
+
+-- Load and validate a config file.  Returns the config or nil, errors.
+function _M.load(path)
+    local chunk, err = loadfile(path)
+    if not chunk then
+        return nil, { "config: cannot load " .. tostring(err) }
+    end
+    local ok, conf = pcall(chunk)
+    if not ok then
+        return nil, { fmt("config: %s raised an error: %s", path,
+                          tostring(conf)) }
+    end
+    return _M.check(conf)
+end
+
+-- For `shotover check` and the start of `run`: returns the worker count
+-- (0 for "auto"), or nil and the error lines.
+function _M.check_file(path)
+    local conf, errs = _M.load(path)
+    if not conf then
+        return nil, concat(errs, "\n") .. "\n"
+    end
+    return conf.workers == "auto" and 0 or conf.workers
+end
+
+return _M

@@ -1,0 +1,250 @@
+-- Messages and batches: FFI metatypes over the C frames and batches, so a
+-- message is a pointer to the codec's struct and nothing is copied until a
+-- transform asks for a Lua string.
+local ffi = require "ffi"
+local bit = require "bit"
+local base = require "shotover.ffi"
+
+local C = base.C
+local ffi_string = ffi.string
+local ffi_gc = ffi.gc
+local bor = bit.bor
+local byte = string.byte
+local upper = string.upper
+local type = type
+local error = error
+
+local DECLINED = base.DECLINED
+local FRAME_MODIFIED = 1
+local FRAME_NOREPLY = 2
+
+local frame_out = ffi.new("sh_frame_t *[1]")
+local batch_out = ffi.new("sh_batch_t *[1]")
+local err_out = ffi.new("const char *[1]")
+local describe_cap = 8192
+local describe_buf = ffi.new("char[?]", describe_cap)
+
+local TYPES = {
+    [43] = "simple", [45] = "error", [58] = "integer", [36] = "bulk",
+    [42] = "array", [95] = "null", [35] = "boolean", [44] = "double",
+    [40] = "bignum", [33] = "blob_error", [61] = "verbatim", [37] = "map",
+    [126] = "set", [62] = "push", [124] = "attribute",
+}
+
+local _M = { _VERSION = "0.1.0" }
+
+-- methods of every message (sh_frame_t)
+local frame = {}
+_M.frame_methods = frame
+
+-- Own a frame C handed us outside a batch (specs, transform set-up).
+local function adopt_frame(rc)
+    if rc == DECLINED then
+        return ffi_gc(frame_out[0], C.sh_ffi_frame_unref)
+    elseif rc ~= 0 then
+        return nil, ffi_string(err_out[0])
+    end
+    return frame_out[0]
+end
+
+-- A message from RESP bytes (exactly one value).
+function _M.frame_from_resp(s)
+    return adopt_frame(C.sh_ffi_frame_new(base.PROTO_REDIS, s, #s, frame_out,
+                                          err_out))
+end
+
+-- A Redis command from Lua strings: command{"SET", "k", "v"}.
+local args_buf, lens_buf, args_cap = nil, nil, 0
+function _M.command(args)
+    local n = #args
+    if n > args_cap then
+        args_cap = n * 2
+        args_buf = ffi.new("const uint8_t *[?]", args_cap)
+        lens_buf = ffi.new("size_t[?]", args_cap)
+    end
+    for i = 1, n do
+        local a = args[i]
+        if type(a) ~= "string" then
+            a = tostring(a)
+        end
+        args_buf[i - 1] = a
+        lens_buf[i - 1] = #a
+    end
+    local f, err = adopt_frame(C.sh_ffi_frame_new_command(args_buf, lens_buf,
+                                                           n, frame_out,
+                                                           err_out))
+    -- keep no pointers into the Lua strings
+    for i = 0, n - 1 do
+        args_buf[i] = nil
+    end
+    return f, err
+end
+
+function _M.new_batch(n)
+    local rc = C.sh_ffi_batch_new(n or 0, batch_out)
+    local b = batch_out[0]
+    if rc == DECLINED then
+        return ffi_gc(b, C.sh_ffi_batch_unref)
+    end
+    return b
+end
+
+function frame.raw(f)
+    return ffi_string(f.data, f.len)
+end
+
+function frame.proto(f)
+    return f.proto == 1 and "redis" or "cassandra"
+end
+
+function frame.is_modified(f)
+    return bit.band(f.flags, FRAME_MODIFIED) ~= 0
+end
+
+function frame.is_noreply(f)
+    return bit.band(f.flags, FRAME_NOREPLY) ~= 0
+end
+
+function frame.describe(f)
+    local n = C.sh_ffi_frame_describe(f, describe_buf, describe_cap)
+    if n < 0 then
+        return "(undecodable " .. f.len .. " bytes)"
+    end
+    return ffi_string(describe_buf, n < describe_cap and n or describe_cap - 1)
+end
+
+-- Redis requests ----------------------------------------------------------
+
+function frame.is_request(f)
+    return f.args ~= nil
+end
+
+function frame.nargs(f)
+    return f.nargs
+end
+
+-- A zero-copy view of argument i (1 is the command name): pointer, length.
+function frame.arg_view(f, i)
+    if f.args == nil or i < 1 or i > f.nargs then
+        return nil, 0
+    end
+    local s = f.args[i - 1]
+    return f.data + s.off, s.len
+end
+
+function frame.arg(f, i)
+    if f.args == nil or i < 1 or i > f.nargs then
+        return nil
+    end
+    local s = f.args[i - 1]
+    return ffi_string(f.data + s.off, s.len)
+end
+
+function frame.command(f)
+    return f.args ~= nil and upper(frame.arg(f, 1)) or nil
+end
+
+-- Case-insensitive test of the command name, without making a string.
+function frame.command_is(f, name)
+    if f.args == nil then
+        return false
+    end
+    local s = f.args[0]
+    local n = #name
+    if s.len ~= n then
+        return false
+    end
+    local p = f.data + s.off
+    for i = 0, n - 1 do
+        if bor(p[i], 0x20) ~= bor(byte(name, i + 1), 0x20) then
+            return false
+        end
+    end
+    return true
+end
+
+-- The first key: the argument after the command name, for the commands
+-- that have one there (which is nearly all of them).
+function frame.key(f)
+    if f.args == nil or f.nargs < 2 then
+        return nil
+    end
+    return frame.arg(f, 2)
+end
+
+function frame.args(f)
+    local t = {}
+    for i = 1, (f.args ~= nil and f.nargs or 0) do
+        t[i] = frame.arg(f, i)
+    end
+    return t
+end
+
+function frame.set_arg(f, i, v)
+    if type(v) ~= "string" then
+        v = tostring(v)
+    end
+    if C.sh_ffi_frame_set_arg(f, i - 1, v, #v, err_out) ~= 0 then
+        error("set_arg: " .. ffi_string(err_out[0]), 2)
+    end
+end
+
+-- Redis replies -------------------------------------------------------------
+
+function frame.type(f)
+    return TYPES[f.type] or "unknown"
+end
+
+function frame.is_error(f)
+    return f.type == 45 or f.type == 33
+end
+
+-- The payload of a simple string, error or integer reply, as a string.
+function frame.line(f)
+    if f.args ~= nil or f.len < 3 then
+        return nil
+    end
+    return ffi_string(f.data + 1, f.len - 3)
+end
+
+ffi.metatype("sh_frame_t", { __index = frame })
+
+-- Batches ---------------------------------------------------------------------
+
+local batch = {}
+_M.batch_methods = batch
+
+function batch.set(b, i, f)
+    if C.sh_ffi_batch_set(b, i - 1, f) ~= 0 then
+        error("batch:set: index " .. i .. " out of range 1.." .. b.n, 2)
+    end
+end
+
+function batch.push(b, f)
+    C.sh_ffi_batch_push(b, f)
+end
+
+function batch.get(b, i)
+    if i < 1 or i > b.n then
+        return nil
+    end
+    local f = b.frames[i - 1]
+    if f == nil then
+        return nil
+    end
+    return f
+end
+
+local batch_get = batch.get
+
+ffi.metatype("sh_batch_t", {
+    __len = function(b) return b.n end,
+    __index = function(b, k)
+        if type(k) == "number" then
+            return batch_get(b, k)
+        end
+        return batch[k]
+    end,
+})
+
+return _M

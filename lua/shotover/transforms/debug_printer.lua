@@ -1,0 +1,32 @@
+-- debug_printer: logs every request and its reply at info level, then
+-- passes the batch on unchanged.
+local log = require "shotover.log"
+
+local _M = { name = "debug_printer", version = "0.1.0", schema = {} }
+
+local mt = { __index = {} }
+
+function _M.new(conf)
+    return setmetatable({ name = conf.name or "debug_printer" }, mt)
+end
+
+function mt.__index.transform(self, batch, chain)
+    local enabled = log.enabled(log.INFO)
+    if enabled then
+        for i = 1, batch.n do
+            log.info("%s: request %d/%d: %s", self.name, i, batch.n,
+                     batch[i]:describe())
+        end
+    end
+    local resp = chain:next(batch)
+    if enabled and resp ~= nil then
+        for i = 1, resp.n do
+            local f = resp[i]
+            log.info("%s: reply %d/%d: %s", self.name, i, resp.n,
+                     f and f:describe() or "(none)")
+        end
+    end
+    return resp
+end
+
+return _M

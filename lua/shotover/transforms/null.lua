@@ -1,0 +1,27 @@
+-- null: a sink that answers every request with a null reply and sends
+-- nothing anywhere.  For measuring the proxy's own cost and for tests.
+local message = require "shotover.message"
+local reply = require "shotover.redis.reply"
+
+local new_batch = message.new_batch
+
+local _M = { name = "null", version = "0.1.0", terminal = true, schema = {} }
+
+local mt = { __index = {} }
+
+function _M.new(conf)
+    -- one shared reply, referenced by every response slot
+    return setmetatable({ null = reply.null() }, mt)
+end
+
+function mt.__index.transform(self, batch)
+    local n = batch.n
+    local resp = new_batch(n)
+    local f = self.null
+    for i = 1, n do
+        resp:set(i, f)
+    end
+    return resp
+end
+
+return _M

@@ -1,0 +1,66 @@
+-- Worker start-up, called by the C core once per worker thread: load the
+-- config, build each source's chain (instances per worker), listen, and
+-- hand C the function each client connection's coroutine runs.
+local ffi = require "ffi"
+local base = require "shotover.ffi"
+local config = require "shotover.config"
+local chain = require "shotover.chain"
+local schema = require "shotover.schema"
+
+local C = base.C
+local DONE = base.YIELD_DONE
+local yield = coroutine.yield
+local cast = ffi.cast
+local conn_ptr = base.conn_ptr
+local fmt = string.format
+local concat = table.concat
+
+local _M = { _VERSION = "0.1.0" }
+
+local chains = {}
+
+local PROTO = { redis = base.PROTO_REDIS }
+
+-- The body of every client connection's coroutine.  C resumes it with a new
+-- batch in sh_ffi_conn_batch(c); it yields WAIT while backends work and
+-- DONE once the responses are set.
+local function run_connection(clud)
+    local c = cast(conn_ptr, clud)
+    local ch = chains[C.sh_ffi_conn_source(c)]
+    local ctx = ch:context(c)
+    while true do
+        local resp = ch:run(ctx, C.sh_ffi_conn_batch(c))
+        C.sh_ffi_conn_set_resp(c, resp)
+        yield(DONE)
+    end
+end
+
+function _M.init(wlud, path, id)
+    local w = cast(base.worker_ptr, wlud)
+    local conf, errs = config.load(path)
+    if not conf then
+        error(concat(errs, "\n"), 0)
+    end
+    local err = ffi.new("const char *[1]")
+    for i, src in ipairs(conf.sources) do
+        chains[i] = chain.build(src.chain, {
+            worker = w, protocol = src.protocol, name = src.name,
+            path = fmt("sources[%d].chain", i), worker_id = id,
+        })
+        local host, port = schema.parse_hostport(src.listen)
+        local sc = ffi.new("sh_source_conf_t", {
+            name = src.name, host = host, port = port,
+            proto = PROTO[src.protocol], index = i,
+            max_bulk_len = src.max_bulk_len,
+            max_elements = src.max_elements,
+            max_inline_len = src.max_inline_len,
+            max_write_queue = src.max_write_queue,
+        })
+        if C.sh_ffi_source_listen(w, sc, err) ~= 0 then
+            error(fmt("sources[%d].listen: %s", i, ffi.string(err[0])), 0)
+        end
+    end
+    return run_connection
+end
+
+return _M
