@@ -31,7 +31,7 @@ sh_frame_alloc(int proto, uint32_t nargs)
     memset(f, 0, sizeof(*f));
     f->refs = 1;
     f->proto = (uint8_t) proto;
-    f->args = nargs ? (sh_slice_t *) (f + 1) : NULL;
+    f->argv = nargs ? (sh_slice_t *) (f + 1) : NULL;
     return f;
 }
 
@@ -44,7 +44,7 @@ sh_frame_unref(sh_frame_t *f)
     if (--f->refs == 0) {
         sh_buf_unref(f->buf);
         if (f->flags & SH_FRAME_OWN_ARGS) {
-            sh_free(f->args);
+            sh_free(f->argv);
         }
         sh_free(f);
     }

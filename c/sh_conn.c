@@ -699,32 +699,32 @@ sh_ffi_frame_set_arg(sh_frame_t *f, int i, const uint8_t *data, size_t len,
     sh_frame_t *nf;
     int k;
 
-    if (f->proto != SH_PROTO_REDIS || f->args == NULL) {
+    if (f->proto != SH_PROTO_REDIS || f->argv == NULL) {
         *err = "not a Redis request";
         return SH_ERROR;
     }
-    if (i < 0 || i >= f->nargs) {
+    if (i < 0 || i >= f->argc) {
         *err = "argument index out of range";
         return SH_ERROR;
     }
-    if (f->nargs > 16) {
-        args = sh_alloc((size_t) f->nargs * sizeof(*args));
-        lens = sh_alloc((size_t) f->nargs * sizeof(*lens));
+    if (f->argc > 16) {
+        args = sh_alloc((size_t) f->argc * sizeof(*args));
+        lens = sh_alloc((size_t) f->argc * sizeof(*lens));
     }
-    for (k = 0; k < f->nargs; k++) {
-        args[k] = f->data + f->args[k].off;
-        lens[k] = f->args[k].len;
+    for (k = 0; k < f->argc; k++) {
+        args[k] = f->data + f->argv[k].off;
+        lens[k] = f->argv[k].len;
     }
     args[i] = data;
     lens[i] = len;
-    nf = sh_resp_encode_command(args, lens, f->nargs);
+    nf = sh_resp_encode_command(args, lens, f->argc);
     /* move the new encoding into f, which everybody else points at */
     sh_buf_unref(f->buf);
     f->buf = nf->buf;
     nf->buf = NULL;
     f->data = nf->data;
     f->len = nf->len;
-    memcpy(f->args, nf->args, (size_t) f->nargs * sizeof(sh_slice_t));
+    memcpy(f->argv, nf->argv, (size_t) f->argc * sizeof(sh_slice_t));
     f->cmd = nf->cmd;
     f->flags |= SH_FRAME_MODIFIED;
     sh_frame_unref(nf);

@@ -68,8 +68,8 @@ typedef struct sh_slice_s {
 
 /*
  * One protocol message: a slice of a reference-counted buffer plus what the
- * codec found in it.  For Redis requests `args` holds each argument; for
- * replies `type` is the RESP type byte and `nargs` the top-level element
+ * codec found in it.  For Redis requests `argv` holds each argument; for
+ * replies `rtype` is the RESP type byte and `argc` the top-level element
  * count (-1 for a null).
  */
 typedef struct sh_frame_s {
@@ -77,11 +77,11 @@ typedef struct sh_frame_s {
     uint32_t len;            /* bytes in the encoding */
     uint32_t refs;           /* references held on this frame */
     sh_buf_t *buf;           /* buffer `data` points into (a ref is held) */
-    sh_slice_t *args;        /* request arguments, nargs of them */
-    int32_t nargs;           /* argument or element count, -1 for null */
+    sh_slice_t *argv;        /* request arguments, argc of them */
+    int32_t argc;            /* argument or element count, -1 for null */
     uint32_t cmd;            /* SH_CMD_* bits of a Redis request */
     uint8_t proto;           /* SH_PROTO_* */
-    uint8_t type;            /* RESP type byte ('*', '+', '-', ':', ...) */
+    uint8_t rtype;           /* RESP type byte ('*', '+', '-', ':', ...) */
     uint8_t flags;           /* SH_FRAME_* bits */
     uint8_t reserved;        /* padding, always 0 */
 } sh_frame_t;

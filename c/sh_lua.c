@@ -38,6 +38,15 @@ sh_lua_traceback(lua_State *L)
     return 1;
 }
 
+extern const char sh_cdef_text[];      /* generated from sh_ffi.h */
+
+static int
+sh_lua_cdef_loader(lua_State *L)
+{
+    lua_pushstring(L, sh_cdef_text);
+    return 1;
+}
+
 static lua_State *
 sh_lua_new(void)
 {
@@ -48,6 +57,12 @@ sh_lua_new(void)
     }
     luaL_openlibs(L);
     sh_lua_set_path(L);
+    /* the FFI declarations travel inside the binary */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, sh_lua_cdef_loader);
+    lua_setfield(L, -2, "shotover.cdef");
+    lua_pop(L, 2);
     return L;
 }
 

@@ -328,11 +328,11 @@ sh_up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         if (f == NULL) {
             break;
         }
-        if (up->count > 0 && !(f->type == '>' && up->owner != NULL)) {
+        if (up->count > 0 && !(f->rtype == '>' && up->owner != NULL)) {
             sh_pending_t p = sh_up_pop_pending(up);
 
             if (p.resp == NULL) {
-                if (f->type == '-') {
+                if (f->rtype == '-') {
                     sh_log_error("sink \"%s\": AUTH to %s failed: %.*s",
                                  up->pool->name, up->pool->remote,
                                  (int) sh_min(f->len, 200u) - 2,
@@ -729,7 +729,7 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_conn_t *c, sh_batch_t *req,
         } else if (f->cmd & SH_CMD_QUIT) {
             static sh_frame_t ok = {
                 .data = (const uint8_t *) "+OK\r\n", .len = 5,
-                .refs = UINT32_MAX, .proto = SH_PROTO_REDIS, .type = '+',
+                .refs = UINT32_MAX, .proto = SH_PROTO_REDIS, .rtype = '+',
             };
             sh_batch_put(resp, i, &ok);
             c->close_after = 1;

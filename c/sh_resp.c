@@ -475,13 +475,13 @@ sh_resp_read_request(sh_resp_reader_t *r, sh_frame_t **out)
                 /* never trust a declared count for a big allocation: the
                  * slices grow as arguments really arrive */
                 r->frame = sh_frame_alloc(SH_PROTO_REDIS, 0);
-                r->frame->args = sh_alloc(SH_RESP_PREALLOC_ARGS
+                r->frame->argv = sh_alloc(SH_RESP_PREALLOC_ARGS
                                           * sizeof(sh_slice_t));
                 r->frame->flags |= SH_FRAME_OWN_ARGS;
                 r->args_cap = SH_RESP_PREALLOC_ARGS;
             }
-            r->frame->nargs = (int32_t) ll;
-            r->frame->type = '*';
+            r->frame->argc = (int32_t) ll;
+            r->frame->rtype = '*';
             r->argi = 0;
             r->state = SH_RS_BULK_HEADER;
             /* fall through */
@@ -513,11 +513,11 @@ sh_resp_read_request(sh_resp_reader_t *r, sh_frame_t **out)
                 && (uint32_t) r->argi == r->args_cap)
             {
                 r->args_cap *= 2;
-                r->frame->args = sh_realloc(r->frame->args,
+                r->frame->argv = sh_realloc(r->frame->argv,
                     r->args_cap * sizeof(sh_slice_t));
             }
-            r->frame->args[r->argi].off = r->pos - r->start;
-            r->frame->args[r->argi].len = r->bulk_len;
+            r->frame->argv[r->argi].off = r->pos - r->start;
+            r->frame->argv[r->argi].len = r->bulk_len;
             r->need = r->pos - r->start + r->bulk_len + 2;
             r->state = SH_RS_BULK_DATA;
             /* fall through */
@@ -531,7 +531,7 @@ sh_resp_read_request(sh_resp_reader_t *r, sh_frame_t **out)
                     "Protocol error: bulk string not followed by CRLF");
             }
             r->need = 0;
-            if (++r->argi < r->frame->nargs) {
+            if (++r->argi < r->frame->argc) {
                 r->state = SH_RS_BULK_HEADER;
                 continue;
             }
@@ -539,22 +539,22 @@ sh_resp_read_request(sh_resp_reader_t *r, sh_frame_t **out)
             r->frame = NULL;
             r->state = SH_RS_START;
             sh_resp_frame_done(r, f);
-            f->cmd = sh_resp_classify(f->data + f->args[0].off,
-                f->args[0].len,
-                f->nargs > 1 ? f->data + f->args[1].off : NULL,
-                f->nargs > 1 ? f->args[1].len : 0);
-            if (f->cmd == 0 && f->args[0].len >= 5
-                && (f->data[f->args[0].off] | 0x20) == 'x')
+            f->cmd = sh_resp_classify(f->data + f->argv[0].off,
+                f->argv[0].len,
+                f->argc > 1 ? f->data + f->argv[1].off : NULL,
+                f->argc > 1 ? f->argv[1].len : 0);
+            if (f->cmd == 0 && f->argv[0].len >= 5
+                && (f->data[f->argv[0].off] | 0x20) == 'x')
             {
                 /* XREAD / XREADGROUP only block with a BLOCK option */
                 int32_t i;
-                for (i = 1; i < f->nargs; i++) {
-                    if (f->args[i].len == 5 && strncasecmp(
-                        (const char *) f->data + f->args[i].off, "block", 5)
+                for (i = 1; i < f->argc; i++) {
+                    if (f->argv[i].len == 5 && strncasecmp(
+                        (const char *) f->data + f->argv[i].off, "block", 5)
                         == 0)
                     {
-                        f->cmd = sh_resp_classify(f->data + f->args[0].off,
-                            f->args[0].len, (const uint8_t *) "BLOCK", 5);
+                        f->cmd = sh_resp_classify(f->data + f->argv[0].off,
+                            f->argv[0].len, (const uint8_t *) "BLOCK", 5);
                         break;
                     }
                 }
@@ -711,8 +711,8 @@ sh_resp_read_reply(sh_resp_reader_t *r, sh_frame_t **out)
             continue;
         }
         f = sh_frame_alloc(SH_PROTO_REDIS, 0);
-        f->type = r->top_type;
-        f->nargs = r->top_count;
+        f->rtype = r->top_type;
+        f->argc = r->top_count;
         if (r->resp3) {
             f->flags |= SH_FRAME_RESP3;
         }
@@ -856,8 +856,8 @@ sh_resp_encode_command(const uint8_t *const *args, const size_t *lens,
     o = (size_t) sprintf((char *) b->data, "*%d\r\n", nargs);
     for (i = 0; i < nargs; i++) {
         o += (size_t) sprintf((char *) b->data + o, "$%zu\r\n", lens[i]);
-        f->args[i].off = (uint32_t) o;
-        f->args[i].len = (uint32_t) lens[i];
+        f->argv[i].off = (uint32_t) o;
+        f->argv[i].len = (uint32_t) lens[i];
         if (lens[i]) {
             memcpy(b->data + o, args[i], lens[i]);
         }
@@ -868,8 +868,8 @@ sh_resp_encode_command(const uint8_t *const *args, const size_t *lens,
     f->buf = b;
     f->data = b->data;
     f->len = (uint32_t) o;
-    f->nargs = nargs;
-    f->type = '*';
+    f->argc = nargs;
+    f->rtype = '*';
     f->cmd = sh_resp_classify(args[0], lens[0], nargs > 1 ? args[1] : NULL,
                               nargs > 1 ? lens[1] : 0);
     return f;

@@ -80,20 +80,29 @@ function _M.command(args)
     return f, err
 end
 
+-- Batches reach Lua as struct references (p[0]), not pointers: indexing a
+-- pointer with a number is pointer arithmetic in the FFI, while a reference
+-- sends batch[i] to the metatype's __index.  C functions taking
+-- sh_batch_t * accept the reference as is.
 function _M.new_batch(n)
     local rc = C.sh_ffi_batch_new(n or 0, batch_out)
-    local b = batch_out[0]
+    local b = batch_out[0][0]
     if rc == DECLINED then
         return ffi_gc(b, C.sh_ffi_batch_unref)
     end
     return b
 end
 
+-- The batch view of an sh_batch_t * the C core handed over.
+function _M.batch(p)
+    return p[0]
+end
+
 function frame.raw(f)
     return ffi_string(f.data, f.len)
 end
 
-function frame.proto(f)
+function frame.protocol(f)
     return f.proto == 1 and "redis" or "cassandra"
 end
 
@@ -116,40 +125,40 @@ end
 -- Redis requests ----------------------------------------------------------
 
 function frame.is_request(f)
-    return f.args ~= nil
+    return f.argv ~= nil
 end
 
 function frame.nargs(f)
-    return f.nargs
+    return f.argc
 end
 
 -- A zero-copy view of argument i (1 is the command name): pointer, length.
 function frame.arg_view(f, i)
-    if f.args == nil or i < 1 or i > f.nargs then
+    if f.argv == nil or i < 1 or i > f.argc then
         return nil, 0
     end
-    local s = f.args[i - 1]
+    local s = f.argv[i - 1]
     return f.data + s.off, s.len
 end
 
 function frame.arg(f, i)
-    if f.args == nil or i < 1 or i > f.nargs then
+    if f.argv == nil or i < 1 or i > f.argc then
         return nil
     end
-    local s = f.args[i - 1]
+    local s = f.argv[i - 1]
     return ffi_string(f.data + s.off, s.len)
 end
 
 function frame.command(f)
-    return f.args ~= nil and upper(frame.arg(f, 1)) or nil
+    return f.argv ~= nil and upper(frame.arg(f, 1)) or nil
 end
 
 -- Case-insensitive test of the command name, without making a string.
 function frame.command_is(f, name)
-    if f.args == nil then
+    if f.argv == nil then
         return false
     end
-    local s = f.args[0]
+    local s = f.argv[0]
     local n = #name
     if s.len ~= n then
         return false
@@ -166,7 +175,7 @@ end
 -- The first key: the argument after the command name, for the commands
 -- that have one there (which is nearly all of them).
 function frame.key(f)
-    if f.args == nil or f.nargs < 2 then
+    if f.argv == nil or f.argc < 2 then
         return nil
     end
     return frame.arg(f, 2)
@@ -174,7 +183,7 @@ end
 
 function frame.args(f)
     local t = {}
-    for i = 1, (f.args ~= nil and f.nargs or 0) do
+    for i = 1, (f.argv ~= nil and f.argc or 0) do
         t[i] = frame.arg(f, i)
     end
     return t
@@ -192,16 +201,16 @@ end
 -- Redis replies -------------------------------------------------------------
 
 function frame.type(f)
-    return TYPES[f.type] or "unknown"
+    return TYPES[f.rtype] or "unknown"
 end
 
 function frame.is_error(f)
-    return f.type == 45 or f.type == 33
+    return f.rtype == 45 or f.rtype == 33
 end
 
 -- The payload of a simple string, error or integer reply, as a string.
 function frame.line(f)
-    if f.args ~= nil or f.len < 3 then
+    if f.argv ~= nil or f.len < 3 then
         return nil
     end
     return ffi_string(f.data + 1, f.len - 3)

@@ -27,9 +27,10 @@ local PROTO = { redis = base.PROTO_REDIS }
 local function run_connection(clud)
     local c = cast(conn_ptr, clud)
     local ch = chains[C.sh_ffi_conn_source(c)]
+    local conn_batch = C.sh_ffi_conn_batch
     local ctx = ch:context(c)
     while true do
-        local resp = ch:run(ctx, C.sh_ffi_conn_batch(c))
+        local resp = ch:run(ctx, conn_batch(c)[0])
         C.sh_ffi_conn_set_resp(c, resp)
         yield(DONE)
     end

@@ -1,0 +1,130 @@
+-- Config validation: every problem at once, each with its path.
+local config = require "shotover.config"
+
+local function errors_of(conf)
+    local ok, errs = config.check(conf)
+    assert.is_nil(ok)
+    return errs
+end
+
+local function redis_source(chain, extra)
+    local s = { name = "redis", protocol = "redis",
+                listen = "127.0.0.1:16379", chain = chain }
+    for k, v in pairs(extra or {}) do
+        s[k] = v
+    end
+    return s
+end
+
+describe("config validation", function()
+    it("accepts the documented minimal config and fills in defaults", function()
+        local conf = assert(config.check({
+            workers = 1,
+            sources = { redis_source({ { "redis", remote = "127.0.0.1:16380" } }) },
+        }))
+        local sink = conf.sources[1].chain[1]
+        assert.are.equal(1000, sink.connect_timeout_ms)
+        assert.are.equal(5000, sink.request_timeout_ms)
+        assert.are.equal(1, sink.connections)
+        assert.are.equal(512 * 1024 * 1024, conf.sources[1].max_bulk_len)
+    end)
+
+    it("reports a wrong remote with its full path and the bad value", function()
+        local errs = errors_of({ sources = {
+            redis_source({ { "redis", remote = 6380 } }) } })
+        assert.are.same(
+            { 'sources[1].chain[1].remote: expected "host:port", got 6380' },
+            errs)
+    end)
+
+    it("reports every problem at once, not only the first", function()
+        local errs = errors_of({
+            workers = 0,
+            surces = {},
+            sources = {
+                redis_source({ { "redis", remote = "nohost" }, { "null" } }),
+                { name = "redis", protocol = "memcached", listen = "x",
+                  chain = { { "no_such_transform" } } },
+            },
+        })
+        local text = table.concat(errs, "\n")
+        assert.matches('workers: expected a number of workers', text, 1, true)
+        assert.matches("surces: unknown key", text, 1, true)
+        assert.matches('sources[1].chain[1].remote: expected "host:port", '
+                       .. 'got "nohost"', text, 1, true)
+        assert.matches('sources[1].chain[1]: "redis" is a sink and must be '
+                       .. 'the last element', text, 1, true)
+        assert.matches('sources[2].protocol: expected "redis", got '
+                       .. '"memcached"', text, 1, true)
+        assert.matches('sources[2].listen: expected "host:port", got "x"',
+                       text, 1, true)
+        assert.matches('sources[2].name: "redis" is already the name of '
+                       .. 'sources[1]', text, 1, true)
+        assert.matches('sources[2].chain[1]: unknown transform '
+                       .. '"no_such_transform" (no module '
+                       .. 'shotover.transforms.no_such_transform)', text, 1,
+                       true)
+        assert.is_true(#errs >= 8)
+    end)
+
+    it("rejects a chain that does not end in a sink", function()
+        local errs = errors_of({ sources = {
+            redis_source({ { "debug_printer" } }) } })
+        assert.are.same({ 'sources[1].chain[1]: the chain must end in a sink '
+                          .. '("debug_printer" passes requests on)' }, errs)
+    end)
+
+    it("rejects unknown and mistyped transform options", function()
+        local errs = errors_of({ sources = { redis_source({
+            { "redis", remote = "127.0.0.1:1", conect_timeout_ms = 5,
+              request_timeout_ms = "soon" } }) } })
+        assert.are.same({
+            'sources[1].chain[1].request_timeout_ms: expected an integer, '
+            .. 'got "soon"',
+            "sources[1].chain[1].conect_timeout_ms: unknown key",
+        }, errs)
+    end)
+
+    it("runs a transform's own check", function()
+        local errs = errors_of({ sources = { redis_source({
+            { "debug_returner", simple = "OK", integer = 1 } }) } })
+        assert.are.same({ "sources[1].chain[1]: give exactly one of simple, "
+                          .. "error, integer, bulk, null" }, errs)
+    end)
+
+    it("accepts inline functions, bare or in a table, anywhere", function()
+        local f = function(batch, chain) return chain:next(batch) end
+        assert.truthy(config.check({ sources = { redis_source({
+            f, { f, name = "pass" }, { "null" } }) } }))
+    end)
+
+    it("needs at least one source and one chain element", function()
+        assert.are.same({ "sources: at least one source is needed" },
+                        errors_of({ sources = {} }))
+        assert.are.same({ "sources[1].chain: a chain needs at least one "
+                          .. "element" },
+                        errors_of({ sources = { redis_source({}) } }))
+    end)
+
+    it("says which file failed to load and why", function()
+        local path = os.tmpname()
+        local f = io.open(path, "w")
+        f:write("return {")
+        f:close()
+        local ok, errs = config.load(path)
+        os.remove(path)
+        assert.is_nil(ok)
+        assert.matches("config: cannot load " .. path, errs[1], 1, true)
+    end)
+
+    it("gives check_file the worker count, 0 for auto", function()
+        local path = os.tmpname()
+        local f = io.open(path, "w")
+        f:write('return { workers = "auto", sources = { { name = "r", '
+                .. 'protocol = "redis", listen = "127.0.0.1:1", '
+                .. 'chain = { { "null" } } } } }')
+        f:close()
+        assert.are.equal(0, config.check_file(path))
+        os.remove(path)
+    end)
+end)
