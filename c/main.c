@@ -14,11 +14,13 @@ sh_usage(FILE *out)
     fprintf(out,
         "usage: shotover run -c FILE [--log-level LEVEL] [--log-format FMT]\n"
         "       shotover check -c FILE\n"
+        "       shotover lua SCRIPT [ARGS...]\n"
         "       shotover --version | --help\n"
         "\n"
         "  run      start the proxy in the foreground with config FILE\n"
         "  check    validate FILE, print every problem; binds no port\n"
         "           (exit 0 valid, 1 invalid, 2 usage)\n"
+        "  lua      run a Lua script in shotover's runtime (FFI, modules)\n"
         "  LEVEL    error, warn, info (default) or debug\n"
         "  FMT      text (default) or json: one JSON object per line\n");
 }
@@ -43,6 +45,9 @@ main(int argc, char **argv)
     const char *cmd = NULL, *conf = NULL;
     int i, workers = 0, level;
 
+    if (argc >= 3 && strcmp(argv[1], "lua") == 0) {
+        return sh_lua_script(argc - 2, argv + 2);
+    }
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
 

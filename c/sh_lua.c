@@ -201,3 +201,42 @@ sh_lua_check(const char *conf_path, int *workers)
     lua_close(L);
     return rc;
 }
+
+/*
+ * sh_lua_script: `shotover lua SCRIPT [ARGS...]` runs a Lua script in the
+ * same runtime the workers have (FFI declarations, module path, the core's
+ * symbols), like OpenResty's `resty`.  The busted specs run this way, so they
+ * test the binary itself, sanitizers included.  Returns the exit status.
+ */
+int
+sh_lua_script(int argc, char **argv)
+{
+    lua_State *L = sh_lua_new();
+    int i, rc;
+
+    if (L == NULL) {
+        fprintf(stderr, "shotover: cannot create a Lua state\n");
+        return 1;
+    }
+    lua_createtable(L, argc, 1);
+    for (i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i);
+    }
+    lua_setglobal(L, "arg");
+    lua_pushcfunction(L, sh_lua_traceback);
+    if (luaL_loadfile(L, argv[0]) != 0) {
+        fprintf(stderr, "shotover: %s\n", lua_tostring(L, -1));
+        lua_close(L);
+        return 1;
+    }
+    for (i = 1; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+    }
+    rc = lua_pcall(L, argc - 1, 0, 1);
+    if (rc != 0) {
+        fprintf(stderr, "shotover: %s\n", lua_tostring(L, -1));
+    }
+    lua_close(L);
+    return rc == 0 ? 0 : 1;
+}

@@ -123,6 +123,7 @@ int sh_lua_worker_init(sh_worker_t *w, char *err, size_t errlen);
 int sh_lua_resume(sh_conn_t *c);
 void sh_lua_conn_release(sh_conn_t *c);
 int sh_lua_check(const char *conf_path, int *workers);
+int sh_lua_script(int argc, char **argv);
 
 /* sh_worker.c */
 int sh_workers_run(const char *conf_path, int nworkers);

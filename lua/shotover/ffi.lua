@@ -1,21 +1,18 @@
--- The one FFI seam: declarations generated from c/sh_ffi.h, and the C
--- library they live in (the shotover executable itself, or the shared core
--- library when specs run under plain LuaJIT).
+-- The one FFI seam: declarations generated from c/sh_ffi.h (compiled into
+-- the binary and preloaded as "shotover.cdef"), resolved against the
+-- shotover executable itself, which exports the C core's symbols.  Lua code
+-- runs inside shotover: as a worker, or as `shotover lua SCRIPT` (specs).
 local ffi = require "ffi"
 
 ffi.cdef(require "shotover.cdef")
 
 local function core()
     local ok = pcall(function() return ffi.C.sh_ffi_log_level end)
-    if ok then
-        return ffi.C
+    if not ok then
+        error("shotover.ffi: the C core is not here: run Lua inside "
+              .. "shotover (`shotover lua SCRIPT`)", 2)
     end
-    local path = os.getenv("SHOTOVER_CORE_LIB")
-    if not path then
-        error("shotover.ffi: not inside shotover and SHOTOVER_CORE_LIB "
-              .. "is not set", 2)
-    end
-    return ffi.load(path)
+    return ffi.C
 end
 
 local _M = {

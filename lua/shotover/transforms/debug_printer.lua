@@ -1,10 +1,27 @@
 -- debug_printer: logs every request and its reply at info level, then
--- passes the batch on unchanged.
+-- passes the batch on unchanged.  Commands that may carry credentials are
+-- logged without their arguments.
 local log = require "shotover.log"
 
 local _M = { name = "debug_printer", version = "0.1.0", schema = {} }
 
 local mt = { __index = {} }
+
+-- Commands that carry credentials: shown without their arguments, since
+-- secrets never appear in logs.
+local SECRET = { "AUTH", "HELLO", "MIGRATE", "CONFIG", "ACL" }
+
+local function show(m)
+    if m:is_request() then
+        for _, name in ipairs(SECRET) do
+            if m:command_is(name) then
+                return '["' .. name .. '", (' .. (m:nargs() - 1)
+                       .. " arguments redacted)]"
+            end
+        end
+    end
+    return m:describe()
+end
 
 function _M.new(conf)
     return setmetatable({ name = conf.name or "debug_printer" }, mt)
@@ -15,7 +32,7 @@ function mt.__index.transform(self, batch, chain)
     if enabled then
         for i = 1, batch.n do
             log.info("%s: request %d/%d: %s", self.name, i, batch.n,
-                     batch[i]:describe())
+                     show(batch[i]))
         end
     end
     local resp = chain:next(batch)

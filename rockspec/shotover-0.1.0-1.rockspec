@@ -1,0 +1,43 @@
+-- The Lua half of shotover.  These modules run inside the shotover binary
+-- (which brings the C core and the FFI declarations); the rock is how they
+-- are installed beside it, and how third-party transforms
+-- (shotover-transform-NAME, modules shotover.transforms.NAME) are added.
+rockspec_format = "3.0"
+package = "shotover"
+version = "0.1.0-1"
+source = {
+    url = "git+https://example.invalid/shotover.git",
+    tag = "v0.1.0",
+}
+description = {
+    summary = "L7 data-layer proxy for Redis and Cassandra: the Lua runtime",
+    detailed = [[
+Chains of transforms for the shotover proxy: config validation, the chain
+runner, the message API over the C core's zero-copy frames, and the
+transforms and sinks that ship with it.
+]],
+    license = "Apache-2.0",
+}
+dependencies = {
+    "lua == 5.1",
+}
+build = {
+    type = "builtin",
+    modules = {
+        ["shotover.chain"] = "lua/shotover/chain.lua",
+        ["shotover.config"] = "lua/shotover/config.lua",
+        ["shotover.ffi"] = "lua/shotover/ffi.lua",
+        ["shotover.log"] = "lua/shotover/log.lua",
+        ["shotover.message"] = "lua/shotover/message.lua",
+        ["shotover.redis.reply"] = "lua/shotover/redis/reply.lua",
+        ["shotover.schema"] = "lua/shotover/schema.lua",
+        ["shotover.transforms.debug_printer"] = "lua/shotover/transforms/debug_printer.lua",
+        ["shotover.transforms.debug_returner"] = "lua/shotover/transforms/debug_returner.lua",
+        ["shotover.transforms.null"] = "lua/shotover/transforms/null.lua",
+        ["shotover.transforms.redis"] = "lua/shotover/transforms/redis.lua",
+        ["shotover.worker"] = "lua/shotover/worker.lua",
+    },
+}
+test = {
+    type = "busted",
+}
