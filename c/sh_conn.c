@@ -438,6 +438,19 @@ sh_conn_wait_done(sh_conn_t *c, sh_batch_t *b)
     }
 }
 
+static int
+sh_conn_batch_blocks(const sh_batch_t *b)
+{
+    uint32_t i;
+
+    for (i = 0; b != NULL && i < b->n; i++) {
+        if (b->frames[i]->cmd & SH_CMD_BLOCKING) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void
 sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
@@ -458,6 +471,12 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->read_stopped = 1;
         if (!c->running) {
             sh_conn_run(c);
+        } else if (sh_conn_batch_blocks(c->batch)) {
+            /* Redis frees a blocked client on EOF; so do we, which closes
+             * its dedicated backend connection and unblocks it there, so a
+             * later push is not popped for nobody.  Ordinary batches are
+             * finished, so a half-closed pipeline still gets its replies. */
+            sh_conn_close(c);
         }
         return;
     }

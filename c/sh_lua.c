@@ -30,6 +30,9 @@ sh_lua_traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
 
+    if (msg == NULL && !lua_isnoneornil(L, 1)) {
+        return 1;                /* not a message: pass the object on */
+    }
     lua_getglobal(L, "debug");
     lua_getfield(L, -1, "traceback");
     lua_pushstring(L, msg ? msg : "(error object is not a string)");
@@ -234,7 +237,9 @@ sh_lua_script(int argc, char **argv)
         lua_pushstring(L, argv[i]);
     }
     rc = lua_pcall(L, argc - 1, 0, 1);
-    if (rc != 0) {
+    if (rc != 0 && lua_type(L, -1) == LUA_TSTRING) {
+        /* a non-string error object is a script's way to exit non-zero
+         * (busted's on Lua 5.1): no message then */
         fprintf(stderr, "shotover: %s\n", lua_tostring(L, -1));
     }
     lua_close(L);

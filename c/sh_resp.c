@@ -246,10 +246,11 @@ sh_resp_parse_ll(const uint8_t *p, size_t len, int64_t *out)
         }
         v = v * 10 + (uint64_t) (p[i] - '0');
     }
-    if (v > (uint64_t) INT64_MAX) {
+    if (v > (uint64_t) INT64_MAX + (uint64_t) neg) {
         return SH_ERROR;
     }
-    *out = neg ? -(int64_t) v : (int64_t) v;
+    /* -9223372036854775808 is valid: negate in unsigned arithmetic */
+    *out = neg ? (int64_t) (0 - v) : (int64_t) v;
     return SH_OK;
 }
 
@@ -438,13 +439,13 @@ sh_resp_read_request(sh_resp_reader_t *r, sh_frame_t **out)
                 return SH_OK;
             }
             if (d[r->start] != '*') {
+                uint32_t before = r->start;
+
                 if (sh_resp_read_inline(r, out) != SH_OK) {
                     return SH_ERROR;
                 }
-                if (*out != NULL || r->start == r->end
-                    || memchr(d + r->start, '\n', r->end - r->start) == NULL)
-                {
-                    return SH_OK;
+                if (*out != NULL || r->start == before) {
+                    return SH_OK;        /* a command, or need more */
                 }
                 continue;                /* an empty line was skipped */
             }
@@ -619,11 +620,15 @@ sh_resp_read_reply(sh_resp_reader_t *r, sh_frame_t **out)
             if (r->pos == r->end) {
                 return SH_OK;
             }
+            /* a line (type byte and CR included) is at most max_bulk_len */
             crlf = sh_resp_find_crlf(r, r->pos + 1);
+            if ((crlf < 0 && r->end - r->pos > r->lim.max_bulk_len)
+                || (crlf >= 0
+                    && (uint64_t) crlf + 1 - r->pos > r->lim.max_bulk_len))
+            {
+                return sh_resp_fail(r, "Protocol error: line too long");
+            }
             if (crlf < 0) {
-                if (r->end - r->pos > r->lim.max_bulk_len) {
-                    return sh_resp_fail(r, "Protocol error: line too long");
-                }
                 return SH_OK;
             }
             t = d[r->pos];

@@ -674,6 +674,9 @@ header_count(const uint8_t *data, size_t len)
         i++;
     }
     for (; i < len && data[i] >= '0' && data[i] <= '9'; i++) {
+        if (v > 100000000000L) {
+            return -2;
+        }
         v = v * 10 + (data[i] - '0');
     }
     if (i >= len || data[i] != '\r') {
@@ -683,7 +686,7 @@ header_count(const uint8_t *data, size_t len)
 }
 
 static void
-check_encode(const tcase_t *tc, int fi, const char *how, const sh_frame_t *f)
+check_encode(int fi, const char *how, const sh_frame_t *f)
 {
     const uint8_t **args;
     size_t *lens;
@@ -708,7 +711,7 @@ check_encode(const tcase_t *tc, int fi, const char *how, const sh_frame_t *f)
                  " (%u vs %u bytes)", how, fi, g->len, f->len);
         }
         if (g->argc != f->argc) {
-            diag("%s frame %d: encoded nargs %d, want %d", how, fi,
+            diag("%s frame %d: encoded argc %d, want %d", how, fi,
                  g->argc, f->argc);
         }
         for (i = 0; i < f->argc && i < g->argc; i++) {
@@ -730,8 +733,8 @@ check_encode(const tcase_t *tc, int fi, const char *how, const sh_frame_t *f)
 }
 
 static void
-check_describe(const tcase_t *tc, int fi, const char *how,
-    const exp_frame_t *e, const sh_frame_t *f)
+check_describe(int fi, const char *how, const exp_frame_t *e,
+    const sh_frame_t *f)
 {
     char small[8];
     char *out;
@@ -813,21 +816,18 @@ check_frame(const tcase_t *tc, int fi, const char *how, const sh_frame_t *f,
         if (f->flags & SH_FRAME_INLINE) {
             diag("%s frame %d: a reply flagged inline", how, fi);
         }
-        count = header_count(in, e->len);
-        if ((in[0] == '*' || in[0] == '~' || in[0] == '>' || in[0] == '$')
-            && count >= -1)
+        count = -2;
+        if (in[0] == '*' || in[0] == '~' || in[0] == '>' || in[0] == '$') {
+            count = header_count(in, e->len);
+        }
+        /* argc: an aggregate's element count, -1 for a null */
+        if ((count == -1 || (count >= 0 && in[0] != '$'))
+            && f->argc != count)
         {
-            long want = in[0] == '$' ? (count < 0 ? -1 : 0) : count;
-
-            if (in[0] != '$' || count < 0) {
-                if (f->argc != want) {
-                    diag("%s frame %d: nargs %d, want %ld", how, fi,
-                         f->argc, want);
-                }
-            }
+            diag("%s frame %d: argc %d, want %ld", how, fi, f->argc, count);
         }
         if (full) {
-            check_describe(tc, fi, how, e, f);
+            check_describe(fi, how, e, f);
         }
         return;
     }
@@ -869,7 +869,7 @@ check_frame(const tcase_t *tc, int fi, const char *how, const sh_frame_t *f,
              fi, f->cmd);
     }
     if (full) {
-        check_encode(tc, fi, how, f);
+        check_encode(fi, how, f);
     }
 }
 
@@ -917,8 +917,7 @@ check_run(const tcase_t *tc, const char *how, const run_t *run, int full)
 
 /* After an error every call must give it again, whatever is fed. */
 static void
-check_sticky(const tcase_t *tc, const char *how, sh_resp_reader_t *r,
-    const run_t *run)
+check_sticky(const char *how, sh_resp_reader_t *r, const run_t *run)
 {
     static const uint8_t more[] = "*1\r\n$4\r\nPING\r\n+OK\r\n";
     sh_frame_t *f;
@@ -968,7 +967,7 @@ decode_check(const tcase_t *tc, const char *how, const size_t *cuts,
     } else {
         decode_space(r, tc->data, tc->len, maxread, &run1);
     }
-    check_sticky(tc, how, r, &run1);
+    check_sticky(how, r, &run1);
     if (twice && !run1.failed && run1.pending == 0) {
         if (cuts != NULL) {
             decode_cuts(r, tc->data, tc->len, cuts, ncuts, &run2);
@@ -1186,7 +1185,7 @@ test_encode(void)
             diag("encoding is \"%.*s\"", (int) f->len, f->data);
         }
         if (f->argc != 4 || f->refs != 1 || f->buf == NULL) {
-            diag("nargs %d refs %u buf %p", f->argc, f->refs,
+            diag("argc %d refs %u buf %p", f->argc, f->refs,
                  (void *) f->buf);
         }
         for (i = 0; i < 4 && i < f->argc; i++) {
