@@ -360,8 +360,23 @@ sh_conn_run(sh_conn_t *c)
                 sh_conn_pause(c);
                 return;
             }
-            c->batch = c->inq;
-            c->inq = NULL;
+            if (c->inq->n <= c->src->conf.max_batch) {
+                c->batch = c->inq;
+                c->inq = NULL;
+            } else {
+                /* A long pipeline runs in slices, so the write-queue bound
+                 * above is checked between them: a client that pipelines
+                 * big replies without reading them cannot make us hold more
+                 * than one slice of replies beyond max_write_queue. */
+                uint32_t k = c->src->conf.max_batch;
+
+                c->batch = sh_batch_alloc(k);
+                memcpy(c->batch->frames, c->inq->frames,
+                       k * sizeof(sh_frame_t *));
+                memmove(c->inq->frames, c->inq->frames + k,
+                        (c->inq->n - k) * sizeof(sh_frame_t *));
+                c->inq->n -= k;
+            }
             c->running = 1;
             sh_conn_step(c);
             continue;

@@ -121,6 +121,7 @@ typedef struct sh_source_conf_s {
     uint32_t max_elements;   /* largest array accepted */
     uint32_t max_inline_len; /* longest inline command line */
     uint32_t max_write_queue; /* bytes queued to a client before we stop reading */
+    uint32_t max_batch;      /* requests run through the chain at once */
 } sh_source_conf_t;
 
 /* Status names and errors */

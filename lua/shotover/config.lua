@@ -34,6 +34,7 @@ local source_schema = {
                        default = 64 * 1024 },
     max_write_queue = { type = "integer", min = 1024, max = 2^32 - 1,
                         default = 16 * 1024 * 1024 },
+    max_batch = { type = "integer", min = 1, max = 65536, default = 256 },
 }
 
 -- Resolve a chain element's module: shotover.transforms.<name>, so an

@@ -56,6 +56,7 @@ function _M.init(wlud, path, id)
             max_elements = src.max_elements,
             max_inline_len = src.max_inline_len,
             max_write_queue = src.max_write_queue,
+            max_batch = src.max_batch,
         })
         if C.sh_ffi_source_listen(w, sc, err) ~= 0 then
             error(fmt("sources[%d].listen: %s", i, ffi.string(err[0])), 0)
