@@ -27,7 +27,6 @@ typedef struct sh_write_s {
     uint32_t n;              /* frames held */
     sh_frame_t *small[8];    /* their storage for small writes */
     sh_frame_t **frames;     /* frames held until written */
-    uv_buf_t sbufs[8];       /* buffers for small writes */
 } sh_write_t;
 
 static void sh_conn_run(sh_conn_t *c);
@@ -214,27 +213,70 @@ sh_conn_write_cb(uv_write_t *req, int status)
 }
 
 /*
- * sh_conn_send_frames: queue frames to the client in one uv_write (one
- * writev), holding a reference on each until written.  NOREPLY frames are
- * skipped.
+ * sh_try_write: write bufs[0..n) now, without a write request, when nothing
+ * is queued ahead.  Returns how many leading bytes went out (0 when none
+ * could), or a negative libuv error.
+ *
+ * Why: libuv 1.44 follows every completed uv_write with an epoll_ctl(MOD)
+ * on the socket (uv__io_stop re-queues the watcher even when its events do
+ * not change), one extra system call per reply.  uv_try_write costs just
+ * the writev.
+ */
+ssize_t
+sh_try_write(uv_stream_t *s, const uv_buf_t *bufs, uint32_t n)
+{
+    int rc;
+
+    if (uv_stream_get_write_queue_size(s) > 0) {
+        return 0;                        /* keep the order: queue behind */
+    }
+    rc = uv_try_write(s, bufs, n);
+    if (rc == UV_EAGAIN) {
+        return 0;
+    }
+    return rc;
+}
+
+/*
+ * sh_skip_written: drop the first `done` bytes from bufs[0..*n), returning
+ * the index of the first buffer with bytes left (adjusted in place).
+ */
+uint32_t
+sh_skip_written(uv_buf_t *bufs, uint32_t n, size_t done)
+{
+    uint32_t i = 0;
+
+    while (i < n && done >= bufs[i].len) {
+        done -= bufs[i].len;
+        i++;
+    }
+    if (i < n) {
+        bufs[i].base += done;
+        bufs[i].len -= done;
+    }
+    return i;
+}
+
+/*
+ * sh_conn_send_frames: send frames to the client, at once when the socket
+ * takes them (one writev), else queued in one uv_write that holds a
+ * reference on each frame until written.  NOREPLY frames are skipped.
  */
 void
 sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
 {
+    uv_buf_t sbufs[16];
+    uv_buf_t *bufs = sbufs;
     sh_write_t *wr;
-    uv_buf_t *bufs;
-    uint32_t i, k = 0;
+    uint32_t i, k = 0, first;
+    size_t total = 0;
+    ssize_t done;
     int rc;
 
     if (c->closing || n == 0) {
         return;
     }
-    wr = sh_alloc(sizeof(*wr));
-    if (n <= 8) {
-        wr->frames = wr->small;
-        bufs = wr->sbufs;
-    } else {
-        wr->frames = sh_alloc(n * sizeof(sh_frame_t *));
+    if (n > 16) {
         bufs = sh_alloc(n * sizeof(uv_buf_t));
     }
     for (i = 0; i < n; i++) {
@@ -243,35 +285,47 @@ sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
         if (f == NULL || (f->flags & SH_FRAME_NOREPLY) || f->len == 0) {
             continue;
         }
-        wr->frames[k] = sh_frame_ref(f);
         bufs[k].base = (char *) f->data;
         bufs[k].len = f->len;
+        total += f->len;
         k++;
     }
-    wr->n = k;
-    wr->req.data = c;
-    if (k == 0) {
-        if (bufs != wr->sbufs) {
+    done = k ? sh_try_write((uv_stream_t *) &c->tcp, bufs, k) : 0;
+    if (done < 0) {
+        if (bufs != sbufs) {
             sh_free(bufs);
-            sh_free(wr->frames);
         }
-        sh_free(wr);
+        sh_conn_close(c);
         return;
     }
+    if ((size_t) done == total) {
+        if (bufs != sbufs) {
+            sh_free(bufs);
+        }
+        return;
+    }
+    /* the rest waits in libuv's queue, the frames held until written */
+    first = sh_skip_written(bufs, k, (size_t) done);
+    wr = sh_alloc(sizeof(*wr));
+    wr->n = 0;
+    wr->frames = (n <= 8) ? wr->small : sh_alloc(n * sizeof(sh_frame_t *));
+    for (i = 0; i < n; i++) {
+        sh_frame_t *f = frames[i];
+
+        if (f == NULL || (f->flags & SH_FRAME_NOREPLY) || f->len == 0) {
+            continue;
+        }
+        wr->frames[wr->n++] = sh_frame_ref(f);
+    }
+    wr->req.data = c;
     /* libuv copies the buffer array, so ours can go right away */
-    rc = uv_write(&wr->req, (uv_stream_t *) &c->tcp, bufs, k,
+    rc = uv_write(&wr->req, (uv_stream_t *) &c->tcp, bufs + first, k - first,
                   sh_conn_write_cb);
-    if (bufs != wr->sbufs) {
+    if (bufs != sbufs) {
         sh_free(bufs);
     }
     if (rc != 0) {
-        for (i = 0; i < k; i++) {
-            sh_frame_unref(wr->frames[i]);
-        }
-        if (wr->frames != wr->small) {
-            sh_free(wr->frames);
-        }
-        sh_free(wr);
+        sh_conn_write_cb(&wr->req, rc);
         sh_conn_close(c);
         return;
     }

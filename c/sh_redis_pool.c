@@ -392,14 +392,20 @@ sh_up_write_cb(uv_write_t *req, int status)
     sh_unused(status);
 }
 
-/* Send everything gathered for this upstream in one writev. */
+/*
+ * Send everything gathered for this upstream in one writev: at once when
+ * the socket takes it all (see sh_try_write), else the rest is queued with
+ * the frames held until written.
+ */
 static void
 sh_up_flush(sh_upstream_t *up)
 {
     uv_buf_t sbufs[64];
     uv_buf_t *bufs = sbufs;
     sh_upwrite_t *wr;
-    uint32_t i;
+    uint32_t i, first;
+    size_t total = 0;
+    ssize_t done;
     int rc;
 
     if (up->nout == 0 || up->state != SH_UP_READY) {
@@ -411,15 +417,35 @@ sh_up_flush(sh_upstream_t *up)
     for (i = 0; i < up->nout; i++) {
         bufs[i].base = (char *) up->out[i]->data;
         bufs[i].len = up->out[i]->len;
+        total += up->out[i]->len;
     }
+    done = sh_try_write((uv_stream_t *) &up->sock->tcp, bufs, up->nout);
+    if (done >= 0 && (size_t) done == total) {
+        for (i = 0; i < up->nout; i++) {
+            sh_frame_unref(up->out[i]);
+        }
+        up->nout = 0;
+        if (bufs != sbufs) {
+            sh_free(bufs);
+        }
+        return;
+    }
+    if (done < 0) {
+        if (bufs != sbufs) {
+            sh_free(bufs);
+        }
+        sh_up_disconnect(up, uv_strerror((int) done), 1);
+        return;
+    }
+    first = sh_skip_written(bufs, up->nout, (size_t) done);
     wr = sh_alloc(sizeof(*wr));
     wr->frames = up->out;
     wr->n = up->nout;
     up->out = NULL;
     up->nout = 0;
     up->out_cap = 0;
-    rc = uv_write(&wr->req, (uv_stream_t *) &up->sock->tcp, bufs, wr->n,
-                  sh_up_write_cb);
+    rc = uv_write(&wr->req, (uv_stream_t *) &up->sock->tcp, bufs + first,
+                  wr->n - first, sh_up_write_cb);
     if (bufs != sbufs) {
         sh_free(bufs);
     }

@@ -71,10 +71,11 @@ function Ctx:next(batch)
 end
 
 -- Wait (yield the connection's coroutine) until every backend this
--- connection sent to has answered.
+-- connection sent to has answered.  C resumes the coroutine only once all
+-- of them have, so one yield is enough; a loop here would also be taken
+-- for a hot loop by the JIT, whose traces cannot cross the yield.
 function Ctx:wait()
-    local c = self.c
-    while C.sh_ffi_conn_outstanding(c) > 0 do
+    if C.sh_ffi_conn_outstanding(self.c) > 0 then
         yield(WAIT)
     end
 end

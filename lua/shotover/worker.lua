@@ -38,6 +38,11 @@ end
 
 function _M.init(wlud, path, id)
     local w = cast(base.worker_ptr, wlud)
+    -- developers: SHOTOVER_JIT_V=FILE logs JIT trace events (jit.v)
+    local jitv = os.getenv("SHOTOVER_JIT_V")
+    if jitv then
+        require("jit.v").start(jitv .. "." .. id)
+    end
     local conf, errs = config.load(path)
     if not conf then
         error(concat(errs, "\n"), 0)
