@@ -156,11 +156,12 @@ sh_resp_reader_space(sh_resp_reader_t *r, uint8_t **p, size_t *n)
             /* nobody else points into it: slide the partial frame down */
             memmove(r->buf->data, r->buf->data + r->start, partial);
         } else {
-            cap = SH_RESP_BUF_SIZE;
-            if (want > cap) {
-                /* grow geometrically when the size is not known yet */
-                cap = r->need ? want : sh_max(want, partial * 2);
-            }
+            /* At least double: `need` only reaches the end of the bulk
+             * being read, which may be one small element of a big reply,
+             * and growing by small steps would copy the unfinished frame
+             * again at every step.  A big top-level bulk (need >> partial)
+             * still gets exactly its size, once. */
+            cap = sh_max(SH_RESP_BUF_SIZE, sh_max(want, partial * 2));
             nb = sh_buf_new(cap);
             memcpy(nb->data, r->buf->data + r->start, partial);
             sh_buf_unref(r->buf);
@@ -901,6 +902,22 @@ sh_resp_put(sh_resp_out_t *o, const char *s, size_t len)
 }
 
 static void
+sh_resp_put_escaped(sh_resp_out_t *o, const uint8_t *s, size_t len)
+{
+    char esc[8];
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        if (s[i] < 0x20 || s[i] >= 0x7f) {
+            snprintf(esc, sizeof(esc), "\\x%02x", s[i]);
+            sh_resp_put(o, esc, 4);
+        } else {
+            sh_resp_put(o, (const char *) s + i, 1);
+        }
+    }
+}
+
+static void
 sh_resp_put_quoted(sh_resp_out_t *o, const uint8_t *s, size_t len)
 {
     char esc[8];
@@ -958,7 +975,9 @@ sh_resp_describe_value(const uint8_t *d, size_t len, size_t *pos,
     *pos = (size_t) (crlf - d) + 2;
     switch (t) {
     case '+': case '-': case ':': case ',': case '(': case '#':
-        sh_resp_put(o, (const char *) d + (line - d - 1), linelen + 1);
+        /* lines may hold any byte but CR LF: escape what would garble logs */
+        sh_resp_put(o, (const char *) &t, 1);
+        sh_resp_put_escaped(o, line, linelen);
         return 0;
     case '_':
         sh_resp_put(o, "nil", 3);
