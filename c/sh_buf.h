@@ -58,5 +58,6 @@ void sh_batch_unref(sh_batch_t *b);
 /* put f in slot i (taking a reference), releasing what was there */
 void sh_batch_put(sh_batch_t *b, uint32_t i, sh_frame_t *f);
 void sh_batch_append(sh_batch_t *b, sh_frame_t *f);
+void sh_buf_pools_free(void);
 
 #endif /* SH_BUF_H */

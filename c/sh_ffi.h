@@ -36,7 +36,8 @@ enum {
     SH_FRAME_NOREPLY = 2,    /* a response slot that writes nothing */
     SH_FRAME_INLINE = 4,     /* request arrived as an inline command */
     SH_FRAME_RESP3 = 8,      /* reply uses a RESP3-only type */
-    SH_FRAME_OWN_ARGS = 16   /* args were allocated apart from the frame */
+    SH_FRAME_OWN_ARGS = 16,  /* args were allocated apart from the frame */
+    SH_FRAME_POOLED = 32     /* from the per-thread pool (<= 4 arguments) */
 };
 
 /* Redis command classes, found by the codec from the command name */

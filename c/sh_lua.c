@@ -9,6 +9,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "sh_buf.h"
 #include "sh_config.h"
 #include "sh_worker.h"
 
@@ -243,5 +244,6 @@ sh_lua_script(int argc, char **argv)
         fprintf(stderr, "shotover: %s\n", lua_tostring(L, -1));
     }
     lua_close(L);
+    sh_buf_pools_free();
     return rc == 0 ? 0 : 1;
 }
