@@ -1,5 +1,6 @@
 -- The hot path stays JIT-friendly: a loop over a batch reading commands and
--- keys through the message API compiles to a trace, and nothing aborts.
+-- keys through the message API compiles to a trace, and nothing in it hits
+-- an operation the JIT does not support (NYI).
 local message = require "shotover.message"
 
 describe("the message API under the JIT", function()
@@ -24,16 +25,24 @@ describe("the message API under the JIT", function()
         end
 
         local info = debug.getinfo(hot, "S")
-        local started, aborted = 0, {}
+        local traceerr = require("jit.vmdef").traceerr
+        local compiled, nyi = 0, {}
+        local starts = {}
         local function on_trace(what, tr, func, pc, otr, oex)
             local fi = require("jit.util").funcinfo(func)
-            if fi.source == info.source
-               and fi.linedefined == info.linedefined
-            then
-                if what == "start" then
-                    started = started + 1
-                elseif what == "abort" then
-                    aborted[#aborted + 1] = tostring(oex or otr)
+            local ours = fi.source == info.source
+                         and fi.linedefined == info.linedefined
+            if what == "start" then
+                starts[tr] = ours
+            elseif what == "stop" and starts[tr] then
+                compiled = compiled + 1
+            elseif what == "abort" and starts[tr] then
+                -- warm-up aborts (leaving the loop, retries) are normal;
+                -- what must never happen is an unsupported operation
+                local msg = string.format(traceerr[otr] or tostring(otr),
+                                          oex)
+                if msg:find("NYI", 1, true) then
+                    nyi[#nyi + 1] = msg
                 end
             end
         end
@@ -45,7 +54,7 @@ describe("the message API under the JIT", function()
         end
         jit.attach(on_trace)
         assert.are.equal(8, gets)
-        assert.is_true(started >= 1, "no trace started in the hot loop")
-        assert.are.same({}, aborted)
+        assert.is_true(compiled >= 1, "the hot loop was never compiled")
+        assert.are.same({}, nyi)
     end)
 end)
