@@ -631,23 +631,17 @@ sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
     sh_redis_pool_t **out, const char **err)
 {
     static __thread char errbuf[256];
-    struct addrinfo hints, *res = NULL;
+    struct addrinfo *res;
     sh_redis_pool_t *p;
-    char port[16];
     uint32_t i;
-    int rc;
 
     if (w == NULL) {
         *err = "redis pools live in workers";
         return SH_ERROR;
     }
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(port, sizeof(port), "%d", conf->port);
-    rc = getaddrinfo(conf->host, port, &hints, &res);
-    if (rc != 0 || res == NULL) {
-        snprintf(errbuf, sizeof(errbuf), "cannot resolve \"%s\": %s",
-                 conf->host, gai_strerror(rc));
+    if (sh_resolve(conf->host, conf->port, 0, &res, errbuf, sizeof(errbuf))
+        != SH_OK)
+    {
         *err = errbuf;
         return SH_ERROR;
     }

@@ -179,6 +179,33 @@ sh_listener_cb(uv_stream_t *server, int status)
 }
 
 /*
+ * sh_resolve: host:port to an address (passive: for bind).  Returns SH_OK
+ * with *res set (freeaddrinfo it), or SH_ERROR with the reason in errbuf.
+ * Blocking: only called while a worker starts.
+ */
+int
+sh_resolve(const char *host, int port, int passive, struct addrinfo **res,
+    char *errbuf, size_t errlen)
+{
+    struct addrinfo hints;
+    char portstr[16];
+    int rc;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = passive ? AI_PASSIVE : 0;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    *res = NULL;
+    rc = getaddrinfo(host, portstr, &hints, res);
+    if (rc != 0 || *res == NULL) {
+        snprintf(errbuf, errlen, "cannot resolve \"%s\": %s", host,
+                 gai_strerror(rc));
+        return SH_ERROR;
+    }
+    return SH_OK;
+}
+
+/*
  * sh_ffi_source_listen: bind and listen on conf->host:port with SO_REUSEPORT
  * so every worker has its own accept queue.  libuv 1.44 has no flag for it,
  * so the socket is made by hand and handed to uv_tcp_open.
@@ -188,23 +215,17 @@ sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
     const char **err)
 {
     static __thread char errbuf[300];
-    struct addrinfo hints, *res = NULL;
+    struct addrinfo *res;
     sh_listener_t *l;
-    char port[16];
     int fd, one = 1, rc;
 
     if (w == NULL) {
         *err = "sources listen in workers";
         return SH_ERROR;
     }
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    snprintf(port, sizeof(port), "%d", conf->port);
-    rc = getaddrinfo(conf->host, port, &hints, &res);
-    if (rc != 0 || res == NULL) {
-        snprintf(errbuf, sizeof(errbuf), "cannot resolve \"%s\": %s",
-                 conf->host, gai_strerror(rc));
+    if (sh_resolve(conf->host, conf->port, 1, &res, errbuf, sizeof(errbuf))
+        != SH_OK)
+    {
         *err = errbuf;
         return SH_ERROR;
     }

@@ -128,6 +128,9 @@ int sh_lua_check(const char *conf_path, int *workers);
 int sh_lua_script(int argc, char **argv);
 
 /* sh_worker.c */
+struct addrinfo;
 int sh_workers_run(const char *conf_path, int nworkers);
+int sh_resolve(const char *host, int port, int passive,
+    struct addrinfo **res, char *errbuf, size_t errlen);
 
 #endif /* SH_WORKER_H */

@@ -93,6 +93,16 @@ function _M.new_batch(n)
     return b
 end
 
+-- A batch of n slots all holding message f (one reference each): the
+-- responses of sinks that answer everything alike.
+function _M.constant_batch(n, f)
+    local b = _M.new_batch(n)
+    for i = 1, n do
+        b:set(i, f)
+    end
+    return b
+end
+
 -- The batch view of an sh_batch_t * the C core handed over.
 function _M.batch(p)
     return p[0]

@@ -3,7 +3,7 @@
 local message = require "shotover.message"
 local reply = require "shotover.redis.reply"
 
-local new_batch = message.new_batch
+local constant_batch = message.constant_batch
 
 local KINDS = { "simple", "error", "integer", "bulk", "null" }
 
@@ -47,13 +47,7 @@ function _M.new(conf)
 end
 
 function mt.__index.transform(self, batch)
-    local n = batch.n
-    local resp = new_batch(n)
-    local f = self.reply
-    for i = 1, n do
-        resp:set(i, f)
-    end
-    return resp
+    return constant_batch(batch.n, self.reply)
 end
 
 return _M

@@ -3,7 +3,7 @@
 local message = require "shotover.message"
 local reply = require "shotover.redis.reply"
 
-local new_batch = message.new_batch
+local constant_batch = message.constant_batch
 
 local _M = { name = "null", version = "0.1.0", terminal = true, schema = {} }
 
@@ -15,13 +15,7 @@ function _M.new(conf)
 end
 
 function mt.__index.transform(self, batch)
-    local n = batch.n
-    local resp = new_batch(n)
-    local f = self.null
-    for i = 1, n do
-        resp:set(i, f)
-    end
-    return resp
+    return constant_batch(batch.n, self.null)
 end
 
 return _M
