@@ -235,8 +235,8 @@ sh_resp_parse_ll(const uint8_t *p, size_t len, int64_t *out)
             return SH_ERROR;
         }
     }
-    if (p[i] == '0' && len > i + 1) {
-        return SH_ERROR;
+    if (p[i] == '0' && (len > i + 1 || neg)) {
+        return SH_ERROR;                 /* leading zeros and "-0", as Redis */
     }
     for (; i < len; i++) {
         if (p[i] < '0' || p[i] > '9') {
