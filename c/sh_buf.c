@@ -207,3 +207,54 @@ sh_batch_append(sh_batch_t *b, sh_frame_t *f)
     }
     b->frames[b->n++] = f ? sh_frame_ref(f) : NULL;
 }
+
+/*
+ * sh_buf_reader_space: make room for the next read of a reader whose
+ * unparsed bytes are [*start, *end) of *bufp and whose cursor is *pos.  A
+ * fully parsed buffer that no frame references is reused from the start; a
+ * full one is replaced and only the unfinished frame's bytes move.  `need`
+ * is how many bytes from *start the unfinished frame needs when known (0
+ * otherwise): a big value gets one buffer of its size and is read straight
+ * into its final place.
+ */
+void
+sh_buf_reader_space(sh_buf_t **bufp, uint32_t *start, uint32_t *pos,
+    uint32_t *end, uint32_t need, uint8_t **p, size_t *n)
+{
+    sh_buf_t *b = *bufp;
+    uint32_t partial, want, cap;
+    sh_buf_t *nb;
+
+    if (b == NULL) {
+        b = *bufp = sh_buf_new(SH_BUF_READ_SIZE);
+        *start = *pos = *end = 0;
+    } else if (*start == *end && b->refs == 1) {
+        *start = *pos = *end = 0;
+    }
+    partial = *end - *start;
+    want = partial + SH_BUF_MIN_FREE;
+    if (need > want) {
+        want = need;
+    }
+    if (*start + want > b->cap) {
+        if (b->refs == 1 && want <= b->cap) {
+            /* nobody else points into it: slide the partial frame down */
+            memmove(b->data, b->data + *start, partial);
+        } else {
+            /* At least double: `need` may only reach the end of one small
+             * element of a big frame, and growing by small steps would copy
+             * the unfinished frame again at every step.  A big value
+             * (need >> partial) still gets exactly its size, once. */
+            cap = sh_max(SH_BUF_READ_SIZE, sh_max(want, partial * 2));
+            nb = sh_buf_new(cap);
+            memcpy(nb->data, b->data + *start, partial);
+            sh_buf_unref(b);
+            b = *bufp = nb;
+        }
+        *pos -= *start;
+        *end = partial;
+        *start = 0;
+    }
+    *p = b->data + *end;
+    *n = b->cap - *end;
+}

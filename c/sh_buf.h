@@ -18,7 +18,12 @@ struct sh_buf_s {
     uint8_t data[];          /* the bytes */
 };
 
+#define SH_BUF_READ_SIZE (16 * 1024)     /* a reader's default buffer */
+#define SH_BUF_MIN_FREE 1024             /* replace the buffer below this */
+
 sh_buf_t *sh_buf_new(uint32_t cap);
+void sh_buf_reader_space(sh_buf_t **bufp, uint32_t *start, uint32_t *pos,
+    uint32_t *end, uint32_t need, uint8_t **p, size_t *n);
 static inline void
 sh_buf_ref(sh_buf_t *b)
 {

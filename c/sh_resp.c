@@ -24,8 +24,6 @@
 
 #include "sh_resp.h"
 
-#define SH_RESP_BUF_SIZE (16 * 1024)     /* default buffer: one read */
-#define SH_RESP_MIN_FREE 1024            /* replace the buffer below this */
 #define SH_RESP_MAX_DEPTH_CAP 64         /* hard cap on max_depth */
 #define SH_RESP_LINE_MAX (64 * 1024)     /* Redis' PROTO_INLINE_MAX_SIZE */
 #define SH_RESP_PREALLOC_ARGS 1024       /* slices allocated up front */
@@ -127,52 +125,10 @@ sh_resp_reader_pending(const sh_resp_reader_t *r)
     return r->end - r->start;
 }
 
-/*
- * sh_resp_reader_space: make room for the next read.  A fully parsed buffer
- * that no frame references is reused from the start; a full one is replaced
- * and only the unfinished frame's bytes move.  A frame whose size is known
- * (a big bulk) gets one buffer big enough for all of it, so a 5 MB value is
- * read straight into its final place.
- */
 void
 sh_resp_reader_space(sh_resp_reader_t *r, uint8_t **p, size_t *n)
 {
-    uint32_t partial, want, cap;
-    sh_buf_t *nb;
-
-    if (r->buf == NULL) {
-        r->buf = sh_buf_new(SH_RESP_BUF_SIZE);
-        r->start = r->pos = r->end = 0;
-    } else if (r->start == r->end && r->buf->refs == 1) {
-        r->start = r->pos = r->end = 0;
-    }
-    partial = r->end - r->start;
-    want = partial + SH_RESP_MIN_FREE;
-    if (r->need > want) {
-        want = r->need;
-    }
-    if (r->start + want > r->buf->cap) {
-        if (r->buf->refs == 1 && want <= r->buf->cap) {
-            /* nobody else points into it: slide the partial frame down */
-            memmove(r->buf->data, r->buf->data + r->start, partial);
-        } else {
-            /* At least double: `need` only reaches the end of the bulk
-             * being read, which may be one small element of a big reply,
-             * and growing by small steps would copy the unfinished frame
-             * again at every step.  A big top-level bulk (need >> partial)
-             * still gets exactly its size, once. */
-            cap = sh_max(SH_RESP_BUF_SIZE, sh_max(want, partial * 2));
-            nb = sh_buf_new(cap);
-            memcpy(nb->data, r->buf->data + r->start, partial);
-            sh_buf_unref(r->buf);
-            r->buf = nb;
-        }
-        r->pos -= r->start;
-        r->end = partial;
-        r->start = 0;
-    }
-    *p = r->buf->data + r->end;
-    *n = r->buf->cap - r->end;
+    sh_buf_reader_space(&r->buf, &r->start, &r->pos, &r->end, r->need, p, n);
 }
 
 void

@@ -17,9 +17,14 @@ endif()
 # C unit tests for the RESP codec, fixtures as data.
 add_executable(test-resp c/test/test-resp.c ${SH_CORE_SOURCES})
 target_include_directories(test-resp PRIVATE c)
-target_link_libraries(test-resp PRIVATE PkgConfig::LUAJIT PkgConfig::LIBUV
-                      Threads::Threads m)
+target_link_libraries(test-resp PRIVATE ${SH_LIBS})
 add_test(NAME c-resp COMMAND test-resp ${CMAKE_SOURCE_DIR}/t/fixtures/resp)
+
+# C unit tests for the CQL framing codec.
+add_executable(test-cql c/test/test-cql.c ${SH_CORE_SOURCES})
+target_include_directories(test-cql PRIVATE c)
+target_link_libraries(test-cql PRIVATE ${SH_LIBS})
+add_test(NAME c-cql COMMAND test-cql)
 
 # libFuzzer needs clang: the script builds its own small clang build.
 add_test(NAME fuzz-resp

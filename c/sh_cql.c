@@ -1,0 +1,572 @@
+/*
+ * sh_cql.c -- CQL native protocol framing.
+ *
+ * Implements the framing of apache/cassandra doc/native_protocol_v4.spec
+ * (and v3, identical here) and doc/native_protocol_v5.spec section 2:
+ *   v3/v4: a 9-byte header (version, flags, stream, opcode, length) and a
+ *          body; a body compressed with LZ4 or Snappy (flag 0x01) is passed
+ *          on as it is.
+ *   v5:    after the handshake, envelopes (the v4 frame layout) travel in
+ *          segments: a 3-byte little-endian header (17-bit payload length,
+ *          self-contained flag) and its CRC24, or with LZ4 a 5-byte header
+ *          (compressed and uncompressed lengths, flag) and its CRC24, then
+ *          the payload and its CRC32.  A self-contained segment holds whole
+ *          envelopes; a bigger envelope spans several segments.
+ *
+ * Zero copy where the wire allows it: a v3/v4 frame, and an envelope in an
+ * uncompressed self-contained segment, is a slice of the read buffer.  An
+ * envelope spread over several segments, or in an LZ4 segment, is a slice
+ * of the buffer it was reassembled or decompressed into.
+ *
+ * Not supported: v1 and v2 (refused like any unsupported version, so that
+ * drivers downgrade to what we speak); the beta v6.
+ */
+#include <stdio.h>
+
+#include <lz4.h>
+#include <zlib.h>
+
+#include "sh_cql.h"
+
+const sh_cql_limits_t sh_cql_default_limits = {
+    .max_body_len = 16 * 1024 * 1024,
+};
+
+struct sh_cql_reader_s {
+    int mode;                /* SH_CQL_REQUEST or SH_CQL_RESPONSE */
+    int segments;            /* 0, SH_CQL_SEGMENTS_PLAIN or _LZ4 */
+    int version;             /* of the first frame, 0 before it */
+    sh_cql_limits_t lim;     /* limits in force */
+    sh_buf_t *buf;           /* read buffer (we hold a ref) */
+    uint32_t start;          /* first unparsed byte */
+    uint32_t pos;            /* unused cursor, kept for sh_buf_reader_space */
+    uint32_t end;            /* bytes filled */
+    uint32_t need;           /* bytes from start the next unit needs */
+    sh_buf_t *seg;           /* self-contained payload being split (ref) */
+    uint32_t seg_pos;        /* next envelope in seg */
+    uint32_t seg_end;        /* end of the payload in seg */
+    sh_buf_t *big;           /* envelope being reassembled from segments */
+    uint32_t big_len;        /* bytes of it so far */
+    int failed;              /* sticky error */
+    int err_stream;          /* stream of the offending frame, or -1 */
+    char errstr[160];        /* why */
+};
+
+static int
+sh_cql_fail(sh_cql_reader_t *r, int stream, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+sh_cql_fail(sh_cql_reader_t *r, int stream, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(r->errstr, sizeof(r->errstr), fmt, ap);
+    va_end(ap);
+    r->failed = 1;
+    r->err_stream = stream;
+    return SH_ERROR;
+}
+
+sh_cql_reader_t *
+sh_cql_reader_new(int mode, const sh_cql_limits_t *limits)
+{
+    sh_cql_reader_t *r = sh_calloc(1, sizeof(*r));
+
+    r->mode = mode;
+    r->lim = limits ? *limits : sh_cql_default_limits;
+    r->err_stream = -1;
+    return r;
+}
+
+void
+sh_cql_reader_free(sh_cql_reader_t *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    sh_buf_unref(r->buf);
+    sh_buf_unref(r->seg);
+    sh_buf_unref(r->big);
+    sh_free(r);
+}
+
+const char *
+sh_cql_reader_error(const sh_cql_reader_t *r)
+{
+    return r->failed ? r->errstr : NULL;
+}
+
+int
+sh_cql_reader_error_stream(const sh_cql_reader_t *r)
+{
+    return r->err_stream;
+}
+
+int
+sh_cql_reader_version(const sh_cql_reader_t *r)
+{
+    return r->version;
+}
+
+size_t
+sh_cql_reader_pending(const sh_cql_reader_t *r)
+{
+    return r->end - r->start + (r->seg ? r->seg_end - r->seg_pos : 0)
+           + r->big_len;
+}
+
+void
+sh_cql_reader_use_segments(sh_cql_reader_t *r, int how)
+{
+    r->segments = how;
+}
+
+void
+sh_cql_reader_space(sh_cql_reader_t *r, uint8_t **p, size_t *n)
+{
+    sh_buf_reader_space(&r->buf, &r->start, &r->pos, &r->end, r->need, p, n);
+}
+
+void
+sh_cql_reader_commit(sh_cql_reader_t *r, size_t n)
+{
+    r->end += (uint32_t) n;
+}
+
+void
+sh_cql_reader_feed(sh_cql_reader_t *r, const uint8_t *data, size_t len)
+{
+    uint8_t *p;
+    size_t n;
+
+    while (len > 0) {
+        sh_cql_reader_space(r, &p, &n);
+        n = sh_min(n, len);
+        memcpy(p, data, n);
+        sh_cql_reader_commit(r, n);
+        data += n;
+        len -= n;
+    }
+}
+
+/* --- CRCs ---------------------------------------------------------------- */
+
+uint32_t
+sh_cql_crc24(uint64_t bytes, int len)
+{
+    uint32_t crc = 0x875060;             /* CRC24_INIT */
+    int i;
+
+    while (len-- > 0) {
+        crc ^= (uint32_t) (bytes & 0xff) << 16;
+        bytes >>= 8;
+        for (i = 0; i < 8; i++) {
+            crc <<= 1;
+            if (crc & 0x1000000) {
+                crc ^= 0x1974F0B;        /* CRC24_POLY */
+            }
+        }
+    }
+    return crc & 0xffffff;
+}
+
+uint32_t
+sh_cql_crc32(const uint8_t *p, size_t n)
+{
+    static const uint8_t prime[4] = { 0xFA, 0x2D, 0x55, 0xCA };
+    uLong crc = crc32(0L, Z_NULL, 0);
+
+    crc = crc32(crc, prime, 4);
+    crc = crc32(crc, p, (uInt) n);
+    return (uint32_t) crc;
+}
+
+static uint64_t
+sh_cql_le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    int i;
+
+    for (i = n - 1; i >= 0; i--) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+static uint32_t
+sh_cql_be32(const uint8_t *p)
+{
+    return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16)
+           | ((uint32_t) p[2] << 8) | p[3];
+}
+
+/* --- envelopes -------------------------------------------------------------- */
+
+/*
+ * Check the 9-byte header at h.  Returns SH_OK with the body length, or
+ * SH_ERROR (the reader failed).  The first frame fixes the version.
+ */
+static int
+sh_cql_check_header(sh_cql_reader_t *r, const uint8_t *h, uint32_t *body)
+{
+    int version = h[0] & 0x7f;
+    int response = (h[0] & 0x80) != 0;
+    int stream = (int16_t) ((h[2] << 8) | h[3]);
+
+    if (r->version == 0) {
+        if (version < SH_CQL_MIN_VERSION || version > SH_CQL_MAX_VERSION) {
+            return sh_cql_fail(r, stream, "Invalid or unsupported protocol "
+                               "version (%d); supported versions are "
+                               "(3/v3, 4/v4, 5/v5)", version);
+        }
+        r->version = version;
+    } else if (version != r->version) {
+        return sh_cql_fail(r, stream, "Invalid message version. Got %d but "
+                           "previous messages on this connection had "
+                           "version %d", version, r->version);
+    }
+    if (response != (r->mode == SH_CQL_RESPONSE)) {
+        return sh_cql_fail(r, stream, "Wrong message direction: got a %s "
+                           "where a %s was expected",
+                           response ? "response" : "request",
+                           response ? "request" : "response");
+    }
+    *body = sh_cql_be32(h + 5);
+    if (*body > r->lim.max_body_len) {
+        return sh_cql_fail(r, stream, "Request is too big: length %u "
+                           "exceeds maximum allowed length %u", *body,
+                           r->lim.max_body_len);
+    }
+    return SH_OK;
+}
+
+static sh_frame_t *
+sh_cql_frame(sh_buf_t *b, uint32_t off, uint32_t len)
+{
+    sh_frame_t *f = sh_frame_alloc(SH_PROTO_CQL, 0);
+    const uint8_t *h = b->data + off;
+
+    f->buf = b;
+    sh_buf_ref(b);
+    f->data = h;
+    f->len = len;
+    f->rtype = h[4];
+    f->argc = (int16_t) ((h[2] << 8) | h[3]);
+    return f;
+}
+
+/* v3/v4: the next frame straight from the read buffer. */
+static int
+sh_cql_next_frame(sh_cql_reader_t *r, sh_frame_t **out)
+{
+    uint32_t body;
+
+    if (r->end - r->start < SH_CQL_HEADER_LEN) {
+        r->need = SH_CQL_HEADER_LEN;
+        return SH_OK;
+    }
+    if (sh_cql_check_header(r, r->buf->data + r->start, &body) != SH_OK) {
+        return SH_ERROR;
+    }
+    r->need = SH_CQL_HEADER_LEN + body;
+    if (r->end - r->start < r->need) {
+        return SH_OK;
+    }
+    *out = sh_cql_frame(r->buf, r->start, r->need);
+    r->start += r->need;
+    r->need = 0;
+    return SH_OK;
+}
+
+/* The next envelope of the self-contained payload being split. */
+static int
+sh_cql_next_in_segment(sh_cql_reader_t *r, sh_frame_t **out)
+{
+    uint32_t left = r->seg_end - r->seg_pos, body;
+
+    if (left < SH_CQL_HEADER_LEN) {
+        return sh_cql_fail(r, -1, "Protocol error: a self-contained segment "
+                           "ends inside an envelope header");
+    }
+    if (sh_cql_check_header(r, r->seg->data + r->seg_pos, &body) != SH_OK) {
+        return SH_ERROR;
+    }
+    if (body > left - SH_CQL_HEADER_LEN) {
+        return sh_cql_fail(r, -1, "Protocol error: a self-contained segment "
+                           "ends inside an envelope body");
+    }
+    *out = sh_cql_frame(r->seg, r->seg_pos, SH_CQL_HEADER_LEN + body);
+    r->seg_pos += SH_CQL_HEADER_LEN + body;
+    if (r->seg_pos == r->seg_end) {
+        sh_buf_unref(r->seg);
+        r->seg = NULL;
+    }
+    return SH_OK;
+}
+
+/* Add a non-self-contained payload to the envelope being reassembled. */
+static int
+sh_cql_add_part(sh_cql_reader_t *r, const uint8_t *p, uint32_t n,
+    sh_frame_t **out)
+{
+    uint32_t body, total;
+
+    if (r->big == NULL) {
+        r->big = sh_buf_new(sh_max(n, SH_CQL_HEADER_LEN));
+        r->big_len = 0;
+    }
+    if (r->big_len + n > r->big->cap) {
+        total = r->big_len + n;
+        if (r->big_len >= SH_CQL_HEADER_LEN) {
+            /* the header says how big it will be: allocate once */
+            total = sh_max(total, SH_CQL_HEADER_LEN
+                           + sh_cql_be32(r->big->data + 5));
+        }
+        sh_buf_t *nb = sh_buf_new(total);
+        memcpy(nb->data, r->big->data, r->big_len);
+        sh_buf_unref(r->big);
+        r->big = nb;
+    }
+    memcpy(r->big->data + r->big_len, p, n);
+    r->big_len += n;
+    if (r->big_len < SH_CQL_HEADER_LEN) {
+        return SH_OK;
+    }
+    if (sh_cql_check_header(r, r->big->data, &body) != SH_OK) {
+        return SH_ERROR;
+    }
+    total = SH_CQL_HEADER_LEN + body;
+    if (r->big_len < total) {
+        return SH_OK;
+    }
+    if (r->big_len > total) {
+        return sh_cql_fail(r, -1, "Protocol error: segments of a large "
+                           "envelope carry %u bytes past its end",
+                           r->big_len - total);
+    }
+    *out = sh_cql_frame(r->big, 0, total);
+    sh_buf_unref(r->big);
+    r->big = NULL;
+    r->big_len = 0;
+    return SH_OK;
+}
+
+/* v5: read the next segment and start on its envelopes. */
+static int
+sh_cql_next_segment(sh_cql_reader_t *r, sh_frame_t **out)
+{
+    const uint8_t *d = r->buf->data + r->start;
+    int lz4 = r->segments == SH_CQL_SEGMENTS_LZ4;
+    uint32_t hlen = lz4 ? 5 : 3, clen, ulen = 0, total, crc;
+    uint64_t h;
+    int self;
+    sh_buf_t *pb;
+    uint32_t poff;
+
+    if (r->end - r->start < hlen + 3) {
+        r->need = hlen + 3;
+        return SH_OK;
+    }
+    h = sh_cql_le(d, (int) hlen);
+    crc = (uint32_t) sh_cql_le(d + hlen, 3);
+    if (sh_cql_crc24(h, (int) hlen) != crc) {
+        return sh_cql_fail(r, -1, "Protocol error: bad segment header "
+                           "CRC24");
+    }
+    clen = (uint32_t) (h & 0x1ffff);
+    if (lz4) {
+        ulen = (uint32_t) ((h >> 17) & 0x1ffff);
+        self = (int) ((h >> 34) & 1);
+    } else {
+        self = (int) ((h >> 17) & 1);
+    }
+    total = hlen + 3 + clen + 4;
+    r->need = total;
+    if (r->end - r->start < total) {
+        return SH_OK;
+    }
+    crc = (uint32_t) sh_cql_le(d + hlen + 3 + clen, 4);
+    if (sh_cql_crc32(d + hlen + 3, clen) != crc) {
+        return sh_cql_fail(r, -1, "Protocol error: bad segment payload "
+                           "CRC32");
+    }
+    pb = r->buf;
+    poff = r->start + hlen + 3;
+    sh_buf_ref(pb);
+    if (lz4 && ulen != 0) {
+        sh_buf_t *ub = sh_buf_new(ulen);
+        int got = LZ4_decompress_safe((const char *) d + hlen + 3,
+                                      (char *) ub->data, (int) clen,
+                                      (int) ulen);
+
+        sh_buf_unref(pb);
+        if (got != (int) ulen) {
+            sh_buf_unref(ub);
+            return sh_cql_fail(r, -1, "Protocol error: segment does not "
+                               "decompress to its declared %u bytes", ulen);
+        }
+        pb = ub;
+        poff = 0;
+        clen = ulen;
+    }
+    r->start += total;
+    r->need = 0;
+    if (self) {
+        if (r->big != NULL) {
+            sh_buf_unref(pb);
+            return sh_cql_fail(r, -1, "Protocol error: a self-contained "
+                               "segment inside a large envelope");
+        }
+        if (clen == 0) {
+            sh_buf_unref(pb);
+            return SH_OK;
+        }
+        r->seg = pb;
+        r->seg_pos = poff;
+        r->seg_end = poff + clen;
+        return sh_cql_next_in_segment(r, out);
+    }
+    int rc = sh_cql_add_part(r, pb->data + poff, clen, out);
+    sh_buf_unref(pb);
+    return rc;
+}
+
+int
+sh_cql_reader_next(sh_cql_reader_t *r, sh_frame_t **out)
+{
+    uint32_t before;
+
+    *out = NULL;
+    if (r->failed) {
+        return SH_ERROR;
+    }
+    if (r->seg != NULL) {
+        return sh_cql_next_in_segment(r, out);
+    }
+    if (r->buf == NULL) {
+        return SH_OK;
+    }
+    if (r->segments == 0) {
+        return sh_cql_next_frame(r, out);
+    }
+    /* a segment may complete no envelope (part of a large one): go on */
+    do {
+        before = r->start;
+        if (sh_cql_next_segment(r, out) != SH_OK) {
+            return SH_ERROR;
+        }
+    } while (*out == NULL && r->start != before && r->seg == NULL);
+    if (*out == NULL && r->seg != NULL) {
+        return sh_cql_next_in_segment(r, out);
+    }
+    return SH_OK;
+}
+
+/* --- encoding segments ------------------------------------------------------ */
+
+typedef struct sh_cql_out_s {
+    sh_buf_t *b;             /* output */
+    uint32_t len;            /* bytes written */
+} sh_cql_out_t;
+
+static void
+sh_cql_out_reserve(sh_cql_out_t *o, uint32_t n)
+{
+    if (o->len + n > o->b->cap) {
+        uint32_t cap = sh_max(o->b->cap * 2, o->len + n);
+        sh_buf_t *nb = sh_buf_new(cap);
+
+        memcpy(nb->data, o->b->data, o->len);
+        sh_buf_unref(o->b);
+        o->b = nb;
+    }
+}
+
+static void
+sh_cql_put_le(uint8_t *p, uint64_t v, int n)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        p[i] = (uint8_t) (v >> (8 * i));
+    }
+}
+
+/* Emit one segment holding payload p[0..n). */
+static void
+sh_cql_emit_segment(sh_cql_out_t *o, const uint8_t *p, uint32_t n, int self,
+    int how)
+{
+    int lz4 = how == SH_CQL_SEGMENTS_LZ4;
+    uint32_t hlen = lz4 ? 5 : 3;
+    uint32_t clen = n, ulen = 0;
+    uint64_t h;
+    uint8_t *seg;
+    int bound, got;
+
+    sh_cql_out_reserve(o, hlen + 3 + (uint32_t) LZ4_compressBound((int) n)
+                       + 4 + n);
+    seg = o->b->data + o->len;
+    if (lz4) {
+        bound = LZ4_compressBound((int) n);
+        got = LZ4_compress_default((const char *) p,
+                                   (char *) seg + hlen + 3, (int) n, bound);
+        if (got > 0 && (uint32_t) got < n) {
+            clen = (uint32_t) got;       /* worth it: send compressed */
+            ulen = n;
+        } else {
+            memcpy(seg + hlen + 3, p, n); /* ulen 0: sent as it is */
+        }
+        h = clen | ((uint64_t) ulen << 17) | ((uint64_t) (self != 0) << 34);
+    } else {
+        memcpy(seg + hlen + 3, p, n);
+        h = clen | ((uint64_t) (self != 0) << 17);
+    }
+    sh_cql_put_le(seg, h, (int) hlen);
+    sh_cql_put_le(seg + hlen, sh_cql_crc24(h, (int) hlen), 3);
+    sh_cql_put_le(seg + hlen + 3 + clen,
+                  sh_cql_crc32(seg + hlen + 3, clen), 4);
+    o->len += hlen + 3 + clen + 4;
+}
+
+sh_buf_t *
+sh_cql_segments_encode(sh_frame_t *const *frames, uint32_t n, int how,
+    uint32_t *len)
+{
+    sh_cql_out_t o;
+    uint8_t *acc = sh_alloc(SH_CQL_SEGMENT_MAX);
+    uint32_t acc_len = 0, i, off, part;
+
+    o.b = sh_buf_new(1024);
+    o.len = 0;
+    for (i = 0; i < n; i++) {
+        const sh_frame_t *f = frames[i];
+
+        if (f->len > SH_CQL_SEGMENT_MAX) {
+            /* a large envelope gets segments of its own */
+            if (acc_len > 0) {
+                sh_cql_emit_segment(&o, acc, acc_len, 1, how);
+                acc_len = 0;
+            }
+            for (off = 0; off < f->len; off += part) {
+                part = sh_min(f->len - off, (uint32_t) SH_CQL_SEGMENT_MAX);
+                sh_cql_emit_segment(&o, f->data + off, part, 0, how);
+            }
+            continue;
+        }
+        if (acc_len + f->len > SH_CQL_SEGMENT_MAX) {
+            sh_cql_emit_segment(&o, acc, acc_len, 1, how);
+            acc_len = 0;
+        }
+        memcpy(acc + acc_len, f->data, f->len);
+        acc_len += f->len;
+    }
+    if (acc_len > 0) {
+        sh_cql_emit_segment(&o, acc, acc_len, 1, how);
+    }
+    sh_free(acc);
+    *len = o.len;
+    return o.b;
+}

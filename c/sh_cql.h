@@ -1,0 +1,103 @@
+/*
+ * sh_cql.h -- the CQL native protocol codec: framing of v3/v4 frames and of
+ * v5 segments (with their CRCs and LZ4), zero-copy, resumable, in the same
+ * create / space+commit (or feed) / next / free shape as the RESP reader.
+ * Bodies are not decoded here: a frame is a slice holding the 9-byte
+ * envelope header and the body, and Lua reads bodies on demand.
+ */
+#ifndef SH_CQL_H
+#define SH_CQL_H
+
+#include "sh_buf.h"
+
+enum {
+    SH_CQL_REQUEST = 1,      /* client -> server */
+    SH_CQL_RESPONSE = 2      /* server -> client */
+};
+
+enum {
+    SH_CQL_HEADER_LEN = 9,   /* version, flags, stream(2), opcode, length(4) */
+    SH_CQL_SEGMENT_MAX = 131071, /* largest v5 segment payload (2^17 - 1) */
+    SH_CQL_MIN_VERSION = 3,  /* oldest protocol version we speak */
+    SH_CQL_MAX_VERSION = 5   /* newest */
+};
+
+/* opcodes */
+enum {
+    SH_CQL_ERROR = 0x00, SH_CQL_STARTUP = 0x01, SH_CQL_READY = 0x02,
+    SH_CQL_AUTHENTICATE = 0x03, SH_CQL_OPTIONS = 0x05,
+    SH_CQL_SUPPORTED = 0x06, SH_CQL_QUERY = 0x07, SH_CQL_RESULT = 0x08,
+    SH_CQL_PREPARE = 0x09, SH_CQL_EXECUTE = 0x0A, SH_CQL_REGISTER = 0x0B,
+    SH_CQL_EVENT = 0x0C, SH_CQL_BATCH = 0x0D, SH_CQL_AUTH_CHALLENGE = 0x0E,
+    SH_CQL_AUTH_RESPONSE = 0x0F, SH_CQL_AUTH_SUCCESS = 0x10
+};
+
+/* envelope flags */
+enum {
+    SH_CQL_FLAG_COMPRESSED = 0x01,
+    SH_CQL_FLAG_TRACING = 0x02,
+    SH_CQL_FLAG_PAYLOAD = 0x04,
+    SH_CQL_FLAG_WARNING = 0x08,
+    SH_CQL_FLAG_BETA = 0x10
+};
+
+/* v5 segment compression */
+enum {
+    SH_CQL_SEGMENTS_PLAIN = 1,
+    SH_CQL_SEGMENTS_LZ4 = 2
+};
+
+typedef struct sh_cql_limits_s {
+    uint32_t max_body_len;   /* largest envelope body (default 16 MiB, as
+                                Cassandra 5.0's native_transport_max_frame_size) */
+} sh_cql_limits_t;
+
+extern const sh_cql_limits_t sh_cql_default_limits;
+
+typedef struct sh_cql_reader_s sh_cql_reader_t;
+
+sh_cql_reader_t *sh_cql_reader_new(int mode, const sh_cql_limits_t *limits);
+void sh_cql_reader_free(sh_cql_reader_t *r);
+void sh_cql_reader_space(sh_cql_reader_t *r, uint8_t **p, size_t *n);
+void sh_cql_reader_commit(sh_cql_reader_t *r, size_t n);
+void sh_cql_reader_feed(sh_cql_reader_t *r, const uint8_t *data, size_t len);
+
+/*
+ * sh_cql_reader_next: the next complete envelope.
+ *   SH_OK with *out set: a frame (data = 9-byte header + body; rtype is the
+ *     opcode, argc the stream id); the caller owns one reference.
+ *   SH_OK with *out NULL: more bytes are needed.
+ *   SH_ERROR: malformed, over a limit, a bad CRC, or an unsupported
+ *     version; sh_cql_reader_error says why and sh_cql_reader_error_stream
+ *     gives the stream id of the offending frame when its header could be
+ *     read (else -1).  Sticky.
+ */
+int sh_cql_reader_next(sh_cql_reader_t *r, sh_frame_t **out);
+const char *sh_cql_reader_error(const sh_cql_reader_t *r);
+int sh_cql_reader_error_stream(const sh_cql_reader_t *r);
+/* the protocol version of the first frame seen, 0 before it */
+int sh_cql_reader_version(const sh_cql_reader_t *r);
+size_t sh_cql_reader_pending(const sh_cql_reader_t *r);
+
+/*
+ * sh_cql_reader_use_segments: the bytes after those already parsed are v5
+ * segments (SH_CQL_SEGMENTS_PLAIN or _LZ4), as after a v5 READY or
+ * AUTHENTICATE.
+ */
+void sh_cql_reader_use_segments(sh_cql_reader_t *r, int how);
+
+/*
+ * sh_cql_segments_encode: wrap n envelopes in v5 segments: as many whole
+ * envelopes per self-contained segment as fit, an envelope too big for one
+ * segment split over several.  Returns a buffer (one reference) and its
+ * length through *len.
+ */
+sh_buf_t *sh_cql_segments_encode(sh_frame_t *const *frames, uint32_t n,
+    int how, uint32_t *len);
+
+/* Cassandra's CRC24 of up to 8 little-endian header bytes, and its CRC32
+ * (zlib's, primed with the bytes FA 2D 55 CA). */
+uint32_t sh_cql_crc24(uint64_t bytes, int len);
+uint32_t sh_cql_crc32(const uint8_t *p, size_t n);
+
+#endif /* SH_CQL_H */
