@@ -30,6 +30,52 @@ typedef struct sh_write_s {
 } sh_write_t;
 
 static void sh_conn_run(sh_conn_t *c);
+
+/* The request reader of the connection's protocol. */
+static void
+sh_conn_reader_space(sh_conn_t *c, uint8_t **p, size_t *n)
+{
+    if (c->proto == SH_PROTO_CQL) {
+        sh_cql_reader_space(c->reader, p, n);
+    } else {
+        sh_resp_reader_space(c->reader, p, n);
+    }
+}
+
+static void
+sh_conn_reader_commit(sh_conn_t *c, size_t n)
+{
+    if (c->proto == SH_PROTO_CQL) {
+        sh_cql_reader_commit(c->reader, n);
+    } else {
+        sh_resp_reader_commit(c->reader, n);
+    }
+}
+
+static int
+sh_conn_reader_next(sh_conn_t *c, sh_frame_t **f)
+{
+    return c->proto == SH_PROTO_CQL ? sh_cql_reader_next(c->reader, f)
+                                    : sh_resp_reader_next(c->reader, f);
+}
+
+static size_t
+sh_conn_reader_pending(sh_conn_t *c)
+{
+    return c->proto == SH_PROTO_CQL ? sh_cql_reader_pending(c->reader)
+                                    : sh_resp_reader_pending(c->reader);
+}
+
+static void
+sh_conn_reader_free(sh_conn_t *c)
+{
+    if (c->proto == SH_PROTO_CQL) {
+        sh_cql_reader_free(c->reader);
+    } else {
+        sh_resp_reader_free(c->reader);
+    }
+    c->reader = NULL;
+}
 static void sh_conn_read_cb(uv_stream_t *s, ssize_t nread,
     const uv_buf_t *buf);
 
@@ -81,11 +127,11 @@ sh_conn_close(sh_conn_t *c)
     sh_free(c->waits);
     c->waits = NULL;
     sh_redis_conn_closed(c);
+    sh_cql_conn_closed(c);
     sh_conn_release_cycle(c);
     sh_batch_unref(c->inq);
     c->inq = NULL;
-    sh_resp_reader_free(c->reader);
-    c->reader = NULL;
+    sh_conn_reader_free(c);
     sh_free(c->cycle);
     c->cycle = NULL;
     sh_lua_conn_release(c);
@@ -122,7 +168,7 @@ sh_conn_shutdown_cb(uv_shutdown_t *req, int status)
 }
 
 /* Close once every queued reply has been written. */
-static void
+void
 sh_conn_close_after_writes(sh_conn_t *c)
 {
     if (c->closing) {
@@ -150,7 +196,7 @@ sh_conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     size_t n;
 
     sh_unused(suggested);
-    sh_resp_reader_space(c->reader, &p, &n);
+    sh_conn_reader_space(c, &p, &n);
     buf->base = (char *) p;
     buf->len = n;
 }
@@ -258,12 +304,12 @@ sh_skip_written(uv_buf_t *bufs, uint32_t n, size_t done)
 }
 
 /*
- * sh_conn_send_frames: send frames to the client, at once when the socket
- * takes them (one writev), else queued in one uv_write that holds a
- * reference on each frame until written.  NOREPLY frames are skipped.
+ * sh_conn_write_frames: write frames to the client as they are, at once when
+ * the socket takes them (one writev), else queued in one uv_write that holds
+ * a reference on each frame until written.  NOREPLY frames are skipped.
  */
-void
-sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
+static void
+sh_conn_write_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
 {
     uv_buf_t sbufs[16];
     uv_buf_t *bufs = sbufs;
@@ -334,16 +380,115 @@ sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
     }
 }
 
-static void
-sh_conn_send_error(sh_conn_t *c, const char *msg)
+/*
+ * sh_conn_error_frame: an error reply in the connection's protocol: for
+ * Redis "-ERR msg"; for CQL an ERROR with `code` on the stream and version
+ * of req, or when req is NULL of the frame the reader refused (stream 0
+ * when it could not be read).
+ */
+sh_frame_t *
+sh_conn_error_frame(sh_conn_t *c, const sh_frame_t *req, uint32_t code,
+    const char *msg)
 {
-    char line[256];
-    sh_frame_t *f;
+    char line[512];
     int n;
 
+    if (c->proto == SH_PROTO_CQL) {
+        int stream, version;
+
+        if (req != NULL) {
+            stream = req->argc;
+            version = sh_cql_frame_version(req);
+        } else {
+            stream = sh_cql_reader_error_stream(c->reader);
+            version = sh_cql_reader_error_version(c->reader);
+            if (stream < 0) {
+                stream = 0;
+            }
+        }
+        return sh_cql_error_frame(version, stream, code, msg);
+    }
     n = snprintf(line, sizeof(line), "-ERR %s\r\n", msg);
-    f = sh_frame_copy(SH_PROTO_REDIS, (const uint8_t *) line,
-                      (size_t) sh_min(n, (int) sizeof(line) - 1));
+    if (n >= (int) sizeof(line)) {
+        n = sizeof(line) - 1;
+        line[n - 2] = '\r';
+        line[n - 1] = '\n';
+    }
+    return sh_frame_copy(SH_PROTO_REDIS, (const uint8_t *) line, (size_t) n);
+}
+
+/*
+ * CQL replies: as they are, until the answer to STARTUP (READY or
+ * AUTHENTICATE) has gone out; after it, in protocol v5, wrapped in segments
+ * (LZ4 when the STARTUP asked for it), and the reader expects segments too.
+ */
+static void
+sh_conn_send_cql(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
+{
+    sh_frame_t *stack[16];
+    sh_frame_t **live = n <= 16 ? stack : sh_alloc(n * sizeof(sh_frame_t *));
+    uint32_t i, k = 0, from = 0, len;
+    sh_frame_t *seg;
+    sh_buf_t *b;
+
+    for (i = 0; i < n && !c->cql_segments; i++) {
+        sh_frame_t *f = frames[i];
+
+        if (f == NULL || (f->flags & SH_FRAME_NOREPLY) || !c->cql_startup
+            || (f->rtype != SH_CQL_READY && f->rtype != SH_CQL_AUTHENTICATE))
+        {
+            continue;
+        }
+        sh_conn_write_frames(c, frames + from, i + 1 - from);
+        from = i + 1;
+        c->cql_startup = 0;
+        if (sh_cql_frame_version(f) >= 5) {
+            c->cql_segments = c->cql_lz4 ? SH_CQL_SEGMENTS_LZ4
+                                         : SH_CQL_SEGMENTS_PLAIN;
+            sh_cql_reader_use_segments(c->reader, c->cql_segments);
+        }
+    }
+    if (!c->cql_segments) {
+        sh_conn_write_frames(c, frames + from, n - from);
+    } else {
+        for (i = from; i < n; i++) {
+            if (frames[i] != NULL && !(frames[i]->flags & SH_FRAME_NOREPLY)
+                && frames[i]->len > 0)
+            {
+                live[k++] = frames[i];
+            }
+        }
+        if (k > 0) {
+            b = sh_cql_segments_encode(live, k, c->cql_segments, &len);
+            seg = sh_frame_alloc(SH_PROTO_CQL, 0);
+            seg->buf = b;
+            seg->data = b->data;
+            seg->len = len;
+            sh_conn_write_frames(c, &seg, 1);
+            sh_frame_unref(seg);
+        }
+    }
+    if (live != stack) {
+        sh_free(live);
+    }
+}
+
+void
+sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
+{
+    if (c->proto == SH_PROTO_CQL) {
+        sh_conn_send_cql(c, frames, n);
+    } else {
+        sh_conn_write_frames(c, frames, n);
+    }
+}
+
+static void
+sh_conn_send_error(sh_conn_t *c, const sh_frame_t *req, uint32_t code,
+    const char *msg)
+{
+    sh_frame_t *f = sh_conn_error_frame(c, req, code, msg);
+
     sh_conn_send_frames(c, &f, 1);
     sh_frame_unref(f);
 }
@@ -364,14 +509,15 @@ sh_conn_finish_batch(sh_conn_t *c)
         sh_log_error("source \"%s\": chain returned %u responses for %u "
                      "requests", c->src->name, resp ? resp->n : 0, req->n);
         for (i = 0; i < req->n; i++) {
-            sh_conn_send_error(c, "shotover: chain returned the wrong "
-                               "number of responses");
+            sh_conn_send_error(c, req->frames[i], SH_CQL_SERVER_ERROR,
+                               "shotover: chain returned the wrong number "
+                               "of responses");
         }
     } else {
         for (i = 0; i < resp->n; i++) {
             if (resp->frames[i] == NULL) {
-                sh_frame_t *f = sh_frame_copy(SH_PROTO_REDIS,
-                    (const uint8_t *) "-ERR shotover: no response\r\n", 28);
+                sh_frame_t *f = sh_conn_error_frame(c, req->frames[i],
+                    SH_CQL_SERVER_ERROR, "shotover: no response");
                 sh_batch_put(resp, i, f);
                 sh_frame_unref(f);
             }
@@ -401,7 +547,8 @@ sh_conn_step(sh_conn_t *c)
         return;
     }
     /* the runner itself died: nothing sane can follow on this connection */
-    sh_conn_send_error(c, "shotover: internal error in the chain runner");
+    sh_conn_send_error(c, NULL, SH_CQL_SERVER_ERROR,
+                       "shotover: internal error in the chain runner");
     sh_conn_close_after_writes(c);
 }
 
@@ -436,7 +583,9 @@ sh_conn_run(sh_conn_t *c)
             continue;
         }
         if (c->proto_err) {
-            sh_conn_send_error(c, sh_resp_reader_error(c->reader));
+            sh_conn_send_error(c, NULL, SH_CQL_PROTOCOL_ERROR,
+                c->proto == SH_PROTO_CQL ? sh_cql_reader_error(c->reader)
+                                         : sh_resp_reader_error(c->reader));
             sh_conn_close_after_writes(c);
         } else if (c->close_after || c->eof) {
             sh_conn_close_after_writes(c);
@@ -552,9 +701,9 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0) {
         return;
     }
-    sh_resp_reader_commit(c->reader, (size_t) nread);
+    sh_conn_reader_commit(c, (size_t) nread);
     for (;;) {
-        rc = sh_resp_reader_next(c->reader, &f);
+        rc = sh_conn_reader_next(c, &f);
         if (rc != SH_OK) {
             c->proto_err = 1;
             uv_read_stop(s);
@@ -564,6 +713,14 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (f == NULL) {
             break;
         }
+        if (c->proto == SH_PROTO_CQL && f->rtype == SH_CQL_STARTUP) {
+            char comp[16];
+
+            /* its READY or AUTHENTICATE switches v5 to segments */
+            c->cql_startup = 1;
+            c->cql_lz4 = sh_cql_startup_compression(f, comp, sizeof(comp))
+                         != NULL && strcmp(comp, "lz4") == 0;
+        }
         if (c->inq == NULL) {
             c->inq = sh_batch_alloc(0);
         }
@@ -572,7 +729,7 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->running) {
         /* a pipelining client outpaces the chain: bound what we hold */
-        if (sh_resp_reader_pending(c->reader) > SH_CONN_MAX_INQ
+        if (sh_conn_reader_pending(c) > SH_CONN_MAX_INQ
             || (c->inq && c->inq->n > c->src->conf.max_elements))
         {
             sh_conn_pause(c);
@@ -598,10 +755,18 @@ sh_conn_accept(sh_listener_t *l)
     c->w = w;
     c->src = l;
     c->id = __atomic_fetch_add(&sh_conn_next_id, 1, __ATOMIC_RELAXED);
-    lim.max_bulk_len = l->conf.max_bulk_len;
-    lim.max_elements = l->conf.max_elements;
-    lim.max_inline_len = l->conf.max_inline_len;
-    c->reader = sh_resp_reader_new(SH_RESP_REQUEST, &lim);
+    c->proto = l->conf.proto;
+    if (c->proto == SH_PROTO_CQL) {
+        sh_cql_limits_t clim = sh_cql_default_limits;
+
+        clim.max_body_len = l->conf.max_bulk_len;
+        c->reader = sh_cql_reader_new(SH_CQL_REQUEST, &clim);
+    } else {
+        lim.max_bulk_len = l->conf.max_bulk_len;
+        lim.max_elements = l->conf.max_elements;
+        lim.max_inline_len = l->conf.max_inline_len;
+        c->reader = sh_resp_reader_new(SH_RESP_REQUEST, &lim);
+    }
     c->co_ref = LUA_NOREF;
     c->next = w->conns;
     if (w->conns) {
@@ -623,7 +788,7 @@ sh_conn_abort(sh_conn_t *c, const char *why)
         return;
     }
     snprintf(msg, sizeof(msg), "shotover: %s", why);
-    sh_conn_send_error(c, msg);
+    sh_conn_send_error(c, NULL, SH_CQL_OVERLOADED, msg);
     sh_conn_close_after_writes(c);
 }
 
@@ -831,4 +996,40 @@ sh_ffi_frame_describe(const sh_frame_t *f, char *out, size_t cap)
         return (int) strlen(out);
     }
     return sh_resp_describe(f->data, f->len, out, cap);
+}
+
+/*
+ * sh_ffi_frame_error: an error reply to request req in its protocol: Redis
+ * "-ERR msg" (msg as is when it starts with an upper-case code), or a
+ * CQL ERROR with `code` on req's stream and version.
+ */
+int
+sh_ffi_frame_error(const sh_frame_t *req, uint32_t code, const char *msg,
+    sh_frame_t **out)
+{
+    char line[1024];
+    int n;
+
+    if (req->proto == SH_PROTO_CQL) {
+        *out = sh_cql_error_frame(sh_cql_frame_version(req), req->argc, code,
+                                  msg);
+    } else {
+        const char *p = msg;
+
+        while (*p >= 'A' && *p <= 'Z') {
+            p++;
+        }
+        /* a message that does not start with an error code gets ERR */
+        n = snprintf(line, sizeof(line), "-%s%s\r\n",
+                     (p > msg && *p == ' ') ? "" : "ERR ", msg);
+        if (n >= (int) sizeof(line)) {
+            n = sizeof(line) - 1;
+            line[n - 2] = '\r';
+            line[n - 1] = '\n';
+        }
+        *out = sh_frame_copy(SH_PROTO_REDIS, (const uint8_t *) line,
+                             (size_t) n);
+        (*out)->rtype = '-';
+    }
+    return sh_conn_cycle_add(*out);
 }

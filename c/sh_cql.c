@@ -21,7 +21,9 @@
  * Not supported: v1 and v2 (refused like any unsupported version, so that
  * drivers downgrade to what we speak); the beta v6.
  */
+#include <ctype.h>
 #include <stdio.h>
+#include <strings.h>
 
 #include <lz4.h>
 #include <zlib.h>
@@ -49,6 +51,7 @@ struct sh_cql_reader_s {
     uint32_t big_len;        /* bytes of it so far */
     int failed;              /* sticky error */
     int err_stream;          /* stream of the offending frame, or -1 */
+    int err_version;         /* version to answer the error with */
     char errstr[160];        /* why */
 };
 
@@ -108,6 +111,15 @@ int
 sh_cql_reader_version(const sh_cql_reader_t *r)
 {
     return r->version;
+}
+
+int
+sh_cql_reader_error_version(const sh_cql_reader_t *r)
+{
+    if (r->err_version) {
+        return r->err_version;
+    }
+    return r->version ? r->version : 4;
 }
 
 size_t
@@ -217,6 +229,9 @@ sh_cql_check_header(sh_cql_reader_t *r, const uint8_t *h, uint32_t *body)
 
     if (r->version == 0) {
         if (version < SH_CQL_MIN_VERSION || version > SH_CQL_MAX_VERSION) {
+            r->err_version = version < SH_CQL_MIN_VERSION
+                             ? (version ? version : SH_CQL_MIN_VERSION)
+                             : SH_CQL_MAX_VERSION;
             return sh_cql_fail(r, stream, "Invalid or unsupported protocol "
                                "version (%d); supported versions are "
                                "(3/v3, 4/v4, 5/v5)", version);
@@ -569,4 +584,80 @@ sh_cql_segments_encode(sh_frame_t *const *frames, uint32_t n, int how,
     sh_free(acc);
     *len = o.len;
     return o.b;
+}
+
+/* --- messages the proxy writes ------------------------------------------------ */
+
+sh_frame_t *
+sh_cql_error_frame(int version, int stream, uint32_t code, const char *msg)
+{
+    size_t mlen = strlen(msg);
+    uint32_t body;
+    uint8_t *d;
+    sh_frame_t *f;
+
+    if (mlen > 60000) {
+        mlen = 60000;
+    }
+    body = (uint32_t) (4 + 2 + mlen);
+    d = sh_alloc(SH_CQL_HEADER_LEN + body);
+    d[0] = (uint8_t) (0x80 | (version & 0x7f));
+    d[1] = 0;
+    d[2] = (uint8_t) ((uint16_t) stream >> 8);
+    d[3] = (uint8_t) stream;
+    d[4] = SH_CQL_ERROR;
+    d[5] = (uint8_t) (body >> 24);
+    d[6] = (uint8_t) (body >> 16);
+    d[7] = (uint8_t) (body >> 8);
+    d[8] = (uint8_t) body;
+    d[9] = (uint8_t) (code >> 24);
+    d[10] = (uint8_t) (code >> 16);
+    d[11] = (uint8_t) (code >> 8);
+    d[12] = (uint8_t) code;
+    d[13] = (uint8_t) (mlen >> 8);
+    d[14] = (uint8_t) mlen;
+    memcpy(d + 15, msg, mlen);
+    f = sh_frame_copy(SH_PROTO_CQL, d, SH_CQL_HEADER_LEN + body);
+    f->rtype = SH_CQL_ERROR;
+    f->argc = (int16_t) stream;
+    sh_free(d);
+    return f;
+}
+
+const char *
+sh_cql_startup_compression(const sh_frame_t *f, char *out, size_t cap)
+{
+    const uint8_t *p = f->data + SH_CQL_HEADER_LEN;
+    const uint8_t *e = f->data + f->len;
+    uint32_t n, i, kl, vl;
+
+    if (f->len < SH_CQL_HEADER_LEN + 2 || f->rtype != SH_CQL_STARTUP) {
+        return NULL;
+    }
+    n = ((uint32_t) p[0] << 8) | p[1];
+    p += 2;
+    for (i = 0; i < n; i++) {
+        if (e - p < 2) {
+            return NULL;
+        }
+        kl = ((uint32_t) p[0] << 8) | p[1];
+        if ((uint32_t) (e - p) < 2 + kl + 2) {
+            return NULL;
+        }
+        vl = ((uint32_t) p[2 + kl] << 8) | p[3 + kl];
+        if ((uint32_t) (e - p) < 4 + kl + vl) {
+            return NULL;
+        }
+        if (kl == 11 && strncasecmp((const char *) p + 2, "COMPRESSION", 11)
+            == 0 && vl < cap)
+        {
+            for (uint32_t k = 0; k < vl; k++) {
+                out[k] = (char) tolower(p[4 + kl + k]);
+            }
+            out[vl] = '\0';
+            return out;
+        }
+        p += 4 + kl + vl;
+    }
+    return NULL;
 }

@@ -77,6 +77,10 @@ const char *sh_cql_reader_error(const sh_cql_reader_t *r);
 int sh_cql_reader_error_stream(const sh_cql_reader_t *r);
 /* the protocol version of the first frame seen, 0 before it */
 int sh_cql_reader_version(const sh_cql_reader_t *r);
+/* the version to answer a failed reader's error with: its own, or for an
+ * unsupported one what Cassandra does (an old version: that version, so the
+ * client can read it; a newer one: our newest) */
+int sh_cql_reader_error_version(const sh_cql_reader_t *r);
 size_t sh_cql_reader_pending(const sh_cql_reader_t *r);
 
 /*
@@ -94,6 +98,30 @@ void sh_cql_reader_use_segments(sh_cql_reader_t *r, int how);
  */
 sh_buf_t *sh_cql_segments_encode(sh_frame_t *const *frames, uint32_t n,
     int how, uint32_t *len);
+
+/* error codes (native_protocol_v5.spec section 8) */
+enum {
+    SH_CQL_SERVER_ERROR = 0x0000,
+    SH_CQL_PROTOCOL_ERROR = 0x000A,
+    SH_CQL_OVERLOADED = 0x1001
+};
+
+/* An ERROR response envelope: version, stream, code and message. */
+sh_frame_t *sh_cql_error_frame(int version, int stream, uint32_t code,
+    const char *msg);
+
+/*
+ * sh_cql_startup_compression: the COMPRESSION option of a STARTUP frame:
+ * "lz4", "snappy" or NULL, copied to out.
+ */
+const char *sh_cql_startup_compression(const sh_frame_t *f, char *out,
+    size_t cap);
+
+static inline int
+sh_cql_frame_version(const sh_frame_t *f)
+{
+    return f->data[0] & 0x7f;
+}
 
 /* Cassandra's CRC24 of up to 8 little-endian header bytes, and its CRC32
  * (zlib's, primed with the bytes FA 2D 55 CA). */

@@ -60,6 +60,7 @@ typedef struct sh_buf_s sh_buf_t;
 typedef struct sh_conn_s sh_conn_t;
 typedef struct sh_worker_s sh_worker_t;
 typedef struct sh_redis_pool_s sh_redis_pool_t;
+typedef struct sh_cql_pool_s sh_cql_pool_t;
 
 /* A piece of a frame, relative to the frame's first byte. */
 typedef struct sh_slice_s {
@@ -111,6 +112,15 @@ typedef struct sh_redis_conf_s {
     const char *name;        /* sink name for logs and errors */
 } sh_redis_conf_t;
 
+/* Settings of one Cassandra backend (a `cassandra` sink, per worker). */
+typedef struct sh_cql_conf_s {
+    const char *host;        /* address or name of the node */
+    int32_t port;            /* its native transport port */
+    uint32_t connect_timeout_ms; /* give up connecting after this */
+    uint32_t request_timeout_ms; /* fail requests unanswered for this long */
+    const char *name;        /* sink name for logs and errors */
+} sh_cql_conf_t;
+
 /* Settings of one listening source. */
 typedef struct sh_source_conf_s {
     const char *name;        /* source name */
@@ -142,6 +152,8 @@ int sh_ffi_frame_set_arg(sh_frame_t *f, int i, const uint8_t *data,
     size_t len, const char **err);
 void sh_ffi_frame_unref(sh_frame_t *f);
 int sh_ffi_frame_describe(const sh_frame_t *f, char *out, size_t cap);
+int sh_ffi_frame_error(const sh_frame_t *req, uint32_t code, const char *msg,
+    sh_frame_t **out);
 
 /* Batches */
 int sh_ffi_batch_new(uint32_t n, sh_batch_t **out);
@@ -166,6 +178,12 @@ int sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
 int sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
     sh_redis_pool_t **out, const char **err);
 int sh_ffi_redis_send(sh_redis_pool_t *p, sh_conn_t *c, sh_batch_t *req,
+    sh_batch_t *resp);
+
+/* Cassandra backends */
+int sh_ffi_cql_pool_new(sh_worker_t *w, const sh_cql_conf_t *conf,
+    sh_cql_pool_t **out, const char **err);
+int sh_ffi_cql_send(sh_cql_pool_t *p, sh_conn_t *c, sh_batch_t *req,
     sh_batch_t *resp);
 
 /* Time */

@@ -16,6 +16,7 @@ static const struct {
     SH_SIZE(sh_frame_t),
     SH_SIZE(sh_batch_t),
     SH_SIZE(sh_redis_conf_t),
+    SH_SIZE(sh_cql_conf_t),
     SH_SIZE(sh_source_conf_t),
 };
 

@@ -43,6 +43,7 @@ sh_worker_stop_cb(uv_async_t *a)
     }
     sh_conn_close_all(w);
     sh_redis_pools_close(w);
+    sh_cql_pools_close(w);
     uv_close((uv_handle_t *) &w->flush, NULL);
     uv_close((uv_handle_t *) &w->stop, NULL);
 }

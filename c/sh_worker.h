@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "sh_buf.h"
+#include "sh_cql.h"
 #include "sh_resp.h"
 
 typedef struct sh_upstream_s sh_upstream_t;
@@ -37,7 +38,11 @@ struct sh_conn_s {
     sh_worker_t *w;          /* owning worker */
     sh_listener_t *src;      /* the source it came in on */
     uint64_t id;             /* unique per process */
-    sh_resp_reader_t *reader; /* request parser */
+    void *reader;            /* request parser: sh_resp_ or sh_cql_reader_t */
+    int proto;               /* SH_PROTO_* of the source */
+    int cql_segments;        /* v5 framing of replies: 0 or SH_CQL_SEGMENTS_* */
+    int cql_lz4;             /* the client's STARTUP asked for lz4 */
+    unsigned cql_startup:1;  /* STARTUP seen, its answer not yet sent */
     lua_State *co;           /* coroutine running the chain */
     int co_ref;              /* registry ref keeping co alive */
     sh_batch_t *inq;         /* parsed requests not yet run */
@@ -51,6 +56,7 @@ struct sh_conn_s {
     uint32_t ncycle;         /* entries in cycle */
     uint32_t cycle_cap;      /* allocated entries */
     sh_upstream_t *dedicated; /* backend connections pinned to this client */
+    struct sh_cql_up_s *cql_ups; /* its Cassandra backend connections */
     unsigned started:1;      /* coroutine has been started */
     unsigned running:1;      /* a batch is in the chain */
     unsigned suspended:1;    /* the chain waits for backends */
@@ -92,6 +98,7 @@ struct sh_worker_s {
     sh_listener_t *listeners; /* listening sockets */
     sh_conn_t *conns;        /* open client connections */
     sh_redis_pool_t *pools;  /* backend pools */
+    struct sh_cql_pool_s *cql_pools; /* Cassandra backend pools */
     sh_upstream_t *flushq;   /* upstreams with gathered writes */
     sh_conn_t *wakeq;        /* connections whose backends are done */
     const char *conf_path;   /* config file */
@@ -112,8 +119,15 @@ ssize_t sh_try_write(uv_stream_t *s, const uv_buf_t *bufs, uint32_t n);
 uint32_t sh_skip_written(uv_buf_t *bufs, uint32_t n, size_t done);
 void sh_conn_close_all(sh_worker_t *w);
 void sh_conn_abort(sh_conn_t *c, const char *why);
+void sh_conn_close_after_writes(sh_conn_t *c);
+sh_frame_t *sh_conn_error_frame(sh_conn_t *c, const sh_frame_t *req,
+    uint32_t code, const char *msg);
 void sh_conn_add_wait(sh_conn_t *c, sh_batch_t *b);
 void sh_conn_wait_done(sh_conn_t *c, sh_batch_t *b);
+
+/* sh_cql_pool.c */
+void sh_cql_conn_closed(sh_conn_t *c);
+void sh_cql_pools_close(sh_worker_t *w);
 
 /* sh_redis_pool.c */
 void sh_redis_flush_all(sh_worker_t *w);

@@ -31,6 +31,7 @@ build = {
         ["shotover.message"] = "lua/shotover/message.lua",
         ["shotover.redis.reply"] = "lua/shotover/redis/reply.lua",
         ["shotover.schema"] = "lua/shotover/schema.lua",
+        ["shotover.transforms.cassandra"] = "lua/shotover/transforms/cassandra.lua",
         ["shotover.transforms.debug_printer"] = "lua/shotover/transforms/debug_printer.lua",
         ["shotover.transforms.debug_returner"] = "lua/shotover/transforms/debug_returner.lua",
         ["shotover.transforms.null"] = "lua/shotover/transforms/null.lua",

@@ -36,9 +36,16 @@ add_test(NAME lua-unit
          COMMAND ${CMAKE_SOURCE_DIR}/t/run-busted ${CMAKE_SOURCE_DIR}/t/unit)
 set_tests_properties(lua-unit PROPERTIES ENVIRONMENT "${SH_TEST_ENV}")
 
-# Integration: real redis-server, build/shotover, redis-cli, redis-benchmark.
+# Integration: real redis-server, build/shotover, redis-cli, redis-benchmark
+# (specs 0NN), and a real Cassandra 5.0 from Maven Central with the DataStax
+# Python driver (specs 2NN-3NN; t/versions pins the version).
 add_test(NAME integration-redis
-         COMMAND ${CMAKE_SOURCE_DIR}/t/run-busted
+         COMMAND ${CMAKE_SOURCE_DIR}/t/run-busted --pattern=^0.*_spec
                  ${CMAKE_SOURCE_DIR}/t/integration)
 set_tests_properties(integration-redis PROPERTIES ENVIRONMENT "${SH_TEST_ENV}"
                      TIMEOUT 900)
+add_test(NAME integration-cassandra
+         COMMAND ${CMAKE_SOURCE_DIR}/t/run-busted --pattern=^[23].*_spec
+                 ${CMAKE_SOURCE_DIR}/t/integration)
+set_tests_properties(integration-cassandra PROPERTIES
+                     ENVIRONMENT "${SH_TEST_ENV}" TIMEOUT 2400)

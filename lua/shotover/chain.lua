@@ -6,7 +6,6 @@
 local base = require "shotover.ffi"
 local config = require "shotover.config"
 local message = require "shotover.message"
-local reply = require "shotover.redis.reply"
 local log = require "shotover.log"
 
 local C = base.C
@@ -80,11 +79,13 @@ function Ctx:wait()
     end
 end
 
-local function error_responses(n, msg)
+-- One error reply per request, each in the request's protocol (a CQL ERROR
+-- must carry its request's stream id).
+local function error_responses(batch, msg)
+    local n = batch.n
     local resp = new_batch(n)
-    local f = reply.error(msg)
     for i = 1, n do
-        resp:set(i, f)
+        resp:set(i, message.error_reply(batch[i], msg))
     end
     return resp
 end
@@ -107,7 +108,7 @@ function Chain:run(ctx, batch)
     local msg = tostring(resp)
     log.error('chain "%s": element %d (%s) failed: %s', self.name, el.index,
               el.name, msg)
-    return error_responses(batch.n, fmt('shotover: chain "%s" element %d '
+    return error_responses(batch, fmt('shotover: chain "%s" element %d '
                                         .. '(%s) failed: %s', self.name,
                                         el.index, el.name, msg))
 end

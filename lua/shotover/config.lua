@@ -14,7 +14,7 @@ local fmt = string.format
 
 local _M = { _VERSION = "0.1.0" }
 
-local PROTOCOLS = { redis = true }
+local PROTOCOLS = { redis = true, cassandra = true }
 
 local top_schema = {
     workers = { type = "workers", default = 1 },
@@ -35,6 +35,8 @@ local source_schema = {
     max_write_queue = { type = "integer", min = 1024, max = 2^32 - 1,
                         default = 16 * 1024 * 1024 },
     max_batch = { type = "integer", min = 1, max = 65536, default = 256 },
+    max_frame_size = { type = "integer", min = 1024, max = 256 * 1024 * 1024,
+                       default = 16 * 1024 * 1024 },
 }
 
 -- Resolve a chain element's module: shotover.transforms.<name>, so an
@@ -170,8 +172,9 @@ function _M.check(conf)
                 if type(src.protocol) == "string"
                    and not PROTOCOLS[src.protocol]
                 then
-                    errs[#errs + 1] = fmt("%s.protocol: expected \"redis\", "
-                                          .. "got %q", path, src.protocol)
+                    errs[#errs + 1] = fmt("%s.protocol: expected \"redis\" "
+                                          .. "or \"cassandra\", got %q", path,
+                                          src.protocol)
                 end
                 if type(src.name) == "string" then
                     if names[src.name] then

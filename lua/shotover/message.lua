@@ -93,6 +93,15 @@ function _M.new_batch(n)
     return b
 end
 
+-- An error reply to request `req`, in its protocol: Redis "-ERR msg" (msg
+-- as is when it starts with a code like "WRONGTYPE ...") or a CQL ERROR with
+-- `code` (default SERVER_ERROR) on the request's stream.
+local CQL_SERVER_ERROR = 0x0000
+function _M.error_reply(req, msg, code)
+    return adopt_frame(C.sh_ffi_frame_error(req, code or CQL_SERVER_ERROR,
+                                            msg, frame_out))
+end
+
 -- A batch of n slots all holding message f (one reference each): the
 -- responses of sinks that answer everything alike.
 function _M.constant_batch(n, f)
@@ -124,7 +133,19 @@ function frame.is_noreply(f)
     return bit.band(f.flags, FRAME_NOREPLY) ~= 0
 end
 
+local CQL_OPCODES = {
+    [0] = "ERROR", "STARTUP", "READY", "AUTHENTICATE", nil, "OPTIONS",
+    "SUPPORTED", "QUERY", "RESULT", "PREPARE", "EXECUTE", "REGISTER", "EVENT",
+    "BATCH", "AUTH_CHALLENGE", "AUTH_RESPONSE", "AUTH_SUCCESS",
+}
+
 function frame.describe(f)
+    if f.proto == 2 then
+        return string.format("CQL v%d %s stream %d, %d bytes",
+                             bit.band(f.data[0], 0x7f),
+                             CQL_OPCODES[f.rtype] or ("opcode " .. f.rtype),
+                             f.argc, f.len)
+    end
     local n = C.sh_ffi_frame_describe(f, describe_buf, describe_cap)
     if n < 0 then
         return "(undecodable " .. f.len .. " bytes)"

@@ -19,7 +19,7 @@ local _M = { _VERSION = "0.1.0" }
 
 local chains = {}
 
-local PROTO = { redis = base.PROTO_REDIS }
+local PROTO = { redis = base.PROTO_REDIS, cassandra = base.PROTO_CQL }
 
 -- The body of every client connection's coroutine.  C resumes it with a new
 -- batch in sh_ffi_conn_batch(c); it yields WAIT while backends work and
@@ -57,7 +57,9 @@ function _M.init(wlud, path, id)
         local sc = ffi.new("sh_source_conf_t", {
             name = src.name, host = host, port = port,
             proto = PROTO[src.protocol], index = i,
-            max_bulk_len = src.max_bulk_len,
+            -- for CQL the C reader's body limit travels in max_bulk_len
+            max_bulk_len = src.protocol == "cassandra" and src.max_frame_size
+                           or src.max_bulk_len,
             max_elements = src.max_elements,
             max_inline_len = src.max_inline_len,
             max_write_queue = src.max_write_queue,

@@ -54,8 +54,8 @@ describe("config validation", function()
                        .. 'got "nohost"', text, 1, true)
         assert.matches('sources[1].chain[1]: "redis" is a sink and must be '
                        .. 'the last element', text, 1, true)
-        assert.matches('sources[2].protocol: expected "redis", got '
-                       .. '"memcached"', text, 1, true)
+        assert.matches('sources[2].protocol: expected "redis" or '
+                       .. '"cassandra", got "memcached"', text, 1, true)
         assert.matches('sources[2].listen: expected "host:port", got "x"',
                        text, 1, true)
         assert.matches('sources[2].name: "redis" is already the name of '

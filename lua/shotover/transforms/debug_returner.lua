@@ -22,7 +22,11 @@ local _M = {
 
 local mt = { __index = {} }
 
-function _M.check_config(conf)
+function _M.check_config(conf, ctx)
+    if ctx and ctx.protocol == "cassandra" then
+        return nil, "debug_returner answers in Redis replies only, for now; "
+                    .. "it cannot serve a cassandra source"
+    end
     local n = 0
     for _, k in ipairs(KINDS) do
         if conf[k] ~= nil and conf[k] ~= false then

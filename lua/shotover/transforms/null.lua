@@ -9,6 +9,14 @@ local _M = { name = "null", version = "0.1.0", terminal = true, schema = {} }
 
 local mt = { __index = {} }
 
+function _M.check_config(conf, ctx)
+    if ctx and ctx.protocol == "cassandra" then
+        return nil, "null answers in Redis replies only, for now; it cannot "
+                    .. "serve a cassandra source"
+    end
+    return true
+end
+
 function _M.new(conf)
     -- one shared reply, referenced by every response slot
     return setmetatable({ null = reply.null() }, mt)

@@ -1,0 +1,913 @@
+-- t/lib/cassandra.lua -- a real Apache Cassandra node for the integration
+-- specs, run straight from the Maven Central jars (t/cassandra/fetch), plus
+-- a minimal raw CQL client (native protocol v3/v4 frames) and a runner for
+-- the DataStax Python driver.
+--
+-- Processes, ports, temp dirs, deadlines and cleanup come from harness.lua:
+--
+--   local h = require("harness")
+--   local cassandra = require("cassandra")
+--   describe("...", function()
+--     local node
+--     setup(function() node = cassandra.start{ auth = false } end)
+--     teardown(h.cleanup)              -- stops the node, removes its dir
+--     it("...", function()
+--       local c = cassandra.connect(node.port)   -- raw CQL, v4
+--       local r = c:query("SELECT release_version FROM system.local")
+--       assert.equal("5.0.5", r.rows[1][1])
+--     end)
+--   end)
+--
+-- cassandra.start(opts) -> Node.  opts (all optional):
+--   auth = true          PasswordAuthenticator + CassandraAuthorizer (the
+--                        default superuser cassandra/cassandra); readiness
+--                        then waits until that login works
+--   authorizer = "..."   override (default AllowAllAuthorizer without auth)
+--   cluster_name, heap = "1g", heap_min = "256m", jmx = true (nodetool on a
+--   free loopback port; default false), yaml = "extra: lines\n" (appended to
+--   the generated cassandra.yaml), jvm_args = { ... }, ready_timeout = s
+--   (default 120), port / storage_port (default: free ports)
+-- Node fields: host ("127.0.0.1"), port (native transport), storage_port,
+--   jmx_port (or nil), dir, yaml_path, log_path (system.log), out_path
+--   (JVM stdout/stderr), user / password (with auth), version
+--   (release_version as reported), startup_seconds (last start, spawn to
+--   ready).
+-- Node methods: stop(grace) (SIGTERM, then SIGKILL after grace s), kill()
+--   (SIGKILL, a crash), start(timeout) (again, same dir and ports: data and
+--   schema survive), restart(), pause() / resume() (SIGSTOP / SIGCONT: a hung
+--   node), alive(), log(), log_tail(n), wait_log(needle, timeout),
+--   nodetool(args...) (needs jmx = true), python(code, opts).
+--
+-- Environment: SHOTOVER_CACHE (jar cache, see t/cassandra/fetch),
+-- SHOTOVER_KEEP_TMP=1 (keep the node dir: yaml, logs, data), JAVA (the java
+-- binary; default $JAVA_HOME/bin/java or java in PATH), SHOTOVER_CASSANDRA_CDS=0
+-- (do not use a class-data-sharing archive).
+
+local h = require("harness")
+local bit = require("bit")
+
+local M = {}
+
+local src = os.getenv("SHOTOVER_SRC")
+if not src or src == "" then
+    -- t/lib/cassandra.lua -> repo root
+    local me = debug.getinfo(1, "S").source:gsub("^@", "")
+    src = me:match("^(.*)/t/lib/[^/]*$") or "."
+end
+M.src = src
+
+---------------------------------------------------------------------------
+-- versions, jars, java
+---------------------------------------------------------------------------
+
+-- t/versions as a table NAME -> value
+function M.versions()
+    local t = {}
+    local text = h.read_file(src .. "/t/versions") or error("no " .. src .. "/t/versions")
+    for line in text:gmatch("[^\n]+") do
+        local k, v = line:match("^%s*([%w_]+)=([^%s#]*)")
+        if k then t[k] = v end
+    end
+    return t
+end
+
+function M.version()
+    return os.getenv("CASSANDRA_VERSION") or M.versions().CASSANDRA_VERSION
+end
+
+local lib_cache = {}
+
+-- the dir holding cassandra-all and its runtime jars (fetched on first use)
+function M.lib_dir(version)
+    version = version or M.version()
+    if lib_cache[version] then return lib_cache[version] end
+    local r = h.run({ src .. "/t/cassandra/fetch", version }, { timeout = 900 })
+    if r.code ~= 0 or r.timed_out then
+        error("t/cassandra/fetch " .. version .. " failed (" .. tostring(r.code) .. "):\n"
+            .. r.stderr .. r.stdout, 2)
+    end
+    local dir = h.chomp(r.stdout):match("([^\n]+)$")
+    lib_cache[version] = dir
+    return dir
+end
+
+local function ls_jars(dir)
+    local r = h.run({ "sh", "-c", 'ls -1 "$1"/*.jar', "sh", dir }, { timeout = 10 })
+    local jars = {}
+    for l in r.stdout:gmatch("[^\n]+") do
+        -- native libraries for other OSes only slow the class path scan
+        if not (l:find("osx%-") or l:find("windows%-") or l:find("aarch_64") or l:find("riscv64")) then
+            jars[#jars + 1] = l
+        end
+    end
+    table.sort(jars)
+    assert(#jars > 0, "no jars in " .. dir)
+    return jars
+end
+
+function M.java()
+    local j = os.getenv("JAVA")
+    if j and j ~= "" then return j end
+    local home = os.getenv("JAVA_HOME")
+    if home and home ~= "" then return home .. "/bin/java" end
+    return "java"
+end
+
+-- Java 17 flags from Cassandra 5.0's conf/jvm17-server.options (JPMS) and
+-- conf/jvm-server.options, minus the ones for big production heaps.
+local JPMS = {
+    "-Djdk.attach.allowAttachSelf=true",
+    "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
+    "--add-exports", "java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",
+    "--add-exports", "java.rmi/sun.rmi.registry=ALL-UNNAMED",
+    "--add-exports", "java.rmi/sun.rmi.server=ALL-UNNAMED",
+    "--add-exports", "java.sql/java.sql=ALL-UNNAMED",
+    "--add-exports", "java.base/java.lang.ref=ALL-UNNAMED",
+    "--add-exports", "jdk.unsupported/sun.misc=ALL-UNNAMED",
+    "--add-exports", "jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED",
+    "--add-exports", "jdk.attach/sun.tools.attach=ALL-UNNAMED",
+    "--add-opens", "java.base/java.lang.module=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.loader=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.ref=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.reflect=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.math=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.module=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.util.jar=ALL-UNNAMED",
+    "--add-opens", "jdk.management/com.sun.management.internal=ALL-UNNAMED",
+    "--add-opens", "java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens", "java.base/java.io=ALL-UNNAMED",
+    "--add-opens", "java.base/java.lang.reflect=ALL-UNNAMED",
+    "--add-opens", "jdk.compiler/com.sun.tools.javac=ALL-UNNAMED",
+    "--add-opens", "java.base/java.lang=ALL-UNNAMED",
+    "--add-opens", "java.base/java.util=ALL-UNNAMED",
+    "-Dio.netty.tryReflectionSetAccessible=true",
+    "-Dio.netty.allocator.useCacheForAllThreads=true",
+    "-Dio.netty.allocator.maxOrder=11",
+    "-ea", "-da:net.openhft...",
+    "-XX:+UseThreadPriorities",
+    "-Xss256k",
+    "-XX:+PerfDisableSharedMem",
+    "-Djava.net.preferIPv4Stack=true",
+}
+
+-- Test-only switches that make a fresh single node start (and take DDL) fast.
+local FAST = {
+    "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+    "-Dcassandra.gossip_settle_min_wait_ms=0",
+    "-Dcassandra.ring_delay_ms=1000",
+    "-Dcassandra.superuser_setup_delay_ms=0",
+    "-Dcassandra.unsafesystem=true",                    -- no flush of system tables
+    "-Dcassandra.test.flush_local_schema_changes=false",
+    "-Dcassandra.skip_schema_check=true",
+    "-Dcassandra.test.ignore_sigar=true",
+    "-Dcassandra.skip_sync=true",                       -- no fsync (page cache only)
+    "-Dcassandra.ignore_kernel_bug_1057843_check=true",
+    -- measured once (SkipListMemtable: 180) instead of a ~4 s estimate at
+    -- every start
+    "-Dcassandra.memtable.row_overhead_size=180",
+    -- no 2 s gossip shutdown announcement, no 2 s messaging quiesce wait
+    "-Dcassandra.shutdown_announce_in_ms=0",
+    "-Dcassandra.test.messagingService.nonGracefulShutdown=true",
+    -- small test JVM: one C1 tier starts faster on 2 cores; serial GC
+    -- starts fastest and is plenty for a <=1 GB heap
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+UseSerialGC",
+    "-XX:-UsePerfData",
+}
+
+---------------------------------------------------------------------------
+-- config files
+---------------------------------------------------------------------------
+
+local function yaml_text(n)
+    local authn = n.auth and "PasswordAuthenticator" or "AllowAllAuthenticator"
+    local authz = n.authorizer or (n.auth and "CassandraAuthorizer" or "AllowAllAuthorizer")
+    local d = n.dir
+    return string.format([[
+# generated by t/lib/cassandra.lua
+cluster_name: '%s'
+num_tokens: 1
+initial_token: 0
+allocate_tokens_for_local_replication_factor: 1
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+authenticator: %s
+authorizer: %s
+role_manager: CassandraRoleManager
+network_authorizer: AllowAllNetworkAuthorizer
+roles_validity: 0ms
+permissions_validity: 0ms
+credentials_validity: 0ms
+data_file_directories:
+    - %s/data
+commitlog_directory: %s/commitlog
+saved_caches_directory: %s/saved_caches
+hints_directory: %s/hints
+cdc_raw_directory: %s/cdc_raw
+cdc_enabled: false
+# batch: a write is acknowledged once its commit log section is marked
+# synced, so acknowledged writes survive SIGKILL (with periodic sync the
+# replay stops at the last sync marker: up to 10 s of acknowledged writes
+# lost); -Dcassandra.skip_sync=true keeps that free of fsync
+commitlog_sync: batch
+commitlog_segment_size: 8MiB
+seed_provider:
+    - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+      parameters:
+          - seeds: "127.0.0.1:%d"
+listen_address: 127.0.0.1
+rpc_address: 127.0.0.1
+storage_port: %d
+ssl_storage_port: %d
+start_native_transport: true
+native_transport_port: %d
+native_transport_allow_older_protocols: true
+endpoint_snitch: SimpleSnitch
+dynamic_snitch: false
+snapshot_before_compaction: false
+auto_snapshot: false
+incremental_backups: false
+concurrent_compactors: 1
+compaction_throughput: 0MiB/s
+key_cache_size: 0MiB
+counter_cache_size: 0MiB
+row_cache_size: 0MiB
+memtable_heap_space: 128MiB
+memtable_offheap_space: 128MiB
+auto_hints_cleanup_enabled: true
+hinted_handoff_enabled: false
+user_defined_functions_enabled: false
+materialized_views_enabled: true
+sasi_indexes_enabled: true
+storage_compatibility_mode: NONE
+read_request_timeout: 10000ms
+write_request_timeout: 10000ms
+request_timeout: 20000ms
+]], n.cluster_name, authn, authz, d, d, d, d, d,
+        n.storage_port, n.storage_port, n.ssl_storage_port, n.port) .. (n.extra_yaml or "")
+end
+
+local function logback_text(n)
+    return string.format([[
+<configuration scan="false">
+  <appender name="SYSTEMLOG" class="ch.qos.logback.core.FileAppender">
+    <file>%s</file>
+    <append>true</append>
+    <encoder>
+      <pattern>%%-5level [%%thread] %%date{ISO8601} %%logger{0} - %%msg%%n</pattern>
+    </encoder>
+  </appender>
+  <root level="INFO">
+    <appender-ref ref="SYSTEMLOG" />
+  </root>
+  <logger name="org.apache.cassandra" level="%s" />
+  <logger name="com.thinkaurelius.thrift" level="ERROR" />
+</configuration>
+]], n.log_path, n.log_level or "INFO")
+end
+
+---------------------------------------------------------------------------
+-- the node
+---------------------------------------------------------------------------
+
+local Node = {}
+Node.__index = Node
+M.Node = Node
+
+function M.start(opts)
+    opts = opts or {}
+    local n = setmetatable({
+        host = "127.0.0.1",
+        auth = opts.auth and true or false,
+        authorizer = opts.authorizer,
+        cluster_name = opts.cluster_name or "shotover-test",
+        heap = opts.heap or "1g",
+        heap_min = opts.heap_min or "256m",
+        port = opts.port or h.free_port(),
+        storage_port = opts.storage_port or h.free_port(),
+        ssl_storage_port = h.free_port(),
+        jmx_port = opts.jmx and h.free_port() or nil,
+        extra_yaml = opts.yaml,
+        jvm_args = opts.jvm_args or {},
+        log_level = opts.log_level,
+        cversion = opts.version or M.version(),
+        ready_timeout = opts.ready_timeout or 120,
+    }, Node)
+    if n.auth then n.user, n.password = "cassandra", "cassandra" end
+    n.lib = M.lib_dir(n.cversion)
+    n.dir = h.tmpdir("cassandra")
+    n.yaml_path = n.dir .. "/cassandra.yaml"
+    n.log_path = n.dir .. "/system.log"
+    n.out_path = n.dir .. "/output.log"
+    n.logback_path = n.dir .. "/logback.xml"
+    for _, sub in ipairs({ "data", "commitlog", "saved_caches", "hints", "cdc_raw", "triggers" }) do
+        h.run({ "mkdir", "-p", n.dir .. "/" .. sub })
+    end
+    h.write_file(n.yaml_path, yaml_text(n))
+    h.write_file(n.logback_path, logback_text(n))
+    -- stopped before harness.cleanup removes the dir
+    h.defer(function() n:stop(5) end)
+    n:start()
+    return n
+end
+
+-- the class-data-sharing archive for this version's class path: written by
+-- the first node that exits cleanly, used by every later JVM (much faster
+-- class loading: startup is mostly that)
+local function cds_path(n)
+    local v = os.getenv("SHOTOVER_CASSANDRA_CDS")
+    if v == "0" then return nil end
+    return n.lib .. "/../cassandra.jsa"
+end
+
+function Node:argv()
+    local cp = table.concat(ls_jars(self.lib), ":")
+    local argv = { M.java(), "-Xms" .. self.heap_min, "-Xmx" .. self.heap }
+    for _, a in ipairs(JPMS) do argv[#argv + 1] = a end
+    for _, a in ipairs(FAST) do argv[#argv + 1] = a end
+    local cds = cds_path(self)
+    if cds then
+        if h.read_file(cds) then
+            argv[#argv + 1] = "-XX:SharedArchiveFile=" .. cds
+            argv[#argv + 1] = "-Xshare:auto"
+        elseif not self.cds_writer and not M._cds_writing then
+            -- written at JVM exit; to a temp name, renamed by stop()
+            M._cds_writing = true
+            self.cds_writer = cds .. ".tmp" .. tostring(self.port)
+            argv[#argv + 1] = "-XX:ArchiveClassesAtExit=" .. self.cds_writer
+        end
+    end
+    local props = {
+        "-Dcassandra.config=file://" .. self.yaml_path,
+        "-Dcassandra-foreground=yes",
+        "-Dcassandra.logdir=" .. self.dir,
+        "-Dcassandra.storagedir=" .. self.dir,
+        "-Dcassandra.triggers_dir=" .. self.dir .. "/triggers",
+        "-Dlogback.configurationFile=file://" .. self.logback_path,
+        "-Dcassandra.initial_token=0",
+    }
+    if self.jmx_port then
+        -- local-only JMX (loopback, no auth) for nodetool
+        props[#props + 1] = "-Dcassandra.jmx.local.port=" .. self.jmx_port
+        props[#props + 1] = "-Dcom.sun.management.jmxremote.authenticate=false"
+    end
+    for _, a in ipairs(props) do argv[#argv + 1] = a end
+    for _, a in ipairs(self.jvm_args) do argv[#argv + 1] = a end
+    argv[#argv + 1] = "-cp"
+    argv[#argv + 1] = cp
+    argv[#argv + 1] = "org.apache.cassandra.service.CassandraDaemon"
+    return argv
+end
+
+-- start (or start again after stop/kill: same dir, ports and data); returns
+-- once a CQL client can log in and read system.local
+function Node:start(timeout)
+    assert(not (self.proc and self.proc:alive()), "cassandra already running")
+    local t0 = h.now()
+    self.proc = h.spawn(self:argv(), { stdout = self.out_path, stderr = "stdout", append = true })
+    self.proc.is_cassandra = self
+    self:wait_ready(timeout or self.ready_timeout)
+    self.startup_seconds = h.now() - t0
+    return self
+end
+
+function Node:restart(grace, timeout)
+    self:stop(grace)
+    return self:start(timeout)
+end
+
+-- probe once: the release_version, or nil and why not
+function Node:probe(timeout)
+    local ok, res = pcall(function()
+        local c = M.connect(self.port, { user = self.user, password = self.password,
+            timeout = timeout or 3 })
+        local r = c:query("SELECT release_version FROM system.local", { timeout = timeout or 3 })
+        c:close()
+        return r.rows and r.rows[1] and r.rows[1][1]
+    end)
+    if ok and res then return res end
+    return nil, res
+end
+
+function Node:wait_ready(timeout)
+    local proc = self.proc
+    local why
+    h.wait_until(function()
+        if not proc:alive() then
+            error(string.format("cassandra exited (%s) before it was ready; output:\n%s\nsystem.log tail:\n%s",
+                h.status_string(proc:poll()), h.read_file(self.out_path) or "", self:log_tail(40)), 0)
+        end
+        local v, err = self:probe(5)
+        if v then self.version = v; return true end
+        why = err
+        return false, err
+    end, timeout or 120, "cassandra on port " .. self.port .. " to answer CQL", 0.1)
+    return why
+end
+
+local function finish_cds(self)
+    if self.cds_writer then
+        -- the JVM writes the archive as it exits (after SIGTERM too)
+        local f = io.open(self.cds_writer, "rb")
+        local size = f and f:seek("end") or 0
+        if f then f:close() end
+        if size > 0 and self.proc.status and self.proc.status.signal == nil then
+            os.rename(self.cds_writer, cds_path(self))
+        end
+        os.remove(self.cds_writer)
+        self.cds_writer = nil
+        M._cds_writing = false
+    end
+end
+
+-- SIGTERM (a clean shutdown: Cassandra drains), SIGKILL after `grace`
+-- seconds (default 30).  Returns the exit status and whether SIGKILL was
+-- needed.
+function Node:stop(grace)
+    if not self.proc then return end
+    if self.paused then self:resume() end
+    grace = grace or 30
+    -- the JVM writing the class-data-sharing archive needs a while to exit
+    if self.cds_writer and grace < 60 then grace = 60 end
+    local s, killed = self.proc:stop(grace)
+    finish_cds(self)
+    return s, killed
+end
+
+-- SIGKILL: a crash; the commit log is replayed on the next start
+function Node:kill()
+    if not self.proc then return end
+    if self.paused then self.proc:kill(h.SIGCONT); self.paused = false end
+    self.proc:kill(h.SIGKILL)
+    assert(self.proc:wait(10), "cassandra did not die on SIGKILL")
+    if self.cds_writer then os.remove(self.cds_writer); self.cds_writer = nil; M._cds_writing = false end
+end
+
+function Node:pause() self.proc:kill(h.SIGSTOP); self.paused = true end
+function Node:resume() self.proc:kill(h.SIGCONT); self.paused = false end
+
+function Node:alive() return self.proc ~= nil and self.proc:alive() end
+
+function Node:log() return h.read_file(self.log_path) or "" end
+
+function Node:log_tail(n)
+    local lines = {}
+    for l in self:log():gmatch("[^\n]*\n?") do
+        if l ~= "" then lines[#lines + 1] = l end
+    end
+    return table.concat(lines, "", math.max(1, #lines - (n or 40) + 1))
+end
+
+function Node:wait_log(needle, timeout)
+    return h.wait_until(function()
+        return self:log():find(needle, 1, true) ~= nil
+    end, timeout or 10, "system.log to mention " .. needle)
+end
+
+-- nodetool ARGS... (the node must have been started with jmx = true);
+-- returns stdout, exit code, stderr
+function Node:nodetool(...)
+    assert(self.jmx_port, "nodetool needs cassandra.start{ jmx = true }")
+    local argv = { M.java(), "-Xmx128m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC" }
+    for _, a in ipairs(JPMS) do argv[#argv + 1] = a end
+    argv[#argv + 1] = "-Dlogback.configurationFile=file://" .. self.logback_path
+    argv[#argv + 1] = "-cp"
+    argv[#argv + 1] = table.concat(ls_jars(self.lib), ":")
+    argv[#argv + 1] = "org.apache.cassandra.tools.NodeTool"
+    argv[#argv + 1] = "-h"; argv[#argv + 1] = "127.0.0.1"
+    argv[#argv + 1] = "-p"; argv[#argv + 1] = tostring(self.jmx_port)
+    for _, a in ipairs({ ... }) do argv[#argv + 1] = tostring(a) end
+    local r = h.run(argv, { timeout = 120 })
+    return r.stdout, r.code, r.stderr
+end
+
+-- M.python with this node's port and (with auth) credentials
+function Node:python(code, opts)
+    opts = opts or {}
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.port = o.port or self.port
+    o.user = o.user or self.user
+    o.password = o.password or self.password
+    return M.python(code, o)
+end
+
+---------------------------------------------------------------------------
+-- the DataStax Python driver (Debian python3-cassandra; /usr/bin/python3)
+---------------------------------------------------------------------------
+
+M.PYTHON = "/usr/bin/python3"
+
+-- A prelude every script gets: PORT, USER, PASSWORD, ARGS (further args)
+-- and connect(protocol_version=4, compression=False, user=..., ...), which
+-- returns (cluster, session) with one connection to 127.0.0.1:PORT.
+local PRELUDE = [[
+import sys, os
+PORT = int(sys.argv[1]); USER = sys.argv[2] or None; PASSWORD = sys.argv[3] or None
+ARGS = sys.argv[4:]
+from cassandra.cluster import Cluster, ExecutionProfile, EXEC_PROFILE_DEFAULT
+from cassandra.policies import WhiteListRoundRobinPolicy, ConstantReconnectionPolicy
+from cassandra.auth import PlainTextAuthProvider
+import cassandra
+def connect(protocol_version=4, compression=False, user=USER, password=PASSWORD, port=None,
+            keyspace=None, **kw):
+    auth = PlainTextAuthProvider(username=user, password=password) if user else None
+    prof = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy(['127.0.0.1']),
+                            request_timeout=kw.pop('request_timeout', 30))
+    c = Cluster(['127.0.0.1'], port=port or PORT, protocol_version=protocol_version,
+                compression=compression, auth_provider=auth, connect_timeout=10,
+                control_connection_timeout=10,
+                execution_profiles={EXEC_PROFILE_DEFAULT: prof},
+                reconnection_policy=ConstantReconnectionPolicy(0.2, None), **kw)
+    return c, c.connect(keyspace)
+]]
+
+-- python(code, { port, user, password, args = {...}, timeout = 60 }):
+-- runs PRELUDE .. code under /usr/bin/python3; returns stdout.  Raises with
+-- stderr when the script fails (opts.may_fail: return stdout, code, stderr
+-- instead).
+local function python_argv(code, opts)
+    local argv = { M.PYTHON, "-u", "-c", PRELUDE .. code, tostring(opts.port or 0),
+        opts.user or "", opts.password or "" }
+    for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = tostring(a) end
+    return argv
+end
+
+function M.python(code, opts)
+    opts = opts or {}
+    local r = h.run(python_argv(code, opts), { timeout = opts.timeout or 60 })
+    if opts.may_fail then return r.stdout, r.code, r.stderr end
+    if r.code ~= 0 or r.timed_out then
+        error(string.format("python failed (%s%s):\n%s\n--- stdout:\n%s",
+            tostring(r.code), r.timed_out and ", timed out" or "", r.stderr, r.stdout), 2)
+    end
+    return r.stdout
+end
+
+-- python_spawn(code, opts): the same script in the background (a client
+-- that keeps running while a test stops and restarts the node).  Returns
+-- the harness Proc and the path of its stdout+stderr file (unbuffered).
+function M.python_spawn(code, opts)
+    opts = opts or {}
+    local out = h.tmpfile("python") .. ".out"
+    local p = h.spawn(python_argv(code, opts), { stdout = out, stderr = "stdout" })
+    return p, out
+end
+
+function Node:python_spawn(code, opts)
+    opts = opts or {}
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.port = o.port or self.port
+    o.user = o.user or self.user
+    o.password = o.password or self.password
+    return M.python_spawn(code, o)
+end
+
+---------------------------------------------------------------------------
+-- raw CQL (native protocol v3/v4 frames, uncompressed): enough for probes
+-- and for tests that need exact bytes
+---------------------------------------------------------------------------
+
+M.op = {
+    ERROR = 0x00, STARTUP = 0x01, READY = 0x02, AUTHENTICATE = 0x03,
+    OPTIONS = 0x05, SUPPORTED = 0x06, QUERY = 0x07, RESULT = 0x08,
+    PREPARE = 0x09, EXECUTE = 0x0A, REGISTER = 0x0B, EVENT = 0x0C,
+    BATCH = 0x0D, AUTH_CHALLENGE = 0x0E, AUTH_RESPONSE = 0x0F, AUTH_SUCCESS = 0x10,
+}
+M.opname = {}
+for k, v in pairs(M.op) do M.opname[v] = k end
+
+M.consistency = { ANY = 0, ONE = 1, TWO = 2, THREE = 3, QUORUM = 4, ALL = 5,
+    LOCAL_QUORUM = 6, EACH_QUORUM = 7, SERIAL = 8, LOCAL_SERIAL = 9, LOCAL_ONE = 10 }
+
+local function u8(n) return string.char(bit.band(n, 0xff)) end
+local function be16(n) return string.char(bit.band(bit.rshift(n, 8), 0xff), bit.band(n, 0xff)) end
+local function be32(n)
+    return string.char(bit.band(bit.rshift(n, 24), 0xff), bit.band(bit.rshift(n, 16), 0xff),
+        bit.band(bit.rshift(n, 8), 0xff), bit.band(n, 0xff))
+end
+M.be16, M.be32 = be16, be32
+
+local function rd16(s, p) return s:byte(p) * 256 + s:byte(p + 1), p + 2 end
+local function rd32(s, p)
+    local v = ((s:byte(p) * 256 + s:byte(p + 1)) * 256 + s:byte(p + 2)) * 256 + s:byte(p + 3)
+    if v >= 0x80000000 then v = v - 0x100000000 end
+    return v, p + 4
+end
+local function rds16(s, p)
+    local v; v, p = rd16(s, p)
+    if v >= 0x8000 then v = v - 0x10000 end
+    return v, p
+end
+
+-- [string] [long string] [bytes] [string map] [string multimap] [bytes map]
+function M.string(s) return be16(#s) .. s end
+function M.long_string(s) return be32(#s) .. s end
+function M.bytes(s) if s == nil then return be32(-1 % 0x100000000) end return be32(#s) .. s end
+function M.string_map(t)
+    local keys = {}
+    for k in pairs(t) do keys[#keys + 1] = k end
+    table.sort(keys)
+    local out = { be16(#keys) }
+    for _, k in ipairs(keys) do out[#out + 1] = M.string(k) .. M.string(t[k]) end
+    return table.concat(out)
+end
+
+local function rd_string(s, p)
+    local n; n, p = rd16(s, p)
+    return s:sub(p, p + n - 1), p + n
+end
+local function rd_long_string(s, p)
+    local n; n, p = rd32(s, p)
+    return s:sub(p, p + n - 1), p + n
+end
+local function rd_bytes(s, p)
+    local n; n, p = rd32(s, p)
+    if n < 0 then return nil, p end
+    return s:sub(p, p + n - 1), p + n
+end
+local function rd_string_list(s, p)
+    local n; n, p = rd16(s, p)
+    local l = {}
+    for i = 1, n do l[i], p = rd_string(s, p) end
+    return l, p
+end
+local function rd_multimap(s, p)
+    local n; n, p = rd16(s, p)
+    local m = {}
+    for _ = 1, n do
+        local k; k, p = rd_string(s, p)
+        m[k], p = rd_string_list(s, p)
+    end
+    return m, p
+end
+M.rd16, M.rd32, M.rd_string, M.rd_bytes = rd16, rd32, rd_string, rd_bytes
+
+-- a frame: version byte (request), flags, stream, opcode, body
+function M.frame(version, stream, opcode, body, flags)
+    body = body or ""
+    return u8(version) .. u8(flags or 0) .. be16(stream % 0x10000) .. u8(opcode)
+        .. be32(#body) .. body
+end
+
+-- parse a frame header + body from s at 1: frame table and bytes used, or
+-- nil if incomplete
+function M.parse_frame(s)
+    if #s < 9 then return nil end
+    local len = rd32(s, 6)
+    if #s < 9 + len then return nil end
+    local f = {
+        version = bit.band(s:byte(1), 0x7f), response = s:byte(1) >= 0x80,
+        flags = s:byte(2), stream = rds16(s, 3), opcode = s:byte(5),
+        length = len, body = s:sub(10, 9 + len),
+    }
+    f.opname = M.opname[f.opcode] or string.format("0x%02x", f.opcode)
+    return f, 9 + len
+end
+
+-- a column type [option]: a readable name and the next position
+local TYPES = { [0x01] = "ascii", [0x02] = "bigint", [0x03] = "blob", [0x04] = "boolean",
+    [0x05] = "counter", [0x06] = "decimal", [0x07] = "double", [0x08] = "float",
+    [0x09] = "int", [0x0B] = "timestamp", [0x0C] = "uuid", [0x0D] = "varchar",
+    [0x0E] = "varint", [0x0F] = "timeuuid", [0x10] = "inet", [0x11] = "date",
+    [0x12] = "time", [0x13] = "smallint", [0x14] = "tinyint", [0x15] = "duration" }
+local function rd_type(s, p)
+    local id; id, p = rd16(s, p)
+    if id == 0 then local c; c, p = rd_string(s, p); return "custom(" .. c .. ")", p end
+    if TYPES[id] then return TYPES[id], p end
+    if id == 0x20 or id == 0x22 then
+        local e; e, p = rd_type(s, p)
+        return (id == 0x20 and "list<" or "set<") .. e .. ">", p
+    end
+    if id == 0x21 then
+        local k, v; k, p = rd_type(s, p); v, p = rd_type(s, p)
+        return "map<" .. k .. ", " .. v .. ">", p
+    end
+    if id == 0x30 then
+        local ks, name, n; ks, p = rd_string(s, p); name, p = rd_string(s, p); n, p = rd16(s, p)
+        for _ = 1, n do local _f; _f, p = rd_string(s, p); _f, p = rd_type(s, p) end
+        return "udt(" .. ks .. "." .. name .. ")", p
+    end
+    if id == 0x31 then
+        local n; n, p = rd16(s, p)
+        local parts = {}
+        for i = 1, n do parts[i], p = rd_type(s, p) end
+        return "tuple<" .. table.concat(parts, ", ") .. ">", p
+    end
+    error(string.format("unknown CQL type id 0x%04x", id))
+end
+
+local function rd_metadata(s, p)
+    local flags, ncols; flags, p = rd32(s, p); ncols, p = rd32(s, p)
+    local md = { flags = flags, columns = {} }
+    if bit.band(flags, 0x02) ~= 0 then md.paging_state, p = rd_bytes(s, p) end
+    if bit.band(flags, 0x04) ~= 0 then return md, p end      -- no metadata
+    local global = bit.band(flags, 0x01) ~= 0
+    if global then md.keyspace, p = rd_string(s, p); md.table, p = rd_string(s, p) end
+    for i = 1, ncols do
+        local col = {}
+        if not global then col.keyspace, p = rd_string(s, p); col.table, p = rd_string(s, p) end
+        col.name, p = rd_string(s, p)
+        col.type, p = rd_type(s, p)
+        md.columns[i] = col
+    end
+    md.ncols = ncols
+    return md, p
+end
+
+-- decode a response body by opcode into a table
+function M.decode(f)
+    local s, p = f.body, 1
+    local r = { opcode = f.opcode, opname = f.opname, stream = f.stream, flags = f.flags }
+    -- tracing id, warnings, custom payload precede the body proper
+    if bit.band(f.flags, 0x02) ~= 0 then r.tracing_id = s:sub(p, p + 15); p = p + 16 end
+    if bit.band(f.flags, 0x08) ~= 0 then r.warnings, p = rd_string_list(s, p) end
+    if bit.band(f.flags, 0x04) ~= 0 then
+        local n; n, p = rd16(s, p)
+        for _ = 1, n do local _k; _k, p = rd_string(s, p); _k, p = rd_bytes(s, p) end
+    end
+    if f.opcode == M.op.ERROR then
+        r.code, p = rd32(s, p)
+        r.message, p = rd_string(s, p)
+        r.rest = s:sub(p)
+    elseif f.opcode == M.op.SUPPORTED then
+        r.options = rd_multimap(s, p)
+    elseif f.opcode == M.op.AUTHENTICATE then
+        r.authenticator = rd_string(s, p)
+    elseif f.opcode == M.op.AUTH_CHALLENGE or f.opcode == M.op.AUTH_SUCCESS then
+        r.token = rd_bytes(s, p)
+    elseif f.opcode == M.op.RESULT then
+        local kind; kind, p = rd32(s, p)
+        r.kind = kind
+        if kind == 1 then r.result = "void"
+        elseif kind == 2 then
+            r.result = "rows"
+            r.metadata, p = rd_metadata(s, p)
+            local nrows; nrows, p = rd32(s, p)
+            r.rows = {}
+            local ncols = r.metadata.ncols or 0
+            for i = 1, nrows do
+                local row = {}
+                for j = 1, ncols do row[j], p = rd_bytes(s, p) end
+                r.rows[i] = row
+            end
+        elseif kind == 3 then r.result = "set_keyspace"; r.keyspace = rd_string(s, p)
+        elseif kind == 4 then
+            r.result = "prepared"
+            r.id, p = rd_string(s, p)
+            r.rest = s:sub(p)
+        elseif kind == 5 then
+            r.result = "schema_change"
+            r.change, p = rd_string(s, p)
+            r.target, p = rd_string(s, p)
+            r.keyspace, p = rd_string(s, p)
+            if r.target ~= "KEYSPACE" then r.name, p = rd_string(s, p) end
+        end
+    elseif f.opcode == M.op.EVENT then
+        r.event, p = rd_string(s, p)
+        r.rest = s:sub(p)
+    end
+    return r
+end
+
+local Cql = {}
+Cql.__index = Cql
+M.Cql = Cql
+
+-- connect(port, { version = 4, user, password, timeout = 5, keyspace,
+-- compression, no_startup = true }): a raw connection, after STARTUP (and
+-- the SASL PLAIN exchange when user is given) unless no_startup.  Frames
+-- are never compressed by this client: do not ask for compression unless
+-- the test handles compressed bodies itself.  Raises on failure.
+function M.connect(port, opts)
+    opts = opts or {}
+    local conn = h.connect(port, opts.timeout or 5)
+    local c = setmetatable({ conn = conn, version = opts.version or 4, next_stream = 0,
+        timeout = opts.timeout or 10 }, Cql)
+    if not opts.no_startup then c:startup(opts) end
+    return c
+end
+
+function Cql:close() self.conn:close() end
+
+-- send one request; returns its stream id
+function Cql:send(opcode, body, stream, flags)
+    if not stream then
+        stream = self.next_stream
+        self.next_stream = (self.next_stream + 1) % 0x8000
+    end
+    local ok, err = self.conn:send(M.frame(self.version, stream, opcode, body, flags))
+    if not ok then error(err, 2) end
+    return stream
+end
+
+-- the next response frame (raw table, see parse_frame); raises on timeout/EOF
+function Cql:read_frame(timeout)
+    local deadline = h.now() + (timeout or self.timeout)
+    while true do
+        local f, used = M.parse_frame(self.conn:buffer())
+        if f then self.conn:consume(used); return f end
+        if self.conn.eof then
+            error("CQL connection closed" .. (self.conn.reset and (" (" .. self.conn.reset .. ")") or ""), 2)
+        end
+        local left = deadline - h.now()
+        if left <= 0 then error(string.format("no CQL frame within %.1fs", timeout or self.timeout), 2) end
+        self.conn:fill(left)
+    end
+end
+
+-- send and read the response on the same stream (EVENTs on stream -1 are
+-- kept in self.events); returns the decoded response
+function Cql:request(opcode, body, opts)
+    opts = opts or {}
+    local stream = self:send(opcode, body, opts.stream, opts.flags)
+    while true do
+        local f = self:read_frame(opts.timeout)
+        local r = M.decode(f)
+        if f.stream == stream then return r, f end
+        self.events = self.events or {}
+        self.events[#self.events + 1] = r
+    end
+end
+
+function Cql:options()
+    return self:request(M.op.OPTIONS, "")
+end
+
+-- STARTUP, then SASL PLAIN if the server asks and opts.user is given
+function Cql:startup(opts)
+    opts = opts or {}
+    local so = { CQL_VERSION = "3.0.0" }
+    if opts.compression then so.COMPRESSION = opts.compression end
+    local r = self:request(M.op.STARTUP, M.string_map(so), opts)
+    if r.opcode == M.op.AUTHENTICATE then
+        if not opts.user then error("server wants authentication (" .. tostring(r.authenticator) .. ")", 2) end
+        r = self:request(M.op.AUTH_RESPONSE,
+            M.bytes("\0" .. opts.user .. "\0" .. (opts.password or "")), opts)
+        if r.opcode ~= M.op.AUTH_SUCCESS then
+            error("authentication failed: " .. tostring(r.message or r.opname), 2)
+        end
+    elseif r.opcode ~= M.op.READY then
+        error("STARTUP: " .. tostring(r.message or r.opname), 2)
+    end
+    if opts.keyspace then self:query("USE " .. opts.keyspace) end
+    return r
+end
+
+-- QUERY with consistency ONE (opts.consistency), no values; raises on ERROR
+-- unless opts.may_fail.  Returns the decoded RESULT (rows: lists of raw
+-- bytes, nil for null).
+function Cql:query(q, opts)
+    opts = opts or {}
+    local cl = M.consistency[opts.consistency or "ONE"]
+    local body = M.long_string(q) .. be16(cl) .. u8(0)
+    local r = self:request(M.op.QUERY, body, opts)
+    if r.opcode == M.op.ERROR and not opts.may_fail then
+        error(string.format("CQL error 0x%04x: %s (query %q)", r.code % 0x100000000, r.message, q), 2)
+    end
+    return r
+end
+
+function Cql:register(events)
+    local out = { be16(#events) }
+    for _, e in ipairs(events) do out[#out + 1] = M.string(e) end
+    return self:request(M.op.REGISTER, table.concat(out))
+end
+
+-- big-endian signed int of a value's bytes (int, bigint up to 2^53)
+function M.int_of(b)
+    if b == nil then return nil end
+    local v = 0
+    for i = 1, #b do v = v * 256 + b:byte(i) end
+    if #b > 0 and b:byte(1) >= 0x80 then v = v - 2 ^ (8 * #b) end
+    return v
+end
+
+---------------------------------------------------------------------------
+-- failure context: a failing test prints the tail of each live node's log
+---------------------------------------------------------------------------
+
+do
+    local ok, busted = pcall(require, "busted")
+    if ok and type(busted) == "table" and busted.subscribe then
+        local live = setmetatable({}, { __mode = "k" })
+        local orig = Node.start
+        function Node:start(...)
+            live[self] = true
+            return orig(self, ...)
+        end
+        pcall(busted.subscribe, { "test", "end" }, function(element, parent, status)
+            if status == "failure" or status == "error" then
+                for n in pairs(live) do
+                    if n.proc and n.proc:alive() then
+                        io.stderr:write(string.format("---- %s: cassandra system.log tail (%s) ----\n%s\n----\n",
+                            element and element.name or "?", n.log_path, n:log_tail(20)))
+                    end
+                end
+            end
+            return nil, true
+        end)
+    end
+end
+
+return M
