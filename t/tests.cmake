@@ -30,6 +30,9 @@ add_test(NAME c-cql COMMAND test-cql)
 add_test(NAME fuzz-resp
          COMMAND ${CMAKE_SOURCE_DIR}/t/run-fuzz resp 20)
 set_tests_properties(fuzz-resp PROPERTIES ENVIRONMENT "${SH_TEST_ENV}")
+add_test(NAME fuzz-cql
+         COMMAND ${CMAKE_SOURCE_DIR}/t/run-fuzz cql 20)
+set_tests_properties(fuzz-cql PROPERTIES ENVIRONMENT "${SH_TEST_ENV}")
 
 # busted specs inside the shotover binary: the Lua runtime on the real core.
 add_test(NAME lua-unit

@@ -36,7 +36,9 @@
 --   (SIGKILL, a crash), start(timeout) (again, same dir and ports: data and
 --   schema survive), restart(), pause() / resume() (SIGSTOP / SIGCONT: a hung
 --   node), alive(), log(), log_tail(n), wait_log(needle, timeout),
---   nodetool(args...) (needs jmx = true), python(code, opts).
+--   nodetool(args...) (needs jmx = true), python(code, opts) and
+--   python_spawn(code, opts) (the DataStax driver against this node; see
+--   M.python), probe() (one raw CQL login + system.local read).
 --
 -- Environment: SHOTOVER_CACHE (jar cache, see t/cassandra/fetch),
 -- SHOTOVER_KEEP_TMP=1 (keep the node dir: yaml, logs, data), JAVA (the java
@@ -91,12 +93,18 @@ function M.lib_dir(version)
     return dir
 end
 
+local machine
 local function ls_jars(dir)
+    if not machine then
+        machine = h.chomp(h.run({ "uname", "-m" }, { timeout = 10 }).stdout)
+        machine = machine == "aarch64" and "aarch_64" or machine
+    end
     local r = h.run({ "sh", "-c", 'ls -1 "$1"/*.jar', "sh", dir }, { timeout = 10 })
     local jars = {}
     for l in r.stdout:gmatch("[^\n]+") do
-        -- native libraries for other OSes only slow the class path scan
-        if not (l:find("osx%-") or l:find("windows%-") or l:find("aarch_64") or l:find("riscv64")) then
+        -- native libraries for other systems only slow the class path scan
+        local arch = l:match("%-linux%-([%w_]+)%.jar$")
+        if not (l:find("%-osx%-") or l:find("%-windows%-") or (arch and arch ~= machine)) then
             jars[#jars + 1] = l
         end
     end
