@@ -24,7 +24,7 @@ add_test(NAME c-resp COMMAND test-resp ${CMAKE_SOURCE_DIR}/t/fixtures/resp)
 add_executable(test-cql c/test/test-cql.c ${SH_CORE_SOURCES})
 target_include_directories(test-cql PRIVATE c)
 target_link_libraries(test-cql PRIVATE ${SH_LIBS})
-add_test(NAME c-cql COMMAND test-cql)
+add_test(NAME c-cql COMMAND test-cql ${CMAKE_SOURCE_DIR}/t/fixtures/cql)
 
 # libFuzzer needs clang: the script builds its own small clang build.
 add_test(NAME fuzz-resp
