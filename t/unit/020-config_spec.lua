@@ -85,6 +85,27 @@ describe("config validation", function()
         }, errs)
     end)
 
+    it("matches sinks to their source's protocol", function()
+        local errs = errors_of({ sources = {
+            redis_source({ { "cassandra", remote = "127.0.0.1:9042" } }),
+            { name = "cql", protocol = "cassandra", listen = "127.0.0.1:19042",
+              chain = { { "redis", remote = "127.0.0.1:6379" } } },
+            { name = "cql2", protocol = "cassandra", listen = "127.0.0.1:19043",
+              chain = { { "null" } } },
+        } })
+        assert.are.same({
+            "sources[1].chain[1]: the cassandra sink needs a cassandra "
+            .. "source, not redis",
+            "sources[2].chain[1]: the redis sink needs a redis source, not "
+            .. "cassandra",
+            "sources[3].chain[1]: null answers in Redis replies only, for "
+            .. "now; it cannot serve a cassandra source",
+        }, errs)
+        assert.truthy(config.check({ sources = { { name = "cql",
+            protocol = "cassandra", listen = "127.0.0.1:19042",
+            chain = { { "cassandra", remote = "127.0.0.1:9042" } } } } }))
+    end)
+
     it("runs a transform's own check", function()
         local errs = errors_of({ sources = { redis_source({
             { "debug_returner", simple = "OK", integer = 1 } }) } })
