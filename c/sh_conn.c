@@ -715,11 +715,18 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         if (c->proto == SH_PROTO_CQL && f->rtype == SH_CQL_STARTUP) {
             char comp[16];
+            const char *algo = sh_cql_startup_compression(f, comp,
+                                                          sizeof(comp));
 
             /* its READY or AUTHENTICATE switches v5 to segments */
             c->cql_startup = 1;
-            c->cql_lz4 = sh_cql_startup_compression(f, comp, sizeof(comp))
-                         != NULL && strcmp(comp, "lz4") == 0;
+            c->cql_lz4 = algo != NULL && strcmp(algo, "lz4") == 0;
+            c->cql_algo = algo == NULL ? 0
+                          : c->cql_lz4 ? SH_CQL_BODY_LZ4
+                          : strcmp(algo, "snappy") == 0 ? SH_CQL_BODY_SNAPPY
+                          : 0;
+        } else if (c->proto == SH_PROTO_CQL) {
+            f->cmd = (uint32_t) c->cql_algo;
         }
         if (c->inq == NULL) {
             c->inq = sh_batch_alloc(0);
@@ -906,6 +913,27 @@ sh_ffi_frame_new(int proto, const uint8_t *data, size_t len,
     sh_frame_t *f;
     int rc;
 
+    if (proto == SH_PROTO_CQL) {
+        sh_cql_reader_t *cr;
+
+        if (len < SH_CQL_HEADER_LEN) {
+            *err = "shorter than a CQL header";
+            return SH_ERROR;
+        }
+        cr = sh_cql_reader_new((data[0] & 0x80) ? SH_CQL_RESPONSE
+                                                : SH_CQL_REQUEST, NULL);
+        sh_cql_reader_feed(cr, data, len);
+        rc = sh_cql_reader_next(cr, &f);
+        if (rc != SH_OK || f == NULL || sh_cql_reader_pending(cr) != 0) {
+            sh_frame_unref(f);
+            sh_cql_reader_free(cr);
+            *err = "not exactly one complete CQL envelope";
+            return SH_ERROR;
+        }
+        sh_cql_reader_free(cr);
+        *out = f;
+        return sh_conn_cycle_add(f);
+    }
     if (proto != SH_PROTO_REDIS) {
         *err = "unsupported protocol";
         return SH_ERROR;
@@ -1032,4 +1060,42 @@ sh_ffi_frame_error(const sh_frame_t *req, uint32_t code, const char *msg,
         (*out)->rtype = '-';
     }
     return sh_conn_cycle_add(*out);
+}
+
+/*
+ * sh_ffi_cql_body: the body of a CQL frame; a compressed v4 body is
+ * decompressed into a buffer held by a frame that the running batch owns,
+ * or outside a worker (specs) that the caller owns (SH_DECLINED).
+ */
+int
+sh_ffi_cql_body(const sh_frame_t *f, sh_frame_t **holder,
+    const uint8_t **body, size_t *len, const char **err)
+{
+    sh_frame_t *h;
+    sh_buf_t *b;
+    uint32_t n;
+
+    *holder = NULL;
+    if (f->proto != SH_PROTO_CQL || f->len < SH_CQL_HEADER_LEN) {
+        *err = "not a CQL frame";
+        return SH_ERROR;
+    }
+    if (!(f->data[1] & SH_CQL_FLAG_COMPRESSED) || sh_cql_frame_version(f) >= 5)
+    {
+        *body = f->data + SH_CQL_HEADER_LEN;
+        *len = f->len - SH_CQL_HEADER_LEN;
+        return SH_OK;
+    }
+    b = sh_cql_body_decompress(f, &n, err);
+    if (b == NULL) {
+        return SH_ERROR;
+    }
+    h = sh_frame_alloc(SH_PROTO_CQL, 0);
+    h->buf = b;
+    h->data = b->data;
+    h->len = n;
+    *body = b->data;
+    *len = n;
+    *holder = h;
+    return sh_conn_cycle_add(h);
 }

@@ -26,6 +26,7 @@
 #include <strings.h>
 
 #include <lz4.h>
+#include <snappy-c.h>
 #include <zlib.h>
 
 #include "sh_cql.h"
@@ -666,4 +667,58 @@ sh_cql_startup_compression(const sh_frame_t *f, char *out, size_t cap)
         p += 4 + kl + vl;
     }
     return NULL;
+}
+
+/*
+ * v4 body compression (native_protocol_v4.spec section 5): LZ4 bodies start
+ * with the uncompressed length as a 4-byte big-endian integer; Snappy bodies
+ * are raw Snappy.
+ */
+sh_buf_t *
+sh_cql_body_decompress(const sh_frame_t *f, uint32_t *len, const char **err)
+{
+    const uint8_t *p = f->data + SH_CQL_HEADER_LEN;
+    size_t n = f->len - SH_CQL_HEADER_LEN, ulen;
+    sh_buf_t *b;
+
+    if (f->cmd == SH_CQL_BODY_LZ4) {
+        if (n < 4) {
+            *err = "LZ4 body shorter than its length prefix";
+            return NULL;
+        }
+        ulen = sh_cql_be32(p);
+        if (ulen > sh_cql_default_limits.max_body_len * 4u) {
+            *err = "LZ4 body declares an implausible length";
+            return NULL;
+        }
+        b = sh_buf_new((uint32_t) ulen);
+        if (LZ4_decompress_safe((const char *) p + 4, (char *) b->data,
+                                (int) n - 4, (int) ulen) != (int) ulen)
+        {
+            sh_buf_unref(b);
+            *err = "LZ4 body does not decompress";
+            return NULL;
+        }
+    } else if (f->cmd == SH_CQL_BODY_SNAPPY) {
+        if (snappy_uncompressed_length((const char *) p, n, &ulen)
+                != SNAPPY_OK
+            || ulen > sh_cql_default_limits.max_body_len * 4u)
+        {
+            *err = "Snappy body has no valid length";
+            return NULL;
+        }
+        b = sh_buf_new((uint32_t) ulen);
+        if (snappy_uncompress((const char *) p, n, (char *) b->data, &ulen)
+            != SNAPPY_OK)
+        {
+            sh_buf_unref(b);
+            *err = "Snappy body does not decompress";
+            return NULL;
+        }
+    } else {
+        *err = "compressed body, but no compression was negotiated";
+        return NULL;
+    }
+    *len = (uint32_t) ulen;
+    return b;
 }

@@ -41,6 +41,12 @@ enum {
     SH_CQL_FLAG_BETA = 0x10
 };
 
+/* v4 body compression, as recorded in a CQL frame's cmd */
+enum {
+    SH_CQL_BODY_LZ4 = 1,
+    SH_CQL_BODY_SNAPPY = 2
+};
+
 /* v5 segment compression */
 enum {
     SH_CQL_SEGMENTS_PLAIN = 1,
@@ -98,6 +104,14 @@ void sh_cql_reader_use_segments(sh_cql_reader_t *r, int how);
  */
 sh_buf_t *sh_cql_segments_encode(sh_frame_t *const *frames, uint32_t n,
     int how, uint32_t *len);
+
+/*
+ * sh_cql_body_decompress: the uncompressed body of a frame whose flag 0x01
+ * is set, in a new buffer (one reference) with its length.  NULL with *err
+ * when it does not decompress.
+ */
+sh_buf_t *sh_cql_body_decompress(const sh_frame_t *f, uint32_t *len,
+    const char **err);
 
 /* error codes (native_protocol_v5.spec section 8) */
 enum {

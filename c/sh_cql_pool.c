@@ -76,6 +76,7 @@ typedef struct sh_cql_up_s {
     uint32_t out_cap;        /* allocated */
     int segments;            /* v5 framing to the node: 0 or SH_CQL_SEGMENTS_* */
     int lz4;                 /* the STARTUP asked for lz4 */
+    int algo;                /* v4 body compression: 0 or SH_CQL_BODY_* */
     unsigned startup:1;      /* STARTUP sent, its answer not yet seen */
 } sh_cql_up_t;
 
@@ -336,6 +337,7 @@ sh_cql_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         if (f == NULL) {
             break;
         }
+        f->cmd = (uint32_t) up->algo;
         if (f->argc < 0 || f->rtype == SH_CQL_EVENT) {
             if (up->owner != NULL) {
                 sh_conn_send_frames(up->owner, &f, 1);
@@ -602,9 +604,15 @@ sh_ffi_cql_send(sh_cql_pool_t *p, sh_conn_t *c, sh_batch_t *req,
         if (f->rtype == SH_CQL_STARTUP) {
             char comp[16];
 
+            const char *algo = sh_cql_startup_compression(f, comp,
+                                                          sizeof(comp));
+
             up->startup = 1;
-            up->lz4 = sh_cql_startup_compression(f, comp, sizeof(comp))
-                      != NULL && strcmp(comp, "lz4") == 0;
+            up->lz4 = algo != NULL && strcmp(algo, "lz4") == 0;
+            up->algo = algo == NULL ? 0
+                       : up->lz4 ? SH_CQL_BODY_LZ4
+                       : strcmp(algo, "snappy") == 0 ? SH_CQL_BODY_SNAPPY
+                       : 0;
         }
         up->pend[stream].resp = sh_batch_ref(resp);
         up->pend[stream].idx = i;

@@ -81,7 +81,8 @@ typedef struct sh_frame_s {
     sh_buf_t *buf;           /* buffer `data` points into (a ref is held) */
     sh_slice_t *argv;        /* request arguments, argc of them */
     int32_t argc;            /* argument or element count, -1 for null */
-    uint32_t cmd;            /* SH_CMD_* bits of a Redis request */
+    uint32_t cmd;            /* Redis: SH_CMD_* bits; CQL: the connection's
+                                body compression (1 lz4, 2 snappy) */
     uint8_t proto;           /* SH_PROTO_* */
     uint8_t rtype;           /* RESP type byte ('*', '+', '-', ':', ...) */
     uint8_t flags;           /* SH_FRAME_* bits */
@@ -179,6 +180,13 @@ int sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
     sh_redis_pool_t **out, const char **err);
 int sh_ffi_redis_send(sh_redis_pool_t *p, sh_conn_t *c, sh_batch_t *req,
     sh_batch_t *resp);
+
+/* CQL bodies: the body of f, decompressed when its v4 body is compressed
+ * (f->cmd holds the connection's algorithm: 1 lz4, 2 snappy).  SH_OK: the
+ * bytes live as long as f's batch; SH_DECLINED (outside a worker): they
+ * live as long as *holder, which the caller releases */
+int sh_ffi_cql_body(const sh_frame_t *f, sh_frame_t **holder,
+    const uint8_t **body, size_t *len, const char **err);
 
 /* Cassandra backends */
 int sh_ffi_cql_pool_new(sh_worker_t *w, const sh_cql_conf_t *conf,

@@ -42,6 +42,7 @@ struct sh_conn_s {
     int proto;               /* SH_PROTO_* of the source */
     int cql_segments;        /* v5 framing of replies: 0 or SH_CQL_SEGMENTS_* */
     int cql_lz4;             /* the client's STARTUP asked for lz4 */
+    int cql_algo;            /* v4 body compression: 0 or SH_CQL_BODY_* */
     unsigned cql_startup:1;  /* STARTUP seen, its answer not yet sent */
     lua_State *co;           /* coroutine running the chain */
     int co_ref;              /* registry ref keeping co alive */

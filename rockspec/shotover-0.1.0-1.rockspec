@@ -26,6 +26,7 @@ build = {
     modules = {
         ["shotover.chain"] = "lua/shotover/chain.lua",
         ["shotover.config"] = "lua/shotover/config.lua",
+        ["shotover.cql.message"] = "lua/shotover/cql/message.lua",
         ["shotover.ffi"] = "lua/shotover/ffi.lua",
         ["shotover.log"] = "lua/shotover/log.lua",
         ["shotover.message"] = "lua/shotover/message.lua",

@@ -53,6 +53,12 @@ function _M.frame_from_resp(s)
                                           err_out))
 end
 
+-- A message from the bytes of one CQL envelope (header and body).
+function _M.frame_from_cql(s)
+    return adopt_frame(C.sh_ffi_frame_new(base.PROTO_CQL, s, #s, frame_out,
+                                          err_out))
+end
+
 -- A Redis command from Lua strings: command{"SET", "k", "v"}.
 local args_buf, lens_buf, args_cap = nil, nil, 0
 function _M.command(args)
@@ -246,6 +252,10 @@ function frame.line(f)
     end
     return ffi_string(f.data + 1, f.len - 3)
 end
+
+-- CQL messages ----------------------------------------------------------------
+
+require("shotover.cql.message")(frame)
 
 ffi.metatype("sh_frame_t", { __index = frame })
 

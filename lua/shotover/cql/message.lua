@@ -1,0 +1,155 @@
+-- The CQL half of the message API: methods on every message (sh_frame_t)
+-- that read a CQL envelope's header and, on demand, its body.  Bodies are
+-- read in place through the FFI; a v4 body compressed with LZ4 or Snappy is
+-- decompressed first (once per call, into memory the batch owns).
+local ffi = require "ffi"
+local bit = require "bit"
+local base = require "shotover.ffi"
+
+local C = base.C
+local band, bor, lshift = bit.band, bit.bor, bit.lshift
+local ffi_string = ffi.string
+local ffi_gc = ffi.gc
+local error = error
+
+local OPCODES = {
+    [0] = "ERROR", "STARTUP", "READY", "AUTHENTICATE", nil, "OPTIONS",
+    "SUPPORTED", "QUERY", "RESULT", "PREPARE", "EXECUTE", "REGISTER", "EVENT",
+    "BATCH", "AUTH_CHALLENGE", "AUTH_RESPONSE", "AUTH_SUCCESS",
+}
+
+local CONSISTENCY = {
+    [0] = "ANY", "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM",
+    "EACH_QUORUM", "SERIAL", "LOCAL_SERIAL", "LOCAL_ONE",
+}
+
+local OP_QUERY, OP_PREPARE, OP_EXECUTE = 0x07, 0x09, 0x0A
+local FLAG_PAYLOAD = 0x04
+
+local holder_out = ffi.new("sh_frame_t *[1]")
+local body_out = ffi.new("const uint8_t *[1]")
+local len_out = ffi.new("size_t[1]")
+local err_out = ffi.new("const char *[1]")
+
+local function be16(p, i)
+    return bor(lshift(p[i], 8), p[i + 1])
+end
+
+local function be32(p, i)
+    -- lengths here are < 2^31: no sign trouble
+    return bor(lshift(p[i], 24), lshift(p[i + 1], 16), lshift(p[i + 2], 8),
+               p[i + 3])
+end
+
+-- the body as (pointer, length), decompressed when needed
+local function body_view(f)
+    local rc = C.sh_ffi_cql_body(f, holder_out, body_out, len_out, err_out)
+    if rc == base.ERROR then
+        error("cql body: " .. ffi_string(err_out[0]), 3)
+    end
+    if rc == base.DECLINED then
+        -- outside a worker: keep the buffer alive as long as this view
+        ffi_gc(holder_out[0], C.sh_ffi_frame_unref)
+    end
+    return body_out[0], tonumber(len_out[0])
+end
+
+-- Offset of the message proper in a request body: after the custom payload
+-- ([bytes map]) when flag 0x04 is set.
+local function request_start(f, p, n)
+    if band(f.data[1], FLAG_PAYLOAD) == 0 then
+        return 0
+    end
+    local i, count = 2, be16(p, 0)
+    for _ = 1, count do
+        i = i + 2 + be16(p, i)                    -- key [string]
+        local vl = be32(p, i)
+        i = i + 4 + (vl > 0x7fffffff and 0 or vl) -- value [bytes]
+    end
+    if i > n then
+        error("cql body: custom payload runs past the body", 3)
+    end
+    return i
+end
+
+return function(frame)
+    function frame.opcode_name(f)
+        return OPCODES[f.rtype] or ("0x" .. bit.tohex(f.rtype, 2))
+    end
+
+    function frame.stream(f)
+        return f.argc
+    end
+
+    function frame.version(f)
+        return band(f.data[0], 0x7f)
+    end
+
+    function frame.is_response(f)
+        return band(f.data[0], 0x80) ~= 0
+    end
+
+    function frame.cql_flags(f)
+        return f.data[1]
+    end
+
+    function frame.body_view(f)
+        return body_view(f)
+    end
+
+    function frame.body(f)
+        local p, n = body_view(f)
+        return ffi_string(p, n)
+    end
+
+    -- The CQL text of a QUERY or PREPARE request, nil for other messages.
+    function frame.query(f)
+        if f.proto ~= 2 or (f.rtype ~= OP_QUERY and f.rtype ~= OP_PREPARE)
+           or band(f.data[0], 0x80) ~= 0
+        then
+            return nil
+        end
+        local p, n = body_view(f)
+        local i = request_start(f, p, n)
+        local ql = be32(p, i)
+        if i + 4 + ql > n then
+            error("cql body: query string runs past the body", 2)
+        end
+        return ffi_string(p + i + 4, ql)
+    end
+
+    -- The consistency level of a QUERY or EXECUTE request, as its name.
+    function frame.consistency(f)
+        if f.proto ~= 2 or band(f.data[0], 0x80) ~= 0 then
+            return nil
+        end
+        local p, n = body_view(f)
+        local i = request_start(f, p, n)
+        if f.rtype == OP_QUERY then
+            i = i + 4 + be32(p, i)
+        elseif f.rtype == OP_EXECUTE then
+            i = i + 2 + be16(p, i)                -- prepared id
+            if band(f.data[0], 0x7f) >= 5 then
+                i = i + 2 + be16(p, i)            -- result metadata id
+            end
+        else
+            return nil
+        end
+        if i + 2 > n then
+            error("cql body: no consistency", 2)
+        end
+        return CONSISTENCY[be16(p, i)]
+    end
+
+    -- The prepared statement id of an EXECUTE request, as a string.
+    function frame.prepared_id(f)
+        if f.proto ~= 2 or f.rtype ~= OP_EXECUTE
+           or band(f.data[0], 0x80) ~= 0
+        then
+            return nil
+        end
+        local p, n = body_view(f)
+        local i = request_start(f, p, n)
+        return ffi_string(p + i + 2, be16(p, i))
+    end
+end

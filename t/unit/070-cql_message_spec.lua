@@ -1,0 +1,113 @@
+-- The CQL message API over envelopes captured from a real Cassandra 5.0
+-- (t/fixtures/cql): header fields, bodies (decompressed for v4 LZ4 and
+-- Snappy sessions), query text, consistency, prepared ids.
+local bit = require "bit"
+local message = require "shotover.message"
+
+local src = assert(os.getenv("SHOTOVER_SRC"), "SHOTOVER_SRC not set")
+
+-- the envelopes of a v3/v4 capture; compressed ones are marked with the
+-- session's algorithm as the connection would (1 lz4, 2 snappy)
+local function envelopes(name, algo)
+    local d = assert(io.open(src .. "/t/fixtures/cql/" .. name, "rb")):read("*a")
+    local out, i = {}, 1
+    while i + 9 <= #d do
+        local len = d:byte(i + 5) * 2^24 + d:byte(i + 6) * 2^16
+                    + d:byte(i + 7) * 2^8 + d:byte(i + 8)
+        local f = assert(message.frame_from_cql(d:sub(i, i + 8 + len)))
+        if algo and bit.band(f.data[1], 1) ~= 0 then
+            f.cmd = algo
+        end
+        out[#out + 1] = f
+        i = i + 9 + len
+    end
+    assert(i == #d + 1, name .. ": trailing bytes")
+    return out
+end
+
+local function queries(name, algo, suffix)
+    local q = {}
+    for _, f in ipairs(envelopes(name, algo)) do
+        local text = f:query()
+        if text then
+            q[#q + 1] = suffix and text:gsub(suffix, "") or text
+        end
+    end
+    return q
+end
+
+describe("a CQL message", function()
+    local v4 = envelopes("v4.c2s")
+
+    it("reads its header: opcode, stream, version, direction", function()
+        assert.are.equal("OPTIONS", v4[1]:opcode_name())
+        assert.are.equal("STARTUP", v4[2]:opcode_name())
+        assert.are.equal(1, v4[2]:stream())
+        assert.are.equal(4, v4[2]:version())
+        assert.is_false(v4[2]:is_response())
+        local resp = envelopes("v4.s2c")
+        assert.is_true(resp[1]:is_response())
+        assert.are.equal("SUPPORTED", resp[1]:opcode_name())
+    end)
+
+    it("gives the text and consistency of QUERY requests", function()
+        local seen = 0
+        for _, f in ipairs(v4) do
+            if f:opcode_name() == "QUERY" then
+                seen = seen + 1
+                assert.is_string(f:query())
+                assert.is_truthy(({ ONE = true, LOCAL_ONE = true,
+                                    QUORUM = true, LOCAL_QUORUM = true,
+                                    SERIAL = true, ALL = true })
+                                 [f:consistency()])
+            end
+        end
+        assert.is_true(seen > 10)
+        assert.matches("^CREATE KEYSPACE fx_v4 ", queries("v4.c2s")[1])
+    end)
+
+    it("gives the query of PREPARE and the id and consistency of EXECUTE",
+       function()
+        local prepared, executed, markers = 0, 0, 0
+        for _, f in ipairs(v4) do
+            if f:opcode_name() == "PREPARE" then
+                prepared = prepared + 1
+                assert.matches("^%a", f:query())
+                markers = markers + (f:query():find("?", 1, true) and 1 or 0)
+            elseif f:opcode_name() == "EXECUTE" then
+                executed = executed + 1
+                assert.are.equal(16, #f:prepared_id())
+                assert.is_string(f:consistency())
+                assert.is_nil(f:query())
+            end
+        end
+        assert.is_true(prepared > 0 and executed > 0 and markers > 0)
+    end)
+
+    it("decompresses LZ4 and Snappy bodies to the same queries", function()
+        local plain = queries("v4.c2s", nil, "fx_v4")
+        local lz4 = queries("v4-lz4.c2s", 1, "fx_v4_lz4")
+        local snappy = queries("v4-snappy.c2s", 2, "fx_v4_snappy")
+        assert.is_true(#plain > 10)
+        assert.are.same(plain, lz4)
+        assert.are.same(plain, snappy)
+    end)
+
+    it("refuses a compressed body when no compression was negotiated",
+       function()
+        for _, f in ipairs(envelopes("v4-lz4.c2s")) do
+            if bit.band(f.data[1], 1) ~= 0 then
+                assert.has_error(function() f:body() end,
+                    "cql body: compressed body, but no compression was "
+                    .. "negotiated")
+                return
+            end
+        end
+        error("no compressed frame in the capture")
+    end)
+
+    it("describes itself", function()
+        assert.are.equal("CQL v4 STARTUP stream 1, " .. v4[2].len .. " bytes",
+                         v4[2]:describe())
+    end)
+end)
