@@ -6,6 +6,7 @@ local ffi = require "ffi"
 local base = require "shotover.ffi"
 local message = require "shotover.message"
 local schema = require "shotover.schema"
+local session = require "shotover.cql.session"
 
 local C = base.C
 local AGAIN = base.AGAIN
@@ -55,11 +56,15 @@ function _M.new(conf, env)
     return self
 end
 
+local learn = session.learn
+
 function mt.__index.transform(self, batch, chain)
     local resp = new_batch(batch.n)
     if C.sh_ffi_cql_send(self.pool, chain.c, batch, resp) == AGAIN then
         chain:wait()
     end
+    -- USE and prepared statements, for the transforms in front
+    learn(chain.conn, batch, resp)
     return resp
 end
 

@@ -1,0 +1,43 @@
+-- What shotover learns from a CQL session it carries: the keyspace chosen
+-- by USE, and prepared statements remembered by id, so that an EXECUTE is
+-- known by its statement.  Observed through debug_printer's log.
+local h = require("harness")
+local cassandra = require("cassandra")
+
+describe("a cql session's state as shotover sees it", function()
+    local node, proxy, P
+
+    setup(function()
+        node = cassandra.start{ auth = false }
+        P = h.free_port()
+        proxy = h.shotover({ config = string.format([[
+return { workers = 1, sources = { { name = "cql", protocol = "cassandra",
+  listen = "127.0.0.1:%d",
+  chain = { { "debug_printer" }, { "cassandra", remote = "127.0.0.1:%d" } } } } }
+]], P, node.port) })
+        h.wait_until(function()
+            local c = h.try_connect(P, 1)
+            if c then c:close() end
+            return c ~= nil
+        end, 15, "shotover to listen")
+    end)
+    teardown(h.cleanup)
+
+    it("tracks USE and knows an EXECUTE by its prepared statement", function()
+        cassandra.python([[
+c, s = connect(protocol_version=4)
+s.execute("CREATE KEYSPACE IF NOT EXISTS trk WITH replication = "
+          "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+s.execute("USE trk")
+s.execute("CREATE TABLE IF NOT EXISTS kv (k int PRIMARY KEY, v text)")
+ins = s.prepare("INSERT INTO kv (k, v) VALUES (?, ?)")
+s.execute(ins, (1, 'one'))
+print(s.execute("SELECT v FROM kv WHERE k = 1").one().v)
+]], { port = P })
+        proxy:wait_log("session keyspace is now trk", 10)
+        proxy:wait_log("PREPARE stream", 10)
+        -- the EXECUTE is shown with the statement it runs
+        proxy:wait_log("(prepared): INSERT INTO kv (k, v) VALUES (?, ?)", 10)
+        assert.matches("QUERY stream %d+, %d+ bytes: USE trk", proxy:log())
+    end)
+end)
