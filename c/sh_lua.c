@@ -31,7 +31,7 @@ sh_lua_traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
 
-    if (msg == NULL && !lua_isnoneornil(L, 1)) {
+    if (msg == NULL) {
         return 1;                /* not a message: pass the object on */
     }
     lua_getglobal(L, "debug");
