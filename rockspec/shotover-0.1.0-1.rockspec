@@ -29,6 +29,7 @@ build = {
         ["shotover.cql.message"] = "lua/shotover/cql/message.lua",
         ["shotover.cql.reply"] = "lua/shotover/cql/reply.lua",
         ["shotover.cql.session"] = "lua/shotover/cql/session.lua",
+        ["shotover.cql.types"] = "lua/shotover/cql/types.lua",
         ["shotover.ffi"] = "lua/shotover/ffi.lua",
         ["shotover.log"] = "lua/shotover/log.lua",
         ["shotover.message"] = "lua/shotover/message.lua",

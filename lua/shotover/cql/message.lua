@@ -6,6 +6,8 @@ local ffi = require "ffi"
 local bit = require "bit"
 local base = require "shotover.ffi"
 
+local types = require "shotover.cql.types"
+
 local C = base.C
 local band, bor, lshift = bit.band, bit.bor, bit.lshift
 local ffi_string = ffi.string
@@ -139,6 +141,81 @@ return function(frame)
             error("cql body: no consistency", 2)
         end
         return CONSISTENCY[be16(p, i)]
+    end
+
+    -- The bound values of a QUERY or EXECUTE request, in order (and by name
+    -- when the request names them).  An EXECUTE's values are decoded by the
+    -- types its PREPARE returned, when this worker saw it; others are left
+    -- as their bytes.  nil for a null, "unset" for an unset value.
+    local RAW = { name = "blob" }
+    function frame.values(f)
+        if f.proto ~= 2 or band(f.data[0], 0x80) ~= 0
+           or (f.rtype ~= OP_QUERY and f.rtype ~= OP_EXECUTE)
+        then
+            return nil
+        end
+        local version = band(f.data[0], 0x7f)
+        local p, n = body_view(f)
+        local i = request_start(f, p, n)
+        local cols
+        if f.rtype == OP_QUERY then
+            i = i + 4 + be32(p, i)
+        else
+            local id = ffi_string(p + i + 2, be16(p, i))
+            i = i + 2 + be16(p, i)
+            if version >= 5 then
+                i = i + 2 + be16(p, i)
+            end
+            local st = require("shotover.cql.session").prepared_by_id(id)
+            cols = st and st.columns
+        end
+        i = i + 2                                -- consistency
+        local flags
+        if version >= 5 then
+            flags, i = be32(p, i), i + 4
+        else
+            flags, i = p[i], i + 1
+        end
+        local out = {}
+        if band(flags, 0x01) == 0 then
+            return out
+        end
+        local count = be16(p, i)
+        i = i + 2
+        for k = 1, count do
+            local name
+            if band(flags, 0x40) ~= 0 then
+                name, i = types.cql_string(p, i)
+            end
+            local t = cols and cols[k] and cols[k].type or RAW
+            local v
+            v, i = types.value(t, p, i)
+            if i > n then
+                error("cql body: values run past the body", 2)
+            end
+            out[k] = v
+            if name then
+                out[name] = v
+            end
+        end
+        return out
+    end
+
+    -- The partition key values of an EXECUTE whose PREPARE this worker saw
+    -- (in key order), or nil.
+    function frame.partition_key(f)
+        if f.rtype ~= OP_EXECUTE then
+            return nil
+        end
+        local st = require("shotover.cql.session").prepared(f)
+        if not st or not st.pk or #st.pk == 0 then
+            return nil
+        end
+        local vals, key = frame.values(f), {}
+        for k, idx in ipairs(st.pk) do
+            key[k] = vals[idx]
+        end
+        return key
     end
 
     -- The prepared statement id of an EXECUTE request, as a string.

@@ -5,6 +5,7 @@
 -- on one connection and executes on any), so they are kept per worker.
 local bit = require "bit"
 local ffi = require "ffi"
+local types = require "shotover.cql.types"
 
 local band, bor, lshift = bit.band, bit.bor, bit.lshift
 local ffi_string = ffi.string
@@ -73,22 +74,68 @@ function _M.learn(state, req, resp)
                         end
                         nprepared = nprepared + 1
                     end
+                    local ok, meta = pcall(_M.prepared_metadata, rs, p,
+                                           at + 6 + be16(p, at + 4))
                     prepared[id] = { query = req[i]:query(),
-                                     keyspace = state.keyspace }
+                                     keyspace = state.keyspace,
+                                     columns = ok and meta.columns or nil,
+                                     pk = ok and meta.pk or nil }
                 end
             end
         end
     end
 end
 
+-- The bound variables of a RESULT Prepared whose id ends before offset i:
+-- { columns = { { name =, keyspace =, table =, type = } ... },
+--   pk = { indexes of the partition key columns, 1-based } }.
+function _M.prepared_metadata(rs, p, i)
+    if band(rs.data[0], 0x7f) >= 5 then
+        i = i + 2 + be16(p, i)           -- result metadata id
+    end
+    local flags, n = be32(p, i), be32(p, i + 4)
+    i = i + 8
+    local meta = { columns = {}, pk = {} }
+    if band(rs.data[0], 0x7f) >= 4 then
+        local npk = be32(p, i)
+        i = i + 4
+        for k = 1, npk do
+            meta.pk[k] = be16(p, i) + 1
+            i = i + 2
+        end
+    end
+    local gks, gtable
+    if band(flags, 0x0001) ~= 0 then
+        gks, i = types.cql_string(p, i)
+        gtable, i = types.cql_string(p, i)
+    end
+    for k = 1, n do
+        local col = { keyspace = gks, table = gtable }
+        if not gks then
+            col.keyspace, i = types.cql_string(p, i)
+            col.table, i = types.cql_string(p, i)
+        end
+        col.name, i = types.cql_string(p, i)
+        col.type, i = types.read_type(p, i)
+        meta.columns[k] = col
+    end
+    return meta
+end
+
 -- The statement an EXECUTE runs: { query = text, keyspace = the session's
--- keyspace when it was prepared }, or nil when this worker never saw it
--- prepared (the driver prepared it through another worker or proxy).
+-- keyspace when it was prepared, columns = its bound variables with their
+-- types, pk = the indexes of the partition key among them }, or nil when
+-- this worker never saw it prepared (the driver prepared it through another
+-- worker or proxy).
 function _M.prepared(msg)
     if msg.rtype ~= OP_EXECUTE then
         return nil
     end
     return prepared[msg:prepared_id()]
+end
+
+function _M.prepared_by_id(id)
+    return prepared[id]
 end
 
 return _M
