@@ -125,3 +125,64 @@ describe("bound values of a prepared EXECUTE", function()
         assert.are.equal("fx_v4", state.keyspace)
     end)
 end)
+
+describe("rows of a RESULT", function()
+    local _, _ = replay("v4")
+    local reqs, resps = envelopes("v4.c2s"), envelopes("v4.s2c")
+
+    -- the request each response answers (same stream, in order)
+    local function pairs_of()
+        local by, out = {}, {}
+        for _, q in ipairs(reqs) do
+            by[q.argc] = by[q.argc] or {}
+            table.insert(by[q.argc], q)
+        end
+        for _, r in ipairs(resps) do
+            if r.argc >= 0 then
+                out[#out + 1] = { table.remove(by[r.argc] or {}, 1), r }
+            end
+        end
+        return out
+    end
+
+    it("are decoded by their metadata, over several pages", function()
+        local pages, rows, states = 0, {}, 0
+        for _, pr in ipairs(pairs_of()) do
+            local q, r = pr[1], pr[2]
+            if q and q:opcode_name() == "QUERY"
+               and q:query():find("^SELECT c, v, TTL%(v%)")
+            then
+                pages = pages + 1
+                assert.are.equal(6, q:page_size())
+                local res = r:rows(q)
+                if res.paging_state then
+                    states = states + 1
+                end
+                for _, row in ipairs(res) do
+                    rows[#rows + 1] = row.c
+                end
+            end
+        end
+        assert.is_true(pages >= 4)
+        assert.is_true(states >= 3)
+        table.sort(rows)
+        assert.are.equal(20, #rows)
+        assert.are.equal(0, rows[1])
+        assert.are.equal(19, rows[20])
+    end)
+
+    it("of a prepared SELECT use the prepared result metadata", function()
+        for _, pr in ipairs(pairs_of()) do
+            local q, r = pr[1], pr[2]
+            local st = q and session.prepared(q)
+            if st and st.query:find("^SELECT %* FROM alltypes") then
+                local res = r:rows(q)
+                assert.are.equal(1, #res)
+                assert.are.equal("héllo ✓", res[1].t)
+                assert.are.same({ 1, 2, 3 }, res[1].l)
+                return
+            end
+        end
+        error("no prepared SELECT of alltypes")
+    end)
+end)

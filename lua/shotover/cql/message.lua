@@ -218,6 +218,122 @@ return function(frame)
         return key
     end
 
+    -- Paging of a QUERY or EXECUTE request: page size (nil when unset) and
+    -- paging state (bytes, nil when absent).
+    local function query_parameters(f)
+        local version = band(f.data[0], 0x7f)
+        local p, n = body_view(f)
+        local i = request_start(f, p, n)
+        if f.rtype == OP_QUERY then
+            i = i + 4 + be32(p, i)
+        else
+            i = i + 2 + be16(p, i)
+            if version >= 5 then
+                i = i + 2 + be16(p, i)
+            end
+        end
+        i = i + 2
+        local flags
+        if version >= 5 then
+            flags, i = be32(p, i), i + 4
+        else
+            flags, i = p[i], i + 1
+        end
+        if band(flags, 0x01) ~= 0 then             -- skip the values
+            local count = be16(p, i)
+            i = i + 2
+            for _ = 1, count do
+                if band(flags, 0x40) ~= 0 then
+                    i = i + 2 + be16(p, i)
+                end
+                local len = be32(p, i)
+                i = i + 4 + (len > 0 and len or 0)
+            end
+        end
+        local page_size, paging_state
+        if band(flags, 0x04) ~= 0 then
+            page_size, i = be32(p, i), i + 4
+        end
+        if band(flags, 0x08) ~= 0 then
+            local len = be32(p, i)
+            if len >= 0 then
+                paging_state = ffi_string(p + i + 4, len)
+            end
+        end
+        return page_size, paging_state
+    end
+
+    function frame.page_size(f)
+        if f.proto ~= 2 or band(f.data[0], 0x80) ~= 0
+           or (f.rtype ~= OP_QUERY and f.rtype ~= OP_EXECUTE)
+        then
+            return nil
+        end
+        return (query_parameters(f))
+    end
+
+    -- The paging state of a request, or of a RESULT Rows with more pages.
+    function frame.paging_state(f)
+        if f.proto ~= 2 then
+            return nil
+        end
+        if band(f.data[0], 0x80) == 0 then
+            if f.rtype ~= OP_QUERY and f.rtype ~= OP_EXECUTE then
+                return nil
+            end
+            local _, state = query_parameters(f)
+            return state
+        end
+        local rows = frame.rows(f, nil, true)
+        return rows and rows.paging_state
+    end
+
+    -- The rows of a RESULT Rows response: { columns = {...}, paging_state,
+    -- [1] = { col = value, ... }, ... } decoded by the result's metadata, or
+    -- when the driver asked the node to skip it (No_metadata), by the result
+    -- metadata of `req`'s prepared statement; without either, cells are
+    -- bytes by position.  nil for other messages.
+    function frame.rows(f, req, meta_only)
+        if f.proto ~= 2 or f.rtype ~= 0x08 or band(f.data[0], 0x80) == 0 then
+            return nil
+        end
+        local p, n = body_view(f)
+        local i = require("shotover.cql.session").response_start(f, p)
+        if be32(p, i) ~= 2 then
+            return nil
+        end
+        local meta
+        meta, i = types.read_rows_metadata(p, i + 4)
+        local out = { columns = meta.columns, paging_state = meta.paging_state }
+        if meta_only then
+            return out
+        end
+        local cols = meta.columns
+        if meta.no_metadata and req ~= nil then
+            local st = require("shotover.cql.session").prepared(req)
+            cols = st and st.result_columns and st.result_columns.columns
+                   or cols
+            out.columns = cols
+        end
+        local nrows = be32(p, i)
+        i = i + 4
+        local RAWT = { name = "blob" }
+        for r = 1, nrows do
+            local row = {}
+            for c = 1, meta.count do
+                local col = cols[c]
+                local v
+                v, i = types.value(col and col.type or RAWT, p, i)
+                row[col and col.name or c] = v
+            end
+            out[r] = row
+        end
+        if i > n then
+            error("cql body: rows run past the body", 2)
+        end
+        return out
+    end
+
     -- The prepared statement id of an EXECUTE request, as a string.
     function frame.prepared_id(f)
         if f.proto ~= 2 or f.rtype ~= OP_EXECUTE

@@ -53,6 +53,8 @@ local function response_start(f, p)
     return i
 end
 
+_M.response_start = response_start
+
 -- After a batch: learn from each RESULT answering a request.  `state` is
 -- the connection's session table (chain.conn).
 function _M.learn(state, req, resp)
@@ -79,7 +81,9 @@ function _M.learn(state, req, resp)
                     prepared[id] = { query = req[i]:query(),
                                      keyspace = state.keyspace,
                                      columns = ok and meta.columns or nil,
-                                     pk = ok and meta.pk or nil }
+                                     pk = ok and meta.pk or nil,
+                                     result_columns = ok and meta.result_columns
+                                                      or nil }
                 end
             end
         end
@@ -119,6 +123,8 @@ function _M.prepared_metadata(rs, p, i)
         col.type, i = types.read_type(p, i)
         meta.columns[k] = col
     end
+    -- then the metadata of the rows it will return
+    meta.result_columns = types.read_rows_metadata(p, i)
     return meta
 end
 

@@ -274,6 +274,47 @@ function _M.value(t, p, i)
     return decode(t, p, i + 4, n), i + 4 + n
 end
 
+-- Rows metadata (a RESULT Rows, or the result part of a RESULT Prepared) at
+-- p[i]: { columns = { { name, keyspace, table, type } }, paging_state =
+-- bytes or nil, no_metadata = bool }, and the next offset.
+function _M.read_rows_metadata(p, i)
+    local flags, n = be32(p, i), be32(p, i + 4)
+    i = i + 8
+    local meta = { columns = {}, count = n }
+    if band(flags, 0x0002) ~= 0 then            -- Has_more_pages
+        local len = be32(p, i)
+        if len >= 0 then
+            meta.paging_state = ffi_string(p + i + 4, len)
+            i = i + 4 + len
+        else
+            i = i + 4
+        end
+    end
+    if band(flags, 0x0008) ~= 0 then            -- Metadata_changed (v5)
+        i = i + 2 + be16(p, i)
+    end
+    if band(flags, 0x0004) ~= 0 then            -- No_metadata
+        meta.no_metadata = true
+        return meta, i
+    end
+    local gks, gtable
+    if band(flags, 0x0001) ~= 0 then
+        gks, i = cql_string(p, i)
+        gtable, i = cql_string(p, i)
+    end
+    for k = 1, n do
+        local col = { keyspace = gks, table = gtable }
+        if not gks then
+            col.keyspace, i = cql_string(p, i)
+            col.table, i = cql_string(p, i)
+        end
+        col.name, i = cql_string(p, i)
+        col.type, i = read_type(p, i)
+        meta.columns[k] = col
+    end
+    return meta, i
+end
+
 _M.decode = decode
 _M.be16, _M.be32, _M.cql_string = be16, be32, cql_string
 
