@@ -1099,3 +1099,49 @@ sh_ffi_cql_body(const sh_frame_t *f, sh_frame_t **holder,
     *holder = h;
     return sh_conn_cycle_add(h);
 }
+
+/*
+ * sh_ffi_cql_set_body: give frame f a new body, keeping its header but the
+ * length; a v4 frame that was compressed is compressed again the same way.
+ * The frame is rewritten in place (its new bytes in a buffer of its own), so
+ * the batch and the backend see the change, and marked modified.
+ */
+int
+sh_ffi_cql_set_body(sh_frame_t *f, const uint8_t *body, size_t len,
+    const char **err)
+{
+    int compressed = (f->data[1] & SH_CQL_FLAG_COMPRESSED)
+                     && sh_cql_frame_version(f) < 5;
+    sh_buf_t *cb = NULL, *nb;
+    uint32_t blen = (uint32_t) len;
+
+    if (f->proto != SH_PROTO_CQL || f->len < SH_CQL_HEADER_LEN) {
+        *err = "not a CQL frame";
+        return SH_ERROR;
+    }
+    if (len > sh_cql_default_limits.max_body_len * 16u) {
+        *err = "body too big";
+        return SH_ERROR;
+    }
+    if (compressed) {
+        cb = sh_cql_body_compress(f, body, (uint32_t) len, &blen, err);
+        if (cb == NULL) {
+            return SH_ERROR;
+        }
+        body = cb->data;
+    }
+    nb = sh_buf_new(SH_CQL_HEADER_LEN + blen);
+    memcpy(nb->data, f->data, 5);
+    nb->data[5] = (uint8_t) (blen >> 24);
+    nb->data[6] = (uint8_t) (blen >> 16);
+    nb->data[7] = (uint8_t) (blen >> 8);
+    nb->data[8] = (uint8_t) blen;
+    memcpy(nb->data + SH_CQL_HEADER_LEN, body, blen);
+    sh_buf_unref(cb);
+    sh_buf_unref(f->buf);
+    f->buf = nb;
+    f->data = nb->data;
+    f->len = SH_CQL_HEADER_LEN + blen;
+    f->flags |= SH_FRAME_MODIFIED;
+    return SH_OK;
+}

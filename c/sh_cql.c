@@ -722,3 +722,43 @@ sh_cql_body_decompress(const sh_frame_t *f, uint32_t *len, const char **err)
     *len = (uint32_t) ulen;
     return b;
 }
+
+sh_buf_t *
+sh_cql_body_compress(const sh_frame_t *f, const uint8_t *body, uint32_t len,
+    uint32_t *out_len, const char **err)
+{
+    sh_buf_t *b;
+    size_t n;
+    int got;
+
+    if (f->cmd == SH_CQL_BODY_LZ4) {
+        b = sh_buf_new(4 + (uint32_t) LZ4_compressBound((int) len));
+        b->data[0] = (uint8_t) (len >> 24);
+        b->data[1] = (uint8_t) (len >> 16);
+        b->data[2] = (uint8_t) (len >> 8);
+        b->data[3] = (uint8_t) len;
+        got = LZ4_compress_default((const char *) body, (char *) b->data + 4,
+                                   (int) len, (int) b->cap - 4);
+        if (got <= 0) {
+            sh_buf_unref(b);
+            *err = "LZ4 compression failed";
+            return NULL;
+        }
+        *out_len = 4 + (uint32_t) got;
+    } else if (f->cmd == SH_CQL_BODY_SNAPPY) {
+        n = snappy_max_compressed_length(len);
+        b = sh_buf_new((uint32_t) n);
+        if (snappy_compress((const char *) body, len, (char *) b->data, &n)
+            != SNAPPY_OK)
+        {
+            sh_buf_unref(b);
+            *err = "Snappy compression failed";
+            return NULL;
+        }
+        *out_len = (uint32_t) n;
+    } else {
+        *err = "no compression negotiated";
+        return NULL;
+    }
+    return b;
+}

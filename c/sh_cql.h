@@ -113,6 +113,13 @@ sh_buf_t *sh_cql_segments_encode(sh_frame_t *const *frames, uint32_t n,
 sh_buf_t *sh_cql_body_decompress(const sh_frame_t *f, uint32_t *len,
     const char **err);
 
+/*
+ * sh_cql_body_compress: body compressed as frame f's connection compresses
+ * v4 bodies (f->cmd), in a new buffer with its length; NULL with *err.
+ */
+sh_buf_t *sh_cql_body_compress(const sh_frame_t *f, const uint8_t *body,
+    uint32_t len, uint32_t *out_len, const char **err);
+
 /* error codes (native_protocol_v5.spec section 8) */
 enum {
     SH_CQL_SERVER_ERROR = 0x0000,

@@ -188,6 +188,12 @@ int sh_ffi_redis_send(sh_redis_pool_t *p, sh_conn_t *c, sh_batch_t *req,
 int sh_ffi_cql_body(const sh_frame_t *f, sh_frame_t **holder,
     const uint8_t **body, size_t *len, const char **err);
 
+/* Replace the body of CQL frame f (in place, so every holder sees it),
+ * recompressing it when the frame's v4 body was compressed; marks f
+ * modified */
+int sh_ffi_cql_set_body(sh_frame_t *f, const uint8_t *body, size_t len,
+    const char **err);
+
 /* Cassandra backends */
 int sh_ffi_cql_pool_new(sh_worker_t *w, const sh_cql_conf_t *conf,
     sh_cql_pool_t **out, const char **err);

@@ -41,3 +41,47 @@ print(s.execute("SELECT v FROM kv WHERE k = 1").one().v)
         assert.matches("QUERY stream %d+, %d+ bytes: USE trk", proxy:log())
     end)
 end)
+
+describe("a transform that rewrites cql requests", function()
+    local node, P
+
+    setup(function()
+        node = cassandra.start{ auth = false }
+        P = h.free_port()
+        h.shotover({ config = string.format([[
+return { workers = 1, sources = { { name = "cql", protocol = "cassandra",
+  listen = "127.0.0.1:%d",
+  chain = {
+    function(batch, chain)
+        for i = 1, #batch do
+            local m = batch[i]
+            if m:opcode_name() == "QUERY"
+               and m:query() == "SELECT release_version FROM system.local"
+            then
+                m:set_query("SELECT cluster_name FROM system.local")
+            end
+        end
+        return chain:next(batch)
+    end,
+    { "cassandra", remote = "127.0.0.1:%d" } } } } }
+]], P, node.port) })
+        h.wait_until(function()
+            local c = h.try_connect(P, 1)
+            if c then c:close() end
+            return c ~= nil
+        end, 15, "shotover to listen")
+    end)
+    teardown(h.cleanup)
+
+    for _, sess in ipairs({ { 4, "False" }, { 4, "'lz4'" }, { 4, "'snappy'" },
+                            { 5, "'lz4'" } }) do
+        it("rewrites a query the driver sends over v" .. sess[1] .. " "
+           .. sess[2], function()
+            local out = cassandra.python([[
+c, s = connect(protocol_version=int(ARGS[0]), compression=eval(ARGS[1]))
+print('got', s.execute("SELECT release_version FROM system.local").one()[0])
+]], { port = P, args = sess })
+            assert.matches("got shotover%-test", out)
+        end)
+    end
+end)

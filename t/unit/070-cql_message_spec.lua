@@ -111,3 +111,53 @@ describe("a CQL message", function()
                          v4[2]:describe())
     end)
 end)
+
+describe("CQL message setters", function()
+    local function first(name, algo, opcode)
+        for _, f in ipairs(envelopes(name, algo)) do
+            if f:opcode_name() == opcode then
+                return f
+            end
+        end
+    end
+
+    it("rewrite the query of a QUERY and mark it modified", function()
+        local f = first("v4.c2s", nil, "QUERY")
+        local cons = f:consistency()
+        f:set_query("SELECT now() FROM system.local")
+        assert.is_true(f:is_modified())
+        assert.are.equal("SELECT now() FROM system.local", f:query())
+        assert.are.equal(cons, f:consistency())
+        assert.are.equal(f.len - 9, #f:body())
+    end)
+
+    it("recompress a compressed body the way the connection does", function()
+        for algo, name in pairs({ [1] = "v4-lz4.c2s", [2] = "v4-snappy.c2s" })
+        do
+            for _, f in ipairs(envelopes(name, algo)) do
+                if f:opcode_name() == "QUERY" and bit.band(f.data[1], 1) ~= 0
+                then
+                    f:set_query("SELECT key FROM system.local")
+                    assert.are.equal(1, bit.band(f.data[1], 1))
+                    assert.are.equal("SELECT key FROM system.local", f:query())
+                    break
+                end
+            end
+        end
+    end)
+
+    it("change consistency and bound values of an EXECUTE", function()
+        local f = first("v3.c2s", nil, "EXECUTE")
+        local before = f:values()
+        f:set_consistency("LOCAL_QUORUM")
+        assert.are.equal("LOCAL_QUORUM", f:consistency())
+        f:set_value(1, "\0\0\0\42")
+        f:set_value(2, nil)
+        local v = f:values()
+        assert.are.equal("\0\0\0\42", v[1])
+        assert.is_nil(v[2])
+        assert.are.equal(before[3], v[3])
+        assert.has_error(function() f:set_consistency("SOMETIMES") end,
+                         "set_consistency: unknown consistency SOMETIMES")
+    end)
+end)

@@ -9,7 +9,7 @@ local base = require "shotover.ffi"
 local types = require "shotover.cql.types"
 
 local C = base.C
-local band, bor, lshift = bit.band, bit.bor, bit.lshift
+local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
 local ffi_string = ffi.string
 local ffi_gc = ffi.gc
 local error = error
@@ -332,6 +332,115 @@ return function(frame)
             error("cql body: rows run past the body", 2)
         end
         return out
+    end
+
+    -- Setters: each rebuilds the body and rewrites the frame in place
+    -- (recompressed when its v4 body was compressed), marking it modified.
+    local function set_body(f, body)
+        if C.sh_ffi_cql_set_body(f, body, #body, err_out) ~= 0 then
+            error("cql set: " .. ffi_string(err_out[0]), 3)
+        end
+    end
+    frame.set_body = function(f, body) set_body(f, body) end
+
+    -- Offsets (0-based, in the body) of a QUERY/EXECUTE/PREPARE request's
+    -- parts: the statement (query text or prepared ids), the consistency,
+    -- the flags and each value.
+    local function locate(f, p, n)
+        local version = band(f.data[0], 0x7f)
+        local at = { start = request_start(f, p, n) }
+        local i = at.start
+        if f.rtype == OP_QUERY or f.rtype == OP_PREPARE then
+            at.query_len = be32(p, i)
+            i = i + 4 + at.query_len
+        else
+            i = i + 2 + be16(p, i)
+            if version >= 5 then
+                i = i + 2 + be16(p, i)
+            end
+        end
+        at.stmt_end = i
+        if f.rtype == OP_PREPARE then
+            return at
+        end
+        at.consistency = i
+        i = i + 2
+        at.flags_at = i
+        if version >= 5 then
+            at.flags, i = be32(p, i), i + 4
+        else
+            at.flags, i = p[i], i + 1
+        end
+        at.values = {}
+        if band(at.flags, 0x01) ~= 0 then
+            local count = be16(p, i)
+            i = i + 2
+            for k = 1, count do
+                if band(at.flags, 0x40) ~= 0 then
+                    i = i + 2 + be16(p, i)
+                end
+                local len = be32(p, i)
+                at.values[k] = { i, i + 4 + (len > 0 and len or 0) }
+                i = at.values[k][2]
+            end
+        end
+        return at
+    end
+
+    local function long_string(s)
+        local n = #s
+        return string.char(band(rshift(n, 24), 255), band(rshift(n, 16), 255),
+                           band(rshift(n, 8), 255), band(n, 255)) .. s
+    end
+
+    -- Replace the text of a QUERY or PREPARE request.
+    function frame.set_query(f, text)
+        if f.rtype ~= OP_QUERY and f.rtype ~= OP_PREPARE then
+            error("set_query: not a QUERY or PREPARE", 2)
+        end
+        local p, n = body_view(f)
+        local at = locate(f, p, n)
+        local body = ffi_string(p, n)
+        set_body(f, body:sub(1, at.start) .. long_string(text)
+                    .. body:sub(at.stmt_end + 1))
+    end
+
+    local CONSISTENCY_ID = {}
+    for id, name in pairs(CONSISTENCY) do
+        CONSISTENCY_ID[name] = id
+    end
+
+    -- Replace the consistency of a QUERY or EXECUTE request (by name).
+    function frame.set_consistency(f, name)
+        local id = CONSISTENCY_ID[name]
+        if not id then
+            error("set_consistency: unknown consistency " .. tostring(name), 2)
+        end
+        if f.rtype ~= OP_QUERY and f.rtype ~= OP_EXECUTE then
+            error("set_consistency: not a QUERY or EXECUTE", 2)
+        end
+        local p, n = body_view(f)
+        local at = locate(f, p, n)
+        local body = ffi_string(p, n)
+        set_body(f, body:sub(1, at.consistency) .. string.char(0, id)
+                    .. body:sub(at.consistency + 3))
+    end
+
+    -- Replace bound value k of a QUERY or EXECUTE with `bytes` (already
+    -- serialized for the column's type), or null when bytes is nil.
+    function frame.set_value(f, k, bytes)
+        if f.rtype ~= OP_QUERY and f.rtype ~= OP_EXECUTE then
+            error("set_value: not a QUERY or EXECUTE", 2)
+        end
+        local p, n = body_view(f)
+        local at = locate(f, p, n)
+        local v = at.values[k]
+        if not v then
+            error("set_value: no bound value " .. tostring(k), 2)
+        end
+        local body = ffi_string(p, n)
+        local enc = bytes and (long_string(bytes)) or "\255\255\255\255"
+        set_body(f, body:sub(1, v[1]) .. enc .. body:sub(v[2] + 1))
     end
 
     -- The prepared statement id of an EXECUTE request, as a string.
