@@ -85,7 +85,13 @@ local function vector_of(class)
     return { name = "vector", elem = elem, dim = tonumber(dim) }
 end
 
-local function read_type(p, i)
+_M.MAX_DEPTH = 16                         -- nesting of collection types
+
+local function read_type(p, i, depth)
+    depth = (depth or 0) + 1
+    if depth > _M.MAX_DEPTH then
+        error("cql: types nested deeper than " .. _M.MAX_DEPTH, 0)
+    end
     local id = be16(p, i)
     i = i + 2
     if id == 0x0000 then
@@ -94,12 +100,12 @@ local function read_type(p, i)
         return vector_of(class) or { name = "custom", class = class }, i
     elseif id == 0x0020 or id == 0x0022 then
         local elem
-        elem, i = read_type(p, i)
+        elem, i = read_type(p, i, depth)
         return { name = NAMES[id], elem = elem }, i
     elseif id == 0x0021 then
         local k, v
-        k, i = read_type(p, i)
-        v, i = read_type(p, i)
+        k, i = read_type(p, i, depth)
+        v, i = read_type(p, i, depth)
         return { name = "map", key = k, value = v }, i
     elseif id == 0x0030 then
         local t = { name = "udt", fields = {} }
@@ -110,7 +116,7 @@ local function read_type(p, i)
         for f = 1, n do
             local fname, ft
             fname, i = cql_string(p, i)
-            ft, i = read_type(p, i)
+            ft, i = read_type(p, i, depth)
             t.fields[f] = { fname, ft }
         end
         return t, i
@@ -119,7 +125,7 @@ local function read_type(p, i)
         local n = be16(p, i)
         i = i + 2
         for e = 1, n do
-            t.elems[e], i = read_type(p, i)
+            t.elems[e], i = read_type(p, i, depth)
         end
         return t, i
     end
@@ -194,6 +200,12 @@ decode = function(t, p, i, n)
         return table.concat(g, ":")
     elseif name == "list" or name == "set" then
         local out, count = {}, be32(p, i)
+        -- every element takes at least its 4-byte length: a count beyond
+        -- that is a lie, refused before any work
+        if count < 0 or count > (n - 4) / 4 then
+            error("cql: collection of " .. count .. " elements in " .. n
+                  .. " bytes", 0)
+        end
         local at = i + 4
         for k = 1, count do
             local len = be32(p, at)
@@ -208,6 +220,10 @@ decode = function(t, p, i, n)
         return out
     elseif name == "map" then
         local out, count = {}, be32(p, i)
+        if count < 0 or count > (n - 4) / 8 then
+            error("cql: map of " .. count .. " entries in " .. n .. " bytes",
+                  0)
+        end
         local at = i + 4
         for k = 1, count do
             local kl = be32(p, at)
@@ -243,6 +259,10 @@ decode = function(t, p, i, n)
         return out
     elseif name == "vector" then
         local size = FIXED[t.elem.name]
+        if size and size * t.dim ~= n then
+            error("cql: vector of " .. t.dim .. " elements in " .. n
+                  .. " bytes", 0)
+        end
         local out, at = {}, i
         for k = 1, t.dim do
             local len = size
