@@ -27,6 +27,7 @@ build = {
         ["shotover.chain"] = "lua/shotover/chain.lua",
         ["shotover.config"] = "lua/shotover/config.lua",
         ["shotover.cql.message"] = "lua/shotover/cql/message.lua",
+        ["shotover.cql.parser"] = "lua/shotover/cql/parser.lua",
         ["shotover.cql.reply"] = "lua/shotover/cql/reply.lua",
         ["shotover.cql.session"] = "lua/shotover/cql/session.lua",
         ["shotover.cql.types"] = "lua/shotover/cql/types.lua",

@@ -224,3 +224,49 @@ describe("CQL value decoding limits", function()
         end, "cql: vector of 3 elements in 8 bytes")
     end)
 end)
+
+describe("the statement of a CQL message", function()
+    local state, executes = replay("v4")
+
+    it("is parsed from a QUERY, and cached per text", function()
+        for _, m in ipairs(envelopes("v4.c2s")) do
+            if m:opcode_name() == "QUERY"
+               and m:query():find("^SELECT c, v, TTL")
+            then
+                local ast, ks = m:statement({ keyspace = "fx_v4" })
+                assert.are.equal("select", ast.kind)
+                assert.are.equal("read", ast.class)
+                assert.are.equal("paged", ast.table)
+                assert.are.equal("fx_v4", ks)     -- unqualified: from USE
+                assert.are.equal(ast, (m:statement()))   -- the same table
+                return
+            end
+        end
+        error("no paged SELECT")
+    end)
+
+    it("of an EXECUTE is its prepared statement: a prepared INSERT writes",
+       function()
+        for _, e in ipairs(executes) do
+            local st = session.prepared(e)
+            if st and st.query:find("^INSERT INTO paged") then
+                local ast, ks = e:statement()
+                assert.are.equal("insert", ast.kind)
+                assert.are.equal("write", ast.class)
+                assert.are.equal("paged", ast.table)
+                assert.are.equal("fx_v4", ks)     -- keyspace at prepare time
+                assert.are.same({ marker = 1 }, ast.values[1])
+                return
+            end
+        end
+        error("no prepared INSERT")
+    end)
+
+    it("is nil with a reason for messages without one", function()
+        local opts = envelopes("v4.c2s")[1]
+        local ast, err = opts:statement()
+        assert.is_nil(ast)
+        assert.are.equal("not a statement", err)
+        assert.is_truthy(state.keyspace)
+    end)
+end)

@@ -334,6 +334,48 @@ return function(frame)
         return out
     end
 
+    -- The parsed statement of a QUERY or PREPARE, or of an EXECUTE whose
+    -- PREPARE this worker saw, and the keyspace an unqualified table
+    -- resolves to: the statement's own, else for an EXECUTE the session's
+    -- keyspace when it was prepared, else `conn.keyspace` (pass chain.conn;
+    -- the cassandra sink tracks USE there).  Statements are parsed once per
+    -- distinct text and worker, and cached: nil, err when the text does not
+    -- parse.
+    local cache, ncache, MAX_CACHE = {}, 0, 10000
+    local parse
+    function frame.statement(f, conn)
+        local text, ks
+        if f.rtype == OP_EXECUTE then
+            local st = require("shotover.cql.session").prepared(f)
+            if not st then
+                return nil, "prepared statement not seen by this worker"
+            end
+            text, ks = st.query, st.keyspace
+        else
+            text = frame.query(f)
+            if not text then
+                return nil, "not a statement"
+            end
+        end
+        local ast = cache[text]
+        if ast == nil then
+            parse = parse or require("shotover.cql.parser").parse
+            local err
+            ast, err = parse(text)
+            if ncache >= MAX_CACHE then
+                cache, ncache = {}, 0
+            end
+            cache[text] = ast or false
+            ncache = ncache + 1
+            if not ast then
+                return nil, err
+            end
+        elseif ast == false then
+            return nil, "statement does not parse"
+        end
+        return ast, ast.keyspace or ks or (conn and conn.keyspace)
+    end
+
     -- Setters: each rebuilds the body and rewrites the frame in place
     -- (recompressed when its v4 body was compressed), marking it modified.
     local function set_body(f, body)
