@@ -270,3 +270,27 @@ describe("the statement of a CQL message", function()
         assert.is_truthy(state.keyspace)
     end)
 end)
+
+describe("the children of a BATCH", function()
+    replay("v4")
+
+    it("are its statements with their values", function()
+        for _, m in ipairs(envelopes("v4.c2s")) do
+            if m:opcode_name() == "BATCH" then
+                local b = m:batch_children()
+                assert.is_truthy(({ logged = true, unlogged = true,
+                                    counter = true })[b.type])
+                assert.is_true(#b >= 2)
+                local queries = 0
+                for _, child in ipairs(b) do
+                    assert.is_truthy(child.query or child.id)
+                    queries = queries + (child.query and 1 or 0)
+                    assert.are.equal("table", type(child.values))
+                end
+                assert.are.equal(#b, queries)  -- every one known by its text
+                return
+            end
+        end
+        error("no BATCH in the capture")
+    end)
+end)

@@ -376,6 +376,53 @@ return function(frame)
         return ast, ast.keyspace or ks or (conn and conn.keyspace)
     end
 
+    -- The statements of a BATCH request: { type = "logged" | "unlogged" |
+    -- "counter", [k] = { query = text } or { id = prepared id, query = its
+    -- text when this worker saw the PREPARE }, each with `values` (typed
+    -- like msg:values()) }.
+    local BATCH_TYPES = { [0] = "logged", "unlogged", "counter" }
+    local RAWT = { name = "blob" }
+    function frame.batch_children(f)
+        if f.proto ~= 2 or f.rtype ~= 0x0D or band(f.data[0], 0x80) ~= 0 then
+            return nil
+        end
+        local session = require("shotover.cql.session")
+        local p, n = body_view(f)
+        local i = request_start(f, p, n)
+        local out = { type = BATCH_TYPES[p[i]] or "unknown" }
+        local count = be16(p, i + 1)
+        i = i + 3
+        for k = 1, count do
+            local child, cols = {}, nil
+            local kind = p[i]
+            i = i + 1
+            if kind == 0 then
+                local ql = be32(p, i)
+                child.query = ffi_string(p + i + 4, ql)
+                i = i + 4 + ql
+            else
+                child.id = ffi_string(p + i + 2, be16(p, i))
+                i = i + 2 + be16(p, i)
+                local st = session.prepared_by_id(child.id)
+                if st then
+                    child.query, cols = st.query, st.columns
+                end
+            end
+            child.values = {}
+            local nv = be16(p, i)
+            i = i + 2
+            for v = 1, nv do
+                local t = cols and cols[v] and cols[v].type or RAWT
+                child.values[v], i = types.value(t, p, i)
+            end
+            if i > n then
+                error("cql body: batch runs past the body", 2)
+            end
+            out[k] = child
+        end
+        return out
+    end
+
     -- Setters: each rebuilds the body and rewrites the frame in place
     -- (recompressed when its v4 body was compressed), marking it modified.
     local function set_body(f, body)
