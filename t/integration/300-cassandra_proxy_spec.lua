@@ -4,29 +4,8 @@
 local h = require("harness")
 local cassandra = require("cassandra")
 
-local function proxy_config(port, remote, extra_chain)
-    return string.format([[
-return {
-  workers = 1,
-  sources = {
-    { name = "cql", protocol = "cassandra", listen = "127.0.0.1:%d",
-      chain = { %s { "cassandra", remote = "127.0.0.1:%d" } } },
-  },
-}
-]], port, extra_chain or "", remote)
-end
-
 local function start_proxy(node, extra_chain)
-    local port = h.free_port()
-    local p = h.shotover({ config = proxy_config(port, node.port, extra_chain) })
-    -- ready when the proxy answers a CQL OPTIONS with SUPPORTED
-    h.wait_until(function()
-        local c = h.try_connect(port, 1)
-        if not c then return false end
-        c:close()
-        return true
-    end, 15, "shotover to listen on " .. port)
-    return p, port
+    return cassandra.start_proxy{ remote = node.port, chain = extra_chain }
 end
 
 -- the driver session script: schema, prepared writes, paging, a value

@@ -5,23 +5,7 @@ local h = require("harness")
 local cassandra = require("cassandra")
 
 local function start_proxy(remote_port, opts)
-    local port = h.free_port()
-    local cfg = string.format([[
-return {
-  workers = 1,
-  sources = {
-    { name = "cql", protocol = "cassandra", listen = "127.0.0.1:%d",
-      chain = { { "cassandra", remote = "127.0.0.1:%d", %s } } },
-  },
-}
-]], port, remote_port, opts or "")
-    local p = h.shotover({ config = cfg })
-    h.wait_until(function()
-        local c = h.try_connect(port, 1)
-        if c then c:close() end
-        return c ~= nil
-    end, 15, "shotover to listen on " .. port)
-    return p, port
+    return cassandra.start_proxy{ remote = remote_port, sink = opts }
 end
 
 describe("shotover when the cassandra node stops and restarts", function()

@@ -9,16 +9,8 @@ describe("cql features through shotover", function()
 
     setup(function()
         node = cassandra.start{ auth = false }
-        P = h.free_port()
-        h.shotover({ config = string.format([[
-return { workers = 1, sources = { { name = "cql", protocol = "cassandra",
-  listen = "127.0.0.1:%d", chain = { { "cassandra", remote = "127.0.0.1:%d" } } } } }
-]], P, node.port) })
-        h.wait_until(function()
-            local c = h.try_connect(P, 1)
-            if c then c:close() end
-            return c ~= nil
-        end, 15, "shotover to listen")
+        local _
+        _, P = cassandra.start_proxy{ remote = node.port }
     end)
     teardown(h.cleanup)
 

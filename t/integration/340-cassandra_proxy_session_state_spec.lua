@@ -9,17 +9,8 @@ describe("a cql session's state as shotover sees it", function()
 
     setup(function()
         node = cassandra.start{ auth = false }
-        P = h.free_port()
-        proxy = h.shotover({ config = string.format([[
-return { workers = 1, sources = { { name = "cql", protocol = "cassandra",
-  listen = "127.0.0.1:%d",
-  chain = { { "debug_printer" }, { "cassandra", remote = "127.0.0.1:%d" } } } } }
-]], P, node.port) })
-        h.wait_until(function()
-            local c = h.try_connect(P, 1)
-            if c then c:close() end
-            return c ~= nil
-        end, 15, "shotover to listen")
+        proxy, P = cassandra.start_proxy{ remote = node.port,
+                                          chain = '{ "debug_printer" },' }
     end)
     teardown(h.cleanup)
 
@@ -47,11 +38,8 @@ describe("a transform that rewrites cql requests", function()
 
     setup(function()
         node = cassandra.start{ auth = false }
-        P = h.free_port()
-        h.shotover({ config = string.format([[
-return { workers = 1, sources = { { name = "cql", protocol = "cassandra",
-  listen = "127.0.0.1:%d",
-  chain = {
+        local _
+        _, P = cassandra.start_proxy{ remote = node.port, chain = [[
     function(batch, chain)
         for i = 1, #batch do
             local m = batch[i]
@@ -62,14 +50,7 @@ return { workers = 1, sources = { { name = "cql", protocol = "cassandra",
             end
         end
         return chain:next(batch)
-    end,
-    { "cassandra", remote = "127.0.0.1:%d" } } } } }
-]], P, node.port) })
-        h.wait_until(function()
-            local c = h.try_connect(P, 1)
-            if c then c:close() end
-            return c ~= nil
-        end, 15, "shotover to listen")
+    end,]] }
     end)
     teardown(h.cleanup)
 

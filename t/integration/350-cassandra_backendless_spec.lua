@@ -5,16 +5,7 @@ local h = require("harness")
 local cassandra = require("cassandra")
 
 local function proxy(chain)
-    local port = h.free_port()
-    h.shotover({ config = string.format([[
-return { workers = 1, sources = { { name = "cql", protocol = "cassandra",
-  listen = "127.0.0.1:%d", chain = { %s } } } }
-]], port, chain) })
-    h.wait_until(function()
-        local c = h.try_connect(port, 1)
-        if c then c:close() end
-        return c ~= nil
-    end, 15, "shotover to listen")
+    local _, port = cassandra.start_proxy{ chain = chain, no_sink = true }
     return port
 end
 

@@ -918,4 +918,37 @@ do
     end
 end
 
+---------------------------------------------------------------------------
+-- shotover in front of a node
+---------------------------------------------------------------------------
+
+-- start_proxy{ remote = node port, chain = "elements before the sink, each
+-- followed by a comma" (optional), sink = "options of the cassandra sink"
+-- (optional), workers = n (default 1), no_sink = true (chain is the whole
+-- chain) }: a shotover with one cassandra source; returns (proc, port) once
+-- it accepts connections.
+function M.start_proxy(o)
+    local port = h.free_port()
+    local chain = o.chain or ""
+    if not o.no_sink then
+        chain = chain .. string.format('{ "cassandra", remote = "127.0.0.1:%d", %s }',
+                                       o.remote, o.sink or "")
+    end
+    local p = h.shotover({ config = string.format([[
+return {
+  workers = %d,
+  sources = {
+    { name = "cql", protocol = "cassandra", listen = "127.0.0.1:%d",
+      chain = { %s } },
+  },
+}
+]], o.workers or 1, port, chain) })
+    h.wait_until(function()
+        local c = h.try_connect(port, 1)
+        if c then c:close() end
+        return c ~= nil
+    end, 15, "shotover to listen on " .. port)
+    return p, port
+end
+
 return M

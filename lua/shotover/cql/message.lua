@@ -33,15 +33,7 @@ local body_out = ffi.new("const uint8_t *[1]")
 local len_out = ffi.new("size_t[1]")
 local err_out = ffi.new("const char *[1]")
 
-local function be16(p, i)
-    return bor(lshift(p[i], 8), p[i + 1])
-end
-
-local function be32(p, i)
-    -- lengths here are < 2^31: no sign trouble
-    return bor(lshift(p[i], 24), lshift(p[i + 1], 16), lshift(p[i + 2], 8),
-               p[i + 3])
-end
+local be16, be32 = types.be16, types.be32
 
 -- the body as (pointer, length), decompressed when needed
 local function body_view(f)
