@@ -161,3 +161,43 @@ describe("CQL message setters", function()
                          "set_consistency: unknown consistency SOMETIMES")
     end)
 end)
+
+describe("CQL responses", function()
+    local resp = envelopes("v4.s2c")
+
+    it("give ERROR code and message, RESULT and EVENT schema changes",
+       function()
+        local errors, changes, events = {}, 0, 0
+        for _, f in ipairs(resp) do
+            local e = f:error_info()
+            if e then
+                errors[#errors + 1] = e
+            end
+            local sc = f:schema_change()
+            if sc then
+                changes = changes + 1
+                assert.is_truthy(({ CREATED = true, UPDATED = true,
+                                    DROPPED = true })[sc.change])
+                assert.is_string(sc.keyspace)
+            end
+        end
+        for _, name in ipairs({ "v4.control.s2c" }) do
+            for _, f in ipairs(envelopes(name)) do
+                local ev = f:event()
+                if ev then
+                    events = events + 1
+                    assert.are.equal("SCHEMA_CHANGE", ev.type)
+                    assert.is_string(ev.keyspace)
+                end
+            end
+        end
+        assert.is_true(#errors >= 2)
+        local syntax = false
+        for _, e in ipairs(errors) do
+            syntax = syntax or e.code == 0x2000
+        end
+        assert.is_true(syntax, "no syntax error among the captured errors")
+        assert.is_true(changes >= 3)
+        assert.is_true(events >= 1)
+    end)
+end)

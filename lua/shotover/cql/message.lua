@@ -368,6 +368,75 @@ return function(frame)
         return ast, ast.keyspace or ks or (conn and conn.keyspace)
     end
 
+    -- An ERROR response: { code = n, message = text } (further fields of
+    -- some codes stay in the body).
+    function frame.error_info(f)
+        if f.proto ~= 2 or f.rtype ~= 0x00 then
+            return nil
+        end
+        local p = body_view(f)
+        local i = require("shotover.cql.session").response_start(f, p)
+        local code = be32(p, i) % 2^32
+        local msg = types.cql_string(p, i + 4)
+        return { code = code, message = msg }
+    end
+
+    -- What a SCHEMA_CHANGE carries, from an EVENT or a RESULT Schema_change:
+    -- { change = "CREATED" | "UPDATED" | "DROPPED", target = "KEYSPACE" |
+    -- "TABLE" | "TYPE" | "FUNCTION" | "AGGREGATE", keyspace, name }.
+    local function schema_change(p, i)
+        local sc = {}
+        sc.change, i = types.cql_string(p, i)
+        sc.target, i = types.cql_string(p, i)
+        sc.keyspace, i = types.cql_string(p, i)
+        if sc.target ~= "KEYSPACE" then
+            sc.name, i = types.cql_string(p, i)
+        end
+        return sc
+    end
+
+    -- An EVENT: { type = "SCHEMA_CHANGE" | "STATUS_CHANGE" |
+    -- "TOPOLOGY_CHANGE", ... }: schema changes as above, the others with
+    -- change ("UP", "NEW_NODE", ...) and address ("ip:port").
+    function frame.event(f)
+        if f.proto ~= 2 or f.rtype ~= 0x0C then
+            return nil
+        end
+        local p = body_view(f)
+        local i = require("shotover.cql.session").response_start(f, p)
+        local kind
+        kind, i = types.cql_string(p, i)
+        if kind == "SCHEMA_CHANGE" then
+            local ev = schema_change(p, i)
+            ev.type = kind
+            return ev
+        end
+        local ev = { type = kind }
+        ev.change, i = types.cql_string(p, i)
+        local n = p[i]
+        local parts = {}
+        for k = 1, n do
+            parts[k] = p[i + k]
+        end
+        local port = be32(p, i + 1 + n)
+        ev.address = (n == 4 and table.concat(parts, ".")
+                      or "ipv6:" .. #parts) .. ":" .. port
+        return ev
+    end
+
+    -- The schema change a RESULT Schema_change reports, or nil.
+    function frame.schema_change(f)
+        if f.proto ~= 2 or f.rtype ~= 0x08 or band(f.data[0], 0x80) == 0 then
+            return nil
+        end
+        local p = body_view(f)
+        local i = require("shotover.cql.session").response_start(f, p)
+        if be32(p, i) ~= 5 then
+            return nil
+        end
+        return schema_change(p, i + 4)
+    end
+
     -- The statements of a BATCH request: { type = "logged" | "unlogged" |
     -- "counter", [k] = { query = text } or { id = prepared id, query = its
     -- text when this worker saw the PREPARE }, each with `values` (typed
