@@ -833,22 +833,10 @@ sh_ffi_conn_outstanding(sh_conn_t *c)
     return (int) c->nwaits;
 }
 
-uint64_t
-sh_ffi_conn_id(sh_conn_t *c)
-{
-    return c->id;
-}
-
 int
 sh_ffi_conn_source(sh_conn_t *c)
 {
     return c->src->conf.index;
-}
-
-void
-sh_ffi_conn_close_after_reply(sh_conn_t *c)
-{
-    c->close_after = 1;
 }
 
 /*

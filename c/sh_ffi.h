@@ -166,12 +166,9 @@ void sh_ffi_batch_unref(sh_batch_t *b);
 sh_batch_t *sh_ffi_conn_batch(sh_conn_t *c);
 void sh_ffi_conn_set_resp(sh_conn_t *c, sh_batch_t *resp);
 int sh_ffi_conn_outstanding(sh_conn_t *c);
-uint64_t sh_ffi_conn_id(sh_conn_t *c);
 int sh_ffi_conn_source(sh_conn_t *c);
-void sh_ffi_conn_close_after_reply(sh_conn_t *c);
 
 /* Workers and sources */
-int sh_ffi_worker_id(sh_worker_t *w);
 int sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
     const char **err);
 
@@ -199,9 +196,6 @@ int sh_ffi_cql_pool_new(sh_worker_t *w, const sh_cql_conf_t *conf,
     sh_cql_pool_t **out, const char **err);
 int sh_ffi_cql_send(sh_cql_pool_t *p, sh_conn_t *c, sh_batch_t *req,
     sh_batch_t *resp);
-
-/* Time */
-uint64_t sh_ffi_now_ms(void);
 
 /* Layout check for the FFI spec: C's sizeof for a type named here */
 size_t sh_ffi_sizeof(const char *type);

@@ -83,12 +83,6 @@ sh_up_now(sh_upstream_t *up)
     return uv_now(&up->pool->w->loop);
 }
 
-uint64_t
-sh_ffi_now_ms(void)
-{
-    return uv_hrtime() / 1000000;
-}
-
 static sh_frame_t *
 sh_up_error_frame(sh_upstream_t *up, const char *what)
 {

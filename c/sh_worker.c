@@ -161,12 +161,6 @@ sh_workers_run(const char *conf_path, int nworkers)
 
 /* --- FFI ---------------------------------------------------------------- */
 
-int
-sh_ffi_worker_id(sh_worker_t *w)
-{
-    return w ? w->id : -1;
-}
-
 static void
 sh_listener_cb(uv_stream_t *server, int status)
 {
