@@ -121,12 +121,21 @@ function _M.ready(req)
     return envelope(req, 0x02, "")
 end
 
--- error(req, code, message): code is a number or a name of CODE
-function _M.error(req, code, msg)
+-- error(req, code, message[, extra]): code is a number or a name of CODE;
+-- extra holds the code's further fields, already encoded
+function _M.error(req, code, msg, extra)
     if type(code) == "string" then
         code = _M.CODE[code] or error("cql reply: unknown error code " .. code, 2)
     end
-    return envelope(req, 0x00, be32(code) .. cql_string(msg or ""))
+    return envelope(req, 0x00, be32(code) .. cql_string(msg or "")
+                               .. (extra or ""))
+end
+
+-- UNPREPARED for an EXECUTE: the driver prepares the statement again on
+-- this connection and retries.
+function _M.unprepared(req, msg)
+    local id = req:prepared_id()
+    return _M.error(req, "UNPREPARED", msg, be16(#id) .. id)
 end
 
 function _M.void(req)

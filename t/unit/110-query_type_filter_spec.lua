@@ -1,0 +1,67 @@
+-- query_type_filter: classes of Redis commands (from Redis' own metadata)
+-- and CQL statements, and which requests it refuses.
+local chain = require "shotover.chain"
+local config = require "shotover.config"
+local message = require "shotover.message"
+
+local function build(protocol, elements)
+    local conf = assert(config.check({ sources = { {
+        name = "f", protocol = protocol, listen = "127.0.0.1:1",
+        chain = elements } } }))
+    return chain.build(conf.sources[1].chain, { name = "f", protocol = protocol })
+end
+
+local function redis_batch(...)
+    local b = message.new_batch(0)
+    for _, cmd in ipairs({ ... }) do
+        b:push(assert(message.command(cmd)))
+    end
+    return b
+end
+
+describe("query_type_filter on redis", function()
+    local ch = build("redis", { { "query_type_filter", deny = { "write",
+        "read_write" } }, { "debug_returner", simple = "OK" } })
+
+    it("refuses writes and passes reads, in request order", function()
+        local resp = ch:run(ch:context(nil), redis_batch({ "GET", "a" },
+            { "SET", "a", "1" }, { "mget", "a", "b" }, { "INCR", "n" },
+            { "DEL", "a" }, { "PING" }, { "EVAL", "return 1", "0" }))
+        assert.are.equal("+OK\r\n", resp[1]:raw())
+        assert.matches("^%-ERR shotover: query_type_filter: read_write "
+                       .. "queries are not allowed", resp[2]:raw())
+        assert.are.equal("+OK\r\n", resp[3]:raw())
+        assert.matches("read_write queries", resp[4]:raw())
+        assert.matches("^%-ERR .* write queries", resp[5]:raw())
+        assert.are.equal("+OK\r\n", resp[6]:raw())   -- "other" passes
+        assert.matches("read_write queries", resp[7]:raw()) -- scripts write
+    end)
+
+    it("with an allow list refuses everything else", function()
+        local only = build("redis", { { "query_type_filter",
+            allow = { "read" } }, { "debug_returner", simple = "OK" } })
+        local resp = only:run(only:context(nil), redis_batch({ "GET", "a" },
+            { "PUBLISH", "c", "m" }, { "PING" }))
+        assert.are.equal("+OK\r\n", resp[1]:raw())
+        assert.matches("pubsub queries are not allowed", resp[2]:raw())
+        assert.matches("other queries are not allowed", resp[3]:raw())
+    end)
+end)
+
+describe("query_type_filter config", function()
+    it("needs exactly one known list", function()
+        local ok, errs = config.check({ sources = { { name = "f",
+            protocol = "redis", listen = "127.0.0.1:1", chain = {
+                { "query_type_filter", deny = { "writes" } },
+                { "null" } } } } })
+        assert.is_nil(ok)
+        assert.are.same({ 'sources[1].chain[1]: unknown query type "writes" '
+            .. "(one of read, write, read_write, schema_change, pubsub, use, "
+            .. "dcl, other)" }, errs)
+        ok, errs = config.check({ sources = { { name = "f",
+            protocol = "redis", listen = "127.0.0.1:1", chain = {
+                { "query_type_filter" }, { "null" } } } } })
+        assert.are.same({ "sources[1].chain[1]: give exactly one of allow "
+                          .. "and deny" }, errs)
+    end)
+end)
