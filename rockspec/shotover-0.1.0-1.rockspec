@@ -43,6 +43,7 @@ build = {
         ["shotover.transforms.null"] = "lua/shotover/transforms/null.lua",
         ["shotover.transforms.query_type_filter"] = "lua/shotover/transforms/query_type_filter.lua",
         ["shotover.transforms.redis"] = "lua/shotover/transforms/redis.lua",
+        ["shotover.transforms.router"] = "lua/shotover/transforms/router.lua",
         ["shotover.worker"] = "lua/shotover/worker.lua",
     },
 }

@@ -37,7 +37,17 @@ function _M.build(elements, env)
         else
             local mod = assert(config.load_transform(el[1]))
             e.name = el.name or el[1]
-            e.inst = mod.new(el, env)
+            e.inst = mod.new(el, setmetatable({
+                -- lets a transform build its sub-chains with this env
+                build_chain = function(elements, name)
+                    local sub = {}
+                    for k, v in pairs(env) do
+                        sub[k] = v
+                    end
+                    sub.name = (env.name or "chain") .. "/" .. name
+                    return _M.build(elements, sub)
+                end,
+            }, { __index = env }))
         end
         els[i] = e
     end
@@ -67,6 +77,25 @@ function Ctx:next(batch)
     end
     self.i = i - 1
     return resp
+end
+
+-- Run a sub-chain (built with env.build_chain) over batch for this
+-- connection: it shares the connection and its session table; its context
+-- is made once per connection.
+function Ctx:run_sub(sub, batch)
+    local subs = self.subs
+    if subs == nil then
+        subs = {}
+        self.subs = subs
+    end
+    local ctx = subs[sub]
+    if ctx == nil then
+        ctx = sub:context(self.c)
+        ctx.conn = self.conn
+        subs[sub] = ctx
+    end
+    ctx.i = 0
+    return ctx:next(batch)
 end
 
 -- Wait (yield the connection's coroutine) until every backend this

@@ -129,6 +129,14 @@ function _M.check_chain(chain, path, errs, ctx)
                         errs[#errs + 1] = epath .. ": " .. tostring(e)
                     end
                 end
+                -- sub-chains (router, tee, ...) are chains like any other:
+                -- the module names them, they are checked the same way
+                if #errs == n and mod.subchains then
+                    for _, sub in ipairs(mod.subchains(opts)) do
+                        _M.check_chain(sub.chain, epath .. sub.path, errs,
+                                       ctx)
+                    end
+                end
                 for k, v in pairs(opts) do
                     el[k] = v
                 end

@@ -55,3 +55,35 @@ print('rows', sorted(r.k for r in s.execute("SELECT k FROM qf.t")))
         assert.matches("rows [1, 3, 4]", out, 1, true)
     end)
 end)
+
+describe("router in front of cassandra", function()
+    local node, P
+
+    setup(function()
+        node = cassandra.start{ auth = false }
+        local _
+        _, P = cassandra.start_proxy{ no_sink = true, chain = string.format([[
+            { "router",
+              routes = { { match = { table = "secrets" },
+                           chain = { { "debug_returner", error = "not here",
+                                       error_code = "UNAUTHORIZED" } } } },
+              default = { { "cassandra", remote = "127.0.0.1:%d" } } }]],
+            node.port) }
+    end)
+    teardown(h.cleanup)
+
+    it("routes statements by table, the rest to the node", function()
+        local out = cassandra.python([[
+c, s = connect(protocol_version=4)
+print('version', s.execute("SELECT release_version FROM system.local").one()[0])
+try:
+    s.execute("SELECT * FROM system.secrets")
+    print('secrets served')
+except Exception as e:
+    print('secrets', str(e)[:200])
+]], { port = P })
+        assert.matches("version 5%.0", out)
+        assert.matches("secrets .*not here", out)
+        assert.not_matches("secrets served", out, 1, true)
+    end)
+end)
