@@ -43,7 +43,8 @@ int
 main(int argc, char **argv)
 {
     const char *cmd = NULL, *conf = NULL;
-    int i, workers = 0, level;
+    char admin_host[256];
+    int i, workers = 0, level, admin_port = 0;
 
     if (argc >= 3 && strcmp(argv[1], "lua") == 0) {
         return sh_lua_script(argc - 2, argv + 2);
@@ -93,7 +94,9 @@ main(int argc, char **argv)
         sh_usage(stderr);
         return 2;
     }
-    if (sh_lua_check(conf, &workers) != SH_OK) {
+    if (sh_lua_check(conf, &workers, admin_host, sizeof(admin_host),
+                     &admin_port) != SH_OK)
+    {
         return 1;
     }
     if (strcmp(cmd, "check") == 0) {
@@ -103,5 +106,6 @@ main(int argc, char **argv)
     if (workers <= 0) {
         workers = (int) uv_available_parallelism();
     }
-    return sh_workers_run(conf, workers) == SH_OK ? 0 : 1;
+    return sh_workers_run(conf, workers, admin_host, admin_port) == SH_OK
+           ? 0 : 1;
 }

@@ -16,6 +16,7 @@
 
 #include <lauxlib.h>
 
+#include "sh_metrics.h"
 #include "sh_worker.h"
 
 #define SH_CONN_MAX_INQ (64 * 1024 * 1024) /* queued input before pausing */
@@ -135,6 +136,7 @@ sh_conn_close(sh_conn_t *c)
     sh_free(c->cycle);
     c->cycle = NULL;
     sh_lua_conn_release(c);
+    sh_ffi_metric_add(c->src->conns, -1);
     if (c->prev) {
         c->prev->next = c->next;
     } else {
@@ -775,6 +777,7 @@ sh_conn_accept(sh_listener_t *l)
         c->reader = sh_resp_reader_new(SH_RESP_REQUEST, &lim);
     }
     c->co_ref = LUA_NOREF;
+    sh_ffi_metric_add(l->conns, 1);
     c->next = w->conns;
     if (w->conns) {
         w->conns->prev = c;

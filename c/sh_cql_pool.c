@@ -19,6 +19,7 @@
  */
 #include <stdio.h>
 
+#include "sh_metrics.h"
 #include "sh_worker.h"
 
 enum {
@@ -52,6 +53,7 @@ struct sh_cql_pool_s {
     char name[64];           /* sink name */
     char remote[300];        /* "host:port" for messages */
     struct sockaddr_storage addr; /* resolved address */
+    sh_metric_t *errors;     /* backend failures counter */
     struct sh_cql_pool_s *next; /* worker's list */
 };
 
@@ -128,6 +130,7 @@ sh_cql_up_fail(sh_cql_up_t *up, const char *why)
         return;
     }
     up->state = SH_CQL_UP_DEAD;
+    sh_ffi_metric_add(up->pool->errors, 1);
     sh_log_warn("sink \"%s\": %s %s", up->pool->name, up->pool->remote,
                 why);
     snprintf(msg, sizeof(msg), "shotover: backend %s (sink \"%s\") "
@@ -515,6 +518,15 @@ sh_ffi_cql_pool_new(sh_worker_t *w, const sh_cql_conf_t *conf,
     snprintf(p->remote, sizeof(p->remote), "%s:%d", conf->host, conf->port);
     p->conf.host = p->host;
     p->conf.name = p->name;
+    {
+        char labels[400];
+
+        snprintf(labels, sizeof(labels), "sink=\"%s\",backend=\"%s\"",
+                 p->name, p->remote);
+        p->errors = sh_metric_get(SH_METRIC_COUNTER,
+            "shotover_backend_errors_total", "backend connection failures: "
+            "refused, timed out, lost", labels);
+    }
     p->next = w->cql_pools;
     w->cql_pools = p;
     *out = p;

@@ -48,6 +48,13 @@ enum {
     SH_CMD_QUIT = 8          /* QUIT: answered by the proxy */
 };
 
+/* metric kinds */
+enum {
+    SH_METRIC_COUNTER = 1,
+    SH_METRIC_GAUGE = 2,
+    SH_METRIC_HISTOGRAM = 3
+};
+
 /* log levels */
 enum {
     SH_LOG_ERROR = 1,
@@ -61,6 +68,7 @@ typedef struct sh_conn_s sh_conn_t;
 typedef struct sh_worker_s sh_worker_t;
 typedef struct sh_redis_pool_s sh_redis_pool_t;
 typedef struct sh_cql_pool_s sh_cql_pool_t;
+typedef struct sh_metric_s sh_metric_t;
 
 /* A piece of a frame, relative to the frame's first byte. */
 typedef struct sh_slice_s {
@@ -196,6 +204,15 @@ int sh_ffi_cql_pool_new(sh_worker_t *w, const sh_cql_conf_t *conf,
     sh_cql_pool_t **out, const char **err);
 int sh_ffi_cql_send(sh_cql_pool_t *p, sh_conn_t *c, sh_batch_t *req,
     sh_batch_t *resp);
+
+/* Metrics, shared by every worker: one series per (name, labels); labels
+ * are Prometheus label text, e.g. `source="redis"` (or "").  Registering
+ * the same series twice returns the same one. */
+int sh_ffi_metric_register(int kind, const char *name, const char *help,
+    const char *labels, sh_metric_t **out, const char **err);
+void sh_ffi_metric_add(sh_metric_t *m, int64_t delta);
+void sh_ffi_metric_observe(sh_metric_t *m, uint64_t ns, uint64_t count);
+uint64_t sh_ffi_now_ns(void);
 
 /* Layout check for the FFI spec: C's sizeof for a type named here */
 size_t sh_ffi_sizeof(const char *type);

@@ -177,11 +177,13 @@ sh_lua_conn_release(sh_conn_t *c)
 
 /*
  * sh_lua_check: validate a config without starting anything.  Prints every
- * problem to stderr.  Returns SH_OK and the worker count (0 for "auto"), or
+ * problem to stderr.  Returns SH_OK with the worker count (0 for "auto") and
+ * the admin endpoint's address (admin_port 0 when there is none), or
  * SH_ERROR.
  */
 int
-sh_lua_check(const char *conf_path, int *workers)
+sh_lua_check(const char *conf_path, int *workers, char *admin_host,
+    size_t hostlen, int *admin_port)
 {
     lua_State *L = sh_lua_new();
     char err[4096];
@@ -191,16 +193,21 @@ sh_lua_check(const char *conf_path, int *workers)
         fprintf(stderr, "shotover: cannot create a Lua state\n");
         return SH_ERROR;
     }
+    *admin_port = 0;
     lua_pushstring(L, conf_path);
-    if (sh_lua_call(L, "shotover.config", "check_file", 1, 2, err,
+    if (sh_lua_call(L, "shotover.config", "check_file", 1, 3, err,
                     sizeof(err)) != SH_OK)
     {
         fprintf(stderr, "shotover: %s\n", err);
-    } else if (lua_isnumber(L, -2)) {
-        *workers = (int) lua_tointeger(L, -2);
+    } else if (lua_isnumber(L, -3)) {
+        *workers = (int) lua_tointeger(L, -3);
+        if (lua_isstring(L, -2)) {
+            snprintf(admin_host, hostlen, "%s", lua_tostring(L, -2));
+            *admin_port = (int) lua_tointeger(L, -1);
+        }
         rc = SH_OK;
     } else {
-        fprintf(stderr, "%s", lua_tostring(L, -1));
+        fprintf(stderr, "%s", lua_tostring(L, -2));
     }
     lua_close(L);
     return rc;

@@ -25,6 +25,7 @@
 #include <netdb.h>
 #include <stdio.h>
 
+#include "sh_metrics.h"
 #include "sh_worker.h"
 
 enum {
@@ -188,6 +189,9 @@ sh_up_disconnect(sh_upstream_t *up, const char *why, int backoff)
     }
     up->state = SH_UP_DOWN;
     uv_timer_stop(up->timer);
+    if (backoff || up->count > 0) {
+        sh_ffi_metric_add(up->pool->errors, 1);
+    }
     snprintf(up->err, sizeof(up->err), "%s", why);
     if (backoff) {
         up->retry_at = sh_up_now(up) + up->backoff;
@@ -663,6 +667,15 @@ sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
     }
     if (p->conf.backoff_max_ms < p->conf.backoff_min_ms) {
         p->conf.backoff_max_ms = p->conf.backoff_min_ms;
+    }
+    {
+        char labels[400];
+
+        snprintf(labels, sizeof(labels), "sink=\"%s\",backend=\"%s\"",
+                 p->name, p->remote);
+        p->errors = sh_metric_get(SH_METRIC_COUNTER,
+            "shotover_backend_errors_total", "backend connection failures: "
+            "refused, timed out, lost", labels);
     }
     p->shared = sh_calloc(p->conf.connections, sizeof(sh_upstream_t *));
     for (i = 0; i < p->conf.connections; i++) {

@@ -12,6 +12,8 @@
 
 #include <lauxlib.h>
 
+#include "sh_admin.h"
+#include "sh_metrics.h"
 #include "sh_worker.h"
 
 __thread sh_worker_t *sh_worker_cur;
@@ -94,14 +96,17 @@ sh_signal_cb(uv_signal_t *s, int signum)
 {
     sh_log_info("received %s, stopping", signum == SIGINT ? "SIGINT"
                                                           : "SIGTERM");
+    sh_admin_stop();
     sh_workers_stop();
     uv_close((uv_handle_t *) s, NULL);
     uv_close((uv_handle_t *) s->data, NULL);
 }
 
 int
-sh_workers_run(const char *conf_path, int nworkers)
+sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
+    int admin_port)
 {
+    char err[512];
     uv_loop_t *main_loop = uv_default_loop();
     uv_signal_t sigint, sigterm;
     int i, failed = 0;
@@ -131,11 +136,26 @@ sh_workers_run(const char *conf_path, int nworkers)
         uv_sem_wait(&sh_workers[i]->ready);
         failed = sh_workers[i]->init_failed;
     }
+    if (!failed && admin_port != 0
+        && sh_admin_start(main_loop, admin_host, admin_port, err,
+                          sizeof(err)) != SH_OK)
+    {
+        sh_log_error("%s", err);
+        failed = 1;
+        i = nworkers;
+    }
     if (failed) {
         nworkers = i;
         sh_nworkers = i;
         sh_workers_stop();
+        uv_run(main_loop, UV_RUN_NOWAIT);
     } else {
+        char labels[64];
+
+        snprintf(labels, sizeof(labels), "version=\"%s\"", SH_VERSION);
+        sh_ffi_metric_add(sh_metric_get(SH_METRIC_GAUGE, "shotover_build_info",
+                          "shotover's version (value 1)", labels), 1);
+        sh_admin_set_ready(1);
         sh_log_info("shotover %s running with %d worker%s", SH_VERSION,
                     nworkers, nworkers == 1 ? "" : "s");
         uv_signal_init(main_loop, &sigint);
@@ -249,6 +269,14 @@ sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
     snprintf(l->name, sizeof(l->name), "%s", conf->name ? conf->name : "");
     l->conf.name = l->name;
     l->conf.host = NULL;
+    {
+        char labels[128];
+
+        snprintf(labels, sizeof(labels), "source=\"%s\"", l->name);
+        l->conns = sh_metric_get(SH_METRIC_GAUGE, "shotover_connections",
+                                 "open client connections, per source",
+                                 labels);
+    }
     rc = uv_listen((uv_stream_t *) &l->tcp, 511, sh_listener_cb);
     if (rc != 0) {
         snprintf(errbuf, sizeof(errbuf), "cannot listen on %s:%d: %s",

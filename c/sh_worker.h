@@ -22,6 +22,7 @@ struct sh_listener_s {
     sh_worker_t *w;          /* owning worker */
     sh_source_conf_t conf;   /* copy of the source settings */
     char name[64];           /* source name, for logs */
+    sh_metric_t *conns;      /* open connections gauge */
     sh_listener_t *next;     /* worker's listener list */
 };
 
@@ -81,6 +82,7 @@ struct sh_redis_pool_s {
     char name[64];           /* sink name */
     char remote[300];        /* "host:port" for messages */
     struct sockaddr_storage addr; /* resolved address */
+    sh_metric_t *errors;     /* backend failures counter */
     sh_upstream_t **shared;  /* conf.connections pipelined connections */
     uint32_t rr;             /* round robin over shared */
     sh_redis_pool_t *next;   /* worker's pool list */
@@ -139,12 +141,14 @@ void sh_redis_pools_close(sh_worker_t *w);
 int sh_lua_worker_init(sh_worker_t *w, char *err, size_t errlen);
 int sh_lua_resume(sh_conn_t *c);
 void sh_lua_conn_release(sh_conn_t *c);
-int sh_lua_check(const char *conf_path, int *workers);
+int sh_lua_check(const char *conf_path, int *workers, char *admin_host,
+    size_t hostlen, int *admin_port);
 int sh_lua_script(int argc, char **argv);
 
 /* sh_worker.c */
 struct addrinfo;
-int sh_workers_run(const char *conf_path, int nworkers);
+int sh_workers_run(const char *conf_path, int nworkers,
+    const char *admin_host, int admin_port);
 int sh_resolve(const char *host, int port, int passive,
     struct addrinfo **res, char *errbuf, size_t errlen);
 

@@ -135,6 +135,9 @@ function Chain:run(ctx, batch)
     end
     local el = self.elements[failed] or self.elements[1]
     local msg = tostring(resp)
+    if self.m_errors then
+        require("shotover.metrics").add(self.m_errors, batch.n)
+    end
     log.error('chain "%s": element %d (%s) failed: %s', self.name, el.index,
               el.name, msg)
     return error_responses(batch, fmt('shotover: chain "%s" element %d '

@@ -18,6 +18,7 @@ local PROTOCOLS = { redis = true, cassandra = true }
 
 local top_schema = {
     workers = { type = "workers", default = 1 },
+    admin = { type = "table" },
     sources = { type = "table", required = true },
 }
 
@@ -163,6 +164,11 @@ function _M.check(conf)
                       .. schema.show(conf) }
     end
     schema.check(conf, top_schema, "", errs)
+    if type(conf.admin) == "table" then
+        schema.check(conf.admin, {
+            listen = { type = "hostport", default = "127.0.0.1:9001" },
+        }, "admin", errs)
+    end
     local sources = conf.sources
     if type(sources) == "table" then
         if #sources == 0 then
@@ -228,13 +234,18 @@ function _M.load(path)
 end
 
 -- For `shotover check` and the start of `run`: returns the worker count
--- (0 for "auto"), or nil and the error lines.
+-- (0 for "auto") and the admin endpoint's host and port (nil when none), or
+-- nil and the error lines.
 function _M.check_file(path)
     local conf, errs = _M.load(path)
     if not conf then
         return nil, concat(errs, "\n") .. "\n"
     end
-    return conf.workers == "auto" and 0 or conf.workers
+    local host, port
+    if conf.admin then
+        host, port = schema.parse_hostport(conf.admin.listen)
+    end
+    return conf.workers == "auto" and 0 or conf.workers, host, port
 end
 
 return _M

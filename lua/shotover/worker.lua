@@ -6,6 +6,7 @@ local base = require "shotover.ffi"
 local config = require "shotover.config"
 local chain = require "shotover.chain"
 local schema = require "shotover.schema"
+local metrics = require "shotover.metrics"
 
 local C = base.C
 local DONE = base.YIELD_DONE
@@ -24,13 +25,22 @@ local PROTO = { redis = base.PROTO_REDIS, cassandra = base.PROTO_CQL }
 -- The body of every client connection's coroutine.  C resumes it with a new
 -- batch in sh_ffi_conn_batch(c); it yields WAIT while backends work and
 -- DONE once the responses are set.
+local add, observe, now_ns = metrics.add, metrics.observe, metrics.now_ns
+
 local function run_connection(clud)
     local c = cast(conn_ptr, clud)
     local ch = chains[C.sh_ffi_conn_source(c)]
     local conn_batch = C.sh_ffi_conn_batch
     local ctx = ch:context(c)
+    local m_requests, m_latency = ch.m_requests, ch.m_latency
     while true do
-        local resp = ch:run(ctx, conn_batch(c)[0])
+        local t0 = now_ns()
+        local batch = conn_batch(c)[0]
+        local resp = ch:run(ctx, batch)
+        local n = batch.n
+        add(m_requests, n)
+        -- each request of the batch waited as long as the batch
+        observe(m_latency, now_ns() - t0, n)
         C.sh_ffi_conn_set_resp(c, resp)
         yield(DONE)
     end
@@ -49,10 +59,18 @@ function _M.init(wlud, path, id)
     end
     local err = ffi.new("const char *[1]")
     for i, src in ipairs(conf.sources) do
-        chains[i] = chain.build(src.chain, {
+        local ch = chain.build(src.chain, {
             worker = w, protocol = src.protocol, name = src.name,
             path = fmt("sources[%d].chain", i), worker_id = id,
         })
+        local labels = { source = src.name }
+        ch.m_requests = metrics.counter("shotover_requests_total",
+            "requests run through a source's chain", labels)
+        ch.m_errors = metrics.counter("shotover_chain_errors_total",
+            "requests failed by a raising chain element", labels)
+        ch.m_latency = metrics.histogram("shotover_request_duration_seconds",
+            "time a request spent in its source's chain", labels)
+        chains[i] = ch
         local host, port = schema.parse_hostport(src.listen)
         local sc = ffi.new("sh_source_conf_t", {
             name = src.name, host = host, port = port,

@@ -1,0 +1,245 @@
+/*
+ * sh_metrics.c -- counters, gauges and histograms shared by every worker.
+ *
+ * Series are registered at start (or first use) under a mutex and never
+ * freed; updates are relaxed atomic adds, so the hot path takes no lock.
+ * Histograms count observations in nanoseconds into fixed buckets fine
+ * enough for tens of microseconds, exposed in seconds.
+ */
+#include <stdio.h>
+#include <uv.h>
+
+#include "sh_metrics.h"
+
+#define SH_METRIC_BUCKETS 19
+
+/* bucket upper bounds in nanoseconds (the last is +Inf) */
+static const uint64_t sh_metric_bounds[SH_METRIC_BUCKETS - 1] = {
+    10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000,
+    10000000, 25000000, 50000000, 100000000, 250000000, 500000000,
+    1000000000, 2500000000u, 5000000000ull,
+};
+
+struct sh_metric_s {
+    int kind;                /* SH_METRIC_* */
+    char *name;              /* metric family name */
+    char *help;              /* its help text */
+    char *labels;            /* label text, "" for none */
+    int64_t value;           /* counter or gauge */
+    uint64_t buckets[SH_METRIC_BUCKETS]; /* histogram: per bucket */
+    uint64_t sum_ns;         /* histogram: sum of observations */
+    uint64_t count;          /* histogram: observations */
+    sh_metric_t *next;       /* registry order */
+};
+
+static uv_mutex_t sh_metrics_lock;
+static uv_once_t sh_metrics_once = UV_ONCE_INIT;
+static sh_metric_t *sh_metrics_head, **sh_metrics_tail = &sh_metrics_head;
+
+static void
+sh_metrics_init(void)
+{
+    uv_mutex_init(&sh_metrics_lock);
+}
+
+static char *
+sh_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = sh_alloc(n);
+
+    memcpy(d, s, n);
+    return d;
+}
+
+sh_metric_t *
+sh_metric_get(int kind, const char *name, const char *help,
+    const char *labels)
+{
+    sh_metric_t *m;
+
+    uv_once(&sh_metrics_once, sh_metrics_init);
+    uv_mutex_lock(&sh_metrics_lock);
+    for (m = sh_metrics_head; m != NULL; m = m->next) {
+        if (strcmp(m->name, name) == 0 && strcmp(m->labels, labels) == 0) {
+            break;
+        }
+    }
+    if (m == NULL) {
+        m = sh_calloc(1, sizeof(*m));
+        m->kind = kind;
+        m->name = sh_strdup(name);
+        m->help = sh_strdup(help);
+        m->labels = sh_strdup(labels);
+        *sh_metrics_tail = m;
+        sh_metrics_tail = &m->next;
+    }
+    uv_mutex_unlock(&sh_metrics_lock);
+    return m;
+}
+
+static int
+sh_metric_name_ok(const char *s)
+{
+    if (*s == '\0') {
+        return 0;
+    }
+    for (; *s; s++) {
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')
+              || (*s >= '0' && *s <= '9') || *s == '_' || *s == ':'))
+        {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int
+sh_ffi_metric_register(int kind, const char *name, const char *help,
+    const char *labels, sh_metric_t **out, const char **err)
+{
+    sh_metric_t *m;
+
+    if (kind < SH_METRIC_COUNTER || kind > SH_METRIC_HISTOGRAM
+        || !sh_metric_name_ok(name))
+    {
+        *err = "bad metric kind or name";
+        return SH_ERROR;
+    }
+    m = sh_metric_get(kind, name, help, labels ? labels : "");
+    if (m->kind != kind) {
+        *err = "a series of that name has another kind";
+        return SH_ERROR;
+    }
+    *out = m;
+    return SH_OK;
+}
+
+void
+sh_ffi_metric_add(sh_metric_t *m, int64_t delta)
+{
+    __atomic_fetch_add(&m->value, delta, __ATOMIC_RELAXED);
+}
+
+void
+sh_ffi_metric_observe(sh_metric_t *m, uint64_t ns, uint64_t count)
+{
+    int b = 0;
+
+    while (b < SH_METRIC_BUCKETS - 1 && ns > sh_metric_bounds[b]) {
+        b++;
+    }
+    __atomic_fetch_add(&m->buckets[b], count, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&m->sum_ns, ns * count, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&m->count, count, __ATOMIC_RELAXED);
+}
+
+uint64_t
+sh_ffi_now_ns(void)
+{
+    return uv_hrtime();
+}
+
+/* --- exposition ------------------------------------------------------------ */
+
+typedef struct sh_text_s {
+    char *p;                 /* text */
+    size_t len;              /* used */
+    size_t cap;              /* allocated */
+} sh_text_t;
+
+static void
+sh_text_printf(sh_text_t *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+sh_text_printf(sh_text_t *t, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    for (;;) {
+        va_start(ap, fmt);
+        n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t) n < t->cap - t->len) {
+            t->len += (size_t) n;
+            return;
+        }
+        t->cap = t->cap * 2 + (size_t) (n > 0 ? n : 0);
+        t->p = sh_realloc(t->p, t->cap);
+    }
+}
+
+/* "{labels}" or "{labels,extra}" */
+static void
+sh_text_labels(sh_text_t *t, const char *labels, const char *extra)
+{
+    if (*labels == '\0' && extra == NULL) {
+        return;
+    }
+    sh_text_printf(t, "{%s%s%s}", labels, (*labels && extra) ? "," : "",
+                   extra ? extra : "");
+}
+
+char *
+sh_metrics_render(size_t *len)
+{
+    static const char *const types[] = { "", "counter", "gauge", "histogram" };
+    sh_text_t t = { sh_alloc(4096), 0, 4096 };
+    sh_metric_t *fam, *m, *prev;
+    char le[48];
+    uint64_t cum;
+    int b;
+
+    uv_once(&sh_metrics_once, sh_metrics_init);
+    uv_mutex_lock(&sh_metrics_lock);
+    /* families in first-registered order, each with all its series */
+    for (fam = sh_metrics_head; fam != NULL; fam = fam->next) {
+        for (prev = sh_metrics_head; prev != fam; prev = prev->next) {
+            if (strcmp(prev->name, fam->name) == 0) {
+                break;
+            }
+        }
+        if (prev != fam) {
+            continue;                    /* family already written */
+        }
+        sh_text_printf(&t, "# HELP %s %s\n# TYPE %s %s\n", fam->name,
+                       fam->help, fam->name, types[fam->kind]);
+        for (m = fam; m != NULL; m = m->next) {
+            if (strcmp(m->name, fam->name) != 0) {
+                continue;
+            }
+            if (m->kind != SH_METRIC_HISTOGRAM) {
+                sh_text_printf(&t, "%s", m->name);
+                sh_text_labels(&t, m->labels, NULL);
+                sh_text_printf(&t, " %lld\n", (long long)
+                    __atomic_load_n(&m->value, __ATOMIC_RELAXED));
+                continue;
+            }
+            cum = 0;
+            for (b = 0; b < SH_METRIC_BUCKETS; b++) {
+                cum += __atomic_load_n(&m->buckets[b], __ATOMIC_RELAXED);
+                if (b < SH_METRIC_BUCKETS - 1) {
+                    snprintf(le, sizeof(le), "le=\"%g\"",
+                             (double) sh_metric_bounds[b] / 1e9);
+                } else {
+                    snprintf(le, sizeof(le), "le=\"+Inf\"");
+                }
+                sh_text_printf(&t, "%s_bucket", m->name);
+                sh_text_labels(&t, m->labels, le);
+                sh_text_printf(&t, " %llu\n", (unsigned long long) cum);
+            }
+            sh_text_printf(&t, "%s_sum", m->name);
+            sh_text_labels(&t, m->labels, NULL);
+            sh_text_printf(&t, " %.9f\n", (double)
+                __atomic_load_n(&m->sum_ns, __ATOMIC_RELAXED) / 1e9);
+            sh_text_printf(&t, "%s_count", m->name);
+            sh_text_labels(&t, m->labels, NULL);
+            sh_text_printf(&t, " %llu\n", (unsigned long long) cum);
+        }
+    }
+    uv_mutex_unlock(&sh_metrics_lock);
+    *len = t.len;
+    return t.p;
+}

@@ -1,0 +1,17 @@
+/*
+ * sh_metrics.h -- the metrics registry shared by all workers, and its
+ * Prometheus text exposition.
+ */
+#ifndef SH_METRICS_H
+#define SH_METRICS_H
+
+#include "sh_core.h"
+
+/* A series, registered (or found) by C code. */
+sh_metric_t *sh_metric_get(int kind, const char *name, const char *help,
+    const char *labels);
+
+/* The whole registry in Prometheus text format 0.0.4, malloc'd. */
+char *sh_metrics_render(size_t *len);
+
+#endif /* SH_METRICS_H */

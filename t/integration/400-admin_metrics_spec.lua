@@ -1,0 +1,94 @@
+-- The admin endpoint of a running shotover: health, readiness, Prometheus
+-- metrics that promtool accepts without warnings and that count what
+-- happened, and the log level changed live.
+local h = require("harness")
+
+local function http(method, port, path, body)
+    local argv = { "curl", "-s", "-X", method, "-w", "\n%{http_code}",
+                   "http://127.0.0.1:" .. port .. path }
+    if body then
+        table.insert(argv, 2, "--data")
+        table.insert(argv, 3, body)
+    end
+    local r = h.run(argv, { timeout = 10 })
+    local text, code = r.stdout:match("^(.*)\n(%d+)$")
+    return tonumber(code), text
+end
+
+local function series(text, name)
+    local v = text:match("\n" .. name:gsub("[%-%.%[%]%(%)%+%*%?%^%$]", "%%%0")
+                         .. " (%S+)")
+    return tonumber(v)
+end
+
+describe("the admin endpoint", function()
+    local env, P, A
+
+    setup(function()
+        A = h.free_port()
+        env = h.start_pair({ workers = 2,
+            extra = string.format('admin = { listen = "127.0.0.1:%d" },', A),
+            chain = [[{ "query_counter", name = "main" },
+                      { "redis", remote = "%REMOTE%" }]] })
+        P = env.port
+    end)
+    teardown(h.cleanup)
+
+    it("answers health and readiness", function()
+        assert.same({ 200, "ok\n" }, { http("GET", A, "/health") })
+        assert.same({ 200, "ready\n" }, { http("GET", A, "/ready") })
+        assert.equal(404, (http("GET", A, "/nope")))
+        assert.equal(405, (http("POST", A, "/metrics")))
+    end)
+
+    it("serves metrics that promtool accepts and that count requests",
+       function()
+        for i = 1, 5 do
+            h.cli(P, "set", "k" .. i, "v")
+        end
+        h.cli(P, "get", "k1")
+        local c = h.connect(P)                 -- an open connection
+        local code, text = http("GET", A, "/metrics")
+        assert.equal(200, code)
+        local path = h.tmpfile("metrics")
+        h.write_file(path, text)
+        local r = h.run({ "sh", "-c", "promtool check metrics < " .. path },
+                        { timeout = 20 })
+        assert.equal(0, r.code, r.stdout .. r.stderr)
+        assert.equal("", r.stdout .. r.stderr)    -- not even a warning
+        assert.is_true(series(text, 'shotover_requests_total{source="redis"}')
+                       >= 6)
+        assert.equal(5, series(text,
+            'shotover_query_count_total{name="main",query="SET"}'))
+        assert.equal(1, series(text,
+            'shotover_query_count_total{name="main",query="GET"}'))
+        assert.equal(1, series(text, 'shotover_connections{source="redis"}'))
+        assert.is_true(series(text,
+            'shotover_request_duration_seconds_count{source="redis"}') >= 6)
+        assert.equal(1, series(text, 'shotover_build_info{version="0.1.0"}'))
+        c:close()
+    end)
+
+    it("counts backend failures", function()
+        env.redis:stop()
+        assert.matches("unavailable", h.cli(P, "get", "x"))
+        local _, text = http("GET", A, "/metrics")
+        local n = 0
+        for v in text:gmatch('shotover_backend_errors_total{sink="redis"[^}]*} (%d+)')
+        do
+            n = n + tonumber(v)
+        end
+        assert.is_true(n >= 1)
+    end)
+
+    it("changes the log level live", function()
+        assert.same({ 400, "unknown log level: give error, warn, info or debug\n" },
+                    { http("PUT", A, "/log-level", "loud") })
+        assert.same({ 200, "log level debug\n" },
+                    { http("PUT", A, "/log-level", "debug") })
+        h.cli(P, "ping")
+        env.proxy:wait_log("[debug] conn ", 5)
+        assert.same({ 200, "log level info\n" },
+                    { http("PUT", A, "/log-level", "info") })
+    end)
+end)
