@@ -47,6 +47,13 @@ add_test(NAME integration-redis
                  ${CMAKE_SOURCE_DIR}/t/integration)
 set_tests_properties(integration-redis PROPERTIES ENVIRONMENT "${SH_TEST_ENV}"
                      TIMEOUT 900)
+# The admin endpoint and metrics (specs 4NN), with a real redis-server and
+# promtool.
+add_test(NAME integration-admin
+         COMMAND ${CMAKE_SOURCE_DIR}/t/run-busted --pattern=^4.*_spec
+                 ${CMAKE_SOURCE_DIR}/t/integration)
+set_tests_properties(integration-admin PROPERTIES ENVIRONMENT "${SH_TEST_ENV}"
+                     TIMEOUT 600)
 add_test(NAME integration-cassandra
          COMMAND ${CMAKE_SOURCE_DIR}/t/run-busted --pattern=^[23].*_spec
                  ${CMAKE_SOURCE_DIR}/t/integration)
