@@ -14,8 +14,8 @@ local _M = { name = "query_counter", version = "0.1.0", schema = {} }
 local mt = { __index = {} }
 
 function _M.new(conf)
-    return setmetatable({ name = conf.name or "query_counter", series = {} },
-                        mt)
+    return setmetatable({ name = conf.name or "query_counter", series = {},
+                          counts = {} }, mt)
 end
 
 local function series(self, query)
@@ -46,9 +46,17 @@ local function query_of(m, chain)
     return m:opcode_name()
 end
 
+-- counts are summed per batch and added to the shared series once per
+-- distinct query (an atomic add per series, not per request)
 function mt.__index.transform(self, batch, chain)
+    local counts = self.counts
     for i = 1, batch.n do
-        add(series(self, query_of(batch[i], chain)), 1)
+        local q = query_of(batch[i], chain)
+        counts[q] = (counts[q] or 0) + 1
+    end
+    for q, k in pairs(counts) do
+        add(series(self, q), k)
+        counts[q] = nil
     end
     return chain:next(batch)
 end

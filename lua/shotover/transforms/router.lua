@@ -78,7 +78,7 @@ end
 -- A compiled rule: function(msg, chain) -> bool.
 local function compile(r)
     if r.when then
-        return r.when
+        return nil
     end
     local m = r.match
     local commands, keys, prefixes, patterns, sets = nil, nil, nil, nil, {}
@@ -113,16 +113,16 @@ local function compile(r)
         end
     end
     local cql = next(sets) ~= nil
-    return function(msg, chain)
+    -- cmd and key are computed once per request by the caller (Redis)
+    return function(msg, chain, cmd, key)
         if msg.proto == 1 then
             if cql then
                 return false
             end
-            if commands and not commands[upper(msg:arg(1) or "")] then
+            if commands and not commands[cmd] then
                 return false
             end
             if keys or prefixes or patterns then
-                local key = msg:key()
                 if key == nil then
                     return false
                 end
@@ -177,7 +177,12 @@ end
 function _M.new(conf, env)
     local self = setmetatable({ routes = {} }, mt)
     for i, r in ipairs(conf.routes) do
-        self.routes[i] = { test = compile(r),
+        local test = compile(r)
+        if r.when then
+            local when = r.when
+            test = function(msg, chain) return when(msg, chain) end
+        end
+        self.routes[i] = { test = test,
                            chain = env.build_chain(r.chain, "route" .. i) }
     end
     self.default = env.build_chain(conf.default, "default")
@@ -192,8 +197,12 @@ function mt.__index.transform(self, batch, chain)
     local single = nil
     for i = 1, n do
         local m, r = batch[i], nroutes + 1
+        local cmd, key
+        if m.proto == 1 then
+            cmd, key = upper(m:arg(1) or ""), m:key()
+        end
         for k = 1, nroutes do
-            if routes[k].test(m, chain) then
+            if routes[k].test(m, chain, cmd, key) then
                 r = k
                 break
             end
