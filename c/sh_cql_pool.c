@@ -494,22 +494,20 @@ sh_ffi_cql_pool_new(sh_worker_t *w, const sh_cql_conf_t *conf,
     sh_cql_pool_t **out, const char **err)
 {
     static __thread char errbuf[256];
-    struct addrinfo *res;
     sh_cql_pool_t *p;
 
     if (w == NULL) {
         *err = "cassandra pools live in workers";
         return SH_ERROR;
     }
-    if (sh_resolve(conf->host, conf->port, 0, &res, errbuf, sizeof(errbuf))
-        != SH_OK)
+    p = sh_calloc(1, sizeof(*p));
+    if (sh_resolve_addr(conf->host, conf->port, &p->addr, errbuf,
+                        sizeof(errbuf)) != SH_OK)
     {
+        sh_free(p);
         *err = errbuf;
         return SH_ERROR;
     }
-    p = sh_calloc(1, sizeof(*p));
-    memcpy(&p->addr, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
     p->w = w;
     p->conf = *conf;
     snprintf(p->host, sizeof(p->host), "%s", conf->host);
@@ -518,15 +516,7 @@ sh_ffi_cql_pool_new(sh_worker_t *w, const sh_cql_conf_t *conf,
     snprintf(p->remote, sizeof(p->remote), "%s:%d", conf->host, conf->port);
     p->conf.host = p->host;
     p->conf.name = p->name;
-    {
-        char labels[400];
-
-        snprintf(labels, sizeof(labels), "sink=\"%s\",backend=\"%s\"",
-                 p->name, p->remote);
-        p->errors = sh_metric_get(SH_METRIC_COUNTER,
-            "shotover_backend_errors_total", "backend connection failures: "
-            "refused, timed out, lost", labels);
-    }
+    p->errors = sh_metric_backend_errors(p->name, p->remote);
     p->next = w->cql_pools;
     w->cql_pools = p;
     *out = p;

@@ -78,6 +78,18 @@ sh_metric_get(int kind, const char *name, const char *help,
     return m;
 }
 
+sh_metric_t *
+sh_metric_backend_errors(const char *sink, const char *remote)
+{
+    char labels[400];
+
+    snprintf(labels, sizeof(labels), "sink=\"%s\",backend=\"%s\"", sink,
+             remote);
+    return sh_metric_get(SH_METRIC_COUNTER, "shotover_backend_errors_total",
+                         "backend connection failures: refused, timed out, "
+                         "lost", labels);
+}
+
 static int
 sh_metric_name_ok(const char *s)
 {

@@ -11,6 +11,9 @@
 sh_metric_t *sh_metric_get(int kind, const char *name, const char *help,
     const char *labels);
 
+/* The failures counter of one backend of one sink. */
+sh_metric_t *sh_metric_backend_errors(const char *sink, const char *remote);
+
 /* The whole registry in Prometheus text format 0.0.4, malloc'd. */
 char *sh_metrics_render(size_t *len);
 

@@ -629,7 +629,6 @@ sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
     sh_redis_pool_t **out, const char **err)
 {
     static __thread char errbuf[256];
-    struct addrinfo *res;
     sh_redis_pool_t *p;
     uint32_t i;
 
@@ -637,15 +636,14 @@ sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
         *err = "redis pools live in workers";
         return SH_ERROR;
     }
-    if (sh_resolve(conf->host, conf->port, 0, &res, errbuf, sizeof(errbuf))
-        != SH_OK)
+    p = sh_calloc(1, sizeof(*p));
+    if (sh_resolve_addr(conf->host, conf->port, &p->addr, errbuf,
+                        sizeof(errbuf)) != SH_OK)
     {
+        sh_free(p);
         *err = errbuf;
         return SH_ERROR;
     }
-    p = sh_calloc(1, sizeof(*p));
-    memcpy(&p->addr, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
     p->w = w;
     p->conf = *conf;
     snprintf(p->host, sizeof(p->host), "%s", conf->host);
@@ -668,15 +666,7 @@ sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
     if (p->conf.backoff_max_ms < p->conf.backoff_min_ms) {
         p->conf.backoff_max_ms = p->conf.backoff_min_ms;
     }
-    {
-        char labels[400];
-
-        snprintf(labels, sizeof(labels), "sink=\"%s\",backend=\"%s\"",
-                 p->name, p->remote);
-        p->errors = sh_metric_get(SH_METRIC_COUNTER,
-            "shotover_backend_errors_total", "backend connection failures: "
-            "refused, timed out, lost", labels);
-    }
+    p->errors = sh_metric_backend_errors(p->name, p->remote);
     p->shared = sh_calloc(p->conf.connections, sizeof(sh_upstream_t *));
     for (i = 0; i < p->conf.connections; i++) {
         p->shared[i] = sh_up_new(p, NULL);

@@ -220,6 +220,21 @@ sh_resolve(const char *host, int port, int passive, struct addrinfo **res,
     return SH_OK;
 }
 
+/* sh_resolve_addr: the first address of host:port, for a backend. */
+int
+sh_resolve_addr(const char *host, int port, struct sockaddr_storage *addr,
+    char *errbuf, size_t errlen)
+{
+    struct addrinfo *res;
+
+    if (sh_resolve(host, port, 0, &res, errbuf, errlen) != SH_OK) {
+        return SH_ERROR;
+    }
+    memcpy(addr, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return SH_OK;
+}
+
 /*
  * sh_ffi_source_listen: bind and listen on conf->host:port with SO_REUSEPORT
  * so every worker has its own accept queue.  libuv 1.44 has no flag for it,

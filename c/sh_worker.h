@@ -151,5 +151,7 @@ int sh_workers_run(const char *conf_path, int nworkers,
     const char *admin_host, int admin_port);
 int sh_resolve(const char *host, int port, int passive,
     struct addrinfo **res, char *errbuf, size_t errlen);
+int sh_resolve_addr(const char *host, int port,
+    struct sockaddr_storage *addr, char *errbuf, size_t errlen);
 
 #endif /* SH_WORKER_H */
