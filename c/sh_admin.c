@@ -5,6 +5,8 @@
  *   GET /ready      200 once every worker serves, 503 before and while
  *                   stopping
  *   PUT /log-level  body error|warn|info|debug: changes the level live
+ *   GET /switches   every switch, its setting and choices
+ *   PUT /switches/NAME  body one of its choices: flips it live
  * Requests are parsed with Node's http-parser (Debian libhttp-parser);
  * one request per connection, answered with Connection: close.
  */
@@ -15,6 +17,7 @@
 
 #include "sh_admin.h"
 #include "sh_metrics.h"
+#include "sh_switch.h"
 #include "sh_worker.h"
 
 #define SH_ADMIN_MAX 4096                /* URL or body bytes kept */
@@ -118,12 +121,9 @@ sh_admin_on_body(http_parser *p, const char *at, size_t len)
 }
 
 static void
-sh_admin_log_level(sh_admin_conn_t *c)
+sh_admin_trim_body(sh_admin_conn_t *c)
 {
-    static const char *const names[] = { "error", "warn", "info", "debug" };
-    char msg[64];
     size_t n = c->body_len;
-    int i;
 
     while (n > 0 && (c->body[n - 1] == '\n' || c->body[n - 1] == '\r'
                      || c->body[n - 1] == ' '))
@@ -131,6 +131,16 @@ sh_admin_log_level(sh_admin_conn_t *c)
         n--;
     }
     c->body[n] = '\0';
+}
+
+static void
+sh_admin_log_level(sh_admin_conn_t *c)
+{
+    static const char *const names[] = { "error", "warn", "info", "debug" };
+    char msg[64];
+    int i;
+
+    sh_admin_trim_body(c);
     for (i = 0; i < 4; i++) {
         if (strcmp(c->body, names[i]) == 0) {
             sh_ffi_log_set_level(i + 1);
@@ -142,6 +152,24 @@ sh_admin_log_level(sh_admin_conn_t *c)
     }
     sh_admin_text(c, 400, "Bad Request",
                   "unknown log level: give error, warn, info or debug\n");
+}
+
+static void
+sh_admin_switch(sh_admin_conn_t *c, const char *name)
+{
+    char msg[512];
+    int rc;
+
+    sh_admin_trim_body(c);
+    rc = sh_switch_set(name, c->body, msg, sizeof(msg));
+    if (rc == SH_OK) {
+        sh_log(SH_LOG_INFO, "admin: switch %s set to %s", name, c->body);
+        sh_admin_text(c, 200, "OK", msg);
+    } else if (rc == SH_DECLINED) {
+        sh_admin_text(c, 404, "Not Found", msg);
+    } else {
+        sh_admin_text(c, 400, "Bad Request", msg);
+    }
 }
 
 static int
@@ -171,14 +199,25 @@ sh_admin_on_complete(http_parser *p)
         }
     } else if (strcmp(path, "/log-level") == 0 && p->method == HTTP_PUT) {
         sh_admin_log_level(c);
+    } else if (strcmp(path, "/switches") == 0 && p->method == HTTP_GET) {
+        char *text = sh_switch_render(&len);
+
+        sh_admin_respond(c, 200, "OK", "text/plain; charset=utf-8", text,
+                         len);
+        sh_free(text);
+    } else if (strncmp(path, "/switches/", 10) == 0 && path[10] != '\0'
+               && p->method == HTTP_PUT)
+    {
+        sh_admin_switch(c, path + 10);
     } else if (strcmp(path, "/metrics") == 0 || strcmp(path, "/health") == 0
                || strcmp(path, "/ready") == 0
-               || strcmp(path, "/log-level") == 0)
+               || strcmp(path, "/log-level") == 0
+               || strncmp(path, "/switches", 9) == 0)
     {
         sh_admin_text(c, 405, "Method Not Allowed", "method not allowed\n");
     } else {
         sh_admin_text(c, 404, "Not Found", "not found: /metrics, /health, "
-                      "/ready, PUT /log-level\n");
+                      "/ready, PUT /log-level, /switches\n");
     }
     return 0;
 }

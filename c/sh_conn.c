@@ -70,6 +70,9 @@ sh_conn_reader_pending(sh_conn_t *c)
 static void
 sh_conn_reader_free(sh_conn_t *c)
 {
+    if (c->reader == NULL) {
+        return;
+    }
     if (c->proto == SH_PROTO_CQL) {
         sh_cql_reader_free(c->reader);
     } else {
@@ -105,8 +108,44 @@ sh_conn_release_cycle(sh_conn_t *c)
     c->ncycle = 0;
     sh_batch_unref(c->batch);
     sh_batch_unref(c->resp);
+    sh_batch_unref(c->exp);
     c->batch = NULL;
     c->resp = NULL;
+    c->exp = NULL;
+}
+
+static void sh_conn_schedule(sh_conn_t *c);
+
+/* The client c is going: its shadows finish what they hold, then close. */
+static void
+sh_conn_orphan_shadows(sh_conn_t *c)
+{
+    sh_conn_t *s;
+
+    while ((s = c->shadows) != NULL) {
+        c->shadows = s->shadow_next;
+        s->shadow_next = NULL;
+        s->parent = NULL;
+        s->eof = 1;
+        sh_conn_schedule(s);
+    }
+}
+
+static void
+sh_conn_unlink_shadow(sh_conn_t *s)
+{
+    sh_conn_t **pp;
+
+    if (s->parent == NULL) {
+        return;
+    }
+    for (pp = &s->parent->shadows; *pp != NULL; pp = &(*pp)->shadow_next) {
+        if (*pp == s) {
+            *pp = s->shadow_next;
+            break;
+        }
+    }
+    s->parent = NULL;
 }
 
 static void
@@ -119,6 +158,8 @@ sh_conn_close(sh_conn_t *c)
         return;
     }
     c->closing = 1;
+    sh_conn_orphan_shadows(c);
+    sh_conn_unlink_shadow(c);
     /* backends may still fill our response batches: they must not wake us */
     for (i = 0; i < c->nwaits; i++) {
         c->waits[i]->conn = NULL;
@@ -132,11 +173,15 @@ sh_conn_close(sh_conn_t *c)
     sh_conn_release_cycle(c);
     sh_batch_unref(c->inq);
     c->inq = NULL;
+    sh_batch_unref(c->expq);
+    c->expq = NULL;
     sh_conn_reader_free(c);
     sh_free(c->cycle);
     c->cycle = NULL;
     sh_lua_conn_release(c);
-    sh_ffi_metric_add(c->src->conns, -1);
+    if (!c->shadow) {
+        sh_ffi_metric_add(c->src->conns, -1);
+    }
     if (c->prev) {
         c->prev->next = c->next;
     } else {
@@ -154,6 +199,8 @@ sh_conn_close(sh_conn_t *c)
         c->on_wake = 0;
     }
     sh_log_debug("conn %llu closed", (unsigned long long) c->id);
+    /* shadows have an unconnected handle too, so their memory also goes
+     * in the close callback, never under a running chain */
     if (!uv_is_closing((uv_handle_t *) &c->tcp)) {
         uv_close((uv_handle_t *) &c->tcp, sh_conn_close_cb);
     }
@@ -174,6 +221,10 @@ void
 sh_conn_close_after_writes(sh_conn_t *c)
 {
     if (c->closing) {
+        return;
+    }
+    if (c->shadow) {
+        sh_conn_close(c);            /* nothing to write */
         return;
     }
     c->closing = 1;
@@ -225,6 +276,9 @@ sh_conn_resume_reading(sh_conn_t *c)
 static int
 sh_conn_write_blocked(sh_conn_t *c)
 {
+    if (c->shadow) {
+        return 0;
+    }
     return uv_stream_get_write_queue_size((uv_stream_t *) &c->tcp)
            > c->src->conf.max_write_queue;
 }
@@ -321,8 +375,8 @@ sh_conn_write_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
     ssize_t done;
     int rc;
 
-    if (c->closing || n == 0) {
-        return;
+    if (c->closing || n == 0 || c->shadow) {
+        return;                  /* a shadow's replies go nowhere */
     }
     if (n > 16) {
         bufs = sh_alloc(n * sizeof(uv_buf_t));
@@ -507,6 +561,10 @@ sh_conn_finish_batch(sh_conn_t *c)
     uint32_t i;
 
     c->running = 0;
+    if (c->shadow) {
+        sh_conn_release_cycle(c);
+        return;
+    }
     if (resp == NULL || resp->n != req->n) {
         sh_log_error("source \"%s\": chain returned %u responses for %u "
                      "requests", c->src->name, resp ? resp->n : 0, req->n);
@@ -563,7 +621,14 @@ sh_conn_run(sh_conn_t *c)
                 sh_conn_pause(c);
                 return;
             }
-            if (c->inq->n <= c->src->conf.max_batch) {
+            if (c->shadow) {
+                /* a shadow runs what was pushed, each request with its
+                 * paired frame */
+                c->batch = c->inq;
+                c->inq = NULL;
+                c->exp = c->expq;
+                c->expq = NULL;
+            } else if (c->inq->n <= c->src->conf.max_batch) {
                 c->batch = c->inq;
                 c->inq = NULL;
             } else {
@@ -584,7 +649,11 @@ sh_conn_run(sh_conn_t *c)
             sh_conn_step(c);
             continue;
         }
-        if (c->proto_err) {
+        if (c->shadow) {
+            if (c->eof) {
+                sh_conn_close(c);
+            }
+        } else if (c->proto_err) {
             sh_conn_send_error(c, NULL, SH_CQL_PROTOCOL_ERROR,
                 c->proto == SH_PROTO_CQL ? sh_cql_reader_error(c->reader)
                                          : sh_resp_reader_error(c->reader));
@@ -607,6 +676,19 @@ sh_conn_wake(sh_conn_t *c)
     c->w->wakeq = c;
 }
 
+/* Run a shadow's queue soon: from the worker's wake list, which is worked
+ * off after backend reads and before every poll (never from inside Lua). */
+static void
+sh_conn_schedule(sh_conn_t *c)
+{
+    if (c->on_wake || c->running || c->closing) {
+        return;
+    }
+    c->on_wake = 1;
+    c->wake_next = c->w->wakeq;
+    c->w->wakeq = c;
+}
+
 /* Resume every connection whose backends finished, after a backend read. */
 void
 sh_conn_wake_all(sh_worker_t *w)
@@ -616,10 +698,14 @@ sh_conn_wake_all(sh_worker_t *w)
     while ((c = w->wakeq) != NULL) {
         w->wakeq = c->wake_next;
         c->on_wake = 0;
-        if (c->closing || !c->suspended) {
+        if (c->closing) {
             continue;
         }
-        sh_conn_step(c);
+        if (c->suspended) {
+            sh_conn_step(c);
+        } else if (!c->shadow) {
+            continue;
+        }
         if (!c->running) {
             sh_conn_run(c);
             if (!c->running && !c->closing && !sh_conn_write_blocked(c)) {
@@ -840,6 +926,70 @@ int
 sh_ffi_conn_source(sh_conn_t *c)
 {
     return c->src->conf.index;
+}
+
+int
+sh_ffi_conn_handler(sh_conn_t *c)
+{
+    return c->handler;
+}
+
+int
+sh_ffi_conn_shadow(sh_conn_t *c, int handler, sh_conn_t **out)
+{
+    sh_conn_t *s;
+
+    if (c == NULL || c->shadow || c->closing || handler <= 0) {
+        return SH_ERROR;
+    }
+    s = sh_calloc(1, sizeof(*s));
+    uv_tcp_init(&c->w->loop, &s->tcp);     /* never connected: see close */
+    s->w = c->w;
+    s->src = c->src;
+    s->id = __atomic_fetch_add(&sh_conn_next_id, 1, __ATOMIC_RELAXED);
+    s->proto = c->proto;
+    s->co_ref = LUA_NOREF;
+    s->shadow = 1;
+    s->read_stopped = 1;
+    s->handler = handler;
+    s->parent = c;
+    s->shadow_next = c->shadows;
+    c->shadows = s;
+    s->next = c->w->conns;
+    if (c->w->conns) {
+        c->w->conns->prev = s;
+    }
+    c->w->conns = s;
+    *out = s;
+    return SH_OK;
+}
+
+int
+sh_ffi_conn_push(sh_conn_t *s, sh_frame_t *req, sh_frame_t *paired)
+{
+    if (!s->shadow || s->closing || req == NULL) {
+        return SH_ERROR;
+    }
+    if (s->inq == NULL) {
+        s->inq = sh_batch_alloc(0);
+        s->expq = sh_batch_alloc(0);
+    }
+    sh_batch_append(s->inq, req);
+    sh_batch_append(s->expq, paired);
+    sh_conn_schedule(s);
+    return SH_OK;
+}
+
+uint32_t
+sh_ffi_conn_queued(sh_conn_t *s)
+{
+    return (s->inq ? s->inq->n : 0) + (s->running ? s->batch->n : 0);
+}
+
+sh_batch_t *
+sh_ffi_conn_paired(sh_conn_t *s)
+{
+    return s->exp;
 }
 
 /*
@@ -1089,6 +1239,45 @@ sh_ffi_cql_body(const sh_frame_t *f, sh_frame_t **holder,
     *len = n;
     *holder = h;
     return sh_conn_cycle_add(h);
+}
+
+/*
+ * sh_ffi_frame_same: do two replies say the same?  Redis: the same bytes.
+ * CQL: the same opcode and body (decompressed when compressed), whatever
+ * the stream id, version and compression of the envelopes.  1 or 0.
+ */
+int
+sh_ffi_frame_same(const sh_frame_t *a, const sh_frame_t *b)
+{
+    sh_frame_t *ha, *hb;
+    const uint8_t *ba, *bb;
+    const char *err;
+    size_t la, lb;
+    int same;
+
+    if (a == NULL || b == NULL || a->proto != b->proto) {
+        return a == b;
+    }
+    if (a->proto == SH_PROTO_REDIS) {
+        return a->len == b->len && memcmp(a->data, b->data, a->len) == 0;
+    }
+    if (a->rtype != b->rtype) {
+        return 0;
+    }
+    if (sh_ffi_cql_body(a, &ha, &ba, &la, &err) == SH_ERROR) {
+        return 0;
+    }
+    if (sh_ffi_cql_body(b, &hb, &bb, &lb, &err) == SH_ERROR) {
+        sh_frame_unref(ha);
+        return 0;
+    }
+    same = la == lb && memcmp(ba, bb, la) == 0;
+    /* outside a worker the decompressed bodies are ours to drop */
+    if (sh_worker_cur == NULL || sh_worker_cur->cur == NULL) {
+        sh_frame_unref(ha);
+        sh_frame_unref(hb);
+    }
+    return same;
 }
 
 /*

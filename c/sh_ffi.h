@@ -160,6 +160,7 @@ int sh_ffi_frame_new_command(const uint8_t **args, const size_t *lens,
 int sh_ffi_frame_set_arg(sh_frame_t *f, int i, const uint8_t *data,
     size_t len, const char **err);
 void sh_ffi_frame_unref(sh_frame_t *f);
+int sh_ffi_frame_same(const sh_frame_t *a, const sh_frame_t *b);
 int sh_ffi_frame_describe(const sh_frame_t *f, char *out, size_t cap);
 int sh_ffi_frame_error(const sh_frame_t *req, uint32_t code, const char *msg,
     sh_frame_t **out);
@@ -175,6 +176,18 @@ sh_batch_t *sh_ffi_conn_batch(sh_conn_t *c);
 void sh_ffi_conn_set_resp(sh_conn_t *c, sh_batch_t *resp);
 int sh_ffi_conn_outstanding(sh_conn_t *c);
 int sh_ffi_conn_source(sh_conn_t *c);
+
+/* Shadows: connections without a socket serving client c, each with its
+ * own coroutine (running Lua handler number `handler`, > 0), session and
+ * backend connections.  Lua pushes requests into one, each paired with a
+ * frame of its choice (or NULL); the shadow runs them after the current
+ * batch, writes its replies nowhere, and outlives c until its queue is
+ * done.  An asynchronous tee is one. */
+int sh_ffi_conn_handler(sh_conn_t *c);
+int sh_ffi_conn_shadow(sh_conn_t *c, int handler, sh_conn_t **out);
+int sh_ffi_conn_push(sh_conn_t *s, sh_frame_t *req, sh_frame_t *paired);
+uint32_t sh_ffi_conn_queued(sh_conn_t *s);
+sh_batch_t *sh_ffi_conn_paired(sh_conn_t *s);
 
 /* Workers and sources */
 int sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
@@ -213,6 +226,13 @@ int sh_ffi_metric_register(int kind, const char *name, const char *help,
 void sh_ffi_metric_add(sh_metric_t *m, int64_t delta);
 void sh_ffi_metric_observe(sh_metric_t *m, uint64_t ns, uint64_t count);
 uint64_t sh_ffi_now_ns(void);
+
+/* Switches: named settings the admin endpoint flips at run time (PUT
+ * /switches/NAME), e.g. which side's reply a tee returns.  choices is
+ * "a|b|...", *out points at the index of the current choice; the same name
+ * registered again (every worker does) gives the same switch. */
+int sh_ffi_switch_register(const char *name, const char *choices,
+    int initial, int32_t **out, const char **err);
 
 /* Layout check for the FFI spec: C's sizeof for a type named here */
 size_t sh_ffi_sizeof(const char *type);

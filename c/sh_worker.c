@@ -21,6 +21,9 @@ __thread sh_worker_t *sh_worker_cur;
 static void
 sh_worker_flush_cb(uv_prepare_t *p)
 {
+    /* shadows Lua pushed work to run now, so what they send goes out
+     * with this flush */
+    sh_conn_wake_all((sh_worker_t *) p->data);
     sh_redis_flush_all((sh_worker_t *) p->data);
 }
 

@@ -67,6 +67,17 @@ struct sh_conn_s {
     unsigned closing:1;      /* uv_close or shutdown under way */
     unsigned close_after:1;  /* close once the replies are written */
     unsigned proto_err:1;    /* reader failed: send error, then close */
+    /* shadows: connections without a socket that run requests Lua pushes
+     * (an asynchronous tee), with their own coroutine and backends */
+    unsigned shadow:1;       /* this is one */
+    int handler;             /* shadow: which Lua handler runs it (> 0) */
+    sh_batch_t *expq;        /* shadow: a frame Lua paired with each
+                                request of inq (e.g. the main reply) */
+    sh_batch_t *exp;         /* shadow: those of the running batch */
+    sh_conn_t *parent;       /* shadow: the client it serves, until that
+                                closes */
+    sh_conn_t *shadows;      /* client: its shadows */
+    sh_conn_t *shadow_next;  /* shadow: next of the parent's list */
     sh_conn_t *prev, *next;  /* worker's connection list */
     sh_conn_t *wake_next;    /* worker's list of connections to resume */
     unsigned on_wake:1;      /* on that list */

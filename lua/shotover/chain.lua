@@ -6,16 +6,21 @@
 local base = require "shotover.ffi"
 local config = require "shotover.config"
 local message = require "shotover.message"
+local metrics = require "shotover.metrics"
 local log = require "shotover.log"
 
 local C = base.C
 local WAIT = base.YIELD_WAIT
 local yield = coroutine.yield
+local resume = coroutine.resume
+local cocreate = coroutine.create
+local status = coroutine.status
 local pcall = pcall
 local setmetatable = setmetatable
 local tostring = tostring
 local fmt = string.format
 local new_batch = message.new_batch
+local add, observe, now_ns = metrics.add, metrics.observe, metrics.now_ns
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -45,10 +50,23 @@ function _M.build(elements, env)
                         sub[k] = v
                     end
                     sub.name = (env.name or "chain") .. "/" .. name
+                    sub.source = env.source or env.name
                     return _M.build(elements, sub)
                 end,
             }, { __index = env }))
         end
+        -- per transform: requests in, time spent (its own work and
+        -- everything after it), failures it raised
+        local labels = { source = env.source or env.name or "chain",
+                         chain = env.name or "chain", transform = e.name }
+        e.m_requests = metrics.counter("shotover_transform_requests_total",
+            "requests a chain element was given", labels)
+        e.m_errors = metrics.counter("shotover_transform_errors_total",
+            "requests failed by an element raising an error", labels)
+        e.m_latency = metrics.histogram(
+            "shotover_transform_duration_seconds",
+            "time from handing a batch to a chain element to its responses",
+            labels)
         els[i] = e
     end
     return setmetatable({ elements = els, n = #els, name = env.name,
@@ -69,12 +87,16 @@ function Ctx:next(batch)
         error("next() called by the last element of the chain", 2)
     end
     self.i = i
+    local t0 = now_ns()
     local resp
     if el.inline then
         resp = el.inline(batch, self)
     else
         resp = el.inst:transform(batch, self)
     end
+    local n = batch.n
+    add(el.m_requests, n)
+    observe(el.m_latency, now_ns() - t0, n)
     self.i = i - 1
     return resp
 end
@@ -108,6 +130,45 @@ function Ctx:wait()
     end
 end
 
+-- Concurrency inside one connection.  spawn runs fn(...) in a coroutine of
+-- its own until it first waits for a backend, and returns a task; the
+-- caller goes on (typically sending elsewhere) and later calls join, which
+-- waits and returns what fn returned, raising what it raised.  Backends
+-- answer into the connection and C resumes it only once all of them have,
+-- so one wait serves every task sending at the time.  Yields other than
+-- WAIT (none in today's elements) are passed up and their results down.
+local function step(task, ...)
+    local ok, a = resume(task.co, ...)
+    if not ok then
+        task.done, task.err = true, a
+    elseif status(task.co) == "dead" then
+        task.done, task.res = true, a
+    else
+        task.yielded = a
+    end
+    return task
+end
+
+function Ctx:spawn(fn, ...)
+    return step({ co = cocreate(fn), done = false }, ...)
+end
+
+function Ctx:join(task)
+    while not task.done do
+        local y = task.yielded
+        if y == WAIT then
+            self:wait()
+            step(task)
+        else
+            step(task, yield(y))
+        end
+    end
+    if task.err ~= nil then
+        error(task.err, 0)
+    end
+    return task.res
+end
+
 -- One error reply per request, each in the request's protocol (a CQL ERROR
 -- must carry its request's stream id).
 local function error_responses(batch, msg)
@@ -136,8 +197,9 @@ function Chain:run(ctx, batch)
     local el = self.elements[failed] or self.elements[1]
     local msg = tostring(resp)
     if self.m_errors then
-        require("shotover.metrics").add(self.m_errors, batch.n)
+        add(self.m_errors, batch.n)
     end
+    add(el.m_errors, batch.n)
     log.error('chain "%s": element %d (%s) failed: %s', self.name, el.index,
               el.name, msg)
     return error_responses(batch, fmt('shotover: chain "%s" element %d '

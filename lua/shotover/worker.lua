@@ -27,8 +27,21 @@ local PROTO = { redis = base.PROTO_REDIS, cassandra = base.PROTO_CQL }
 -- DONE once the responses are set.
 local add, observe, now_ns = metrics.add, metrics.observe, metrics.now_ns
 
+-- Handlers run the coroutines of shadow connections (see sh_ffi.h): a
+-- transform adds one per worker and gets its number.
+local handlers = {}
+
+function _M.add_handler(fn)
+    handlers[#handlers + 1] = fn
+    return #handlers
+end
+
 local function run_connection(clud)
     local c = cast(conn_ptr, clud)
+    local h = C.sh_ffi_conn_handler(c)
+    if h ~= 0 then
+        return handlers[h](c)
+    end
     local ch = chains[C.sh_ffi_conn_source(c)]
     local conn_batch = C.sh_ffi_conn_batch
     local ctx = ch:context(c)
@@ -61,6 +74,7 @@ function _M.init(wlud, path, id)
     for i, src in ipairs(conf.sources) do
         local ch = chain.build(src.chain, {
             worker = w, protocol = src.protocol, name = src.name,
+            source = src.name,
             path = fmt("sources[%d].chain", i), worker_id = id,
         })
         local labels = { source = src.name }

@@ -710,6 +710,32 @@ end
 -- { verbatim = "txt:..." }; attributes are skipped.
 h.NULL = setmetatable({ ["<null>"] = true }, { __tostring = function() return "NULL" end })
 
+-- An HTTP request to the admin endpoint: status code, body.
+function h.http(method, port, path, body)
+    local argv = { "curl", "-s", "-X", method, "-w", "\n%{http_code}",
+                   "http://127.0.0.1:" .. port .. path }
+    if body then
+        table.insert(argv, 2, "--data")
+        table.insert(argv, 3, body)
+    end
+    local r = h.run(argv, { timeout = 10 })
+    local text, code = r.stdout:match("^(.*)\n(%d+)$")
+    return tonumber(code), text
+end
+
+-- The value of one series (name with its labels, as /metrics writes it)
+-- in the metrics text, or of the admin endpoint on `port` when given one.
+function h.metric(text_or_port, name)
+    local text = text_or_port
+    if type(text) == "number" then
+        local _
+        _, text = h.http("GET", text_or_port, "/metrics")
+    end
+    local v = ("\n" .. (text or "")):match("\n" .. name:gsub("[%-%.%[%]%(%)%+%*%?%^%$]",
+                                                      "%%%0") .. " (%S+)")
+    return tonumber(v)
+end
+
 function h.status(s) return { status = s } end
 function h.err(s) return { err = s } end
 

@@ -1,0 +1,277 @@
+-- tee: sends every request down the chain and, as well, through a sub-chain
+-- (a shadow cluster, a new version of a backend), comparing the two replies
+-- when asked to.  With wait = true both are sent at once and the client's
+-- reply waits for both; with wait = false the sub-chain runs on a shadow
+-- connection after the client has its reply, through a bounded queue whose
+-- overflow is dropped and counted.  Which side's reply the client gets is a
+-- switch the admin endpoint can flip.  See docs/transforms/tee.md.
+local ffi = require "ffi"
+local bit = require "bit"
+local base = require "shotover.ffi"
+local message = require "shotover.message"
+local metrics = require "shotover.metrics"
+local log = require "shotover.log"
+
+local C = base.C
+local DONE = base.YIELD_DONE
+local band = bit.band
+local yield = coroutine.yield
+local pcall = pcall
+local fmt = string.format
+local new_batch = message.new_batch
+local error_reply = message.error_reply
+local add = metrics.add
+local same = C.sh_ffi_frame_same
+
+local CMD_STREAM = 4               -- SUBSCRIBE, MONITOR: replies stream
+local CQL_REGISTER = 0x0B          -- events would reach the client twice
+local CQL_HANDSHAKE = { [0x01] = true, [0x05] = true, [0x0F] = true }
+
+local _M = {
+    name = "tee",
+    version = "0.1.0",
+    schema = {
+        chain = { type = "table", required = true },
+        behavior = { type = "enum", default = "ignore",
+                     values = { "ignore", "log_mismatch", "fail_on_mismatch",
+                                "subchain_on_mismatch" } },
+        mismatch_chain = { type = "table" },
+        wait = { type = "boolean", default = true },
+        buffer_size = { type = "integer", min = 1, default = 1024 },
+        result_source = { type = "enum", default = "main",
+                          values = { "main", "tee" } },
+    },
+}
+
+local mt = { __index = {} }
+local methods = mt.__index
+
+function _M.subchains(conf)
+    local out = { { chain = conf.chain, path = ".chain" } }
+    if conf.mismatch_chain then
+        out[2] = { chain = conf.mismatch_chain, path = ".mismatch_chain" }
+    end
+    return out
+end
+
+function _M.check_config(conf)
+    if conf.behavior == "subchain_on_mismatch" then
+        if conf.mismatch_chain == nil then
+            return nil, "mismatch_chain: required by behavior = "
+                        .. "\"subchain_on_mismatch\""
+        end
+    elseif conf.mismatch_chain ~= nil then
+        return nil, "mismatch_chain: only used by behavior = "
+                    .. "\"subchain_on_mismatch\""
+    end
+    if conf.behavior == "fail_on_mismatch" and not conf.wait then
+        return nil, "behavior = \"fail_on_mismatch\" needs wait = true: an "
+                    .. "asynchronous tee compares after the client has its "
+                    .. "reply"
+    end
+    return true
+end
+
+local switch_out = ffi.new("int32_t *[1]")
+local err_out = ffi.new("const char *[1]")
+local shadow_out = ffi.new("sh_conn_t *[1]")
+
+-- Requests the tee does not copy: their replies are not one per request or
+-- would reach the client twice.
+local function skipped(m)
+    if m.proto == 1 then
+        return band(m.cmd, CMD_STREAM) ~= 0
+    end
+    return m.rtype == CQL_REGISTER
+end
+
+-- The requests to copy: the batch itself when all are, else a new batch
+-- and the index in `batch` of each of its requests.
+local function copy_of(batch)
+    local n = batch.n
+    for i = 1, n do
+        if skipped(batch[i]) then
+            local sub, idx = new_batch(0), {}
+            for k = 1, n do
+                if not skipped(batch[k]) then
+                    sub:push(batch[k])
+                    idx[#idx + 1] = k
+                end
+            end
+            return sub, idx
+        end
+    end
+    return batch, nil
+end
+
+-- Compare replies: main[idx[i] or i] against tee[i], for i in 1..tee.n.
+-- Acts on each mismatch as configured; returns the mismatching requests
+-- (a batch) when a mismatch chain wants them.  `fail`, when given, gets an
+-- error reply for each mismatching position of the client's batch.
+function methods.compare(self, reqs, main, tee, idx, fail)
+    local bad, n = nil, 0
+    for i = 1, tee.n do
+        local k = idx and idx[i] or i
+        local a, b = main[k], tee[i]
+        if a ~= nil and b ~= nil and same(a, b) == 0 then
+            n = n + 1
+            local req = reqs[i]
+            if self.behavior == "log_mismatch" then
+                log.warn("tee \"%s\": replies differ for %s: main %s, tee %s",
+                         self.name, req:describe(), a:describe(),
+                         b:describe())
+            elseif self.behavior == "subchain_on_mismatch" then
+                bad = bad or new_batch(0)
+                bad:push(req)
+            elseif fail then
+                fail[k] = error_reply(req, fmt(
+                    "shotover: tee \"%s\": the replies differ (main %s, "
+                    .. "tee %s)", self.name, a:describe(), b:describe()))
+            end
+        end
+    end
+    if n > 0 then
+        add(self.m_mismatch, n)
+    end
+    return bad
+end
+
+-- The body of a shadow connection's coroutine: run what the client's tee
+-- pushed (each request paired with the client's reply), compare, repeat.
+local function shadow_runner(self)
+    return function(c)
+        local ctx = self.sub:context(c)
+        local mctx = self.mismatch and self.mismatch:context(c)
+        local conn_batch, paired_of = C.sh_ffi_conn_batch, C.sh_ffi_conn_paired
+        while true do
+            local batch = conn_batch(c)[0]
+            local resp = self.sub:run(ctx, batch)
+            if self.behavior ~= "ignore" then
+                local bad = self:compare(batch, paired_of(c)[0], resp, nil)
+                if bad then
+                    self.mismatch:run(mctx, bad)
+                end
+            end
+            C.sh_ffi_conn_set_resp(c, resp)
+            yield(DONE)
+        end
+    end
+end
+
+function _M.new(conf, env)
+    local self = setmetatable({
+        name = conf.name or "tee", behavior = conf.behavior,
+        wait = conf.wait, buffer = conf.buffer_size,
+        sub = env.build_chain(conf.chain, "tee"),
+    }, mt)
+    if conf.mismatch_chain then
+        self.mismatch = env.build_chain(conf.mismatch_chain, "mismatch")
+    end
+    local labels = { name = self.name }
+    self.m_mismatch = metrics.counter("shotover_tee_mismatches_total",
+        "requests whose main and tee replies differed", labels)
+    self.m_dropped = metrics.counter("shotover_tee_dropped_total",
+        "requests an asynchronous tee dropped because its buffer was full",
+        labels)
+    -- which side answers the client: flipped at run time with
+    -- PUT /switches/<name>.result_source
+    if C.sh_ffi_switch_register(self.name .. ".result_source", "main|tee",
+                                conf.result_source == "tee" and 1 or 0,
+                                switch_out, err_out) ~= 0
+    then
+        error(fmt("%s: tee: switch %s.result_source: %s", env.path or "chain",
+                  self.name, ffi.string(err_out[0])), 0)
+    end
+    self.switch = switch_out[0]
+    if env.worker ~= nil then
+        self.handler = require("shotover.worker").add_handler(
+            shadow_runner(self))
+    end
+    return self
+end
+
+-- Asynchronous: queue the copies on this client's shadow connection,
+-- dropping (and counting) what does not fit in the buffer.  Handshake
+-- frames are never dropped: without them the shadow's session is useless.
+function methods.push(self, chain, batch, resp)
+    local conn = chain.conn
+    local shadow = conn[self]
+    if shadow == nil then
+        if C.sh_ffi_conn_shadow(chain.c, self.handler, shadow_out) ~= 0 then
+            add(self.m_dropped, batch.n)
+            return
+        end
+        shadow = shadow_out[0]
+        conn[self] = shadow
+    end
+    local room = self.buffer - C.sh_ffi_conn_queued(shadow)
+    local keep = self.behavior ~= "ignore"
+    local dropped = 0
+    for i = 1, batch.n do
+        local m = batch[i]
+        if skipped(m) then               -- luacheck: ignore
+        elseif room > 0 or (m.proto == 2 and CQL_HANDSHAKE[m.rtype]) then
+            C.sh_ffi_conn_push(shadow, m, keep and resp[i] or nil)
+            room = room - 1
+        else
+            dropped = dropped + 1
+        end
+    end
+    if dropped > 0 then
+        add(self.m_dropped, dropped)
+    end
+end
+
+function methods.transform(self, batch, chain)
+    local tee_answers = self.switch[0] == 1
+    if not self.wait and not tee_answers and chain.c ~= nil then
+        local resp = chain:next(batch)
+        self:push(chain, batch, resp)
+        return resp
+    end
+    -- both sides at once: the copy runs until it waits for its backends,
+    -- the main chain runs meanwhile, and one wait serves both
+    local reqs, idx = copy_of(batch)
+    local task = chain:spawn(chain.run_sub, chain, self.sub, reqs)
+    local ok, main = pcall(chain.next, chain, batch)
+    local tok, tee = pcall(chain.join, chain, task)
+    if not ok then
+        error(main, 0)
+    end
+    if not tok then
+        -- the copy failed: the client still has its main replies
+        log.error("tee \"%s\": the tee chain failed: %s", self.name,
+                  tostring(tee))
+        if not tee_answers then
+            return main
+        end
+        error(tee, 0)
+    end
+    local fail, bad
+    if self.behavior ~= "ignore" then
+        fail = self.behavior == "fail_on_mismatch" and {} or nil
+        bad = self:compare(reqs, main, tee, idx, fail)
+    end
+    local out = main
+    if tee_answers then
+        -- the copies' replies, and the main ones for requests not copied
+        if idx then
+            for i, k in ipairs(idx) do
+                out:set(k, tee[i])
+            end
+        else
+            out = tee
+        end
+    end
+    if fail then
+        for k, f in pairs(fail) do
+            out:set(k, f)
+        end
+    end
+    if bad then
+        chain:run_sub(self.mismatch, bad)
+    end
+    return out
+end
+
+return _M
