@@ -46,6 +46,7 @@ build = {
         ["shotover.transforms.query_type_filter"] = "lua/shotover/transforms/query_type_filter.lua",
         ["shotover.transforms.redis"] = "lua/shotover/transforms/redis.lua",
         ["shotover.transforms.router"] = "lua/shotover/transforms/router.lua",
+        ["shotover.transforms.tee"] = "lua/shotover/transforms/tee.lua",
         ["shotover.worker"] = "lua/shotover/worker.lua",
     },
 }

@@ -925,8 +925,9 @@ end
 -- start_proxy{ remote = node port, chain = "elements before the sink, each
 -- followed by a comma" (optional), sink = "options of the cassandra sink"
 -- (optional), workers = n (default 1), no_sink = true (chain is the whole
--- chain) }: a shotover with one cassandra source; returns (proc, port) once
--- it accepts connections.
+-- chain), extra = "top-level config keys, each followed by a comma" }: a
+-- shotover with one cassandra source; returns (proc, port) once it accepts
+-- connections.
 function M.start_proxy(o)
     local port = h.free_port()
     local chain = o.chain or ""
@@ -936,13 +937,13 @@ function M.start_proxy(o)
     end
     local p = h.shotover({ config = string.format([[
 return {
-  workers = %d,
+  workers = %d, %s
   sources = {
     { name = "cql", protocol = "cassandra", listen = "127.0.0.1:%d",
       chain = { %s } },
   },
 }
-]], o.workers or 1, port, chain) })
+]], o.workers or 1, o.extra or "", port, chain) })
     h.wait_until(function()
         local c = h.try_connect(port, 1)
         if c then c:close() end
