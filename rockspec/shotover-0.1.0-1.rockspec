@@ -42,6 +42,7 @@ build = {
         ["shotover.transforms.debug_printer"] = "lua/shotover/transforms/debug_printer.lua",
         ["shotover.transforms.debug_returner"] = "lua/shotover/transforms/debug_returner.lua",
         ["shotover.transforms.null"] = "lua/shotover/transforms/null.lua",
+        ["shotover.transforms.parallel_map"] = "lua/shotover/transforms/parallel_map.lua",
         ["shotover.transforms.query_counter"] = "lua/shotover/transforms/query_counter.lua",
         ["shotover.transforms.query_type_filter"] = "lua/shotover/transforms/query_type_filter.lua",
         ["shotover.transforms.redis"] = "lua/shotover/transforms/redis.lua",

@@ -104,7 +104,7 @@ end
 -- Run a sub-chain (built with env.build_chain) over batch for this
 -- connection: it shares the connection and its session table; its context
 -- is made once per connection.
-function Ctx:run_sub(sub, batch)
+function Ctx:sub_context(sub)
     local subs = self.subs
     if subs == nil then
         subs = {}
@@ -116,6 +116,11 @@ function Ctx:run_sub(sub, batch)
         ctx.conn = self.conn
         subs[sub] = ctx
     end
+    return ctx
+end
+
+function Ctx:run_sub(sub, batch)
+    local ctx = self:sub_context(sub)
     ctx.i = 0
     return ctx:next(batch)
 end
@@ -151,6 +156,55 @@ end
 
 function Ctx:spawn(fn, ...)
     return step({ co = cocreate(fn), done = false }, ...)
+end
+
+-- Wait for every task of the list, calling done(k, result) for each as it
+-- finishes (in the order they finish); raises the first error.
+function Ctx:join_each(tasks, done)
+    local left, err = #tasks, nil
+    local seen = {}
+    while true do
+        for k, task in ipairs(tasks) do
+            if task.done and not seen[k] then
+                seen[k] = true
+                left = left - 1
+                if task.err ~= nil then
+                    err = err or task.err
+                else
+                    done(k, task.res)
+                end
+            end
+        end
+        if left == 0 then
+            break
+        end
+        local y
+        for _, task in ipairs(tasks) do
+            if not task.done then
+                y = task.yielded
+                break
+            end
+        end
+        if y == WAIT then
+            self:wait()
+            for _, task in ipairs(tasks) do
+                if not task.done and task.yielded == WAIT then
+                    step(task)
+                end
+            end
+        else
+            -- another yield: pass it up for the first task that made it
+            for _, task in ipairs(tasks) do
+                if not task.done then
+                    step(task, yield(task.yielded))
+                    break
+                end
+            end
+        end
+    end
+    if err ~= nil then
+        error(err, 0)
+    end
 end
 
 function Ctx:join(task)

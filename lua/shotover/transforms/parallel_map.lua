@@ -1,0 +1,147 @@
+-- parallel_map: spreads the requests of each batch over N copies of a
+-- sub-chain, which run at the same time, and puts the replies back together
+-- in request order (or, for Cassandra, in the order the copies finished).
+-- See docs/transforms/parallel_map.md.
+local bit = require "bit"
+local message = require "shotover.message"
+
+local band = bit.band
+local ceil = math.ceil
+local min = math.min
+local new_batch = message.new_batch
+
+local CMD_PIN = 1                       -- MULTI, WATCH, SELECT, AUTH, ...
+-- CQL requests that set up the connection itself: every copy has its own
+-- backend connection, so each must see them
+local CQL_SESSION = { [0x01] = true, [0x0F] = true }    -- STARTUP, AUTH_RESPONSE
+
+local _M = {
+    name = "parallel_map",
+    version = "0.1.0",
+    terminal = true,                    -- its copies end in sinks
+    schema = {
+        chain = { type = "table", required = true },
+        parallelism = { type = "integer", min = 1, max = 64, default = 4 },
+        ordered = { type = "boolean", default = true },
+    },
+}
+
+local mt = { __index = {} }
+local methods = mt.__index
+
+function _M.subchains(conf)
+    return { { chain = conf.chain, path = ".chain" } }
+end
+
+function _M.check_config(conf, ctx)
+    if not conf.ordered and ctx and ctx.protocol == "redis" then
+        return nil, "ordered = false needs a cassandra source: Redis clients "
+                    .. "match replies to requests by their order"
+    end
+    return true
+end
+
+function _M.new(conf, env)
+    local self = setmetatable({ n = conf.parallelism, ordered = conf.ordered,
+                                copies = {} }, mt)
+    for k = 1, conf.parallelism do
+        self.copies[k] = env.build_chain(conf.chain, "copy" .. k)
+    end
+    return self
+end
+
+-- Requests every copy must see first (the CQL handshake, USE): the whole
+-- batch goes to copy 1, and these to the others as well.
+local function session_frames(batch, conn)
+    local out
+    for i = 1, batch.n do
+        local m = batch[i]
+        if m.proto == 2 then
+            local op = m.rtype
+            local hit = CQL_SESSION[op]
+            if not hit and (op == 0x07 or op == 0x09) then  -- QUERY, PREPARE
+                local ast = m:statement(conn)
+                hit = ast ~= nil and ast.kind == "use"
+            end
+            if hit then
+                out = out or new_batch(0)
+                out:push(m)
+            end
+        end
+    end
+    return out
+end
+
+local function run_copy(copy, ctx, batch)
+    return copy:run(ctx, batch)
+end
+
+function methods.transform(self, batch, chain)
+    local n, copies, conn = batch.n, self.copies, chain.conn
+    -- a Redis client that pinned a backend connection (MULTI, SELECT, AUTH)
+    -- stays on copy 1, where its state is
+    if conn.pm_pinned == nil then
+        for i = 1, n do
+            local m = batch[i]
+            if m.proto == 1 and band(m.cmd, CMD_PIN) ~= 0 then
+                conn.pm_pinned = true
+                break
+            end
+        end
+    end
+    if conn.pm_pinned then
+        return run_copy(copies[1], chain:sub_context(copies[1]), batch)
+    end
+    local session = batch[1] ~= nil and batch[1].proto == 2
+                    and session_frames(batch, conn)
+    if session then
+        local tasks = {}
+        for k = 1, self.n do
+            tasks[k] = chain:spawn(run_copy, copies[k],
+                                   chain:sub_context(copies[k]),
+                                   k == 1 and batch or session)
+        end
+        local resp
+        chain:join_each(tasks, function(k, r)
+            if k == 1 then
+                resp = r
+            end
+        end)
+        return resp
+    end
+    -- chunks of consecutive requests, the first going to the next copy in
+    -- turn for this connection, so single-request batches spread too
+    local chunks = min(self.n, n)
+    local size = ceil(n / chunks)
+    chunks = ceil(n / size)
+    local first = conn.pm_next or 1
+    conn.pm_next = first % self.n + 1
+    if chunks == 1 then
+        return run_copy(copies[first], chain:sub_context(copies[first]), batch)
+    end
+    local tasks = {}
+    for k = 1, chunks do
+        local sub = new_batch(0)
+        for i = (k - 1) * size + 1, min(k * size, n) do
+            sub:push(batch[i])
+        end
+        local copy = copies[(first + k - 2) % self.n + 1]
+        tasks[k] = chain:spawn(run_copy, copy, chain:sub_context(copy), sub)
+    end
+    local resp = new_batch(n)
+    local at = 0
+    local ordered = self.ordered
+    chain:join_each(tasks, function(k, r)
+        for j = 1, r.n do
+            if ordered then
+                resp:set((k - 1) * size + j, r[j])
+            else
+                at = at + 1
+                resp:set(at, r[j])
+            end
+        end
+    end)
+    return resp
+end
+
+return _M
