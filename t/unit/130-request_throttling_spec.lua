@@ -317,3 +317,41 @@ describe("request_throttling config", function()
         assert.are.equal(3 * 400000000, inst.tolerance)  -- burst ceil(2.5)
     end)
 end)
+
+describe("request_throttling under the JIT", function()
+    it("compiles its per-batch path without NYI aborts", function()
+        local mod = require("shotover.transforms.request_throttling")
+        local inst = mod.new({ name = unique("jit"), key = "global",
+                               dict = "throttle", dict_capacity = 10000,
+                               max_requests_per_second = 1e9 }, {})
+        local b = redis_batch(16, { "GET", "k" })
+        local fake = { next = function(_, batch) return batch end }
+        local fn = getmetatable(inst).__index.transform
+        local info = debug.getinfo(fn, "S")
+        local traceerr = require("jit.vmdef").traceerr
+        local compiled, nyi, starts = 0, {}, {}
+        local function on_trace(what, tr, func, _, otr, oex)
+            local fi = require("jit.util").funcinfo(func)
+            local ours = fi.source == info.source
+                         and fi.linedefined == info.linedefined
+            if what == "start" then
+                starts[tr] = ours
+            elseif what == "stop" and starts[tr] then
+                compiled = compiled + 1
+            elseif what == "abort" and starts[tr] then
+                local msg = string.format(traceerr[otr] or tostring(otr), oex)
+                if msg:find("NYI", 1, true) then
+                    nyi[#nyi + 1] = msg
+                end
+            end
+        end
+        jit.flush()
+        jit.attach(on_trace, "trace")
+        for _ = 1, 2000 do
+            assert(inst:transform(b, fake) == b)
+        end
+        jit.attach(on_trace)
+        assert.is_true(compiled >= 1, "the per-batch path never compiled")
+        assert.are.same({}, nyi)
+    end)
+end)
