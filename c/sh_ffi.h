@@ -69,6 +69,7 @@ typedef struct sh_worker_s sh_worker_t;
 typedef struct sh_redis_pool_s sh_redis_pool_t;
 typedef struct sh_cql_pool_s sh_cql_pool_t;
 typedef struct sh_metric_s sh_metric_t;
+typedef struct sh_shdict_s sh_shdict_t;
 
 /* A piece of a frame, relative to the frame's first byte. */
 typedef struct sh_slice_s {
@@ -233,6 +234,32 @@ uint64_t sh_ffi_now_ns(void);
  * registered again (every worker does) gives the same switch. */
 int sh_ffi_switch_register(const char *name, const char *choices,
     int initial, int32_t **out, const char **err);
+
+/* Shared dicts (c/sh_shdict.c): named key/value stores every worker
+ * shares, found by name (the same dict for the same name from any worker),
+ * bounded by a number of entries (the least recently used go first).
+ * Keys 1..65535 bytes, values up to 1 MiB; incr keeps decimal text.
+ * get: SH_OK copied *vlen bytes, SH_DECLINED absent, SH_AGAIN buf too
+ * small (*vlen needed).  delete: SH_OK removed, SH_DECLINED absent.
+ * gcra: one atomic rate-limit step of `cost` units (see sh_shdict.c):
+ * SH_OK allowed, SH_DECLINED limited (*retry_after_ns until it would pass,
+ * UINT64_MAX never), SH_ERROR bad key/interval or a non-GCRA value;
+ * now_ns 0 reads the monotonic clock (sh_ffi_now_ns's). */
+int sh_ffi_shdict_open(const char *name, uint32_t capacity,
+    sh_shdict_t **out, const char **err);
+int sh_ffi_shdict_get(sh_shdict_t *d, const uint8_t *key, size_t klen,
+    uint8_t *buf, size_t cap, size_t *vlen);
+int sh_ffi_shdict_set(sh_shdict_t *d, const uint8_t *key, size_t klen,
+    const uint8_t *val, size_t vlen, uint64_t ttl_ns, const char **err);
+int sh_ffi_shdict_incr(sh_shdict_t *d, const uint8_t *key, size_t klen,
+    int64_t delta, int64_t init, int64_t *out, const char **err);
+int sh_ffi_shdict_delete(sh_shdict_t *d, const uint8_t *key, size_t klen);
+void sh_ffi_shdict_flush(sh_shdict_t *d);
+void sh_ffi_shdict_stats(sh_shdict_t *d, uint64_t *count,
+    uint64_t *capacity, uint64_t *evictions);
+int sh_ffi_shdict_gcra(sh_shdict_t *d, const uint8_t *key, size_t klen,
+    uint64_t now_ns, uint64_t interval_ns, uint64_t tolerance_ns,
+    uint64_t cost, uint64_t *retry_after_ns);
 
 /* Layout check for the FFI spec: C's sizeof for a type named here */
 size_t sh_ffi_sizeof(const char *type);

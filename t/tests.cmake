@@ -26,6 +26,13 @@ target_include_directories(test-cql PRIVATE c)
 target_link_libraries(test-cql PRIVATE ${SH_LIBS})
 add_test(NAME c-cql COMMAND test-cql ${CMAKE_SOURCE_DIR}/t/fixtures/cql)
 
+# C unit tests for the shared dict: GCRA with an injected clock, and threads
+# that must not race past the limit.
+add_executable(test-shdict c/test/test-shdict.c ${SH_CORE_SOURCES})
+target_include_directories(test-shdict PRIVATE c)
+target_link_libraries(test-shdict PRIVATE ${SH_LIBS})
+add_test(NAME c-shdict COMMAND test-shdict)
+
 # libFuzzer needs clang: the script builds its own small clang build.
 add_test(NAME fuzz-resp
          COMMAND ${CMAKE_SOURCE_DIR}/t/run-fuzz resp 20)

@@ -484,6 +484,20 @@ return function(frame)
         return out
     end
 
+    -- The number of statements in a BATCH request, read from its header
+    -- alone (nothing is decoded or copied); nil for other messages.
+    function frame.batch_size(f)
+        if f.proto ~= 2 or f.rtype ~= 0x0D or band(f.data[0], 0x80) ~= 0 then
+            return nil
+        end
+        local p, n = body_view(f)
+        local i = request_start(f, p, n)
+        if i + 3 > n then
+            error("cql body: batch header runs past the body", 2)
+        end
+        return be16(p, i + 1)
+    end
+
     -- Setters: each rebuilds the body and rewrites the frame in place
     -- (recompressed when its v4 body was compressed), marking it modified.
     local function set_body(f, body)
