@@ -25,7 +25,7 @@ local USAGE = "usage: shotover repl -c CONF [--dry] [--source NAME] "
 
 local HELP = [[
   COMMAND ARGS...           a Redis command (redis source), quotes as redis-cli
-  STATEMENT -- values: 1,'x' a CQL statement with bound values (cassandra source)
+  STATEMENT -- values: 1,'x' a CQL statement with bound values (cassandra)
   = EXPR                    evaluate a Lua expression (conf, source, sources,
                             trace, message; chain in --dry mode)
   lua CHUNK                 run Lua statements
