@@ -1,5 +1,6 @@
 /*
- * main.c -- the command line: run, check, --version, --help.
+ * main.c -- the command line: run, check, lua, route-test, repl,
+ * --version, --help.
  */
 #include <stdio.h>
 #include <string.h>
@@ -15,12 +16,21 @@ sh_usage(FILE *out)
         "usage: shotover run -c FILE [--log-level LEVEL] [--log-format FMT]\n"
         "       shotover check -c FILE\n"
         "       shotover lua SCRIPT [ARGS...]\n"
+        "       shotover route-test -c FILE CASES.lua [-v]\n"
+        "       shotover repl -c FILE [--dry] [--source NAME]\n"
         "       shotover --version | --help\n"
         "\n"
         "  run      start the proxy in the foreground with config FILE\n"
         "  check    validate FILE, print every problem; binds no port\n"
         "           (exit 0 valid, 1 invalid, 2 usage)\n"
         "  lua      run a Lua script in shotover's runtime (FFI, modules)\n"
+        "  route-test  run the requests of CASES.lua through FILE's chains\n"
+        "           dry and check the path each takes; TAP output (exit 0\n"
+        "           all pass, 1 a case failed, 2 usage or file error)\n"
+        "  repl     type Redis commands, CQL statements or Lua (=expr) and\n"
+        "           see each one's path through the chain, what every\n"
+        "           transform did and the reply; real backends, or none\n"
+        "           with --dry\n"
         "  LEVEL    error, warn, info (default) or debug\n"
         "  FMT      text (default) or json: one JSON object per line\n");
 }
@@ -48,6 +58,12 @@ main(int argc, char **argv)
 
     if (argc >= 3 && strcmp(argv[1], "lua") == 0) {
         return sh_lua_script(argc - 2, argv + 2);
+    }
+    if (argc >= 2 && strcmp(argv[1], "route-test") == 0) {
+        return sh_lua_cli("shotover.cli.route_test", argc - 2, argv + 2);
+    }
+    if (argc >= 2 && strcmp(argv[1], "repl") == 0) {
+        return sh_lua_cli("shotover.cli.repl", argc - 2, argv + 2);
     }
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];

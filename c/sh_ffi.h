@@ -194,6 +194,14 @@ sh_batch_t *sh_ffi_conn_paired(sh_conn_t *s);
 int sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
     const char **err);
 
+/* In-process workers for `shotover repl`: start nworkers running config
+ * conf_path (each calls shotover.worker.init), without blocking; stop them
+ * all and wait for their threads.  start returns SH_ERROR (the reason is
+ * logged) when a worker failed to start; nothing is left running then. */
+int sh_ffi_workers_start(const char *conf_path, int nworkers,
+    const char **err);
+void sh_ffi_workers_stop(void);
+
 /* Redis backends */
 int sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
     sh_redis_pool_t **out, const char **err);

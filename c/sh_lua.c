@@ -254,3 +254,35 @@ sh_lua_script(int argc, char **argv)
     sh_buf_pools_free();
     return rc == 0 ? 0 : 1;
 }
+
+/*
+ * sh_lua_cli: a subcommand written in Lua (`route-test`, `repl`): calls
+ * require(module).main(args), args being the list of argv strings, in the
+ * same runtime `shotover lua` gives.  main returns the exit status; an error
+ * it raises is printed and gives 2.
+ */
+int
+sh_lua_cli(const char *module, int argc, char **argv)
+{
+    lua_State *L = sh_lua_new();
+    char err[4096];
+    int i, rc = 2;
+
+    if (L == NULL) {
+        fprintf(stderr, "shotover: cannot create a Lua state\n");
+        return 2;
+    }
+    lua_createtable(L, argc, 0);
+    for (i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    if (sh_lua_call(L, module, "main", 1, 1, err, sizeof(err)) != SH_OK) {
+        fprintf(stderr, "shotover: %s\n", err);
+    } else {
+        rc = lua_isnumber(L, -1) ? (int) lua_tointeger(L, -1) : 0;
+    }
+    lua_close(L);
+    sh_buf_pools_free();
+    return rc;
+}

@@ -182,6 +182,101 @@ sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
     return failed ? SH_ERROR : SH_OK;
 }
 
+/*
+ * sh_ffi_workers_start: the workers of sh_workers_run without the main
+ * loop, signals or admin endpoint, for `shotover repl` (its Lua code talks
+ * to them over loopback from the main thread).  Returns SH_OK once every
+ * worker has started, or SH_ERROR (the worker logged why) with none left.
+ */
+static char *sh_workers_conf;
+
+int
+sh_ffi_workers_start(const char *conf_path, int nworkers, const char **err)
+{
+    int i, failed = 0;
+
+    if (sh_workers != NULL) {
+        *err = "workers are already running";
+        return SH_ERROR;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    sh_workers_conf = strdup(conf_path);
+    sh_nworkers = nworkers;
+    sh_workers = sh_calloc((size_t) nworkers, sizeof(sh_worker_t *));
+    for (i = 0; i < nworkers; i++) {
+        sh_worker_t *w = sh_calloc(1, sizeof(*w));
+
+        w->id = i;
+        w->conf_path = sh_workers_conf;
+        uv_loop_init(&w->loop);
+        uv_async_init(&w->loop, &w->stop, sh_worker_stop_cb);
+        w->stop.data = w;
+        uv_prepare_init(&w->loop, &w->flush);
+        w->flush.data = w;
+        uv_prepare_start(&w->flush, sh_worker_flush_cb);
+        uv_unref((uv_handle_t *) &w->flush);
+        uv_sem_init(&w->ready, 0);
+        sh_workers[i] = w;
+    }
+    for (i = 0; i < nworkers && !failed; i++) {
+        uv_thread_create(&sh_workers[i]->thread, sh_worker_main,
+                         sh_workers[i]);
+        uv_sem_wait(&sh_workers[i]->ready);
+        failed = sh_workers[i]->init_failed;
+    }
+    if (failed) {
+        /* only the first i have threads */
+        int started = i;
+
+        for (i = 0; i < started; i++) {
+            uv_async_send(&sh_workers[i]->stop);
+        }
+        for (i = 0; i < started; i++) {
+            uv_thread_join(&sh_workers[i]->thread);
+        }
+        for (i = 0; i < nworkers; i++) {
+            if (i >= started) {
+                /* never ran: close its loop's handles here */
+                uv_close((uv_handle_t *) &sh_workers[i]->stop, NULL);
+                uv_close((uv_handle_t *) &sh_workers[i]->flush, NULL);
+                uv_run(&sh_workers[i]->loop, UV_RUN_NOWAIT);
+                uv_loop_close(&sh_workers[i]->loop);
+            }
+            uv_sem_destroy(&sh_workers[i]->ready);
+            sh_free(sh_workers[i]);
+        }
+        sh_free(sh_workers);
+        sh_workers = NULL;
+        sh_nworkers = 0;
+        free(sh_workers_conf);
+        sh_workers_conf = NULL;
+        *err = "a worker failed to start";
+        return SH_ERROR;
+    }
+    return SH_OK;
+}
+
+void
+sh_ffi_workers_stop(void)
+{
+    int i;
+
+    if (sh_workers == NULL) {
+        return;
+    }
+    sh_workers_stop();
+    for (i = 0; i < sh_nworkers; i++) {
+        uv_thread_join(&sh_workers[i]->thread);
+        uv_sem_destroy(&sh_workers[i]->ready);
+        sh_free(sh_workers[i]);
+    }
+    sh_free(sh_workers);
+    sh_workers = NULL;
+    sh_nworkers = 0;
+    free(sh_workers_conf);
+    sh_workers_conf = NULL;
+}
+
 /* --- FFI ---------------------------------------------------------------- */
 
 static void

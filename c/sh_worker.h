@@ -155,6 +155,7 @@ void sh_lua_conn_release(sh_conn_t *c);
 int sh_lua_check(const char *conf_path, int *workers, char *admin_host,
     size_t hostlen, int *admin_port);
 int sh_lua_script(int argc, char **argv);
+int sh_lua_cli(const char *module, int argc, char **argv);
 
 /* sh_worker.c */
 struct addrinfo;

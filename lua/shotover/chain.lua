@@ -42,6 +42,7 @@ function _M.build(elements, env)
         else
             local mod = assert(config.load_transform(el[1]))
             e.name = el.name or el[1]
+            e.kind, e.terminal = el[1], mod.terminal    -- for traces
             e.inst = mod.new(el, setmetatable({
                 -- lets a transform build its sub-chains with this env
                 build_chain = function(elements, name)
@@ -86,6 +87,10 @@ function Ctx:next(batch)
     if el == nil then
         error("next() called by the last element of the chain", 2)
     end
+    -- tracing (shotover route-test, repl): one nil check when off
+    if self.trace ~= nil then
+        return require("shotover.trace").next(self, el, i, batch)
+    end
     self.i = i
     local t0 = now_ns()
     local resp
@@ -116,6 +121,7 @@ function Ctx:sub_context(sub)
         ctx.conn = self.conn
         subs[sub] = ctx
     end
+    ctx.trace = self.trace          -- a traced request is traced throughout
     return ctx
 end
 

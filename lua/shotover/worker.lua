@@ -71,6 +71,10 @@ function _M.init(wlud, path, id)
         error(concat(errs, "\n"), 0)
     end
     local err = ffi.new("const char *[1]")
+    -- `shotover repl` runs workers in-process: its listen addresses, and
+    -- a runner that traces every batch (shotover.cli.live)
+    local repl = os.getenv("SHOTOVER_REPL_TRACE")
+                 and require("shotover.cli.live")
     for i, src in ipairs(conf.sources) do
         local ch = chain.build(src.chain, {
             worker = w, protocol = src.protocol, name = src.name,
@@ -85,7 +89,8 @@ function _M.init(wlud, path, id)
         ch.m_latency = metrics.histogram("shotover_request_duration_seconds",
             "time a request spent in its source's chain", labels)
         chains[i] = ch
-        local host, port = schema.parse_hostport(src.listen)
+        local host, port = schema.parse_hostport(repl and repl.listen(i)
+                                                  or src.listen)
         local sc = ffi.new("sh_source_conf_t", {
             name = src.name, host = host, port = port,
             proto = PROTO[src.protocol], index = i,
@@ -101,7 +106,7 @@ function _M.init(wlud, path, id)
             error(fmt("sources[%d].listen: %s", i, ffi.string(err[0])), 0)
         end
     end
-    return run_connection
+    return repl and repl.runner(chains) or run_connection
 end
 
 return _M

@@ -105,6 +105,9 @@ local function cell(ty, v)
     return be32(#b) .. b
 end
 
+-- cell(type, v): one [bytes] value, also for requests (cql/request.lua)
+_M.cell = cell
+
 -- an envelope answering request `req` with `opcode` and `body`
 local function envelope(req, opcode, body)
     local version = band(req.data[0], 0x7f)

@@ -1,0 +1,386 @@
+-- `shotover repl -c CONF [--dry] [--source NAME]`: load the config as
+-- `check` does, then read Redis commands or CQL statements (by the current
+-- source's protocol) and show, for each, the path it took through the chain,
+-- what every transform did to it and the reply.  Lines starting with "="
+-- evaluate a Lua expression, "lua " a Lua chunk; ".help" lists the rest.
+--
+-- Live (the default): the config's chains run in one in-process worker
+-- (sh_ffi_workers_start) listening on free loopback ports; the repl is a
+-- plain client of it and the worker appends each batch's trace to a file
+-- the repl reads back (shotover.cli.live).  --dry: the chains are built
+-- without a worker in this Lua state; sinks answer without a backend
+-- (shotover.dry).  See docs/route-test.md.
+local ffi = require "ffi"
+local common = require "shotover.cli.common"
+local trace = require "shotover.trace"
+local message = require "shotover.message"
+
+local fmt = string.format
+local concat = table.concat
+
+local _M = { _VERSION = "0.1.0" }
+
+local USAGE = "usage: shotover repl -c CONF [--dry] [--source NAME] "
+              .. "[--timeout SECONDS]\n"
+
+local HELP = [[
+  COMMAND ARGS...           a Redis command (redis source), quotes as redis-cli
+  STATEMENT -- values: 1,'x' a CQL statement with bound values (cassandra)
+  = EXPR                    evaluate a Lua expression (conf, source, sources,
+                            trace, message; chain in --dry mode)
+  lua CHUNK                 run Lua statements
+  .source NAME              send to another source; .sources lists them
+  .help  .quit              (also Ctrl-D)
+]]
+
+pcall(ffi.cdef, "int isatty(int fd);")
+
+-- Line input: libedit (or GNU readline) through the FFI when stdin is a
+-- terminal, with history in ~/.shotover_history; plain reads otherwise.
+local function line_reader()
+    if ffi.C.isatty(0) == 0 then
+        return function(prompt)
+            local line = io.read("*l")
+            if line then
+                io.stdout:write(prompt, line, "\n")
+            end
+            return line
+        end, function() end
+    end
+    local lib
+    for _, name in ipairs({ "libedit.so.2", "libreadline.so.8", "edit",
+                            "readline" }) do
+        local ok, l = pcall(ffi.load, name)
+        if ok then
+            lib = l
+            break
+        end
+    end
+    if lib == nil then
+        return function(prompt)
+            io.stdout:write(prompt)
+            io.stdout:flush()
+            return io.read("*l")
+        end, function() end
+    end
+    pcall(ffi.cdef, [[
+        char *readline(const char *prompt);
+        int add_history(const char *line);
+        int read_history(const char *file);
+        int write_history(const char *file);
+        void free(void *p);
+    ]])
+    local home = os.getenv("HOME")
+    local hist = home and (home .. "/.shotover_history")
+    if hist then
+        lib.read_history(hist)
+    end
+    return function(prompt)
+        local p = lib.readline(prompt)
+        if p == nil then
+            return nil
+        end
+        local line = ffi.string(p)
+        ffi.C.free(p)
+        if line:find("%S") then
+            lib.add_history(line)
+        end
+        return line
+    end, function()
+        if hist then
+            lib.write_history(hist)
+        end
+    end
+end
+
+-- "STATEMENT -- values: 1, 'x'": the statement and its values
+local function cql_values(line)
+    local stmt, vals = line:match("^(.-)%s*%-%-%s*values:%s*(.*)$")
+    if not stmt then
+        return line
+    end
+    local fn, err = loadstring("return { " .. vals .. " }", "=values")
+    if not fn then
+        return nil, err
+    end
+    local ok, t = pcall(setfenv(fn, { null = require("shotover.cql.request")
+                                                .NULL }))
+    if not ok then
+        return nil, t
+    end
+    return stmt, t
+end
+
+-- Live mode ----------------------------------------------------------------
+
+local Live = {}
+Live.__index = Live
+
+local function start_live(conf_path, conf, timeout)
+    local base = require "shotover.ffi"
+    local client = require "shotover.cli.client"
+    local ports, addrs = {}, {}
+    for i in ipairs(conf.sources) do
+        ports[i] = client.free_port()
+        addrs[i] = "127.0.0.1:" .. ports[i]
+    end
+    local tpath = os.tmpname()
+    client.setenv("SHOTOVER_REPL_LISTEN", concat(addrs, ","))
+    client.setenv("SHOTOVER_REPL_TRACE", tpath)
+    local err = ffi.new("const char *[1]")
+    if base.C.sh_ffi_workers_start(conf_path, 1, err) ~= 0 then
+        os.remove(tpath)
+        return nil, ffi.string(err[0])
+    end
+    return setmetatable({ ports = ports, tpath = tpath, offset = 0,
+                          conns = {}, client = client,
+                          timeout = timeout }, Live)
+end
+
+-- the traces written since the last call
+function Live:traces()
+    local f = io.open(self.tpath, "r")
+    if not f then
+        return {}
+    end
+    f:seek("set", self.offset)
+    local data = f:read("*a") or ""
+    f:close()
+    local out = {}
+    local consumed = 0
+    for line in data:gmatch("([^\n]*)\n") do
+        consumed = consumed + #line + 1
+        out[#out + 1] = assert(trace.deserialize(line))
+    end
+    self.offset = self.offset + consumed
+    return out
+end
+
+function Live:conn(i, src)
+    local c = self.conns[i]
+    if c and c.fd then
+        return c
+    end
+    local err
+    c, err = self.client.connect(self.ports[i])
+    if not c then
+        return nil, err
+    end
+    if src.protocol == "cassandra" then
+        local cq = require "shotover.cql.request"
+        c:send(cq.startup():raw())
+        local r
+        r, err = c:reply("cassandra", self.timeout)
+        if not r then
+            c:close()
+            return nil, "handshake: " .. err
+        end
+        local f = message.frame_from_cql(r)
+        if not f or f.rtype ~= 0x02 then
+            c:close()
+            return nil, "handshake: " .. (f and trace.show(f) or "bad reply")
+        end
+    end
+    self:traces()                           -- not the handshake's
+    self.conns[i] = c
+    return c
+end
+
+-- send f on source i; returns the reply text, is-error, traces
+function Live:run(i, src, f)
+    local c, err = self:conn(i, src)
+    if not c then
+        return nil, err
+    end
+    local ok
+    ok, err = c:send(f:raw())
+    local r
+    if ok then
+        r, err = c:reply(src.protocol, self.timeout)
+    end
+    if not r then
+        c:close()
+        return nil, err
+    end
+    local reply = src.protocol == "redis" and message.frame_from_resp(r)
+                  or message.frame_from_cql(r)
+    return reply, self:traces()
+end
+
+function Live:stop()
+    for _, c in pairs(self.conns) do
+        c:close()
+    end
+    require("shotover.ffi").C.sh_ffi_workers_stop()
+    os.remove(self.tpath)
+end
+
+-- The loop ---------------------------------------------------------------
+
+local function print_result(reply, traces)
+    for _, tr in ipairs(traces) do
+        print(trace.format(tr, "  "))
+    end
+    if reply then
+        print("=> " .. trace.show(reply))
+    end
+end
+
+function _M.main(args)
+    local conf_path, dry, source_name, timeout = nil, false, nil, 10
+    local i = 1
+    while i <= #args do
+        local a = args[i]
+        if (a == "-c" or a == "--config") and args[i + 1] then
+            conf_path, i = args[i + 1], i + 1
+        elseif a == "--dry" then
+            dry = true
+        elseif a == "--source" and args[i + 1] then
+            source_name, i = args[i + 1], i + 1
+        elseif a == "--timeout" and tonumber(args[i + 1] or "") then
+            timeout, i = tonumber(args[i + 1]), i + 1
+        elseif a == "-h" or a == "--help" then
+            io.stdout:write(USAGE, HELP)
+            return 0
+        else
+            io.stderr:write("shotover: unexpected argument \"", a, "\"\n",
+                            USAGE)
+            return 2
+        end
+        i = i + 1
+    end
+    if conf_path == nil then
+        io.stderr:write(USAGE)
+        return 2
+    end
+    local conf, err = common.load_config(conf_path)
+    if not conf then
+        io.stderr:write(err, "\n")
+        return 1
+    end
+    -- dry chains also exist in live mode, for the Lua environment
+    local ok, sources = pcall(common.build_dry, conf)
+    if not ok then
+        io.stderr:write("shotover: ", tostring(sources), "\n")
+        return 1
+    end
+    local cur = 1
+    if source_name then
+        local s = sources.by_name[source_name]
+        if not s then
+            io.stderr:write("shotover: no source named \"", source_name,
+                            "\"\n")
+            return 2
+        end
+        for k, x in ipairs(sources) do
+            if x == s then
+                cur = k
+            end
+        end
+    end
+    local live
+    if not dry then
+        local C = require("shotover.ffi").C
+        if os.getenv("SHOTOVER_REPL_LOG") == nil then
+            C.sh_ffi_log_set_level(2)       -- warnings and errors only
+        end
+        live, err = start_live(conf_path, conf, timeout * 1000)
+        if not live then
+            io.stderr:write("shotover: ", err, "\n")
+            return 1
+        end
+    end
+    local env = setmetatable({ conf = conf, sources = sources, trace = trace,
+                               message = message }, { __index = _G })
+    local read, save = line_reader()
+    if ffi.C.isatty(0) ~= 0 then
+        print(fmt("shotover repl: %s, %s; .help for help", conf_path,
+                  dry and "dry (no backend is contacted)"
+                      or "live (requests go to the real backends)"))
+    end
+    while true do
+        local src = sources[cur]
+        env.source = src
+        env.chain = dry and src.chain or nil
+        local line = read(src.name .. "> ")
+        if line == nil then
+            break
+        end
+        line = line:match("^%s*(.-)%s*$")
+        if line == "" then
+            -- nothing
+        elseif line == ".quit" or line == ".exit" then
+            break
+        elseif line == ".help" then
+            io.stdout:write(HELP)
+        elseif line == ".sources" then
+            for k, s in ipairs(sources) do
+                print(fmt("%s %s (%s)", k == cur and "*" or " ", s.name,
+                          s.protocol))
+            end
+        elseif line:match("^%.source%s") then
+            local name = line:match("^%.source%s+(%S+)")
+            local found
+            for k, s in ipairs(sources) do
+                if s.name == name then
+                    found = k
+                end
+            end
+            if found then
+                cur = found
+            else
+                print("error: no source named " .. tostring(name))
+            end
+        elseif line:sub(1, 1) == "=" or line:match("^lua%s") then
+            local code = line:sub(1, 1) == "=" and "return " .. line:sub(2)
+                         or line:sub(5)
+            local fn, e = loadstring(code, "=repl")
+            if not fn then
+                print("error: " .. e)
+            else
+                local res = { pcall(setfenv(fn, env)) }
+                if not res[1] then
+                    print("error: " .. tostring(res[2]))
+                elseif #res > 1 then
+                    local t = {}
+                    for k = 2, table.maxn(res) do
+                        t[#t + 1] = tostring(res[k])
+                    end
+                    print(concat(t, "\t"))
+                end
+            end
+        else
+            local req, values = line, nil
+            if src.protocol == "cassandra" then
+                req, values = cql_values(line)
+            end
+            local f, e
+            if req then
+                f, e = common.request(src.protocol, req, values)
+            else
+                e = values
+            end
+            if not f then
+                print("error: " .. tostring(e))
+            elseif dry then
+                local reply, tr = common.run(src, f)
+                print_result(reply, { tr })
+            else
+                local reply, traces = live:run(cur, src, f)
+                if not reply then
+                    print("error: " .. tostring(traces))
+                else
+                    print_result(reply, traces)
+                end
+            end
+        end
+        io.stdout:flush()
+    end
+    save()
+    if live then
+        live:stop()
+    end
+    return 0
+end
+
+return _M
