@@ -8,7 +8,13 @@ local message = require "shotover.message"
 local schema = require "shotover.schema"
 local session = require "shotover.cql.session"
 
+local request = require "shotover.cql.request"
+
 local C = base.C
+local band = require("bit").band
+local fmt = string.format
+local constant_batch = message.constant_batch
+local watch_handshake, catch_up
 local AGAIN = base.AGAIN
 local new_batch = message.new_batch
 local setmetatable = setmetatable
@@ -58,6 +64,105 @@ end
 
 local learn = session.learn
 
+local OP_ERROR, OP_STARTUP, OP_READY, OP_AUTHENTICATE = 0x00, 0x01, 0x02, 0x03
+local OP_AUTH_RESPONSE, OP_AUTH_SUCCESS = 0x0F, 0x10
+local OP_RESULT = 0x08
+
+local function send(self, chain, batch)
+    local resp = new_batch(batch.n)
+    if C.sh_ffi_cql_send(self.pool, chain.c, batch, resp) == AGAIN then
+        chain:wait()
+    end
+    return resp
+end
+
+local function error_batch(batch, msg)
+    local resp = new_batch(batch.n)
+    for i = 1, batch.n do
+        resp:set(i, message.error_reply(batch[i], msg))
+    end
+    return resp
+end
+
+-- Every sink of a chain opens its own connection to its node for a client,
+-- but only the sinks the client's handshake went through saw it (a router
+-- sends STARTUP down one route).  So the handshake is remembered in the
+-- session as it passes (STARTUP and AUTH_RESPONSE requests, as bytes), and
+-- a sink first used after it replays it on its own connection; USE is
+-- replayed the same way whenever the session's keyspace moves on.
+watch_handshake = function(conn, st, batch, resp)
+    for i = 1, batch.n do
+        local m = batch[i]
+        local op = m.rtype
+        if resp == nil then
+            if op == OP_STARTUP then
+                conn.cql_startup = m:raw()
+                conn.cql_auth = nil
+                st.started = true
+            elseif op == OP_AUTH_RESPONSE then
+                conn.cql_auth = conn.cql_auth or {}
+                conn.cql_auth[#conn.cql_auth + 1] = m:raw()
+            end
+        else
+            local r = resp[i]
+            local rop = r ~= nil and r.rtype
+            if rop == OP_READY or rop == OP_AUTH_SUCCESS then
+                conn.cql_handshake_done = true
+            end
+        end
+    end
+end
+
+-- Replay the remembered handshake and USE on this sink's connection.
+-- Returns nil, or why the session could not be opened here.
+catch_up = function(self, chain, conn, st, batch)
+    local first = batch[1]
+    if not st.started then
+        local startup = conn.cql_startup
+        if startup == nil then
+            return nil              -- this batch starts the session itself
+        end
+        for i = 1, batch.n do
+            if batch[i].rtype == OP_STARTUP then
+                return nil          -- so does this one
+            end
+        end
+        local f = assert(message.frame_from_cql(startup))
+        local reply = send(self, chain, constant_batch(1, f))[1]
+        local auth = conn.cql_auth or {}
+        local k = 1
+        while reply ~= nil and reply.rtype == OP_AUTHENTICATE and auth[k] do
+            f = assert(message.frame_from_cql(auth[k]))
+            reply = send(self, chain, constant_batch(1, f))[1]
+            k = k + 1
+        end
+        if reply == nil or (reply.rtype ~= OP_READY
+                            and reply.rtype ~= OP_AUTH_SUCCESS) then
+            local why = reply ~= nil and reply.rtype == OP_ERROR
+                        and reply:error_info().message or "no READY"
+            return fmt("shotover: cannot open the client's session on sink "
+                       .. "\"%s\": %s", self.name, tostring(why))
+        end
+        st.started = true
+        st.keyspace = nil
+    end
+    local ks = conn.keyspace
+    if ks ~= nil and st.keyspace ~= ks then
+        local use = request.query('USE "' .. ks:gsub('"', '""') .. '"', nil,
+                                  { version = band(first.data[0], 0x7f),
+                                    stream = first.argc })
+        local reply = send(self, chain, constant_batch(1, use))[1]
+        if reply == nil or reply.rtype ~= OP_RESULT then
+            local why = reply ~= nil and reply.rtype == OP_ERROR
+                        and reply:error_info().message or "no reply"
+            return fmt("shotover: cannot USE %s on sink \"%s\": %s", ks,
+                       self.name, tostring(why))
+        end
+    end
+    st.keyspace = ks
+    return nil
+end
+
 function mt.__index.transform(self, batch, chain)
     local resp
     if self.pool == nil then                -- no worker: see shotover.dry
@@ -65,12 +170,28 @@ function mt.__index.transform(self, batch, chain)
         learn(chain.conn, batch, resp)
         return resp
     end
-    resp = new_batch(batch.n)
-    if C.sh_ffi_cql_send(self.pool, chain.c, batch, resp) == AGAIN then
-        chain:wait()
+    local conn = chain.conn
+    local st = conn[self]
+    if st == nil then
+        st = {}
+        conn[self] = st
     end
+    if not conn.cql_handshake_done then
+        watch_handshake(conn, st, batch)
+    end
+    if not st.started or st.keyspace ~= conn.keyspace then
+        local err = catch_up(self, chain, conn, st, batch)
+        if err then
+            return error_batch(batch, err)
+        end
+    end
+    resp = send(self, chain, batch)
     -- USE and prepared statements, for the transforms in front
-    learn(chain.conn, batch, resp)
+    learn(conn, batch, resp)
+    st.keyspace = conn.keyspace
+    if not conn.cql_handshake_done then
+        watch_handshake(conn, st, batch, resp)
+    end
     return resp
 end
 

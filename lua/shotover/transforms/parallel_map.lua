@@ -11,9 +11,6 @@ local min = math.min
 local new_batch = message.new_batch
 
 local CMD_PIN = 1                       -- MULTI, WATCH, SELECT, AUTH, ...
--- CQL requests that set up the connection itself: every copy has its own
--- backend connection, so each must see them
-local CQL_SESSION = { [0x01] = true, [0x0F] = true }    -- STARTUP, AUTH_RESPONSE
 
 local _M = {
     name = "parallel_map",
@@ -50,28 +47,6 @@ function _M.new(conf, env)
     return self
 end
 
--- Requests every copy must see first (the CQL handshake, USE): the whole
--- batch goes to copy 1, and these to the others as well.
-local function session_frames(batch, conn)
-    local out
-    for i = 1, batch.n do
-        local m = batch[i]
-        if m.proto == 2 then
-            local op = m.rtype
-            local hit = CQL_SESSION[op]
-            if not hit and (op == 0x07 or op == 0x09) then  -- QUERY, PREPARE
-                local ast = m:statement(conn)
-                hit = ast ~= nil and ast.kind == "use"
-            end
-            if hit then
-                out = out or new_batch(0)
-                out:push(m)
-            end
-        end
-    end
-    return out
-end
-
 local function run_copy(copy, ctx, batch)
     return copy:run(ctx, batch)
 end
@@ -91,23 +66,6 @@ function methods.transform(self, batch, chain)
     end
     if conn.pm_pinned then
         return run_copy(copies[1], chain:sub_context(copies[1]), batch)
-    end
-    local session = batch[1] ~= nil and batch[1].proto == 2
-                    and session_frames(batch, conn)
-    if session then
-        local tasks = {}
-        for k = 1, self.n do
-            tasks[k] = chain:spawn(run_copy, copies[k],
-                                   chain:sub_context(copies[k]),
-                                   k == 1 and batch or session)
-        end
-        local resp
-        chain:join_each(tasks, function(k, r)
-            if k == 1 then
-                resp = r
-            end
-        end)
-        return resp
     end
     -- chunks of consecutive requests, the first going to the next copy in
     -- turn for this connection, so single-request batches spread too
