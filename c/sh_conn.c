@@ -607,6 +607,10 @@ sh_conn_step(sh_conn_t *c)
         return;
     }
     /* the runner itself died: nothing sane can follow on this connection */
+    if (c->shadow) {
+        sh_conn_close(c);
+        return;
+    }
     sh_conn_send_error(c, NULL, SH_CQL_SERVER_ERROR,
                        "shotover: internal error in the chain runner");
     sh_conn_close_after_writes(c);
@@ -650,7 +654,7 @@ sh_conn_run(sh_conn_t *c)
             continue;
         }
         if (c->shadow) {
-            if (c->eof) {
+            if (c->eof || c->close_after) {
                 sh_conn_close(c);
             }
         } else if (c->proto_err) {
@@ -883,6 +887,18 @@ sh_conn_abort(sh_conn_t *c, const char *why)
     if (c->closing) {
         return;
     }
+    if (c->shadow) {
+        /* may be called under the shadow's running chain: drop its queue
+         * and let it close once that batch is done */
+        sh_log_warn("shadow connection %llu: %s", (unsigned long long) c->id,
+                    why);
+        c->eof = 1;
+        sh_batch_unref(c->inq);
+        sh_batch_unref(c->expq);
+        c->inq = c->expq = NULL;
+        sh_conn_schedule(c);
+        return;
+    }
     snprintf(msg, sizeof(msg), "shotover: %s", why);
     sh_conn_send_error(c, NULL, SH_CQL_OVERLOADED, msg);
     sh_conn_close_after_writes(c);
@@ -942,6 +958,14 @@ sh_ffi_conn_shadow(sh_conn_t *c, int handler, sh_conn_t **out)
     if (c == NULL || c->shadow || c->closing || handler <= 0) {
         return SH_ERROR;
     }
+    for (s = c->shadows; s != NULL; s = s->shadow_next) {
+        if (s->handler == handler && !s->eof && !s->close_after
+            && !s->closing)
+        {
+            *out = s;
+            return SH_OK;
+        }
+    }
     s = sh_calloc(1, sizeof(*s));
     uv_tcp_init(&c->w->loop, &s->tcp);     /* never connected: see close */
     s->w = c->w;
@@ -961,13 +985,14 @@ sh_ffi_conn_shadow(sh_conn_t *c, int handler, sh_conn_t **out)
     }
     c->w->conns = s;
     *out = s;
-    return SH_OK;
+    return SH_DECLINED;                  /* a new one: its session is empty */
 }
 
 int
 sh_ffi_conn_push(sh_conn_t *s, sh_frame_t *req, sh_frame_t *paired)
 {
-    if (!s->shadow || s->closing || req == NULL) {
+    if (!s->shadow || s->closing || s->eof || s->close_after || req == NULL)
+    {
         return SH_ERROR;
     }
     if (s->inq == NULL) {

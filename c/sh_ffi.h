@@ -183,7 +183,10 @@ int sh_ffi_conn_source(sh_conn_t *c);
  * backend connections.  Lua pushes requests into one, each paired with a
  * frame of its choice (or NULL); the shadow runs them after the current
  * batch, writes its replies nowhere, and outlives c until its queue is
- * done.  An asynchronous tee is one. */
+ * done.  An asynchronous tee is one.  sh_ffi_conn_shadow gives c's live
+ * shadow for `handler` (SH_OK), or a new one (SH_DECLINED: a shadow whose
+ * backend failed closes, and the next is new); ask each time, never keep
+ * the pointer. */
 int sh_ffi_conn_handler(sh_conn_t *c);
 int sh_ffi_conn_shadow(sh_conn_t *c, int handler, sh_conn_t **out);
 int sh_ffi_conn_push(sh_conn_t *s, sh_frame_t *req, sh_frame_t *paired);

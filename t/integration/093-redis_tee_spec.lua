@@ -105,6 +105,29 @@ describe("tee in front of two redis servers", function()
         assert.equal("main", h.cli(P, "get", "r:1"))
     end)
 
+    it("starts a new shadow connection when the old one's backend is lost",
+       function()
+        local S = h.redis_server()
+        local P = proxy(A, S, 'wait = false,')
+        local c = h.connect(P)
+        -- MULTI pins the shadow to a dedicated backend connection
+        assert.same(h.status("OK"), c:cmd("MULTI"))
+        assert.same(h.status("QUEUED"), c:cmd("SET", "n:1", "x"))
+        assert.same({ h.status("OK") }, c:cmd("EXEC"))
+        h.wait_until(function() return h.cli(S.port, "get", "n:1") == "x" end,
+                     10, "the shadow to run the transaction")
+        S:stop(h.SIGKILL)                     -- the shadow's backend is lost
+        S:start()
+        -- the client is unaffected, and its copies reach the new server
+        -- through a new shadow connection
+        h.wait_until(function()
+            assert.same(h.status("OK"), c:cmd("SET", "n:2", "y"))
+            return h.cli(S.port, "get", "n:2") == "y"
+        end, 20, "copies to reach the restarted shadow server")
+        assert.same(h.status("OK"), c:cmd("SET", "n:3", "z"))
+        assert.equal("z", h.cli(A.port, "get", "n:3"))
+    end)
+
     it("drops and counts what an asynchronous tee cannot buffer, never "
        .. "holding the client", function()
         local S = h.redis_server()

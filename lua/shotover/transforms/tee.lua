@@ -138,9 +138,20 @@ end
 
 -- The body of a shadow connection's coroutine: run what the client's tee
 -- pushed (each request paired with the client's reply), compare, repeat.
+local function shadow_key(c)
+    return tonumber(ffi.cast("uintptr_t", c))
+end
+
 local function shadow_runner(self)
     return function(c)
         local ctx = self.sub:context(c)
+        local seed = self.seeds[shadow_key(c)]
+        if seed then
+            self.seeds[shadow_key(c)] = nil
+            for k, v in pairs(seed) do
+                ctx.conn[k] = v
+            end
+        end
         local mctx = self.mismatch and self.mismatch:context(c)
         local conn_batch, paired_of = C.sh_ffi_conn_batch, C.sh_ffi_conn_paired
         while true do
@@ -161,7 +172,7 @@ end
 function _M.new(conf, env)
     local self = setmetatable({
         name = conf.name or "tee", behavior = conf.behavior,
-        wait = conf.wait, buffer = conf.buffer_size,
+        wait = conf.wait, buffer = conf.buffer_size, seeds = {},
         sub = env.build_chain(conf.chain, "tee"),
     }, mt)
     if conf.mismatch_chain then
@@ -194,15 +205,27 @@ end
 -- dropping (and counting) what does not fit in the buffer.  Handshake
 -- frames are never dropped: without them the shadow's session is useless.
 function methods.push(self, chain, batch, resp)
-    local conn = chain.conn
-    local shadow = conn[self]
-    if shadow == nil then
-        if C.sh_ffi_conn_shadow(chain.c, self.handler, shadow_out) ~= 0 then
-            add(self.m_dropped, batch.n)
-            return
-        end
-        shadow = shadow_out[0]
-        conn[self] = shadow
+    local any = false
+    for i = 1, batch.n do
+        any = any or not skipped(batch[i])
+    end
+    if not any then
+        return
+    end
+    local rc = C.sh_ffi_conn_shadow(chain.c, self.handler, shadow_out)
+    if rc == base.ERROR then
+        add(self.m_dropped, batch.n)
+        return
+    end
+    local shadow = shadow_out[0]
+    if rc == base.DECLINED then
+        -- a new shadow (the first, or one after its backend failed): its
+        -- CQL sinks replay the client's handshake and USE from this seed
+        local conn = chain.conn
+        self.seeds[shadow_key(shadow)] = {
+            cql_startup = conn.cql_startup, cql_auth = conn.cql_auth,
+            keyspace = conn.keyspace,
+        }
     end
     local room = self.buffer - C.sh_ffi_conn_queued(shadow)
     local keep = self.behavior ~= "ignore"
