@@ -48,10 +48,11 @@ static int
 sh_switch_parse(sh_switch_t *sw, const char *choices)
 {
     const char *p = choices, *bar;
+    size_t n;
 
     for (;;) {
         bar = strchr(p, '|');
-        size_t n = bar ? (size_t) (bar - p) : strlen(p);
+        n = bar ? (size_t) (bar - p) : strlen(p);
 
         if (n == 0 || sw->nchoices == SH_SWITCH_CHOICES) {
             return -1;

@@ -105,13 +105,14 @@ sh_signal_cb(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *) s->data, NULL);
 }
 
-int
-sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
-    int admin_port)
+/*
+ * Make nworkers workers and start their threads one at a time, so a config
+ * error is reported once.  Returns non-zero when one failed to start; *n is
+ * how many threads were started (the failed one included).
+ */
+static int
+sh_workers_spawn(const char *conf_path, int nworkers, int *n)
 {
-    char err[512];
-    uv_loop_t *main_loop = uv_default_loop();
-    uv_signal_t sigint, sigterm;
     int i, failed = 0;
 
     signal(SIGPIPE, SIG_IGN);
@@ -132,13 +133,26 @@ sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
         uv_sem_init(&w->ready, 0);
         sh_workers[i] = w;
     }
-    /* start them one at a time: a config error is reported once */
     for (i = 0; i < nworkers && !failed; i++) {
         uv_thread_create(&sh_workers[i]->thread, sh_worker_main,
                          sh_workers[i]);
         uv_sem_wait(&sh_workers[i]->ready);
         failed = sh_workers[i]->init_failed;
     }
+    *n = i;
+    return failed;
+}
+
+int
+sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
+    int admin_port)
+{
+    char err[512];
+    uv_loop_t *main_loop = uv_default_loop();
+    uv_signal_t sigint, sigterm;
+    int i, failed = 0;
+
+    failed = sh_workers_spawn(conf_path, nworkers, &i);
     if (!failed && admin_port != 0
         && sh_admin_start(main_loop, admin_host, admin_port, err,
                           sizeof(err)) != SH_OK)
@@ -199,31 +213,8 @@ sh_ffi_workers_start(const char *conf_path, int nworkers, const char **err)
         *err = "workers are already running";
         return SH_ERROR;
     }
-    signal(SIGPIPE, SIG_IGN);
     sh_workers_conf = strdup(conf_path);
-    sh_nworkers = nworkers;
-    sh_workers = sh_calloc((size_t) nworkers, sizeof(sh_worker_t *));
-    for (i = 0; i < nworkers; i++) {
-        sh_worker_t *w = sh_calloc(1, sizeof(*w));
-
-        w->id = i;
-        w->conf_path = sh_workers_conf;
-        uv_loop_init(&w->loop);
-        uv_async_init(&w->loop, &w->stop, sh_worker_stop_cb);
-        w->stop.data = w;
-        uv_prepare_init(&w->loop, &w->flush);
-        w->flush.data = w;
-        uv_prepare_start(&w->flush, sh_worker_flush_cb);
-        uv_unref((uv_handle_t *) &w->flush);
-        uv_sem_init(&w->ready, 0);
-        sh_workers[i] = w;
-    }
-    for (i = 0; i < nworkers && !failed; i++) {
-        uv_thread_create(&sh_workers[i]->thread, sh_worker_main,
-                         sh_workers[i]);
-        uv_sem_wait(&sh_workers[i]->ready);
-        failed = sh_workers[i]->init_failed;
-    }
+    failed = sh_workers_spawn(sh_workers_conf, nworkers, &i);
     if (failed) {
         /* only the first i have threads */
         int started = i;

@@ -106,6 +106,30 @@ function Ctx:next(batch)
     return resp
 end
 
+-- Hand on the requests of batch that `answered` (request index -> reply)
+-- does not answer, and return replies for all of batch in request order:
+-- for elements that answer some requests themselves (filters, limits).
+function Ctx:next_except(batch, answered)
+    local n = batch.n
+    local pass = new_batch(0)
+    for i = 1, n do
+        if answered[i] == nil then
+            pass:push(batch[i])
+        end
+    end
+    local sub = pass.n > 0 and self:next(pass) or nil
+    local resp, k = new_batch(n), 0
+    for i = 1, n do
+        local r = answered[i]
+        if r == nil then
+            k = k + 1
+            r = sub[k]
+        end
+        resp:set(i, r)
+    end
+    return resp
+end
+
 -- Run a sub-chain (built with env.build_chain) over batch for this
 -- connection: it shares the connection and its session table; its context
 -- is made once per connection.

@@ -11,16 +11,11 @@ local h = require("harness")
 local RATE = 0.01
 
 local function http_get(port, path)
-    local r = h.run({ "curl", "-s", "http://127.0.0.1:" .. port .. path },
-                    { timeout = 10 })
-    return r.stdout
+    local _, text = h.http("GET", port, path)
+    return text
 end
 
-local function series(text, name)
-    local v = text:match("\n" .. name:gsub("[%-%.%[%]%(%)%+%*%?%^%$]", "%%%0")
-                         .. " (%S+)")
-    return tonumber(v)
-end
+local series = h.metric
 
 describe("request_throttling in front of redis", function()
     local redis, proxy, P, P2, A

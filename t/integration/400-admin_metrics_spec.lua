@@ -3,23 +3,7 @@
 -- happened, and the log level changed live.
 local h = require("harness")
 
-local function http(method, port, path, body)
-    local argv = { "curl", "-s", "-X", method, "-w", "\n%{http_code}",
-                   "http://127.0.0.1:" .. port .. path }
-    if body then
-        table.insert(argv, 2, "--data")
-        table.insert(argv, 3, body)
-    end
-    local r = h.run(argv, { timeout = 10 })
-    local text, code = r.stdout:match("^(.*)\n(%d+)$")
-    return tonumber(code), text
-end
-
-local function series(text, name)
-    local v = text:match("\n" .. name:gsub("[%-%.%[%]%(%)%+%*%?%^%$]", "%%%0")
-                         .. " (%S+)")
-    return tonumber(v)
-end
+local http, series = h.http, h.metric
 
 describe("the admin endpoint", function()
     local env, P, A

@@ -7,7 +7,6 @@ local commands = require "shotover.redis.commands"
 local cql_reply = require "shotover.cql.reply"
 local parse = require("shotover.cql.parser").parse
 
-local new_batch = message.new_batch
 local error_reply = message.error_reply
 local upper = string.upper
 local fmt = string.format
@@ -132,23 +131,7 @@ function mt.__index.transform(self, batch, chain)
         return chain:next(batch)
     end
     -- the rest go on; the replies are put back in request order
-    local pass = new_batch(0)
-    for i = 1, n do
-        if not refused[i] then
-            pass:push(batch[i])
-        end
-    end
-    local sub = pass.n > 0 and chain:next(pass) or nil
-    local resp, k = new_batch(n), 0
-    for i = 1, n do
-        if refused[i] then
-            resp:set(i, refused[i])
-        else
-            k = k + 1
-            resp:set(i, sub[k])
-        end
-    end
-    return resp
+    return chain:next_except(batch, refused)
 end
 
 return _M

@@ -12,7 +12,6 @@ local shdict = require "shotover.shdict"
 
 local C = base.C
 local gcra = C.sh_ffi_shdict_gcra
-local new_batch = message.new_batch
 local error_reply = message.error_reply
 local add = metrics.add
 local ceil = math.ceil
@@ -135,30 +134,7 @@ function mt.__index.transform(self, batch, chain)
         end
     end
     add(self.m_throttled, nrefused)
-    if nrefused == n then
-        local resp = new_batch(n)
-        for i = 1, n do
-            resp:set(i, refused[i])
-        end
-        return resp
-    end
-    local pass = new_batch(0)
-    for i = 1, n do
-        if not refused[i] then
-            pass:push(batch[i])
-        end
-    end
-    local sub = chain:next(pass)
-    local resp, k = new_batch(n), 0
-    for i = 1, n do
-        if refused[i] then
-            resp:set(i, refused[i])
-        else
-            k = k + 1
-            resp:set(i, sub[k])
-        end
-    end
-    return resp
+    return chain:next_except(batch, refused)
 end
 
 return _M
