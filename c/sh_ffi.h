@@ -48,6 +48,14 @@ enum {
     SH_CMD_QUIT = 8          /* QUIT: answered by the proxy */
 };
 
+/* why a connection's coroutine was resumed after it yielded MORE
+ * (sh_ffi_conn_wake_reason); a first resume is always SH_WAKE_BATCH */
+enum {
+    SH_WAKE_BATCH = 0,       /* a new batch: sh_ffi_conn_batch */
+    SH_WAKE_TIMER = 1,       /* the timer of sh_ffi_conn_timer fired */
+    SH_WAKE_EOF = 2          /* the client will send nothing more */
+};
+
 /* metric kinds */
 enum {
     SH_METRIC_COUNTER = 1,
@@ -175,6 +183,14 @@ sh_batch_t *sh_ffi_conn_batch(sh_conn_t *c);
 void sh_ffi_conn_set_resp(sh_conn_t *c, sh_batch_t *resp);
 int sh_ffi_conn_outstanding(sh_conn_t *c);
 int sh_ffi_conn_source(sh_conn_t *c);
+
+/* Holding requests across batches (the MORE yield, see coalesce): why the
+ * coroutine was resumed (SH_WAKE_*), and the connection's one-shot timer:
+ * (re)armed to fire in ms milliseconds, or stopped.  A timer that fires
+ * while the coroutine is not waiting in MORE is told at its next MORE. */
+int sh_ffi_conn_wake_reason(sh_conn_t *c);
+int sh_ffi_conn_timer(sh_conn_t *c, uint32_t ms);
+int sh_ffi_conn_timer_stop(sh_conn_t *c);
 
 /* Workers and sources */
 int sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
