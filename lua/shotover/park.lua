@@ -146,7 +146,7 @@ local function combine(segs, nseg)
 end
 
 -- Arm the connection's timer for the earliest holder deadline, or stop it.
-local function arm(rs, c)
+local function arm(rs, c, io)
     local min
     for holder in pairs(rs.holders) do
         local d = holder.deadline
@@ -156,17 +156,28 @@ local function arm(rs, c)
     end
     if min ~= nil then
         local ms = ceil((min - tonumber(now_ns())) / 1e6)
-        C.sh_ffi_conn_timer(c, ms < 1 and 1 or ms)
+        io.timer(c, ms < 1 and 1 or ms)
         rs.armed = true
     elseif rs.armed then
-        C.sh_ffi_conn_timer_stop(c)
+        io.timer_stop(c)
         rs.armed = false
     end
 end
 
+-- What the runner asks of the C core about connection c; specs pass their
+-- own to drive a chain without one.
+local C_IO = {
+    wake_reason = C.sh_ffi_conn_wake_reason,
+    batch = function(c) return C.sh_ffi_conn_batch(c)[0] end,
+    set_resp = C.sh_ffi_conn_set_resp,
+    timer = C.sh_ffi_conn_timer,
+    timer_stop = C.sh_ffi_conn_timer_stop,
+}
+
 -- The body of a connection's coroutine for a chain that parks (the plain
 -- one is in worker.lua).  Never returns.
-function _M.run(c, ch)
+function _M.run(c, ch, io)
+    io = io or C_IO
     local conn = {}
     local rs = { holders = {}, ready = {}, nready = 0, current = nil,
                  armed = false }
@@ -175,7 +186,7 @@ function _M.run(c, ch)
     local segs, nseg = {}, 0
     local m_requests, m_latency = ch.m_requests, ch.m_latency
     while true do
-        local reason = C.sh_ffi_conn_wake_reason(c)
+        local reason = io.wake_reason(c)
         if reason == WAKE_BATCH then
             local inv
             if npool > 0 then
@@ -185,7 +196,7 @@ function _M.run(c, ch)
             else
                 inv = new_inv(ch, c, conn)
             end
-            inv.batch = C.sh_ffi_conn_batch(c)[0]
+            inv.batch = io.batch(c)
             inv.t0 = now_ns()
             nseg = nseg + 1
             segs[nseg] = inv
@@ -228,19 +239,23 @@ function _M.run(c, ch)
                 local n = inv.batch.n
                 total = total + n
                 -- each request waited as long as its batch did
-                observe(m_latency, t1 - inv.t0, n)
+                if m_latency ~= nil then
+                    observe(m_latency, t1 - inv.t0, n)
+                end
                 inv.batch, inv.resp, inv.done = nil, nil, false
                 segs[s] = nil
                 npool = npool + 1
                 pool[npool] = inv
             end
             nseg = 0
-            add(m_requests, total)
-            arm(rs, c)
-            C.sh_ffi_conn_set_resp(c, resp)
+            if m_requests ~= nil then
+                add(m_requests, total)
+            end
+            arm(rs, c, io)
+            io.set_resp(c, resp)
             yield(DONE)
         else
-            arm(rs, c)
+            arm(rs, c, io)
             yield(MORE)
         end
     end
