@@ -11,6 +11,14 @@
  * Backpressure: while more than max_write_queue bytes wait to be written to
  * the client, or a batch is running and too much input is queued, we stop
  * reading from it; reading resumes when the queue drains.
+ *
+ * Holding batches (MORE): a transform that gathers requests across batches
+ * (coalesce) makes the coroutine yield MORE.  The batch stays running, its
+ * requests move to conn->held, and the coroutine is resumed with the next
+ * batch read, when its timer (sh_ffi_conn_timer) fires, or at EOF
+ * (sh_ffi_conn_wake_reason says which).  The responses it gives with DONE
+ * cover every batch held and the current one, in order; until then nothing
+ * is written and the cycle (what Lua created) lives on.
  */
 #include <stdio.h>
 
@@ -31,6 +39,9 @@ typedef struct sh_write_s {
 } sh_write_t;
 
 static void sh_conn_run(sh_conn_t *c);
+static void sh_conn_more(sh_conn_t *c);
+static void sh_conn_more_event(sh_conn_t *c);
+static void sh_conn_cycle_push(sh_conn_t *c, void *p);
 
 /* The request reader of the connection's protocol. */
 static void
@@ -109,9 +120,14 @@ sh_conn_release_cycle(sh_conn_t *c)
     sh_batch_unref(c->batch);
     sh_batch_unref(c->resp);
     sh_batch_unref(c->exp);
+    sh_batch_unref(c->held);
     c->batch = NULL;
     c->resp = NULL;
     c->exp = NULL;
+    c->held = NULL;
+    c->more = 0;
+    c->eof_told = 0;
+    c->timer_fired = 0;
 }
 
 static void sh_conn_schedule(sh_conn_t *c);
@@ -149,6 +165,12 @@ sh_conn_unlink_shadow(sh_conn_t *s)
 }
 
 static void
+sh_conn_timer_close_cb(uv_handle_t *h)
+{
+    sh_free(h);
+}
+
+static void
 sh_conn_close(sh_conn_t *c)
 {
     sh_worker_t *w = c->w;
@@ -171,6 +193,10 @@ sh_conn_close(sh_conn_t *c)
     sh_redis_conn_closed(c);
     sh_cql_conn_closed(c);
     sh_conn_release_cycle(c);
+    if (c->timer != NULL) {
+        uv_close((uv_handle_t *) c->timer, sh_conn_timer_close_cb);
+        c->timer = NULL;
+    }
     sh_batch_unref(c->inq);
     c->inq = NULL;
     sh_batch_unref(c->expq);
@@ -266,7 +292,9 @@ sh_conn_pause(sh_conn_t *c)
 static void
 sh_conn_resume_reading(sh_conn_t *c)
 {
-    if (c->read_stopped && !c->closing && !c->eof && !c->proto_err) {
+    if (c->read_stopped && !c->closing && !c->eof && !c->proto_err
+        && !c->shadow)
+    {
         c->read_stopped = 0;
         uv_read_start((uv_stream_t *) &c->tcp, sh_conn_alloc_cb,
                       sh_conn_read_cb);
@@ -305,6 +333,9 @@ sh_conn_write_cb(uv_write_t *req, int status)
     {
         if (!c->running) {
             sh_conn_run(c);
+        } else if (c->more) {
+            sh_conn_more_event(c);   /* held input may go on now */
+            return;
         }
         if (!c->closing && !c->running
             && (c->inq == NULL || c->inq->n == 0))
@@ -560,6 +591,18 @@ sh_conn_finish_batch(sh_conn_t *c)
     sh_batch_t *resp = c->resp;
     uint32_t i;
 
+    if (c->held != NULL) {
+        /* MORE held earlier batches: the responses cover them all, in
+         * order, then this one; Lua's view of this batch lives on in the
+         * cycle until it is released */
+        for (i = 0; i < c->batch->n; i++) {
+            sh_batch_append(c->held, c->batch->frames[i]);
+        }
+        sh_conn_cycle_push(c, (void *) ((uintptr_t) c->batch | 1));
+        c->batch = c->held;
+        c->held = NULL;
+        req = c->batch;
+    }
     c->running = 0;
     if (c->shadow) {
         sh_conn_release_cycle(c);
@@ -606,6 +649,10 @@ sh_conn_step(sh_conn_t *c)
         sh_conn_finish_batch(c);
         return;
     }
+    if (rc == SH_YIELD_MORE) {
+        c->more = 1;             /* the caller calls sh_conn_more */
+        return;
+    }
     /* the runner itself died: nothing sane can follow on this connection */
     if (c->shadow) {
         sh_conn_close(c);
@@ -614,6 +661,29 @@ sh_conn_step(sh_conn_t *c)
     sh_conn_send_error(c, NULL, SH_CQL_SERVER_ERROR,
                        "shotover: internal error in the chain runner");
     sh_conn_close_after_writes(c);
+}
+
+/* The next batch from inq (at most max_batch requests) into c->batch. */
+static void
+sh_conn_take_batch(sh_conn_t *c)
+{
+    if (c->inq->n <= c->src->conf.max_batch) {
+        c->batch = c->inq;
+        c->inq = NULL;
+    } else {
+        /* A long pipeline runs in slices, so the write-queue bound is
+         * checked between them: a client that pipelines big replies
+         * without reading them cannot make us hold more than one slice of
+         * replies beyond max_write_queue. */
+        uint32_t k = c->src->conf.max_batch;
+
+        c->batch = sh_batch_alloc(k);
+        memcpy(c->batch->frames, c->inq->frames, k * sizeof(sh_frame_t *));
+        memmove(c->inq->frames, c->inq->frames + k,
+                (c->inq->n - k) * sizeof(sh_frame_t *));
+        c->inq->n -= k;
+    }
+    c->wake_reason = SH_WAKE_BATCH;
 }
 
 static void
@@ -632,25 +702,12 @@ sh_conn_run(sh_conn_t *c)
                 c->inq = NULL;
                 c->exp = c->expq;
                 c->expq = NULL;
-            } else if (c->inq->n <= c->src->conf.max_batch) {
-                c->batch = c->inq;
-                c->inq = NULL;
             } else {
-                /* A long pipeline runs in slices, so the write-queue bound
-                 * above is checked between them: a client that pipelines
-                 * big replies without reading them cannot make us hold more
-                 * than one slice of replies beyond max_write_queue. */
-                uint32_t k = c->src->conf.max_batch;
-
-                c->batch = sh_batch_alloc(k);
-                memcpy(c->batch->frames, c->inq->frames,
-                       k * sizeof(sh_frame_t *));
-                memmove(c->inq->frames, c->inq->frames + k,
-                        (c->inq->n - k) * sizeof(sh_frame_t *));
-                c->inq->n -= k;
+                sh_conn_take_batch(c);
             }
             c->running = 1;
             sh_conn_step(c);
+            sh_conn_more(c);
             continue;
         }
         if (c->shadow) {
@@ -666,6 +723,112 @@ sh_conn_run(sh_conn_t *c)
             sh_conn_close_after_writes(c);
         }
         return;
+    }
+}
+
+/*
+ * sh_conn_more_next: the coroutine waits in MORE; prepare what it is
+ * resumed with, in this order: the timer that fired, the next batch (unless
+ * the client's replies back up or the held requests reach max_elements),
+ * EOF (once, when nothing else is queued).  Returns 1 when there is
+ * something, 0 when it must wait.
+ */
+static int
+sh_conn_more_next(sh_conn_t *c)
+{
+    uint32_t i;
+
+    if (c->timer_fired) {
+        c->timer_fired = 0;
+        c->wake_reason = SH_WAKE_TIMER;
+        return 1;
+    }
+    if (c->inq != NULL && c->inq->n > 0 && !sh_conn_write_blocked(c)
+        && (c->held ? c->held->n : 0) + c->batch->n
+           < c->src->conf.max_elements)
+    {
+        /* this batch joins the held ones; Lua's view of it stays valid
+         * in the cycle until the responses are written */
+        if (c->held == NULL) {
+            c->held = sh_batch_alloc(0);
+        }
+        for (i = 0; i < c->batch->n; i++) {
+            sh_batch_append(c->held, c->batch->frames[i]);
+        }
+        sh_conn_cycle_push(c, (void *) ((uintptr_t) c->batch | 1));
+        c->batch = NULL;
+        sh_conn_take_batch(c);
+        return 1;
+    }
+    if ((c->eof || c->proto_err) && !c->eof_told
+        && (c->inq == NULL || c->inq->n == 0))
+    {
+        c->eof_told = 1;
+        c->wake_reason = SH_WAKE_EOF;
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * sh_conn_more: resume a coroutine that yielded MORE for as long as there
+ * is something for it (a loop, not recursion: a long pipeline is many
+ * batches).  Leaves it waiting in MORE, waiting for backends, or done.
+ */
+static void
+sh_conn_more(sh_conn_t *c)
+{
+    while (c->more && !c->closing && c->running && sh_conn_more_next(c)) {
+        c->more = 0;
+        sh_conn_step(c);
+    }
+    if (!c->more || c->closing) {
+        return;
+    }
+    if (c->eof_told && (c->timer == NULL
+                        || !uv_is_active((uv_handle_t *) c->timer)))
+    {
+        /* told EOF, no timer: nothing can ever finish this batch */
+        sh_log_error("source \"%s\": chain still holds requests after EOF",
+                     c->src->name);
+        sh_conn_send_error(c, NULL, SH_CQL_SERVER_ERROR,
+                           "shotover: chain held requests after EOF");
+        sh_conn_close_after_writes(c);
+        return;
+    }
+    if ((c->inq == NULL || c->inq->n == 0) && !sh_conn_write_blocked(c)) {
+        sh_conn_resume_reading(c);   /* the next batch is what it wants */
+    }
+}
+
+/* Something happened to a connection that may wait in MORE (input, timer,
+ * EOF, replies drained): resume it, then run what is queued after. */
+static void
+sh_conn_more_event(sh_conn_t *c)
+{
+    sh_conn_more(c);
+    if (!c->running && !c->closing) {
+        sh_conn_run(c);
+        if (!c->running && !c->closing && !sh_conn_write_blocked(c)) {
+            sh_conn_resume_reading(c);
+        }
+    }
+    if (c->running && !c->closing
+        && (sh_conn_reader_pending(c) > SH_CONN_MAX_INQ
+            || (c->inq && c->inq->n > c->src->conf.max_elements)))
+    {
+        sh_conn_pause(c);
+    }
+}
+
+static void
+sh_conn_timer_cb(uv_timer_t *t)
+{
+    sh_conn_t *c = t->data;
+
+    c->timer_fired = 1;
+    if (c->more && !c->closing) {
+        sh_conn_more_event(c);
     }
 }
 
@@ -707,6 +870,7 @@ sh_conn_wake_all(sh_worker_t *w)
         }
         if (c->suspended) {
             sh_conn_step(c);
+            sh_conn_more(c);
         } else if (!c->shadow) {
             continue;
         }
@@ -781,12 +945,15 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->read_stopped = 1;
         if (!c->running) {
             sh_conn_run(c);
-        } else if (sh_conn_batch_blocks(c->batch)) {
+        } else if (sh_conn_batch_blocks(c->batch)
+                   || sh_conn_batch_blocks(c->held)) {
             /* Redis frees a blocked client on EOF; so do we, which closes
              * its dedicated backend connection and unblocks it there, so a
              * later push is not popped for nobody.  Ordinary batches are
              * finished, so a half-closed pipeline still gets its replies. */
             sh_conn_close(c);
+        } else if (c->more) {
+            sh_conn_more_event(c);   /* what is held is flushed now */
         }
         return;
     }
@@ -825,6 +992,10 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         sh_batch_append(c->inq, f);
         sh_frame_unref(f);               /* the batch holds it now */
+    }
+    if (c->running && c->more) {
+        sh_conn_more_event(c);       /* the chain asked for this batch */
+        return;
     }
     if (c->running) {
         /* a pipelining client outpaces the chain: bound what we hold */
@@ -1017,11 +1188,59 @@ sh_ffi_conn_paired(sh_conn_t *s)
     return s->exp;
 }
 
+int
+sh_ffi_conn_wake_reason(sh_conn_t *c)
+{
+    return c->wake_reason;
+}
+
+/*
+ * sh_ffi_conn_timer: (re)arm the connection's one-shot timer.  When it
+ * fires the coroutine, if it waits in MORE, is resumed with SH_WAKE_TIMER;
+ * otherwise it is told at its next MORE.  SH_DECLINED on a closing
+ * connection.
+ */
+int
+sh_ffi_conn_timer(sh_conn_t *c, uint32_t ms)
+{
+    if (c->closing) {
+        return SH_DECLINED;
+    }
+    if (c->timer == NULL) {
+        c->timer = sh_alloc(sizeof(uv_timer_t));
+        uv_timer_init(&c->w->loop, c->timer);
+        c->timer->data = c;
+    }
+    c->timer_fired = 0;
+    uv_timer_start(c->timer, sh_conn_timer_cb, ms, 0);
+    return SH_OK;
+}
+
+int
+sh_ffi_conn_timer_stop(sh_conn_t *c)
+{
+    if (c->timer != NULL) {
+        uv_timer_stop(c->timer);
+    }
+    c->timer_fired = 0;
+    return SH_OK;
+}
+
 /*
  * Objects Lua creates during a batch belong to the running connection's
  * cycle and are released after the batch; outside a worker (specs) the
  * caller owns them and the FFI layer attaches ffi.gc.
  */
+static void
+sh_conn_cycle_push(sh_conn_t *c, void *p)
+{
+    if (c->ncycle == c->cycle_cap) {
+        c->cycle_cap = c->cycle_cap ? c->cycle_cap * 2 : 16;
+        c->cycle = sh_realloc(c->cycle, c->cycle_cap * sizeof(void *));
+    }
+    c->cycle[c->ncycle++] = p;
+}
+
 static int
 sh_conn_cycle_add(void *p)
 {
@@ -1031,11 +1250,7 @@ sh_conn_cycle_add(void *p)
     if (w == NULL || (c = w->cur) == NULL) {
         return SH_DECLINED;
     }
-    if (c->ncycle == c->cycle_cap) {
-        c->cycle_cap = c->cycle_cap ? c->cycle_cap * 2 : 16;
-        c->cycle = sh_realloc(c->cycle, c->cycle_cap * sizeof(void *));
-    }
-    c->cycle[c->ncycle++] = p;
+    sh_conn_cycle_push(c, p);
     return SH_OK;
 }
 

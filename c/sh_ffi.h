@@ -48,6 +48,14 @@ enum {
     SH_CMD_QUIT = 8          /* QUIT: answered by the proxy */
 };
 
+/* why a connection's coroutine was resumed after it yielded MORE
+ * (sh_ffi_conn_wake_reason); a first resume is always SH_WAKE_BATCH */
+enum {
+    SH_WAKE_BATCH = 0,       /* a new batch: sh_ffi_conn_batch */
+    SH_WAKE_TIMER = 1,       /* the timer of sh_ffi_conn_timer fired */
+    SH_WAKE_EOF = 2          /* the client will send nothing more */
+};
+
 /* metric kinds */
 enum {
     SH_METRIC_COUNTER = 1,
@@ -192,6 +200,14 @@ int sh_ffi_conn_shadow(sh_conn_t *c, int handler, sh_conn_t **out);
 int sh_ffi_conn_push(sh_conn_t *s, sh_frame_t *req, sh_frame_t *paired);
 uint32_t sh_ffi_conn_queued(sh_conn_t *s);
 sh_batch_t *sh_ffi_conn_paired(sh_conn_t *s);
+
+/* Holding requests across batches (the MORE yield, see coalesce): why the
+ * coroutine was resumed (SH_WAKE_*), and the connection's one-shot timer:
+ * (re)armed to fire in ms milliseconds, or stopped.  A timer that fires
+ * while the coroutine is not waiting in MORE is told at its next MORE. */
+int sh_ffi_conn_wake_reason(sh_conn_t *c);
+int sh_ffi_conn_timer(sh_conn_t *c, uint32_t ms);
+int sh_ffi_conn_timer_stop(sh_conn_t *c);
 
 /* Workers and sources */
 int sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,

@@ -29,7 +29,10 @@ struct sh_listener_s {
 /* What a connection's coroutine yielded. */
 enum {
     SH_YIELD_WAIT = 0,       /* waiting for backends: resume later */
-    SH_YIELD_DONE = 1        /* batch done: responses are in conn->resp */
+    SH_YIELD_DONE = 1,       /* batch done: responses are in conn->resp */
+    SH_YIELD_MORE = 2        /* a transform holds requests (coalesce): resume
+                                with the next batch, the timer or EOF; the
+                                responses, when DONE, cover every batch held */
 };
 
 /* A client connection. */
@@ -81,6 +84,13 @@ struct sh_conn_s {
     sh_conn_t *prev, *next;  /* worker's connection list */
     sh_conn_t *wake_next;    /* worker's list of connections to resume */
     unsigned on_wake:1;      /* on that list */
+    sh_batch_t *held;        /* requests of the earlier batches a MORE
+                                yield held, in order (NULL when none) */
+    uv_timer_t *timer;       /* Lua's one-shot timer (sh_ffi_conn_timer) */
+    int wake_reason;         /* SH_WAKE_* the coroutine was resumed for */
+    unsigned more:1;         /* yielded MORE: waits for a batch, timer, EOF */
+    unsigned timer_fired:1;  /* the timer fired, not yet told to Lua */
+    unsigned eof_told:1;     /* Lua was resumed for EOF */
 };
 
 /* A pool of connections to one Redis server (one `redis` sink, per worker). */

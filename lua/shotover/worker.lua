@@ -7,6 +7,7 @@ local config = require "shotover.config"
 local chain = require "shotover.chain"
 local schema = require "shotover.schema"
 local metrics = require "shotover.metrics"
+local park = require "shotover.park"
 
 local C = base.C
 local DONE = base.YIELD_DONE
@@ -43,6 +44,9 @@ local function run_connection(clud)
         return handlers[h](c)
     end
     local ch = chains[C.sh_ffi_conn_source(c)]
+    if ch.parks then
+        return park.run(c, ch)         -- a chain that holds requests
+    end
     local conn_batch = C.sh_ffi_conn_batch
     local ctx = ch:context(c)
     local m_requests, m_latency = ch.m_requests, ch.m_latency
@@ -76,11 +80,15 @@ function _M.init(wlud, path, id)
     local repl = os.getenv("SHOTOVER_REPL_TRACE")
                  and require("shotover.cli.live")
     for i, src in ipairs(conf.sources) do
+        -- a transform that parks requests (coalesce) sets parking.used
+        local parking = {}
         local ch = chain.build(src.chain, {
             worker = w, protocol = src.protocol, name = src.name,
             source = src.name,
             path = fmt("sources[%d].chain", i), worker_id = id,
+            parking = parking,
         })
+        ch.parks = parking.used
         local labels = { source = src.name }
         ch.m_requests = metrics.counter("shotover_requests_total",
             "requests run through a source's chain", labels)
