@@ -176,9 +176,12 @@ sh_conn_close(sh_conn_t *c)
     sh_worker_t *w = c->w;
     uint32_t i;
 
-    if (c->closing && uv_is_closing((uv_handle_t *) &c->tcp)) {
+    /* once only: a shutdown cancelled by the close calls back here, and
+     * a second unlink would touch neighbours freed since */
+    if (c->closed) {
         return;
     }
+    c->closed = 1;
     c->closing = 1;
     sh_conn_orphan_shadows(c);
     sh_conn_unlink_shadow(c);

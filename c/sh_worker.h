@@ -68,6 +68,7 @@ struct sh_conn_s {
     unsigned eof:1;          /* client sent EOF */
     unsigned read_stopped:1; /* reading paused for backpressure */
     unsigned closing:1;      /* uv_close or shutdown under way */
+    unsigned closed:1;       /* sh_conn_close ran: unlinked, handle closing */
     unsigned close_after:1;  /* close once the replies are written */
     unsigned proto_err:1;    /* reader failed: send error, then close */
     /* shadows: connections without a socket that run requests Lua pushes

@@ -182,6 +182,7 @@ end
 ---------------------------------------------------------------------------
 
 local procs = {}          -- live children, for cleanup
+local shotovers = {}                 -- every shotover started, for cleanup
 local Proc = {}
 Proc.__index = Proc
 
@@ -826,9 +827,29 @@ function h.cleanup()
         pcall(deferred[i])
         deferred[i] = nil
     end
+    -- every shotover still running must stop cleanly on SIGTERM, and no
+    -- shotover may have logged a sanitizer report (the sanitizer build's
+    -- leak check runs at exit): otherwise the spec's teardown fails
+    local problems = {}
     for p in pairs(procs) do
-        pcall(p.stop, p, 3)
+        local s = p.is_shotover
+        local ok, st, killed = pcall(p.stop, p, 10)
+        if s and ok and (killed or not st or st.code ~= 0) then
+            problems[#problems + 1] = string.format(
+                "shotover (%s) did not exit cleanly on SIGTERM: %s%s",
+                s.log_path, st and status_string(st) or "?",
+                killed and " (killed)" or "")
+        end
     end
+    for _, s in ipairs(shotovers) do
+        local log = s:log()
+        if log:find("Sanitizer", 1, true) or log:find("runtime error: ", 1, true)
+        then
+            problems[#problems + 1] = "sanitizer report in " .. s.log_path
+                                      .. ":\n" .. s:log_tail(40)
+        end
+    end
+    shotovers = {}
     procs = {}
     local keep = os.getenv("SHOTOVER_KEEP_TMP")
     for i = #tmp_dirs, 1, -1 do
@@ -841,6 +862,9 @@ function h.cleanup()
         tmp_dirs[i] = nil
     end
     root_dir = nil
+    if #problems > 0 then
+        error(table.concat(problems, "\n"), 0)
+    end
 end
 
 -- If the Lua state is closed without cleanup, still kill the children.
@@ -989,6 +1013,7 @@ function h.shotover(o)
     for _, a in ipairs(o.args or {}) do argv[#argv + 1] = a end
     s.proc = h.spawn(argv, { stdout = s.log_path, stderr = "stdout" })
     s.proc.is_shotover = s
+    shotovers[#shotovers + 1] = s
     if o.port then s:wait_ready(o.port, o.ready_timeout) end
     return s
 end
