@@ -35,6 +35,7 @@ build = {
         ["shotover.log"] = "lua/shotover/log.lua",
         ["shotover.message"] = "lua/shotover/message.lua",
         ["shotover.metrics"] = "lua/shotover/metrics.lua",
+        ["shotover.redis.command_ids"] = "lua/shotover/redis/command_ids.lua",
         ["shotover.redis.commands"] = "lua/shotover/redis/commands.lua",
         ["shotover.redis.reply"] = "lua/shotover/redis/reply.lua",
         ["shotover.schema"] = "lua/shotover/schema.lua",
