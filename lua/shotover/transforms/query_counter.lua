@@ -23,8 +23,8 @@ function _M.new(conf)
         id_counts[id] = 0
     end
     return setmetatable({ name = conf.name or "query_counter", series = {},
-                          counts = {}, by_id = {}, id_counts = id_counts,
-                          touched = {} }, mt)
+                          counts = {}, cql = false, by_id = {},
+                          id_counts = id_counts, touched = {} }, mt)
 end
 
 local function series(self, query)
@@ -55,32 +55,40 @@ end
 -- Counts are summed per batch and added to the shared series once per
 -- distinct query (an atomic add per series, not per request).  Redis
 -- requests are counted in an array by the command id the codec gave them
--- (sh_frame_t.cmd_id; no string per request);
--- `touched` lists the ids seen in this batch, so the adds visit only those.
--- Nothing here yields, so the per-instance scratch tables are safe to share
--- between connections.
-function mt.__index.transform(self, batch, chain)
-    local id_counts, touched, nt = self.id_counts, self.touched, 0
-    local counts = nil
-    for i = 1, batch.n do
-        local m = batch[i]
-        if m.proto == 1 then
-            local id = m.cmd_id
-            local k = id_counts[id]
-            if k == nil or k == 0 then
-                nt = nt + 1
-                touched[nt] = id
-                id_counts[id] = 1
-            else
-                id_counts[id] = k + 1
-            end
+-- (sh_frame_t.cmd_id; no string per request); `touched` lists the ids seen
+-- in this batch, so the adds visit only those.  Nothing here yields, so the
+-- per-instance scratch tables are safe to share between connections.
+--
+-- Why the small functions: the first pass of a loop and the code after it
+-- run in LuaJIT's interpreter on every batch, where each FFI access is
+-- slow; a function called per request or per batch gets its own compiled
+-- trace, which the interpreter enters.
+
+-- Count request m; returns the new number of touched ids.
+local function count(self, nt, m, chain)
+    if m.proto == 1 then
+        local id = m.cmd_id
+        local id_counts = self.id_counts
+        local k = id_counts[id]
+        if k == nil or k == 0 then
+            nt = nt + 1
+            self.touched[nt] = id
+            id_counts[id] = 1
         else
-            counts = counts or self.counts
-            local q = query_of(m, chain)
-            counts[q] = (counts[q] or 0) + 1
+            id_counts[id] = k + 1
         end
+    else
+        local counts = self.counts
+        local q = query_of(m, chain)
+        counts[q] = (counts[q] or 0) + 1
+        self.cql = true
     end
-    local by_id = self.by_id
+    return nt
+end
+
+-- Add the batch's counts to the series and clear them.
+local function flush(self, nt)
+    local by_id, id_counts, touched = self.by_id, self.id_counts, self.touched
     for j = 1, nt do
         local id = touched[j]
         local m = by_id[id]
@@ -91,12 +99,22 @@ function mt.__index.transform(self, batch, chain)
         add(m, id_counts[id])
         id_counts[id] = 0
     end
-    if counts then
+    if self.cql then
+        local counts = self.counts
         for q, k in pairs(counts) do
             add(series(self, q), k)
             counts[q] = nil
         end
+        self.cql = false
     end
+end
+
+function mt.__index.transform(self, batch, chain)
+    local nt = 0
+    for i = 1, batch.n do
+        nt = count(self, nt, batch[i], chain)
+    end
+    flush(self, nt)
     return chain:next(batch)
 end
 
