@@ -5,7 +5,7 @@ local config = require "shotover.config"
 local message = require "shotover.message"
 local metrics = require "shotover.metrics"
 
-describe("query_counter on redis", function()
+describe("query_counter", function()
     local added, made = {}, {}
     local real_add, real_counter = metrics.add, metrics.counter
     local ch
@@ -42,7 +42,7 @@ describe("query_counter on redis", function()
         return b
     end
 
-    it("adds each command's count once per batch, in first-seen order",
+    it("adds each Redis command's count once per batch, in first-seen order",
        function()
         local ctx = ch:context(nil)
         local resp = ch:run(ctx, batch_of({ "GET", "a" }, { "set", "a", "1" },
@@ -57,11 +57,27 @@ describe("query_counter on redis", function()
         assert.are.equal(3, #made)
     end)
 
+    it("counts CQL messages by opcode or statement kind", function()
+        added = {}
+        local conf = assert(config.check({ sources = { {
+            name = "c", protocol = "cassandra", listen = "127.0.0.1:1",
+            chain = { { "query_counter", name = "cql" }, { "null" } } } } }))
+        local cql = chain.build(conf.sources[1].chain,
+                                { name = "c", protocol = "cassandra" })
+        local b = message.new_batch(0)
+        for stream = 1, 2 do    -- OPTIONS, v4, no body
+            b:push(assert(message.frame_from_cql(
+                "\4\0\0" .. string.char(stream) .. "\5\0\0\0\0")))
+        end
+        assert.are.equal(2, cql:run(cql:context(nil), b).n)
+        assert.are.same({ { "OPTIONS", 2 } }, added)
+    end)
+
     it("starts each batch from zero and reuses its series", function()
         added = {}
         ch:run(ch:context(nil), batch_of({ "PING" }, { "get", "a" }))
         ch:run(ch:context(nil), batch_of({ "get", "a" }))
         assert.are.same({ { "PING", 1 }, { "GET", 1 }, { "GET", 1 } }, added)
-        assert.are.equal(4, #made)      -- PING's is the only new one
+        assert.are.equal(5, #made)      -- PING's is the only new one here
     end)
 end)
