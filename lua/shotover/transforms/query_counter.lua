@@ -24,7 +24,7 @@ function _M.new(conf)
     end
     return setmetatable({ name = conf.name or "query_counter", series = {},
                           counts = {}, cql = false, by_id = {},
-                          id_counts = id_counts, touched = {} }, mt)
+                          id_counts = id_counts, touched = {}, nt = 0 }, mt)
 end
 
 local function series(self, query)
@@ -55,8 +55,8 @@ end
 -- Counts are summed per batch and added to the shared series once per
 -- distinct query (an atomic add per series, not per request).  Redis
 -- requests are counted in an array by the command id the codec gave them
--- (sh_frame_t.cmd_id; no string per request); `touched` lists the ids seen
--- in this batch, so the adds visit only those.  Nothing here yields, so the
+-- (sh_frame_t.cmd_id; no string per request); `touched` lists the `nt` ids
+-- seen, so the adds visit only those.  Nothing here yields, so the
 -- per-instance scratch tables are safe to share between connections.
 --
 -- Why the small functions: the first pass of a loop and the code after it
@@ -64,15 +64,18 @@ end
 -- slow; a function called per request or per batch gets its own compiled
 -- trace, which the interpreter enters.
 
--- Count request m; returns the new number of touched ids.
-local function count(self, nt, m, chain)
+-- Count request m.  The state stays consistent if a later request raises
+-- (touched[1..nt] are exactly the ids with a count): the next batch's flush
+-- adds them.
+local function count(self, m, chain)
     if m.proto == 1 then
         local id = m.cmd_id
         local id_counts = self.id_counts
         local k = id_counts[id]
         if k == nil or k == 0 then
-            nt = nt + 1
+            local nt = self.nt + 1
             self.touched[nt] = id
+            self.nt = nt
             id_counts[id] = 1
         else
             id_counts[id] = k + 1
@@ -83,13 +86,12 @@ local function count(self, nt, m, chain)
         counts[q] = (counts[q] or 0) + 1
         self.cql = true
     end
-    return nt
 end
 
--- Add the batch's counts to the series and clear them.
-local function flush(self, nt)
+-- Add the counts gathered so far to the series and clear them.
+local function flush(self)
     local by_id, id_counts, touched = self.by_id, self.id_counts, self.touched
-    for j = 1, nt do
+    for j = 1, self.nt do
         local id = touched[j]
         local m = by_id[id]
         if m == nil then
@@ -99,6 +101,7 @@ local function flush(self, nt)
         add(m, id_counts[id])
         id_counts[id] = 0
     end
+    self.nt = 0
     if self.cql then
         local counts = self.counts
         for q, k in pairs(counts) do
@@ -110,11 +113,10 @@ local function flush(self, nt)
 end
 
 function mt.__index.transform(self, batch, chain)
-    local nt = 0
     for i = 1, batch.n do
-        nt = count(self, nt, batch[i], chain)
+        count(self, batch[i], chain)
     end
-    flush(self, nt)
+    flush(self)
     return chain:next(batch)
 end
 
