@@ -21,6 +21,15 @@ sh_buf_unref(sh_buf_t *b)
     }
 }
 
+/* sh_ffi_buf_eq: 1 when the len bytes at a and b are equal, else 0.  For
+ * Lua's compares of a view with a string (key prefixes, exact keys): one
+ * FFI call instead of a byte loop inside the transform's batch loop. */
+int
+sh_ffi_buf_eq(const uint8_t *a, const uint8_t *b, size_t len)
+{
+    return memcmp(a, b, len) == 0;
+}
+
 /*
  * Frames and batches come from per-thread free lists.  Why: at -P 16 the
  * proxy made several mallocs per request (request frame, reply frame,

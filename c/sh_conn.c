@@ -1391,6 +1391,7 @@ sh_ffi_frame_set_arg(sh_frame_t *f, int i, const uint8_t *data, size_t len,
     f->len = nf->len;
     memcpy(f->argv, nf->argv, (size_t) f->argc * sizeof(sh_slice_t));
     f->cmd = nf->cmd;
+    f->cmd_id = nf->cmd_id;
     f->flags |= SH_FRAME_MODIFIED;
     sh_frame_unref(nf);
     if (args != stack_args) {

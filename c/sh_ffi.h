@@ -104,6 +104,9 @@ typedef struct sh_frame_s {
     uint8_t rtype;           /* RESP type byte ('*', '+', '-', ':', ...) */
     uint8_t flags;           /* SH_FRAME_* bits */
     uint8_t reserved;        /* padding, always 0 */
+    uint16_t cmd_id;         /* Redis requests: the command's id
+                                (sh_ffi_resp_command_name), 0 when Redis
+                                has no such command; else 0 */
 } sh_frame_t;
 
 /* An ordered set of frames: the requests of one read, or their replies. */
@@ -173,6 +176,16 @@ int sh_ffi_frame_same(const sh_frame_t *a, const sh_frame_t *b);
 int sh_ffi_frame_describe(const sh_frame_t *f, char *out, size_t cap);
 int sh_ffi_frame_error(const sh_frame_t *req, uint32_t code, const char *msg,
     sh_frame_t **out);
+
+/* Redis command ids (sh_frame_t.cmd_id): the id of a command name (any
+ * case; 0 when Redis has no such command), and the upper-case name of an id
+ * (NULL when there is none).  Ids are 1.. in the order of
+ * lua/shotover/redis/commands.lua. */
+int sh_ffi_resp_command_id(const uint8_t *name, size_t len);
+const char *sh_ffi_resp_command_name(int id);
+/* 1 when the len bytes at a and b are equal, else 0 (compares a zero-copy
+ * view with a Lua string without making a string of the view) */
+int sh_ffi_buf_eq(const uint8_t *a, const uint8_t *b, size_t len);
 
 /* Batches */
 int sh_ffi_batch_new(uint32_t n, sh_batch_t **out);

@@ -54,6 +54,9 @@ const char *sh_resp_reader_error(const sh_resp_reader_t *r);
 /* bytes received and not yet returned as frames */
 size_t sh_resp_reader_pending(const sh_resp_reader_t *r);
 
+/* The id of a Redis command name (sh_frame_t.cmd_id), 0 for none. */
+uint32_t sh_resp_command_id(const uint8_t *name, size_t len);
+
 /* Look up SH_CMD_* bits for a command (and subcommand) name. */
 uint32_t sh_resp_classify(const uint8_t *name, size_t len,
     const uint8_t *sub, size_t sublen);

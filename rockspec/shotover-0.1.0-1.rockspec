@@ -43,6 +43,7 @@ build = {
         ["shotover.message"] = "lua/shotover/message.lua",
         ["shotover.metrics"] = "lua/shotover/metrics.lua",
         ["shotover.park"] = "lua/shotover/park.lua",
+        ["shotover.redis.command_ids"] = "lua/shotover/redis/command_ids.lua",
         ["shotover.redis.commands"] = "lua/shotover/redis/commands.lua",
         ["shotover.redis.reply"] = "lua/shotover/redis/reply.lua",
         ["shotover.schema"] = "lua/shotover/schema.lua",

@@ -25,6 +25,7 @@
  * Output is TAP-like; the last line is "N passed, M failed" and the exit
  * status is non-zero when anything failed.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 
@@ -868,6 +869,12 @@ check_frame(const tcase_t *tc, int fi, const char *how, const sh_frame_t *f,
         diag("%s frame %d: cmd bits 0x%x differ from sh_resp_classify", how,
              fi, f->cmd);
     }
+    if (f->cmd_id != sh_resp_command_id(f->data + f->argv[0].off,
+                                        f->argv[0].len))
+    {
+        diag("%s frame %d: cmd_id %u differs from sh_resp_command_id", how,
+             fi, f->cmd_id);
+    }
     if (full) {
         check_encode(fi, how, f);
     }
@@ -1083,6 +1090,74 @@ test_case(const tcase_t *tc, int every_split)
 }
 
 /* --- unit checks ------------------------------------------------------- */
+
+extern const char *const sh_resp_command_names[];
+extern const size_t sh_resp_ncommands;
+
+static uint32_t
+command_id(const char *name)
+{
+    return sh_resp_command_id((const uint8_t *) name, strlen(name));
+}
+
+static void
+test_command_ids(void)
+{
+    static const struct {
+        const char *name;
+        const char *is;      /* the name of its id, NULL for id 0 */
+    } t[] = {
+        { "GET", "GET" }, { "get", "GET" }, { "gEt", "GET" },
+        { "SET", "SET" }, { "restore-asking", "RESTORE-ASKING" },
+        { "bitfield_ro", "BITFIELD_RO" }, { "ZUNIONSTORE", "ZUNIONSTORE" },
+        { "ACL", "ACL" }, { "GETX", NULL }, { "GE", NULL }, { "", NULL },
+        { "JSON.GET", NULL }, { "G\xc5T", NULL },
+        /* only a-z fold: '_' | 0x20 is DEL, not a match */
+        { "BITFIELD\x7fRO", NULL },
+        { "GETGETGETGETGETGETGETGETGETGETGETGET", NULL },
+    };
+    size_t i;
+    char lower[64];
+
+    for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        uint32_t id = command_id(t[i].name);
+        const char *got = sh_ffi_resp_command_name((int) id);
+
+        check_begin();
+        if (t[i].is == NULL ? id != 0
+            : got == NULL || strcmp(got, t[i].is) != 0)
+        {
+            diag("id %u (%s), want %s", id, got ? got : "none",
+                 t[i].is ? t[i].is : "0");
+        }
+        check_end("sh_resp_command_id(\"%s\")", t[i].name);
+    }
+    check_begin();
+    for (i = 0; i < sh_resp_ncommands; i++) {
+        const char *n = sh_resp_command_names[i];
+        size_t k;
+
+        if (command_id(n) != i + 1) {
+            diag("%s: id %u, want %zu", n, command_id(n), i + 1);
+        }
+        for (k = 0; n[k] != '\0' && k < sizeof(lower) - 1; k++) {
+            lower[k] = (char) tolower((unsigned char) n[k]);
+        }
+        lower[k] = '\0';
+        if (command_id(lower) != i + 1) {
+            diag("%s: id %u, want %zu", lower, command_id(lower), i + 1);
+        }
+    }
+    if (sh_resp_ncommands < 200) {
+        diag("only %zu commands", sh_resp_ncommands);
+    }
+    if (sh_ffi_resp_command_name(0) != NULL
+        || sh_ffi_resp_command_name((int) sh_resp_ncommands + 1) != NULL)
+    {
+        diag("a name for an id out of range");
+    }
+    check_end("every command has its own id, in any case");
+}
 
 static uint32_t
 classify(const char *name, const char *sub)
@@ -1317,6 +1392,7 @@ main(int argc, char **argv)
     if (argc == 2) {
         test_reader_basics();
         test_classify();
+        test_command_ids();
         test_encode();
         test_describe();
     }

@@ -57,4 +57,74 @@ describe("the message API under the JIT", function()
         assert.is_true(compiled >= 1, "the hot loop was never compiled")
         assert.are.same({}, nyi)
     end)
+
+    it("runs query_counter and a router over a batch in compiled loops",
+       function()
+        local chain = require "shotover.chain"
+        local config = require "shotover.config"
+        local conf = assert(config.check({ sources = { {
+            name = "j", protocol = "redis", listen = "127.0.0.1:1",
+            chain = {
+                { "query_counter", name = "jit" },
+                { "router",
+                  routes = {
+                      { match = { command = { "FLUSHALL", "KEYS" } },
+                        chain = { { "null" } } },
+                      { match = { key_prefix = { "session:", "cache:" } },
+                        chain = { { "null" } } },
+                      { match = { key_pattern = "'user:' [0-9]+" },
+                        chain = { { "null" } } },
+                  },
+                  default = { function(batch) return batch end } },
+            } } } }))
+        local ch = chain.build(conf.sources[1].chain,
+                               { name = "j", protocol = "redis" })
+        local ctx = ch:context(nil)
+        local b = message.new_batch(0)
+        for i = 1, 16 do
+            b:push(message.command({ i % 2 == 0 and "GET" or "set",
+                                     "key:" .. i, "v" }))
+        end
+
+        local traceerr = require("jit.vmdef").traceerr
+        local funcinfo = require("jit.util").funcinfo
+        local ours = { ["@" .. package.searchpath("shotover.transforms.router",
+                                                  package.path)] = "router",
+                       ["@" .. package.searchpath(
+                           "shotover.transforms.query_counter",
+                           package.path)] = "query_counter",
+                       ["=router matcher"] = "matcher" }
+        local starts, loops, nyi = {}, {}, {}
+        local function on_trace(what, tr, func, pc, otr, oex)
+            if what == "start" then
+                starts[tr] = ours[funcinfo(func).source]
+            elseif what == "stop" and starts[tr] then
+                local info = require("jit.util").traceinfo(tr)
+                if info and info.link == tr then     -- a looping trace
+                    loops[starts[tr]] = true
+                end
+            elseif what == "abort" and starts[tr] then
+                local msg = string.format(traceerr[otr] or tostring(otr),
+                                          oex)
+                -- after the batch loop, handing the batch on returns to the
+                -- chain's frame; that tail runs once per batch, interpreted
+                if msg:find("NYI", 1, true)
+                   and not msg:find("return to lower frame", 1, true) then
+                    nyi[#nyi + 1] = starts[tr] .. ": " .. msg
+                end
+            end
+        end
+        jit.flush()
+        jit.attach(on_trace, "trace")
+        local resp
+        for _ = 1, 2000 do
+            resp = ch:run(ctx, b)
+        end
+        jit.attach(on_trace)
+        assert.are.equal(16, resp.n)
+        assert.are.same({}, nyi)
+        assert.is_true(loops.router, "the router's batch loop never compiled")
+        assert.is_true(loops.query_counter,
+                       "query_counter's batch loop never compiled")
+    end)
 end)

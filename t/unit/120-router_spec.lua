@@ -78,4 +78,121 @@ describe("the router", function()
                           .. "rule (command, key, key_prefix, key_pattern, "
                           .. "kind, class, keyspace, table)" }, errs)
     end)
+
+    it("matches commands in any case, also names Redis does not have", function()
+        local r = build({ { "router",
+            routes = {
+                { match = { command = { "json.get", "Get" } },
+                  chain = { { "debug_returner", bulk = "named" } } },
+                { match = { command = "" },
+                  chain = { { "debug_returner", bulk = "empty" } } },
+            },
+            default = { { "debug_returner", bulk = "default" } },
+        } })
+        local resp = r:run(r:context(nil), batch_of(
+            { "JSON.GET", "a" }, { "json.Get", "a" }, { "gEt", "a" },
+            { "JSON.SET", "a" }, { "GETX", "a" }, { "SET", "a", "b" },
+            { "", "a" }))
+        assert.are.same({ "named", "named", "named", "default", "default",
+                          "default", "empty" },
+                        { routed(resp, 1), routed(resp, 2), routed(resp, 3),
+                          routed(resp, 4), routed(resp, 5), routed(resp, 6),
+                          routed(resp, 7) })
+    end)
+
+    it("matches exact keys, any of several prefixes, and every rule of a route",
+       function()
+        local r = build({ { "router",
+            routes = {
+                { match = { command = "GET", key = { "a", "bb", "" } },
+                  chain = { { "debug_returner", bulk = "keys" } } },
+                { match = { key_prefix = { "s:", "cache:" },
+                            key_pattern = "[a-z]+ ':' [0-9]+" },
+                  chain = { { "debug_returner", bulk = "prefixed" } } },
+                { match = { key_prefix = "" },
+                  chain = { { "debug_returner", bulk = "any key" } } },
+            },
+            default = { { "debug_returner", bulk = "default" } },
+        } })
+        local resp = r:run(r:context(nil), batch_of(
+            { "GET", "a" }, { "GET", "bb" }, { "GET", "" }, { "GET", "b" },
+            { "SET", "a", "1" }, { "GET", "s:1" }, { "GET", "cache:22" },
+            { "GET", "cache:x" }, { "GET", "c" }, { "PING" }))
+        assert.are.same({ "keys", "keys", "keys", "any key", "any key",
+                          "prefixed", "prefixed", "any key", "any key",
+                          "default" },
+                        { routed(resp, 1), routed(resp, 2), routed(resp, 3),
+                          routed(resp, 4), routed(resp, 5), routed(resp, 6),
+                          routed(resp, 7), routed(resp, 8), routed(resp, 9),
+                          routed(resp, 10) })
+    end)
+
+    it("tests a key pattern whole, whatever literal it opens with", function()
+        local r = build({ { "router",
+            routes = {
+                { match = { key_pattern = { "'a' [0-9] / 'b' [0-9]",
+                                            "'x'? 'y'", "'k' ('1' / '2')",
+                                            "'q' 'r'*" } },
+                  chain = { { "debug_returner", bulk = "pattern" } } },
+            },
+            default = { { "debug_returner", bulk = "default" } },
+        } })
+        local resp = r:run(r:context(nil), batch_of(
+            { "GET", "a1" }, { "GET", "b2" }, { "GET", "y" }, { "GET", "xy" },
+            { "GET", "k2" }, { "GET", "k3" }, { "GET", "qrr" }, { "GET", "a1x" },
+            { "GET", "r" }))
+        assert.are.same({ "pattern", "pattern", "pattern", "pattern",
+                          "pattern", "default", "pattern", "default",
+                          "default" },
+                        { routed(resp, 1), routed(resp, 2), routed(resp, 3),
+                          routed(resp, 4), routed(resp, 5), routed(resp, 6),
+                          routed(resp, 7), routed(resp, 8), routed(resp, 9) })
+    end)
+
+    it("finds the literal a key pattern's keys must open with only when the "
+       .. "pattern plainly has one", function()
+        local lp = require("shotover.transforms.router").literal_prefix
+        local cases = {
+            { "'user:' [0-9]+", "user:" },
+            { '  "user:" [0-9]+', "user:" },
+            { "'a' ('b' / 'c')", "a" },
+            { "'a' [/] .*", "a" },
+            { "'a' '/' .*", "a" },
+            { "'a' {[^/]*}", "a" },
+            { "'a' []/] .*", "a" },
+            { "'a' / 'b'", nil },
+            { "'a' [0-9] / 'b'", nil },
+            { "'a'? 'b'", nil },
+            { "'a' * 'b'", nil },
+            { "'a'+", nil },
+            { "'a'^-1 'b'", nil },
+            { "'a' -- comment\n* 'b'", nil },
+            { "('a') 'b'", nil },
+            { "[a-z]+", nil },
+            { "'' 'b'", nil },
+            { "&'a' .", nil },
+        }
+        for _, c in ipairs(cases) do
+            assert.are.equal(c[2], lp(c[1]), c[1])
+        end
+    end)
+
+    it("routes a batch that mixes routes with one trace of its loop", function()
+        -- the matcher is straight-line code: no loop nested in the batch loop
+        local r = build({ { "router",
+            routes = {
+                { match = { command = { "FLUSHALL", "KEYS" } },
+                  chain = { { "debug_returner", bulk = "admin" } } },
+                { match = { key_prefix = { "session:", "cache:" } },
+                  chain = { { "debug_returner", bulk = "sessions" } } },
+                { match = { key_pattern = "'user:' [0-9]+" },
+                  chain = { { "debug_returner", bulk = "users" } } },
+            },
+            default = { { "debug_returner", bulk = "default" } },
+        } })
+        local src = r.elements[1].inst.source
+        assert.is_nil(src:find("for ", 1, true))
+        assert.is_nil(src:find("while ", 1, true))
+        assert.is_nil(src:find("session", 1, true))  -- values stay out of it
+    end)
 end)

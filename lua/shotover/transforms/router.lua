@@ -1,10 +1,18 @@
 -- router: sends each request to the first route whose rule matches it, or
 -- to the default chain.  Routes are sub-chains in the same syntax as any
 -- chain.  See docs/transforms/router.md.
+local ffi = require "ffi"
 local re = require "re"
+local base = require "shotover.ffi"
 local message = require "shotover.message"
+local command_ids = require "shotover.redis.command_ids"
 
+local C = base.C
 local new_batch = message.new_batch
+local ffi_string = ffi.string
+local byte = string.byte
+local str_sub = string.sub
+local find = string.find
 local upper = string.upper
 local fmt = string.format
 local type = type
@@ -75,35 +83,94 @@ function _M.check_config(conf)
     return true
 end
 
--- A compiled rule: function(msg, chain) -> bool.
-local function compile(r)
-    if r.when then
+-- The literal every key that the re pattern `pat` matches must start with,
+-- or nil when the pattern's text does not plainly say so.  Conservative: the
+-- pattern must open with a quoted literal (re literals have no escapes) that
+-- no repetition suffix (* + ? ^) follows, no comment, and no '/' outside
+-- parentheses, braces, strings and classes.  Why: a key that
+-- lacks the prefix is rejected by a byte compare on its view, without a Lua
+-- string and an LPeg call.
+local function literal_prefix(pat)
+    local lit, rest = pat:match("^%s*'([^']*)'(.*)$")
+    if lit == nil then
+        lit, rest = pat:match('^%s*"([^"]*)"(.*)$')
+    end
+    if lit == nil or lit == "" or rest:match("^%s*[%*%+%?%^]")
+       or find(pat, "--", 1, true) then
         return nil
     end
+    local depth, i, n = 0, 1, #rest
+    while i <= n do
+        local c = str_sub(rest, i, i)
+        if c == "'" or c == '"' then
+            i = find(rest, c, i + 1, true)
+            if i == nil then
+                return nil
+            end
+        elseif c == "[" then
+            local j = i + 1
+            if str_sub(rest, j, j) == "^" then
+                j = j + 1
+            end
+            if str_sub(rest, j, j) == "]" then      -- a ']' first is a member
+                j = j + 1
+            end
+            i = find(rest, "]", j, true)
+            if i == nil then
+                return nil
+            end
+        elseif c == "(" or c == "{" then
+            depth = depth + 1
+        elseif c == ")" or c == "}" then
+            depth = depth - 1
+        elseif c == "/" and depth == 0 then
+            return nil
+        end
+        i = i + 1
+    end
+    return lit
+end
+_M.literal_prefix = literal_prefix      -- for the specs
+
+-- A route's rules as data: `commands` (command id -> true), `extra`
+-- (upper-case names the command table lacks -> true), `keys`, `prefixes`,
+-- `patterns` ({ pat = LPeg, lit = literal prefix or nil }), CQL `sets`;
+-- or `when` for a function route.
+local function rules_of(r)
+    local rule = { when = r.when }
+    if r.when then
+        return rule
+    end
     local m = r.match
-    local commands, keys, prefixes, patterns, sets = nil, nil, nil, nil, {}
     if m.command then
-        commands = {}
+        rule.commands = {}
         for _, c in ipairs(list(m.command)) do
-            commands[upper(c)] = true
+            local id = command_ids.id(c)
+            if id then
+                rule.commands[id] = true
+            else
+                rule.extra = rule.extra or {}
+                rule.extra[upper(c)] = true
+            end
         end
     end
     if m.key then
-        keys = {}
-        for _, k in ipairs(list(m.key)) do
-            keys[k] = true
-        end
+        rule.keys = list(m.key)
     end
     if m.key_prefix then
-        prefixes = list(m.key_prefix)
+        rule.prefixes = list(m.key_prefix)
     end
     if m.key_pattern then
-        patterns = {}
+        rule.patterns = {}
         for i, p in ipairs(list(m.key_pattern)) do
             -- anchored: the whole key must match
-            patterns[i] = re.compile("(" .. p .. ") !.")
+            rule.patterns[i] = { pat = re.compile("(" .. p .. ") !."),
+                                 lit = literal_prefix(p) }
         end
     end
+    rule.keyed = rule.keys ~= nil or rule.prefixes ~= nil
+                 or rule.patterns ~= nil
+    local sets = {}
     for _, field in ipairs({ "kind", "class", "keyspace", "table" }) do
         if m[field] then
             sets[field] = {}
@@ -112,101 +179,188 @@ local function compile(r)
             end
         end
     end
-    local cql = next(sets) ~= nil
-    -- cmd and key are computed once per request by the caller (Redis)
-    return function(msg, chain, cmd, key)
-        if msg.proto == 1 then
-            if cql then
-                return false
-            end
-            if commands and not commands[cmd] then
-                return false
-            end
-            if keys or prefixes or patterns then
-                if key == nil then
-                    return false
-                end
-                if keys and not keys[key] then
-                    return false
-                end
-                if prefixes then
-                    local hit = false
-                    for _, p in ipairs(prefixes) do
-                        hit = hit or key:sub(1, #p) == p
-                    end
-                    if not hit then
-                        return false
-                    end
-                end
-                if patterns then
-                    local hit = false
-                    for _, p in ipairs(patterns) do
-                        hit = hit or p:match(key) ~= nil
-                    end
-                    if not hit then
-                        return false
-                    end
-                end
-            end
-            return true
-        end
-        -- CQL: by the parsed statement
-        if commands or keys or prefixes or patterns then
-            return false
-        end
-        local ast, keyspace = msg:statement(chain.conn)
-        if not ast then
-            return false
-        end
-        if sets.kind and not sets.kind[ast.kind] then
-            return false
-        end
-        if sets.class and not sets.class[ast.class] then
-            return false
-        end
-        if sets.keyspace and not sets.keyspace[keyspace] then
-            return false
-        end
-        if sets.table and not sets.table[ast.table] then
-            return false
-        end
-        return true
+    if next(sets) ~= nil then
+        rule.sets = sets
     end
+    return rule
+end
+
+-- Does CQL route rule `rule` match request msg (by its parsed statement)?
+local function cql_match(rule, msg, chain)
+    local sets = rule.sets or {}
+    local ast, keyspace = msg:statement(chain.conn)
+    if not ast then
+        return false
+    end
+    if sets.kind and not sets.kind[ast.kind] then
+        return false
+    end
+    if sets.class and not sets.class[ast.class] then
+        return false
+    end
+    if sets.keyspace and not sets.keyspace[keyspace] then
+        return false
+    end
+    if sets.table and not sets.table[ast.table] then
+        return false
+    end
+    return true
+end
+
+-- helpers the generated matcher calls
+local H = {
+    -- the n bytes at p are string s (the caller checked n >= #s)
+    eq = function(p, s, n)
+        return C.sh_ffi_buf_eq(p, s, n) == 1
+    end,
+    -- the upper-cased command name of a Redis request, "" without one (for
+    -- names Redis lacks, which have no command id)
+    name = function(m)
+        if m.argv == nil or m.argc < 1 then
+            return ""
+        end
+        local s = m.argv[0]
+        return upper(ffi_string(m.data + s.off, s.len))
+    end,
+    -- LPeg pattern pat matches the whole key at (kp, kn)
+    pattern = function(pat, kp, kn)
+        return pat:match(ffi_string(kp, kn)) ~= nil
+    end,
+    cql_match = cql_match,
+}
+
+--[[
+The matcher: one Lua function generated from the routes, with every rule
+unrolled into straight-line tests.  Why: a loop over routes (and over each
+route's prefixes) nested in the batch loop breaks LuaJIT's trace of the
+batch loop into pieces; straight-line code keeps it one trace.  Config
+values never enter the source: they are read from the table K by index;
+only numbers (lengths, bytes, indexes) are written into it.
+]]
+local function gen_matcher(rules)
+    local K, src = {}, {}
+    local function const(v)
+        K[#K + 1] = v
+        return "K[" .. #K .. "]"
+    end
+    local function bytes_test(s, exact)
+        -- the key at (kp, kn) is s (exact) or starts with s
+        local n = #s
+        if n == 0 then
+            return exact and "kn == 0" or "true"
+        end
+        return fmt("(kn %s %d and kp[0] == %d and eq(kp, %s, %d))",
+                   exact and "==" or ">=", n, byte(s, 1), const(s), n)
+    end
+    local function any(tests)
+        return "(" .. table.concat(tests, " or ") .. ")"
+    end
+    local nroutes = #rules
+    src[#src + 1] = "local K, H = ...\n"
+    src[#src + 1] = "local eq, name, pattern, cql_match = H.eq, H.name, "
+                    .. "H.pattern, H.cql_match\n"
+    src[#src + 1] = "return function(m, chain)\n"
+    src[#src + 1] = "if m.proto == 1 then\n"
+    src[#src + 1] = "local cid, kp, kn = 0, nil, 0\n"
+    src[#src + 1] = "local argv = m.argv\n"
+    src[#src + 1] = "if argv ~= nil then\n"
+    src[#src + 1] = "cid = m.cmd_id\n"
+    src[#src + 1] = "if m.argc >= 2 then local s = argv[1] "
+                    .. "kp, kn = m.data + s.off, s.len end\n"
+    src[#src + 1] = "end\n"
+    for k, rule in ipairs(rules) do
+        local tests = nil
+        if rule.when then
+            tests = { fmt("%s(m, chain)", const(rule.when)) }
+        elseif not rule.sets then
+            tests = {}
+            if rule.commands then
+                local t = { fmt("%s[cid]", const(rule.commands)) }
+                if rule.extra then
+                    t[2] = fmt("(cid == 0 and %s[name(m)])",
+                               const(rule.extra))
+                end
+                tests[#tests + 1] = any(t)
+            end
+            if rule.keyed then
+                tests[#tests + 1] = "kp ~= nil"
+            end
+            if rule.keys then
+                local t = {}
+                for _, key in ipairs(rule.keys) do
+                    t[#t + 1] = bytes_test(key, true)
+                end
+                tests[#tests + 1] = any(t)
+            end
+            if rule.prefixes then
+                local t = {}
+                for _, pre in ipairs(rule.prefixes) do
+                    t[#t + 1] = bytes_test(pre, false)
+                end
+                tests[#tests + 1] = any(t)
+            end
+            if rule.patterns then
+                local t = {}
+                for _, pt in ipairs(rule.patterns) do
+                    local call = fmt("pattern(%s, kp, kn)", const(pt.pat))
+                    t[#t + 1] = pt.lit and "(" .. bytes_test(pt.lit, false)
+                                           .. " and " .. call .. ")" or call
+                end
+                tests[#tests + 1] = any(t)
+            end
+            if #tests == 0 then
+                tests[1] = "true"
+            end
+        end
+        if tests then
+            src[#src + 1] = fmt("if %s then return %d end\n",
+                                table.concat(tests, " and "), k)
+        end
+    end
+    src[#src + 1] = fmt("return %d\nend\n", nroutes + 1)
+    -- CQL: by the parsed statement; no statement: the default
+    for k, rule in ipairs(rules) do
+        if rule.when then
+            src[#src + 1] = fmt("if %s(m, chain) then return %d end\n",
+                                const(rule.when), k)
+        elseif not rule.commands and not rule.keyed then
+            src[#src + 1] = fmt("if cql_match(%s, m, chain) then return %d "
+                                .. "end\n", const(rule), k)
+        end
+    end
+    src[#src + 1] = fmt("return %d\nend\n", nroutes + 1)
+    local code = table.concat(src)
+    local chunk = assert(load(code, "=router matcher"))
+    return chunk(K, H), code
 end
 
 function _M.new(conf, env)
-    local self = setmetatable({ routes = {} }, mt)
+    local self = setmetatable({ chains = {} }, mt)
+    local rules = {}
     for i, r in ipairs(conf.routes) do
-        local test = compile(r)
-        if r.when then
-            local when = r.when
-            test = function(msg, chain) return when(msg, chain) end
-        end
-        self.routes[i] = { test = test,
-                           chain = env.build_chain(r.chain, "route" .. i) }
+        rules[i] = rules_of(r)
+        self.chains[i] = env.build_chain(r.chain, "route" .. i)
     end
+    self.nroutes = #rules
+    self.route_of, self.source = gen_matcher(rules)
     self.default = env.build_chain(conf.default, "default")
+    self.chains[#rules + 1] = self.default
     return self
 end
 
--- CQL requests without a statement (handshake) go to the default chain
 function mt.__index.transform(self, batch, chain)
-    local n, routes = batch.n, self.routes
-    local nroutes = #routes
-    local pick = {}
+    local n, chains, nroutes = batch.n, self.chains, self.nroutes
+    local route_of = self.route_of
+    -- the route of each request: a table per connection and router, kept
+    -- in the session (none made per batch; a `when` function may wait)
+    local pick = chain.conn[self]
+    if pick == nil then
+        pick = {}
+        chain.conn[self] = pick
+    end
     local single = nil
     for i = 1, n do
-        local m, r = batch[i], nroutes + 1
-        local cmd, key
-        if m.proto == 1 then
-            cmd, key = upper(m:arg(1) or ""), m:key()
-        end
-        for k = 1, nroutes do
-            if routes[k].test(m, chain, cmd, key) then
-                r = k
-                break
-            end
-        end
+        local r = route_of(batch[i], chain)
         pick[i] = r
         if single == nil then
             single = r
@@ -214,28 +368,29 @@ function mt.__index.transform(self, batch, chain)
             single = false
         end
     end
-    local function target(r)
-        return r <= nroutes and routes[r].chain or self.default
-    end
     if single then
-        return chain:run_sub(target(single), batch)
+        return chain:run_sub(chains[single], batch)
     end
     -- several routes: each gets its requests, in order; replies are put
     -- back in request order
+    local subs, idxs = {}, {}
+    for i = 1, n do
+        local r = pick[i]
+        local sub = subs[r]
+        if sub == nil then
+            sub = new_batch(0)
+            subs[r], idxs[r] = sub, {}
+        end
+        sub:push(batch[i])
+        local idx = idxs[r]
+        idx[#idx + 1] = i
+    end
     local resp = new_batch(n)
     for r = 1, nroutes + 1 do
-        local sub, idx = nil, nil
-        for i = 1, n do
-            if pick[i] == r then
-                sub = sub or new_batch(0)
-                idx = idx or {}
-                sub:push(batch[i])
-                idx[#idx + 1] = i
-            end
-        end
+        local sub = subs[r]
         if sub then
-            local got = chain:run_sub(target(r), sub)
-            for k, i in ipairs(idx) do
+            local got = chain:run_sub(chains[r], sub)
+            for k, i in ipairs(idxs[r]) do
                 resp:set(i, got[k])
             end
         end
