@@ -51,6 +51,20 @@ local function run_copy(copy, ctx, batch)
     return copy:run(ctx, batch)
 end
 
+-- the replies r of chunk k into resp: at their requests' places, or
+-- (unordered) after those already there
+local function put_back(k, r, resp, state)
+    local size, ordered = state.size, state.ordered
+    for j = 1, r.n do
+        if ordered then
+            resp:set((k - 1) * size + j, r[j])
+        else
+            state.at = state.at + 1
+            resp:set(state.at, r[j])
+        end
+    end
+end
+
 function methods.transform(self, batch, chain)
     local n, copies, conn = batch.n, self.copies, chain.conn
     -- a Redis client that pinned a backend connection (MULTI, SELECT, AUTH)
@@ -87,18 +101,14 @@ function methods.transform(self, batch, chain)
         tasks[k] = chain:spawn(run_copy, copy, chain:sub_context(copy), sub)
     end
     local resp = new_batch(n)
-    local at = 0
-    local ordered = self.ordered
-    chain:join_each(tasks, function(k, r)
-        for j = 1, r.n do
-            if ordered then
-                resp:set((k - 1) * size + j, r[j])
-            else
-                at = at + 1
-                resp:set(at, r[j])
-            end
-        end
-    end)
+    -- per connection: another connection's batch runs while this one waits
+    local state = conn[self]
+    if state == nil then
+        state = {}
+        conn[self] = state
+    end
+    state.at, state.size, state.ordered = 0, size, self.ordered
+    chain:join_each(tasks, put_back, resp, state)
     return resp
 end
 

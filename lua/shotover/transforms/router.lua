@@ -348,6 +348,13 @@ function _M.new(conf, env)
     return self
 end
 
+-- the replies of task k (route routes[k]) to their requests' places
+local function put_back(k, got, resp, idxs, routes)
+    for j, i in ipairs(idxs[routes[k]]) do
+        resp:set(i, got[j])
+    end
+end
+
 function mt.__index.transform(self, batch, chain)
     local n, chains, nroutes = batch.n, self.chains, self.nroutes
     local route_of = self.route_of
@@ -385,16 +392,19 @@ function mt.__index.transform(self, batch, chain)
         local idx = idxs[r]
         idx[#idx + 1] = i
     end
-    local resp = new_batch(n)
+    -- the routes run at once (each until it waits for its backends); one
+    -- wait serves them all
+    local tasks, routes = {}, {}
     for r = 1, nroutes + 1 do
         local sub = subs[r]
         if sub then
-            local got = chain:run_sub(chains[r], sub)
-            for k, i in ipairs(idxs[r]) do
-                resp:set(i, got[k])
-            end
+            tasks[#tasks + 1] = chain:spawn(chain.run_sub, chain, chains[r],
+                                            sub)
+            routes[#tasks] = r
         end
     end
+    local resp = new_batch(n)
+    chain:join_each(tasks, put_back, resp, idxs, routes)
     return resp
 end
 
