@@ -28,7 +28,6 @@ struct sh_metric_s {
     int64_t value;           /* counter or gauge */
     uint64_t buckets[SH_METRIC_BUCKETS]; /* histogram: per bucket */
     uint64_t sum_ns;         /* histogram: sum of observations */
-    uint64_t count;          /* histogram: observations */
     sh_metric_t *next;       /* registry order */
 };
 
@@ -143,7 +142,7 @@ sh_ffi_metric_observe(sh_metric_t *m, uint64_t ns, uint64_t count)
     }
     __atomic_fetch_add(&m->buckets[b], count, __ATOMIC_RELAXED);
     __atomic_fetch_add(&m->sum_ns, ns * count, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&m->count, count, __ATOMIC_RELAXED);
+    /* _count is the sum of the buckets, added up when rendered */
 }
 
 uint64_t

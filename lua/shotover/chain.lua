@@ -56,12 +56,11 @@ function _M.build(elements, env)
                 end,
             }, { __index = env }))
         end
-        -- per transform: requests in, time spent (its own work and
-        -- everything after it), failures it raised
+        -- per transform: time spent (its own work and everything after
+        -- it) per request, which counts the requests too; failures it
+        -- raised
         local labels = { source = env.source or env.name or "chain",
                          chain = env.name or "chain", transform = e.name }
-        e.m_requests = metrics.counter("shotover_transform_requests_total",
-            "requests a chain element was given", labels)
         e.m_errors = metrics.counter("shotover_transform_errors_total",
             "requests failed by an element raising an error", labels)
         e.m_latency = metrics.histogram(
@@ -99,9 +98,8 @@ function Ctx:next(batch)
     else
         resp = el.inst:transform(batch, self)
     end
-    local n = batch.n
-    add(el.m_requests, n)
-    observe(el.m_latency, now_ns() - t0, n)
+    -- the histogram's count is the element's request count
+    observe(el.m_latency, now_ns() - t0, batch.n)
     self.i = i - 1
     return resp
 end
