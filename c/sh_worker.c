@@ -204,6 +204,23 @@ sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
  */
 static char *sh_workers_conf;
 
+/* free the repl's workers, their threads joined */
+static void
+sh_ffi_workers_free(int n)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        uv_sem_destroy(&sh_workers[i]->ready);
+        sh_free(sh_workers[i]);
+    }
+    sh_free(sh_workers);
+    sh_workers = NULL;
+    sh_nworkers = 0;
+    free(sh_workers_conf);
+    sh_workers_conf = NULL;
+}
+
 int
 sh_ffi_workers_start(const char *conf_path, int nworkers, const char **err)
 {
@@ -225,22 +242,14 @@ sh_ffi_workers_start(const char *conf_path, int nworkers, const char **err)
         for (i = 0; i < started; i++) {
             uv_thread_join(&sh_workers[i]->thread);
         }
-        for (i = 0; i < nworkers; i++) {
-            if (i >= started) {
-                /* never ran: close its loop's handles here */
-                uv_close((uv_handle_t *) &sh_workers[i]->stop, NULL);
-                uv_close((uv_handle_t *) &sh_workers[i]->flush, NULL);
-                uv_run(&sh_workers[i]->loop, UV_RUN_NOWAIT);
-                uv_loop_close(&sh_workers[i]->loop);
-            }
-            uv_sem_destroy(&sh_workers[i]->ready);
-            sh_free(sh_workers[i]);
+        for (i = started; i < nworkers; i++) {
+            /* never ran: close its loop's handles here */
+            uv_close((uv_handle_t *) &sh_workers[i]->stop, NULL);
+            uv_close((uv_handle_t *) &sh_workers[i]->flush, NULL);
+            uv_run(&sh_workers[i]->loop, UV_RUN_NOWAIT);
+            uv_loop_close(&sh_workers[i]->loop);
         }
-        sh_free(sh_workers);
-        sh_workers = NULL;
-        sh_nworkers = 0;
-        free(sh_workers_conf);
-        sh_workers_conf = NULL;
+        sh_ffi_workers_free(nworkers);
         *err = "a worker failed to start";
         return SH_ERROR;
     }
@@ -258,14 +267,8 @@ sh_ffi_workers_stop(void)
     sh_workers_stop();
     for (i = 0; i < sh_nworkers; i++) {
         uv_thread_join(&sh_workers[i]->thread);
-        uv_sem_destroy(&sh_workers[i]->ready);
-        sh_free(sh_workers[i]);
     }
-    sh_free(sh_workers);
-    sh_workers = NULL;
-    sh_nworkers = 0;
-    free(sh_workers_conf);
-    sh_workers_conf = NULL;
+    sh_ffi_workers_free(sh_nworkers);
 }
 
 /* --- FFI ---------------------------------------------------------------- */

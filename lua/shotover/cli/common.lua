@@ -150,4 +150,18 @@ function _M.run(s, f)
     return resp[1], tr
 end
 
+-- load_config then build_dry: conf, sources, or nil and the message to
+-- print (for the commands' start-up)
+function _M.load_dry(path)
+    local conf, err = _M.load_config(path)
+    if not conf then
+        return nil, err
+    end
+    local ok, sources = pcall(_M.build_dry, conf)
+    if not ok then
+        return nil, "shotover: " .. tostring(sources)
+    end
+    return conf, sources
+end
+
 return _M

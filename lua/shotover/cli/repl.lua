@@ -253,15 +253,10 @@ function _M.main(args)
         io.stderr:write(USAGE)
         return 2
     end
-    local conf, err = common.load_config(conf_path)
+    -- dry chains exist in live mode too, for the Lua environment
+    local conf, sources = common.load_dry(conf_path)
     if not conf then
-        io.stderr:write(err, "\n")
-        return 1
-    end
-    -- dry chains also exist in live mode, for the Lua environment
-    local ok, sources = pcall(common.build_dry, conf)
-    if not ok then
-        io.stderr:write("shotover: ", tostring(sources), "\n")
+        io.stderr:write(sources, "\n")
         return 1
     end
     local cur = 1

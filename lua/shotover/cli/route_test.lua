@@ -270,24 +270,17 @@ function _M.main(args)
         io.stderr:write(USAGE)
         return 2
     end
-    local conf, err = common.load_config(conf_path)
+    local conf, sources = common.load_dry(conf_path)
     if not conf then
-        io.stderr:write(err, "\n")
+        io.stderr:write(sources, "\n")
         return 2
     end
-    local ok, sources = pcall(common.build_dry, conf)
-    if not ok then
-        io.stderr:write("shotover: ", tostring(sources), "\n")
-        return 2
-    end
-    local chunk
-    chunk, err = loadfile(cases_path)
+    local chunk, err = loadfile(cases_path)
     if not chunk then
         io.stderr:write("shotover: cannot load ", tostring(err), "\n")
         return 2
     end
-    local file
-    ok, file = pcall(chunk)
+    local ok, file = pcall(chunk)
     if not ok then
         io.stderr:write("shotover: ", cases_path, " raised an error: ",
                         tostring(file), "\n")

@@ -107,6 +107,7 @@ end
 
 -- cell(type, v): one [bytes] value, also for requests (cql/request.lua)
 _M.cell = cell
+_M.be16, _M.be32 = be16, be32       -- for the request builders
 
 -- an envelope answering request `req` with `opcode` and `body`
 local function envelope(req, opcode, body)

@@ -1,11 +1,9 @@
 -- Builders for CQL requests, as a driver would send them: for
 -- `shotover route-test` and `shotover repl`, and for specs.  Each returns a
 -- message (sh_frame_t) owned by Lua (garbage collected).
-local bit = require "bit"
 local message = require "shotover.message"
 local reply = require "shotover.cql.reply"
 
-local band, rshift = bit.band, bit.rshift
 local char = string.char
 local concat = table.concat
 local floor = math.floor
@@ -24,14 +22,7 @@ local CONSISTENCY = {
     LOCAL_ONE = 10,
 }
 
-local function be16(n)
-    return char(band(rshift(n, 8), 0xff), band(n, 0xff))
-end
-
-local function be32(n)
-    return char(band(rshift(n, 24), 0xff), band(rshift(n, 16), 0xff),
-                band(rshift(n, 8), 0xff), band(n, 0xff))
-end
+local be16, be32 = reply.be16, reply.be32
 
 -- A marker for a null value in a values list.
 _M.NULL = setmetatable({}, { __tostring = function() return "null" end })
