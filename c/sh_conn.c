@@ -1118,6 +1118,32 @@ sh_ffi_conn_source(sh_conn_t *c)
     return c->src->conf.index;
 }
 
+/*
+ * sh_ffi_conn_peer: the client's address ("127.0.0.1", "::1") into out;
+ * a shadow answers for its client.  SH_ERROR when it cannot be had.
+ */
+int
+sh_ffi_conn_peer(sh_conn_t *c, char *out, size_t cap)
+{
+    struct sockaddr_storage sa;
+    int len = sizeof(sa);
+
+    while (c->shadow && c->parent != NULL) {
+        c = c->parent;
+    }
+    if (c->shadow
+        || uv_tcp_getpeername(&c->tcp, (struct sockaddr *) &sa, &len) != 0)
+    {
+        return SH_ERROR;
+    }
+    if (sa.ss_family == AF_INET6) {
+        return uv_ip6_name((struct sockaddr_in6 *) &sa, out, cap) == 0
+               ? SH_OK : SH_ERROR;
+    }
+    return uv_ip4_name((struct sockaddr_in *) &sa, out, cap) == 0
+           ? SH_OK : SH_ERROR;
+}
+
 int
 sh_ffi_conn_handler(sh_conn_t *c)
 {

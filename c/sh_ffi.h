@@ -198,6 +198,7 @@ sh_batch_t *sh_ffi_conn_batch(sh_conn_t *c);
 void sh_ffi_conn_set_resp(sh_conn_t *c, sh_batch_t *resp);
 int sh_ffi_conn_outstanding(sh_conn_t *c);
 int sh_ffi_conn_source(sh_conn_t *c);
+int sh_ffi_conn_peer(sh_conn_t *c, char *out, size_t cap);
 
 /* Shadows: connections without a socket serving client c, each with its
  * own coroutine (running Lua handler number `handler`, > 0), session and

@@ -96,3 +96,68 @@ describe("request_throttling in front of redis", function()
             'shotover_throttled_requests_total{name="pipe"}'))
     end)
 end)
+
+describe("request_throttling keyed per client address or per connection",
+         function()
+    local redis, PC, PN
+
+    setup(function()
+        redis = h.redis_server()
+        PC, PN = h.free_port(), h.free_port()
+        local remote = "127.0.0.1:" .. redis.port
+        local proxy = h.shotover({ config = h.config({
+            listen = PC, remote = redis.port, workers = 2,
+            chain = string.format([[
+                { "request_throttling", name = "per_client", key = "client",
+                  max_requests_per_second = %s, burst = 3 },
+                { "redis", remote = %q }]], RATE, remote),
+            extra_sources = string.format([[
+                { name = "conn", protocol = "redis", listen = "127.0.0.1:%d",
+                  chain = {
+                    { "request_throttling", name = "per_conn",
+                      key = "connection",
+                      max_requests_per_second = %s, burst = 3 },
+                    { "redis", remote = %q } } },]], PN, RATE, remote),
+        }) })
+        proxy:wait_log("running with 2 workers", 15)
+    end)
+    teardown(h.cleanup)
+
+    local function allowed(port, key)
+        local n = 0
+        for _ = 1, 4 do
+            local c = h.connect(port)
+            for _ = 1, 2 do
+                if type(c:cmd("INCR", key)) == "number" then
+                    n = n + 1
+                end
+            end
+            c:close()
+        end
+        return n
+    end
+
+    it("gives all connections from one address one bucket (client)",
+       function()
+        -- eight requests over four connections from 127.0.0.1, spread
+        -- over two workers: the address's burst of 3, no more
+        assert.are.equal(3, allowed(PC, "c"))
+        assert.are.equal("3", h.cli(redis.port, "get", "c"))
+        -- another address (all of 127/8 is loopback) has its own bucket
+        local r = h.run({ "python3", "-c", string.format([[
+import socket
+s = socket.create_connection(("127.0.0.1", %d), source_address=("127.0.0.2", 0))
+s.sendall(b"*2\r\n$4\r\nINCR\r\n$1\r\nc\r\n*2\r\n$4\r\nINCR\r\n$1\r\nc\r\n")
+buf = b""
+while buf.count(b"\r\n") < 2:
+    buf += s.recv(4096)
+print(buf.decode().replace("\r\n", "|"))
+]], PC) }, { timeout = 20 })
+        assert.are.equal(0, r.code, r.stderr)
+        assert.are.equal(":4|:5|\n", r.stdout)
+    end)
+
+    it("gives each connection its own bucket (connection)", function()
+        assert.are.equal(8, allowed(PN, "k"))
+    end)
+end)

@@ -32,7 +32,7 @@ local _M = {
             end },
         -- default: one second's worth, ceil(max_requests_per_second)
         burst = { type = "integer", min = 1, max = 1e9 },
-        key = { type = "enum", values = { "global", "connection" },
+        key = { type = "enum", values = { "global", "connection", "client" },
                 default = "global" },
         dict = { type = "string", default = "throttle" },
         dict_capacity = { type = "integer", default = 10000, min = 1,
@@ -43,6 +43,7 @@ local _M = {
 local mt = { __index = {} }
 
 local retry_out = ffi.new("uint64_t[1]")
+local peer_buf = ffi.new("char[64]")
 
 function _M.new(conf, env)
     local rate = conf.max_requests_per_second
@@ -57,7 +58,8 @@ function _M.new(conf, env)
         -- the dict key of the global bucket: the element's name, so
         -- elements with the same name share one limit (across sources too)
         key = name,
-        per_conn = conf.key == "connection",
+        per_conn = conf.key ~= "global",
+        per_client = conf.key == "client",
         worker = tostring(env and env.worker_id or 0),
         nconn = 0,
         interval = interval,
@@ -96,8 +98,17 @@ local function key_of(self, chain)
     local conn = chain.conn
     local k = conn[self]
     if k == nil then
-        self.nconn = self.nconn + 1
-        k = fmt("%s/%s/%d", self.key, self.worker, self.nconn)
+        if self.per_client then
+            -- one bucket per client address, shared by its connections on
+            -- every worker
+            local ip = chain.c ~= nil
+                       and C.sh_ffi_conn_peer(chain.c, peer_buf, 64) == 0
+                       and ffi.string(peer_buf) or "unknown"
+            k = self.key .. "@" .. ip
+        else
+            self.nconn = self.nconn + 1
+            k = fmt("%s/%s/%d", self.key, self.worker, self.nconn)
+        end
         conn[self] = k
     end
     return k
