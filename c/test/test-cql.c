@@ -25,19 +25,7 @@
 
 #include "sh_cql.h"
 
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        if (cond) {                                                          \
-            passed++;                                                        \
-        } else {                                                             \
-            failed++;                                                        \
-            printf("not ok - ");                                             \
-            printf(__VA_ARGS__);                                             \
-            printf(" (%s:%d)\n", __FILE__, __LINE__);                        \
-        }                                                                    \
-    } while (0)
+#include "check.h"
 
 /* an envelope: header + body of `body` bytes filled with a pattern */
 static sh_frame_t *
@@ -567,6 +555,5 @@ main(int argc, char **argv)
     test_v5_segments(SH_CQL_SEGMENTS_LZ4);
     test_errors();
     sh_buf_pools_free();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return CHECK_DONE();
 }

@@ -17,19 +17,7 @@
 
 #include "sh_core.h"
 
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        if (cond) {                                                          \
-            passed++;                                                        \
-        } else {                                                             \
-            failed++;                                                        \
-            printf("not ok - ");                                             \
-            printf(__VA_ARGS__);                                             \
-            printf(" (%s:%d)\n", __FILE__, __LINE__);                        \
-        }                                                                    \
-    } while (0)
+#include "check.h"
 
 #define MS 1000000ull
 #define SEC 1000000000ull
@@ -239,6 +227,5 @@ main(void)
     test_gcra();
     test_basics();
     test_threads();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return CHECK_DONE();
 }
