@@ -200,6 +200,23 @@ sh_shdict_find(sh_shdict_shard_t *s, uint64_t hash, const uint8_t *key,
 }
 
 /*
+ * Lock key's shard and find its live entry (or NULL): the start of every
+ * operation.  *sp is the locked shard, *hp the key's hash.
+ */
+static sh_shdict_node_t *
+sh_shdict_lock_find(sh_shdict_t *d, const uint8_t *key, size_t klen,
+    sh_shdict_shard_t **sp, uint64_t *hp)
+{
+    uint64_t hash = sh_shdict_hash(d, key, klen);
+    sh_shdict_shard_t *s = sh_shdict_shard(d, hash);
+
+    uv_mutex_lock(&s->lock);
+    *sp = s;
+    *hp = hash;
+    return sh_shdict_find(s, hash, key, klen);
+}
+
+/*
  * A new empty entry for key in shard s (locked), most recently used.  When
  * the shard is full its least recently used entry goes first.
  */
@@ -328,10 +345,7 @@ sh_ffi_shdict_get(sh_shdict_t *d, const uint8_t *key, size_t klen,
     if (!sh_shdict_key_ok(key, klen)) {
         return SH_ERROR;
     }
-    hash = sh_shdict_hash(d, key, klen);
-    s = sh_shdict_shard(d, hash);
-    uv_mutex_lock(&s->lock);
-    n = sh_shdict_find(s, hash, key, klen);
+    n = sh_shdict_lock_find(d, key, klen, &s, &hash);
     if (n == NULL) {
         rc = SH_DECLINED;
     } else {
@@ -371,10 +385,7 @@ sh_ffi_shdict_set(sh_shdict_t *d, const uint8_t *key, size_t klen,
         *err = "shared dict values are at most 1048576 bytes";
         return SH_ERROR;
     }
-    hash = sh_shdict_hash(d, key, klen);
-    s = sh_shdict_shard(d, hash);
-    uv_mutex_lock(&s->lock);
-    n = sh_shdict_find(s, hash, key, klen);
+    n = sh_shdict_lock_find(d, key, klen, &s, &hash);
     if (n == NULL) {
         n = sh_shdict_insert(s, hash, key, klen, SH_SHDICT_BYTES);
     } else {
@@ -437,10 +448,7 @@ sh_ffi_shdict_incr(sh_shdict_t *d, const uint8_t *key, size_t klen,
         *err = "shared dict keys are 1 to 65535 bytes";
         return SH_ERROR;
     }
-    hash = sh_shdict_hash(d, key, klen);
-    s = sh_shdict_shard(d, hash);
-    uv_mutex_lock(&s->lock);
-    n = sh_shdict_find(s, hash, key, klen);
+    n = sh_shdict_lock_find(d, key, klen, &s, &hash);
     if (n == NULL) {
         v = init;
     } else if (n->kind != SH_SHDICT_BYTES
@@ -479,10 +487,7 @@ sh_ffi_shdict_delete(sh_shdict_t *d, const uint8_t *key, size_t klen)
     if (!sh_shdict_key_ok(key, klen)) {
         return SH_DECLINED;
     }
-    hash = sh_shdict_hash(d, key, klen);
-    s = sh_shdict_shard(d, hash);
-    uv_mutex_lock(&s->lock);
-    n = sh_shdict_find(s, hash, key, klen);
+    n = sh_shdict_lock_find(d, key, klen, &s, &hash);
     if (n != NULL) {
         sh_shdict_remove(s, n);
     }
@@ -574,13 +579,10 @@ sh_ffi_shdict_gcra(sh_shdict_t *d, const uint8_t *key, size_t klen,
         *retry_after_ns = UINT64_MAX;
         return SH_DECLINED;
     }
-    hash = sh_shdict_hash(d, key, klen);
-    s = sh_shdict_shard(d, hash);
-    uv_mutex_lock(&s->lock);
+    n = sh_shdict_lock_find(d, key, klen, &s, &hash);
     if (now_ns == 0) {
-        now_ns = uv_hrtime();
+        now_ns = uv_hrtime();        /* read under the lock */
     }
-    n = sh_shdict_find(s, hash, key, klen);
     if (n != NULL && n->kind != SH_SHDICT_GCRA) {
         uv_mutex_unlock(&s->lock);
         return SH_ERROR;
