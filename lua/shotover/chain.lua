@@ -252,17 +252,6 @@ function Ctx:join(task)
     return task.res
 end
 
--- One error reply per request, each in the request's protocol (a CQL ERROR
--- must carry its request's stream id).
-local function error_responses(batch, msg)
-    local n = batch.n
-    local resp = new_batch(n)
-    for i = 1, n do
-        resp:set(i, message.error_reply(batch[i], msg))
-    end
-    return resp
-end
-
 -- Run one batch through the chain.  A raising element fails the requests of
 -- this batch only, each with an error reply; the connection stays up.
 function Chain:run(ctx, batch)
@@ -285,7 +274,7 @@ function Chain:run(ctx, batch)
     add(el.m_errors, batch.n)
     log.error('chain "%s": element %d (%s) failed: %s', self.name, el.index,
               el.name, msg)
-    return error_responses(batch, fmt('shotover: chain "%s" element %d '
+    return message.error_batch(batch, fmt('shotover: chain "%s" element %d '
                                         .. '(%s) failed: %s', self.name,
                                         el.index, el.name, msg))
 end

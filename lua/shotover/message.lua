@@ -108,6 +108,17 @@ function _M.error_reply(req, msg, code)
                                             msg, frame_out))
 end
 
+-- One error reply per request of batch, each in its request's protocol (a
+-- CQL ERROR carries its request's stream id).
+function _M.error_batch(batch, msg, code)
+    local n = batch.n
+    local resp = _M.new_batch(n)
+    for i = 1, n do
+        resp:set(i, _M.error_reply(batch[i], msg, code))
+    end
+    return resp
+end
+
 -- A batch of n slots all holding message f (one reference each): the
 -- responses of sinks that answer everything alike.
 function _M.constant_batch(n, f)

@@ -7,17 +7,16 @@ local base = require "shotover.ffi"
 local message = require "shotover.message"
 local schema = require "shotover.schema"
 local session = require "shotover.cql.session"
-
 local request = require "shotover.cql.request"
 
 local C = base.C
+local AGAIN = base.AGAIN
 local band = require("bit").band
 local fmt = string.format
-local constant_batch = message.constant_batch
-local watch_handshake, catch_up
-local AGAIN = base.AGAIN
 local new_batch = message.new_batch
+local constant_batch = message.constant_batch
 local setmetatable = setmetatable
+local watch_handshake, catch_up     -- defined below, used by transform
 
 local _M = {
     name = "cassandra",
@@ -72,14 +71,6 @@ local function send(self, chain, batch)
     local resp = new_batch(batch.n)
     if C.sh_ffi_cql_send(self.pool, chain.c, batch, resp) == AGAIN then
         chain:wait()
-    end
-    return resp
-end
-
-local function error_batch(batch, msg)
-    local resp = new_batch(batch.n)
-    for i = 1, batch.n do
-        resp:set(i, message.error_reply(batch[i], msg))
     end
     return resp
 end
@@ -182,7 +173,7 @@ function mt.__index.transform(self, batch, chain)
     if not st.started or st.keyspace ~= conn.keyspace then
         local err = catch_up(self, chain, conn, st, batch)
         if err then
-            return error_batch(batch, err)
+            return message.error_batch(batch, err)
         end
     end
     resp = send(self, chain, batch)
