@@ -145,10 +145,18 @@ sh_ffi_metric_observe(sh_metric_t *m, uint64_t ns, uint64_t count)
     /* _count is the sum of the buckets, added up when rendered */
 }
 
-uint64_t
+double
 sh_ffi_now_ns(void)
 {
-    return uv_hrtime();
+    return (double) uv_hrtime();
+}
+
+void
+sh_ffi_metric_since(sh_metric_t *m, double t0, uint32_t count)
+{
+    double d = sh_ffi_now_ns() - t0;
+
+    sh_ffi_metric_observe(m, d > 0 ? (uint64_t) d : 0, count);
 }
 
 /* --- exposition ------------------------------------------------------------ */

@@ -155,7 +155,7 @@ local function arm(rs, c, io)
         end
     end
     if min ~= nil then
-        local ms = ceil((min - tonumber(now_ns())) / 1e6)
+        local ms = ceil((min - now_ns()) / 1e6)
         io.timer(c, ms < 1 and 1 or ms)
         rs.armed = true
     elseif rs.armed then
@@ -203,7 +203,7 @@ function _M.run(c, ch, io)
             drive(rs, inv, inv.batch)
         else
             -- the timer fired or the client is gone: due holders flush
-            local now = tonumber(now_ns())
+            local now = now_ns()
             for holder in pairs(rs.holders) do
                 if reason == WAKE_EOF
                    or (holder.deadline ~= nil and holder.deadline <= now)

@@ -26,7 +26,7 @@ local PROTO = { redis = base.PROTO_REDIS, cassandra = base.PROTO_CQL }
 -- The body of every client connection's coroutine.  C resumes it with a new
 -- batch in sh_ffi_conn_batch(c); it yields WAIT while backends work and
 -- DONE once the responses are set.
-local add, observe, now_ns = metrics.add, metrics.observe, metrics.now_ns
+local add, since, now_ns = metrics.add, metrics.since, metrics.now_ns
 
 -- Handlers run the coroutines of shadow connections (see sh_ffi.h): a
 -- transform adds one per worker and gets its number.
@@ -47,28 +47,44 @@ local function run_connection(clud)
     if ch.parks then
         return park.run(c, ch)         -- a chain that holds requests
     end
-    local conn_batch = C.sh_ffi_conn_batch
+    local conn_batch, set_resp = C.sh_ffi_conn_batch, C.sh_ffi_conn_set_resp
     local ctx = ch:context(c)
     local m_requests, m_latency = ch.m_requests, ch.m_latency
     while true do
         local t0 = now_ns()
         local batch = conn_batch(c)[0]
-        local resp = ch:run(ctx, batch)
         local n = batch.n
+        local resp = ch:run(ctx, batch)
+        -- (from here on interpreted after a wait: plain numbers only)
         add(m_requests, n)
         -- each request of the batch waited as long as the batch
-        observe(m_latency, now_ns() - t0, n)
-        C.sh_ffi_conn_set_resp(c, resp)
+        since(m_latency, t0, n)
+        set_resp(c, resp)
         yield(DONE)
     end
 end
 
 function _M.init(wlud, path, id)
     local w = cast(base.worker_ptr, wlud)
-    -- developers: SHOTOVER_JIT_V=FILE logs JIT trace events (jit.v)
+    -- developers: SHOTOVER_JIT_V=FILE logs JIT trace events (jit.v);
+    -- SHOTOVER_JIT_V=dump:FILE dumps traces (jit.dump, mode from
+    -- SHOTOVER_JIT_DUMP_MODE, default "bi")
     local jitv = os.getenv("SHOTOVER_JIT_V")
     if jitv then
-        require("jit.v").start(jitv .. "." .. id)
+        local dump = jitv:match("^dump:(.+)$")
+        if dump then
+            require("jit.dump").start(os.getenv("SHOTOVER_JIT_DUMP_MODE")
+                                      or "bi", dump .. "." .. id)
+        else
+            require("jit.v").start(jitv .. "." .. id)
+        end
+    end
+    -- developers: SHOTOVER_JIT_P=MODE:FILE samples the worker with LuaJIT's
+    -- profiler (jit.p, e.g. "vf:/tmp/prof"); written when the worker exits
+    local jitp = os.getenv("SHOTOVER_JIT_P")
+    if jitp then
+        local mode, file = jitp:match("^([^:]*):(.+)$")
+        require("jit.p").start(mode or "vf", (file or jitp) .. "." .. id)
     end
     local conf, errs = config.load(path)
     if not conf then

@@ -178,7 +178,7 @@ function methods.transform(self, batch, chain)
         return flush(self, st, chain, me, "command")
     end
     if st.deadline == nil then
-        st.deadline = tonumber(now_ns()) + self.wait_ns
+        st.deadline = now_ns() + self.wait_ns
     end
     me.inv = park.current(chain)
     st.nw = st.nw + 1
