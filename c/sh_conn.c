@@ -1097,7 +1097,7 @@ sh_ffi_conn_batch(sh_conn_t *c)
 }
 
 void
-sh_ffi_conn_set_resp(sh_conn_t *c, sh_batch_t *resp)
+sh_conn_set_resp(sh_conn_t *c, sh_batch_t *resp)
 {
     if (resp != NULL) {
         sh_batch_ref(resp);

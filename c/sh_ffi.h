@@ -183,6 +183,17 @@ int sh_ffi_frame_error(const sh_frame_t *req, uint32_t code, const char *msg,
  * lua/shotover/redis/commands.lua. */
 int sh_ffi_resp_command_id(const uint8_t *name, size_t len);
 const char *sh_ffi_resp_command_name(int id);
+/* query_counter's pass over a batch: counts the Redis requests by command
+ * id (those below ncounts), then adds each id's count to series[id], one
+ * atomic add per id.  Ids whose series is NULL keep their count in
+ * counts[] and are listed in missing[0 .. *nmissing - 1] for the caller to
+ * register, add and zero.  counts, series and missing have ncounts slots.
+ * Returns how many frames it left to the caller (not Redis).  Why: a Lua
+ * loop over the requests and the ids costs a trace per loop, and a loop
+ * that runs once per batch keeps aborting its caller's trace. */
+int sh_ffi_batch_count_ids(const sh_batch_t *b, uint32_t *counts,
+    sh_metric_t **series, uint32_t ncounts, uint16_t *missing,
+    uint32_t *nmissing);
 /* 1 when the len bytes at a and b are equal, else 0 (compares a zero-copy
  * view with a Lua string without making a string of the view) */
 int sh_ffi_buf_eq(const uint8_t *a, const uint8_t *b, size_t len);
@@ -195,7 +206,6 @@ void sh_ffi_batch_unref(sh_batch_t *b);
 
 /* The client connection a coroutine serves */
 sh_batch_t *sh_ffi_conn_batch(sh_conn_t *c);
-void sh_ffi_conn_set_resp(sh_conn_t *c, sh_batch_t *resp);
 int sh_ffi_conn_outstanding(sh_conn_t *c);
 int sh_ffi_conn_source(sh_conn_t *c);
 int sh_ffi_conn_peer(sh_conn_t *c, char *out, size_t cap);
@@ -275,6 +285,11 @@ void sh_ffi_metric_observe(sh_metric_t *m, uint64_t ns, uint64_t count);
  * interpreter (where code after a yield runs) does slowly. */
 double sh_ffi_now_ns(void);
 void sh_ffi_metric_since(sh_metric_t *m, double t0, uint32_t count);
+/* A series' id for the classic Lua C functions of module shotover.core
+ * (since, add), 0 when the registry has no ids left (65536 series). */
+uint32_t sh_ffi_metric_id(const sh_metric_t *m);
+/* A counter's or gauge's current value (for specs and the repl) */
+int64_t sh_ffi_metric_value(const sh_metric_t *m);
 
 /* Switches: named settings the admin endpoint flips at run time (PUT
  * /switches/NAME), e.g. which side's reply a tee returns.  choices is

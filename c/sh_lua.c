@@ -11,6 +11,7 @@
 
 #include "sh_buf.h"
 #include "sh_config.h"
+#include "sh_metrics.h"
 #include "sh_worker.h"
 
 static void
@@ -51,6 +52,51 @@ sh_lua_cdef_loader(lua_State *L)
     return 1;
 }
 
+/*
+ * Module shotover.core: classic Lua C functions on plain numbers, for the
+ * code that runs in LuaJIT's interpreter after a coroutine yield (the
+ * epilogues of chain elements and of the connection runner: a JIT trace
+ * cannot cross the yield).  From the interpreter an FFI call costs ~800
+ * instructions (callgrind: argument conversion), these ~100.  Compiled
+ * code should keep using the FFI: a classic C function ends its trace.
+ */
+static int
+sh_lua_core_since(lua_State *L)       /* since(metric_id, t0_ns, count) */
+{
+    sh_metric_t *m = sh_metric_by_id((uint32_t) lua_tointeger(L, 1));
+
+    if (m != NULL) {
+        sh_ffi_metric_since(m, lua_tonumber(L, 2),
+                            (uint32_t) lua_tointeger(L, 3));
+    }
+    return 0;
+}
+
+static int
+sh_lua_core_add(lua_State *L)         /* add(metric_id, delta) */
+{
+    sh_metric_t *m = sh_metric_by_id((uint32_t) lua_tointeger(L, 1));
+
+    if (m != NULL) {
+        sh_ffi_metric_add(m, (int64_t) lua_tointeger(L, 2));
+    }
+    return 0;
+}
+
+static int
+sh_lua_core_loader(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        { "since", sh_lua_core_since },
+        { "add", sh_lua_core_add },
+        { NULL, NULL },
+    };
+
+    lua_newtable(L);
+    luaL_register(L, NULL, fns);
+    return 1;
+}
+
 static lua_State *
 sh_lua_new(void)
 {
@@ -66,6 +112,8 @@ sh_lua_new(void)
     lua_getfield(L, -1, "preload");
     lua_pushcfunction(L, sh_lua_cdef_loader);
     lua_setfield(L, -2, "shotover.cdef");
+    lua_pushcfunction(L, sh_lua_core_loader);
+    lua_setfield(L, -2, "shotover.core");
     lua_pop(L, 2);
     return L;
 }
@@ -129,6 +177,25 @@ sh_lua_worker_init(sh_worker_t *w, char *err, size_t errlen)
 }
 
 /*
+ * A runner yields (DONE, resp): resp is an sh_batch_t reference (cdata), or
+ * nil for none.  Taken from the stack rather than set through an FFI call
+ * because the runner's epilogue runs in the interpreter (see shotover.core
+ * above).  A cdata's payload (lua_topointer) holds the reference's pointer.
+ */
+#define SH_LUA_TCDATA 10                /* lua_type() of a cdata */
+
+static void
+sh_lua_take_resp(sh_conn_t *c, lua_State *co)
+{
+    sh_batch_t *resp = NULL;
+
+    if (lua_type(co, 2) == SH_LUA_TCDATA) {
+        resp = *(sh_batch_t *const *) lua_topointer(co, 2);
+    }
+    sh_conn_set_resp(c, resp);
+}
+
+/*
  * sh_lua_resume: run c's coroutine until it yields.  Returns what it
  * yielded (SH_YIELD_WAIT or SH_YIELD_DONE), or SH_ERROR when the runner
  * died (logged).
@@ -154,7 +221,10 @@ sh_lua_resume(sh_conn_t *c)
     rc = lua_resume(co, nargs);
     w->cur = NULL;
     if (rc == LUA_YIELD) {
-        v = (int) lua_tointeger(co, -1);
+        v = (int) lua_tointeger(co, 1);
+        if (v == SH_YIELD_DONE) {
+            sh_lua_take_resp(c, co);
+        }
         lua_settop(co, 0);
         return v;
     }

@@ -28,12 +28,20 @@ struct sh_metric_s {
     int64_t value;           /* counter or gauge */
     uint64_t buckets[SH_METRIC_BUCKETS]; /* histogram: per bucket */
     uint64_t sum_ns;         /* histogram: sum of observations */
+    uint32_t id;             /* sh_metric_by_id's key, 0 when none */
     sh_metric_t *next;       /* registry order */
 };
 
 static uv_mutex_t sh_metrics_lock;
 static uv_once_t sh_metrics_once = UV_ONCE_INIT;
 static sh_metric_t *sh_metrics_head, **sh_metrics_tail = &sh_metrics_head;
+
+/* Series by id (id - 1), for the classic Lua C functions, which take plain
+ * numbers.  Entries are written under the lock before any thread can learn
+ * the id, and never change. */
+#define SH_METRIC_MAX_IDS 65536
+static sh_metric_t *sh_metrics_by_id[SH_METRIC_MAX_IDS];
+static uint32_t sh_metrics_nids;
 
 static void
 sh_metrics_init(void)
@@ -70,11 +78,34 @@ sh_metric_get(int kind, const char *name, const char *help,
         m->name = sh_strdup(name);
         m->help = sh_strdup(help);
         m->labels = sh_strdup(labels);
+        if (sh_metrics_nids < SH_METRIC_MAX_IDS) {
+            sh_metrics_by_id[sh_metrics_nids++] = m;
+            m->id = sh_metrics_nids;
+        }
         *sh_metrics_tail = m;
         sh_metrics_tail = &m->next;
     }
     uv_mutex_unlock(&sh_metrics_lock);
     return m;
+}
+
+sh_metric_t *
+sh_metric_by_id(uint32_t id)
+{
+    return id >= 1 && id <= SH_METRIC_MAX_IDS ? sh_metrics_by_id[id - 1]
+                                              : NULL;
+}
+
+uint32_t
+sh_ffi_metric_id(const sh_metric_t *m)
+{
+    return m->id;
+}
+
+int64_t
+sh_ffi_metric_value(const sh_metric_t *m)
+{
+    return __atomic_load_n(&m->value, __ATOMIC_RELAXED);
 }
 
 sh_metric_t *

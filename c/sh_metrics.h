@@ -11,6 +11,9 @@
 sh_metric_t *sh_metric_get(int kind, const char *name, const char *help,
     const char *labels);
 
+/* The series with id (sh_ffi_metric_id), NULL when none. */
+sh_metric_t *sh_metric_by_id(uint32_t id);
+
 /* The failures counter of one backend of one sink. */
 sh_metric_t *sh_metric_backend_errors(const char *sink, const char *remote);
 

@@ -140,6 +140,9 @@ void sh_conn_accept(sh_listener_t *l);
 void sh_conn_wake(sh_conn_t *c);
 void sh_conn_wake_all(sh_worker_t *w);
 void sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n);
+/* The responses of c's batch (a runner yields them with DONE; see
+ * sh_lua_resume): one reference is taken, NULL for none. */
+void sh_conn_set_resp(sh_conn_t *c, sh_batch_t *resp);
 ssize_t sh_try_write(uv_stream_t *s, const uv_buf_t *bufs, uint32_t n);
 uint32_t sh_skip_written(uv_buf_t *bufs, uint32_t n, size_t done);
 void sh_conn_close_all(sh_worker_t *w);

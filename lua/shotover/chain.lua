@@ -20,7 +20,9 @@ local setmetatable = setmetatable
 local tostring = tostring
 local fmt = string.format
 local new_batch = message.new_batch
-local add, since, now_ns = metrics.add, metrics.since, metrics.now_ns
+local core = require "shotover.core"
+local add, now_ns = metrics.add, metrics.now_ns
+local core_since = core.since
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -67,6 +69,7 @@ function _M.build(elements, env)
             "shotover_transform_duration_seconds",
             "time from handing a batch to a chain element to its responses",
             labels)
+        e.m_latency_id = metrics.id(e.m_latency)
         els[i] = e
     end
     return setmetatable({ elements = els, n = #els, name = env.name,
@@ -93,8 +96,9 @@ function Ctx:next(batch)
     self.i = i
     -- The code below the call runs in the interpreter whenever the element
     -- waited for a backend (a JIT trace cannot cross the coroutine's yield),
-    -- so it is kept to one FFI call on plain numbers: the clock is a double
-    -- and n is read before.  The histogram's count is the request count.
+    -- so it is one classic C call on plain numbers (shotover.core): the
+    -- clock is a double and n is read before.  The histogram's count is
+    -- the request count.
     local n, t0 = batch.n, now_ns()
     local resp
     if el.inline then
@@ -102,7 +106,7 @@ function Ctx:next(batch)
     else
         resp = el.inst:transform(batch, self)
     end
-    since(el.m_latency, t0, n)
+    core_since(el.m_latency_id, t0, n)
     self.i = i - 1
     return resp
 end
@@ -156,6 +160,16 @@ function Ctx:run_sub(sub, batch)
     return ctx:next(batch)
 end
 
+-- The code resumed after a yield stays in the interpreter: LuaJIT would
+-- otherwise "stitch" traces across the yield and across each classic C
+-- call of the epilogues below it (shotover.core), and every stitch is a
+-- trace exit, dearer than interpreting those few lines (callgrind: three
+-- stitches cost more than the whole interpreted epilogue path).  Calling a
+-- function the JIT may not compile aborts the recording of such a trace,
+-- and after a few aborts LuaJIT stops trying.
+local resumed = function() end
+jit.off(resumed)
+
 -- Wait (yield the connection's coroutine) until every backend this
 -- connection sent to has answered.  C resumes the coroutine only once all
 -- of them have, so one yield is enough; a loop here would also be taken
@@ -163,6 +177,7 @@ end
 function Ctx:wait()
     if C.sh_ffi_conn_outstanding(self.c) > 0 then
         yield(WAIT)
+        resumed()
     end
 end
 

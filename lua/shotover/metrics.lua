@@ -59,4 +59,16 @@ _M.observe = C.sh_ffi_metric_observe         -- (metric, ns, count)
 _M.since = C.sh_ffi_metric_since             -- (metric, t0, count): now - t0
 _M.now_ns = C.sh_ffi_now_ns                  -- a number (double)
 
+-- The id of series m, for shotover.core's since(id, t0, count) and
+-- add(id, delta): classic C functions that code running in the interpreter
+-- (after a yield) calls far more cheaply than the FFI ones above.
+function _M.id(m)
+    return tonumber(C.sh_ffi_metric_id(m))
+end
+
+-- A counter's or gauge's value, as a number.
+function _M.value(m)
+    return tonumber(C.sh_ffi_metric_value(m))
+end
+
 return _M

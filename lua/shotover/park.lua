@@ -169,7 +169,6 @@ end
 local C_IO = {
     wake_reason = C.sh_ffi_conn_wake_reason,
     batch = function(c) return C.sh_ffi_conn_batch(c)[0] end,
-    set_resp = C.sh_ffi_conn_set_resp,
     timer = C.sh_ffi_conn_timer,
     timer_stop = C.sh_ffi_conn_timer_stop,
 }
@@ -252,8 +251,7 @@ function _M.run(c, ch, io)
                 add(m_requests, total)
             end
             arm(rs, c, io)
-            io.set_resp(c, resp)
-            yield(DONE)
+            yield(DONE, resp)
         else
             arm(rs, c, io)
             yield(MORE)

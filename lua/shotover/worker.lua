@@ -26,7 +26,8 @@ local PROTO = { redis = base.PROTO_REDIS, cassandra = base.PROTO_CQL }
 -- The body of every client connection's coroutine.  C resumes it with a new
 -- batch in sh_ffi_conn_batch(c); it yields WAIT while backends work and
 -- DONE once the responses are set.
-local add, since, now_ns = metrics.add, metrics.since, metrics.now_ns
+local core = require "shotover.core"
+local now_ns = metrics.now_ns
 
 -- Handlers run the coroutines of shadow connections (see sh_ffi.h): a
 -- transform adds one per worker and gets its number.
@@ -47,20 +48,22 @@ local function run_connection(clud)
     if ch.parks then
         return park.run(c, ch)         -- a chain that holds requests
     end
-    local conn_batch, set_resp = C.sh_ffi_conn_batch, C.sh_ffi_conn_set_resp
+    local conn_batch = C.sh_ffi_conn_batch
+    local core_add, core_since = core.add, core.since
     local ctx = ch:context(c)
-    local m_requests, m_latency = ch.m_requests, ch.m_latency
+    local requests_id = metrics.id(ch.m_requests)
+    local latency_id = metrics.id(ch.m_latency)
     while true do
         local t0 = now_ns()
         local batch = conn_batch(c)[0]
         local n = batch.n
         local resp = ch:run(ctx, batch)
-        -- (from here on interpreted after a wait: plain numbers only)
-        add(m_requests, n)
+        -- from here on interpreted after a wait: classic C calls on plain
+        -- numbers (shotover.core), and C takes resp from the yield
+        core_add(requests_id, n)
         -- each request of the batch waited as long as the batch
-        since(m_latency, t0, n)
-        set_resp(c, resp)
-        yield(DONE)
+        core_since(latency_id, t0, n)
+        yield(DONE, resp)
     end
 end
 

@@ -43,21 +43,22 @@ local function batch_of(...)
 end
 
 -- A fake connection: feed(reason, batch) resumes the runner as C would and
--- returns what it yielded; the responses it set are in conn.resp.
+-- returns what it yielded; the responses it yielded with DONE are in
+-- conn.resp.
 local function connection(ch)
     local conn = { timer = nil }
     local io = {
         wake_reason = function() return conn.reason end,
         batch = function() return conn.batch end,
-        set_resp = function(_, resp) conn.resp = resp end,
         timer = function(_, ms) conn.timer = ms end,
         timer_stop = function() conn.timer = nil end,
     }
     local co = coroutine.create(function() park.run(nil, ch, io) end)
     function conn.feed(reason, batch)
         conn.reason, conn.batch, conn.resp = reason, batch, nil
-        local ok, what = coroutine.resume(co)
+        local ok, what, resp = coroutine.resume(co)
         assert(ok, what)
+        conn.resp = resp
         return what
     end
     return conn

@@ -50,8 +50,7 @@ function _M.runner(chains)
             end
             out:write(trace.serialize(tr), "\n")
             out:flush()
-            C.sh_ffi_conn_set_resp(c, resp)
-            yield(DONE)
+            yield(DONE, resp)
         end
     end
 end

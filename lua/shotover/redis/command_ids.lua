@@ -23,6 +23,13 @@ function _M.id(name)
     return id ~= 0 and id or nil
 end
 
+-- How many commands have ids (ids are 1..count).
+local count = 0
+while C.sh_ffi_resp_command_name(count + 1) ~= nil do
+    count = count + 1
+end
+_M.count = count
+
 -- The upper-case name of id, or nil.
 local names = {}
 function _M.name(id)

@@ -2,11 +2,12 @@
 -- shotover_query_count_total{name=..., query=...}, then passes them on.
 -- Label values stay bounded: Redis commands Redis knows (others count as
 -- "other"), CQL statement kinds or opcode names; never keys or query text.
+local ffi = require "ffi"
+local base = require "shotover.ffi"
 local metrics = require "shotover.metrics"
 local command_ids = require "shotover.redis.command_ids"
 
-local new_tab = require "table.new"
-
+local C = base.C
 local command_name = command_ids.name
 local add = metrics.add
 
@@ -15,16 +16,15 @@ local _M = { name = "query_counter", version = "0.1.0", schema = {} }
 local mt = { __index = {} }
 
 -- the ids a Redis request can have, from 0 (not a Redis command)
-local ID_SLOTS = 512
+local ID_SLOTS = command_ids.count + 1
 
 function _M.new(conf)
-    local id_counts = new_tab(ID_SLOTS, 1)
-    for id = 0, ID_SLOTS - 1 do
-        id_counts[id] = 0
-    end
     return setmetatable({ name = conf.name or "query_counter", series = {},
-                          counts = {}, cql = false, by_id = {},
-                          id_counts = id_counts, touched = {}, nt = 0 }, mt)
+                          counts = {},
+                          id_counts = ffi.new("uint32_t[?]", ID_SLOTS),
+                          id_series = ffi.new("sh_metric_t *[?]", ID_SLOTS),
+                          missing = ffi.new("uint16_t[?]", ID_SLOTS),
+                          nmissing = ffi.new("uint32_t[1]") }, mt)
 end
 
 local function series(self, query)
@@ -54,69 +54,53 @@ end
 
 -- Counts are summed per batch and added to the shared series once per
 -- distinct query (an atomic add per series, not per request).  Redis
--- requests are counted in an array by the command id the codec gave them
--- (sh_frame_t.cmd_id; no string per request); `touched` lists the `nt` ids
--- seen, so the adds visit only those.  Nothing here yields, so the
--- per-instance scratch tables are safe to share between connections.
---
--- Why the small functions: the first pass of a loop and the code after it
--- run in LuaJIT's interpreter on every batch, where each FFI access is
--- slow; a function called per request or per batch gets its own compiled
--- trace, which the interpreter enters.
+-- requests are counted and added by C (sh_ffi_batch_count_ids), by the
+-- command id the codec gave them (sh_frame_t.cmd_id): no Lua per request
+-- or per id; Lua only registers the series of an id the first time it is
+-- seen.  Other frames (CQL) are counted here by statement kind.  Nothing
+-- here yields, so the per-instance scratch arrays are safe to share
+-- between connections.
 
--- Count request m.  The state stays consistent if a later request raises
--- (touched[1..nt] are exactly the ids with a count): the next batch's flush
--- adds them.
-local function count(self, m, chain)
-    if m.proto == 1 then
-        local id = m.cmd_id
-        local id_counts = self.id_counts
-        local k = id_counts[id]
-        if k == nil or k == 0 then
-            local nt = self.nt + 1
-            self.touched[nt] = id
-            self.nt = nt
-            id_counts[id] = 1
-        else
-            id_counts[id] = k + 1
+-- Count the CQL requests of batch.
+local function count_cql(self, batch, chain)
+    local counts = self.counts
+    for i = 1, batch.n do
+        local m = batch[i]
+        if m.proto ~= 1 then
+            local q = query_of(m, chain)
+            counts[q] = (counts[q] or 0) + 1
         end
-    else
-        local counts = self.counts
-        local q = query_of(m, chain)
-        counts[q] = (counts[q] or 0) + 1
-        self.cql = true
+    end
+    for q, k in pairs(counts) do
+        add(series(self, q), k)
+        counts[q] = nil
     end
 end
 
--- Add the counts gathered so far to the series and clear them.
-local function flush(self)
-    local by_id, id_counts, touched = self.by_id, self.id_counts, self.touched
-    for j = 1, self.nt do
-        local id = touched[j]
-        local m = by_id[id]
-        if m == nil then
-            m = series(self, command_name(id) or "other")
-            by_id[id] = m
-        end
+-- The ids C found without a series: register them, add and clear their
+-- counts (the first batch each command is seen in).
+local function add_missing(self)
+    local id_counts, id_series, missing = self.id_counts, self.id_series,
+                                          self.missing
+    for j = 0, self.nmissing[0] - 1 do
+        local id = missing[j]
+        local m = series(self, command_name(id) or "other")
+        id_series[id] = m
         add(m, id_counts[id])
         id_counts[id] = 0
-    end
-    self.nt = 0
-    if self.cql then
-        local counts = self.counts
-        for q, k in pairs(counts) do
-            add(series(self, q), k)
-            counts[q] = nil
-        end
-        self.cql = false
     end
 end
 
 function mt.__index.transform(self, batch, chain)
-    for i = 1, batch.n do
-        count(self, batch[i], chain)
+    local rest = C.sh_ffi_batch_count_ids(batch, self.id_counts,
+                                          self.id_series, ID_SLOTS,
+                                          self.missing, self.nmissing)
+    if self.nmissing[0] > 0 then
+        add_missing(self)
     end
-    flush(self)
+    if rest > 0 then
+        count_cql(self, batch, chain)
+    end
     return chain:next(batch)
 end
 

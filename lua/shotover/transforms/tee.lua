@@ -163,8 +163,7 @@ local function shadow_runner(self)
                     self.mismatch:run(mctx, bad)
                 end
             end
-            C.sh_ffi_conn_set_resp(c, resp)
-            yield(DONE)
+            yield(DONE, resp)
         end
     end
 end
