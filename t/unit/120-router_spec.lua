@@ -51,6 +51,40 @@ describe("the router", function()
                           routed(resp, 7) })
     end)
 
+    it("keeps rule order across patterns, prefixes, commands and keys",
+       function()
+        -- a pattern rule before a prefix rule that also matches its keys;
+        -- a command set with a name Redis lacks; exact keys, the empty one
+        -- too
+        local r = build({ { "router",
+            routes = {
+                { match = { key_pattern = "'user:' [0-9]+" },
+                  chain = { { "debug_returner", bulk = "digits" } } },
+                { match = { key_prefix = "user:" },
+                  chain = { { "debug_returner", bulk = "users" } } },
+                { match = { command = { "GET", "FLUSHNOW" } },
+                  chain = { { "debug_returner", bulk = "gets" } } },
+                { match = { key = { "", "k" } },
+                  chain = { { "debug_returner", bulk = "exact" } } },
+            },
+            default = { { "debug_returner", bulk = "default" } },
+        } })
+        local resp = r:run(r:context(nil), batch_of(
+            { "GET", "user:7" }, { "GET", "user:x" }, { "GET", "b" },
+            { "flushnow" }, { "SET", "k", "v" }, { "SET", "", "v" },
+            { "SET", "kk", "v" }, { "PING" }))
+        assert.are.same({ "digits", "users", "gets", "gets", "exact",
+                          "exact", "default", "default" },
+                        { routed(resp, 1), routed(resp, 2), routed(resp, 3),
+                          routed(resp, 4), routed(resp, 5), routed(resp, 6),
+                          routed(resp, 7), routed(resp, 8) })
+        -- three routes in one batch: replies in request order
+        resp = r:run(r:context(nil), batch_of({ "SET", "k", "v" },
+                                              { "GET", "b" }, { "DEL", "x" }))
+        assert.are.same({ "exact", "gets", "default" },
+                        { routed(resp, 1), routed(resp, 2), routed(resp, 3) })
+    end)
+
     it("hands a batch that routes one way to that chain whole", function()
         local resp = ch:run(ch:context(nil), batch_of({ "GET", "session:1" },
                                                       { "GET", "session:2" }))
