@@ -900,42 +900,6 @@ sh_ffi_resp_command_name(int id)
     return sh_resp_command_names[id - 1];
 }
 
-int
-sh_ffi_batch_count_ids(const sh_batch_t *b, uint32_t *counts,
-    sh_metric_t **series, uint32_t ncounts, uint16_t *missing,
-    uint32_t *nmissing)
-{
-    uint32_t i, nt = 0, nm = 0, rest = 0;
-
-    /* count per id; missing[] first lists every id seen */
-    for (i = 0; i < b->n; i++) {
-        const sh_frame_t *f = b->frames[i];
-        uint16_t id;
-
-        if (f == NULL || f->proto != SH_PROTO_REDIS || f->cmd_id >= ncounts) {
-            rest++;
-            continue;
-        }
-        id = f->cmd_id;
-        if (counts[id]++ == 0) {
-            missing[nt++] = id;
-        }
-    }
-    /* one add per id; those without a series stay for the caller */
-    for (i = 0; i < nt; i++) {
-        uint16_t id = missing[i];
-
-        if (series[id] != NULL) {
-            sh_ffi_metric_add(series[id], counts[id]);
-            counts[id] = 0;
-        } else {
-            missing[nm++] = id;
-        }
-    }
-    *nmissing = nm;
-    return (int) rest;
-}
-
 /* --- encoding ---------------------------------------------------------- */
 
 static size_t
