@@ -56,7 +56,6 @@ end
 
 _M.add = C.sh_ffi_metric_add                 -- (metric, delta)
 _M.observe = C.sh_ffi_metric_observe         -- (metric, ns, count)
-_M.since = C.sh_ffi_metric_since             -- (metric, t0, count): now - t0
 _M.now_ns = C.sh_ffi_now_ns                  -- a number (double)
 
 -- The id of series m, for shotover.core's since(id, t0, count) and

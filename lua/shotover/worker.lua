@@ -25,7 +25,7 @@ local PROTO = { redis = base.PROTO_REDIS, cassandra = base.PROTO_CQL }
 
 -- The body of every client connection's coroutine.  C resumes it with a new
 -- batch in sh_ffi_conn_batch(c); it yields WAIT while backends work and
--- DONE once the responses are set.
+-- (DONE, responses) when the batch is done.
 local core = require "shotover.core"
 local now_ns = metrics.now_ns
 
