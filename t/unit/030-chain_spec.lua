@@ -1,24 +1,15 @@
 -- The chain runner: order, responses, and what a raising element gets.
+package.path = os.getenv("SHOTOVER_SRC") .. "/t/lib/?.lua;" .. package.path
+local unit = require "unit"
 local chain = require "shotover.chain"
-local config = require "shotover.config"
 local message = require "shotover.message"
 local reply = require "shotover.redis.reply"
 
 local function build(elements)
-    local conf = assert(config.check({ sources = { {
-        name = "test", protocol = "redis", listen = "127.0.0.1:1",
-        chain = elements } } }))
-    return chain.build(conf.sources[1].chain, { name = "test",
-                                                 protocol = "redis" })
+    return unit.build(elements, "redis", "test")
 end
 
-local function batch_of(...)
-    local b = message.new_batch(0)
-    for _, cmd in ipairs({ ... }) do
-        b:push(assert(message.command(cmd)))
-    end
-    return b
-end
+local batch_of = unit.redis_batch
 
 describe("the chain runner", function()
     it("runs elements in config order and returns replies in reverse",

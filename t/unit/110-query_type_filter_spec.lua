@@ -1,23 +1,14 @@
 -- query_type_filter: classes of Redis commands (from Redis' own metadata)
 -- and CQL statements, and which requests it refuses.
-local chain = require "shotover.chain"
+package.path = os.getenv("SHOTOVER_SRC") .. "/t/lib/?.lua;" .. package.path
+local unit = require "unit"
 local config = require "shotover.config"
-local message = require "shotover.message"
 
 local function build(protocol, elements)
-    local conf = assert(config.check({ sources = { {
-        name = "f", protocol = protocol, listen = "127.0.0.1:1",
-        chain = elements } } }))
-    return chain.build(conf.sources[1].chain, { name = "f", protocol = protocol })
+    return unit.build(elements, protocol, "f")
 end
 
-local function redis_batch(...)
-    local b = message.new_batch(0)
-    for _, cmd in ipairs({ ... }) do
-        b:push(assert(message.command(cmd)))
-    end
-    return b
-end
+local redis_batch = unit.redis_batch
 
 describe("query_type_filter on redis", function()
     local ch = build("redis", { { "query_type_filter", deny = { "write",

@@ -2,8 +2,8 @@
 -- Redis does not have as "other"), CQL requests by opcode or statement
 -- kind, into shotover_query_count_total{name, query}, and passed on.  The
 -- counts are read back from the metrics registry.
-local chain = require "shotover.chain"
-local config = require "shotover.config"
+package.path = os.getenv("SHOTOVER_SRC") .. "/t/lib/?.lua;" .. package.path
+local unit = require "unit"
 local message = require "shotover.message"
 local metrics = require "shotover.metrics"
 
@@ -15,20 +15,11 @@ local function count(name, query)
 end
 
 local function build(name, protocol, sink)
-    local conf = assert(config.check({ sources = { {
-        name = "q", protocol = protocol, listen = "127.0.0.1:1",
-        chain = { { "query_counter", name = name }, sink } } } }))
-    return chain.build(conf.sources[1].chain,
-                       { name = "q", protocol = protocol })
+    return unit.build({ { "query_counter", name = name }, sink }, protocol,
+                      "q")
 end
 
-local function batch_of(...)
-    local b = message.new_batch(0)
-    for _, cmd in ipairs({ ... }) do
-        b:push(assert(message.command(cmd)))
-    end
-    return b
-end
+local batch_of = unit.redis_batch
 
 describe("query_counter", function()
     it("counts Redis requests by command, unknown ones as other", function()

@@ -1,23 +1,15 @@
 -- router: first matching route wins, the default catches the rest, replies
 -- come back in request order; routes are validated like any chain.
+package.path = os.getenv("SHOTOVER_SRC") .. "/t/lib/?.lua;" .. package.path
+local unit = require "unit"
 local chain = require "shotover.chain"
 local config = require "shotover.config"
-local message = require "shotover.message"
 
 local function build(elements)
-    local conf = assert(config.check({ sources = { {
-        name = "r", protocol = "redis", listen = "127.0.0.1:1",
-        chain = elements } } }))
-    return chain.build(conf.sources[1].chain, { name = "r", protocol = "redis" })
+    return unit.build(elements, "redis", "r")
 end
 
-local function batch_of(...)
-    local b = message.new_batch(0)
-    for _, cmd in ipairs({ ... }) do
-        b:push(assert(message.command(cmd)))
-    end
-    return b
-end
+local batch_of = unit.redis_batch
 
 describe("the router", function()
     local ch = build({ { "router",

@@ -1,6 +1,8 @@
 -- tee: every request also goes through the sub-chain; replies compared as
 -- configured; which side answers is a switch.  Run dry (no worker): the
 -- sub-chains here answer with debug_returner or inline functions.
+package.path = os.getenv("SHOTOVER_SRC") .. "/t/lib/?.lua;" .. package.path
+local unit = require "unit"
 local chain = require "shotover.chain"
 local config = require "shotover.config"
 local message = require "shotover.message"
@@ -13,17 +15,10 @@ local function check(elements)
 end
 
 local function build(elements)
-    local conf = assert(check(elements))
-    return chain.build(conf.sources[1].chain, { name = "t", protocol = "redis" })
+    return unit.build(elements, "redis", "t")
 end
 
-local function batch_of(...)
-    local b = message.new_batch(0)
-    for _, cmd in ipairs({ ... }) do
-        b:push(assert(message.command(cmd)))
-    end
-    return b
-end
+local batch_of = unit.redis_batch
 
 -- a sink that answers each GET with the key it was given, prefixed, and
 -- records what it saw
