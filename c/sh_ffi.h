@@ -279,12 +279,8 @@ void sh_ffi_metric_add(sh_metric_t *m, int64_t delta);
 void sh_ffi_metric_observe(sh_metric_t *m, uint64_t ns, uint64_t count);
 /* The monotonic clock (uv_hrtime, nanoseconds) as a double: a Lua number,
  * so keeping a time stamp in Lua boxes nothing (exact to the nanosecond for
- * 104 days of uptime, to 32 ns after ten years).  metric_since observes
- * (now - t0) for count requests: one call where a chain element's epilogue
- * would otherwise make two and do 64-bit cdata arithmetic, which the
- * interpreter (where code after a yield runs) does slowly. */
+ * 104 days of uptime, to 32 ns after ten years). */
 double sh_ffi_now_ns(void);
-void sh_ffi_metric_since(sh_metric_t *m, double t0, uint32_t count);
 /* A series' id for the classic Lua C functions of module shotover.core
  * (since, add), 0 when the registry has no ids left (65536 series). */
 uint32_t sh_ffi_metric_id(const sh_metric_t *m);

@@ -66,7 +66,7 @@ sh_lua_core_since(lua_State *L)       /* since(metric_id, t0_ns, count) */
     sh_metric_t *m = sh_metric_by_id((uint32_t) lua_tointeger(L, 1));
 
     if (m != NULL) {
-        sh_ffi_metric_since(m, lua_tonumber(L, 2),
+        sh_metric_since(m, lua_tonumber(L, 2),
                             (uint32_t) lua_tointeger(L, 3));
     }
     return 0;

@@ -220,7 +220,7 @@ sh_ffi_now_ns(void)
 }
 
 void
-sh_ffi_metric_since(sh_metric_t *m, double t0, uint32_t count)
+sh_metric_since(sh_metric_t *m, double t0, uint32_t count)
 {
     double d = sh_ffi_now_ns() - t0;
 

@@ -11,6 +11,10 @@
 sh_metric_t *sh_metric_get(int kind, const char *name, const char *help,
     const char *labels);
 
+/* Observe (now - t0) for count requests; t0 on sh_ffi_now_ns's clock
+ * (shotover.core.since calls it). */
+void sh_metric_since(sh_metric_t *m, double t0, uint32_t count);
+
 /* The series with id (sh_ffi_metric_id), NULL when none. */
 sh_metric_t *sh_metric_by_id(uint32_t id);
 
