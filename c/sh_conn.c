@@ -42,6 +42,8 @@ static void sh_conn_run(sh_conn_t *c);
 static void sh_conn_more(sh_conn_t *c);
 static void sh_conn_more_event(sh_conn_t *c);
 static void sh_conn_cycle_push(sh_conn_t *c, void *p);
+static void sh_conn_read_on(sh_conn_t *c);
+static int sh_conn_write_blocked(sh_conn_t *c);
 
 /* The request reader of the connection's protocol. */
 static void
@@ -152,7 +154,7 @@ sh_conn_unlink_shadow(sh_conn_t *s)
 {
     sh_conn_t **pp;
 
-    if (s->parent == NULL) {
+    if (!s->shadow || s->parent == NULL) {
         return;
     }
     for (pp = &s->parent->shadows; *pp != NULL; pp = &(*pp)->shadow_next) {
@@ -162,6 +164,28 @@ sh_conn_unlink_shadow(sh_conn_t *s)
         }
     }
     s->parent = NULL;
+}
+
+/* A lane is going (its client closes, or its runner died). */
+static void
+sh_conn_unlink_lane(sh_conn_t *l)
+{
+    sh_conn_t **pp, *c = l->parent;
+
+    if (!l->lane || c == NULL) {
+        return;
+    }
+    for (pp = &c->lanes; *pp != NULL; pp = &(*pp)->lane_next) {
+        if (*pp == l) {
+            *pp = l->lane_next;
+            break;
+        }
+    }
+    c->nlanes--;
+    if (l->running) {
+        c->lanes_busy--;
+    }
+    l->parent = NULL;
 }
 
 static void
@@ -185,6 +209,10 @@ sh_conn_close(sh_conn_t *c)
     c->closing = 1;
     sh_conn_orphan_shadows(c);
     sh_conn_unlink_shadow(c);
+    while (c->lanes != NULL) {
+        sh_conn_close(c->lanes);     /* their replies had nowhere to go */
+    }
+    sh_conn_unlink_lane(c);
     /* backends may still fill our response batches: they must not wake us */
     for (i = 0; i < c->nwaits; i++) {
         c->waits[i]->conn = NULL;
@@ -208,7 +236,7 @@ sh_conn_close(sh_conn_t *c)
     sh_free(c->cycle);
     c->cycle = NULL;
     sh_lua_conn_release(c);
-    if (!c->shadow) {
+    if (!c->shadow && !c->lane) {
         sh_ffi_metric_add(c->src->conns, -1);
     }
     if (c->prev) {
@@ -296,7 +324,7 @@ static void
 sh_conn_resume_reading(sh_conn_t *c)
 {
     if (c->read_stopped && !c->closing && !c->eof && !c->proto_err
-        && !c->shadow)
+        && !c->shadow && !c->lane)
     {
         c->read_stopped = 0;
         uv_read_start((uv_stream_t *) &c->tcp, sh_conn_alloc_cb,
@@ -304,10 +332,26 @@ sh_conn_resume_reading(sh_conn_t *c)
     }
 }
 
+/*
+ * Read again after batches finished or replies drained: unless replies
+ * back up, or requests still wait for the connection (with lanes: for a
+ * free lane) to run them.
+ */
+static void
+sh_conn_read_on(sh_conn_t *c)
+{
+    if (!c->closing && (c->inq == NULL || c->inq->n == 0)
+        && (!c->running || c->src->conf.lanes > 1)
+        && !sh_conn_write_blocked(c))
+    {
+        sh_conn_resume_reading(c);
+    }
+}
+
 static int
 sh_conn_write_blocked(sh_conn_t *c)
 {
-    if (c->shadow) {
+    if (c->shadow || c->lane) {
         return 0;
     }
     return uv_stream_get_write_queue_size((uv_stream_t *) &c->tcp)
@@ -334,17 +378,12 @@ sh_conn_write_cb(uv_write_t *req, int status)
     if (uv_stream_get_write_queue_size((uv_stream_t *) &c->tcp)
         <= c->src->conf.max_write_queue / 2)
     {
-        if (!c->running) {
-            sh_conn_run(c);
-        } else if (c->more) {
+        if (c->more) {
             sh_conn_more_event(c);   /* held input may go on now */
             return;
         }
-        if (!c->closing && !c->running
-            && (c->inq == NULL || c->inq->n == 0))
-        {
-            sh_conn_resume_reading(c);
-        }
+        sh_conn_run(c);
+        sh_conn_read_on(c);
     }
 }
 
@@ -592,6 +631,7 @@ sh_conn_finish_batch(sh_conn_t *c)
 {
     sh_batch_t *req = c->batch;
     sh_batch_t *resp = c->resp;
+    sh_conn_t *out = c;              /* where the replies go */
     uint32_t i;
 
     if (c->held != NULL) {
@@ -607,6 +647,10 @@ sh_conn_finish_batch(sh_conn_t *c)
         req = c->batch;
     }
     c->running = 0;
+    if (c->lane) {
+        out = c->parent;
+        out->lanes_busy--;
+    }
     if (c->shadow) {
         sh_conn_release_cycle(c);
         return;
@@ -615,20 +659,20 @@ sh_conn_finish_batch(sh_conn_t *c)
         sh_log_error("source \"%s\": chain returned %u responses for %u "
                      "requests", c->src->name, resp ? resp->n : 0, req->n);
         for (i = 0; i < req->n; i++) {
-            sh_conn_send_error(c, req->frames[i], SH_CQL_SERVER_ERROR,
+            sh_conn_send_error(out, req->frames[i], SH_CQL_SERVER_ERROR,
                                "shotover: chain returned the wrong number "
                                "of responses");
         }
     } else {
         for (i = 0; i < resp->n; i++) {
             if (resp->frames[i] == NULL) {
-                sh_frame_t *f = sh_conn_error_frame(c, req->frames[i],
+                sh_frame_t *f = sh_conn_error_frame(out, req->frames[i],
                     SH_CQL_SERVER_ERROR, "shotover: no response");
                 sh_batch_put(resp, i, f);
                 sh_frame_unref(f);
             }
         }
-        sh_conn_send_frames(c, resp->frames, resp->n);
+        sh_conn_send_frames(out, resp->frames, resp->n);
     }
     sh_conn_release_cycle(c);
 }
@@ -644,34 +688,48 @@ sh_conn_step(sh_conn_t *c)
     if (c->closing) {
         return;
     }
-    if (rc == SH_YIELD_WAIT) {
+    if (rc == SH_YIELD_WAIT || rc == SH_YIELD_SLEEP) {
         c->suspended = 1;
+        c->sleeping = rc == SH_YIELD_SLEEP;
         return;
     }
     if (rc == SH_YIELD_DONE) {
         sh_conn_finish_batch(c);
         return;
     }
-    if (rc == SH_YIELD_MORE) {
+    if (rc == SH_YIELD_MORE && !c->lane) {
         c->more = 1;             /* the caller calls sh_conn_more */
         return;
+    }
+    if (rc == SH_YIELD_MORE) {
+        /* a transform that holds requests must not declare lanes = true:
+         * a lane has no input of its own to resume it with */
+        sh_log_error("source \"%s\": a chain element held requests on a "
+                     "lane", c->src->name);
     }
     /* the runner itself died: nothing sane can follow on this connection */
     if (c->shadow) {
         sh_conn_close(c);
         return;
     }
+    if (c->lane) {
+        sh_conn_t *p = c->parent;
+
+        sh_conn_close(c);            /* unlinks it from p */
+        c = p;
+    }
     sh_conn_send_error(c, NULL, SH_CQL_SERVER_ERROR,
                        "shotover: internal error in the chain runner");
     sh_conn_close_after_writes(c);
 }
 
-/* The next batch from inq (at most max_batch requests) into c->batch. */
+/* The next batch from c's inq (at most max_batch requests) into r->batch:
+ * r is c, or one of its lanes. */
 static void
-sh_conn_take_batch(sh_conn_t *c)
+sh_conn_take_batch(sh_conn_t *c, sh_conn_t *r)
 {
     if (c->inq->n <= c->src->conf.max_batch) {
-        c->batch = c->inq;
+        r->batch = c->inq;
         c->inq = NULL;
     } else {
         /* A long pipeline runs in slices, so the write-queue bound is
@@ -680,22 +738,102 @@ sh_conn_take_batch(sh_conn_t *c)
          * replies beyond max_write_queue. */
         uint32_t k = c->src->conf.max_batch;
 
-        c->batch = sh_batch_alloc(k);
-        memcpy(c->batch->frames, c->inq->frames, k * sizeof(sh_frame_t *));
+        r->batch = sh_batch_alloc(k);
+        memcpy(r->batch->frames, c->inq->frames, k * sizeof(sh_frame_t *));
         memmove(c->inq->frames, c->inq->frames + k,
                 (c->inq->n - k) * sizeof(sh_frame_t *));
         c->inq->n -= k;
     }
-    c->wake_reason = SH_WAKE_BATCH;
+    r->wake_reason = SH_WAKE_BATCH;
 }
 
+/*
+ * A connection without a socket serving c (a shadow or a lane), on the
+ * worker's list: its handle is initialised but never connected, so it is
+ * closed, and its memory freed, like a client's.
+ */
+static sh_conn_t *
+sh_conn_child(sh_conn_t *c)
+{
+    sh_conn_t *s = sh_calloc(1, sizeof(*s));
+
+    uv_tcp_init(&c->w->loop, &s->tcp);
+    s->w = c->w;
+    s->src = c->src;
+    s->id = __atomic_fetch_add(&sh_conn_next_id, 1, __ATOMIC_RELAXED);
+    s->proto = c->proto;
+    s->co_ref = LUA_NOREF;
+    s->session_ref = LUA_NOREF;
+    s->read_stopped = 1;
+    s->parent = c;
+    s->next = c->w->conns;
+    if (c->w->conns) {
+        c->w->conns->prev = s;
+    }
+    c->w->conns = s;
+    return s;
+}
+
+/*
+ * Lanes.  A CQL client keeps many requests in flight on one connection,
+ * told apart by stream id, and the node answers them in any order.  A
+ * connection running one batch at a time would hold a request that arrives
+ * while a batch waits for the node until that whole batch is answered.
+ * So, while c's batch waits, what c reads next runs on a lane: a child
+ * connection with its own coroutine, chain context and batch that shares
+ * c's socket (its replies are written as its batch finishes), c's session
+ * table and c's backend connections.  conf.lanes counts c itself; Lua sets
+ * it to 1 for Redis (replies keep request order) and for chains with an
+ * element that must see a connection's batches one at a time.  Not before
+ * the answer to STARTUP has gone out (v5 switches to segments there).
+ * Returns an idle lane, a new one, or NULL when all are busy.
+ */
+static sh_conn_t *
+sh_conn_lane(sh_conn_t *c)
+{
+    sh_conn_t *l;
+
+    if (c->shadow || c->lane || c->more || c->cql_startup
+        || c->src->conf.lanes <= 1)
+    {
+        return NULL;
+    }
+    for (l = c->lanes; l != NULL; l = l->lane_next) {
+        if (!l->running) {
+            return l;
+        }
+    }
+    if (c->nlanes + 1 >= c->src->conf.lanes) {
+        return NULL;
+    }
+    l = sh_conn_child(c);
+    l->lane = 1;
+    l->lane_next = c->lanes;
+    c->lanes = l;
+    c->nlanes++;
+    return l;
+}
+
+/*
+ * Run what c has queued: on c itself when it is idle, else (CQL, lanes
+ * allowed) on an idle lane; returns when every runner is busy or nothing is
+ * queued.  With nothing queued and nothing running, acts on EOF, a protocol
+ * error or a close that waited for the batches.
+ */
 static void
 sh_conn_run(sh_conn_t *c)
 {
-    while (!c->running && !c->closing) {
+    sh_conn_t *r;
+
+    while (!c->closing) {
         if (c->inq != NULL && c->inq->n > 0) {
             if (sh_conn_write_blocked(c)) {
                 sh_conn_pause(c);
+                return;
+            }
+            if (!c->running) {
+                r = c;
+            } else if ((r = sh_conn_lane(c)) == NULL) {
                 return;
             }
             if (c->shadow) {
@@ -706,12 +844,20 @@ sh_conn_run(sh_conn_t *c)
                 c->exp = c->expq;
                 c->expq = NULL;
             } else {
-                sh_conn_take_batch(c);
+                sh_conn_take_batch(c, r);
             }
-            c->running = 1;
+            r->running = 1;
+            if (r != c) {
+                c->lanes_busy++;
+                sh_conn_step(r);
+                continue;
+            }
             sh_conn_step(c);
             sh_conn_more(c);
             continue;
+        }
+        if (c->running || c->lanes_busy > 0) {
+            return;
         }
         if (c->shadow) {
             if (c->eof || c->close_after) {
@@ -760,7 +906,7 @@ sh_conn_more_next(sh_conn_t *c)
         }
         sh_conn_cycle_push(c, (void *) ((uintptr_t) c->batch | 1));
         c->batch = NULL;
-        sh_conn_take_batch(c);
+        sh_conn_take_batch(c, c);
         return 1;
     }
     if ((c->eof || c->proto_err) && !c->eof_told
@@ -877,12 +1023,14 @@ sh_conn_wake_all(sh_worker_t *w)
         } else if (!c->shadow) {
             continue;
         }
-        if (!c->running) {
-            sh_conn_run(c);
-            if (!c->running && !c->closing && !sh_conn_write_blocked(c)) {
-                sh_conn_resume_reading(c);
-            }
+        if (c->running || c->closing) {
+            continue;
         }
+        if (c->lane) {
+            c = c->parent;       /* a lane is free: the client's queue */
+        }
+        sh_conn_run(c);
+        sh_conn_read_on(c);
     }
 }
 
@@ -1001,6 +1149,10 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (c->running) {
+        sh_conn_run(c);              /* on a lane, when it may */
+        if (c->closing) {
+            return;
+        }
         /* a pipelining client outpaces the chain: bound what we hold */
         if (sh_conn_reader_pending(c) > SH_CONN_MAX_INQ
             || (c->inq && c->inq->n > c->src->conf.max_elements))
@@ -1041,6 +1193,7 @@ sh_conn_accept(sh_listener_t *l)
         c->reader = sh_resp_reader_new(SH_RESP_REQUEST, &lim);
     }
     c->co_ref = LUA_NOREF;
+    c->session_ref = LUA_NOREF;
     sh_ffi_metric_add(l->conns, 1);
     c->next = w->conns;
     if (w->conns) {
@@ -1128,10 +1281,10 @@ sh_ffi_conn_peer(sh_conn_t *c, char *out, size_t cap)
     struct sockaddr_storage sa;
     int len = sizeof(sa);
 
-    while (c->shadow && c->parent != NULL) {
+    while ((c->shadow || c->lane) && c->parent != NULL) {
         c = c->parent;
     }
-    if (c->shadow
+    if (c->shadow || c->lane
         || uv_tcp_getpeername(&c->tcp, (struct sockaddr *) &sa, &len) != 0)
     {
         return SH_ERROR;
@@ -1155,7 +1308,7 @@ sh_ffi_conn_shadow(sh_conn_t *c, int handler, sh_conn_t **out)
 {
     sh_conn_t *s;
 
-    if (c == NULL || c->shadow || c->closing || handler <= 0) {
+    if (c == NULL || c->shadow || c->lane || c->closing || handler <= 0) {
         return SH_ERROR;
     }
     for (s = c->shadows; s != NULL; s = s->shadow_next) {
@@ -1166,24 +1319,11 @@ sh_ffi_conn_shadow(sh_conn_t *c, int handler, sh_conn_t **out)
             return SH_OK;
         }
     }
-    s = sh_calloc(1, sizeof(*s));
-    uv_tcp_init(&c->w->loop, &s->tcp);     /* never connected: see close */
-    s->w = c->w;
-    s->src = c->src;
-    s->id = __atomic_fetch_add(&sh_conn_next_id, 1, __ATOMIC_RELAXED);
-    s->proto = c->proto;
-    s->co_ref = LUA_NOREF;
+    s = sh_conn_child(c);
     s->shadow = 1;
-    s->read_stopped = 1;
     s->handler = handler;
-    s->parent = c;
     s->shadow_next = c->shadows;
     c->shadows = s;
-    s->next = c->w->conns;
-    if (c->w->conns) {
-        c->w->conns->prev = s;
-    }
-    c->w->conns = s;
     *out = s;
     return SH_DECLINED;                  /* a new one: its session is empty */
 }
@@ -1215,6 +1355,26 @@ sh_batch_t *
 sh_ffi_conn_paired(sh_conn_t *s)
 {
     return s->exp;
+}
+
+/*
+ * sh_ffi_conn_notify: resume the batches of c's client (the connection and
+ * its lanes) that yielded SLEEP, once their backends, if any, are done.
+ * They run after the caller yields, from the worker's wake list.
+ */
+void
+sh_ffi_conn_notify(sh_conn_t *c)
+{
+    sh_conn_t *o = c->lane && c->parent != NULL ? c->parent : c;
+    sh_conn_t *r = o;
+
+    while (r != NULL) {
+        if (r->sleeping) {
+            r->sleeping = 0;
+            sh_conn_wake(r);
+        }
+        r = r == o ? o->lanes : r->lane_next;
+    }
 }
 
 int

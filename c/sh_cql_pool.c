@@ -167,7 +167,7 @@ sh_cql_up_fail(sh_cql_up_t *up, const char *why)
          * or close here.  The client closes once its replies (these errors)
          * are written; callbacks resume it with sh_conn_wake_all. */
         c->close_after = 1;
-        if (!c->running) {
+        if (!c->running && c->lanes_busy == 0) {
             sh_conn_close_after_writes(c);
         }
     }
@@ -560,12 +560,15 @@ sh_ffi_cql_send(sh_cql_pool_t *p, sh_conn_t *c, sh_batch_t *req,
                                      : sh_alloc(req->n * sizeof(sh_frame_t *));
     uint32_t i, k = 0;
     uint64_t timeout = p->conf.request_timeout_ms;
+    /* a lane (sh_conn.c) sends on its client's connections, and is woken
+     * itself when its replies are in */
+    sh_conn_t *owner = c->lane ? c->parent : c;
 
-    for (up = c->cql_ups; up != NULL && up->pool != p; up = up->next) {
+    for (up = owner->cql_ups; up != NULL && up->pool != p; up = up->next) {
         /* find the client's connection to this node */
     }
     if (up == NULL) {
-        up = sh_cql_up_new(p, c);
+        up = sh_cql_up_new(p, owner);
     }
     for (i = 0; i < req->n; i++) {
         sh_frame_t *f = req->frames[i];

@@ -154,6 +154,8 @@ typedef struct sh_source_conf_s {
     uint32_t max_inline_len; /* longest inline command line */
     uint32_t max_write_queue; /* bytes queued to a client before we stop reading */
     uint32_t max_batch;      /* requests run through the chain at once */
+    uint32_t lanes;          /* CQL: batches of one connection run at once
+                                (1: one at a time; see sh_conn.c) */
 } sh_source_conf_t;
 
 /* Status names and errors */
@@ -224,6 +226,13 @@ int sh_ffi_conn_shadow(sh_conn_t *c, int handler, sh_conn_t **out);
 int sh_ffi_conn_push(sh_conn_t *s, sh_frame_t *req, sh_frame_t *paired);
 uint32_t sh_ffi_conn_queued(sh_conn_t *s);
 sh_batch_t *sh_ffi_conn_paired(sh_conn_t *s);
+
+/* Lanes (several batches of one CQL client at once, see sh_conn.c): a
+ * batch that must wait for another batch of its client yields SLEEP
+ * (shotover.ffi YIELD_SLEEP) and is resumed once one of them calls
+ * sh_ffi_conn_notify (it checks its condition again: a resume may come
+ * for other reasons). */
+void sh_ffi_conn_notify(sh_conn_t *c);
 
 /* Holding requests across batches (the MORE yield, see coalesce): why the
  * coroutine was resumed (SH_WAKE_*), and the connection's one-shot timer:

@@ -83,12 +83,38 @@ sh_lua_core_add(lua_State *L)         /* add(metric_id, delta) */
     return 0;
 }
 
+/*
+ * session(conn): the session table of a client connection (chain.conn),
+ * made on first use and kept in the registry until the connection closes.
+ * conn is the light userdata a runner is started with; a lane answers
+ * with its client's table, so the batches of one client share it.
+ */
+static int
+sh_lua_core_session(lua_State *L)
+{
+    sh_conn_t *c = lua_touserdata(L, 1);
+
+    if (c == NULL) {
+        return luaL_argerror(L, 1, "connection expected");
+    }
+    if (c->lane && c->parent != NULL) {
+        c = c->parent;
+    }
+    if (c->session_ref == LUA_NOREF) {
+        lua_newtable(L);
+        c->session_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->session_ref);
+    return 1;
+}
+
 static int
 sh_lua_core_loader(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         { "since", sh_lua_core_since },
         { "add", sh_lua_core_add },
+        { "session", sh_lua_core_session },
         { NULL, NULL },
     };
 
@@ -240,7 +266,11 @@ sh_lua_conn_release(sh_conn_t *c)
     if (c->co_ref != LUA_NOREF && c->w->L != NULL) {
         luaL_unref(c->w->L, LUA_REGISTRYINDEX, c->co_ref);
     }
+    if (c->session_ref != LUA_NOREF && c->w->L != NULL) {
+        luaL_unref(c->w->L, LUA_REGISTRYINDEX, c->session_ref);
+    }
     c->co_ref = LUA_NOREF;
+    c->session_ref = LUA_NOREF;
     c->co = NULL;
     c->started = 0;
 }

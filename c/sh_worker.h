@@ -30,9 +30,11 @@ struct sh_listener_s {
 enum {
     SH_YIELD_WAIT = 0,       /* waiting for backends: resume later */
     SH_YIELD_DONE = 1,       /* batch done: responses are in conn->resp */
-    SH_YIELD_MORE = 2        /* a transform holds requests (coalesce): resume
+    SH_YIELD_MORE = 2,       /* a transform holds requests (coalesce): resume
                                 with the next batch, the timer or EOF; the
                                 responses, when DONE, cover every batch held */
+    SH_YIELD_SLEEP = 3       /* wait until another batch of the same client
+                                (lanes) calls sh_ffi_conn_notify */
 };
 
 /* A client connection. */
@@ -50,6 +52,8 @@ struct sh_conn_s {
     unsigned cql_startup:1;  /* STARTUP seen, its answer not yet sent */
     lua_State *co;           /* coroutine running the chain */
     int co_ref;              /* registry ref keeping co alive */
+    int session_ref;         /* registry ref of the session table (Lua's
+                                chain.conn), LUA_NOREF until asked for */
     sh_batch_t *inq;         /* parsed requests not yet run */
     sh_batch_t *batch;       /* requests of the batch being run */
     sh_batch_t *resp;        /* responses the chain returned */
@@ -82,6 +86,13 @@ struct sh_conn_s {
                                 closes */
     sh_conn_t *shadows;      /* client: its shadows */
     sh_conn_t *shadow_next;  /* shadow: next of the parent's list */
+    /* lanes: connections without a socket that run a CQL client's later
+     * batches while its earlier ones wait (see sh_conn.c) */
+    unsigned lane:1;         /* this is one; parent is its client */
+    sh_conn_t *lanes;        /* client: its lanes */
+    sh_conn_t *lane_next;    /* lane: next of the parent's list */
+    uint32_t nlanes;         /* client: lanes it has */
+    uint32_t lanes_busy;     /* client: lanes running a batch */
     sh_conn_t *prev, *next;  /* worker's connection list */
     sh_conn_t *wake_next;    /* worker's list of connections to resume */
     unsigned on_wake:1;      /* on that list */
@@ -92,6 +103,7 @@ struct sh_conn_s {
     unsigned more:1;         /* yielded MORE: waits for a batch, timer, EOF */
     unsigned timer_fired:1;  /* the timer fired, not yet told to Lua */
     unsigned eof_told:1;     /* Lua was resumed for EOF */
+    unsigned sleeping:1;     /* yielded SLEEP, not yet notified */
 };
 
 /* A pool of connections to one Redis server (one `redis` sink, per worker). */

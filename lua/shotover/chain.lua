@@ -10,7 +10,7 @@ local metrics = require "shotover.metrics"
 local log = require "shotover.log"
 
 local C = base.C
-local WAIT = base.YIELD_WAIT
+local WAIT, SLEEP = base.YIELD_WAIT, base.YIELD_SLEEP
 local yield = coroutine.yield
 local resume = coroutine.resume
 local cocreate = coroutine.create
@@ -76,10 +76,11 @@ function _M.build(elements, env)
                           protocol = env.protocol }, Chain)
 end
 
--- A per-connection context; c is the sh_conn_t* (nil when dry).
-function Chain:context(c)
-    return setmetatable({ c = c, conn = {}, elements = self.elements, i = 0,
-                          chain = self }, Ctx)
+-- A coroutine's context; c is the sh_conn_t* (nil when dry), conn the
+-- connection's session table (shotover.core.session; a new one if nil).
+function Chain:context(c, conn)
+    return setmetatable({ c = c, conn = conn or {}, elements = self.elements,
+                          i = 0, chain = self }, Ctx)
 end
 
 -- Hand batch to the next element and return its responses.
@@ -178,6 +179,24 @@ function Ctx:wait()
     if C.sh_ffi_conn_outstanding(self.c) > 0 then
         yield(WAIT)
         resumed()
+    end
+end
+
+-- Lanes: the batches of one CQL client may run at once (sh_conn.c), each in
+-- its own coroutine, sharing chain.conn.  A batch that must wait for
+-- another one (say, until it has opened a session on a backend) loops on
+-- `while cond do chain:sleep() end`; the other calls chain:notify() when
+-- cond may have changed.  A no-op without a connection (dry runs).
+function Ctx:sleep()
+    if self.c ~= nil then
+        yield(SLEEP)
+        resumed()
+    end
+end
+
+function Ctx:notify()
+    if self.c ~= nil then
+        C.sh_ffi_conn_notify(self.c)
     end
 end
 

@@ -38,7 +38,12 @@ local source_schema = {
     max_batch = { type = "integer", min = 1, max = 65536, default = 256 },
     max_frame_size = { type = "integer", min = 1024, max = 256 * 1024 * 1024,
                        default = 16 * 1024 * 1024 },
+    -- CQL: batches of one connection run at once (see sh_conn.c); the
+    -- default is DEFAULT_LANES, or 1 when an element needs one at a time
+    lanes = { type = "integer", min = 1, max = 1024 },
 }
+
+local DEFAULT_LANES = 16
 
 -- Resolve a chain element's module: shotover.transforms.<name>, so an
 -- installed rock adds transforms.  Returns module or nil, message.
@@ -122,6 +127,11 @@ function _M.check_chain(chain, path, errs, ctx)
                                           .. "got a second list item", epath)
                     opts[2] = nil
                 end
+                -- an element that must see a connection's batches one at a
+                -- time (its module does not declare `lanes = true`)
+                if ctx and not mod.lanes and not ctx.serial then
+                    ctx.serial = fmt("%s (%s)", epath, el[1])
+                end
                 local n = #errs
                 schema.check(opts, s, epath, errs, ctx)
                 if #errs == n and mod.check_config then
@@ -152,6 +162,34 @@ function _M.check_chain(chain, path, errs, ctx)
                 end
             end
         end
+    end
+end
+
+-- A source's lanes (batches of one connection run at once): only CQL, whose
+-- replies carry stream ids, and only when every element allows it; serial
+-- is the path of the first element that does not.
+function _M.check_lanes(src, path, serial, errs)
+    local asked = src.lanes
+    if type(asked) ~= "number" then
+        asked = nil                  -- the schema reported it
+    end
+    if src.protocol ~= "cassandra" then
+        if asked and asked > 1 then
+            errs[#errs + 1] = fmt("%s.lanes: only cassandra sources run a "
+                                  .. "connection's batches at once (a Redis "
+                                  .. "client's replies keep its request "
+                                  .. "order); got %d", path, asked)
+        end
+        src.lanes = 1
+    elseif serial then
+        if asked and asked > 1 then
+            errs[#errs + 1] = fmt("%s.lanes: %s sees a connection's batches "
+                                  .. "one at a time; set lanes = 1 or leave "
+                                  .. "it out", path, serial)
+        end
+        src.lanes = 1
+    else
+        src.lanes = asked or DEFAULT_LANES
     end
 end
 
@@ -206,10 +244,11 @@ function _M.check(conf)
                     end
                     listens[src.listen] = i
                 end
+                local cctx = { protocol = src.protocol }
                 if src.chain ~= nil then
-                    _M.check_chain(src.chain, path .. ".chain", errs,
-                                   { protocol = src.protocol })
+                    _M.check_chain(src.chain, path .. ".chain", errs, cctx)
                 end
+                _M.check_lanes(src, path, cctx.serial, errs)
             end
         end
     end

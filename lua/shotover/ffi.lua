@@ -20,7 +20,7 @@ local _M = {
     C = core(),
     OK = 0, ERROR = -1, AGAIN = -2, DECLINED = -5,
     PROTO_REDIS = 1, PROTO_CQL = 2,
-    YIELD_WAIT = 0, YIELD_DONE = 1, YIELD_MORE = 2,
+    YIELD_WAIT = 0, YIELD_DONE = 1, YIELD_MORE = 2, YIELD_SLEEP = 3,
     WAKE_BATCH = 0, WAKE_TIMER = 1, WAKE_EOF = 2,
     frame_ptr = ffi.typeof("sh_frame_t *"),
     batch_ptr = ffi.typeof("sh_batch_t *"),

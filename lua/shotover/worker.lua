@@ -50,7 +50,7 @@ local function run_connection(clud)
     end
     local conn_batch = C.sh_ffi_conn_batch
     local core_add, core_since = core.add, core.since
-    local ctx = ch:context(c)
+    local ctx = ch:context(c, core.session(clud))
     local requests_id = metrics.id(ch.m_requests)
     local latency_id = metrics.id(ch.m_latency)
     while true do
@@ -128,6 +128,7 @@ function _M.init(wlud, path, id)
             max_inline_len = src.max_inline_len,
             max_write_queue = src.max_write_queue,
             max_batch = src.max_batch,
+            lanes = src.lanes,
         })
         if C.sh_ffi_source_listen(w, sc, err) ~= 0 then
             error(fmt("sources[%d].listen: %s", i, ffi.string(err[0])), 0)

@@ -925,7 +925,9 @@ end
 -- start_proxy{ remote = node port, chain = "elements before the sink, each
 -- followed by a comma" (optional), sink = "options of the cassandra sink"
 -- (optional), workers = n (default 1), no_sink = true (chain is the whole
--- chain), extra = "top-level config keys, each followed by a comma" }: a
+-- chain), extra = "top-level config keys, each followed by a comma",
+-- source = "more keys of the source, each followed by a comma", prelude =
+-- "Lua code before the config's return (e.g. inline functions)" }: a
 -- shotover with one cassandra source; returns (proc, port) once it accepts
 -- connections.
 function M.start_proxy(o)
@@ -936,14 +938,16 @@ function M.start_proxy(o)
                                        o.remote, o.sink or "")
     end
     local p = h.shotover({ config = string.format([[
+%s
 return {
   workers = %d, %s
   sources = {
-    { name = "cql", protocol = "cassandra", listen = "127.0.0.1:%d",
+    { name = "cql", protocol = "cassandra", listen = "127.0.0.1:%d", %s
       chain = { %s } },
   },
 }
-]], o.workers or 1, o.extra or "", port, chain) })
+]], o.prelude or "", o.workers or 1, o.extra or "", port, o.source or "",
+    chain) })
     h.wait_until(function()
         local c = h.try_connect(port, 1)
         if c then c:close() end

@@ -381,6 +381,8 @@ end
 -- sockets
 ---------------------------------------------------------------------------
 
+local Conn, wait_fd           -- below: connections, and poll on one fd
+
 local function sockaddr(port, addr)
     local sa = ffi.new("struct sh_t_sockaddr_in")
     sa.family = AF_INET
@@ -435,6 +437,18 @@ function h.blackhole(opts)
     local len = ffi.new("uint32_t[1]", ffi.sizeof(sa))
     assert(C.getsockname(fd, sa, len) == 0)
     local bh = { fd = fd, port = sockaddr_port(sa), fillers = {} }
+    -- bh:accept(timeout): take the next connection, as a Conn (a backend
+    -- that reads what it is sent and never answers)
+    function bh.accept(_, timeout)
+        local ready = wait_fd(bh.fd, POLLIN, math.floor((timeout or 5) * 1000))
+        if not ready then error("blackhole: no connection within " .. (timeout or 5) .. "s", 2) end
+        local cfd = C.accept(bh.fd, nil, nil)
+        assert(cfd >= 0, "accept: " .. errstr())
+        local c = setmetatable({ fd = cfd, port = bh.port, chunks = {}, nbuf = 0,
+            eof = false }, Conn)
+        h.defer(function() c:close() end)
+        return c
+    end
     function bh.close()
         for _, c in ipairs(bh.fillers) do c:close() end
         if bh.fd then C.close(bh.fd); bh.fd = nil end
@@ -467,13 +481,13 @@ function h.occupy(port)
     return o
 end
 
-local Conn = {}
+Conn = {}
 Conn.__index = Conn
 local rbuf_size = 256 * 1024
 local rbuf = ffi.new("uint8_t[?]", rbuf_size)
 local pfd = ffi.new("struct sh_t_pollfd[1]")
 
-local function wait_fd(fd, events, timeout_ms)
+function wait_fd(fd, events, timeout_ms)
     pfd[0].fd = fd
     pfd[0].events = events
     pfd[0].revents = 0
@@ -523,6 +537,11 @@ end
 
 function Conn:close()
     if self.fd then C.close(self.fd); self.fd = nil end
+end
+
+-- half-close: no more requests from us, replies still come
+function Conn:shutdown_write()
+    assert(C.shutdown(self.fd, 1) == 0, "shutdown: " .. errstr())     -- SHUT_WR
 end
 
 -- send all of data within timeout seconds (default 30); false, reason on a

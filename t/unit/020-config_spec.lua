@@ -137,6 +137,39 @@ describe("config validation", function()
         assert.matches("config: cannot load " .. path, errs[1], 1, true)
     end)
 
+    it("gives cassandra sources lanes unless an element needs one batch at a time",
+       function()
+        local function cql(chain, extra)
+            local src = redis_source(chain, extra)
+            src.name, src.protocol = "cql", "cassandra"
+            return src
+        end
+        local sink = { "cassandra", remote = "127.0.0.1:9042" }
+        local function lanes_of(src)
+            return assert(config.check({ sources = { src } })).sources[1].lanes
+        end
+        assert.are.equal(16, lanes_of(cql({ { "query_counter" }, sink })))
+        assert.are.equal(4, lanes_of(cql({ sink }, { lanes = 4 })))
+        assert.are.equal(1, lanes_of(redis_source({ { "redis", remote = "127.0.0.1:1" } })))
+        -- tee and coalesce see a connection's batches in order: one at a
+        -- time, also when they stand in a router's route
+        local tee = { "tee", behavior = "ignore", chain = { sink } }
+        assert.are.equal(1, lanes_of(cql({ tee, sink })))
+        local routed = { "router", routes = { { match = { table = "t" },
+            chain = { { "coalesce", max_requests = 2 }, sink } } },
+            default = { sink } }
+        assert.are.equal(1, lanes_of(cql({ routed })))
+        assert.are.same({ 'sources[1].lanes: sources[1].chain[1].routes[1].chain[1] '
+                          .. '(coalesce) sees a connection\'s batches one at a time; '
+                          .. 'set lanes = 1 or leave it out' },
+                        errors_of({ sources = { cql({ routed }, { lanes = 8 }) } }))
+        assert.are.same({ 'sources[1].lanes: only cassandra sources run a connection\'s '
+                          .. 'batches at once (a Redis client\'s replies keep its '
+                          .. 'request order); got 2' },
+                        errors_of({ sources = { redis_source(
+                            { { "redis", remote = "127.0.0.1:1" } }, { lanes = 2 }) } }))
+    end)
+
     it("gives check_file the worker count, 0 for auto", function()
         local path = os.tmpname()
         local f = io.open(path, "w")

@@ -9,6 +9,7 @@
 local ffi = require "ffi"
 local base = require "shotover.ffi"
 local trace = require "shotover.trace"
+local core = require "shotover.core"
 
 local C = base.C
 local DONE = base.YIELD_DONE
@@ -36,7 +37,7 @@ function _M.runner(chains)
     return function(clud)
         local c = cast(base.conn_ptr, clud)
         local ch = chains[C.sh_ffi_conn_source(c)]
-        local ctx = ch:context(c)
+        local ctx = ch:context(c, core.session(clud))
         while true do
             local batch = C.sh_ffi_conn_batch(c)[0]
             local tr = {}

@@ -21,6 +21,7 @@ local watch_handshake, catch_up     -- defined below, used by transform
 local _M = {
     name = "cassandra",
     version = "0.1.0",
+    lanes = true,                       -- batches of a connection may run at once
     terminal = true,
     schema = {
         remote = { type = "hostport", required = true },
@@ -171,9 +172,22 @@ function mt.__index.transform(self, batch, chain)
         watch_handshake(conn, st, batch)
     end
     if not st.started or st.keyspace ~= conn.keyspace then
-        local err = catch_up(self, chain, conn, st, batch)
-        if err then
-            return message.error_batch(batch, err)
+        -- one batch of the client at a time opens its session here; other
+        -- batches of it (lanes) wait for that one, then look again
+        while st.opening do
+            chain:sleep()
+        end
+        if not st.started or st.keyspace ~= conn.keyspace then
+            st.opening = true
+            local ok, err = pcall(catch_up, self, chain, conn, st, batch)
+            st.opening = nil
+            chain:notify()
+            if not ok then
+                error(err, 0)
+            end
+            if err then
+                return message.error_batch(batch, err)
+            end
         end
     end
     resp = send(self, chain, batch)

@@ -4,7 +4,8 @@
 local log = require "shotover.log"
 local session = require "shotover.cql.session"
 
-local _M = { name = "debug_printer", version = "0.1.0", schema = {} }
+local _M = { name = "debug_printer", version = "0.1.0", schema = {},
+             lanes = true }
 
 local mt = { __index = {} }
 

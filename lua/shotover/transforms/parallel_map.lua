@@ -15,6 +15,7 @@ local CMD_PIN = 1                       -- MULTI, WATCH, SELECT, AUTH, ...
 local _M = {
     name = "parallel_map",
     version = "0.1.0",
+    lanes = true,                       -- batches of a connection may run at once
     terminal = true,                    -- its copies end in sinks
     schema = {
         chain = { type = "table", required = true },
@@ -101,11 +102,12 @@ function methods.transform(self, batch, chain)
         tasks[k] = chain:spawn(run_copy, copy, chain:sub_context(copy), sub)
     end
     local resp = new_batch(n)
-    -- per connection: another connection's batch runs while this one waits
-    local state = conn[self]
+    -- per coroutine (chain context): another connection's batch, or another
+    -- batch of this one (lanes), runs while this one waits
+    local state = chain[self]
     if state == nil then
         state = {}
-        conn[self] = state
+        chain[self] = state
     end
     state.at, state.size, state.ordered = 0, size, self.ordered
     chain:join_each(tasks, put_back, resp, state)

@@ -11,7 +11,8 @@ local C = base.C
 local command_name = command_ids.name
 local add = metrics.add
 
-local _M = { name = "query_counter", version = "0.1.0", schema = {} }
+local _M = { name = "query_counter", version = "0.1.0", schema = {},
+             lanes = true }
 
 local mt = { __index = {} }
 

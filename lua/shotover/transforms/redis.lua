@@ -15,6 +15,7 @@ local setmetatable = setmetatable
 local _M = {
     name = "redis",
     version = "0.1.0",
+    lanes = true,                       -- batches of a connection may run at once
     terminal = true,
     schema = {
         remote = { type = "hostport", required = true },

@@ -20,6 +20,7 @@ local type = type
 local _M = {
     name = "router",
     version = "0.1.0",
+    lanes = true,                       -- batches of a connection may run at once
     terminal = true,                      -- its routes end in sinks
     schema = {
         routes = { type = "table", required = true },
@@ -358,12 +359,14 @@ end
 function mt.__index.transform(self, batch, chain)
     local n, chains, nroutes = batch.n, self.chains, self.nroutes
     local route_of = self.route_of
-    -- the route of each request: a table per connection and router, kept
-    -- in the session (none made per batch; a `when` function may wait)
-    local pick = chain.conn[self]
+    -- the route of each request: a table per router and coroutine (chain
+    -- context), none made per batch; not in the session, which the batches
+    -- of one client share when they run at once (lanes), and a `when`
+    -- function may wait
+    local pick = chain[self]
     if pick == nil then
         pick = {}
-        chain.conn[self] = pick
+        chain[self] = pick
     end
     local single = nil
     for i = 1, n do
