@@ -849,6 +849,7 @@ sh_conn_run(sh_conn_t *c)
             r->running = 1;
             if (r != c) {
                 c->lanes_busy++;
+                sh_ffi_metric_add(c->src->lane_batches, 1);
                 sh_conn_step(r);
                 continue;
             }

@@ -383,6 +383,11 @@ sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
         l->conns = sh_metric_get(SH_METRIC_GAUGE, "shotover_connections",
                                  "open client connections, per source",
                                  labels);
+        if (conf->lanes > 1) {
+            l->lane_batches = sh_metric_get(SH_METRIC_COUNTER,
+                "shotover_lane_batches_total", "batches a CQL connection "
+                "started while earlier ones of it still ran", labels);
+        }
     }
     rc = uv_listen((uv_stream_t *) &l->tcp, 511, sh_listener_cb);
     if (rc != 0) {

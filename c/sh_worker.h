@@ -23,6 +23,7 @@ struct sh_listener_s {
     sh_source_conf_t conf;   /* copy of the source settings */
     char name[64];           /* source name, for logs */
     sh_metric_t *conns;      /* open connections gauge */
+    sh_metric_t *lane_batches; /* batches started on lanes (CQL), or NULL */
     sh_listener_t *next;     /* worker's listener list */
 };
 

@@ -35,8 +35,10 @@ describe("cassandra lanes", function()
     -- the real one; `seen` counts the session's requests (chain.conn) and
     -- `SELECT seen FROM shotover.session` answers with that count
     local function proxy(source_opts)
+        local admin = h.free_port()
         local _, port = cassandra.start_proxy{ no_sink = true,
             source = source_opts,
+            extra = string.format('admin = { listen = "127.0.0.1:%d" },', admin),
             prelude = [[
 local reply = require "shotover.cql.reply"
 local function session_counter(batch, chain)
@@ -63,8 +65,10 @@ end
                                        request_timeout_ms = %d } } } },
               default = { { "cassandra", remote = "127.0.0.1:%d" } } }]],
                 silent.port, TIMEOUT_MS, node.port) }
-        return port
+        return port, admin
     end
+
+    local LANE_BATCHES = 'shotover_lane_batches_total{source="cql"}'
 
     setup(function()
         node = cassandra.start{}
@@ -79,7 +83,7 @@ end
 
     it("answers a later request on the connection while an earlier batch waits",
        function()
-        local P = proxy()
+        local P, admin = proxy()
         local c = cassandra.connect(P)
         -- the session's USE goes to the real node, on the parent
         assert.equal("set_keyspace", c:query("USE ln").result)
@@ -106,6 +110,8 @@ end
         r = cassandra.decode(f)
         assert.equal(cnt, f.stream)
         assert.equal(6, cassandra.int_of(r.rows[1][1]))
+        -- those three ran on lanes, one after the other
+        assert.equal(3, h.metric(admin, LANE_BATCHES))
         -- the slow one is answered by the timeout, on its stream, and the
         -- connection goes on afterwards
         f = c:read_frame(TIMEOUT_MS * 3 / 1000)
@@ -134,7 +140,7 @@ end
     end)
 
     it("runs one batch at a time with lanes = 1", function()
-        local P = proxy("lanes = 1,")
+        local P, admin = proxy("lanes = 1,")
         local c = cassandra.connect(P)
         local slow = c:send(op.QUERY, query_body("SELECT v FROM ln.slow WHERE k = 3"))
         local peer = silent:accept(10)
@@ -145,6 +151,7 @@ end
         assert.same({ slow, fast }, { first.stream, second.stream })
         assert_timed_out(cassandra.decode(first))
         assert.equal("rows", cassandra.decode(second).result)
+        assert.is_nil(h.metric(admin, LANE_BATCHES))    -- no lanes, no series
         peer:close()
     end)
 end)
