@@ -139,6 +139,30 @@ end
         peer:close()
     end)
 
+    for _, opts in ipairs({ "protocol_version=4, compression='snappy'",
+                            "protocol_version=5, compression='lz4'" }) do
+        it("carries thousands of concurrent driver requests on lanes (" .. opts .. ")",
+           function()
+            local P, admin = proxy()
+            local out = cassandra.python(string.format([[
+from cassandra.concurrent import execute_concurrent_with_args
+c, s = connect(%s, keyspace='ln')
+ins = s.prepare("INSERT INTO t (k, v) VALUES (?, ?)")
+res = execute_concurrent_with_args(s, ins, [(i, 'v%%d' %% i) for i in range(2000)],
+                                   concurrency=500, raise_on_first_error=True)
+print('written', sum(1 for ok, _ in res if ok))
+sel = s.prepare("SELECT v FROM t WHERE k = ?")
+futures = [s.execute_async(sel, (i,)) for i in range(2000)]
+bad = [i for i, f in enumerate(futures) if f.result().one().v != 'v%%d' %% i]
+print('read back, mismatches', len(bad))
+]], opts), { port = P, timeout = 180 })
+            assert.matches("written 2000", out, 1, true)
+            assert.matches("mismatches 0", out, 1, true)
+            -- with 500 in flight, batches ran beside each other
+            assert.is_true(h.metric(admin, LANE_BATCHES) > 0)
+        end)
+    end
+
     it("runs one batch at a time with lanes = 1", function()
         local P, admin = proxy("lanes = 1,")
         local c = cassandra.connect(P)
