@@ -148,13 +148,49 @@ sh_ffi_metric_value(const sh_metric_t *m)
 sh_metric_t *
 sh_metric_backend_errors(const char *sink, const char *remote)
 {
-    char labels[400];
+    char labels[1200];
+    size_t n;
 
-    snprintf(labels, sizeof(labels), "sink=\"%s\",backend=\"%s\"", sink,
-             remote);
+    n = sh_metric_label(labels, sizeof(labels), 0, "sink", sink);
+    sh_metric_label(labels + n, sizeof(labels) - n, 1, "backend", remote);
     return sh_metric_get(SH_METRIC_COUNTER, "shotover_backend_errors_total",
                          "backend connection failures: refused, timed out, "
                          "lost", labels);
+}
+
+size_t
+sh_metric_label(char *out, size_t cap, int comma, const char *key,
+    const char *value)
+{
+    size_t n = 0;
+    const char *v;
+
+#define SH_PUT(ch) do { if (n + 1 < cap) { out[n++] = (ch); } } while (0)
+    if (comma) {
+        SH_PUT(',');
+    }
+    for (v = key; *v; v++) {
+        SH_PUT(*v);
+    }
+    SH_PUT('=');
+    SH_PUT('"');
+    for (v = value; *v; v++) {
+        if (*v == '\\' || *v == '"') {
+            SH_PUT('\\');
+            SH_PUT(*v);
+        } else if (*v == '\n') {
+            SH_PUT('\\');
+            SH_PUT('n');
+        } else {
+            SH_PUT(*v);
+        }
+    }
+    SH_PUT('"');
+#undef SH_PUT
+    if (cap > 0) {
+        out[n] = '\0';
+    }
+    return n;
 }
 
 static int

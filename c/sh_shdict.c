@@ -27,6 +27,7 @@
 #include <uv.h>
 
 #include "sh_core.h"
+#include "sh_metrics.h"
 
 #define SH_SHDICT_MAX_SHARDS 16
 #define SH_SHDICT_MAX_KEY 65535
@@ -65,6 +66,7 @@ typedef struct {
     sh_shdict_node_t *head;  /* most recently used */
     sh_shdict_node_t *tail;  /* least recently used: evicted first */
     uint64_t evictions;      /* entries dropped to make room */
+    sh_metric_t *evicted;    /* the dict's evictions counter (all shards) */
 } __attribute__((aligned(64))) sh_shdict_shard_t;
 
 struct sh_shdict_s {
@@ -229,6 +231,7 @@ sh_shdict_insert(sh_shdict_shard_t *s, uint64_t hash, const uint8_t *key,
     if (s->count >= s->cap && s->tail != NULL) {
         sh_shdict_remove(s, s->tail);
         s->evictions++;
+        sh_ffi_metric_add(s->evicted, 1);
     }
     n = sh_calloc(1, sizeof(*n) + klen);
     n->hash = hash;
@@ -315,6 +318,18 @@ sh_ffi_shdict_open(const char *name, uint32_t capacity, sh_shdict_t **out,
         abort();
     }
     memset(d->shards, 0, sizeof(sh_shdict_shard_t) * nshards);
+    {
+        char labels[1200];
+        sh_metric_t *m;
+
+        sh_metric_label(labels, sizeof(labels), 0, "dict", name);
+        m = sh_metric_get(SH_METRIC_COUNTER, "shotover_shdict_evictions_total",
+                          "entries a shared dict dropped to make room (its "
+                          "capacity too small for what it holds)", labels);
+        for (i = 0; i < nshards; i++) {
+            d->shards[i].evicted = m;
+        }
+    }
     for (i = 0; i < nshards; i++) {
         uv_mutex_init(&d->shards[i].lock);
         d->shards[i].buckets = sh_calloc(nb, sizeof(sh_shdict_node_t *));

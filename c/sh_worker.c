@@ -377,9 +377,9 @@ sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
     l->conf.name = l->name;
     l->conf.host = NULL;
     {
-        char labels[128];
+        char labels[160];
 
-        snprintf(labels, sizeof(labels), "source=\"%s\"", l->name);
+        sh_metric_label(labels, sizeof(labels), 0, "source", l->name);
         l->conns = sh_metric_get(SH_METRIC_GAUGE, "shotover_connections",
                                  "open client connections, per source",
                                  labels);

@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "sh_core.h"
+#include "sh_metrics.h"
 
 #include "check.h"
 
@@ -136,6 +137,20 @@ test_basics(void)
     sh_ffi_shdict_stats(d, &count, &cap, &ev);
     CHECK(count == 4 && cap == 4 && ev == 1, "bounded: %llu entries, %llu "
           "evicted", (unsigned long long) count, (unsigned long long) ev);
+    CHECK(sh_ffi_metric_value(sh_metric_get(SH_METRIC_COUNTER,
+              "shotover_shdict_evictions_total", "", "dict=\"basics\""))
+          == 1, "the eviction is counted in the dict's metric");
+    {
+        /* a name that needs escaping in the exposition format */
+        sh_shdict_t *odd = open_dict("a\"b\\c\nd", 4);
+        size_t tlen = 0;
+        char *text = sh_metrics_render(&tlen);
+
+        CHECK(odd != NULL && strstr(text, "shotover_shdict_evictions_total"
+                                    "{dict=\"a\\\"b\\\\c\\nd\"} 0\n")
+              != NULL, "label values are escaped");
+        free(text);
+    }
     CHECK(sh_ffi_shdict_get(d, K("n"), buf, sizeof(buf), &len)
           == SH_DECLINED, "the least recently used went");
     CHECK(sh_ffi_shdict_get(d, K("a"), buf, sizeof(buf), &len) == SH_OK,
