@@ -876,6 +876,31 @@ function Cql:query(q, opts)
     return r
 end
 
+-- PREPARE q (protocol v3/v4); returns the prepared id, raises on ERROR
+function Cql:prepare(q, opts)
+    local r = self:request(M.op.PREPARE, M.long_string(q), opts)
+    if r.opcode == M.op.ERROR then
+        error(string.format("PREPARE: CQL error 0x%04x: %s", r.code % 0x100000000, r.message), 2)
+    end
+    return r.id
+end
+
+-- EXECUTE prepared id with values (each already serialized for its
+-- column, nil for null), consistency ONE (opts.consistency); protocol
+-- v3/v4.  Returns the decoded response.
+function Cql:execute(id, values, opts)
+    opts = opts or {}
+    values = values or {}
+    local out = { be16(#id), id, be16(M.consistency[opts.consistency or "ONE"]) }
+    if #values > 0 then
+        out[#out + 1] = u8(0x01) .. be16(#values)
+        for _, v in ipairs(values) do out[#out + 1] = M.bytes(v) end
+    else
+        out[#out + 1] = u8(0)
+    end
+    return self:request(M.op.EXECUTE, table.concat(out), opts)
+end
+
 function Cql:register(events)
     local out = { be16(#events) }
     for _, e in ipairs(events) do out[#out + 1] = M.string(e) end

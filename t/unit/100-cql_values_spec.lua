@@ -104,6 +104,28 @@ describe("bound values of a prepared EXECUTE", function()
         assert.are.equal(3600, v[4])
     end)
 
+    it("are known to a worker that did not see the PREPARE (shared dict)",
+       function()
+        -- a fresh copy of the module is another worker's Lua state: empty
+        -- local memory, the same shared dict in C
+        package.loaded["shotover.cql.session"] = nil
+        local other = require "shotover.cql.session"
+        package.loaded["shotover.cql.session"] = session
+        assert.are_not.equal(session, other)
+        local n = 0
+        for _, e in ipairs(executes) do
+            local here = assert(session.prepared(e))
+            local there = assert(other.prepared(e))
+            assert.are.equal(here.query, there.query)
+            assert.are.equal(here.keyspace, there.keyspace)
+            assert.are.same(here.pk, there.pk)
+            assert.are.same(here.columns, there.columns)
+            assert.are.same(here.result_columns, there.result_columns)
+            n = n + 1
+        end
+        assert.is_true(n > 5)
+    end)
+
     it("are bytes when the PREPARE was not seen", function()
         -- the v3 session was never replayed: its prepared ids are unknown
         for _, m in ipairs(envelopes("v3.c2s")) do

@@ -2,13 +2,21 @@
 -- (a RESULT Set_keyspace), and prepared statements, remembered by id from a
 -- PREPARE and its RESULT Prepared, so an EXECUTE knows its statement.
 -- Prepared ids belong to the node, not to a connection (a driver prepares
--- on one connection and executes on any), so they are kept per worker.
+-- on one connection and executes on any, and its connections land on any
+-- worker), so each worker keeps what it learned, and every worker's
+-- learning is also put in a shared dict: an EXECUTE on a worker that never
+-- saw its PREPARE is still known (its statement, bound types, partition
+-- key), so a router or filter treats it as on the worker that prepared it.
 local bit = require "bit"
 local ffi = require "ffi"
 local types = require "shotover.cql.types"
+local shdict = require "shotover.shdict"
 
-local band, bor, lshift = bit.band, bit.bor, bit.lshift
+local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
 local ffi_string = ffi.string
+local char, byte, sub = string.char, string.byte, string.sub
+local cast = ffi.cast
+local u8p = ffi.typeof("const uint8_t *")
 
 local _M = { _VERSION = "0.1.0", MAX_PREPARED = 20000 }
 
@@ -17,6 +25,7 @@ local KIND_SET_KEYSPACE, KIND_PREPARED = 3, 4
 
 local prepared = {}                      -- id (string) -> { query, keyspace }
 local nprepared = 0
+local shared                             -- all workers' ids: see below
 
 local function be16(p, i)
     return bor(lshift(p[i], 8), p[i + 1])
@@ -55,6 +64,71 @@ end
 
 _M.response_start = response_start
 
+-- The dict every worker shares: id -> a record of the PREPARE's query and
+-- keyspace and the RESULT Prepared's metadata bytes (false when it cannot
+-- be had, e.g. no shared dicts in this process).
+local function shared_dict()
+    if shared == nil then
+        shared = shdict.open("shotover.cql.prepared", _M.MAX_PREPARED)
+                 or false
+    end
+    return shared
+end
+
+local function be32s(n)
+    return char(band(rshift(n, 24), 0xff), band(rshift(n, 16), 0xff),
+                band(rshift(n, 8), 0xff), band(n, 0xff))
+end
+
+-- record: version (1 byte), keyspace (4-byte length, "" for none), query
+-- (4-byte length), then the metadata as the node sent it
+local function encode(version, keyspace, query, meta)
+    keyspace = keyspace or ""
+    return char(version) .. be32s(#keyspace) .. keyspace .. be32s(#query)
+           .. query .. meta
+end
+
+local function entry(version, query, keyspace, p, i)
+    local ok, meta = pcall(_M.prepared_metadata, version, p, i)
+    return { query = query, keyspace = keyspace,
+             columns = ok and meta.columns or nil,
+             pk = ok and meta.pk or nil,
+             result_columns = ok and meta.result_columns or nil }
+end
+
+local function remember(id, st)
+    if prepared[id] == nil then
+        if nprepared >= _M.MAX_PREPARED then
+            prepared, nprepared = {}, 0
+        end
+        nprepared = nprepared + 1
+    end
+    prepared[id] = st
+end
+
+-- What another worker learned of id, or nil.
+local function from_shared(id)
+    local d = shared_dict()
+    local rec = d and d:get(id)
+    if rec == nil or #rec < 9 then
+        return nil
+    end
+    local p = cast(u8p, rec)
+    local klen = be32(p, 1)
+    local qlen = be32(p, 5 + klen)
+    local at = 9 + klen + qlen
+    if at > #rec then
+        return nil
+    end
+    local keyspace = klen > 0 and sub(rec, 6, 5 + klen) or nil
+    local query = sub(rec, 10 + klen, 9 + klen + qlen)
+    -- the metadata parser reads bytes at offsets: keep rec alive (it is,
+    -- as a local, until entry returns)
+    local st = entry(byte(rec, 1), query, keyspace, p, at)
+    remember(id, st)
+    return st
+end
+
 -- After a batch: learn from each RESULT answering a request.  `state` is
 -- the connection's session table (chain.conn).
 function _M.learn(state, req, resp)
@@ -70,37 +144,34 @@ function _M.learn(state, req, resp)
                 elseif kind == KIND_PREPARED and req[i].rtype == OP_PREPARE
                 then
                     local id = ffi_string(p + at + 6, be16(p, at + 4))
-                    if prepared[id] == nil then
-                        if nprepared >= _M.MAX_PREPARED then
-                            prepared, nprepared = {}, 0
-                        end
-                        nprepared = nprepared + 1
+                    local from = at + 6 + be16(p, at + 4)
+                    local version = band(rs.data[0], 0x7f)
+                    local query = req[i]:query()
+                    remember(id, entry(version, query, state.keyspace, p,
+                                       from))
+                    local d = shared_dict()
+                    if d and from <= n then
+                        d:set(id, encode(version, state.keyspace, query,
+                                         ffi_string(p + from, n - from)))
                     end
-                    local ok, meta = pcall(_M.prepared_metadata, rs, p,
-                                           at + 6 + be16(p, at + 4))
-                    prepared[id] = { query = req[i]:query(),
-                                     keyspace = state.keyspace,
-                                     columns = ok and meta.columns or nil,
-                                     pk = ok and meta.pk or nil,
-                                     result_columns = ok and meta.result_columns
-                                                      or nil }
                 end
             end
         end
     end
 end
 
--- The bound variables of a RESULT Prepared whose id ends before offset i:
+-- The bound variables of a RESULT Prepared (protocol `version`) whose id
+-- ends before offset i:
 -- { columns = { { name =, keyspace =, table =, type = } ... },
 --   pk = { indexes of the partition key columns, 1-based } }.
-function _M.prepared_metadata(rs, p, i)
-    if band(rs.data[0], 0x7f) >= 5 then
+function _M.prepared_metadata(version, p, i)
+    if version >= 5 then
         i = i + 2 + be16(p, i)           -- result metadata id
     end
     local flags, n = be32(p, i), be32(p, i + 4)
     i = i + 8
     local meta = { columns = {}, pk = {} }
-    if band(rs.data[0], 0x7f) >= 4 then
+    if version >= 4 then
         local npk = be32(p, i)
         i = i + 4
         for k = 1, npk do
@@ -130,18 +201,18 @@ end
 
 -- The statement an EXECUTE runs: { query = text, keyspace = the session's
 -- keyspace when it was prepared, columns = its bound variables with their
--- types, pk = the indexes of the partition key among them }, or nil when
--- this worker never saw it prepared (the driver prepared it through another
--- worker or proxy).
+-- types, pk = the indexes of the partition key among them }, or nil when no
+-- worker of this shotover saw it prepared (the driver prepared it through
+-- another proxy, or shotover restarted since).
+function _M.prepared_by_id(id)
+    return prepared[id] or from_shared(id)
+end
+
 function _M.prepared(msg)
     if msg.rtype ~= OP_EXECUTE then
         return nil
     end
-    return prepared[msg:prepared_id()]
-end
-
-function _M.prepared_by_id(id)
-    return prepared[id]
+    return _M.prepared_by_id(msg:prepared_id())
 end
 
 return _M

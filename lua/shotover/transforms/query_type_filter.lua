@@ -85,7 +85,7 @@ local function classify(m, chain)
         local class = "write"
         for _, child in ipairs(m:batch_children()) do
             if not child.query then
-                return false                -- prepared elsewhere
+                return false                -- prepared through no worker here
             end
             local ast = parse(child.query)
             if ast and cql_class(ast) == "read_write" then
@@ -99,7 +99,7 @@ local function classify(m, chain)
         return cql_class(ast)
     end
     if m.rtype == 0x0A and why ~= "statement does not parse" then
-        return false                        -- an EXECUTE prepared elsewhere
+        return false                        -- an EXECUTE no worker here prepared
     end
     return "other"
 end
