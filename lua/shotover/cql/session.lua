@@ -122,9 +122,12 @@ local function from_shared(id)
     end
     local keyspace = klen > 0 and sub(rec, 6, 5 + klen) or nil
     local query = sub(rec, 10 + klen, 9 + klen + qlen)
-    -- the metadata parser reads bytes at offsets: keep rec alive (it is,
-    -- as a local, until entry returns)
     local st = entry(byte(rec, 1), query, keyspace, p, at)
+    -- p points into rec: rec is used after the parse so that the GC keeps
+    -- it until then, whatever the JIT makes of the locals above
+    if #rec < at then
+        return nil
+    end
     remember(id, st)
     return st
 end
