@@ -1366,7 +1366,7 @@ sh_ffi_conn_paired(sh_conn_t *s)
 void
 sh_ffi_conn_notify(sh_conn_t *c)
 {
-    sh_conn_t *o = c->lane && c->parent != NULL ? c->parent : c;
+    sh_conn_t *o = sh_conn_client(c);
     sh_conn_t *r = o;
 
     while (r != NULL) {

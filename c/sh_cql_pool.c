@@ -562,7 +562,7 @@ sh_ffi_cql_send(sh_cql_pool_t *p, sh_conn_t *c, sh_batch_t *req,
     uint64_t timeout = p->conf.request_timeout_ms;
     /* a lane (sh_conn.c) sends on its client's connections, and is woken
      * itself when its replies are in */
-    sh_conn_t *owner = c->lane ? c->parent : c;
+    sh_conn_t *owner = sh_conn_client(c);
 
     for (up = owner->cql_ups; up != NULL && up->pool != p; up = up->next) {
         /* find the client's connection to this node */

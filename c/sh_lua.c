@@ -97,9 +97,7 @@ sh_lua_core_session(lua_State *L)
     if (c == NULL) {
         return luaL_argerror(L, 1, "connection expected");
     }
-    if (c->lane && c->parent != NULL) {
-        c = c->parent;
-    }
+    c = sh_conn_client(c);
     if (c->session_ref == LUA_NOREF) {
         lua_newtable(L);
         c->session_ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -145,6 +145,14 @@ struct sh_worker_s {
     int stopping;            /* stop requested */
 };
 
+/* The client connection c serves: a lane's client (see sh_conn.c), else
+ * c itself.  Its socket, session and backend connections are the lane's. */
+static inline sh_conn_t *
+sh_conn_client(sh_conn_t *c)
+{
+    return c->lane && c->parent != NULL ? c->parent : c;
+}
+
 /* per-thread current worker, NULL outside workers (busted specs) */
 extern __thread sh_worker_t *sh_worker_cur;
 

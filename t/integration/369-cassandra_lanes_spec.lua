@@ -16,10 +16,7 @@ local function assert_timed_out(r)
     assert.matches("timed out after " .. TIMEOUT_MS .. "ms", r.message, 1, true)
 end
 
-local function query_body(q)
-    -- consistency ONE, no flags
-    return cassandra.long_string(q) .. "\0\1\0"
-end
+local query_body = cassandra.query_body
 
 local function wait_received(peer, what)
     h.wait_until(function()

@@ -862,14 +862,17 @@ function Cql:startup(opts)
     return r
 end
 
+-- the body of a QUERY of q at consistency (default ONE), without values
+function M.query_body(q, consistency)
+    return M.long_string(q) .. be16(M.consistency[consistency or "ONE"]) .. u8(0)
+end
+
 -- QUERY with consistency ONE (opts.consistency), no values; raises on ERROR
 -- unless opts.may_fail.  Returns the decoded RESULT (rows: lists of raw
 -- bytes, nil for null).
 function Cql:query(q, opts)
     opts = opts or {}
-    local cl = M.consistency[opts.consistency or "ONE"]
-    local body = M.long_string(q) .. be16(cl) .. u8(0)
-    local r = self:request(M.op.QUERY, body, opts)
+    local r = self:request(M.op.QUERY, M.query_body(q, opts.consistency), opts)
     if r.opcode == M.op.ERROR and not opts.may_fail then
         error(string.format("CQL error 0x%04x: %s (query %q)", r.code % 0x100000000, r.message, q), 2)
     end

@@ -383,6 +383,14 @@ end
 
 local Conn, wait_fd           -- below: connections, and poll on one fd
 
+-- a Conn on connected socket fd, closed at cleanup
+local function new_conn(fd, port)
+    local c = setmetatable({ fd = fd, port = port, chunks = {}, nbuf = 0,
+        eof = false }, Conn)
+    h.defer(function() c:close() end)
+    return c
+end
+
 local function sockaddr(port, addr)
     local sa = ffi.new("struct sh_t_sockaddr_in")
     sa.family = AF_INET
@@ -444,10 +452,7 @@ function h.blackhole(opts)
         if not ready then error("blackhole: no connection within " .. (timeout or 5) .. "s", 2) end
         local cfd = C.accept(bh.fd, nil, nil)
         assert(cfd >= 0, "accept: " .. errstr())
-        local c = setmetatable({ fd = cfd, port = bh.port, chunks = {}, nbuf = 0,
-            eof = false }, Conn)
-        h.defer(function() c:close() end)
-        return c
+        return new_conn(cfd, bh.port)
     end
     function bh.close()
         for _, c in ipairs(bh.fillers) do c:close() end
@@ -523,10 +528,7 @@ function h.try_connect(port, timeout)
             return nil, "connect: " .. errstr(v[0])
         end
     end
-    local c = setmetatable({ fd = fd, port = port, chunks = {}, nbuf = 0,
-        eof = false }, Conn)
-    h.defer(function() c:close() end)
-    return c
+    return new_conn(fd, port)
 end
 
 function h.connect(port, timeout)
