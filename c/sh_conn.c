@@ -382,7 +382,9 @@ sh_conn_write_cb(uv_write_t *req, int status)
             sh_conn_more_event(c);   /* held input may go on now */
             return;
         }
-        sh_conn_run(c);
+        if (!c->running || c->src->conf.lanes > 1) {
+            sh_conn_run(c);
+        }
         sh_conn_read_on(c);
     }
 }
@@ -1150,9 +1152,11 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (c->running) {
-        sh_conn_run(c);              /* on a lane, when it may */
-        if (c->closing) {
-            return;
+        if (c->src->conf.lanes > 1) {
+            sh_conn_run(c);          /* on a lane, when one is free */
+            if (c->closing) {
+                return;
+            }
         }
         /* a pipelining client outpaces the chain: bound what we hold */
         if (sh_conn_reader_pending(c) > SH_CONN_MAX_INQ
