@@ -22,25 +22,6 @@ enum {
     SH_CQL_MAX_VERSION = 5   /* newest */
 };
 
-/* opcodes */
-enum {
-    SH_CQL_ERROR = 0x00, SH_CQL_STARTUP = 0x01, SH_CQL_READY = 0x02,
-    SH_CQL_AUTHENTICATE = 0x03, SH_CQL_OPTIONS = 0x05,
-    SH_CQL_SUPPORTED = 0x06, SH_CQL_QUERY = 0x07, SH_CQL_RESULT = 0x08,
-    SH_CQL_PREPARE = 0x09, SH_CQL_EXECUTE = 0x0A, SH_CQL_REGISTER = 0x0B,
-    SH_CQL_EVENT = 0x0C, SH_CQL_BATCH = 0x0D, SH_CQL_AUTH_CHALLENGE = 0x0E,
-    SH_CQL_AUTH_RESPONSE = 0x0F, SH_CQL_AUTH_SUCCESS = 0x10
-};
-
-/* envelope flags */
-enum {
-    SH_CQL_FLAG_COMPRESSED = 0x01,
-    SH_CQL_FLAG_TRACING = 0x02,
-    SH_CQL_FLAG_PAYLOAD = 0x04,
-    SH_CQL_FLAG_WARNING = 0x08,
-    SH_CQL_FLAG_BETA = 0x10
-};
-
 /* v4 body compression, as recorded in a CQL frame's cmd */
 enum {
     SH_CQL_BODY_LZ4 = 1,
@@ -120,12 +101,7 @@ sh_buf_t *sh_cql_body_decompress(const sh_frame_t *f, uint32_t *len,
 sh_buf_t *sh_cql_body_compress(const sh_frame_t *f, const uint8_t *body,
     uint32_t len, uint32_t *out_len, const char **err);
 
-/* error codes (native_protocol_v5.spec section 8) */
-enum {
-    SH_CQL_SERVER_ERROR = 0x0000,
-    SH_CQL_PROTOCOL_ERROR = 0x000A,
-    SH_CQL_OVERLOADED = 0x1001
-};
+/* opcodes, flags and error codes are in sh_ffi.h (Lua reads them too) */
 
 /* An ERROR response envelope: version, stream, code and message. */
 sh_frame_t *sh_cql_error_frame(int version, int stream, uint32_t code,

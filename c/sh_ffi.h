@@ -48,6 +48,43 @@ enum {
     SH_CMD_QUIT = 8          /* QUIT: answered by the proxy */
 };
 
+/* what a run's coroutine yields to C (the first value of the yield) */
+enum {
+    SH_YIELD_WAIT = 0,       /* waiting for backends: resume later */
+    SH_YIELD_DONE = 1,       /* batch done: the responses follow the code */
+    SH_YIELD_MORE = 2,       /* a transform holds requests (coalesce): resume
+                                with the next batch, the timer or EOF; the
+                                responses, when DONE, cover every batch held */
+    SH_YIELD_SLEEP = 3       /* wait until another batch of the same client
+                                (lanes) calls sh_ffi_conn_notify */
+};
+
+/* CQL opcodes (native_protocol_v5.spec section 4) */
+enum {
+    SH_CQL_ERROR = 0x00, SH_CQL_STARTUP = 0x01, SH_CQL_READY = 0x02,
+    SH_CQL_AUTHENTICATE = 0x03, SH_CQL_OPTIONS = 0x05,
+    SH_CQL_SUPPORTED = 0x06, SH_CQL_QUERY = 0x07, SH_CQL_RESULT = 0x08,
+    SH_CQL_PREPARE = 0x09, SH_CQL_EXECUTE = 0x0A, SH_CQL_REGISTER = 0x0B,
+    SH_CQL_EVENT = 0x0C, SH_CQL_BATCH = 0x0D, SH_CQL_AUTH_CHALLENGE = 0x0E,
+    SH_CQL_AUTH_RESPONSE = 0x0F, SH_CQL_AUTH_SUCCESS = 0x10
+};
+
+/* CQL envelope flags */
+enum {
+    SH_CQL_FLAG_COMPRESSED = 0x01,
+    SH_CQL_FLAG_TRACING = 0x02,
+    SH_CQL_FLAG_PAYLOAD = 0x04,
+    SH_CQL_FLAG_WARNING = 0x08,
+    SH_CQL_FLAG_BETA = 0x10
+};
+
+/* CQL error codes the core itself answers with (section 8) */
+enum {
+    SH_CQL_SERVER_ERROR = 0x0000,
+    SH_CQL_PROTOCOL_ERROR = 0x000A,
+    SH_CQL_OVERLOADED = 0x1001
+};
+
 /* why a connection's coroutine was resumed after it yielded MORE
  * (sh_ffi_conn_wake_reason); a first resume is always SH_WAKE_BATCH */
 enum {

@@ -27,17 +27,6 @@ struct sh_listener_s {
     sh_listener_t *next;     /* worker's listener list */
 };
 
-/* What a connection's coroutine yielded. */
-enum {
-    SH_YIELD_WAIT = 0,       /* waiting for backends: resume later */
-    SH_YIELD_DONE = 1,       /* batch done: responses are in conn->resp */
-    SH_YIELD_MORE = 2,       /* a transform holds requests (coalesce): resume
-                                with the next batch, the timer or EOF; the
-                                responses, when DONE, cover every batch held */
-    SH_YIELD_SLEEP = 3       /* wait until another batch of the same client
-                                (lanes) calls sh_ffi_conn_notify */
-};
-
 /* A client connection. */
 struct sh_conn_s {
     uv_tcp_t tcp;            /* the client socket */

@@ -15,13 +15,20 @@ local function core()
     return ffi.C
 end
 
+local C = core()
+
+-- Constants come from the header (enums in sh_ffi.h), never copied as
+-- numbers; these are plain Lua numbers, cheap to compare in traces.
 local _M = {
     _VERSION = "0.1.0",
-    C = core(),
-    OK = 0, ERROR = -1, AGAIN = -2, DECLINED = -5,
-    PROTO_REDIS = 1, PROTO_CQL = 2,
-    YIELD_WAIT = 0, YIELD_DONE = 1, YIELD_MORE = 2, YIELD_SLEEP = 3,
-    WAKE_BATCH = 0, WAKE_TIMER = 1, WAKE_EOF = 2,
+    C = C,
+    OK = C.SH_OK, ERROR = C.SH_ERROR, AGAIN = C.SH_AGAIN,
+    DECLINED = C.SH_DECLINED,
+    PROTO_REDIS = C.SH_PROTO_REDIS, PROTO_CQL = C.SH_PROTO_CQL,
+    YIELD_WAIT = C.SH_YIELD_WAIT, YIELD_DONE = C.SH_YIELD_DONE,
+    YIELD_MORE = C.SH_YIELD_MORE, YIELD_SLEEP = C.SH_YIELD_SLEEP,
+    WAKE_BATCH = C.SH_WAKE_BATCH, WAKE_TIMER = C.SH_WAKE_TIMER,
+    WAKE_EOF = C.SH_WAKE_EOF,
     frame_ptr = ffi.typeof("sh_frame_t *"),
     batch_ptr = ffi.typeof("sh_batch_t *"),
     conn_ptr = ffi.typeof("sh_conn_t *"),
