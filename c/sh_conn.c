@@ -41,58 +41,9 @@ typedef struct sh_write_s {
 static void sh_conn_run(sh_conn_t *c);
 static void sh_conn_more(sh_conn_t *c);
 static void sh_conn_more_event(sh_conn_t *c);
-static void sh_conn_cycle_push(sh_conn_t *c, void *p);
 static void sh_conn_read_on(sh_conn_t *c);
 static int sh_conn_write_blocked(sh_conn_t *c);
 
-/* The request reader of the connection's protocol. */
-static void
-sh_conn_reader_space(sh_conn_t *c, uint8_t **p, size_t *n)
-{
-    if (c->proto == SH_PROTO_CQL) {
-        sh_cql_reader_space(c->reader, p, n);
-    } else {
-        sh_resp_reader_space(c->reader, p, n);
-    }
-}
-
-static void
-sh_conn_reader_commit(sh_conn_t *c, size_t n)
-{
-    if (c->proto == SH_PROTO_CQL) {
-        sh_cql_reader_commit(c->reader, n);
-    } else {
-        sh_resp_reader_commit(c->reader, n);
-    }
-}
-
-static int
-sh_conn_reader_next(sh_conn_t *c, sh_frame_t **f)
-{
-    return c->proto == SH_PROTO_CQL ? sh_cql_reader_next(c->reader, f)
-                                    : sh_resp_reader_next(c->reader, f);
-}
-
-static size_t
-sh_conn_reader_pending(sh_conn_t *c)
-{
-    return c->proto == SH_PROTO_CQL ? sh_cql_reader_pending(c->reader)
-                                    : sh_resp_reader_pending(c->reader);
-}
-
-static void
-sh_conn_reader_free(sh_conn_t *c)
-{
-    if (c->reader == NULL) {
-        return;
-    }
-    if (c->proto == SH_PROTO_CQL) {
-        sh_cql_reader_free(c->reader);
-    } else {
-        sh_resp_reader_free(c->reader);
-    }
-    c->reader = NULL;
-}
 static void sh_conn_read_cb(uv_stream_t *s, ssize_t nread,
     const uv_buf_t *buf);
 
@@ -107,18 +58,7 @@ sh_conn_close_cb(uv_handle_t *h)
 static void
 sh_conn_release_cycle(sh_conn_t *c)
 {
-    uint32_t i;
-
-    for (i = 0; i < c->ncycle; i++) {
-        uintptr_t p = (uintptr_t) c->cycle[i];
-
-        if (p & 1) {
-            sh_batch_unref((sh_batch_t *) (p & ~(uintptr_t) 1));
-        } else {
-            sh_frame_unref((sh_frame_t *) p);
-        }
-    }
-    c->ncycle = 0;
+    sh_cycle_release(&c->cycle);
     sh_batch_unref(c->batch);
     sh_batch_unref(c->resp);
     sh_batch_unref(c->exp);
@@ -232,9 +172,8 @@ sh_conn_close(sh_conn_t *c)
     c->inq = NULL;
     sh_batch_unref(c->expq);
     c->expq = NULL;
-    sh_conn_reader_free(c);
-    sh_free(c->cycle);
-    c->cycle = NULL;
+    sh_proto_conn_free(&c->pc);
+    sh_cycle_free(&c->cycle);
     sh_lua_conn_release(c);
     if (!c->shadow && !c->lane) {
         sh_ffi_metric_add(c->src->conns, -1);
@@ -306,7 +245,7 @@ sh_conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     size_t n;
 
     sh_unused(suggested);
-    sh_conn_reader_space(c, &p, &n);
+    c->pc.p->reader_space(c->pc.reader, &p, &n);
     buf->base = (char *) p;
     buf->len = n;
 }
@@ -451,7 +390,7 @@ sh_conn_write_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
     int rc;
 
     if (c->closing || n == 0 || c->shadow) {
-        return;                  /* a shadow's replies go nowhere */
+        return;
     }
     if (n > 16) {
         bufs = sh_alloc(n * sizeof(uv_buf_t));
@@ -512,106 +451,33 @@ sh_conn_write_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
 }
 
 /*
- * sh_conn_error_frame: an error reply in the connection's protocol: for
- * Redis "-ERR msg"; for CQL an ERROR with `code` on the stream and version
- * of req, or when req is NULL of the frame the reader refused (stream 0
- * when it could not be read).
+ * sh_conn_error_frame: an error reply in the connection's protocol: Redis
+ * "-ERR msg"; CQL an ERROR with `code` on the stream and version of req, or
+ * when req is NULL of the frame the reader refused (stream 0 when it could
+ * not be read).
  */
 sh_frame_t *
 sh_conn_error_frame(sh_conn_t *c, const sh_frame_t *req, uint32_t code,
     const char *msg)
 {
-    char line[512];
-    int n;
-
-    if (c->proto == SH_PROTO_CQL) {
-        int stream, version;
-
-        if (req != NULL) {
-            stream = req->argc;
-            version = sh_cql_frame_version(req);
-        } else {
-            stream = sh_cql_reader_error_stream(c->reader);
-            version = sh_cql_reader_error_version(c->reader);
-            if (stream < 0) {
-                stream = 0;
-            }
-        }
-        return sh_cql_error_frame(version, stream, code, msg);
-    }
-    n = snprintf(line, sizeof(line), "-ERR %s\r\n", msg);
-    if (n >= (int) sizeof(line)) {
-        n = sizeof(line) - 1;
-        line[n - 2] = '\r';
-        line[n - 1] = '\n';
-    }
-    return sh_frame_copy(SH_PROTO_REDIS, (const uint8_t *) line, (size_t) n);
+    return c->pc.p->error_frame(c->pc.reader ? &c->pc : NULL, req, code, msg);
 }
 
-/*
- * CQL replies: as they are, until the answer to STARTUP (READY or
- * AUTHENTICATE) has gone out; after it, in protocol v5, wrapped in segments
- * (LZ4 when the STARTUP asked for it), and the reader expects segments too.
- */
 static void
-sh_conn_send_cql(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
+sh_conn_write_cb_frames(void *ctx, sh_frame_t **frames, uint32_t n)
 {
-    sh_frame_t *stack[16];
-    sh_frame_t **live = n <= 16 ? stack : sh_alloc(n * sizeof(sh_frame_t *));
-    uint32_t i, k = 0, from = 0, len;
-    sh_frame_t *seg;
-    sh_buf_t *b;
-
-    for (i = 0; i < n && !c->cql_segments; i++) {
-        sh_frame_t *f = frames[i];
-
-        if (f == NULL || (f->flags & SH_FRAME_NOREPLY) || !c->cql_startup
-            || (f->rtype != SH_CQL_READY && f->rtype != SH_CQL_AUTHENTICATE))
-        {
-            continue;
-        }
-        sh_conn_write_frames(c, frames + from, i + 1 - from);
-        from = i + 1;
-        c->cql_startup = 0;
-        if (sh_cql_frame_version(f) >= 5) {
-            c->cql_segments = c->cql_lz4 ? SH_CQL_SEGMENTS_LZ4
-                                         : SH_CQL_SEGMENTS_PLAIN;
-            sh_cql_reader_use_segments(c->reader, c->cql_segments);
-        }
-    }
-    if (!c->cql_segments) {
-        sh_conn_write_frames(c, frames + from, n - from);
-    } else {
-        for (i = from; i < n; i++) {
-            if (frames[i] != NULL && !(frames[i]->flags & SH_FRAME_NOREPLY)
-                && frames[i]->len > 0)
-            {
-                live[k++] = frames[i];
-            }
-        }
-        if (k > 0) {
-            b = sh_cql_segments_encode(live, k, c->cql_segments, &len);
-            seg = sh_frame_alloc(SH_PROTO_CQL, 0);
-            seg->buf = b;
-            seg->data = b->data;
-            seg->len = len;
-            sh_conn_write_frames(c, &seg, 1);
-            sh_frame_unref(seg);
-        }
-    }
-    if (live != stack) {
-        sh_free(live);
-    }
+    sh_conn_write_frames(ctx, frames, n);
 }
 
+/* Replies to the client, framed by its protocol (CQL v5: segments once
+ * the handshake is done). */
 void
 sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
 {
-    if (c->proto == SH_PROTO_CQL) {
-        sh_conn_send_cql(c, frames, n);
-    } else {
-        sh_conn_write_frames(c, frames, n);
+    if (c->closing || n == 0 || c->shadow) {
+        return;                  /* a shadow's replies go nowhere */
     }
+    c->pc.p->send(&c->pc, frames, n, sh_conn_write_cb_frames, c);
 }
 
 static void
@@ -643,7 +509,7 @@ sh_conn_finish_batch(sh_conn_t *c)
         for (i = 0; i < c->batch->n; i++) {
             sh_batch_append(c->held, c->batch->frames[i]);
         }
-        sh_conn_cycle_push(c, (void *) ((uintptr_t) c->batch | 1));
+        sh_cycle_push_batch(&c->cycle, c->batch);
         c->batch = c->held;
         c->held = NULL;
         req = c->batch;
@@ -763,7 +629,7 @@ sh_conn_child(sh_conn_t *c)
     s->w = c->w;
     s->src = c->src;
     s->id = __atomic_fetch_add(&sh_conn_next_id, 1, __ATOMIC_RELAXED);
-    s->proto = c->proto;
+    s->pc.p = c->pc.p;          /* no reader: it reads nothing */
     s->co_ref = LUA_NOREF;
     s->session_ref = LUA_NOREF;
     s->read_stopped = 1;
@@ -795,8 +661,8 @@ sh_conn_lane(sh_conn_t *c)
 {
     sh_conn_t *l;
 
-    if (c->shadow || c->lane || c->more || c->cql_startup
-        || c->src->conf.lanes <= 1)
+    if (c->shadow || c->lane || c->more || c->src->conf.lanes <= 1
+        || !c->pc.p->lanes_ready(&c->pc))
     {
         return NULL;
     }
@@ -868,8 +734,7 @@ sh_conn_run(sh_conn_t *c)
             }
         } else if (c->proto_err) {
             sh_conn_send_error(c, NULL, SH_CQL_PROTOCOL_ERROR,
-                c->proto == SH_PROTO_CQL ? sh_cql_reader_error(c->reader)
-                                         : sh_resp_reader_error(c->reader));
+                               c->pc.p->reader_error(c->pc.reader));
             sh_conn_close_after_writes(c);
         } else if (c->close_after || c->eof) {
             sh_conn_close_after_writes(c);
@@ -907,7 +772,7 @@ sh_conn_more_next(sh_conn_t *c)
         for (i = 0; i < c->batch->n; i++) {
             sh_batch_append(c->held, c->batch->frames[i]);
         }
-        sh_conn_cycle_push(c, (void *) ((uintptr_t) c->batch | 1));
+        sh_cycle_push_batch(&c->cycle, c->batch);
         c->batch = NULL;
         sh_conn_take_batch(c, c);
         return 1;
@@ -966,7 +831,7 @@ sh_conn_more_event(sh_conn_t *c)
         }
     }
     if (c->running && !c->closing
-        && (sh_conn_reader_pending(c) > SH_CONN_MAX_INQ
+        && (c->pc.p->reader_pending(c->pc.reader) > SH_CONN_MAX_INQ
             || (c->inq && c->inq->n > c->src->conf.max_elements)))
     {
         sh_conn_pause(c);
@@ -1114,9 +979,9 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0) {
         return;
     }
-    sh_conn_reader_commit(c, (size_t) nread);
+    c->pc.p->reader_commit(c->pc.reader, (size_t) nread);
     for (;;) {
-        rc = sh_conn_reader_next(c, &f);
+        rc = c->pc.p->reader_next(c->pc.reader, &f);
         if (rc != SH_OK) {
             c->proto_err = 1;
             uv_read_stop(s);
@@ -1126,21 +991,7 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (f == NULL) {
             break;
         }
-        if (c->proto == SH_PROTO_CQL && f->rtype == SH_CQL_STARTUP) {
-            char comp[16];
-            const char *algo = sh_cql_startup_compression(f, comp,
-                                                          sizeof(comp));
-
-            /* its READY or AUTHENTICATE switches v5 to segments */
-            c->cql_startup = 1;
-            c->cql_lz4 = algo != NULL && strcmp(algo, "lz4") == 0;
-            c->cql_algo = algo == NULL ? 0
-                          : c->cql_lz4 ? SH_CQL_BODY_LZ4
-                          : strcmp(algo, "snappy") == 0 ? SH_CQL_BODY_SNAPPY
-                          : 0;
-        } else if (c->proto == SH_PROTO_CQL) {
-            f->cmd = (uint32_t) c->cql_algo;
-        }
+        c->pc.p->on_request(&c->pc, f);
         if (c->inq == NULL) {
             c->inq = sh_batch_alloc(0);
         }
@@ -1159,7 +1010,7 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             }
         }
         /* a pipelining client outpaces the chain: bound what we hold */
-        if (sh_conn_reader_pending(c) > SH_CONN_MAX_INQ
+        if (c->pc.p->reader_pending(c->pc.reader) > SH_CONN_MAX_INQ
             || (c->inq && c->inq->n > c->src->conf.max_elements))
         {
             sh_conn_pause(c);
@@ -1174,8 +1025,6 @@ sh_conn_accept(sh_listener_t *l)
 {
     sh_worker_t *w = l->w;
     sh_conn_t *c = sh_calloc(1, sizeof(*c));
-    sh_resp_limits_t lim = sh_resp_default_limits;
-
     uv_tcp_init(&w->loop, &c->tcp);
     if (uv_accept((uv_stream_t *) &l->tcp, (uv_stream_t *) &c->tcp) != 0) {
         uv_close((uv_handle_t *) &c->tcp, sh_conn_close_cb);
@@ -1185,17 +1034,11 @@ sh_conn_accept(sh_listener_t *l)
     c->w = w;
     c->src = l;
     c->id = __atomic_fetch_add(&sh_conn_next_id, 1, __ATOMIC_RELAXED);
-    c->proto = l->conf.proto;
-    if (c->proto == SH_PROTO_CQL) {
-        sh_cql_limits_t clim = sh_cql_default_limits;
-
-        clim.max_body_len = l->conf.max_bulk_len;
-        c->reader = sh_cql_reader_new(SH_CQL_REQUEST, &clim);
-    } else {
-        lim.max_bulk_len = l->conf.max_bulk_len;
-        lim.max_elements = l->conf.max_elements;
-        lim.max_inline_len = l->conf.max_inline_len;
-        c->reader = sh_resp_reader_new(SH_RESP_REQUEST, &lim);
+    if (sh_proto_conn_init(&c->pc, &l->conf) != SH_OK) {
+        sh_log_error("source \"%s\": unknown protocol %d", l->name,
+                     (int) l->conf.proto);
+        uv_close((uv_handle_t *) &c->tcp, sh_conn_close_cb);
+        return;
     }
     c->co_ref = LUA_NOREF;
     c->session_ref = LUA_NOREF;
@@ -1417,346 +1260,5 @@ sh_ffi_conn_timer_stop(sh_conn_t *c)
         uv_timer_stop(c->timer);
     }
     c->timer_fired = 0;
-    return SH_OK;
-}
-
-/*
- * Objects Lua creates during a batch belong to the running connection's
- * cycle and are released after the batch; outside a worker (specs) the
- * caller owns them and the FFI layer attaches ffi.gc.
- */
-static void
-sh_conn_cycle_push(sh_conn_t *c, void *p)
-{
-    if (c->ncycle == c->cycle_cap) {
-        c->cycle_cap = c->cycle_cap ? c->cycle_cap * 2 : 16;
-        c->cycle = sh_realloc(c->cycle, c->cycle_cap * sizeof(void *));
-    }
-    c->cycle[c->ncycle++] = p;
-}
-
-static int
-sh_conn_cycle_add(void *p)
-{
-    sh_worker_t *w = sh_worker_cur;
-    sh_conn_t *c;
-
-    if (w == NULL || (c = w->cur) == NULL) {
-        return SH_DECLINED;
-    }
-    sh_conn_cycle_push(c, p);
-    return SH_OK;
-}
-
-int
-sh_ffi_batch_new(uint32_t n, sh_batch_t **out)
-{
-    sh_batch_t *b = sh_batch_alloc(n);
-
-    *out = b;
-    return sh_conn_cycle_add((void *) ((uintptr_t) b | 1));
-}
-
-int
-sh_ffi_batch_set(sh_batch_t *b, uint32_t i, sh_frame_t *f)
-{
-    if (i >= b->n) {
-        return SH_ERROR;
-    }
-    sh_batch_put(b, i, f);
-    return SH_OK;
-}
-
-int
-sh_ffi_batch_push(sh_batch_t *b, sh_frame_t *f)
-{
-    sh_batch_append(b, f);
-    return SH_OK;
-}
-
-void
-sh_ffi_batch_unref(sh_batch_t *b)
-{
-    sh_batch_unref(b);
-}
-
-int
-sh_ffi_frame_new(int proto, const uint8_t *data, size_t len,
-    sh_frame_t **out, const char **err)
-{
-    sh_resp_reader_t *r;
-    sh_frame_t *f;
-    int rc;
-
-    if (proto == SH_PROTO_CQL) {
-        sh_cql_reader_t *cr;
-
-        if (len < SH_CQL_HEADER_LEN) {
-            *err = "shorter than a CQL header";
-            return SH_ERROR;
-        }
-        cr = sh_cql_reader_new((data[0] & 0x80) ? SH_CQL_RESPONSE
-                                                : SH_CQL_REQUEST, NULL);
-        sh_cql_reader_feed(cr, data, len);
-        rc = sh_cql_reader_next(cr, &f);
-        if (rc != SH_OK || f == NULL || sh_cql_reader_pending(cr) != 0) {
-            sh_frame_unref(f);
-            sh_cql_reader_free(cr);
-            *err = "not exactly one complete CQL envelope";
-            return SH_ERROR;
-        }
-        sh_cql_reader_free(cr);
-        *out = f;
-        return sh_conn_cycle_add(f);
-    }
-    if (proto != SH_PROTO_REDIS) {
-        *err = "unsupported protocol";
-        return SH_ERROR;
-    }
-    /* parse it, so the frame's type and count are right */
-    r = sh_resp_reader_new(SH_RESP_REPLY, NULL);
-    sh_resp_reader_feed(r, data, len);
-    rc = sh_resp_reader_next(r, &f);
-    if (rc != SH_OK || f == NULL || sh_resp_reader_pending(r) != 0) {
-        sh_frame_unref(f);
-        sh_resp_reader_free(r);
-        *err = "not exactly one complete RESP value";
-        return SH_ERROR;
-    }
-    sh_resp_reader_free(r);
-    *out = f;
-    return sh_conn_cycle_add(f);
-}
-
-int
-sh_ffi_frame_new_command(const uint8_t **args, const size_t *lens,
-    int nargs, sh_frame_t **out, const char **err)
-{
-    if (nargs < 1) {
-        *err = "a command needs at least one argument";
-        return SH_ERROR;
-    }
-    *out = sh_resp_encode_command((const uint8_t *const *) args, lens, nargs);
-    return sh_conn_cycle_add(*out);
-}
-
-/*
- * sh_ffi_frame_set_arg: replace argument i (0-based) of a request, re-encoding
- * the frame into a buffer of its own and marking it modified.
- */
-int
-sh_ffi_frame_set_arg(sh_frame_t *f, int i, const uint8_t *data, size_t len,
-    const char **err)
-{
-    const uint8_t *stack_args[16];
-    size_t stack_lens[16];
-    const uint8_t **args = stack_args;
-    size_t *lens = stack_lens;
-    sh_frame_t *nf;
-    int k;
-
-    if (f->proto != SH_PROTO_REDIS || f->argv == NULL) {
-        *err = "not a Redis request";
-        return SH_ERROR;
-    }
-    if (i < 0 || i >= f->argc) {
-        *err = "argument index out of range";
-        return SH_ERROR;
-    }
-    if (f->argc > 16) {
-        args = sh_alloc((size_t) f->argc * sizeof(*args));
-        lens = sh_alloc((size_t) f->argc * sizeof(*lens));
-    }
-    for (k = 0; k < f->argc; k++) {
-        args[k] = f->data + f->argv[k].off;
-        lens[k] = f->argv[k].len;
-    }
-    args[i] = data;
-    lens[i] = len;
-    nf = sh_resp_encode_command(args, lens, f->argc);
-    /* move the new encoding into f, which everybody else points at */
-    sh_buf_unref(f->buf);
-    f->buf = nf->buf;
-    nf->buf = NULL;
-    f->data = nf->data;
-    f->len = nf->len;
-    memcpy(f->argv, nf->argv, (size_t) f->argc * sizeof(sh_slice_t));
-    f->cmd = nf->cmd;
-    f->cmd_id = nf->cmd_id;
-    f->flags |= SH_FRAME_MODIFIED;
-    sh_frame_unref(nf);
-    if (args != stack_args) {
-        sh_free(args);
-        sh_free(lens);
-    }
-    return SH_OK;
-}
-
-int
-sh_ffi_frame_describe(const sh_frame_t *f, char *out, size_t cap)
-{
-    if (f->flags & SH_FRAME_NOREPLY) {
-        snprintf(out, cap, "(no reply)");
-        return (int) strlen(out);
-    }
-    return sh_resp_describe(f->data, f->len, out, cap);
-}
-
-/*
- * sh_ffi_frame_error: an error reply to request req in its protocol: Redis
- * "-ERR msg" (msg as is when it starts with an upper-case code), or a
- * CQL ERROR with `code` on req's stream and version.
- */
-int
-sh_ffi_frame_error(const sh_frame_t *req, uint32_t code, const char *msg,
-    sh_frame_t **out)
-{
-    char line[1024];
-    int n;
-
-    if (req->proto == SH_PROTO_CQL) {
-        *out = sh_cql_error_frame(sh_cql_frame_version(req), req->argc, code,
-                                  msg);
-    } else {
-        const char *p = msg;
-
-        while (*p >= 'A' && *p <= 'Z') {
-            p++;
-        }
-        /* a message that does not start with an error code gets ERR */
-        n = snprintf(line, sizeof(line), "-%s%s\r\n",
-                     (p > msg && *p == ' ') ? "" : "ERR ", msg);
-        if (n >= (int) sizeof(line)) {
-            n = sizeof(line) - 1;
-            line[n - 2] = '\r';
-            line[n - 1] = '\n';
-        }
-        *out = sh_frame_copy(SH_PROTO_REDIS, (const uint8_t *) line,
-                             (size_t) n);
-        (*out)->rtype = '-';
-    }
-    return sh_conn_cycle_add(*out);
-}
-
-/*
- * sh_ffi_cql_body: the body of a CQL frame; a compressed v4 body is
- * decompressed into a buffer held by a frame that the running batch owns,
- * or outside a worker (specs) that the caller owns (SH_DECLINED).
- */
-int
-sh_ffi_cql_body(const sh_frame_t *f, sh_frame_t **holder,
-    const uint8_t **body, size_t *len, const char **err)
-{
-    sh_frame_t *h;
-    sh_buf_t *b;
-    uint32_t n;
-
-    *holder = NULL;
-    if (f->proto != SH_PROTO_CQL || f->len < SH_CQL_HEADER_LEN) {
-        *err = "not a CQL frame";
-        return SH_ERROR;
-    }
-    if (!(f->data[1] & SH_CQL_FLAG_COMPRESSED) || sh_cql_frame_version(f) >= 5)
-    {
-        *body = f->data + SH_CQL_HEADER_LEN;
-        *len = f->len - SH_CQL_HEADER_LEN;
-        return SH_OK;
-    }
-    b = sh_cql_body_decompress(f, &n, err);
-    if (b == NULL) {
-        return SH_ERROR;
-    }
-    h = sh_frame_alloc(SH_PROTO_CQL, 0);
-    h->buf = b;
-    h->data = b->data;
-    h->len = n;
-    *body = b->data;
-    *len = n;
-    *holder = h;
-    return sh_conn_cycle_add(h);
-}
-
-/*
- * sh_ffi_frame_same: do two replies say the same?  Redis: the same bytes.
- * CQL: the same opcode and body (decompressed when compressed), whatever
- * the stream id, version and compression of the envelopes.  1 or 0.
- */
-int
-sh_ffi_frame_same(const sh_frame_t *a, const sh_frame_t *b)
-{
-    sh_frame_t *ha, *hb;
-    const uint8_t *ba, *bb;
-    const char *err;
-    size_t la, lb;
-    int same;
-
-    if (a == NULL || b == NULL || a->proto != b->proto) {
-        return a == b;
-    }
-    if (a->proto == SH_PROTO_REDIS) {
-        return a->len == b->len && memcmp(a->data, b->data, a->len) == 0;
-    }
-    if (a->rtype != b->rtype) {
-        return 0;
-    }
-    if (sh_ffi_cql_body(a, &ha, &ba, &la, &err) == SH_ERROR) {
-        return 0;
-    }
-    if (sh_ffi_cql_body(b, &hb, &bb, &lb, &err) == SH_ERROR) {
-        sh_frame_unref(ha);
-        return 0;
-    }
-    same = la == lb && memcmp(ba, bb, la) == 0;
-    /* outside a worker the decompressed bodies are ours to drop */
-    if (sh_worker_cur == NULL || sh_worker_cur->cur == NULL) {
-        sh_frame_unref(ha);
-        sh_frame_unref(hb);
-    }
-    return same;
-}
-
-/*
- * sh_ffi_cql_set_body: give frame f a new body, keeping its header but the
- * length; a v4 frame that was compressed is compressed again the same way.
- * The frame is rewritten in place (its new bytes in a buffer of its own), so
- * the batch and the backend see the change, and marked modified.
- */
-int
-sh_ffi_cql_set_body(sh_frame_t *f, const uint8_t *body, size_t len,
-    const char **err)
-{
-    int compressed = (f->data[1] & SH_CQL_FLAG_COMPRESSED)
-                     && sh_cql_frame_version(f) < 5;
-    sh_buf_t *cb = NULL, *nb;
-    uint32_t blen = (uint32_t) len;
-
-    if (f->proto != SH_PROTO_CQL || f->len < SH_CQL_HEADER_LEN) {
-        *err = "not a CQL frame";
-        return SH_ERROR;
-    }
-    if (len > sh_cql_default_limits.max_body_len * 16u) {
-        *err = "body too big";
-        return SH_ERROR;
-    }
-    if (compressed) {
-        cb = sh_cql_body_compress(f, body, (uint32_t) len, &blen, err);
-        if (cb == NULL) {
-            return SH_ERROR;
-        }
-        body = cb->data;
-    }
-    nb = sh_buf_new(SH_CQL_HEADER_LEN + blen);
-    memcpy(nb->data, f->data, 5);
-    nb->data[5] = (uint8_t) (blen >> 24);
-    nb->data[6] = (uint8_t) (blen >> 16);
-    nb->data[7] = (uint8_t) (blen >> 8);
-    nb->data[8] = (uint8_t) blen;
-    memcpy(nb->data + SH_CQL_HEADER_LEN, body, blen);
-    sh_buf_unref(cb);
-    sh_buf_unref(f->buf);
-    f->buf = nb;
-    f->data = nb->data;
-    f->len = SH_CQL_HEADER_LEN + blen;
-    f->flags |= SH_FRAME_MODIFIED;
     return SH_OK;
 }

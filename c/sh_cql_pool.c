@@ -76,10 +76,7 @@ typedef struct sh_cql_up_s {
     sh_frame_t **out;        /* frames waiting for the connect */
     uint32_t nout;           /* their count */
     uint32_t out_cap;        /* allocated */
-    int segments;            /* v5 framing to the node: 0 or SH_CQL_SEGMENTS_* */
-    int lz4;                 /* the STARTUP asked for lz4 */
-    int algo;                /* v4 body compression: 0 or SH_CQL_BODY_* */
-    unsigned startup:1;      /* STARTUP sent, its answer not yet seen */
+    sh_cql_framing_t fr;     /* the handshake's compression and v5 switch */
 } sh_cql_up_t;
 
 typedef struct sh_cql_write_s {
@@ -195,7 +192,7 @@ sh_cql_up_write(sh_cql_up_t *up, sh_frame_t **frames, uint32_t n)
     uv_buf_t *bufs = sbufs;
     sh_frame_t *seg = NULL;
     sh_cql_write_t *wr;
-    uint32_t i, first, len;
+    uint32_t i, first;
     size_t total = 0;
     ssize_t done;
     int rc;
@@ -203,13 +200,8 @@ sh_cql_up_write(sh_cql_up_t *up, sh_frame_t **frames, uint32_t n)
     if (n == 0) {
         return;
     }
-    if (up->segments) {
-        sh_buf_t *b = sh_cql_segments_encode(frames, n, up->segments, &len);
-
-        seg = sh_frame_alloc(SH_PROTO_CQL, 0);
-        seg->buf = b;
-        seg->data = b->data;
-        seg->len = len;
+    seg = sh_cql_framing_wrap(&up->fr, frames, n);
+    if (seg != NULL) {
         frames = &seg;
         n = 1;
     }
@@ -340,7 +332,7 @@ sh_cql_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         if (f == NULL) {
             break;
         }
-        f->cmd = (uint32_t) up->algo;
+        f->cmd = (uint32_t) up->fr.algo;
         if (f->argc < 0 || f->rtype == SH_CQL_EVENT) {
             if (up->owner != NULL) {
                 sh_conn_send_frames(up->owner, &f, 1);
@@ -360,16 +352,7 @@ sh_cql_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
                         "no request; dropped", up->pool->name, f->argc,
                         up->pool->remote);
         }
-        if (up->startup && (f->rtype == SH_CQL_READY
-                            || f->rtype == SH_CQL_AUTHENTICATE))
-        {
-            up->startup = 0;
-            if (sh_cql_frame_version(f) >= 5) {
-                up->segments = up->lz4 ? SH_CQL_SEGMENTS_LZ4
-                                       : SH_CQL_SEGMENTS_PLAIN;
-                sh_cql_reader_use_segments(up->reader, up->segments);
-            }
-        }
+        sh_cql_framing_response(&up->fr, f, up->reader);
         sh_frame_unref(f);
     }
     sh_cql_timer_arm(up);
@@ -607,17 +590,7 @@ sh_ffi_cql_send(sh_cql_pool_t *p, sh_conn_t *c, sh_batch_t *req,
             up->pend_cap = ncap;
         }
         if (f->rtype == SH_CQL_STARTUP) {
-            char comp[16];
-
-            const char *algo = sh_cql_startup_compression(f, comp,
-                                                          sizeof(comp));
-
-            up->startup = 1;
-            up->lz4 = algo != NULL && strcmp(algo, "lz4") == 0;
-            up->algo = algo == NULL ? 0
-                       : up->lz4 ? SH_CQL_BODY_LZ4
-                       : strcmp(algo, "snappy") == 0 ? SH_CQL_BODY_SNAPPY
-                       : 0;
+            sh_cql_framing_request(&up->fr, f);  /* its answer switches v5 */
         }
         up->pend[stream].resp = sh_batch_ref(resp);
         up->pend[stream].idx = i;

@@ -241,9 +241,9 @@ sh_lua_resume(sh_conn_t *c)
         c->started = 1;
     }
     co = c->co;
-    w->cur = c;
+    sh_cycle_cur = &c->cycle;
     rc = lua_resume(co, nargs);
-    w->cur = NULL;
+    sh_cycle_cur = NULL;
     if (rc == LUA_YIELD) {
         v = (int) lua_tointeger(co, 1);
         if (v == SH_YIELD_DONE) {

@@ -9,9 +9,7 @@
 #include <lua.h>
 #include <uv.h>
 
-#include "sh_buf.h"
-#include "sh_cql.h"
-#include "sh_resp.h"
+#include "sh_proto.h"
 
 typedef struct sh_upstream_s sh_upstream_t;
 typedef struct sh_listener_s sh_listener_t;
@@ -34,12 +32,7 @@ struct sh_conn_s {
     sh_worker_t *w;          /* owning worker */
     sh_listener_t *src;      /* the source it came in on */
     uint64_t id;             /* unique per process */
-    void *reader;            /* request parser: sh_resp_ or sh_cql_reader_t */
-    int proto;               /* SH_PROTO_* of the source */
-    int cql_segments;        /* v5 framing of replies: 0 or SH_CQL_SEGMENTS_* */
-    int cql_lz4;             /* the client's STARTUP asked for lz4 */
-    int cql_algo;            /* v4 body compression: 0 or SH_CQL_BODY_* */
-    unsigned cql_startup:1;  /* STARTUP seen, its answer not yet sent */
+    sh_proto_conn_t pc;      /* its protocol: reader, framing (sh_proto.h) */
     lua_State *co;           /* coroutine running the chain */
     int co_ref;              /* registry ref keeping co alive */
     int session_ref;         /* registry ref of the session table (Lua's
@@ -50,10 +43,8 @@ struct sh_conn_s {
     sh_batch_t **waits;      /* response batches backends still fill */
     uint32_t nwaits;         /* entries in waits */
     uint32_t waits_cap;      /* allocated entries */
-    void **cycle;            /* frames (low bit 0) and batches (low bit 1)
-                                created during the batch, freed after it */
-    uint32_t ncycle;         /* entries in cycle */
-    uint32_t cycle_cap;      /* allocated entries */
+    sh_cycle_t cycle;        /* what Lua created during the batch, freed
+                                after it */
     sh_upstream_t *dedicated; /* backend connections pinned to this client */
     struct sh_cql_up_s *cql_ups; /* its Cassandra backend connections */
     unsigned started:1;      /* coroutine has been started */
@@ -121,7 +112,6 @@ struct sh_worker_s {
     uv_prepare_t flush;      /* sends what upstreams gathered, pre-poll */
     lua_State *L;            /* its Lua state */
     int run_ref;             /* registry ref to the connection runner */
-    sh_conn_t *cur;          /* connection whose chain is running */
     sh_listener_t *listeners; /* listening sockets */
     sh_conn_t *conns;        /* open client connections */
     sh_redis_pool_t *pools;  /* backend pools */
