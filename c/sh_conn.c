@@ -24,8 +24,8 @@
 
 #include <lauxlib.h>
 
+#include "sh_conn.h"
 #include "sh_metrics.h"
-#include "sh_worker.h"
 
 #define SH_CONN_MAX_INQ (64 * 1024 * 1024) /* queued input before pausing */
 
@@ -39,6 +39,7 @@ typedef struct sh_write_s {
 } sh_write_t;
 
 static void sh_conn_run(sh_conn_t *c);
+static void sh_conn_set_resp(sh_conn_t *c, sh_batch_t *resp);
 static void sh_conn_more(sh_conn_t *c);
 static void sh_conn_more_event(sh_conn_t *c);
 static void sh_conn_read_on(sh_conn_t *c);
@@ -161,8 +162,13 @@ sh_conn_close(sh_conn_t *c)
     c->nwaits = 0;
     sh_free(c->waits);
     c->waits = NULL;
-    sh_redis_conn_closed(c);
-    sh_cql_conn_closed(c);
+    while (c->attached != NULL) {
+        sh_conn_attach_t *a = c->attached;
+
+        c->attached = a->next;
+        a->cleanup(a->data);
+        sh_free(a);
+    }
     sh_conn_release_cycle(c);
     if (c->timer != NULL) {
         uv_close((uv_handle_t *) c->timer, sh_conn_timer_close_cb);
@@ -174,7 +180,10 @@ sh_conn_close(sh_conn_t *c)
     c->expq = NULL;
     sh_proto_conn_free(&c->pc);
     sh_cycle_free(&c->cycle);
-    sh_lua_conn_release(c);
+    sh_lua_co_release(w, &c->co);
+    if (!c->lane) {
+        sh_lua_session_release(w->L, c);  /* lanes use their client's */
+    }
     if (!c->shadow && !c->lane) {
         sh_ffi_metric_add(c->src->conns, -1);
     }
@@ -213,7 +222,7 @@ sh_conn_shutdown_cb(uv_shutdown_t *req, int status)
 }
 
 /* Close once every queued reply has been written. */
-void
+static void
 sh_conn_close_after_writes(sh_conn_t *c)
 {
     if (c->closing) {
@@ -326,51 +335,6 @@ sh_conn_write_cb(uv_write_t *req, int status)
         }
         sh_conn_read_on(c);
     }
-}
-
-/*
- * sh_try_write: write bufs[0..n) now, without a write request, when nothing
- * is queued ahead.  Returns how many leading bytes went out (0 when none
- * could), or a negative libuv error.
- *
- * Why: libuv 1.44 follows every completed uv_write with an epoll_ctl(MOD)
- * on the socket (uv__io_stop re-queues the watcher even when its events do
- * not change), one extra system call per reply.  uv_try_write costs just
- * the writev.
- */
-ssize_t
-sh_try_write(uv_stream_t *s, const uv_buf_t *bufs, uint32_t n)
-{
-    int rc;
-
-    if (uv_stream_get_write_queue_size(s) > 0) {
-        return 0;                        /* keep the order: queue behind */
-    }
-    rc = uv_try_write(s, bufs, n);
-    if (rc == UV_EAGAIN) {
-        return 0;
-    }
-    return rc;
-}
-
-/*
- * sh_skip_written: drop the first `done` bytes from bufs[0..*n), returning
- * the index of the first buffer with bytes left (adjusted in place).
- */
-uint32_t
-sh_skip_written(uv_buf_t *bufs, uint32_t n, size_t done)
-{
-    uint32_t i = 0;
-
-    while (i < n && done >= bufs[i].len) {
-        done -= bufs[i].len;
-        i++;
-    }
-    if (i < n) {
-        bufs[i].base += done;
-        bufs[i].len -= done;
-    }
-    return i;
 }
 
 /*
@@ -549,10 +513,19 @@ sh_conn_finish_batch(sh_conn_t *c)
 static void
 sh_conn_step(sh_conn_t *c)
 {
+    sh_batch_t *resp;
+    const char *err;
     int rc;
 
     c->suspended = 0;
-    rc = sh_lua_resume(c);
+    rc = sh_lua_resume(c->w, &c->co, c, sh_conn_client(c), &c->cycle, &resp,
+                       &err);
+    if (rc == SH_YIELD_DONE) {
+        sh_conn_set_resp(c, resp);
+    } else if (rc == SH_ERROR) {
+        sh_log_error("source \"%s\": connection runner died: %s",
+                     c->src->name, err);
+    }
     if (c->closing) {
         return;
     }
@@ -630,8 +603,7 @@ sh_conn_child(sh_conn_t *c)
     s->src = c->src;
     s->id = __atomic_fetch_add(&sh_conn_next_id, 1, __ATOMIC_RELAXED);
     s->pc.p = c->pc.p;          /* no reader: it reads nothing */
-    s->co_ref = LUA_NOREF;
-    s->session_ref = LUA_NOREF;
+    s->co = (sh_lua_co_t) SH_LUA_CO_INIT;
     s->read_stopped = 1;
     s->parent = c;
     s->next = c->w->conns;
@@ -873,13 +845,20 @@ sh_conn_schedule(sh_conn_t *c)
     c->w->wakeq = c;
 }
 
-/* Resume every connection whose backends finished, after a backend read. */
-void
+/*
+ * Resume every connection whose backends finished, or that Lua pushed work
+ * to (shadows): the worker's pre-poll hook (sh_worker_hook), so replies
+ * read from several backends in one loop iteration resume a connection
+ * once.  Returns 1 when it resumed any.
+ */
+int
 sh_conn_wake_all(sh_worker_t *w)
 {
     sh_conn_t *c;
+    int any = 0;
 
     while ((c = w->wakeq) != NULL) {
+        any = 1;
         w->wakeq = c->wake_next;
         c->on_wake = 0;
         if (c->closing) {
@@ -900,6 +879,7 @@ sh_conn_wake_all(sh_worker_t *w)
         sh_conn_run(c);
         sh_conn_read_on(c);
     }
+    return any;
 }
 
 void
@@ -1040,8 +1020,7 @@ sh_conn_accept(sh_listener_t *l)
         uv_close((uv_handle_t *) &c->tcp, sh_conn_close_cb);
         return;
     }
-    c->co_ref = LUA_NOREF;
-    c->session_ref = LUA_NOREF;
+    c->co = (sh_lua_co_t) SH_LUA_CO_INIT;
     sh_ffi_metric_add(l->conns, 1);
     c->next = w->conns;
     if (w->conns) {
@@ -1079,6 +1058,62 @@ sh_conn_abort(sh_conn_t *c, const char *why)
     sh_conn_close_after_writes(c);
 }
 
+/*
+ * sh_conn_close_when_done: close c once the batches running now (its own
+ * and its lanes') are done and their replies written.  Safe while c's Lua
+ * runs: nothing closes before the runs end.
+ */
+void
+sh_conn_close_when_done(sh_conn_t *c)
+{
+    c->close_after = 1;
+    if (!c->running && c->lanes_busy == 0) {
+        sh_conn_close_after_writes(c);
+    }
+}
+
+/* --- what backends keep per client --------------------------------------- */
+
+void
+sh_conn_attach(sh_conn_t *c, const void *key, void *data,
+    void (*cleanup)(void *data))
+{
+    sh_conn_attach_t *a = sh_alloc(sizeof(*a));
+
+    a->key = key;
+    a->data = data;
+    a->cleanup = cleanup;
+    a->next = c->attached;
+    c->attached = a;
+}
+
+void *
+sh_conn_attached(sh_conn_t *c, const void *key)
+{
+    sh_conn_attach_t *a;
+
+    for (a = c->attached; a != NULL; a = a->next) {
+        if (a->key == key) {
+            return a->data;
+        }
+    }
+    return NULL;
+}
+
+void
+sh_conn_detach(sh_conn_t *c, const void *key)
+{
+    sh_conn_attach_t **pp, *a;
+
+    for (pp = &c->attached; (a = *pp) != NULL; pp = &a->next) {
+        if (a->key == key) {
+            *pp = a->next;
+            sh_free(a);
+            return;
+        }
+    }
+}
+
 void
 sh_conn_close_all(sh_worker_t *w)
 {
@@ -1097,7 +1132,9 @@ sh_ffi_conn_batch(sh_conn_t *c)
     return c->batch;
 }
 
-void
+/* The responses of c's batch (a runner yields them with DONE): one
+ * reference is taken, NULL for none. */
+static void
 sh_conn_set_resp(sh_conn_t *c, sh_batch_t *resp)
 {
     if (resp != NULL) {

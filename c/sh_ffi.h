@@ -296,6 +296,9 @@ int sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
     sh_redis_pool_t **out, const char **err);
 int sh_ffi_redis_send(sh_redis_pool_t *p, sh_conn_t *c, sh_batch_t *req,
     sh_batch_t *resp);
+/* close a pool while the worker runs: what it owes fails, clients pinned
+ * to it lose their connection as if the backend had dropped it */
+void sh_ffi_redis_pool_free(sh_redis_pool_t *p);
 
 /* CQL bodies: the body of f, decompressed when its v4 body is compressed
  * (f->cmd holds the connection's algorithm: 1 lz4, 2 snappy).  SH_OK: the
@@ -315,6 +318,9 @@ int sh_ffi_cql_pool_new(sh_worker_t *w, const sh_cql_conf_t *conf,
     sh_cql_pool_t **out, const char **err);
 int sh_ffi_cql_send(sh_cql_pool_t *p, sh_conn_t *c, sh_batch_t *req,
     sh_batch_t *resp);
+/* close a pool while the worker runs: what it owes fails (OVERLOADED) and
+ * its clients close once those errors are written */
+void sh_ffi_cql_pool_free(sh_cql_pool_t *p);
 
 /* Metrics, shared by every worker: one series per (name, labels); labels
  * are Prometheus label text, e.g. `source="redis"` (or "").  Registering

@@ -23,9 +23,11 @@ local chains = {}
 
 local PROTO = { redis = base.PROTO_REDIS, cassandra = base.PROTO_CQL }
 
--- The body of every client connection's coroutine.  C resumes it with a new
--- batch in sh_ffi_conn_batch(c); it yields WAIT while backends work and
--- (DONE, responses) when the batch is done.
+-- The body of every client connection's coroutine.  C starts it with two
+-- light userdata, the connection (or lane) it runs and the client it
+-- serves (whose session table it shares), and resumes it with a new batch
+-- in sh_ffi_conn_batch(c); it yields WAIT while backends work and (DONE,
+-- responses) when the batch is done.
 local core = require "shotover.core"
 local now_ns = metrics.now_ns
 
@@ -38,7 +40,7 @@ function _M.add_handler(fn)
     return #handlers
 end
 
-local function run_connection(clud)
+local function run_connection(clud, client)
     local c = cast(conn_ptr, clud)
     local h = C.sh_ffi_conn_handler(c)
     if h ~= 0 then
@@ -50,7 +52,7 @@ local function run_connection(clud)
     end
     local conn_batch = C.sh_ffi_conn_batch
     local core_add, core_since = core.add, core.since
-    local ctx = ch:context(c, core.session(clud))
+    local ctx = ch:context(c, core.session(client))
     local requests_id = metrics.id(ch.m_requests)
     local latency_id = metrics.id(ch.m_latency)
     while true do

@@ -34,10 +34,10 @@ end
 -- The connection runner: worker.lua's, with a trace per batch.
 function _M.runner(chains)
     local out = assert(io.open(os.getenv("SHOTOVER_REPL_TRACE"), "a"))
-    return function(clud)
+    return function(clud, client)
         local c = cast(base.conn_ptr, clud)
         local ch = chains[C.sh_ffi_conn_source(c)]
-        local ctx = ch:context(c, core.session(clud))
+        local ctx = ch:context(c, core.session(client))
         while true do
             local batch = C.sh_ffi_conn_batch(c)[0]
             local tr = {}
