@@ -26,6 +26,8 @@ local DEFAULT_WAIT_MS = 100
 local _M = {
     name = "coalesce",
     version = "0.1.0",
+    -- the parking runner runs its chain; one batch at a time
+    capabilities = { holds_batches = true },
     schema = {
         max_requests = { type = "integer", min = 1, max = 1000000 },
         max_wait_ms = { type = "integer", min = 1, max = 3600000 },
@@ -42,10 +44,7 @@ function _M.check_config(conf)
     return true
 end
 
-function _M.new(conf, env)
-    if env ~= nil and env.parking ~= nil then
-        env.parking.used = true        -- this chain needs the park runner
-    end
+function _M.new(conf)
     return setmetatable({
         name = conf.name or "coalesce",
         max_requests = conf.max_requests or math.huge,

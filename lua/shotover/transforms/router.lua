@@ -20,8 +20,8 @@ local type = type
 local _M = {
     name = "router",
     version = "0.1.0",
-    lanes = true,                       -- batches of a connection may run at once
-    terminal = true,                      -- its routes end in sinks
+    -- a sink: its routes end in sinks
+    capabilities = { sink = true, lanes = true, subchains = true },
     schema = {
         routes = { type = "table", required = true },
         default = { type = "table", required = true },
