@@ -74,14 +74,14 @@ function _M.build(elements, env)
             e.kind, e.terminal = el[1], config.capabilities(mod).sink
             e.inst = mod.new(el, setmetatable({
                 -- lets a transform build its sub-chains with this env
-                build_chain = function(elements, name)
+                build_chain = function(sub_elements, name)
                     local sub = {}
                     for k, v in pairs(env) do
                         sub[k] = v
                     end
                     sub.name = (env.name or "chain") .. "/" .. name
                     sub.source = env.source or env.name
-                    return _M.build(elements, sub)
+                    return _M.build(sub_elements, sub)
                 end,
             }, { __index = env }))
         end

@@ -13,7 +13,6 @@ local band = bit.band
 local pcall = pcall
 local error = error
 local tostring = tostring
-local tonumber = tonumber
 local setmetatable = setmetatable
 local new_batch = message.new_batch
 local error_reply = message.error_reply

@@ -99,7 +99,7 @@ local function classify(m, chain)
         return cql_class(ast)
     end
     if m.rtype == 0x0A and why ~= "statement does not parse" then
-        return false                        -- an EXECUTE no worker here prepared
+        return false                -- an EXECUTE no worker here prepared
     end
     return "other"
 end

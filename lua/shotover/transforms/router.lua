@@ -43,7 +43,8 @@ function _M.subchains(conf)
     local out = {}
     for i, r in ipairs(conf.routes) do
         if type(r) == "table" then
-            out[#out + 1] = { chain = r.chain, path = fmt(".routes[%d].chain", i) }
+            out[#out + 1] = { chain = r.chain,
+                              path = fmt(".routes[%d].chain", i) }
         end
     end
     out[#out + 1] = { chain = conf.default, path = ".default" }
