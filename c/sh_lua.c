@@ -336,26 +336,65 @@ sh_lua_check(const char *conf_path, int *workers, char *admin_host,
  * sh_lua_script: `shotover lua SCRIPT [ARGS...]` runs a Lua script in the
  * same runtime the workers have (FFI declarations, module path, the core's
  * symbols), like OpenResty's `resty`.  The busted specs run this way, so they
- * test the binary itself, sanitizers included.  Returns the exit status.
+ * test the binary itself, sanitizers included.  A SCRIPT without a '/' that
+ * is not a readable file in the current directory is looked up on PATH as a
+ * shell would (the first regular file with an execute bit), so `shotover
+ * lua busted spec/` runs the installed busted; arg[0] is then the path
+ * found.  Returns the exit status.
  */
 int
 sh_lua_script(int argc, char **argv)
 {
-    lua_State *L = sh_lua_new();
-    int i, rc;
+    lua_State *L;
+    const char *script = argv[0], *path, *dir, *end;
+    char found[4096];
+    struct stat st;
+    FILE *f;
+    int i, rc, n;
 
+    if (strchr(script, '/') == NULL) {
+        f = fopen(script, "r");
+        if (f != NULL) {
+            fclose(f);
+        } else if ((path = getenv("PATH")) != NULL) {
+            for (dir = path; ; dir = end + 1) {
+                end = strchr(dir, ':');
+                if (end == NULL) {
+                    end = dir + strlen(dir);
+                }
+                /* an empty entry is the current directory, tried above; a
+                 * path too long for the buffer is skipped, never cut */
+                if (end > dir) {
+                    n = snprintf(found, sizeof(found), "%.*s/%s",
+                                 (int) (end - dir), dir, script);
+                    if (n > 0 && (size_t) n < sizeof(found)
+                        && stat(found, &st) == 0 && S_ISREG(st.st_mode)
+                        && (st.st_mode & 0111) != 0)
+                    {
+                        script = found;
+                        break;
+                    }
+                }
+                if (*end == '\0') {
+                    break;
+                }
+            }
+        }
+    }
+
+    L = sh_lua_new();
     if (L == NULL) {
         fprintf(stderr, "shotover: cannot create a Lua state\n");
         return 1;
     }
     lua_createtable(L, argc, 1);
     for (i = 0; i < argc; i++) {
-        lua_pushstring(L, argv[i]);
+        lua_pushstring(L, i == 0 ? script : argv[i]);
         lua_rawseti(L, -2, i);
     }
     lua_setglobal(L, "arg");
     lua_pushcfunction(L, sh_lua_traceback);
-    if (luaL_loadfile(L, argv[0]) != 0) {
+    if (luaL_loadfile(L, script) != 0) {
         fprintf(stderr, "shotover: %s\n", lua_tostring(L, -1));
         lua_close(L);
         return 1;

@@ -48,6 +48,7 @@ build = {
         ["shotover.redis.reply"] = "lua/shotover/redis/reply.lua",
         ["shotover.schema"] = "lua/shotover/schema.lua",
         ["shotover.shdict"] = "lua/shotover/shdict.lua",
+        ["shotover.testing"] = "lua/shotover/testing.lua",
         ["shotover.trace"] = "lua/shotover/trace.lua",
         ["shotover.transforms.cassandra"] = "lua/shotover/transforms/cassandra.lua",
         ["shotover.transforms.coalesce"] = "lua/shotover/transforms/coalesce.lua",

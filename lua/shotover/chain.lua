@@ -32,8 +32,34 @@ Chain.__index = Chain
 local Ctx = {}
 Ctx.__index = Ctx
 
+-- What a validated chain config may do, from its modules' declared
+-- capabilities (config.capabilities), sub-chains included: parks (an
+-- element holds batches: the source's chain needs the parking runner) and
+-- lanes (every element allows a client's batches to run at once).
+local function declared(elements)
+    local parks, lanes = false, true
+    for _, el in ipairs(elements) do
+        local mod = el[1]
+        if type(mod) ~= "function" then
+            mod = assert(config.load_transform(mod))
+        end
+        local caps = assert(config.capabilities(mod))
+        parks = parks or caps.holds_batches
+        lanes = lanes and caps.lanes
+        if caps.subchains then
+            for _, sub in ipairs(mod.subchains(el)) do
+                local p, l = declared(sub.chain)
+                parks, lanes = parks or p, lanes and l
+            end
+        end
+    end
+    return parks, lanes
+end
+
 -- Build a validated chain config into instances.  env: { worker = cdata or
 -- nil (dry), protocol = "redis", name = chain name, path = config path }.
+-- The chain's parks and lanes come from declarations (see declared), never
+-- from what new() does.
 function _M.build(elements, env)
     local els = {}
     for i, el in ipairs(elements) do
@@ -44,17 +70,18 @@ function _M.build(elements, env)
         else
             local mod = assert(config.load_transform(el[1]))
             e.name = el.name or el[1]
-            e.kind, e.terminal = el[1], mod.terminal    -- for traces
+            -- for traces
+            e.kind, e.terminal = el[1], config.capabilities(mod).sink
             e.inst = mod.new(el, setmetatable({
                 -- lets a transform build its sub-chains with this env
-                build_chain = function(elements, name)
+                build_chain = function(sub_elements, name)
                     local sub = {}
                     for k, v in pairs(env) do
                         sub[k] = v
                     end
                     sub.name = (env.name or "chain") .. "/" .. name
                     sub.source = env.source or env.name
-                    return _M.build(elements, sub)
+                    return _M.build(sub_elements, sub)
                 end,
             }, { __index = env }))
         end
@@ -72,8 +99,10 @@ function _M.build(elements, env)
         e.m_latency_id = metrics.id(e.m_latency)
         els[i] = e
     end
+    local parks, lanes = declared(elements)
     return setmetatable({ elements = els, n = #els, name = env.name,
-                          protocol = env.protocol }, Chain)
+                          protocol = env.protocol, parks = parks,
+                          lanes = lanes }, Chain)
 end
 
 -- A coroutine's context; c is the sh_conn_t* (nil when dry), conn the

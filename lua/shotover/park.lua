@@ -29,14 +29,13 @@ local message = require "shotover.message"
 local metrics = require "shotover.metrics"
 
 local C = base.C
-local WAIT, DONE, MORE = base.YIELD_WAIT, base.YIELD_DONE, base.YIELD_MORE
+local DONE, MORE = base.YIELD_DONE, base.YIELD_MORE
 local WAKE_BATCH, WAKE_EOF = base.WAKE_BATCH, base.WAKE_EOF
 local yield = coroutine.yield
 local resume = coroutine.resume
 local create = coroutine.create
 local pairs = pairs
 local tostring = tostring
-local tonumber = tonumber
 local ceil = math.ceil
 local new_batch = message.new_batch
 local error_reply = message.error_reply

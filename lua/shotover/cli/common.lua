@@ -5,7 +5,6 @@
 local chain = require "shotover.chain"
 local config = require "shotover.config"
 local message = require "shotover.message"
-local trace = require "shotover.trace"
 local cql_request = require "shotover.cql.request"
 
 local concat = table.concat

@@ -273,7 +273,7 @@ function _M.main(args)
             end
         end
     end
-    local live
+    local live, err
     if not dry then
         local C = require("shotover.ffi").C
         if os.getenv("SHOTOVER_REPL_LOG") == nil then
@@ -302,7 +302,7 @@ function _M.main(args)
             break
         end
         line = line:match("^%s*(.-)%s*$")
-        if line == "" then
+        if line == "" then -- luacheck: ignore 542
             -- nothing
         elseif line == ".quit" or line == ".exit" then
             break

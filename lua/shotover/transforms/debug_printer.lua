@@ -5,7 +5,7 @@ local log = require "shotover.log"
 local session = require "shotover.cql.session"
 
 local _M = { name = "debug_printer", version = "0.1.0", schema = {},
-             lanes = true }
+             capabilities = { lanes = true } }
 
 local mt = { __index = {} }
 

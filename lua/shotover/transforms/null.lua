@@ -10,8 +10,8 @@ local new_batch = message.new_batch
 local without_backend = cql_reply.without_backend
 local void = cql_reply.void
 
-local _M = { name = "null", version = "0.1.0", terminal = true, schema = {},
-             lanes = true }
+local _M = { name = "null", version = "0.1.0", schema = {},
+             capabilities = { sink = true, lanes = true } }
 
 local mt = { __index = {} }
 

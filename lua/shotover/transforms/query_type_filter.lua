@@ -18,7 +18,7 @@ local CLASSES = { read = true, write = true, read_write = true,
 local _M = {
     name = "query_type_filter",
     version = "0.1.0",
-    lanes = true,                       -- batches of a connection may run at once
+    capabilities = { lanes = true },
     schema = {
         allow = { type = "table" },
         deny = { type = "table" },
@@ -99,7 +99,7 @@ local function classify(m, chain)
         return cql_class(ast)
     end
     if m.rtype == 0x0A and why ~= "statement does not parse" then
-        return false                        -- an EXECUTE no worker here prepared
+        return false                -- an EXECUTE no worker here prepared
     end
     return "other"
 end

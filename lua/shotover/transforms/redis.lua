@@ -15,8 +15,7 @@ local setmetatable = setmetatable
 local _M = {
     name = "redis",
     version = "0.1.0",
-    lanes = true,                       -- batches of a connection may run at once
-    terminal = true,
+    capabilities = { sink = true, lanes = true },
     schema = {
         remote = { type = "hostport", required = true },
         connections = { type = "integer", min = 1, max = 64, default = 1 },

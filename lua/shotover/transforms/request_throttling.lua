@@ -25,7 +25,7 @@ local CQL_OVERLOADED = 0x1001
 local _M = {
     name = "request_throttling",
     version = "0.1.0",
-    lanes = true,                       -- batches of a connection may run at once
+    capabilities = { lanes = true },
     schema = {
         max_requests_per_second = { type = "number", required = true,
             check = function(v)

@@ -30,6 +30,8 @@ local CQL_HANDSHAKE = { [0x01] = true, [0x05] = true, [0x0F] = true }
 local _M = {
     name = "tee",
     version = "0.1.0",
+    -- not lanes: its shadows and comparisons follow one batch after another
+    capabilities = { subchains = true },
     schema = {
         chain = { type = "table", required = true },
         behavior = { type = "enum", default = "ignore",
