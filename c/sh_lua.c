@@ -5,6 +5,7 @@
  * done.
  */
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
