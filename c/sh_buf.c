@@ -134,7 +134,7 @@ sh_batch_alloc(uint32_t n)
     uint32_t cap;
 
     if (b != NULL) {
-        sh_batch_pool = (sh_batch_t *) b->conn;
+        sh_batch_pool = (sh_batch_t *) b->run;
         sh_batch_pooled--;
         frames = b->frames;
         cap = b->cap;
@@ -168,7 +168,7 @@ sh_batch_unref(sh_batch_t *b)
         sh_frame_unref(b->frames[i]);
     }
     if (sh_batch_pooled < SH_POOL_MAX && b->cap <= SH_POOL_BATCH_FRAMES) {
-        b->conn = (sh_conn_t *) sh_batch_pool;
+        b->run = (sh_run_t *) sh_batch_pool;
         sh_batch_pool = b;
         sh_batch_pooled++;
         return;
@@ -191,7 +191,7 @@ sh_buf_pools_free(void)
     while (sh_batch_pool != NULL) {
         sh_batch_t *b = sh_batch_pool;
 
-        sh_batch_pool = (sh_batch_t *) b->conn;
+        sh_batch_pool = (sh_batch_t *) b->run;
         sh_free(b->frames);
         sh_free(b);
     }

@@ -4,7 +4,7 @@
  *
  * Simple and correct first (DESIGN.md 5a): each client connection gets its
  * own backend connection, opened at its first batch and attached to the
- * client (sh_conn_attach), and the client's own handshake (OPTIONS,
+ * client (sh_session_attach), and the client's own handshake (OPTIONS,
  * STARTUP, AUTHENTICATE/AUTH_RESPONSE) and stream ids pass through
  * untouched.  Replies are matched to requests by stream id (a node answers
  * in any order); EVENT frames (stream -1) are relayed to the client as they
@@ -53,7 +53,7 @@ struct sh_cql_pool_s {
 /* A client's connection to the node: its session there. */
 struct sh_cup_s {
     sh_cql_pool_t *pool;     /* node */
-    sh_conn_t *owner;        /* the client it serves */
+    sh_session_t *owner;     /* the session it serves, NULL once gone */
     sh_upstream_t *up;       /* the connection */
     int dead;                /* lost: the session is gone for good */
     sh_cql_reader_t *reader; /* reply reader */
@@ -73,8 +73,8 @@ static void
 sh_cup_fill(sh_batch_t *resp, uint32_t idx, sh_frame_t *f)
 {
     sh_batch_put(resp, idx, f);
-    if (--resp->waiting == 0 && resp->conn != NULL) {
-        sh_conn_wait_done(resp->conn, resp);
+    if (--resp->waiting == 0 && resp->run != NULL) {
+        sh_run_wait_done(resp->run, resp);
     }
 }
 
@@ -177,9 +177,9 @@ sh_cup_read(sh_upstream_t *up, size_t n)
         f->cmd = (uint32_t) cup->fr.algo;
         if (f->argc < 0 || f->rtype == SH_CQL_EVENT) {
             if (cup->owner != NULL
-                && sh_conn_proto(cup->owner) == SH_PROTO_CQL)
+                && cup->owner->proto == SH_PROTO_CQL)
             {
-                sh_conn_send_frames(cup->owner, &f, 1);
+                sh_session_send(cup->owner, &f, 1);
             }
         } else if ((uint32_t) f->argc < cup->pend_cap
                    && cup->pend[f->argc].resp != NULL)
@@ -217,7 +217,7 @@ sh_cup_lost(sh_upstream_t *up, const char *why)
     sh_log_warn("sink \"%s\": %s %s", cup->pool->name, up->remote, why);
     sh_cup_fail_all(cup, why);
     if (cup->owner != NULL) {
-        sh_conn_close_when_done(cup->owner);
+        sh_session_close_when_done(cup->owner);
     }
 }
 
@@ -297,7 +297,7 @@ sh_cup_owner_closed(void *data)
 }
 
 static sh_cup_t *
-sh_cup_new(sh_cql_pool_t *p, sh_conn_t *client)
+sh_cup_new(sh_cql_pool_t *p, sh_session_t *client)
 {
     sh_cup_t *cup = sh_calloc(1, sizeof(*cup));
     sh_upstream_conf_t uc = {
@@ -312,7 +312,7 @@ sh_cup_new(sh_cql_pool_t *p, sh_conn_t *client)
     cup->up = sh_upstream_new(p->w, &uc, &sh_cup_ops, cup);
     cup->next = p->cups;
     p->cups = cup;
-    sh_conn_attach(client, p, cup, sh_cup_owner_closed);
+    sh_session_attach(client, p, cup, sh_cup_owner_closed);
     sh_upstream_connect(cup->up);
     return cup;
 }
@@ -325,9 +325,9 @@ sh_cql_pool_free(sh_cql_pool_t *p)
 
         p->cups = cup->next;
         if (cup->owner != NULL) {
-            sh_conn_detach(cup->owner, p);
+            sh_session_detach(cup->owner, p);
             sh_cup_fail_all(cup, "sink closed");
-            sh_conn_close_when_done(cup->owner);
+            sh_session_close_when_done(cup->owner);
         }
         sh_cup_free(cup);
     }
@@ -419,14 +419,14 @@ sh_cup_tq_push(sh_cup_t *cup, uint16_t stream, uint32_t seq,
  * the node (opened on first use); replies land in the same slots of resp.
  *   SH_OK: every slot is already filled (the connection is lost);
  *   SH_AGAIN: replies are owed; c is woken when all are in.
- * A lane (sh_conn.c) sends on its client's connection and is woken itself.
+ * A lane (sh_conn.c) sends on its client's session and is woken itself.
  */
 int
-sh_ffi_cql_send(sh_cql_pool_t *p, sh_conn_t *c, sh_batch_t *req,
+sh_ffi_cql_send(sh_cql_pool_t *p, sh_run_t *r, sh_batch_t *req,
     sh_batch_t *resp)
 {
-    sh_conn_t *client = sh_conn_client(c);
-    sh_cup_t *cup = sh_conn_attached(client, p);
+    sh_session_t *client = r->sess;
+    sh_cup_t *cup = sh_session_attached(client, p);
     uint64_t timeout = p->conf.request_timeout_ms;
     uint32_t i;
 
@@ -489,6 +489,6 @@ sh_ffi_cql_send(sh_cql_pool_t *p, sh_conn_t *c, sh_batch_t *req,
     if (resp->waiting == 0) {
         return SH_OK;
     }
-    sh_conn_add_wait(c, resp);
+    sh_run_add_wait(r, resp);
     return SH_AGAIN;
 }

@@ -11,7 +11,7 @@
  *
  * A client that sends a command that changes connection state (MULTI, WATCH,
  * SELECT, AUTH, HELLO, CLIENT, blocking commands, SUBSCRIBE...) gets a
- * dedicated connection, attached to it (sh_conn_attach) from that batch
+ * dedicated connection, attached to its session (sh_session_attach) from that batch
  * until it disconnects, so semantics never change.  After SUBSCRIBE,
  * MONITOR or CLIENT REPLY the connection streams: every reply is relayed to
  * the client as it arrives, and the chain gets NOREPLY responses.
@@ -56,7 +56,7 @@ struct sh_redis_pool_s {
 struct sh_rconn_s {
     sh_redis_pool_t *pool;   /* pool it belongs to */
     sh_upstream_t *up;       /* the connection itself */
-    sh_conn_t *owner;        /* client it is dedicated to, or NULL */
+    sh_session_t *owner;     /* session it is dedicated to, or NULL */
     int streaming;           /* relay every reply to owner */
     sh_resp_reader_t *reader; /* reply parser of the current connection */
     sh_pending_t *ring;      /* replies owed, FIFO */
@@ -81,8 +81,8 @@ static void
 sh_rconn_fill(sh_batch_t *resp, uint32_t idx, sh_frame_t *f)
 {
     sh_batch_put(resp, idx, f);
-    if (--resp->waiting == 0 && resp->conn != NULL) {
-        sh_conn_wait_done(resp->conn, resp);
+    if (--resp->waiting == 0 && resp->run != NULL) {
+        sh_run_wait_done(resp->run, resp);
     }
 }
 
@@ -169,13 +169,13 @@ sh_rconn_relay(sh_rconn_t *rc, sh_frame_t **frames, uint32_t n)
     if (rc->owner == NULL) {
         return;
     }
-    if (sh_conn_proto(rc->owner) != SH_PROTO_REDIS) {
+    if (rc->owner->proto != SH_PROTO_REDIS) {
         sh_log_warn("sink \"%s\": %u unsolicited replies from %s dropped: "
                     "the client does not speak Redis", rc->pool->name, n,
                     rc->up->remote);
         return;
     }
-    sh_conn_send_frames(rc->owner, frames, n);
+    sh_session_send(rc->owner, frames, n);
 }
 
 /* --- upstream callbacks -------------------------------------------------- */
@@ -301,7 +301,7 @@ sh_rconn_lost(sh_upstream_t *up, const char *why)
     if (rc->owner != NULL && rc->streaming) {
         /* a subscriber cannot be told which messages it missed: close it,
          * so its client reconnects and subscribes again */
-        sh_conn_abort(rc->owner, "backend connection lost");
+        sh_session_abort(rc->owner, "backend connection lost");
     }
 }
 
@@ -338,7 +338,7 @@ static const sh_upstream_ops_t sh_rconn_ops = {
 /* --- connections --------------------------------------------------------- */
 
 static sh_rconn_t *
-sh_rconn_new(sh_redis_pool_t *pool, sh_conn_t *owner)
+sh_rconn_new(sh_redis_pool_t *pool, sh_session_t *owner)
 {
     sh_rconn_t *rc = sh_calloc(1, sizeof(*rc));
     sh_upstream_conf_t uc = {
@@ -399,9 +399,9 @@ sh_redis_pool_free(sh_redis_pool_t *p)
         sh_rconn_t *rc = p->dedicated;
 
         p->dedicated = rc->next;
-        sh_conn_detach(rc->owner, p);
+        sh_session_detach(rc->owner, p);
         if (rc->streaming) {
-            sh_conn_abort(rc->owner, "backend connection closed");
+            sh_session_abort(rc->owner, "backend connection closed");
         }
         sh_rconn_free(rc);
     }
@@ -491,9 +491,9 @@ sh_ffi_redis_pool_free(sh_redis_pool_t *p)
 }
 
 static sh_rconn_t *
-sh_pool_dedicated(sh_redis_pool_t *p, sh_conn_t *client, int create)
+sh_pool_dedicated(sh_redis_pool_t *p, sh_session_t *client, int create)
 {
-    sh_rconn_t *rc = sh_conn_attached(client, p);
+    sh_rconn_t *rc = sh_session_attached(client, p);
 
     if (rc != NULL || !create) {
         return rc;
@@ -501,7 +501,7 @@ sh_pool_dedicated(sh_redis_pool_t *p, sh_conn_t *client, int create)
     rc = sh_rconn_new(p, client);
     rc->next = p->dedicated;
     p->dedicated = rc;
-    sh_conn_attach(client, p, rc, sh_rconn_owner_closed);
+    sh_session_attach(client, p, rc, sh_rconn_owner_closed);
     return rc;
 }
 
@@ -512,14 +512,14 @@ sh_pool_dedicated(sh_redis_pool_t *p, sh_conn_t *client, int create)
  *   SH_AGAIN: some replies are owed; the client is woken when all are in.
  */
 int
-sh_ffi_redis_send(sh_redis_pool_t *p, sh_conn_t *c, sh_batch_t *req,
+sh_ffi_redis_send(sh_redis_pool_t *p, sh_run_t *r, sh_batch_t *req,
     sh_batch_t *resp)
 {
     static sh_frame_t ok = {
         .data = (const uint8_t *) "+OK\r\n", .len = 5,
         .refs = UINT32_MAX, .proto = SH_PROTO_REDIS, .rtype = '+',
     };
-    sh_conn_t *client = sh_conn_client(c);
+    sh_session_t *client = r->sess;
     sh_rconn_t *rc;
     uint32_t i, pin = 0, stream = 0, n = req->n;
     uint64_t timeout = p->conf.request_timeout_ms;
@@ -554,8 +554,8 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_conn_t *c, sh_batch_t *req,
             sh_batch_put(resp, i, sh_frame_noreply());
         } else if (f->cmd & SH_CMD_QUIT) {
             sh_batch_put(resp, i, &ok);
-            if (sh_conn_proto(client) == SH_PROTO_REDIS) {
-                sh_conn_close_when_done(client);
+            if (client->proto == SH_PROTO_REDIS) {
+                sh_session_close_when_done(client);
             }
         } else if (err != NULL) {
             sh_batch_put(resp, i, err);
@@ -573,6 +573,6 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_conn_t *c, sh_batch_t *req,
     if (resp->waiting == 0) {
         return SH_OK;
     }
-    sh_conn_add_wait(c, resp);
+    sh_run_add_wait(r, resp);
     return SH_AGAIN;
 }

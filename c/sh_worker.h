@@ -30,7 +30,8 @@ struct sh_worker_s {
     int run_ref;             /* registry ref to the connection runner */
     struct sh_listener_s *listeners; /* listening sockets (sh_server.c) */
     struct sh_conn_s *conns; /* open client connections (sh_conn.c) */
-    struct sh_conn_s *wakeq; /* connections to resume (sh_conn.c) */
+    struct sh_run_s *wakeq;  /* runs to resume (sh_run.c) */
+    struct sh_run_s *shadows; /* shadow runs, their clients gone or not */
     struct sh_upstream_s *flushq; /* upstreams with gathered writes
                                      (sh_upstream.c) */
     struct sh_redis_pool_s *pools; /* Redis pools (sh_redis_pool.c) */
