@@ -156,6 +156,14 @@ function _M.next(ctx, el, i, batch)
     return resp
 end
 
+-- After the chain ran a traced batch: the responses it returned, shown
+-- (tr.replies), for a trace read elsewhere (the repl's live mode).
+function _M.finish(tr, resp)
+    tr.stack = nil
+    tr.replies = show_batch(resp)
+    return tr
+end
+
 -- Mark the element running now as a dry sink (it answered without a
 -- backend).  No-op without a trace.
 function _M.dry(ctx)
