@@ -1,0 +1,43 @@
+-- shotover repl in live mode runs the connection loop `shotover run` runs,
+-- shadows included: an asynchronous tee's copy goes to the tee's backend,
+-- once, and the main backend sees each request once.
+local h = require("harness")
+
+local function config(p_main, p_tee, listen)
+    return string.format([[
+return { workers = 1, sources = { { name = "redis", protocol = "redis",
+  listen = "127.0.0.1:%d", chain = {
+    { "tee", wait = false,
+      chain = { { "redis", name = "copy", remote = "127.0.0.1:%d" } } },
+    { "redis", name = "main", remote = "127.0.0.1:%d" } } } } }
+]], listen, p_tee, p_main)
+end
+
+describe("shotover repl with an asynchronous tee", function()
+    local main, copy, conf
+
+    setup(function()
+        main, copy = h.redis_server(), h.redis_server()
+        conf = h.write_file(h.tmpfile("conf") .. ".lua",
+                            config(main.port, copy.port, h.free_port()))
+    end)
+    teardown(h.cleanup)
+
+    it("sends each request once to the main backend and once to the tee's",
+       function()
+        -- the repl waits a little before quitting, so the shadow has run
+        local r = h.shotover_cmd({ "repl", "-c", conf },
+                                 { stdin = "INCR k\nINCR k\n"
+                                           .. "lua os.execute('sleep 0.5')\n",
+                                   timeout = 20 })
+        assert.equal(0, r.code, r.stderr)
+        assert.matches("redis[2] main (redis): answered :1\n=> :1\n",
+                       r.stdout, 1, true)
+        assert.matches("redis[2] main (redis): answered :2\n=> :2\n",
+                       r.stdout, 1, true)
+        assert.equal("2", h.cli(main.port, "get", "k"))
+        h.wait_until(function()
+            return h.cli(copy.port, "get", "k") == "2"
+        end, 5, "the tee's backend to have k = 2")
+    end)
+end)
