@@ -149,6 +149,7 @@ function Ctx:sub_context(sub)
     if ctx == nil then
         ctx = sub:context(self.c)
         ctx.conn = self.conn
+        ctx.up = self               -- a trace's parent for its first element
         subs[sub] = ctx
     end
     ctx.trace = self.trace          -- a traced request is traced throughout
