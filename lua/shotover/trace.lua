@@ -211,11 +211,21 @@ function _M.next(ctx, el, i, batch)
 end
 
 -- After the chain ran a traced batch: the responses it returned, shown
--- (tr.replies) and as identities (tr.reply_ids, for summary), so that the
--- trace can be read elsewhere (the repl's live mode).
+-- (tr.replies), as identities (tr.reply_ids, for summary) and whether each
+-- writes nothing because the backend's own frames are relayed to the
+-- client (tr.relayed: a subscriber's replies), so that the trace can be
+-- read elsewhere (the repl's live mode).
 function _M.finish(tr, resp)
     tr.replies = show_batch(resp)
     tr.reply_ids = ids_of(resp)
+    local relayed = {}
+    if resp ~= nil then
+        for k = 1, resp.n do
+            local f = resp[k]
+            relayed[k] = f == nil or f:is_noreply()
+        end
+    end
+    tr.relayed = relayed
     tr.keep = nil
     return tr
 end

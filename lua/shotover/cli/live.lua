@@ -5,7 +5,9 @@
 -- so a repl never takes the port of a running proxy), and
 -- SHOTOVER_REPL_TRACE, a file to which every batch's trace is appended as
 -- one line (shotover.trace's serialize) before its replies go out.  The
--- repl sends a request, reads the reply, then reads the trace.
+-- repl sends a request, waits for its batch's trace, then reads frames
+-- until the one that is the reply (see Live:run in shotover.cli.repl:
+-- pub/sub messages, RESP3 pushes and CQL events come unasked).
 local trace = require "shotover.trace"
 
 local getenv = os.getenv
