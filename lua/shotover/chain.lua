@@ -11,7 +11,7 @@ local log = require "shotover.log"
 local runner = require "shotover.runner"
 
 local WAIT = base.YIELD_WAIT
-local pass = runner.pass
+local pass_up = runner.pass
 local resume = coroutine.resume
 local cocreate = coroutine.create
 local status = coroutine.status
@@ -236,7 +236,7 @@ function Ctx:join_each(tasks, done, a, b, c)
             -- another yield: pass it up for the first task that made it
             for _, task in ipairs(tasks) do
                 if not task.done then
-                    step(task, pass(task.yielded))
+                    step(task, pass_up(task.yielded))
                     break
                 end
             end
@@ -254,7 +254,7 @@ function Ctx:join(task)
             self:wait()
             step(task)
         else
-            step(task, pass(y))
+            step(task, pass_up(y))
         end
     end
     if task.err ~= nil then

@@ -20,10 +20,6 @@ local chains = {}
 
 local PROTO = { redis = base.PROTO_REDIS, cassandra = base.PROTO_CQL }
 
--- Shadow connections (an asynchronous tee) run handlers; runner.lua keeps
--- them.  Kept here for transforms written against this name.
-_M.add_handler = runner.add_handler
-
 function _M.init(wlud, path, id)
     local w = cast(base.worker_ptr, wlud)
     -- developers: SHOTOVER_JIT_V=FILE logs JIT trace events (jit.v);
