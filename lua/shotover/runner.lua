@@ -108,7 +108,6 @@ local C_IO = {
     timer = C.sh_ffi_conn_timer,
     timer_stop = C.sh_ffi_conn_timer_stop,
 }
-_M.C_IO = C_IO
 
 -- The loop of a plain chain and of a shadow: one batch per pass, run as
 -- run(a, b, batch).  The epilogue runs interpreted after a wait: classic C
