@@ -41,6 +41,7 @@ local cast = ffi.cast
 local ceil = math.ceil
 local tonumber = tonumber
 local conn_ptr = base.conn_ptr
+local uintptr_t = ffi.typeof("uintptr_t")
 local now_ns = metrics.now_ns
 local core_add, core_since, session = core.add, core.since, core.session
 local conn_batch = C.sh_ffi_conn_batch
@@ -243,7 +244,7 @@ end
 -- A connection's identity, for the few transforms that need it: a number
 -- (a key for tables, unique while c lives), and the client's address.
 function _M.key(c)
-    return tonumber(cast("uintptr_t", c))
+    return tonumber(cast(uintptr_t, c))
 end
 
 local peer_buf = ffi.new("char[64]")
