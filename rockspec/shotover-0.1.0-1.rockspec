@@ -46,6 +46,7 @@ build = {
         ["shotover.redis.command_ids"] = "lua/shotover/redis/command_ids.lua",
         ["shotover.redis.commands"] = "lua/shotover/redis/commands.lua",
         ["shotover.redis.reply"] = "lua/shotover/redis/reply.lua",
+        ["shotover.runner"] = "lua/shotover/runner.lua",
         ["shotover.schema"] = "lua/shotover/schema.lua",
         ["shotover.shdict"] = "lua/shotover/shdict.lua",
         ["shotover.testing"] = "lua/shotover/testing.lua",

@@ -8,10 +8,10 @@ local config = require "shotover.config"
 local message = require "shotover.message"
 local metrics = require "shotover.metrics"
 local log = require "shotover.log"
+local runner = require "shotover.runner"
 
-local C = base.C
-local WAIT, SLEEP = base.YIELD_WAIT, base.YIELD_SLEEP
-local yield = coroutine.yield
+local WAIT = base.YIELD_WAIT
+local pass_up = runner.pass
 local resume = coroutine.resume
 local cocreate = coroutine.create
 local status = coroutine.status
@@ -105,7 +105,7 @@ function _M.build(elements, env)
                           lanes = lanes }, Chain)
 end
 
--- A coroutine's context; c is the sh_conn_t* (nil when dry), conn the
+-- A coroutine's context; c is the sh_run_t* (nil when dry), conn the
 -- connection's session table (shotover.core.session; a new one if nil).
 function Chain:context(c, conn)
     return setmetatable({ c = c, conn = conn or {}, elements = self.elements,
@@ -178,6 +178,7 @@ function Ctx:sub_context(sub)
     if ctx == nil then
         ctx = sub:context(self.c)
         ctx.conn = self.conn
+        ctx.up = self               -- a trace's parent for its first element
         subs[sub] = ctx
     end
     ctx.trace = self.trace          -- a traced request is traced throughout
@@ -190,44 +191,17 @@ function Ctx:run_sub(sub, batch)
     return ctx:next(batch)
 end
 
--- The code resumed after a yield stays in the interpreter: LuaJIT would
--- otherwise "stitch" traces across the yield and across each classic C
--- call of the epilogues below it (shotover.core), and every stitch is a
--- trace exit, dearer than interpreting those few lines (callgrind: three
--- stitches cost more than the whole interpreted epilogue path).  Calling a
--- function the JIT may not compile aborts the recording of such a trace,
--- and after a few aborts LuaJIT stops trying.
-local resumed = function() end
-jit.off(resumed)
-
--- Wait (yield the connection's coroutine) until every backend this
--- connection sent to has answered.  C resumes the coroutine only once all
--- of them have, so one yield is enough; a loop here would also be taken
--- for a hot loop by the JIT, whose traces cannot cross the yield.
-function Ctx:wait()
-    if C.sh_ffi_conn_outstanding(self.c) > 0 then
-        yield(WAIT)
-        resumed()
-    end
-end
-
--- Lanes: the batches of one CQL client may run at once (sh_conn.c), each in
--- its own coroutine, sharing chain.conn.  A batch that must wait for
--- another one (say, until it has opened a session on a backend) loops on
--- `while cond do chain:sleep() end`; the other calls chain:notify() when
--- cond may have changed.  A no-op without a connection (dry runs).
-function Ctx:sleep()
-    if self.c ~= nil then
-        yield(SLEEP)
-        resumed()
-    end
-end
-
-function Ctx:notify()
-    if self.c ~= nil then
-        C.sh_ffi_conn_notify(self.c)
-    end
-end
+-- Waiting: the yields to C are runner.lua's, installed as methods so that
+-- they cost no extra call (the code after a yield runs interpreted).
+--   chain:wait()    until every backend this connection sent to answered
+--                   (one yield: C resumes only once all of them have)
+--   chain:sleep()   lanes: a batch that must wait for another batch of its
+--                   client loops on `while cond do chain:sleep() end`...
+--   chain:notify()  ...and the other calls this when cond may have changed
+-- sleep and notify are no-ops without a connection (dry runs).
+Ctx.wait = runner.wait
+Ctx.sleep = runner.sleep
+Ctx.notify = runner.notify
 
 -- Concurrency inside one connection.  spawn runs fn(...) in a coroutine of
 -- its own until it first waits for a backend, and returns a task; the
@@ -291,7 +265,7 @@ function Ctx:join_each(tasks, done, a, b, c)
             -- another yield: pass it up for the first task that made it
             for _, task in ipairs(tasks) do
                 if not task.done then
-                    step(task, yield(task.yielded))
+                    step(task, pass_up(task.yielded))
                     break
                 end
             end
@@ -309,7 +283,7 @@ function Ctx:join(task)
             self:wait()
             step(task)
         else
-            step(task, yield(y))
+            step(task, pass_up(y))
         end
     end
     if task.err ~= nil then

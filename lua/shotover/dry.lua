@@ -13,12 +13,13 @@ local trace = require "shotover.trace"
 
 local _M = { _VERSION = "0.1.0" }
 
-local dry_reply
-
+-- A reply frame of its own per batch, not one shared constant: a trace
+-- tells which sink's reply the client got by the frame's identity (a tee's
+-- copy answers +DRY too).
 function _M.redis(batch, chain)
     trace.dry(chain)
-    dry_reply = dry_reply or require("shotover.redis.reply").simple("DRY")
-    return message.constant_batch(batch.n, dry_reply)
+    return message.constant_batch(batch.n,
+        require("shotover.redis.reply").simple("DRY"))
 end
 
 function _M.cassandra(batch, chain)

@@ -18,7 +18,7 @@ local LAYERS = {
     -- 4: one connection to a backend
     sh_upstream = 4,
     -- 5: client connections and their runs
-    sh_conn = 5,
+    sh_conn = 5, sh_run = 5,
     -- 6: sinks' pools
     sh_redis_pool = 6, sh_cql_pool = 6,
     -- 7: the process: threads, listeners, signals, admin endpoint, CLI

@@ -4,7 +4,7 @@
 local chain = require "shotover.chain"
 local config = require "shotover.config"
 local message = require "shotover.message"
-local park = require "shotover.park"
+local runner = require "shotover.runner"
 local base = require "shotover.ffi"
 
 local function check(elements)
@@ -50,7 +50,7 @@ local function connection(ch)
         timer = function(_, ms) conn.timer = ms end,
         timer_stop = function() conn.timer = nil end,
     }
-    local co = coroutine.create(function() park.run(nil, ch, io) end)
+    local co = coroutine.create(function() runner.serve(nil, ch, nil, nil, io) end)
     function conn.feed(reason, batch)
         conn.reason, conn.batch, conn.resp = reason, batch, nil
         local ok, what, resp = coroutine.resume(co)

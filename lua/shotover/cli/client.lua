@@ -131,21 +131,53 @@ local function resp_end(s, i)
     return nxt
 end
 
--- take one complete reply's bytes, waiting up to timeout_ms for them
+-- one complete frame's bytes from what has been read, or nil (no waiting)
+function Conn:take(proto)
+    local stop
+    if proto == "redis" then
+        stop = #self.buf > 0 and resp_end(self.buf, 1)
+    elseif #self.buf >= 9 then
+        local b = self.buf
+        local len = ((b:byte(6) * 256 + b:byte(7)) * 256 + b:byte(8))
+                    * 256 + b:byte(9)
+        stop = #b >= 9 + len and 10 + len
+    end
+    if not stop then
+        return nil
+    end
+    local r = self.buf:sub(1, stop - 1)
+    self.buf = self.buf:sub(stop)
+    return r
+end
+
+-- put bytes taken with take back in front of what has been read
+function Conn:untake(r)
+    self.buf = r .. self.buf
+end
+
+-- every complete frame that has arrived by now, in order (no waiting)
+function Conn:drain(proto)
+    while self.fd do
+        pfd[0].fd, pfd[0].events = self.fd, POLLIN
+        if C.poll(pfd, 1, 0) <= 0 or not self:fill(0) then
+            break
+        end
+    end
+    local out = {}
+    while true do
+        local r = self:take(proto)
+        if not r then
+            return out
+        end
+        out[#out + 1] = r
+    end
+end
+
+-- take one complete frame's bytes, waiting up to timeout_ms for them
 function Conn:reply(proto, timeout_ms)
     while true do
-        local stop
-        if proto == "redis" then
-            stop = #self.buf > 0 and resp_end(self.buf, 1)
-        elseif #self.buf >= 9 then
-            local b = self.buf
-            local len = ((b:byte(6) * 256 + b:byte(7)) * 256 + b:byte(8))
-                        * 256 + b:byte(9)
-            stop = #b >= 9 + len and 10 + len
-        end
-        if stop then
-            local r = self.buf:sub(1, stop - 1)
-            self.buf = self.buf:sub(stop)
+        local r = self:take(proto)
+        if r then
             return r
         end
         local ok, err = self:fill(timeout_ms)

@@ -145,7 +145,7 @@ function _M.run(s, f)
     s.ctx.trace = tr
     local resp = s.chain:run(s.ctx, batch)
     s.ctx.trace = nil
-    tr.stack = nil
+    trace.finish(tr, resp)
     return resp[1], tr
 end
 
