@@ -52,15 +52,12 @@ function _M.init(wlud, path, id)
     local repl = os.getenv("SHOTOVER_REPL_TRACE")
                  and require("shotover.cli.live")
     for i, src in ipairs(conf.sources) do
-        -- a transform that parks requests (coalesce) sets parking.used
-        local parking = {}
+        -- ch.parks: an element holds batches (declared capabilities)
         local ch = chain.build(src.chain, {
             worker = w, protocol = src.protocol, name = src.name,
             source = src.name,
             path = fmt("sources[%d].chain", i), worker_id = id,
-            parking = parking,
         })
-        ch.parks = parking.used
         local labels = { source = src.name }
         ch.m_requests = metrics.counter("shotover_requests_total",
             "requests run through a source's chain", labels)

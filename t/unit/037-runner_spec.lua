@@ -70,10 +70,9 @@ describe("the runner", function()
             protocol = "redis", listen = "127.0.0.1:1", chain = {
                 { "coalesce", max_requests = 1 },
                 { "debug_returner", simple = "OK" } } } } }))
-        local parking = {}
         local ch = chain.build(conf.sources[1].chain, { name = "c",
-            protocol = "redis", parking = parking })
-        ch.parks = parking.used
+            protocol = "redis" })
+        assert.is_true(ch.parks)
         local seen = 0
         local function hook(c, ctx, batch)
             seen = seen + batch.n

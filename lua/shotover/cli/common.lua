@@ -6,6 +6,7 @@ local chain = require "shotover.chain"
 local config = require "shotover.config"
 local message = require "shotover.message"
 local cql_request = require "shotover.cql.request"
+local trace = require "shotover.trace"
 
 local concat = table.concat
 local fmt = string.format

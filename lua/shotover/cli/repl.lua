@@ -402,7 +402,6 @@ function _M.main(args)
         if os.getenv("SHOTOVER_REPL_LOG") == nil then
             C.sh_ffi_log_set_level(2)       -- warnings and errors only
         end
-        local err
         live, err = start_live(conf_path, conf, timeout * 1000)
         if not live then
             io.stderr:write("shotover: ", err, "\n")
