@@ -24,7 +24,7 @@
 --
 -- Three bodies, one loop each: a plain chain (one batch per pass), a
 -- parking chain (park.lua's invocations; yields MORE while some are
--- parked), and a shadow connection (the handler a transform registered
+-- parked), and a shadow run (the handler a transform registered
 -- with add_handler runs each batch).  A plain or parking chain runs each
 -- batch with `run(chain, ctx, batch)`, Chain.run unless the caller of
 -- `body` passes its own (the repl's tracing runner, shotover.cli.live): a
@@ -187,7 +187,7 @@ function _M.serve(c, ch, conn, run, io)
     return loop(c, run, ch, ch:context(c, conn), requests_id, latency_id)
 end
 
--- Handlers run the coroutines of shadow connections: a transform adds
+-- Handlers run the coroutines of shadow runs: a transform adds
 -- one per worker with add_handler(open) and gets its number, which it
 -- gives shadow().  When a shadow's coroutine starts, open(c) returns
 -- (run, a, b); each batch is then run(a, b, batch), and what that returns

@@ -136,7 +136,7 @@ function methods.compare(self, reqs, main, tee, idx, fail)
     return bad
 end
 
--- A shadow connection's batches (shotover.runner runs its loop): what the
+-- A shadow run's batches (shotover.runner runs its loop): what the
 -- client's tee pushed, each request paired with the client's reply; run
 -- the tee chain over them and compare.
 local function shadow_batch(self, ctx, batch)
@@ -199,7 +199,7 @@ function _M.new(conf, env)
     return self
 end
 
--- Asynchronous: queue the copies on this client's shadow connection,
+-- Asynchronous: queue the copies on this client's shadow run,
 -- dropping (and counting) what does not fit in the buffer.  Handshake
 -- frames are never dropped: without them the shadow's session is useless.
 function methods.push(self, chain, batch, resp)
