@@ -45,6 +45,7 @@ build = {
         ["shotover.park"] = "lua/shotover/park.lua",
         ["shotover.redis.command_ids"] = "lua/shotover/redis/command_ids.lua",
         ["shotover.redis.commands"] = "lua/shotover/redis/commands.lua",
+        ["shotover.redis.decode"] = "lua/shotover/redis/decode.lua",
         ["shotover.redis.reply"] = "lua/shotover/redis/reply.lua",
         ["shotover.schema"] = "lua/shotover/schema.lua",
         ["shotover.shdict"] = "lua/shotover/shdict.lua",
