@@ -64,9 +64,11 @@ end
 
 local learn = session.learn
 
-local OP_ERROR, OP_STARTUP, OP_READY, OP_AUTHENTICATE = 0x00, 0x01, 0x02, 0x03
-local OP_AUTH_RESPONSE, OP_AUTH_SUCCESS = 0x0F, 0x10
-local OP_RESULT = 0x08
+local OP_ERROR, OP_STARTUP = C.SH_CQL_ERROR, C.SH_CQL_STARTUP
+local OP_READY, OP_AUTHENTICATE = C.SH_CQL_READY, C.SH_CQL_AUTHENTICATE
+local OP_AUTH_RESPONSE = C.SH_CQL_AUTH_RESPONSE
+local OP_AUTH_SUCCESS = C.SH_CQL_AUTH_SUCCESS
+local OP_RESULT = C.SH_CQL_RESULT
 
 local function send(self, chain, batch)
     local resp = new_batch(batch.n)
@@ -157,8 +159,8 @@ end
 
 function mt.__index.transform(self, batch, chain)
     local resp
-    if self.pool == nil then                -- no worker: see shotover.dry
-        resp = require("shotover.dry").cassandra(batch, chain)
+    if self.pool == nil then                -- no worker: answer dry
+        resp = require("shotover.protocols.cassandra").dry(batch, chain)
         learn(chain.conn, batch, resp)
         return resp
     end

@@ -71,8 +71,8 @@ function _M.new(conf, env)
 end
 
 function methods.transform(self, batch, chain)
-    if self.pool == nil then                -- no worker: see shotover.dry
-        return require("shotover.dry").redis(batch, chain)
+    if self.pool == nil then                -- no worker: answer dry
+        return require("shotover.protocols.redis").dry(batch, chain)
     end
     local resp = new_batch(batch.n)
     if C.sh_ffi_redis_send(self.pool, chain.c, batch, resp) == AGAIN then
