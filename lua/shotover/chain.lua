@@ -8,6 +8,7 @@ local config = require "shotover.config"
 local message = require "shotover.message"
 local metrics = require "shotover.metrics"
 local log = require "shotover.log"
+local protocols = require "shotover.protocols"
 
 local C = base.C
 local WAIT, SLEEP = base.YIELD_WAIT, base.YIELD_SLEEP
@@ -34,6 +35,11 @@ Ctx.__index = Ctx
 
 -- Build a validated chain config into instances.  env: { worker = cdata or
 -- nil (dry), protocol = "redis", name = chain name, path = config path }.
+-- A transform builds its sub-chains with env.build_chain(elements, name
+-- [, protocol]): they share this env, and have this chain's protocol
+-- unless given another (a Redis sub-chain inside a Cassandra chain, say;
+-- its subchains(conf) entry names the same protocol, so `check` checks
+-- the sub-chain for it).
 function _M.build(elements, env)
     local els = {}
     for i, el in ipairs(elements) do
@@ -47,13 +53,16 @@ function _M.build(elements, env)
             e.kind, e.terminal = el[1], mod.terminal    -- for traces
             e.inst = mod.new(el, setmetatable({
                 -- lets a transform build its sub-chains with this env
-                build_chain = function(elements, name)
+                build_chain = function(elements, name, protocol)
                     local sub = {}
                     for k, v in pairs(env) do
                         sub[k] = v
                     end
                     sub.name = (env.name or "chain") .. "/" .. name
                     sub.source = env.source or env.name
+                    if protocol ~= nil then
+                        sub.protocol = protocols.get(protocol).name
+                    end
                     return _M.build(elements, sub)
                 end,
             }, { __index = env }))

@@ -23,6 +23,7 @@ local _M = {
     version = "0.1.0",
     lanes = true,                       -- batches of a connection may run at once
     terminal = true,
+    protocols = { "cassandra" },        -- it sends requests as they are
     schema = {
         remote = { type = "hostport", required = true },
         connect_timeout_ms = { type = "integer", min = 1, default = 3000 },
@@ -31,14 +32,6 @@ local _M = {
 }
 
 local mt = { __index = {} }
-
-function _M.check_config(conf, ctx)
-    if ctx and ctx.protocol and ctx.protocol ~= "cassandra" then
-        return nil, "the cassandra sink needs a cassandra source, not "
-                    .. tostring(ctx.protocol)
-    end
-    return true
-end
 
 local pool_out = ffi.new("sh_cql_pool_t *[1]")
 local err_out = ffi.new("const char *[1]")

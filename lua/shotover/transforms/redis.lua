@@ -17,6 +17,7 @@ local _M = {
     version = "0.1.0",
     lanes = true,                       -- batches of a connection may run at once
     terminal = true,
+    protocols = { "redis" },            -- it sends requests as they are
     schema = {
         remote = { type = "hostport", required = true },
         connections = { type = "integer", min = 1, max = 64, default = 1 },
@@ -32,11 +33,7 @@ local _M = {
 local mt = { __index = {} }
 local methods = mt.__index
 
-function _M.check_config(conf, ctx)
-    if ctx and ctx.protocol and ctx.protocol ~= "redis" then
-        return nil, "the redis sink needs a redis source, not "
-                    .. tostring(ctx.protocol)
-    end
+function _M.check_config(conf)
     if conf.username and not conf.password then
         return nil, "username needs a password"
     end
