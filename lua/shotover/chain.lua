@@ -60,6 +60,9 @@ function _M.build(elements, env)
                     end
                     sub.name = (env.name or "chain") .. "/" .. name
                     sub.source = env.source or env.name
+                    -- what the client connection speaks, whatever the
+                    -- sub-chain's protocol
+                    sub.client_protocol = env.client_protocol or env.protocol
                     if protocol ~= nil then
                         sub.protocol = protocols.get(protocol).name
                     end

@@ -95,3 +95,59 @@ c.shutdown()
         end)
     end
 end)
+
+describe("a redis sub-chain serving a CQL client connection", function()
+    local redis, P
+
+    setup(function()
+        redis = h.redis_server()
+        local _
+        _, P = cassandra.start_proxy{ no_sink = true, chain = string.format([[
+            { "redis_command_probe",
+              redis = { { "redis", remote = "127.0.0.1:%d" } } },]],
+            redis.port) }
+    end)
+    teardown(h.cleanup)
+
+    -- the probe runs each QUERY's text as a Redis command and answers with
+    -- one row holding the decoded reply
+    local function ask(c, text)
+        local r = c:request(cassandra.op.QUERY, cassandra.query_body(text))
+        assert.are.equal("rows", r.result, text)
+        return r.rows[1][1]
+    end
+
+    it("gives the CQL client the replies of a real redis-server, decoded", function()
+        redis:cli("SET", "k", "v")
+        local c = cassandra.connect(P)
+        assert.are.equal("string:v", ask(c, "GET k"))
+        assert.are.equal("number:1", ask(c, "INCR n"))
+        assert.are.equal("number:2", ask(c, "INCR n"))
+        assert.are.equal("null", ask(c, "GET nosuchkey"))
+        assert.matches("^error:ERR unknown command 'NOSUCHCOMMAND'",
+                       ask(c, "NOSUCHCOMMAND a"))
+        assert.matches("^error:WRONGTYPE", ask(c, "HGET k f"))
+        assert.are.equal("2", (redis:cli("GET", "n")))
+        c:close()
+    end)
+
+    it("refuses what the C core would apply to the CQL connection itself", function()
+        local c = cassandra.connect(P)
+        -- QUIT would close the client connection, SUBSCRIBE and MONITOR
+        -- would have their replies written into its CQL stream, and so
+        -- would RESP3 pushes after HELLO 3
+        for _, cmd in ipairs({ "QUIT", "SUBSCRIBE ch", "PSUBSCRIBE c*",
+                               "MONITOR", "HELLO 3" }) do
+            assert.matches("^error:ERR shotover: %u+ is not allowed in a "
+                           .. "redis sub%-chain of a cassandra connection",
+                           ask(c, cmd))
+        end
+        -- the connection is still up, and nothing but CQL came on it
+        assert.are.equal("string:PONG", ask(c, "PING"))
+        assert.are.equal("0", (redis:cli("PUBLISH", "ch", "hello")))
+        h.sleep(0.3)
+        assert.are.equal("string:PONG", ask(c, "PING"))
+        assert.are.equal("", c.conn:buffer())
+        c:close()
+    end)
+end)

@@ -176,4 +176,27 @@ describe("a sub-chain of another protocol", function()
         assert.are.same({ select = 41, insert = 41 },
                         ctx.conn.redis_statement_counts)
     end)
+
+    it("has its redis sink refuse what would act on the client connection", function()
+        local chain = require "shotover.chain"
+        local sink = chain.build({ { "redis", remote = "127.0.0.1:6379" } },
+            { name = "c/redis", protocol = "redis",
+              client_protocol = "cassandra" })
+        local resp = sink:run(sink:context(nil), unit.redis_batch(
+            { "GET", "k" }, { "QUIT" }, { "SUBSCRIBE", "ch" },
+            { "HELLO", "3" }, { "HELLO", "2" }, { "MONITOR" }))
+        assert.are.equal("+DRY\r\n", resp[1]:raw())
+        for _, i in ipairs({ 2, 3, 4, 6 }) do
+            assert.matches("^%-ERR shotover: %u+ is not allowed in a redis "
+                           .. "sub%-chain of a cassandra connection",
+                           resp[i]:raw())
+        end
+        assert.are.equal("+DRY\r\n", resp[5]:raw())
+        -- in a Redis connection they are the client's own business
+        local plain = chain.build({ { "redis", remote = "127.0.0.1:6379" } },
+                                  { name = "r", protocol = "redis" })
+        local r2 = plain:run(plain:context(nil),
+                             unit.redis_batch({ "QUIT" }))
+        assert.are.equal("+DRY\r\n", r2[1]:raw())
+    end)
 end)
