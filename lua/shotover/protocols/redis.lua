@@ -158,9 +158,14 @@ function methods.line(f)
     return ffi_string(f.data + 1, f.len - 3)
 end
 
--- The reply decoded into Lua values (shotover.redis.decode).
+-- The reply decoded into Lua values (shotover.redis.decode, loaded on
+-- first use).
+local decode_frame
 function methods.decode(f, opts)
-    return require("shotover.redis.decode").frame(f, opts)
+    if decode_frame == nil then
+        decode_frame = require("shotover.redis.decode").frame
+    end
+    return decode_frame(f, opts)
 end
 
 function _M.install(frame)
