@@ -118,7 +118,8 @@ function _M.init(wlud, path, id)
                                                   or src.listen)
         local sc = ffi.new("sh_source_conf_t", {
             name = src.name, host = host, port = port,
-            proto = require("shotover.protocols").get(src.protocol).id, index = i,
+            proto = require("shotover.protocols").get(src.protocol).id,
+            index = i,
             -- for CQL the C reader's body limit travels in max_bulk_len
             max_bulk_len = src.protocol == "cassandra" and src.max_frame_size
                            or src.max_bulk_len,

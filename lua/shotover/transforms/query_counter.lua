@@ -48,9 +48,9 @@ end
 -- requests are counted and added by C (sh_ffi_batch_count_ids), by the
 -- command id the codec gave them (sh_frame_t.cmd_id): no Lua per request
 -- or per id; Lua only registers the series of an id the first time it is
--- seen.  Other frames (CQL) are counted here by their protocol's label.  Nothing
--- here yields, so the per-instance scratch arrays are safe to share
--- between connections.
+-- seen.  Other frames (CQL) are counted here by their protocol's label.
+-- Nothing here yields, so the per-instance scratch arrays are safe to
+-- share between connections.
 
 -- Count the requests of batch C did not count (all but Redis), by the
 -- label their protocol gives (query_label in shotover.protocols.*).

@@ -25,7 +25,8 @@ local same = C.sh_ffi_frame_same
 
 local CMD_STREAM = C.SH_CMD_STREAM -- SUBSCRIBE, MONITOR: replies stream
 local CQL_REGISTER = C.SH_CQL_REGISTER -- events would reach the client twice
-local CQL_HANDSHAKE = { [C.SH_CQL_STARTUP] = true, [C.SH_CQL_OPTIONS] = true, [C.SH_CQL_AUTH_RESPONSE] = true }
+local CQL_HANDSHAKE = { [C.SH_CQL_STARTUP] = true, [C.SH_CQL_OPTIONS] = true,
+                        [C.SH_CQL_AUTH_RESPONSE] = true }
 
 local _M = {
     name = "tee",
@@ -232,7 +233,9 @@ function methods.push(self, chain, batch, resp)
     for i = 1, batch.n do
         local m = batch[i]
         if skipped(m) then               -- luacheck: ignore
-        elseif room > 0 or (m.proto == C.SH_PROTO_CQL and CQL_HANDSHAKE[m.rtype]) then
+        elseif room > 0
+               or (m.proto == C.SH_PROTO_CQL and CQL_HANDSHAKE[m.rtype])
+        then
             C.sh_ffi_conn_push(shadow, m, keep and resp[i] or nil)
             room = room - 1
         else
