@@ -10,8 +10,16 @@ local message = require "shotover.message"
 local cql_request = require "shotover.cql.request"
 local C = require("shotover.ffi").C
 
+-- config.check's answer for one source of `protocol` whose chain is
+-- elements (errors carry the whole path, sources[1]...)
+local function check(elements, protocol)
+    return config.check({ sources = { {
+        name = "s", protocol = protocol, listen = "127.0.0.1:1",
+        chain = elements } } })
+end
+
 local function errors_of(elements, protocol)
-    local ok, errs = unit.check(elements, protocol)
+    local ok, errs = check(elements, protocol)
     assert.is_nil(ok)
     return errs
 end
@@ -110,7 +118,7 @@ describe("config validation of protocols", function()
                           .. 'not support protocol "cassandra"' },
                         errors_of({ { "redis_only" }, { "null" } },
                                   "cassandra"))
-        assert.truthy(unit.check({ { "redis_only" }, { "null" } }, "redis"))
+        assert.truthy(check({ { "redis_only" }, { "null" } }, "redis"))
     end)
 
     it("checks a sub-chain in its parent's protocol unless the transform names one", function()
@@ -119,7 +127,7 @@ describe("config validation of protocols", function()
                         errors_of({ { "wrap", chain = {
                             { "redis", remote = "127.0.0.1:6379" } } } },
                                   "cassandra"))
-        assert.truthy(unit.check({ { "wrap", protocol = "redis", chain = {
+        assert.truthy(check({ { "wrap", protocol = "redis", chain = {
             { "redis", remote = "127.0.0.1:6379" } } } }, "cassandra"))
         assert.are.same({ 'sources[1].chain[1].chain[1]: transform '
                           .. '"cassandra" does not support protocol "redis"' },
