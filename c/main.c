@@ -7,7 +7,8 @@
 
 #include <uv.h>
 
-#include "sh_worker.h"
+#include "sh_server.h"
+#include "sh_lua.h"
 
 static void
 sh_usage(FILE *out)

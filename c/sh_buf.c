@@ -134,7 +134,7 @@ sh_batch_alloc(uint32_t n)
     uint32_t cap;
 
     if (b != NULL) {
-        sh_batch_pool = (sh_batch_t *) b->conn;
+        sh_batch_pool = (sh_batch_t *) b->run;
         sh_batch_pooled--;
         frames = b->frames;
         cap = b->cap;
@@ -168,7 +168,7 @@ sh_batch_unref(sh_batch_t *b)
         sh_frame_unref(b->frames[i]);
     }
     if (sh_batch_pooled < SH_POOL_MAX && b->cap <= SH_POOL_BATCH_FRAMES) {
-        b->conn = (sh_conn_t *) sh_batch_pool;
+        b->run = (sh_run_t *) sh_batch_pool;
         sh_batch_pool = b;
         sh_batch_pooled++;
         return;
@@ -191,7 +191,7 @@ sh_buf_pools_free(void)
     while (sh_batch_pool != NULL) {
         sh_batch_t *b = sh_batch_pool;
 
-        sh_batch_pool = (sh_batch_t *) b->conn;
+        sh_batch_pool = (sh_batch_t *) b->run;
         sh_free(b->frames);
         sh_free(b);
     }
@@ -266,4 +266,110 @@ sh_buf_reader_space(sh_buf_t **bufp, uint32_t *start, uint32_t *pos,
     }
     *p = b->data + *end;
     *n = b->cap - *end;
+}
+
+/* --- cycles ------------------------------------------------------------- */
+
+__thread sh_cycle_t *sh_cycle_cur;
+
+static void
+sh_cycle_push(sh_cycle_t *cy, void *p)
+{
+    if (cy->n == cy->cap) {
+        cy->cap = cy->cap ? cy->cap * 2 : 16;
+        cy->items = sh_realloc(cy->items, cy->cap * sizeof(void *));
+    }
+    cy->items[cy->n++] = p;
+}
+
+void
+sh_cycle_push_frame(sh_cycle_t *cy, sh_frame_t *f)
+{
+    sh_cycle_push(cy, f);
+}
+
+void
+sh_cycle_push_batch(sh_cycle_t *cy, sh_batch_t *b)
+{
+    sh_cycle_push(cy, (void *) ((uintptr_t) b | 1));
+}
+
+int
+sh_cycle_add_frame(sh_frame_t *f)
+{
+    if (sh_cycle_cur == NULL) {
+        return SH_DECLINED;
+    }
+    sh_cycle_push(sh_cycle_cur, f);
+    return SH_OK;
+}
+
+int
+sh_cycle_add_batch(sh_batch_t *b)
+{
+    if (sh_cycle_cur == NULL) {
+        return SH_DECLINED;
+    }
+    sh_cycle_push_batch(sh_cycle_cur, b);
+    return SH_OK;
+}
+
+void
+sh_cycle_release(sh_cycle_t *cy)
+{
+    uint32_t i;
+
+    for (i = 0; i < cy->n; i++) {
+        uintptr_t p = (uintptr_t) cy->items[i];
+
+        if (p & 1) {
+            sh_batch_unref((sh_batch_t *) (p & ~(uintptr_t) 1));
+        } else {
+            sh_frame_unref((sh_frame_t *) p);
+        }
+    }
+    cy->n = 0;
+}
+
+void
+sh_cycle_free(sh_cycle_t *cy)
+{
+    sh_cycle_release(cy);
+    sh_free(cy->items);
+    cy->items = NULL;
+    cy->cap = 0;
+}
+
+/* --- batches for Lua ---------------------------------------------------- */
+
+int
+sh_ffi_batch_new(uint32_t n, sh_batch_t **out)
+{
+    sh_batch_t *b = sh_batch_alloc(n);
+
+    *out = b;
+    return sh_cycle_add_batch(b);
+}
+
+int
+sh_ffi_batch_set(sh_batch_t *b, uint32_t i, sh_frame_t *f)
+{
+    if (i >= b->n) {
+        return SH_ERROR;
+    }
+    sh_batch_put(b, i, f);
+    return SH_OK;
+}
+
+int
+sh_ffi_batch_push(sh_batch_t *b, sh_frame_t *f)
+{
+    sh_batch_append(b, f);
+    return SH_OK;
+}
+
+void
+sh_ffi_batch_unref(sh_batch_t *b)
+{
+    sh_batch_unref(b);
 }

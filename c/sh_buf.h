@@ -65,4 +65,30 @@ void sh_batch_put(sh_batch_t *b, uint32_t i, sh_frame_t *f);
 void sh_batch_append(sh_batch_t *b, sh_frame_t *f);
 void sh_buf_pools_free(void);
 
+/*
+ * A cycle: what Lua creates while one batch runs (frames, batches), released
+ * together once the batch's replies are queued (nginx's request pool, in
+ * effect).  sh_cycle_cur is the cycle of the batch whose Lua code runs now,
+ * set by whoever resumes it; NULL outside a batch (specs, transform set-up),
+ * where the FFI layer hands the caller ownership instead (ffi.gc).
+ */
+typedef struct sh_cycle_s {
+    void **items;            /* frames (low bit 0) and batches (low bit 1) */
+    uint32_t n;              /* entries in items */
+    uint32_t cap;            /* allocated entries */
+} sh_cycle_t;
+
+extern __thread sh_cycle_t *sh_cycle_cur;
+
+void sh_cycle_push_frame(sh_cycle_t *cy, sh_frame_t *f);
+void sh_cycle_push_batch(sh_cycle_t *cy, sh_batch_t *b);
+/* f or b into the running batch's cycle: SH_OK, or SH_DECLINED outside a
+ * batch (the caller then owns the reference it has) */
+int sh_cycle_add_frame(sh_frame_t *f);
+int sh_cycle_add_batch(sh_batch_t *b);
+/* drop every reference the cycle holds (the array stays for reuse) */
+void sh_cycle_release(sh_cycle_t *cy);
+/* release, and free the array */
+void sh_cycle_free(sh_cycle_t *cy);
+
 #endif /* SH_BUF_H */

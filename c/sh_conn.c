@@ -1,31 +1,37 @@
 /*
- * sh_conn.c -- client connections.
+ * sh_conn.c -- client connections: the socket and its runs.
  *
- * Life of a batch: a read is parsed into frames that join conn->inq; when no
- * batch is running, all of inq becomes the next batch and the connection's
- * coroutine is resumed to run the chain over it.  The chain either finishes
- * (yields DONE with the responses) or waits for backends (yields WAIT) and
- * is resumed by sh_conn_wake when they are done.  Responses go out in one
- * uv_write; everything created for the batch is released after it.
+ * Life of a batch: a read is parsed into frames (by the connection's
+ * protocol table, sh_proto.h) that join c->inq; when the main run is idle
+ * the queue becomes its next batch and the run's coroutine is resumed
+ * (sh_run.c).  It either finishes (its replies go out in one writev) or
+ * waits for backends and is resumed from the worker's wake list.
+ *
+ * Lanes.  A CQL client keeps many requests in flight on one connection,
+ * told apart by stream id, and the node answers them in any order.  A
+ * connection running one batch at a time would hold a request that arrives
+ * while a batch waits for the node until that whole batch is answered.  So,
+ * while the main run waits, what c reads next runs on a lane: another run
+ * of the same client, with its own coroutine, chain context and batch,
+ * sharing c's socket (its replies are written as its batch finishes) and
+ * c's session (session table, backend connections).  conf.lanes counts the
+ * main run; Lua sets it to 1 for Redis (replies keep request order) and for
+ * chains with an element that must see a connection's batches one at a
+ * time.  Not before the protocol allows it (CQL: the answer to STARTUP
+ * switches v5 to segments).
  *
  * Backpressure: while more than max_write_queue bytes wait to be written to
  * the client, or a batch is running and too much input is queued, we stop
  * reading from it; reading resumes when the queue drains.
  *
  * Holding batches (MORE): a transform that gathers requests across batches
- * (coalesce) makes the coroutine yield MORE.  The batch stays running, its
- * requests move to conn->held, and the coroutine is resumed with the next
- * batch read, when its timer (sh_ffi_conn_timer) fires, or at EOF
- * (sh_ffi_conn_wake_reason says which).  The responses it gives with DONE
- * cover every batch held and the current one, in order; until then nothing
- * is written and the cycle (what Lua created) lives on.
+ * (coalesce) makes the main run yield MORE; it is resumed with the next
+ * batch read, when its timer fires, or at EOF (sh_run.c).
  */
 #include <stdio.h>
 
-#include <lauxlib.h>
-
+#include "sh_conn.h"
 #include "sh_metrics.h"
-#include "sh_worker.h"
 
 #define SH_CONN_MAX_INQ (64 * 1024 * 1024) /* queued input before pausing */
 
@@ -38,167 +44,38 @@ typedef struct sh_write_s {
     sh_frame_t **frames;     /* frames held until written */
 } sh_write_t;
 
-static void sh_conn_run(sh_conn_t *c);
-static void sh_conn_more(sh_conn_t *c);
-static void sh_conn_more_event(sh_conn_t *c);
-static void sh_conn_cycle_push(sh_conn_t *c, void *p);
-static void sh_conn_read_on(sh_conn_t *c);
-static int sh_conn_write_blocked(sh_conn_t *c);
-
-/* The request reader of the connection's protocol. */
-static void
-sh_conn_reader_space(sh_conn_t *c, uint8_t **p, size_t *n)
-{
-    if (c->proto == SH_PROTO_CQL) {
-        sh_cql_reader_space(c->reader, p, n);
-    } else {
-        sh_resp_reader_space(c->reader, p, n);
-    }
-}
-
-static void
-sh_conn_reader_commit(sh_conn_t *c, size_t n)
-{
-    if (c->proto == SH_PROTO_CQL) {
-        sh_cql_reader_commit(c->reader, n);
-    } else {
-        sh_resp_reader_commit(c->reader, n);
-    }
-}
-
-static int
-sh_conn_reader_next(sh_conn_t *c, sh_frame_t **f)
-{
-    return c->proto == SH_PROTO_CQL ? sh_cql_reader_next(c->reader, f)
-                                    : sh_resp_reader_next(c->reader, f);
-}
-
-static size_t
-sh_conn_reader_pending(sh_conn_t *c)
-{
-    return c->proto == SH_PROTO_CQL ? sh_cql_reader_pending(c->reader)
-                                    : sh_resp_reader_pending(c->reader);
-}
-
-static void
-sh_conn_reader_free(sh_conn_t *c)
-{
-    if (c->reader == NULL) {
-        return;
-    }
-    if (c->proto == SH_PROTO_CQL) {
-        sh_cql_reader_free(c->reader);
-    } else {
-        sh_resp_reader_free(c->reader);
-    }
-    c->reader = NULL;
-}
 static void sh_conn_read_cb(uv_stream_t *s, ssize_t nread,
     const uv_buf_t *buf);
+
+/* --- closing ------------------------------------------------------------- */
 
 static void
 sh_conn_close_cb(uv_handle_t *h)
 {
-    sh_conn_t *c = (sh_conn_t *) h;
-
-    sh_free(c);
-}
-
-static void
-sh_conn_release_cycle(sh_conn_t *c)
-{
-    uint32_t i;
-
-    for (i = 0; i < c->ncycle; i++) {
-        uintptr_t p = (uintptr_t) c->cycle[i];
-
-        if (p & 1) {
-            sh_batch_unref((sh_batch_t *) (p & ~(uintptr_t) 1));
-        } else {
-            sh_frame_unref((sh_frame_t *) p);
-        }
-    }
-    c->ncycle = 0;
-    sh_batch_unref(c->batch);
-    sh_batch_unref(c->resp);
-    sh_batch_unref(c->exp);
-    sh_batch_unref(c->held);
-    c->batch = NULL;
-    c->resp = NULL;
-    c->exp = NULL;
-    c->held = NULL;
-    c->more = 0;
-    c->eof_told = 0;
-    c->timer_fired = 0;
-}
-
-static void sh_conn_schedule(sh_conn_t *c);
-
-/* The client c is going: its shadows finish what they hold, then close. */
-static void
-sh_conn_orphan_shadows(sh_conn_t *c)
-{
-    sh_conn_t *s;
-
-    while ((s = c->shadows) != NULL) {
-        c->shadows = s->shadow_next;
-        s->shadow_next = NULL;
-        s->parent = NULL;
-        s->eof = 1;
-        sh_conn_schedule(s);
-    }
-}
-
-static void
-sh_conn_unlink_shadow(sh_conn_t *s)
-{
-    sh_conn_t **pp;
-
-    if (!s->shadow || s->parent == NULL) {
-        return;
-    }
-    for (pp = &s->parent->shadows; *pp != NULL; pp = &(*pp)->shadow_next) {
-        if (*pp == s) {
-            *pp = s->shadow_next;
-            break;
-        }
-    }
-    s->parent = NULL;
-}
-
-/* A lane is going (its client closes, or its runner died). */
-static void
-sh_conn_unlink_lane(sh_conn_t *l)
-{
-    sh_conn_t **pp, *c = l->parent;
-
-    if (!l->lane || c == NULL) {
-        return;
-    }
-    for (pp = &c->lanes; *pp != NULL; pp = &(*pp)->lane_next) {
-        if (*pp == l) {
-            *pp = l->lane_next;
-            break;
-        }
-    }
-    c->nlanes--;
-    if (l->running) {
-        c->lanes_busy--;
-    }
-    l->parent = NULL;
-}
-
-static void
-sh_conn_timer_close_cb(uv_handle_t *h)
-{
     sh_free(h);
+}
+
+void
+sh__conn_unlink_lane(sh_conn_t *c, sh_run_t *l)
+{
+    sh_run_t **pp;
+
+    for (pp = &c->lanes; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == l) {
+            *pp = l->next;
+            c->nlanes--;
+            if (l->running) {
+                c->lanes_busy--;
+            }
+            return;
+        }
+    }
 }
 
 static void
 sh_conn_close(sh_conn_t *c)
 {
     sh_worker_t *w = c->w;
-    uint32_t i;
 
     /* once only: a shutdown cancelled by the close calls back here, and
      * a second unlink would touch neighbours freed since */
@@ -207,38 +84,26 @@ sh_conn_close(sh_conn_t *c)
     }
     c->closed = 1;
     c->closing = 1;
-    sh_conn_orphan_shadows(c);
-    sh_conn_unlink_shadow(c);
+    sh__run_orphan_shadows(c);
     while (c->lanes != NULL) {
-        sh_conn_close(c->lanes);     /* their replies had nowhere to go */
+        sh_run_t *l = c->lanes;          /* their replies had nowhere to go */
+
+        sh__conn_unlink_lane(c, l);
+        sh__run_close(l);
     }
-    sh_conn_unlink_lane(c);
-    /* backends may still fill our response batches: they must not wake us */
-    for (i = 0; i < c->nwaits; i++) {
-        c->waits[i]->conn = NULL;
-        sh_batch_unref(c->waits[i]);
+    sh__run_close(&c->main);
+    while (c->sess.attached != NULL) {
+        sh_conn_attach_t *a = c->sess.attached;
+
+        c->sess.attached = a->next;
+        a->cleanup(a->data);
+        sh_free(a);
     }
-    c->nwaits = 0;
-    sh_free(c->waits);
-    c->waits = NULL;
-    sh_redis_conn_closed(c);
-    sh_cql_conn_closed(c);
-    sh_conn_release_cycle(c);
-    if (c->timer != NULL) {
-        uv_close((uv_handle_t *) c->timer, sh_conn_timer_close_cb);
-        c->timer = NULL;
-    }
+    sh_lua_session_release(w->L, &c->sess);
     sh_batch_unref(c->inq);
     c->inq = NULL;
-    sh_batch_unref(c->expq);
-    c->expq = NULL;
-    sh_conn_reader_free(c);
-    sh_free(c->cycle);
-    c->cycle = NULL;
-    sh_lua_conn_release(c);
-    if (!c->shadow && !c->lane) {
-        sh_ffi_metric_add(c->src->conns, -1);
-    }
+    sh_proto_conn_free(&c->pc);
+    sh_ffi_metric_add(c->src->conns, -1);
     if (c->prev) {
         c->prev->next = c->next;
     } else {
@@ -247,17 +112,8 @@ sh_conn_close(sh_conn_t *c)
     if (c->next) {
         c->next->prev = c->prev;
     }
-    if (c->on_wake) {
-        sh_conn_t **pp = &w->wakeq;
-        while (*pp != c) {
-            pp = &(*pp)->wake_next;
-        }
-        *pp = c->wake_next;
-        c->on_wake = 0;
-    }
     sh_log_debug("conn %llu closed", (unsigned long long) c->id);
-    /* shadows have an unconnected handle too, so their memory also goes
-     * in the close callback, never under a running chain */
+    /* the memory goes in the close callback, never under a running chain */
     if (!uv_is_closing((uv_handle_t *) &c->tcp)) {
         uv_close((uv_handle_t *) &c->tcp, sh_conn_close_cb);
     }
@@ -275,13 +131,9 @@ sh_conn_shutdown_cb(uv_shutdown_t *req, int status)
 
 /* Close once every queued reply has been written. */
 void
-sh_conn_close_after_writes(sh_conn_t *c)
+sh__conn_close_after_writes(sh_conn_t *c)
 {
     if (c->closing) {
-        return;
-    }
-    if (c->shadow) {
-        sh_conn_close(c);            /* nothing to write */
         return;
     }
     c->closing = 1;
@@ -298,6 +150,8 @@ sh_conn_close_after_writes(sh_conn_t *c)
     }
 }
 
+/* --- reading and backpressure -------------------------------------------- */
+
 static void
 sh_conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -306,7 +160,7 @@ sh_conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     size_t n;
 
     sh_unused(suggested);
-    sh_conn_reader_space(c, &p, &n);
+    c->pc.p->reader_space(c->pc.reader, &p, &n);
     buf->base = (char *) p;
     buf->len = n;
 }
@@ -320,43 +174,50 @@ sh_conn_pause(sh_conn_t *c)
     }
 }
 
-static void
-sh_conn_resume_reading(sh_conn_t *c)
+void
+sh__conn_resume_reading(sh_conn_t *c)
 {
-    if (c->read_stopped && !c->closing && !c->eof && !c->proto_err
-        && !c->shadow && !c->lane)
-    {
+    if (c->read_stopped && !c->closing && !c->eof && !c->proto_err) {
         c->read_stopped = 0;
         uv_read_start((uv_stream_t *) &c->tcp, sh_conn_alloc_cb,
                       sh_conn_read_cb);
     }
 }
 
-/*
- * Read again after batches finished or replies drained: unless replies
- * back up, or requests still wait for the connection (with lanes: for a
- * free lane) to run them.
- */
-static void
-sh_conn_read_on(sh_conn_t *c)
+int
+sh__conn_write_blocked(sh_conn_t *c)
 {
-    if (!c->closing && (c->inq == NULL || c->inq->n == 0)
-        && (!c->running || c->src->conf.lanes > 1)
-        && !sh_conn_write_blocked(c))
-    {
-        sh_conn_resume_reading(c);
-    }
-}
-
-static int
-sh_conn_write_blocked(sh_conn_t *c)
-{
-    if (c->shadow || c->lane) {
-        return 0;
-    }
     return uv_stream_get_write_queue_size((uv_stream_t *) &c->tcp)
            > c->src->conf.max_write_queue;
 }
+
+/*
+ * Read again after batches finished or replies drained: unless replies
+ * back up, or requests still wait for a run (with lanes: for a free one).
+ */
+void
+sh__conn_read_on(sh_conn_t *c)
+{
+    if (!c->closing && (c->inq == NULL || c->inq->n == 0)
+        && (!c->main.running || c->src->conf.lanes > 1)
+        && !sh__conn_write_blocked(c))
+    {
+        sh__conn_resume_reading(c);
+    }
+}
+
+/* A pipelining client outpaces the chain: bound what we hold. */
+static void
+sh_conn_bound_input(sh_conn_t *c)
+{
+    if (c->pc.p->reader_pending(c->pc.reader) > SH_CONN_MAX_INQ
+        || (c->inq && c->inq->n > c->src->conf.max_elements))
+    {
+        sh_conn_pause(c);
+    }
+}
+
+/* --- writing ------------------------------------------------------------- */
 
 static void
 sh_conn_write_cb(uv_write_t *req, int status)
@@ -378,60 +239,15 @@ sh_conn_write_cb(uv_write_t *req, int status)
     if (uv_stream_get_write_queue_size((uv_stream_t *) &c->tcp)
         <= c->src->conf.max_write_queue / 2)
     {
-        if (c->more) {
-            sh_conn_more_event(c);   /* held input may go on now */
+        if (c->main.more) {
+            sh__conn_more_event(c);  /* held input may go on now */
             return;
         }
-        if (!c->running || c->src->conf.lanes > 1) {
-            sh_conn_run(c);
+        if (!c->main.running || c->src->conf.lanes > 1) {
+            sh__conn_dispatch(c);
         }
-        sh_conn_read_on(c);
+        sh__conn_read_on(c);
     }
-}
-
-/*
- * sh_try_write: write bufs[0..n) now, without a write request, when nothing
- * is queued ahead.  Returns how many leading bytes went out (0 when none
- * could), or a negative libuv error.
- *
- * Why: libuv 1.44 follows every completed uv_write with an epoll_ctl(MOD)
- * on the socket (uv__io_stop re-queues the watcher even when its events do
- * not change), one extra system call per reply.  uv_try_write costs just
- * the writev.
- */
-ssize_t
-sh_try_write(uv_stream_t *s, const uv_buf_t *bufs, uint32_t n)
-{
-    int rc;
-
-    if (uv_stream_get_write_queue_size(s) > 0) {
-        return 0;                        /* keep the order: queue behind */
-    }
-    rc = uv_try_write(s, bufs, n);
-    if (rc == UV_EAGAIN) {
-        return 0;
-    }
-    return rc;
-}
-
-/*
- * sh_skip_written: drop the first `done` bytes from bufs[0..*n), returning
- * the index of the first buffer with bytes left (adjusted in place).
- */
-uint32_t
-sh_skip_written(uv_buf_t *bufs, uint32_t n, size_t done)
-{
-    uint32_t i = 0;
-
-    while (i < n && done >= bufs[i].len) {
-        done -= bufs[i].len;
-        i++;
-    }
-    if (i < n) {
-        bufs[i].base += done;
-        bufs[i].len -= done;
-    }
-    return i;
 }
 
 /*
@@ -450,8 +266,8 @@ sh_conn_write_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
     ssize_t done;
     int rc;
 
-    if (c->closing || n == 0 || c->shadow) {
-        return;                  /* a shadow's replies go nowhere */
+    if (c->closing || n == 0) {
+        return;
     }
     if (n > 16) {
         bufs = sh_alloc(n * sizeof(uv_buf_t));
@@ -506,116 +322,43 @@ sh_conn_write_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
         sh_conn_close(c);
         return;
     }
-    if (sh_conn_write_blocked(c)) {
+    if (sh__conn_write_blocked(c)) {
         sh_conn_pause(c);
     }
 }
 
 /*
- * sh_conn_error_frame: an error reply in the connection's protocol: for
- * Redis "-ERR msg"; for CQL an ERROR with `code` on the stream and version
- * of req, or when req is NULL of the frame the reader refused (stream 0
- * when it could not be read).
+ * sh_conn_error_frame: an error reply in the connection's protocol: Redis
+ * "-ERR msg"; CQL an ERROR with `code` on the stream and version of req, or
+ * when req is NULL of the frame the reader refused (stream 0 when it could
+ * not be read).
  */
 sh_frame_t *
 sh_conn_error_frame(sh_conn_t *c, const sh_frame_t *req, uint32_t code,
     const char *msg)
 {
-    char line[512];
-    int n;
-
-    if (c->proto == SH_PROTO_CQL) {
-        int stream, version;
-
-        if (req != NULL) {
-            stream = req->argc;
-            version = sh_cql_frame_version(req);
-        } else {
-            stream = sh_cql_reader_error_stream(c->reader);
-            version = sh_cql_reader_error_version(c->reader);
-            if (stream < 0) {
-                stream = 0;
-            }
-        }
-        return sh_cql_error_frame(version, stream, code, msg);
-    }
-    n = snprintf(line, sizeof(line), "-ERR %s\r\n", msg);
-    if (n >= (int) sizeof(line)) {
-        n = sizeof(line) - 1;
-        line[n - 2] = '\r';
-        line[n - 1] = '\n';
-    }
-    return sh_frame_copy(SH_PROTO_REDIS, (const uint8_t *) line, (size_t) n);
+    return c->pc.p->error_frame(&c->pc, req, code, msg);
 }
 
-/*
- * CQL replies: as they are, until the answer to STARTUP (READY or
- * AUTHENTICATE) has gone out; after it, in protocol v5, wrapped in segments
- * (LZ4 when the STARTUP asked for it), and the reader expects segments too.
- */
 static void
-sh_conn_send_cql(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
+sh_conn_write_cb_frames(void *ctx, sh_frame_t **frames, uint32_t n)
 {
-    sh_frame_t *stack[16];
-    sh_frame_t **live = n <= 16 ? stack : sh_alloc(n * sizeof(sh_frame_t *));
-    uint32_t i, k = 0, from = 0, len;
-    sh_frame_t *seg;
-    sh_buf_t *b;
-
-    for (i = 0; i < n && !c->cql_segments; i++) {
-        sh_frame_t *f = frames[i];
-
-        if (f == NULL || (f->flags & SH_FRAME_NOREPLY) || !c->cql_startup
-            || (f->rtype != SH_CQL_READY && f->rtype != SH_CQL_AUTHENTICATE))
-        {
-            continue;
-        }
-        sh_conn_write_frames(c, frames + from, i + 1 - from);
-        from = i + 1;
-        c->cql_startup = 0;
-        if (sh_cql_frame_version(f) >= 5) {
-            c->cql_segments = c->cql_lz4 ? SH_CQL_SEGMENTS_LZ4
-                                         : SH_CQL_SEGMENTS_PLAIN;
-            sh_cql_reader_use_segments(c->reader, c->cql_segments);
-        }
-    }
-    if (!c->cql_segments) {
-        sh_conn_write_frames(c, frames + from, n - from);
-    } else {
-        for (i = from; i < n; i++) {
-            if (frames[i] != NULL && !(frames[i]->flags & SH_FRAME_NOREPLY)
-                && frames[i]->len > 0)
-            {
-                live[k++] = frames[i];
-            }
-        }
-        if (k > 0) {
-            b = sh_cql_segments_encode(live, k, c->cql_segments, &len);
-            seg = sh_frame_alloc(SH_PROTO_CQL, 0);
-            seg->buf = b;
-            seg->data = b->data;
-            seg->len = len;
-            sh_conn_write_frames(c, &seg, 1);
-            sh_frame_unref(seg);
-        }
-    }
-    if (live != stack) {
-        sh_free(live);
-    }
+    sh_conn_write_frames(ctx, frames, n);
 }
 
+/* Replies to the client, framed by its protocol (CQL v5: segments once
+ * the handshake is done). */
 void
 sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
 {
-    if (c->proto == SH_PROTO_CQL) {
-        sh_conn_send_cql(c, frames, n);
-    } else {
-        sh_conn_write_frames(c, frames, n);
+    if (c->closing || n == 0) {
+        return;
     }
+    c->pc.p->send(&c->pc, frames, n, sh_conn_write_cb_frames, c);
 }
 
-static void
-sh_conn_send_error(sh_conn_t *c, const sh_frame_t *req, uint32_t code,
+void
+sh__conn_send_error(sh_conn_t *c, const sh_frame_t *req, uint32_t code,
     const char *msg)
 {
     sh_frame_t *f = sh_conn_error_frame(c, req, code, msg);
@@ -624,111 +367,11 @@ sh_conn_send_error(sh_conn_t *c, const sh_frame_t *req, uint32_t code,
     sh_frame_unref(f);
 }
 
-/*
- * The chain finished a batch: check the responses match the requests, write
- * them, and release the batch.
- */
-static void
-sh_conn_finish_batch(sh_conn_t *c)
-{
-    sh_batch_t *req = c->batch;
-    sh_batch_t *resp = c->resp;
-    sh_conn_t *out = c;              /* where the replies go */
-    uint32_t i;
+/* --- scheduling runs ----------------------------------------------------- */
 
-    if (c->held != NULL) {
-        /* MORE held earlier batches: the responses cover them all, in
-         * order, then this one; Lua's view of this batch lives on in the
-         * cycle until it is released */
-        for (i = 0; i < c->batch->n; i++) {
-            sh_batch_append(c->held, c->batch->frames[i]);
-        }
-        sh_conn_cycle_push(c, (void *) ((uintptr_t) c->batch | 1));
-        c->batch = c->held;
-        c->held = NULL;
-        req = c->batch;
-    }
-    c->running = 0;
-    if (c->lane) {
-        out = c->parent;
-        out->lanes_busy--;
-    }
-    if (c->shadow) {
-        sh_conn_release_cycle(c);
-        return;
-    }
-    if (resp == NULL || resp->n != req->n) {
-        sh_log_error("source \"%s\": chain returned %u responses for %u "
-                     "requests", c->src->name, resp ? resp->n : 0, req->n);
-        for (i = 0; i < req->n; i++) {
-            sh_conn_send_error(out, req->frames[i], SH_CQL_SERVER_ERROR,
-                               "shotover: chain returned the wrong number "
-                               "of responses");
-        }
-    } else {
-        for (i = 0; i < resp->n; i++) {
-            if (resp->frames[i] == NULL) {
-                sh_frame_t *f = sh_conn_error_frame(out, req->frames[i],
-                    SH_CQL_SERVER_ERROR, "shotover: no response");
-                sh_batch_put(resp, i, f);
-                sh_frame_unref(f);
-            }
-        }
-        sh_conn_send_frames(out, resp->frames, resp->n);
-    }
-    sh_conn_release_cycle(c);
-}
-
-/* Resume the coroutine and act on what it yielded. */
-static void
-sh_conn_step(sh_conn_t *c)
-{
-    int rc;
-
-    c->suspended = 0;
-    rc = sh_lua_resume(c);
-    if (c->closing) {
-        return;
-    }
-    if (rc == SH_YIELD_WAIT || rc == SH_YIELD_SLEEP) {
-        c->suspended = 1;
-        c->sleeping = rc == SH_YIELD_SLEEP;
-        return;
-    }
-    if (rc == SH_YIELD_DONE) {
-        sh_conn_finish_batch(c);
-        return;
-    }
-    if (rc == SH_YIELD_MORE && !c->lane) {
-        c->more = 1;             /* the caller calls sh_conn_more */
-        return;
-    }
-    if (rc == SH_YIELD_MORE) {
-        /* a transform that holds requests must not declare lanes = true:
-         * a lane has no input of its own to resume it with */
-        sh_log_error("source \"%s\": a chain element held requests on a "
-                     "lane", c->src->name);
-    }
-    /* the runner itself died: nothing sane can follow on this connection */
-    if (c->shadow) {
-        sh_conn_close(c);
-        return;
-    }
-    if (c->lane) {
-        sh_conn_t *p = c->parent;
-
-        sh_conn_close(c);            /* unlinks it from p */
-        c = p;
-    }
-    sh_conn_send_error(c, NULL, SH_CQL_SERVER_ERROR,
-                       "shotover: internal error in the chain runner");
-    sh_conn_close_after_writes(c);
-}
-
-/* The next batch from c's inq (at most max_batch requests) into r->batch:
- * r is c, or one of its lanes. */
-static void
-sh_conn_take_batch(sh_conn_t *c, sh_conn_t *r)
+/* The next batch from c's inq (at most max_batch requests) into r->batch. */
+void
+sh__conn_take_batch(sh_conn_t *c, sh_run_t *r)
 {
     if (c->inq->n <= c->src->conf.max_batch) {
         r->batch = c->inq;
@@ -749,58 +392,18 @@ sh_conn_take_batch(sh_conn_t *c, sh_conn_t *r)
     r->wake_reason = SH_WAKE_BATCH;
 }
 
-/*
- * A connection without a socket serving c (a shadow or a lane), on the
- * worker's list: its handle is initialised but never connected, so it is
- * closed, and its memory freed, like a client's.
- */
-static sh_conn_t *
-sh_conn_child(sh_conn_t *c)
-{
-    sh_conn_t *s = sh_calloc(1, sizeof(*s));
-
-    uv_tcp_init(&c->w->loop, &s->tcp);
-    s->w = c->w;
-    s->src = c->src;
-    s->id = __atomic_fetch_add(&sh_conn_next_id, 1, __ATOMIC_RELAXED);
-    s->proto = c->proto;
-    s->co_ref = LUA_NOREF;
-    s->session_ref = LUA_NOREF;
-    s->read_stopped = 1;
-    s->parent = c;
-    s->next = c->w->conns;
-    if (c->w->conns) {
-        c->w->conns->prev = s;
-    }
-    c->w->conns = s;
-    return s;
-}
-
-/*
- * Lanes.  A CQL client keeps many requests in flight on one connection,
- * told apart by stream id, and the node answers them in any order.  A
- * connection running one batch at a time would hold a request that arrives
- * while a batch waits for the node until that whole batch is answered.
- * So, while c's batch waits, what c reads next runs on a lane: a child
- * connection with its own coroutine, chain context and batch that shares
- * c's socket (its replies are written as its batch finishes), c's session
- * table and c's backend connections.  conf.lanes counts c itself; Lua sets
- * it to 1 for Redis (replies keep request order) and for chains with an
- * element that must see a connection's batches one at a time.  Not before
- * the answer to STARTUP has gone out (v5 switches to segments there).
- * Returns an idle lane, a new one, or NULL when all are busy.
- */
-static sh_conn_t *
+/* An idle lane of c, a new one, or NULL when none may run now. */
+static sh_run_t *
 sh_conn_lane(sh_conn_t *c)
 {
-    sh_conn_t *l;
+    sh_run_t *l;
 
-    if (c->shadow || c->lane || c->more || c->cql_startup
-        || c->src->conf.lanes <= 1)
+    if (c->main.more || c->src->conf.lanes <= 1
+        || !c->pc.p->lanes_ready(&c->pc))
     {
         return NULL;
     }
-    for (l = c->lanes; l != NULL; l = l->lane_next) {
+    for (l = c->lanes; l != NULL; l = l->next) {
         if (!l->running) {
             return l;
         }
@@ -808,261 +411,73 @@ sh_conn_lane(sh_conn_t *c)
     if (c->nlanes + 1 >= c->src->conf.lanes) {
         return NULL;
     }
-    l = sh_conn_child(c);
-    l->lane = 1;
-    l->lane_next = c->lanes;
+    l = sh_alloc(sizeof(*l));
+    sh__run_init(l, c, SH_RUN_LANE);
+    l->next = c->lanes;
     c->lanes = l;
     c->nlanes++;
     return l;
 }
 
 /*
- * Run what c has queued: on c itself when it is idle, else (CQL, lanes
- * allowed) on an idle lane; returns when every runner is busy or nothing is
- * queued.  With nothing queued and nothing running, acts on EOF, a protocol
- * error or a close that waited for the batches.
+ * sh__conn_dispatch: run what c has queued: on its main run when idle,
+ * else (lanes allowed) on an idle lane; returns when every run is busy or
+ * nothing is queued.  With nothing queued and nothing running, acts on
+ * EOF, a protocol error or a close that waited for the batches.
  */
-static void
-sh_conn_run(sh_conn_t *c)
+void
+sh__conn_dispatch(sh_conn_t *c)
 {
-    sh_conn_t *r;
+    sh_run_t *r;
 
     while (!c->closing) {
         if (c->inq != NULL && c->inq->n > 0) {
-            if (sh_conn_write_blocked(c)) {
+            if (sh__conn_write_blocked(c)) {
                 sh_conn_pause(c);
                 return;
             }
-            if (!c->running) {
-                r = c;
+            if (!c->main.running) {
+                r = &c->main;
             } else if ((r = sh_conn_lane(c)) == NULL) {
                 return;
             }
-            if (c->shadow) {
-                /* a shadow runs what was pushed, each request with its
-                 * paired frame */
-                c->batch = c->inq;
-                c->inq = NULL;
-                c->exp = c->expq;
-                c->expq = NULL;
-            } else {
-                sh_conn_take_batch(c, r);
-            }
-            r->running = 1;
-            if (r != c) {
+            sh__conn_take_batch(c, r);
+            if (r->kind == SH_RUN_LANE) {
                 c->lanes_busy++;
                 sh_ffi_metric_add(c->src->lane_batches, 1);
-                sh_conn_step(r);
-                continue;
             }
-            sh_conn_step(c);
-            sh_conn_more(c);
+            sh__run_start(r);
             continue;
         }
-        if (c->running || c->lanes_busy > 0) {
+        if (c->main.running || c->lanes_busy > 0) {
             return;
         }
-        if (c->shadow) {
-            if (c->eof || c->close_after) {
-                sh_conn_close(c);
-            }
-        } else if (c->proto_err) {
-            sh_conn_send_error(c, NULL, SH_CQL_PROTOCOL_ERROR,
-                c->proto == SH_PROTO_CQL ? sh_cql_reader_error(c->reader)
-                                         : sh_resp_reader_error(c->reader));
-            sh_conn_close_after_writes(c);
+        if (c->proto_err) {
+            sh__conn_send_error(c, NULL, SH_CQL_PROTOCOL_ERROR,
+                                c->pc.p->reader_error(c->pc.reader));
+            sh__conn_close_after_writes(c);
         } else if (c->close_after || c->eof) {
-            sh_conn_close_after_writes(c);
+            sh__conn_close_after_writes(c);
         }
         return;
     }
 }
 
-/*
- * sh_conn_more_next: the coroutine waits in MORE; prepare what it is
- * resumed with, in this order: the timer that fired, the next batch (unless
- * the client's replies back up or the held requests reach max_elements),
- * EOF (once, when nothing else is queued).  Returns 1 when there is
- * something, 0 when it must wait.
- */
-static int
-sh_conn_more_next(sh_conn_t *c)
-{
-    uint32_t i;
-
-    if (c->timer_fired) {
-        c->timer_fired = 0;
-        c->wake_reason = SH_WAKE_TIMER;
-        return 1;
-    }
-    if (c->inq != NULL && c->inq->n > 0 && !sh_conn_write_blocked(c)
-        && (c->held ? c->held->n : 0) + c->batch->n
-           < c->src->conf.max_elements)
-    {
-        /* this batch joins the held ones; Lua's view of it stays valid
-         * in the cycle until the responses are written */
-        if (c->held == NULL) {
-            c->held = sh_batch_alloc(0);
-        }
-        for (i = 0; i < c->batch->n; i++) {
-            sh_batch_append(c->held, c->batch->frames[i]);
-        }
-        sh_conn_cycle_push(c, (void *) ((uintptr_t) c->batch | 1));
-        c->batch = NULL;
-        sh_conn_take_batch(c, c);
-        return 1;
-    }
-    if ((c->eof || c->proto_err) && !c->eof_told
-        && (c->inq == NULL || c->inq->n == 0))
-    {
-        c->eof_told = 1;
-        c->wake_reason = SH_WAKE_EOF;
-        return 1;
-    }
-    return 0;
-}
-
-/*
- * sh_conn_more: resume a coroutine that yielded MORE for as long as there
- * is something for it (a loop, not recursion: a long pipeline is many
- * batches).  Leaves it waiting in MORE, waiting for backends, or done.
- */
-static void
-sh_conn_more(sh_conn_t *c)
-{
-    while (c->more && !c->closing && c->running && sh_conn_more_next(c)) {
-        c->more = 0;
-        sh_conn_step(c);
-    }
-    if (!c->more || c->closing) {
-        return;
-    }
-    if (c->eof_told && (c->timer == NULL
-                        || !uv_is_active((uv_handle_t *) c->timer)))
-    {
-        /* told EOF, no timer: nothing can ever finish this batch */
-        sh_log_error("source \"%s\": chain still holds requests after EOF",
-                     c->src->name);
-        sh_conn_send_error(c, NULL, SH_CQL_SERVER_ERROR,
-                           "shotover: chain held requests after EOF");
-        sh_conn_close_after_writes(c);
-        return;
-    }
-    if ((c->inq == NULL || c->inq->n == 0) && !sh_conn_write_blocked(c)) {
-        sh_conn_resume_reading(c);   /* the next batch is what it wants */
-    }
-}
-
-/* Something happened to a connection that may wait in MORE (input, timer,
- * EOF, replies drained): resume it, then run what is queued after. */
-static void
-sh_conn_more_event(sh_conn_t *c)
-{
-    sh_conn_more(c);
-    if (!c->running && !c->closing) {
-        sh_conn_run(c);
-        if (!c->running && !c->closing && !sh_conn_write_blocked(c)) {
-            sh_conn_resume_reading(c);
-        }
-    }
-    if (c->running && !c->closing
-        && (sh_conn_reader_pending(c) > SH_CONN_MAX_INQ
-            || (c->inq && c->inq->n > c->src->conf.max_elements)))
-    {
-        sh_conn_pause(c);
-    }
-}
-
-static void
-sh_conn_timer_cb(uv_timer_t *t)
-{
-    sh_conn_t *c = t->data;
-
-    c->timer_fired = 1;
-    if (c->more && !c->closing) {
-        sh_conn_more_event(c);
-    }
-}
-
+/* Something happened to a connection whose main run may wait in MORE
+ * (input, timer, EOF, replies drained): resume it, then run what is queued
+ * after. */
 void
-sh_conn_wake(sh_conn_t *c)
+sh__conn_more_event(sh_conn_t *c)
 {
-    if (c->on_wake || !c->suspended || c->nwaits > 0) {
-        return;
-    }
-    c->on_wake = 1;
-    c->wake_next = c->w->wakeq;
-    c->w->wakeq = c;
-}
-
-/* Run a shadow's queue soon: from the worker's wake list, which is worked
- * off after backend reads and before every poll (never from inside Lua). */
-static void
-sh_conn_schedule(sh_conn_t *c)
-{
-    if (c->on_wake || c->running || c->closing) {
-        return;
-    }
-    c->on_wake = 1;
-    c->wake_next = c->w->wakeq;
-    c->w->wakeq = c;
-}
-
-/* Resume every connection whose backends finished, after a backend read. */
-void
-sh_conn_wake_all(sh_worker_t *w)
-{
-    sh_conn_t *c;
-
-    while ((c = w->wakeq) != NULL) {
-        w->wakeq = c->wake_next;
-        c->on_wake = 0;
-        if (c->closing) {
-            continue;
-        }
-        if (c->suspended) {
-            sh_conn_step(c);
-            sh_conn_more(c);
-        } else if (!c->shadow) {
-            continue;
-        }
-        if (c->running || c->closing) {
-            continue;
-        }
-        if (c->lane) {
-            c = c->parent;       /* a lane is free: the client's queue */
-        }
-        sh_conn_run(c);
-        sh_conn_read_on(c);
-    }
-}
-
-void
-sh_conn_add_wait(sh_conn_t *c, sh_batch_t *b)
-{
-    if (c->nwaits == c->waits_cap) {
-        c->waits_cap = c->waits_cap ? c->waits_cap * 2 : 4;
-        c->waits = sh_realloc(c->waits, c->waits_cap * sizeof(sh_batch_t *));
-    }
-    c->waits[c->nwaits++] = sh_batch_ref(b);
-    b->conn = c;
-}
-
-void
-sh_conn_wait_done(sh_conn_t *c, sh_batch_t *b)
-{
-    uint32_t i;
-
-    for (i = 0; i < c->nwaits; i++) {
-        if (c->waits[i] == b) {
-            c->waits[i] = c->waits[--c->nwaits];
-            b->conn = NULL;
-            sh_batch_unref(b);
-            break;
+    sh__run_more(&c->main);
+    if (!c->main.running && !c->closing) {
+        sh__conn_dispatch(c);
+        if (!c->main.running && !c->closing && !sh__conn_write_blocked(c)) {
+            sh__conn_resume_reading(c);
         }
     }
-    if (c->nwaits == 0) {
-        sh_conn_wake(c);
+    if (c->main.running && !c->closing) {
+        sh_conn_bound_input(c);
     }
 }
 
@@ -1097,26 +512,26 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->eof = 1;
         uv_read_stop(s);
         c->read_stopped = 1;
-        if (!c->running) {
-            sh_conn_run(c);
-        } else if (sh_conn_batch_blocks(c->batch)
-                   || sh_conn_batch_blocks(c->held)) {
+        if (!c->main.running) {
+            sh__conn_dispatch(c);
+        } else if (sh_conn_batch_blocks(c->main.batch)
+                   || sh_conn_batch_blocks(c->main.held)) {
             /* Redis frees a blocked client on EOF; so do we, which closes
              * its dedicated backend connection and unblocks it there, so a
              * later push is not popped for nobody.  Ordinary batches are
              * finished, so a half-closed pipeline still gets its replies. */
             sh_conn_close(c);
-        } else if (c->more) {
-            sh_conn_more_event(c);   /* what is held is flushed now */
+        } else if (c->main.more) {
+            sh__conn_more_event(c);  /* what is held is flushed now */
         }
         return;
     }
     if (nread == 0) {
         return;
     }
-    sh_conn_reader_commit(c, (size_t) nread);
+    c->pc.p->reader_commit(c->pc.reader, (size_t) nread);
     for (;;) {
-        rc = sh_conn_reader_next(c, &f);
+        rc = c->pc.p->reader_next(c->pc.reader, &f);
         if (rc != SH_OK) {
             c->proto_err = 1;
             uv_read_stop(s);
@@ -1126,55 +541,37 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (f == NULL) {
             break;
         }
-        if (c->proto == SH_PROTO_CQL && f->rtype == SH_CQL_STARTUP) {
-            char comp[16];
-            const char *algo = sh_cql_startup_compression(f, comp,
-                                                          sizeof(comp));
-
-            /* its READY or AUTHENTICATE switches v5 to segments */
-            c->cql_startup = 1;
-            c->cql_lz4 = algo != NULL && strcmp(algo, "lz4") == 0;
-            c->cql_algo = algo == NULL ? 0
-                          : c->cql_lz4 ? SH_CQL_BODY_LZ4
-                          : strcmp(algo, "snappy") == 0 ? SH_CQL_BODY_SNAPPY
-                          : 0;
-        } else if (c->proto == SH_PROTO_CQL) {
-            f->cmd = (uint32_t) c->cql_algo;
-        }
+        c->pc.p->on_request(&c->pc, f);
         if (c->inq == NULL) {
             c->inq = sh_batch_alloc(0);
         }
         sh_batch_append(c->inq, f);
         sh_frame_unref(f);               /* the batch holds it now */
     }
-    if (c->running && c->more) {
-        sh_conn_more_event(c);       /* the chain asked for this batch */
+    if (c->main.running && c->main.more) {
+        sh__conn_more_event(c);      /* the chain asked for this batch */
         return;
     }
-    if (c->running) {
+    if (c->main.running) {
         if (c->src->conf.lanes > 1) {
-            sh_conn_run(c);          /* on a lane, when one is free */
+            sh__conn_dispatch(c);    /* on a lane, when one is free */
             if (c->closing) {
                 return;
             }
         }
-        /* a pipelining client outpaces the chain: bound what we hold */
-        if (sh_conn_reader_pending(c) > SH_CONN_MAX_INQ
-            || (c->inq && c->inq->n > c->src->conf.max_elements))
-        {
-            sh_conn_pause(c);
-        }
+        sh_conn_bound_input(c);
         return;
     }
-    sh_conn_run(c);
+    sh__conn_dispatch(c);
 }
+
+/* --- the connection's life ----------------------------------------------- */
 
 void
 sh_conn_accept(sh_listener_t *l)
 {
     sh_worker_t *w = l->w;
     sh_conn_t *c = sh_calloc(1, sizeof(*c));
-    sh_resp_limits_t lim = sh_resp_default_limits;
 
     uv_tcp_init(&w->loop, &c->tcp);
     if (uv_accept((uv_stream_t *) &l->tcp, (uv_stream_t *) &c->tcp) != 0) {
@@ -1185,20 +582,15 @@ sh_conn_accept(sh_listener_t *l)
     c->w = w;
     c->src = l;
     c->id = __atomic_fetch_add(&sh_conn_next_id, 1, __ATOMIC_RELAXED);
-    c->proto = l->conf.proto;
-    if (c->proto == SH_PROTO_CQL) {
-        sh_cql_limits_t clim = sh_cql_default_limits;
-
-        clim.max_body_len = l->conf.max_bulk_len;
-        c->reader = sh_cql_reader_new(SH_CQL_REQUEST, &clim);
-    } else {
-        lim.max_bulk_len = l->conf.max_bulk_len;
-        lim.max_elements = l->conf.max_elements;
-        lim.max_inline_len = l->conf.max_inline_len;
-        c->reader = sh_resp_reader_new(SH_RESP_REQUEST, &lim);
+    if (sh_proto_conn_init(&c->pc, &l->conf) != SH_OK) {
+        sh_log_error("source \"%s\": unknown protocol %d", l->name,
+                     (int) l->conf.proto);
+        uv_close((uv_handle_t *) &c->tcp, sh_conn_close_cb);
+        return;
     }
-    c->co_ref = LUA_NOREF;
-    c->session_ref = LUA_NOREF;
+    c->sess.conn = c;
+    c->sess.proto = l->conf.proto;
+    sh__run_init(&c->main, c, SH_RUN_MAIN);
     sh_ffi_metric_add(l->conns, 1);
     c->next = w->conns;
     if (w->conns) {
@@ -1210,30 +602,30 @@ sh_conn_accept(sh_listener_t *l)
     uv_read_start((uv_stream_t *) &c->tcp, sh_conn_alloc_cb, sh_conn_read_cb);
 }
 
-/* Tell the client why with an -ERR, then close once it is written. */
+/* Tell the client why (an -ERR, a CQL OVERLOADED), then close once it is
+ * written. */
 void
-sh_conn_abort(sh_conn_t *c, const char *why)
+sh__conn_abort(sh_conn_t *c, const char *why)
 {
     char msg[200];
 
     if (c->closing) {
         return;
     }
-    if (c->shadow) {
-        /* may be called under the shadow's running chain: drop its queue
-         * and let it close once that batch is done */
-        sh_log_warn("shadow connection %llu: %s", (unsigned long long) c->id,
-                    why);
-        c->eof = 1;
-        sh_batch_unref(c->inq);
-        sh_batch_unref(c->expq);
-        c->inq = c->expq = NULL;
-        sh_conn_schedule(c);
-        return;
-    }
     snprintf(msg, sizeof(msg), "shotover: %s", why);
-    sh_conn_send_error(c, NULL, SH_CQL_OVERLOADED, msg);
-    sh_conn_close_after_writes(c);
+    sh__conn_send_error(c, NULL, SH_CQL_OVERLOADED, msg);
+    sh__conn_close_after_writes(c);
+}
+
+/* Close c once the batches running now (its main run's and its lanes')
+ * are done and their replies written. */
+void
+sh__conn_close_when_done(sh_conn_t *c)
+{
+    c->close_after = 1;
+    if (!c->main.running && c->lanes_busy == 0) {
+        sh__conn_close_after_writes(c);
+    }
 }
 
 void
@@ -1241,522 +633,9 @@ sh_conn_close_all(sh_worker_t *w)
 {
     while (w->conns != NULL) {
         sh_conn_t *c = w->conns;
+
         c->closing = 0;
         sh_conn_close(c);
     }
-}
-
-/* --- FFI ---------------------------------------------------------------- */
-
-sh_batch_t *
-sh_ffi_conn_batch(sh_conn_t *c)
-{
-    return c->batch;
-}
-
-void
-sh_conn_set_resp(sh_conn_t *c, sh_batch_t *resp)
-{
-    if (resp != NULL) {
-        sh_batch_ref(resp);
-    }
-    sh_batch_unref(c->resp);
-    c->resp = resp;
-}
-
-int
-sh_ffi_conn_outstanding(sh_conn_t *c)
-{
-    return (int) c->nwaits;
-}
-
-int
-sh_ffi_conn_source(sh_conn_t *c)
-{
-    return c->src->conf.index;
-}
-
-/*
- * sh_ffi_conn_peer: the client's address ("127.0.0.1", "::1") into out;
- * a shadow answers for its client.  SH_ERROR when it cannot be had.
- */
-int
-sh_ffi_conn_peer(sh_conn_t *c, char *out, size_t cap)
-{
-    struct sockaddr_storage sa;
-    int len = sizeof(sa);
-
-    while ((c->shadow || c->lane) && c->parent != NULL) {
-        c = c->parent;
-    }
-    if (c->shadow || c->lane
-        || uv_tcp_getpeername(&c->tcp, (struct sockaddr *) &sa, &len) != 0)
-    {
-        return SH_ERROR;
-    }
-    if (sa.ss_family == AF_INET6) {
-        return uv_ip6_name((struct sockaddr_in6 *) &sa, out, cap) == 0
-               ? SH_OK : SH_ERROR;
-    }
-    return uv_ip4_name((struct sockaddr_in *) &sa, out, cap) == 0
-           ? SH_OK : SH_ERROR;
-}
-
-int
-sh_ffi_conn_handler(sh_conn_t *c)
-{
-    return c->handler;
-}
-
-int
-sh_ffi_conn_shadow(sh_conn_t *c, int handler, sh_conn_t **out)
-{
-    sh_conn_t *s;
-
-    if (c == NULL || c->shadow || c->lane || c->closing || handler <= 0) {
-        return SH_ERROR;
-    }
-    for (s = c->shadows; s != NULL; s = s->shadow_next) {
-        if (s->handler == handler && !s->eof && !s->close_after
-            && !s->closing)
-        {
-            *out = s;
-            return SH_OK;
-        }
-    }
-    s = sh_conn_child(c);
-    s->shadow = 1;
-    s->handler = handler;
-    s->shadow_next = c->shadows;
-    c->shadows = s;
-    *out = s;
-    return SH_DECLINED;                  /* a new one: its session is empty */
-}
-
-int
-sh_ffi_conn_push(sh_conn_t *s, sh_frame_t *req, sh_frame_t *paired)
-{
-    if (!s->shadow || s->closing || s->eof || s->close_after || req == NULL)
-    {
-        return SH_ERROR;
-    }
-    if (s->inq == NULL) {
-        s->inq = sh_batch_alloc(0);
-        s->expq = sh_batch_alloc(0);
-    }
-    sh_batch_append(s->inq, req);
-    sh_batch_append(s->expq, paired);
-    sh_conn_schedule(s);
-    return SH_OK;
-}
-
-uint32_t
-sh_ffi_conn_queued(sh_conn_t *s)
-{
-    return (s->inq ? s->inq->n : 0) + (s->running ? s->batch->n : 0);
-}
-
-sh_batch_t *
-sh_ffi_conn_paired(sh_conn_t *s)
-{
-    return s->exp;
-}
-
-/*
- * sh_ffi_conn_notify: resume the batches of c's client (the connection and
- * its lanes) that yielded SLEEP, once their backends, if any, are done.
- * They run after the caller yields, from the worker's wake list.
- */
-void
-sh_ffi_conn_notify(sh_conn_t *c)
-{
-    sh_conn_t *o = sh_conn_client(c);
-    sh_conn_t *r = o;
-
-    while (r != NULL) {
-        if (r->sleeping) {
-            r->sleeping = 0;
-            sh_conn_wake(r);
-        }
-        r = r == o ? o->lanes : r->lane_next;
-    }
-}
-
-int
-sh_ffi_conn_wake_reason(sh_conn_t *c)
-{
-    return c->wake_reason;
-}
-
-/*
- * sh_ffi_conn_timer: (re)arm the connection's one-shot timer.  When it
- * fires the coroutine, if it waits in MORE, is resumed with SH_WAKE_TIMER;
- * otherwise it is told at its next MORE.  SH_DECLINED on a closing
- * connection.
- */
-int
-sh_ffi_conn_timer(sh_conn_t *c, uint32_t ms)
-{
-    if (c->closing) {
-        return SH_DECLINED;
-    }
-    if (c->timer == NULL) {
-        c->timer = sh_alloc(sizeof(uv_timer_t));
-        uv_timer_init(&c->w->loop, c->timer);
-        c->timer->data = c;
-    }
-    c->timer_fired = 0;
-    uv_timer_start(c->timer, sh_conn_timer_cb, ms, 0);
-    return SH_OK;
-}
-
-int
-sh_ffi_conn_timer_stop(sh_conn_t *c)
-{
-    if (c->timer != NULL) {
-        uv_timer_stop(c->timer);
-    }
-    c->timer_fired = 0;
-    return SH_OK;
-}
-
-/*
- * Objects Lua creates during a batch belong to the running connection's
- * cycle and are released after the batch; outside a worker (specs) the
- * caller owns them and the FFI layer attaches ffi.gc.
- */
-static void
-sh_conn_cycle_push(sh_conn_t *c, void *p)
-{
-    if (c->ncycle == c->cycle_cap) {
-        c->cycle_cap = c->cycle_cap ? c->cycle_cap * 2 : 16;
-        c->cycle = sh_realloc(c->cycle, c->cycle_cap * sizeof(void *));
-    }
-    c->cycle[c->ncycle++] = p;
-}
-
-static int
-sh_conn_cycle_add(void *p)
-{
-    sh_worker_t *w = sh_worker_cur;
-    sh_conn_t *c;
-
-    if (w == NULL || (c = w->cur) == NULL) {
-        return SH_DECLINED;
-    }
-    sh_conn_cycle_push(c, p);
-    return SH_OK;
-}
-
-int
-sh_ffi_batch_new(uint32_t n, sh_batch_t **out)
-{
-    sh_batch_t *b = sh_batch_alloc(n);
-
-    *out = b;
-    return sh_conn_cycle_add((void *) ((uintptr_t) b | 1));
-}
-
-int
-sh_ffi_batch_set(sh_batch_t *b, uint32_t i, sh_frame_t *f)
-{
-    if (i >= b->n) {
-        return SH_ERROR;
-    }
-    sh_batch_put(b, i, f);
-    return SH_OK;
-}
-
-int
-sh_ffi_batch_push(sh_batch_t *b, sh_frame_t *f)
-{
-    sh_batch_append(b, f);
-    return SH_OK;
-}
-
-void
-sh_ffi_batch_unref(sh_batch_t *b)
-{
-    sh_batch_unref(b);
-}
-
-int
-sh_ffi_frame_new(int proto, const uint8_t *data, size_t len,
-    sh_frame_t **out, const char **err)
-{
-    sh_resp_reader_t *r;
-    sh_frame_t *f;
-    int rc;
-
-    if (proto == SH_PROTO_CQL) {
-        sh_cql_reader_t *cr;
-
-        if (len < SH_CQL_HEADER_LEN) {
-            *err = "shorter than a CQL header";
-            return SH_ERROR;
-        }
-        cr = sh_cql_reader_new((data[0] & 0x80) ? SH_CQL_RESPONSE
-                                                : SH_CQL_REQUEST, NULL);
-        sh_cql_reader_feed(cr, data, len);
-        rc = sh_cql_reader_next(cr, &f);
-        if (rc != SH_OK || f == NULL || sh_cql_reader_pending(cr) != 0) {
-            sh_frame_unref(f);
-            sh_cql_reader_free(cr);
-            *err = "not exactly one complete CQL envelope";
-            return SH_ERROR;
-        }
-        sh_cql_reader_free(cr);
-        *out = f;
-        return sh_conn_cycle_add(f);
-    }
-    if (proto != SH_PROTO_REDIS) {
-        *err = "unsupported protocol";
-        return SH_ERROR;
-    }
-    /* parse it, so the frame's type and count are right */
-    r = sh_resp_reader_new(SH_RESP_REPLY, NULL);
-    sh_resp_reader_feed(r, data, len);
-    rc = sh_resp_reader_next(r, &f);
-    if (rc != SH_OK || f == NULL || sh_resp_reader_pending(r) != 0) {
-        sh_frame_unref(f);
-        sh_resp_reader_free(r);
-        *err = "not exactly one complete RESP value";
-        return SH_ERROR;
-    }
-    sh_resp_reader_free(r);
-    *out = f;
-    return sh_conn_cycle_add(f);
-}
-
-int
-sh_ffi_frame_new_command(const uint8_t **args, const size_t *lens,
-    int nargs, sh_frame_t **out, const char **err)
-{
-    if (nargs < 1) {
-        *err = "a command needs at least one argument";
-        return SH_ERROR;
-    }
-    *out = sh_resp_encode_command((const uint8_t *const *) args, lens, nargs);
-    return sh_conn_cycle_add(*out);
-}
-
-/*
- * sh_ffi_frame_set_arg: replace argument i (0-based) of a request, re-encoding
- * the frame into a buffer of its own and marking it modified.
- */
-int
-sh_ffi_frame_set_arg(sh_frame_t *f, int i, const uint8_t *data, size_t len,
-    const char **err)
-{
-    const uint8_t *stack_args[16];
-    size_t stack_lens[16];
-    const uint8_t **args = stack_args;
-    size_t *lens = stack_lens;
-    sh_frame_t *nf;
-    int k;
-
-    if (f->proto != SH_PROTO_REDIS || f->argv == NULL) {
-        *err = "not a Redis request";
-        return SH_ERROR;
-    }
-    if (i < 0 || i >= f->argc) {
-        *err = "argument index out of range";
-        return SH_ERROR;
-    }
-    if (f->argc > 16) {
-        args = sh_alloc((size_t) f->argc * sizeof(*args));
-        lens = sh_alloc((size_t) f->argc * sizeof(*lens));
-    }
-    for (k = 0; k < f->argc; k++) {
-        args[k] = f->data + f->argv[k].off;
-        lens[k] = f->argv[k].len;
-    }
-    args[i] = data;
-    lens[i] = len;
-    nf = sh_resp_encode_command(args, lens, f->argc);
-    /* move the new encoding into f, which everybody else points at */
-    sh_buf_unref(f->buf);
-    f->buf = nf->buf;
-    nf->buf = NULL;
-    f->data = nf->data;
-    f->len = nf->len;
-    memcpy(f->argv, nf->argv, (size_t) f->argc * sizeof(sh_slice_t));
-    f->cmd = nf->cmd;
-    f->cmd_id = nf->cmd_id;
-    f->flags |= SH_FRAME_MODIFIED;
-    sh_frame_unref(nf);
-    if (args != stack_args) {
-        sh_free(args);
-        sh_free(lens);
-    }
-    return SH_OK;
-}
-
-int
-sh_ffi_frame_describe(const sh_frame_t *f, char *out, size_t cap)
-{
-    if (f->flags & SH_FRAME_NOREPLY) {
-        snprintf(out, cap, "(no reply)");
-        return (int) strlen(out);
-    }
-    return sh_resp_describe(f->data, f->len, out, cap);
-}
-
-/*
- * sh_ffi_frame_error: an error reply to request req in its protocol: Redis
- * "-ERR msg" (msg as is when it starts with an upper-case code), or a
- * CQL ERROR with `code` on req's stream and version.
- */
-int
-sh_ffi_frame_error(const sh_frame_t *req, uint32_t code, const char *msg,
-    sh_frame_t **out)
-{
-    char line[1024];
-    int n;
-
-    if (req->proto == SH_PROTO_CQL) {
-        *out = sh_cql_error_frame(sh_cql_frame_version(req), req->argc, code,
-                                  msg);
-    } else {
-        const char *p = msg;
-
-        while (*p >= 'A' && *p <= 'Z') {
-            p++;
-        }
-        /* a message that does not start with an error code gets ERR */
-        n = snprintf(line, sizeof(line), "-%s%s\r\n",
-                     (p > msg && *p == ' ') ? "" : "ERR ", msg);
-        if (n >= (int) sizeof(line)) {
-            n = sizeof(line) - 1;
-            line[n - 2] = '\r';
-            line[n - 1] = '\n';
-        }
-        *out = sh_frame_copy(SH_PROTO_REDIS, (const uint8_t *) line,
-                             (size_t) n);
-        (*out)->rtype = '-';
-    }
-    return sh_conn_cycle_add(*out);
-}
-
-/*
- * sh_ffi_cql_body: the body of a CQL frame; a compressed v4 body is
- * decompressed into a buffer held by a frame that the running batch owns,
- * or outside a worker (specs) that the caller owns (SH_DECLINED).
- */
-int
-sh_ffi_cql_body(const sh_frame_t *f, sh_frame_t **holder,
-    const uint8_t **body, size_t *len, const char **err)
-{
-    sh_frame_t *h;
-    sh_buf_t *b;
-    uint32_t n;
-
-    *holder = NULL;
-    if (f->proto != SH_PROTO_CQL || f->len < SH_CQL_HEADER_LEN) {
-        *err = "not a CQL frame";
-        return SH_ERROR;
-    }
-    if (!(f->data[1] & SH_CQL_FLAG_COMPRESSED) || sh_cql_frame_version(f) >= 5)
-    {
-        *body = f->data + SH_CQL_HEADER_LEN;
-        *len = f->len - SH_CQL_HEADER_LEN;
-        return SH_OK;
-    }
-    b = sh_cql_body_decompress(f, &n, err);
-    if (b == NULL) {
-        return SH_ERROR;
-    }
-    h = sh_frame_alloc(SH_PROTO_CQL, 0);
-    h->buf = b;
-    h->data = b->data;
-    h->len = n;
-    *body = b->data;
-    *len = n;
-    *holder = h;
-    return sh_conn_cycle_add(h);
-}
-
-/*
- * sh_ffi_frame_same: do two replies say the same?  Redis: the same bytes.
- * CQL: the same opcode and body (decompressed when compressed), whatever
- * the stream id, version and compression of the envelopes.  1 or 0.
- */
-int
-sh_ffi_frame_same(const sh_frame_t *a, const sh_frame_t *b)
-{
-    sh_frame_t *ha, *hb;
-    const uint8_t *ba, *bb;
-    const char *err;
-    size_t la, lb;
-    int same;
-
-    if (a == NULL || b == NULL || a->proto != b->proto) {
-        return a == b;
-    }
-    if (a->proto == SH_PROTO_REDIS) {
-        return a->len == b->len && memcmp(a->data, b->data, a->len) == 0;
-    }
-    if (a->rtype != b->rtype) {
-        return 0;
-    }
-    if (sh_ffi_cql_body(a, &ha, &ba, &la, &err) == SH_ERROR) {
-        return 0;
-    }
-    if (sh_ffi_cql_body(b, &hb, &bb, &lb, &err) == SH_ERROR) {
-        sh_frame_unref(ha);
-        return 0;
-    }
-    same = la == lb && memcmp(ba, bb, la) == 0;
-    /* outside a worker the decompressed bodies are ours to drop */
-    if (sh_worker_cur == NULL || sh_worker_cur->cur == NULL) {
-        sh_frame_unref(ha);
-        sh_frame_unref(hb);
-    }
-    return same;
-}
-
-/*
- * sh_ffi_cql_set_body: give frame f a new body, keeping its header but the
- * length; a v4 frame that was compressed is compressed again the same way.
- * The frame is rewritten in place (its new bytes in a buffer of its own), so
- * the batch and the backend see the change, and marked modified.
- */
-int
-sh_ffi_cql_set_body(sh_frame_t *f, const uint8_t *body, size_t len,
-    const char **err)
-{
-    int compressed = (f->data[1] & SH_CQL_FLAG_COMPRESSED)
-                     && sh_cql_frame_version(f) < 5;
-    sh_buf_t *cb = NULL, *nb;
-    uint32_t blen = (uint32_t) len;
-
-    if (f->proto != SH_PROTO_CQL || f->len < SH_CQL_HEADER_LEN) {
-        *err = "not a CQL frame";
-        return SH_ERROR;
-    }
-    if (len > sh_cql_default_limits.max_body_len * 16u) {
-        *err = "body too big";
-        return SH_ERROR;
-    }
-    if (compressed) {
-        cb = sh_cql_body_compress(f, body, (uint32_t) len, &blen, err);
-        if (cb == NULL) {
-            return SH_ERROR;
-        }
-        body = cb->data;
-    }
-    nb = sh_buf_new(SH_CQL_HEADER_LEN + blen);
-    memcpy(nb->data, f->data, 5);
-    nb->data[5] = (uint8_t) (blen >> 24);
-    nb->data[6] = (uint8_t) (blen >> 16);
-    nb->data[7] = (uint8_t) (blen >> 8);
-    nb->data[8] = (uint8_t) blen;
-    memcpy(nb->data + SH_CQL_HEADER_LEN, body, blen);
-    sh_buf_unref(cb);
-    sh_buf_unref(f->buf);
-    f->buf = nb;
-    f->data = nb->data;
-    f->len = SH_CQL_HEADER_LEN + blen;
-    f->flags |= SH_FRAME_MODIFIED;
-    return SH_OK;
+    sh__run_close_shadows(w);
 }

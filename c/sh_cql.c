@@ -762,3 +762,145 @@ sh_cql_body_compress(const sh_frame_t *f, const uint8_t *body, uint32_t len,
     }
     return b;
 }
+
+/* --- the handshake's framing switch -------------------------------------- */
+
+void
+sh_cql_framing_request(sh_cql_framing_t *fr, sh_frame_t *f)
+{
+    char comp[16];
+    const char *algo;
+
+    if (f->rtype != SH_CQL_STARTUP) {
+        f->cmd = (uint32_t) fr->algo;
+        return;
+    }
+    algo = sh_cql_startup_compression(f, comp, sizeof(comp));
+    fr->startup = 1;
+    fr->lz4 = algo != NULL && strcmp(algo, "lz4") == 0;
+    fr->algo = algo == NULL ? 0
+               : fr->lz4 ? SH_CQL_BODY_LZ4
+               : strcmp(algo, "snappy") == 0 ? SH_CQL_BODY_SNAPPY
+               : 0;
+}
+
+int
+sh_cql_framing_response(sh_cql_framing_t *fr, const sh_frame_t *f,
+    sh_cql_reader_t *r)
+{
+    if (!fr->startup || (f->rtype != SH_CQL_READY
+                         && f->rtype != SH_CQL_AUTHENTICATE))
+    {
+        return 0;
+    }
+    fr->startup = 0;
+    if (sh_cql_frame_version(f) < 5) {
+        return 0;
+    }
+    fr->segments = fr->lz4 ? SH_CQL_SEGMENTS_LZ4 : SH_CQL_SEGMENTS_PLAIN;
+    sh_cql_reader_use_segments(r, fr->segments);
+    return 1;
+}
+
+sh_frame_t *
+sh_cql_framing_wrap(const sh_cql_framing_t *fr, sh_frame_t *const *frames,
+    uint32_t n)
+{
+    sh_frame_t *seg;
+    uint32_t len;
+
+    if (!fr->segments || n == 0) {
+        return NULL;
+    }
+    seg = sh_frame_alloc(SH_PROTO_CQL, 0);
+    seg->buf = sh_cql_segments_encode(frames, n, fr->segments, &len);
+    seg->data = seg->buf->data;
+    seg->len = len;
+    return seg;
+}
+
+/* --- bodies, for Lua ----------------------------------------------------- */
+
+/*
+ * sh_ffi_cql_body: the body of a CQL frame; a compressed v4 body is
+ * decompressed into a buffer held by a frame that the running batch owns,
+ * or outside a worker (specs) that the caller owns (SH_DECLINED).
+ */
+int
+sh_ffi_cql_body(const sh_frame_t *f, sh_frame_t **holder,
+    const uint8_t **body, size_t *len, const char **err)
+{
+    sh_frame_t *h;
+    sh_buf_t *b;
+    uint32_t n;
+
+    *holder = NULL;
+    if (f->proto != SH_PROTO_CQL || f->len < SH_CQL_HEADER_LEN) {
+        *err = "not a CQL frame";
+        return SH_ERROR;
+    }
+    if (!(f->data[1] & SH_CQL_FLAG_COMPRESSED) || sh_cql_frame_version(f) >= 5)
+    {
+        *body = f->data + SH_CQL_HEADER_LEN;
+        *len = f->len - SH_CQL_HEADER_LEN;
+        return SH_OK;
+    }
+    b = sh_cql_body_decompress(f, &n, err);
+    if (b == NULL) {
+        return SH_ERROR;
+    }
+    h = sh_frame_alloc(SH_PROTO_CQL, 0);
+    h->buf = b;
+    h->data = b->data;
+    h->len = n;
+    *body = b->data;
+    *len = n;
+    *holder = h;
+    return sh_cycle_add_frame(h);
+}
+
+/*
+ * sh_ffi_cql_set_body: give frame f a new body, keeping its header but the
+ * length; a v4 frame that was compressed is compressed again the same way.
+ * The frame is rewritten in place (its new bytes in a buffer of its own), so
+ * the batch and the backend see the change, and marked modified.
+ */
+int
+sh_ffi_cql_set_body(sh_frame_t *f, const uint8_t *body, size_t len,
+    const char **err)
+{
+    int compressed = (f->data[1] & SH_CQL_FLAG_COMPRESSED)
+                     && sh_cql_frame_version(f) < 5;
+    sh_buf_t *cb = NULL, *nb;
+    uint32_t blen = (uint32_t) len;
+
+    if (f->proto != SH_PROTO_CQL || f->len < SH_CQL_HEADER_LEN) {
+        *err = "not a CQL frame";
+        return SH_ERROR;
+    }
+    if (len > sh_cql_default_limits.max_body_len * 16u) {
+        *err = "body too big";
+        return SH_ERROR;
+    }
+    if (compressed) {
+        cb = sh_cql_body_compress(f, body, (uint32_t) len, &blen, err);
+        if (cb == NULL) {
+            return SH_ERROR;
+        }
+        body = cb->data;
+    }
+    nb = sh_buf_new(SH_CQL_HEADER_LEN + blen);
+    memcpy(nb->data, f->data, 5);
+    nb->data[5] = (uint8_t) (blen >> 24);
+    nb->data[6] = (uint8_t) (blen >> 16);
+    nb->data[7] = (uint8_t) (blen >> 8);
+    nb->data[8] = (uint8_t) blen;
+    memcpy(nb->data + SH_CQL_HEADER_LEN, body, blen);
+    sh_buf_unref(cb);
+    sh_buf_unref(f->buf);
+    f->buf = nb;
+    f->data = nb->data;
+    f->len = SH_CQL_HEADER_LEN + blen;
+    f->flags |= SH_FRAME_MODIFIED;
+    return SH_OK;
+}

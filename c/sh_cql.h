@@ -114,6 +114,32 @@ sh_frame_t *sh_cql_error_frame(int version, int stream, uint32_t code,
 const char *sh_cql_startup_compression(const sh_frame_t *f, char *out,
     size_t cap);
 
+/*
+ * The handshake state of one side of a CQL connection (a client's, or ours
+ * to a node): the STARTUP's compression, and the switch to v5 segments that
+ * the answer to STARTUP (READY or AUTHENTICATE) makes in both directions.
+ */
+typedef struct sh_cql_framing_s {
+    int segments;            /* 0, or SH_CQL_SEGMENTS_* once switched */
+    int lz4;                 /* the STARTUP asked for lz4 */
+    int algo;                /* v4 body compression: 0 or SH_CQL_BODY_* */
+    int startup;             /* STARTUP seen, its answer not yet */
+} sh_cql_framing_t;
+
+/* A request goes by: a STARTUP records its compression; every other frame
+ * gets the connection's body compression in f->cmd. */
+void sh_cql_framing_request(sh_cql_framing_t *fr, sh_frame_t *f);
+/* A response goes by: 1 when it is the answer to STARTUP that switches a
+ * v5 connection to segments (the reader r, reading the other direction of
+ * the same connection, now expects segments too), else 0. */
+int sh_cql_framing_response(sh_cql_framing_t *fr, const sh_frame_t *f,
+    sh_cql_reader_t *r);
+/* frames as they go on the wire: a new frame holding them in segments when
+ * the connection uses them (one reference), else NULL (write them as
+ * they are) */
+sh_frame_t *sh_cql_framing_wrap(const sh_cql_framing_t *fr,
+    sh_frame_t *const *frames, uint32_t n);
+
 static inline int
 sh_cql_frame_version(const sh_frame_t *f)
 {

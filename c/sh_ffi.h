@@ -56,7 +56,7 @@ enum {
                                 with the next batch, the timer or EOF; the
                                 responses, when DONE, cover every batch held */
     SH_YIELD_SLEEP = 3       /* wait until another batch of the same client
-                                (lanes) calls sh_ffi_conn_notify */
+                                (lanes) calls sh_ffi_run_notify */
 };
 
 /* CQL opcodes (native_protocol_v5.spec section 4) */
@@ -85,11 +85,11 @@ enum {
     SH_CQL_OVERLOADED = 0x1001
 };
 
-/* why a connection's coroutine was resumed after it yielded MORE
- * (sh_ffi_conn_wake_reason); a first resume is always SH_WAKE_BATCH */
+/* why a run's coroutine was resumed after it yielded MORE
+ * (sh_ffi_run_wake_reason); a first resume is always SH_WAKE_BATCH */
 enum {
-    SH_WAKE_BATCH = 0,       /* a new batch: sh_ffi_conn_batch */
-    SH_WAKE_TIMER = 1,       /* the timer of sh_ffi_conn_timer fired */
+    SH_WAKE_BATCH = 0,       /* a new batch: sh_ffi_run_batch */
+    SH_WAKE_TIMER = 1,       /* the timer of sh_ffi_run_timer fired */
     SH_WAKE_EOF = 2          /* the client will send nothing more */
 };
 
@@ -109,7 +109,7 @@ enum {
 };
 
 typedef struct sh_buf_s sh_buf_t;
-typedef struct sh_conn_s sh_conn_t;
+typedef struct sh_run_s sh_run_t;
 typedef struct sh_worker_s sh_worker_t;
 typedef struct sh_redis_pool_s sh_redis_pool_t;
 typedef struct sh_cql_pool_s sh_cql_pool_t;
@@ -153,7 +153,7 @@ typedef struct sh_batch_s {
     uint32_t cap;            /* slots allocated */
     uint32_t refs;           /* references held on this batch */
     uint32_t waiting;        /* slots a backend still owes */
-    sh_conn_t *conn;         /* client to wake when waiting reaches 0 */
+    sh_run_t *run;           /* run to wake when waiting reaches 0 */
 } sh_batch_t;
 
 /* Settings of one Redis backend pool (a `redis` sink, per worker). */
@@ -243,41 +243,42 @@ int sh_ffi_batch_set(sh_batch_t *b, uint32_t i, sh_frame_t *f);
 int sh_ffi_batch_push(sh_batch_t *b, sh_frame_t *f);
 void sh_ffi_batch_unref(sh_batch_t *b);
 
-/* The client connection a coroutine serves */
-sh_batch_t *sh_ffi_conn_batch(sh_conn_t *c);
-int sh_ffi_conn_outstanding(sh_conn_t *c);
-int sh_ffi_conn_source(sh_conn_t *c);
-int sh_ffi_conn_peer(sh_conn_t *c, char *out, size_t cap);
+/* The run a coroutine is (chain.c): the batch it runs, how many backends
+ * it still waits for, its source (index in the config), and its client's
+ * address ("127.0.0.1", "::1"; SH_ERROR once the client is gone). */
+sh_batch_t *sh_ffi_run_batch(sh_run_t *r);
+int sh_ffi_run_outstanding(sh_run_t *r);
+int sh_ffi_run_source(sh_run_t *r);
+int sh_ffi_run_peer(sh_run_t *r, char *out, size_t cap);
 
-/* Shadows: connections without a socket serving client c, each with its
- * own coroutine (running Lua handler number `handler`, > 0), session and
+/* Shadows: runs serving client run r's connection, each with its own
+ * coroutine (running Lua handler number `handler`, > 0), session and
  * backend connections.  Lua pushes requests into one, each paired with a
  * frame of its choice (or NULL); the shadow runs them after the current
- * batch, writes its replies nowhere, and outlives c until its queue is
- * done.  An asynchronous tee is one.  sh_ffi_conn_shadow gives c's live
- * shadow for `handler` (SH_OK), or a new one (SH_DECLINED: a shadow whose
- * backend failed closes, and the next is new); ask each time, never keep
- * the pointer. */
-int sh_ffi_conn_handler(sh_conn_t *c);
-int sh_ffi_conn_shadow(sh_conn_t *c, int handler, sh_conn_t **out);
-int sh_ffi_conn_push(sh_conn_t *s, sh_frame_t *req, sh_frame_t *paired);
-uint32_t sh_ffi_conn_queued(sh_conn_t *s);
-sh_batch_t *sh_ffi_conn_paired(sh_conn_t *s);
+ * batch, writes its replies nowhere, and outlives its client until its
+ * queue is done.  An asynchronous tee is one.  sh_ffi_run_shadow gives the
+ * client's live shadow for `handler` (SH_OK), or a new one (SH_DECLINED: a
+ * shadow whose backend failed ends, and the next is new); ask each time,
+ * never keep the pointer. */
+int sh_ffi_run_handler(sh_run_t *r);
+int sh_ffi_run_shadow(sh_run_t *r, int handler, sh_run_t **out);
+int sh_ffi_run_push(sh_run_t *s, sh_frame_t *req, sh_frame_t *paired);
+uint32_t sh_ffi_run_queued(sh_run_t *s);
+sh_batch_t *sh_ffi_run_paired(sh_run_t *s);
 
 /* Lanes (several batches of one CQL client at once, see sh_conn.c): a
- * batch that must wait for another batch of its client yields SLEEP
- * (shotover.ffi YIELD_SLEEP) and is resumed once one of them calls
- * sh_ffi_conn_notify (it checks its condition again: a resume may come
- * for other reasons). */
-void sh_ffi_conn_notify(sh_conn_t *c);
+ * batch that must wait for another batch of its client yields SLEEP and is
+ * resumed once one of them calls sh_ffi_run_notify (it checks its
+ * condition again: a resume may come for other reasons). */
+void sh_ffi_run_notify(sh_run_t *r);
 
 /* Holding requests across batches (the MORE yield, see coalesce): why the
- * coroutine was resumed (SH_WAKE_*), and the connection's one-shot timer:
+ * coroutine was resumed (SH_WAKE_*), and the run's one-shot timer:
  * (re)armed to fire in ms milliseconds, or stopped.  A timer that fires
  * while the coroutine is not waiting in MORE is told at its next MORE. */
-int sh_ffi_conn_wake_reason(sh_conn_t *c);
-int sh_ffi_conn_timer(sh_conn_t *c, uint32_t ms);
-int sh_ffi_conn_timer_stop(sh_conn_t *c);
+int sh_ffi_run_wake_reason(sh_run_t *r);
+int sh_ffi_run_timer(sh_run_t *r, uint32_t ms);
+int sh_ffi_run_timer_stop(sh_run_t *r);
 
 /* Workers and sources */
 int sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
@@ -294,8 +295,11 @@ void sh_ffi_workers_stop(void);
 /* Redis backends */
 int sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
     sh_redis_pool_t **out, const char **err);
-int sh_ffi_redis_send(sh_redis_pool_t *p, sh_conn_t *c, sh_batch_t *req,
+int sh_ffi_redis_send(sh_redis_pool_t *p, sh_run_t *r, sh_batch_t *req,
     sh_batch_t *resp);
+/* close a pool while the worker runs: what it owes fails, clients pinned
+ * to it lose their connection as if the backend had dropped it */
+void sh_ffi_redis_pool_free(sh_redis_pool_t *p);
 
 /* CQL bodies: the body of f, decompressed when its v4 body is compressed
  * (f->cmd holds the connection's algorithm: 1 lz4, 2 snappy).  SH_OK: the
@@ -313,8 +317,11 @@ int sh_ffi_cql_set_body(sh_frame_t *f, const uint8_t *body, size_t len,
 /* Cassandra backends */
 int sh_ffi_cql_pool_new(sh_worker_t *w, const sh_cql_conf_t *conf,
     sh_cql_pool_t **out, const char **err);
-int sh_ffi_cql_send(sh_cql_pool_t *p, sh_conn_t *c, sh_batch_t *req,
+int sh_ffi_cql_send(sh_cql_pool_t *p, sh_run_t *r, sh_batch_t *req,
     sh_batch_t *resp);
+/* close a pool while the worker runs: what it owes fails (OVERLOADED) and
+ * its clients close once those errors are written */
+void sh_ffi_cql_pool_free(sh_cql_pool_t *p);
 
 /* Metrics, shared by every worker: one series per (name, labels); labels
  * are Prometheus label text, e.g. `source="redis"` (or "").  Registering

@@ -5,14 +5,14 @@
  * done.
  */
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include "sh_buf.h"
 #include "sh_config.h"
+#include "sh_lua.h"
 #include "sh_metrics.h"
-#include "sh_worker.h"
 
 static void
 sh_lua_set_path(lua_State *L)
@@ -84,26 +84,59 @@ sh_lua_core_add(lua_State *L)         /* add(metric_id, delta) */
 }
 
 /*
- * session(conn): the session table of a client connection (chain.conn),
- * made on first use and kept in the registry until the connection closes.
- * conn is the light userdata a runner is started with; a lane answers
- * with its client's table, so the batches of one client share it.
+ * session(client): the session table of a client connection (chain.conn),
+ * made on first use and kept until the connection closes
+ * (sh_lua_session_release).  client is the light userdata a runner gets as
+ * its second argument: every run of one client (lanes) shares the table.
  */
+static char sh_lua_sessions_key;         /* registry key of the sessions */
+
+static void
+sh_lua_sessions(lua_State *L)
+{
+    lua_pushlightuserdata(L, &sh_lua_sessions_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushlightuserdata(L, &sh_lua_sessions_key);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
+}
+
 static int
 sh_lua_core_session(lua_State *L)
 {
-    sh_conn_t *c = lua_touserdata(L, 1);
+    void *client = lua_touserdata(L, 1);
 
-    if (c == NULL) {
+    if (client == NULL) {
         return luaL_argerror(L, 1, "connection expected");
     }
-    c = sh_conn_client(c);
-    if (c->session_ref == LUA_NOREF) {
+    sh_lua_sessions(L);
+    lua_pushlightuserdata(L, client);
+    lua_rawget(L, -2);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
         lua_newtable(L);
-        c->session_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_pushlightuserdata(L, client);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, -4);
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->session_ref);
     return 1;
+}
+
+void
+sh_lua_session_release(lua_State *L, void *client)
+{
+    if (L == NULL) {
+        return;
+    }
+    sh_lua_sessions(L);
+    lua_pushlightuserdata(L, client);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
 }
 
 static int
@@ -208,69 +241,58 @@ sh_lua_worker_init(sh_worker_t *w, char *err, size_t errlen)
  */
 #define SH_LUA_TCDATA 10                /* lua_type() of a cdata */
 
-static void
-sh_lua_take_resp(sh_conn_t *c, lua_State *co)
-{
-    sh_batch_t *resp = NULL;
-
-    if (lua_type(co, 2) == SH_LUA_TCDATA) {
-        resp = *(sh_batch_t *const *) lua_topointer(co, 2);
-    }
-    sh_conn_set_resp(c, resp);
-}
-
 /*
- * sh_lua_resume: run c's coroutine until it yields.  Returns what it
- * yielded (SH_YIELD_WAIT or SH_YIELD_DONE), or SH_ERROR when the runner
- * died (logged).
+ * sh_lua_resume: run coroutine co until it yields, starting it the first
+ * time as runner(run, client) (light userdata: the run and the client
+ * connection it serves).  Returns what it yielded (SH_YIELD_*), with the
+ * responses of a DONE in *resp (not referenced: take one), or SH_ERROR when
+ * the runner died (its message in *err, valid until the next resume).
+ * While it runs, frames and batches Lua makes join `cycle`.
  */
 int
-sh_lua_resume(sh_conn_t *c)
+sh_lua_resume(sh_worker_t *w, sh_lua_co_t *co, void *run, void *client,
+    sh_cycle_t *cycle, sh_batch_t **resp, const char **err)
 {
-    sh_worker_t *w = c->w;
-    lua_State *co;
+    static __thread char errbuf[512];
+    lua_State *L;
     int nargs = 0, rc, v;
 
-    if (!c->started) {
-        co = lua_newthread(w->L);
-        c->co = co;
-        c->co_ref = luaL_ref(w->L, LUA_REGISTRYINDEX);
-        lua_rawgeti(co, LUA_REGISTRYINDEX, w->run_ref);
-        lua_pushlightuserdata(co, c);
-        nargs = 1;
-        c->started = 1;
+    *resp = NULL;
+    if (co->L == NULL) {
+        co->L = lua_newthread(w->L);
+        co->ref = luaL_ref(w->L, LUA_REGISTRYINDEX);
+        lua_rawgeti(co->L, LUA_REGISTRYINDEX, w->run_ref);
+        lua_pushlightuserdata(co->L, run);
+        lua_pushlightuserdata(co->L, client);
+        nargs = 2;
     }
-    co = c->co;
-    w->cur = c;
-    rc = lua_resume(co, nargs);
-    w->cur = NULL;
+    L = co->L;
+    sh_cycle_cur = cycle;
+    rc = lua_resume(L, nargs);
+    sh_cycle_cur = NULL;
     if (rc == LUA_YIELD) {
-        v = (int) lua_tointeger(co, 1);
-        if (v == SH_YIELD_DONE) {
-            sh_lua_take_resp(c, co);
+        v = (int) lua_tointeger(L, 1);
+        if (v == SH_YIELD_DONE && lua_type(L, 2) == SH_LUA_TCDATA) {
+            *resp = *(sh_batch_t *const *) lua_topointer(L, 2);
         }
-        lua_settop(co, 0);
+        lua_settop(L, 0);
         return v;
     }
-    sh_log_error("source \"%s\": connection runner died: %s", c->src->name,
-                 rc == 0 ? "returned" : lua_tostring(co, -1));
-    sh_lua_conn_release(c);
+    snprintf(errbuf, sizeof(errbuf), "%s",
+             rc == 0 ? "returned" : lua_tostring(L, -1));
+    *err = errbuf;
+    sh_lua_co_release(w, co);
     return SH_ERROR;
 }
 
 void
-sh_lua_conn_release(sh_conn_t *c)
+sh_lua_co_release(sh_worker_t *w, sh_lua_co_t *co)
 {
-    if (c->co_ref != LUA_NOREF && c->w->L != NULL) {
-        luaL_unref(c->w->L, LUA_REGISTRYINDEX, c->co_ref);
+    if (co->ref != LUA_NOREF && co->L != NULL && w->L != NULL) {
+        luaL_unref(w->L, LUA_REGISTRYINDEX, co->ref);
     }
-    if (c->session_ref != LUA_NOREF && c->w->L != NULL) {
-        luaL_unref(c->w->L, LUA_REGISTRYINDEX, c->session_ref);
-    }
-    c->co_ref = LUA_NOREF;
-    c->session_ref = LUA_NOREF;
-    c->co = NULL;
-    c->started = 0;
+    co->ref = LUA_NOREF;
+    co->L = NULL;
 }
 
 /*
@@ -315,26 +337,65 @@ sh_lua_check(const char *conf_path, int *workers, char *admin_host,
  * sh_lua_script: `shotover lua SCRIPT [ARGS...]` runs a Lua script in the
  * same runtime the workers have (FFI declarations, module path, the core's
  * symbols), like OpenResty's `resty`.  The busted specs run this way, so they
- * test the binary itself, sanitizers included.  Returns the exit status.
+ * test the binary itself, sanitizers included.  A SCRIPT without a '/' that
+ * is not a readable file in the current directory is looked up on PATH as a
+ * shell would (the first regular file with an execute bit), so `shotover
+ * lua busted spec/` runs the installed busted; arg[0] is then the path
+ * found.  Returns the exit status.
  */
 int
 sh_lua_script(int argc, char **argv)
 {
-    lua_State *L = sh_lua_new();
-    int i, rc;
+    lua_State *L;
+    const char *script = argv[0], *path, *dir, *end;
+    char found[4096];
+    struct stat st;
+    FILE *f;
+    int i, rc, n;
 
+    if (strchr(script, '/') == NULL) {
+        f = fopen(script, "r");
+        if (f != NULL) {
+            fclose(f);
+        } else if ((path = getenv("PATH")) != NULL) {
+            for (dir = path; ; dir = end + 1) {
+                end = strchr(dir, ':');
+                if (end == NULL) {
+                    end = dir + strlen(dir);
+                }
+                /* an empty entry is the current directory, tried above; a
+                 * path too long for the buffer is skipped, never cut */
+                if (end > dir) {
+                    n = snprintf(found, sizeof(found), "%.*s/%s",
+                                 (int) (end - dir), dir, script);
+                    if (n > 0 && (size_t) n < sizeof(found)
+                        && stat(found, &st) == 0 && S_ISREG(st.st_mode)
+                        && (st.st_mode & 0111) != 0)
+                    {
+                        script = found;
+                        break;
+                    }
+                }
+                if (*end == '\0') {
+                    break;
+                }
+            }
+        }
+    }
+
+    L = sh_lua_new();
     if (L == NULL) {
         fprintf(stderr, "shotover: cannot create a Lua state\n");
         return 1;
     }
     lua_createtable(L, argc, 1);
     for (i = 0; i < argc; i++) {
-        lua_pushstring(L, argv[i]);
+        lua_pushstring(L, i == 0 ? script : argv[i]);
         lua_rawseti(L, -2, i);
     }
     lua_setglobal(L, "arg");
     lua_pushcfunction(L, sh_lua_traceback);
-    if (luaL_loadfile(L, argv[0]) != 0) {
+    if (luaL_loadfile(L, script) != 0) {
         fprintf(stderr, "shotover: %s\n", lua_tostring(L, -1));
         lua_close(L);
         return 1;

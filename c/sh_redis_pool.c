@@ -1,19 +1,20 @@
 /*
- * sh_redis_pool.c -- connections to one Redis server.
+ * sh_redis_pool.c -- connections to one Redis server, on the upstream
+ * layer (sh_upstream.c: resolution, connect, gathered writes, backoff).
  *
  * Stateless requests of all clients of a worker share `connections`
  * pipelined connections: replies come back in request order, so each
  * connection keeps a FIFO of (response batch, slot) and fills the next one
  * with each reply it parses.  Writes gathered during a loop iteration leave
- * in one uv_write per connection, from the worker's prepare handle: with
- * many clients, Redis then reads many requests per system call.
+ * in one writev per connection, before the loop polls again: with many
+ * clients, Redis then reads many requests per system call.
  *
  * A client that sends a command that changes connection state (MULTI, WATCH,
  * SELECT, AUTH, HELLO, CLIENT, blocking commands, SUBSCRIBE...) gets a
- * dedicated connection, from that batch until it disconnects, so semantics
- * never change.  After SUBSCRIBE, MONITOR or CLIENT REPLY the connection
- * streams: every reply is relayed to the client as it arrives, and the
- * chain gets NOREPLY responses.
+ * dedicated connection, attached to its session (sh_session_attach) from that batch
+ * until it disconnects, so semantics never change.  After SUBSCRIBE,
+ * MONITOR or CLIENT REPLY the connection streams: every reply is relayed to
+ * the client as it arrives, and the chain gets NOREPLY responses.
  *
  * Failures: a backend that cannot be reached, times out or drops the
  * connection fails every request it owes with an -ERR reply naming the
@@ -22,17 +23,14 @@
  * between.  A timed-out connection is closed, since its replies can no
  * longer be matched.
  */
-#include <netdb.h>
 #include <stdio.h>
 
+#include "sh_conn.h"
 #include "sh_metrics.h"
-#include "sh_worker.h"
+#include "sh_redis_pool.h"
+#include "sh_upstream.h"
 
-enum {
-    SH_UP_DOWN = 0,          /* no socket; may connect after retry_at */
-    SH_UP_CONNECTING,        /* connect under way */
-    SH_UP_READY              /* connected */
-};
+typedef struct sh_rconn_s sh_rconn_t;
 
 typedef struct sh_pending_s {
     sh_batch_t *resp;        /* batch to fill (ref held), NULL: our AUTH */
@@ -40,311 +38,234 @@ typedef struct sh_pending_s {
     uint64_t deadline;       /* loop time in ms; 0: no timeout */
 } sh_pending_t;
 
-typedef struct sh_upsock_s {
-    uv_tcp_t tcp;            /* the socket; freed in its close callback */
-    uv_connect_t connect;    /* connect request */
-    sh_upstream_t *up;       /* owner, NULL once detached */
-} sh_upsock_t;
+struct sh_redis_pool_s {
+    sh_worker_t *w;          /* owning worker */
+    sh_redis_conf_t conf;    /* settings; strings below are our copies */
+    char host[256];          /* backend host */
+    char user[128];          /* AUTH user or "" */
+    char pass[256];          /* AUTH password or "" */
+    char name[64];           /* sink name */
+    sh_metric_t *errors;     /* backend failures counter */
+    sh_rconn_t **shared;     /* conf.connections pipelined connections */
+    uint32_t rr;             /* round robin over shared */
+    sh_rconn_t *dedicated;   /* connections pinned to clients */
+    sh_redis_pool_t *next;   /* worker's pool list */
+};
 
-struct sh_upstream_s {
+/* One connection of the pool: shared, or dedicated to one client. */
+struct sh_rconn_s {
     sh_redis_pool_t *pool;   /* pool it belongs to */
-    sh_conn_t *owner;        /* client it is dedicated to, or NULL */
-    sh_upsock_t *sock;       /* current socket or NULL */
-    uv_timer_t *timer;       /* connect and request timeouts */
-    int state;               /* SH_UP_* */
+    sh_upstream_t *up;       /* the connection itself */
+    sh_session_t *owner;     /* session it is dedicated to, or NULL */
     int streaming;           /* relay every reply to owner */
-    sh_resp_reader_t *reader; /* reply parser */
+    sh_resp_reader_t *reader; /* reply parser of the current connection */
     sh_pending_t *ring;      /* replies owed, FIFO */
     uint32_t head;           /* first entry */
     uint32_t count;          /* entries */
     uint32_t cap;            /* ring size, power of two */
-    sh_frame_t **out;        /* frames gathered for the next write */
-    uint32_t nout;           /* their count */
-    uint32_t out_cap;        /* allocated */
-    uint64_t retry_at;       /* earliest reconnect, loop ms */
-    uint32_t backoff;        /* next reconnect delay */
-    int on_flushq;           /* queued on the worker's flush list */
-    sh_upstream_t *flush_next; /* next on that list */
-    sh_upstream_t *next;     /* owner's dedicated list */
-    char err[160];           /* last failure, for error replies */
+    sh_rconn_t *next;        /* pool's dedicated list */
 };
 
-typedef struct sh_upwrite_s {
-    uv_write_t req;          /* libuv request */
-    sh_frame_t **frames;     /* frames held until written */
-    uint32_t n;              /* their count */
-} sh_upwrite_t;
-
-static void sh_up_connect(sh_upstream_t *up);
-static void sh_up_fail_all(sh_upstream_t *up, const char *why);
-
-static uint64_t
-sh_up_now(sh_upstream_t *up)
-{
-    return uv_now(&up->pool->w->loop);
-}
-
 static sh_frame_t *
-sh_up_error_frame(sh_upstream_t *up, const char *what)
+sh_rconn_error_frame(sh_rconn_t *rc, const char *what)
 {
-    char line[512];
-    int n;
+    char msg[700];
 
-    n = snprintf(line, sizeof(line), "-ERR shotover: backend %s (sink "
-                 "\"%s\") %s\r\n", up->pool->remote, up->pool->name, what);
-    if (n >= (int) sizeof(line)) {
-        n = sizeof(line) - 1;
-        line[n - 2] = '\r';
-        line[n - 1] = '\n';
-    }
-    return sh_frame_copy(SH_PROTO_REDIS, (const uint8_t *) line, (size_t) n);
+    snprintf(msg, sizeof(msg), "shotover: backend %s (sink \"%s\") %s",
+             rc->up->remote, rc->pool->name, what);
+    return sh_resp_error_frame(msg);
 }
 
 /* Fill slot idx of resp and wake its client when it was the last one. */
 static void
-sh_up_fill(sh_batch_t *resp, uint32_t idx, sh_frame_t *f)
+sh_rconn_fill(sh_batch_t *resp, uint32_t idx, sh_frame_t *f)
 {
     sh_batch_put(resp, idx, f);
-    if (--resp->waiting == 0 && resp->conn != NULL) {
-        sh_conn_wait_done(resp->conn, resp);
+    if (--resp->waiting == 0 && resp->run != NULL) {
+        sh_run_wait_done(resp->run, resp);
     }
 }
 
 static void
-sh_up_timer_arm(sh_upstream_t *up, uint64_t delay);
+sh_rconn_arm(sh_rconn_t *rc)
+{
+    uint64_t now, d;
+
+    if (rc->count == 0 || sh_upstream_timer_active(rc->up)) {
+        return;
+    }
+    d = rc->ring[rc->head].deadline;
+    if (d == 0) {
+        return;                          /* a blocking command leads */
+    }
+    now = sh_upstream_now(rc->up);
+    sh_upstream_timer(rc->up, d > now ? d - now : 1);
+}
 
 static void
-sh_up_push_pending(sh_upstream_t *up, sh_batch_t *resp, uint32_t idx,
+sh_rconn_push_pending(sh_rconn_t *rc, sh_batch_t *resp, uint32_t idx,
     uint64_t timeout)
 {
     sh_pending_t *p;
 
-    if (up->count == up->cap) {
-        uint32_t ncap = up->cap ? up->cap * 2 : 64;
+    if (rc->count == rc->cap) {
+        uint32_t ncap = rc->cap ? rc->cap * 2 : 64;
         sh_pending_t *nr = sh_alloc(ncap * sizeof(*nr));
         uint32_t i;
 
-        for (i = 0; i < up->count; i++) {
-            nr[i] = up->ring[(up->head + i) & (up->cap - 1)];
+        for (i = 0; i < rc->count; i++) {
+            nr[i] = rc->ring[(rc->head + i) & (rc->cap - 1)];
         }
-        sh_free(up->ring);
-        up->ring = nr;
-        up->head = 0;
-        up->cap = ncap;
+        sh_free(rc->ring);
+        rc->ring = nr;
+        rc->head = 0;
+        rc->cap = ncap;
     }
-    p = &up->ring[(up->head + up->count) & (up->cap - 1)];
+    p = &rc->ring[(rc->head + rc->count) & (rc->cap - 1)];
     p->resp = resp ? sh_batch_ref(resp) : NULL;
     p->idx = idx;
-    p->deadline = timeout ? sh_up_now(up) + timeout : 0;
-    if (up->count++ == 0 && timeout && up->state == SH_UP_READY
-        && !uv_is_active((uv_handle_t *) up->timer))
-    {
-        sh_up_timer_arm(up, timeout);
-    }
+    p->deadline = timeout ? sh_upstream_now(rc->up) + timeout : 0;
+    rc->count++;
+    sh_rconn_arm(rc);
 }
 
 static sh_pending_t
-sh_up_pop_pending(sh_upstream_t *up)
+sh_rconn_pop_pending(sh_rconn_t *rc)
 {
-    sh_pending_t p = up->ring[up->head];
+    sh_pending_t p = rc->ring[rc->head];
 
-    up->head = (up->head + 1) & (up->cap - 1);
-    up->count--;
+    rc->head = (rc->head + 1) & (rc->cap - 1);
+    rc->count--;
     return p;
 }
 
 static void
-sh_up_queue_out(sh_upstream_t *up, sh_frame_t *f)
-{
-    sh_worker_t *w = up->pool->w;
-
-    if (up->nout == up->out_cap) {
-        up->out_cap = up->out_cap ? up->out_cap * 2 : 64;
-        up->out = sh_realloc(up->out, up->out_cap * sizeof(sh_frame_t *));
-    }
-    up->out[up->nout++] = sh_frame_ref(f);
-    if (!up->on_flushq && up->state == SH_UP_READY) {
-        up->on_flushq = 1;
-        up->flush_next = w->flushq;
-        w->flushq = up;
-    }
-}
-
-static void
-sh_up_sock_close_cb(uv_handle_t *h)
-{
-    sh_free(h);
-}
-
-/* Drop the socket: owed replies fail with why; the next request reconnects. */
-static void
-sh_up_disconnect(sh_upstream_t *up, const char *why, int backoff)
-{
-    uint32_t i;
-
-    if (up->sock != NULL) {
-        up->sock->up = NULL;
-        uv_close((uv_handle_t *) &up->sock->tcp, sh_up_sock_close_cb);
-        up->sock = NULL;
-    }
-    up->state = SH_UP_DOWN;
-    uv_timer_stop(up->timer);
-    if (backoff || up->count > 0) {
-        sh_ffi_metric_add(up->pool->errors, 1);
-    }
-    snprintf(up->err, sizeof(up->err), "%s", why);
-    if (backoff) {
-        up->retry_at = sh_up_now(up) + up->backoff;
-        up->backoff = sh_min(up->backoff * 2, up->pool->conf.backoff_max_ms);
-    } else {
-        up->retry_at = 0;
-    }
-    for (i = 0; i < up->nout; i++) {
-        sh_frame_unref(up->out[i]);
-    }
-    up->nout = 0;
-    sh_resp_reader_free(up->reader);
-    up->reader = NULL;
-    sh_up_fail_all(up, why);
-    if (up->owner != NULL && up->streaming) {
-        /* a subscriber cannot be told which messages it missed: close it,
-         * so its client reconnects and subscribes again */
-        sh_conn_abort(up->owner, "backend connection lost");
-    }
-}
-
-static void
-sh_up_fail_all(sh_upstream_t *up, const char *why)
+sh_rconn_fail_all(sh_rconn_t *rc, const char *why)
 {
     char what[200];
     sh_frame_t *f;
 
-    if (up->count == 0) {
+    if (rc->count == 0) {
         return;
     }
     snprintf(what, sizeof(what), "unavailable: %s", why);
-    f = sh_up_error_frame(up, what);
-    while (up->count > 0) {
-        sh_pending_t p = sh_up_pop_pending(up);
+    f = sh_rconn_error_frame(rc, what);
+    while (rc->count > 0) {
+        sh_pending_t p = sh_rconn_pop_pending(rc);
 
         if (p.resp != NULL) {
-            sh_up_fill(p.resp, p.idx, f);
+            sh_rconn_fill(p.resp, p.idx, f);
             sh_batch_unref(p.resp);
         }
     }
     sh_frame_unref(f);
 }
 
+/* Replies relayed to the client as they come (streaming, RESP3 pushes):
+ * only a Redis client can read them. */
 static void
-sh_up_timer_cb(uv_timer_t *t)
+sh_rconn_relay(sh_rconn_t *rc, sh_frame_t **frames, uint32_t n)
 {
-    sh_upstream_t *up = t->data;
-    uint64_t now = sh_up_now(up);
-    char why[96];
+    if (rc->owner == NULL) {
+        return;
+    }
+    if (rc->owner->proto != SH_PROTO_REDIS) {
+        sh_log_warn("sink \"%s\": %u unsolicited replies from %s dropped: "
+                    "the client does not speak Redis", rc->pool->name, n,
+                    rc->up->remote);
+        return;
+    }
+    sh_session_send(rc->owner, frames, n);
+}
 
-    if (up->state == SH_UP_CONNECTING) {
-        snprintf(why, sizeof(why), "connect timed out after %ums",
-                 up->pool->conf.connect_timeout_ms);
-        sh_log_warn("sink \"%s\": %s %s", up->pool->name, up->pool->remote,
-                    why);
-        sh_up_disconnect(up, why, 1);
-        sh_conn_wake_all(up->pool->w);
+/* --- upstream callbacks -------------------------------------------------- */
+
+static void
+sh_rconn_start(sh_upstream_t *up)
+{
+    sh_rconn_t *rc = up->data;
+    sh_redis_pool_t *pool = rc->pool;
+    const uint8_t *args[3];
+    size_t lens[3];
+    int n = 0;
+    sh_frame_t *f;
+
+    sh_resp_reader_free(rc->reader);
+    rc->reader = sh_resp_reader_new(SH_RESP_REPLY, NULL);
+    if (pool->pass[0] == '\0') {
         return;
     }
-    if (up->state != SH_UP_READY || up->count == 0) {
-        return;
+    /* authenticate first; the reply is ours, not a client's */
+    args[n] = (const uint8_t *) "AUTH";
+    lens[n++] = 4;
+    if (pool->user[0] != '\0') {
+        args[n] = (const uint8_t *) pool->user;
+        lens[n++] = strlen(pool->user);
     }
-    if (up->ring[up->head].deadline == 0) {
-        return;                          /* a blocking command leads */
-    }
-    if (up->ring[up->head].deadline <= now) {
-        snprintf(why, sizeof(why), "timed out after %ums",
-                 up->pool->conf.request_timeout_ms);
-        sh_log_warn("sink \"%s\": %s request %s", up->pool->name,
-                    up->pool->remote, why);
-        sh_up_disconnect(up, why, 0);
-        sh_conn_wake_all(up->pool->w);
-        return;
-    }
-    sh_up_timer_arm(up, up->ring[up->head].deadline - now);
+    args[n] = (const uint8_t *) pool->pass;
+    lens[n++] = strlen(pool->pass);
+    f = sh_resp_encode_command(args, lens, n);
+    sh_upstream_send(up, f);
+    sh_frame_unref(f);
+    sh_rconn_push_pending(rc, NULL, 0, 0);
 }
 
 static void
-sh_up_timer_arm(sh_upstream_t *up, uint64_t delay)
+sh_rconn_connected(sh_upstream_t *up)
 {
-    uv_timer_start(up->timer, sh_up_timer_cb, delay, 0);
+    sh_rconn_arm(up->data);
 }
 
 static void
-sh_up_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+sh_rconn_space(sh_upstream_t *up, uint8_t **p, size_t *n)
 {
-    sh_upsock_t *s = (sh_upsock_t *) h;
-    uint8_t *p;
-    size_t n;
+    sh_rconn_t *rc = up->data;
 
-    sh_unused(suggested);
-    sh_resp_reader_space(s->up->reader, &p, &n);
-    buf->base = (char *) p;
-    buf->len = n;
+    sh_resp_reader_space(rc->reader, p, n);
 }
 
 static void
-sh_up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+sh_rconn_read(sh_upstream_t *up, size_t n)
 {
-    sh_upsock_t *s = (sh_upsock_t *) st;
-    sh_upstream_t *up = s->up;
-    sh_worker_t *w;
+    sh_rconn_t *rc = up->data;
+    sh_redis_pool_t *pool = rc->pool;
     sh_frame_t *f;
     sh_frame_t *relay[64];
     uint32_t nrelay = 0, i;
-    int rc;
 
-    sh_unused(buf);
-    if (up == NULL) {
-        return;
-    }
-    w = up->pool->w;
-    if (nread < 0) {
-        sh_up_disconnect(up, nread == UV_EOF ? "closed the connection"
-                                             : uv_strerror((int) nread), 1);
-        sh_conn_wake_all(w);
-        return;
-    }
-    sh_resp_reader_commit(up->reader, (size_t) nread);
+    sh_resp_reader_commit(rc->reader, n);
     for (;;) {
-        rc = sh_resp_reader_next(up->reader, &f);
-        if (rc != SH_OK) {
+        if (sh_resp_reader_next(rc->reader, &f) != SH_OK) {
             char why[200];
 
             snprintf(why, sizeof(why), "sent a malformed reply (%s)",
-                     sh_resp_reader_error(up->reader));
-            sh_log_error("sink \"%s\": %s %s", up->pool->name,
-                         up->pool->remote, why);
-            sh_up_disconnect(up, why, 1);
+                     sh_resp_reader_error(rc->reader));
+            sh_log_error("sink \"%s\": %s %s", pool->name, up->remote, why);
+            sh_upstream_disconnect(up, why, 1);
             break;
         }
         if (f == NULL) {
             break;
         }
-        if (up->count > 0 && !(f->rtype == '>' && up->owner != NULL)) {
-            sh_pending_t p = sh_up_pop_pending(up);
+        if (rc->count > 0 && !(f->rtype == '>' && rc->owner != NULL)) {
+            sh_pending_t p = sh_rconn_pop_pending(rc);
 
             if (p.resp == NULL) {
                 if (f->rtype == '-') {
                     sh_log_error("sink \"%s\": AUTH to %s failed: %.*s",
-                                 up->pool->name, up->pool->remote,
+                                 pool->name, up->remote,
                                  (int) sh_min(f->len, 200u) - 2,
                                  (const char *) f->data + 1);
                 }
             } else {
-                sh_up_fill(p.resp, p.idx, f);
+                sh_rconn_fill(p.resp, p.idx, f);
                 sh_batch_unref(p.resp);
             }
-        } else if (up->owner != NULL) {
+        } else if (rc->owner != NULL) {
             /* streaming, or a RESP3 push: straight to the client */
             relay[nrelay++] = f;
             if (nrelay == 64) {
-                sh_conn_send_frames(up->owner, relay, nrelay);
+                sh_rconn_relay(rc, relay, nrelay);
                 for (i = 0; i < nrelay; i++) {
                     sh_frame_unref(relay[i]);
                 }
@@ -353,257 +274,142 @@ sh_up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             continue;
         } else {
             sh_log_warn("sink \"%s\": unexpected reply from %s dropped",
-                        up->pool->name, up->pool->remote);
+                        pool->name, up->remote);
         }
         sh_frame_unref(f);
     }
     if (nrelay > 0) {
-        if (up->owner != NULL) {
-            sh_conn_send_frames(up->owner, relay, nrelay);
-        }
+        sh_rconn_relay(rc, relay, nrelay);
         for (i = 0; i < nrelay; i++) {
             sh_frame_unref(relay[i]);
         }
     }
-    if (up->state == SH_UP_READY && up->count > 0
-        && up->ring[up->head].deadline != 0
-        && !uv_is_active((uv_handle_t *) up->timer))
-    {
-        sh_up_timer_arm(up, up->ring[up->head].deadline > sh_up_now(up)
-                        ? up->ring[up->head].deadline - sh_up_now(up) : 0);
+    if (up->state == SH_UPSTREAM_READY) {
+        sh_rconn_arm(rc);            /* for the new head, when none runs */
     }
-    sh_conn_wake_all(w);
 }
 
 static void
-sh_up_write_cb(uv_write_t *req, int status)
+sh_rconn_lost(sh_upstream_t *up, const char *why)
 {
-    sh_upwrite_t *wr = (sh_upwrite_t *) req;
-    uint32_t i;
+    sh_rconn_t *rc = up->data;
 
-    for (i = 0; i < wr->n; i++) {
-        sh_frame_unref(wr->frames[i]);
+    sh_ffi_metric_add(rc->pool->errors, 1);
+    sh_resp_reader_free(rc->reader);
+    rc->reader = NULL;
+    sh_rconn_fail_all(rc, why);
+    if (rc->owner != NULL && rc->streaming) {
+        /* a subscriber cannot be told which messages it missed: close it,
+         * so its client reconnects and subscribes again */
+        sh_session_abort(rc->owner, "backend connection lost");
     }
-    sh_free(wr->frames);
-    sh_free(wr);
-    /* a failed write shows up as a read error on the same socket */
-    sh_unused(status);
 }
 
-/*
- * Send everything gathered for this upstream in one writev: at once when
- * the socket takes it all (see sh_try_write), else the rest is queued with
- * the frames held until written.
- */
 static void
-sh_up_flush(sh_upstream_t *up)
+sh_rconn_timer(sh_upstream_t *up)
 {
-    uv_buf_t sbufs[64];
-    uv_buf_t *bufs = sbufs;
-    sh_upwrite_t *wr;
-    uint32_t i, first;
-    size_t total = 0;
-    ssize_t done;
-    int rc;
+    sh_rconn_t *rc = up->data;
+    char why[96];
 
-    if (up->nout == 0 || up->state != SH_UP_READY) {
+    if (rc->count == 0 || rc->ring[rc->head].deadline == 0) {
         return;
     }
-    if (up->nout > 64) {
-        bufs = sh_alloc(up->nout * sizeof(uv_buf_t));
-    }
-    for (i = 0; i < up->nout; i++) {
-        bufs[i].base = (char *) up->out[i]->data;
-        bufs[i].len = up->out[i]->len;
-        total += up->out[i]->len;
-    }
-    done = sh_try_write((uv_stream_t *) &up->sock->tcp, bufs, up->nout);
-    if (done >= 0 && (size_t) done == total) {
-        for (i = 0; i < up->nout; i++) {
-            sh_frame_unref(up->out[i]);
-        }
-        up->nout = 0;
-        if (bufs != sbufs) {
-            sh_free(bufs);
-        }
+    if (rc->ring[rc->head].deadline <= sh_upstream_now(up)) {
+        snprintf(why, sizeof(why), "timed out after %ums",
+                 rc->pool->conf.request_timeout_ms);
+        sh_log_warn("sink \"%s\": %s request %s", rc->pool->name,
+                    up->remote, why);
+        sh_upstream_disconnect(up, why, 0);
         return;
     }
-    if (done < 0) {
-        if (bufs != sbufs) {
-            sh_free(bufs);
-        }
-        sh_up_disconnect(up, uv_strerror((int) done), 1);
-        return;
-    }
-    first = sh_skip_written(bufs, up->nout, (size_t) done);
-    wr = sh_alloc(sizeof(*wr));
-    wr->frames = up->out;
-    wr->n = up->nout;
-    up->out = NULL;
-    up->nout = 0;
-    up->out_cap = 0;
-    rc = uv_write(&wr->req, (uv_stream_t *) &up->sock->tcp, bufs + first,
-                  wr->n - first, sh_up_write_cb);
-    if (bufs != sbufs) {
-        sh_free(bufs);
-    }
-    if (rc != 0) {
-        sh_up_write_cb(&wr->req, rc);
-        sh_up_disconnect(up, uv_strerror(rc), 1);
-    }
+    sh_rconn_arm(rc);
 }
 
-void
-sh_redis_flush_all(sh_worker_t *w)
-{
-    sh_upstream_t *up;
+static const sh_upstream_ops_t sh_rconn_ops = {
+    .start = sh_rconn_start,
+    .connected = sh_rconn_connected,
+    .space = sh_rconn_space,
+    .read = sh_rconn_read,
+    .lost = sh_rconn_lost,
+    .timer = sh_rconn_timer,
+    .wrap = NULL,
+};
 
-    while ((up = w->flushq) != NULL) {
-        w->flushq = up->flush_next;
-        up->on_flushq = 0;
-        sh_up_flush(up);
-    }
-    /* failures found while flushing may have completed batches */
-    sh_conn_wake_all(w);
+/* --- connections --------------------------------------------------------- */
+
+static sh_rconn_t *
+sh_rconn_new(sh_redis_pool_t *pool, sh_session_t *owner)
+{
+    sh_rconn_t *rc = sh_calloc(1, sizeof(*rc));
+    sh_upstream_conf_t uc = {
+        .host = pool->host, .port = pool->conf.port,
+        .connect_timeout_ms = pool->conf.connect_timeout_ms,
+        .backoff_min_ms = pool->conf.backoff_min_ms,
+        .backoff_max_ms = pool->conf.backoff_max_ms,
+        .name = pool->name,
+    };
+
+    rc->pool = pool;
+    rc->owner = owner;
+    rc->up = sh_upstream_new(pool->w, &uc, &sh_rconn_ops, rc);
+    return rc;
+}
+
+/* Free rc: what it owes fails first (its clients are told, not left). */
+static void
+sh_rconn_free(sh_rconn_t *rc)
+{
+    sh_rconn_fail_all(rc, "shutting down");
+    sh_upstream_free(rc->up);
+    sh_resp_reader_free(rc->reader);
+    sh_free(rc->ring);
+    sh_free(rc);
 }
 
 static void
-sh_up_connect_cb(uv_connect_t *req, int status)
+sh_rconn_unlink(sh_rconn_t *rc)
 {
-    sh_upsock_t *s = req->data;
-    sh_upstream_t *up = s->up;
-    char why[128];
+    sh_rconn_t **pp;
 
-    if (up == NULL) {
-        return;                          /* detached while connecting */
-    }
-    if (status < 0) {
-        snprintf(why, sizeof(why), "connect failed: %s: %s",
-                 uv_err_name(status), uv_strerror(status));
-        sh_log_warn("sink \"%s\": %s %s", up->pool->name, up->pool->remote,
-                    why);
-        sh_up_disconnect(up, why, 1);
-        sh_conn_wake_all(up->pool->w);
-        return;
-    }
-    uv_timer_stop(up->timer);
-    up->state = SH_UP_READY;
-    up->backoff = up->pool->conf.backoff_min_ms;
-    uv_tcp_nodelay(&s->tcp, 1);
-    uv_read_start((uv_stream_t *) &s->tcp, sh_up_alloc_cb, sh_up_read_cb);
-    sh_log_debug("sink \"%s\": connected to %s", up->pool->name,
-                 up->pool->remote);
-    if (up->nout > 0) {
-        sh_worker_t *w = up->pool->w;
-
-        if (!up->on_flushq) {
-            up->on_flushq = 1;
-            up->flush_next = w->flushq;
-            w->flushq = up;
-        }
-    }
-    if (up->count > 0 && up->pool->conf.request_timeout_ms) {
-        sh_up_timer_arm(up, up->pool->conf.request_timeout_ms);
-    }
-}
-
-static void
-sh_up_connect(sh_upstream_t *up)
-{
-    sh_redis_pool_t *pool = up->pool;
-    sh_upsock_t *s = sh_calloc(1, sizeof(*s));
-    int rc;
-
-    uv_tcp_init(&pool->w->loop, &s->tcp);
-    s->up = up;
-    s->connect.data = s;
-    up->sock = s;
-    up->state = SH_UP_CONNECTING;
-    up->reader = sh_resp_reader_new(SH_RESP_REPLY, NULL);
-    rc = uv_tcp_connect(&s->connect, &s->tcp,
-                        (const struct sockaddr *) &pool->addr,
-                        sh_up_connect_cb);
-    if (rc != 0) {
-        char why[128];
-
-        snprintf(why, sizeof(why), "connect failed: %s", uv_strerror(rc));
-        sh_up_disconnect(up, why, 1);
-        return;
-    }
-    uv_timer_start(up->timer, sh_up_timer_cb, pool->conf.connect_timeout_ms,
-                   0);
-    if (pool->pass[0] != '\0') {
-        /* authenticate first; the reply is ours, not a client's */
-        const uint8_t *args[3];
-        size_t lens[3];
-        int n = 0;
-        sh_frame_t *f;
-
-        args[n] = (const uint8_t *) "AUTH";
-        lens[n++] = 4;
-        if (pool->user[0] != '\0') {
-            args[n] = (const uint8_t *) pool->user;
-            lens[n++] = strlen(pool->user);
-        }
-        args[n] = (const uint8_t *) pool->pass;
-        lens[n++] = strlen(pool->pass);
-        f = sh_resp_encode_command(args, lens, n);
-        sh_up_queue_out(up, f);
-        sh_frame_unref(f);
-        sh_up_push_pending(up, NULL, 0, 0);
-    }
-}
-
-static sh_upstream_t *
-sh_up_new(sh_redis_pool_t *pool, sh_conn_t *owner)
-{
-    sh_upstream_t *up = sh_calloc(1, sizeof(*up));
-
-    up->pool = pool;
-    up->owner = owner;
-    up->backoff = pool->conf.backoff_min_ms;
-    up->timer = sh_alloc(sizeof(uv_timer_t));
-    uv_timer_init(&pool->w->loop, up->timer);
-    up->timer->data = up;
-    return up;
-}
-
-static void
-sh_up_timer_close_cb(uv_handle_t *h)
-{
-    sh_free(h);
-}
-
-static void
-sh_up_free(sh_upstream_t *up)
-{
-    sh_worker_t *w = up->pool->w;
-    sh_upstream_t **pp;
-
-    sh_up_disconnect(up, "shutting down", 0);
-    for (pp = &w->flushq; *pp != NULL; pp = &(*pp)->flush_next) {
-        if (*pp == up) {
-            *pp = up->flush_next;
+    for (pp = &rc->pool->dedicated; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == rc) {
+            *pp = rc->next;
             break;
         }
     }
-    uv_close((uv_handle_t *) up->timer, sh_up_timer_close_cb);
-    sh_free(up->ring);
-    sh_free(up->out);
-    sh_free(up);
 }
 
-/* A client went away: its dedicated connections go with it. */
-void
-sh_redis_conn_closed(sh_conn_t *c)
+/* The client of a dedicated connection went away: the connection goes. */
+static void
+sh_rconn_owner_closed(void *data)
 {
-    while (c->dedicated != NULL) {
-        sh_upstream_t *up = c->dedicated;
+    sh_rconn_t *rc = data;
 
-        c->dedicated = up->next;
-        up->owner = NULL;
-        sh_up_free(up);
+    rc->owner = NULL;
+    sh_rconn_unlink(rc);
+    sh_rconn_free(rc);
+}
+
+static void
+sh_redis_pool_free(sh_redis_pool_t *p)
+{
+    uint32_t i;
+
+    while (p->dedicated != NULL) {
+        sh_rconn_t *rc = p->dedicated;
+
+        p->dedicated = rc->next;
+        sh_session_detach(rc->owner, p);
+        if (rc->streaming) {
+            sh_session_abort(rc->owner, "backend connection closed");
+        }
+        sh_rconn_free(rc);
     }
+    for (i = 0; i < p->conf.connections; i++) {
+        sh_rconn_free(p->shared[i]);
+    }
+    sh_free(p->shared);
+    sh_free(p);
 }
 
 void
@@ -611,14 +417,9 @@ sh_redis_pools_close(sh_worker_t *w)
 {
     while (w->pools != NULL) {
         sh_redis_pool_t *p = w->pools;
-        uint32_t i;
 
         w->pools = p->next;
-        for (i = 0; i < p->conf.connections; i++) {
-            sh_up_free(p->shared[i]);
-        }
-        sh_free(p->shared);
-        sh_free(p);
+        sh_redis_pool_free(p);
     }
 }
 
@@ -628,8 +429,8 @@ int
 sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
     sh_redis_pool_t **out, const char **err)
 {
-    static __thread char errbuf[256];
     sh_redis_pool_t *p;
+    char remote[300];
     uint32_t i;
 
     if (w == NULL) {
@@ -637,13 +438,6 @@ sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
         return SH_ERROR;
     }
     p = sh_calloc(1, sizeof(*p));
-    if (sh_resolve_addr(conf->host, conf->port, &p->addr, errbuf,
-                        sizeof(errbuf)) != SH_OK)
-    {
-        sh_free(p);
-        *err = errbuf;
-        return SH_ERROR;
-    }
     p->w = w;
     p->conf = *conf;
     snprintf(p->host, sizeof(p->host), "%s", conf->host);
@@ -652,7 +446,7 @@ sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
     snprintf(p->pass, sizeof(p->pass), "%s",
              conf->password ? conf->password : "");
     snprintf(p->name, sizeof(p->name), "%s", conf->name ? conf->name : "redis");
-    snprintf(p->remote, sizeof(p->remote), "%s:%d", conf->host, conf->port);
+    snprintf(remote, sizeof(remote), "%s:%d", conf->host, conf->port);
     p->conf.host = p->host;
     p->conf.username = p->user;
     p->conf.password = p->pass;
@@ -666,10 +460,10 @@ sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
     if (p->conf.backoff_max_ms < p->conf.backoff_min_ms) {
         p->conf.backoff_max_ms = p->conf.backoff_min_ms;
     }
-    p->errors = sh_metric_backend_errors(p->name, p->remote);
-    p->shared = sh_calloc(p->conf.connections, sizeof(sh_upstream_t *));
+    p->errors = sh_metric_backend_errors(p->name, remote);
+    p->shared = sh_calloc(p->conf.connections, sizeof(sh_rconn_t *));
     for (i = 0; i < p->conf.connections; i++) {
-        p->shared[i] = sh_up_new(p, NULL);
+        p->shared[i] = sh_rconn_new(p, NULL);
     }
     p->next = w->pools;
     w->pools = p;
@@ -677,23 +471,38 @@ sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
     return SH_OK;
 }
 
-static sh_upstream_t *
-sh_pool_dedicated(sh_redis_pool_t *p, sh_conn_t *c, int create)
+/*
+ * sh_ffi_redis_pool_free: close a pool while the worker runs (a cluster's
+ * topology changed): requests it owes fail, pinned clients lose their
+ * dedicated connections (they get the error a lost backend gives).
+ */
+void
+sh_ffi_redis_pool_free(sh_redis_pool_t *p)
 {
-    sh_upstream_t *up;
+    sh_redis_pool_t **pp;
 
-    for (up = c->dedicated; up != NULL; up = up->next) {
-        if (up->pool == p) {
-            return up;
+    for (pp = &p->w->pools; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
         }
     }
-    if (!create) {
-        return NULL;
+    sh_redis_pool_free(p);
+}
+
+static sh_rconn_t *
+sh_pool_dedicated(sh_redis_pool_t *p, sh_session_t *client, int create)
+{
+    sh_rconn_t *rc = sh_session_attached(client, p);
+
+    if (rc != NULL || !create) {
+        return rc;
     }
-    up = sh_up_new(p, c);
-    up->next = c->dedicated;
-    c->dedicated = up;
-    return up;
+    rc = sh_rconn_new(p, client);
+    rc->next = p->dedicated;
+    p->dedicated = rc;
+    sh_session_attach(client, p, rc, sh_rconn_owner_closed);
+    return rc;
 }
 
 /*
@@ -703,10 +512,15 @@ sh_pool_dedicated(sh_redis_pool_t *p, sh_conn_t *c, int create)
  *   SH_AGAIN: some replies are owed; the client is woken when all are in.
  */
 int
-sh_ffi_redis_send(sh_redis_pool_t *p, sh_conn_t *c, sh_batch_t *req,
+sh_ffi_redis_send(sh_redis_pool_t *p, sh_run_t *r, sh_batch_t *req,
     sh_batch_t *resp)
 {
-    sh_upstream_t *up;
+    static sh_frame_t ok = {
+        .data = (const uint8_t *) "+OK\r\n", .len = 5,
+        .refs = UINT32_MAX, .proto = SH_PROTO_REDIS, .rtype = '+',
+    };
+    sh_session_t *client = r->sess;
+    sh_rconn_t *rc;
     uint32_t i, pin = 0, stream = 0, n = req->n;
     uint64_t timeout = p->conf.request_timeout_ms;
     sh_frame_t *err = NULL;
@@ -719,24 +533,19 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_conn_t *c, sh_batch_t *req,
             break;
         }
     }
-    up = sh_pool_dedicated(p, c, pin != 0);
-    if (up == NULL) {
-        up = p->shared[p->rr++ % p->conf.connections];
+    rc = sh_pool_dedicated(p, client, pin != 0);
+    if (rc == NULL) {
+        rc = p->shared[p->rr++ % p->conf.connections];
     }
     if (stream) {
-        up->streaming = 1;
+        rc->streaming = 1;
     }
-    if (up->state == SH_UP_DOWN) {
-        if (sh_up_now(up) >= up->retry_at) {
-            sh_up_connect(up);
-        }
-        if (up->state == SH_UP_DOWN) {
-            char what[220];
+    if (sh_upstream_connect(rc->up) == SH_UPSTREAM_DOWN) {
+        char what[220];
 
-            snprintf(what, sizeof(what), "unavailable: %s (retrying)",
-                     up->err);
-            err = sh_up_error_frame(up, what);
-        }
+        snprintf(what, sizeof(what), "unavailable: %s (retrying)",
+                 rc->up->err);
+        err = sh_rconn_error_frame(rc, what);
     }
     for (i = 0; i < req->n; i++) {
         sh_frame_t *f = req->frames[i];
@@ -744,21 +553,19 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_conn_t *c, sh_batch_t *req,
         if (i >= n) {
             sh_batch_put(resp, i, sh_frame_noreply());
         } else if (f->cmd & SH_CMD_QUIT) {
-            static sh_frame_t ok = {
-                .data = (const uint8_t *) "+OK\r\n", .len = 5,
-                .refs = UINT32_MAX, .proto = SH_PROTO_REDIS, .rtype = '+',
-            };
             sh_batch_put(resp, i, &ok);
-            c->close_after = 1;
+            if (client->proto == SH_PROTO_REDIS) {
+                sh_session_close_when_done(client);
+            }
         } else if (err != NULL) {
             sh_batch_put(resp, i, err);
-        } else if (up->streaming) {
-            sh_up_queue_out(up, f);
+        } else if (rc->streaming) {
+            sh_upstream_send(rc->up, f);
             sh_batch_put(resp, i, sh_frame_noreply());
         } else {
-            sh_up_queue_out(up, f);
+            sh_upstream_send(rc->up, f);
             resp->waiting++;
-            sh_up_push_pending(up, resp, i,
+            sh_rconn_push_pending(rc, resp, i,
                 (f->cmd & SH_CMD_BLOCKING) ? 0 : timeout);
         }
     }
@@ -766,6 +573,6 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_conn_t *c, sh_batch_t *req,
     if (resp->waiting == 0) {
         return SH_OK;
     }
-    sh_conn_add_wait(c, resp);
+    sh_run_add_wait(r, resp);
     return SH_AGAIN;
 }

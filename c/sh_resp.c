@@ -1130,3 +1130,98 @@ sh_resp_describe(const uint8_t *data, size_t len, char *out, size_t cap)
     }
     return (int) o.n;
 }
+
+/* --- frames for Lua ------------------------------------------------------ */
+
+/*
+ * sh_resp_error_frame: the error reply "-CODE msg": msg as it is when it
+ * starts with an upper-case code and a space ("WRONGTYPE ...",
+ * "MOVED ..."), else "-ERR msg".  Truncated to fit a line of 1 KiB.
+ */
+sh_frame_t *
+sh_resp_error_frame(const char *msg)
+{
+    char line[1024];
+    const char *p = msg;
+    sh_frame_t *f;
+    int n;
+
+    while (*p >= 'A' && *p <= 'Z') {
+        p++;
+    }
+    n = snprintf(line, sizeof(line), "-%s%s\r\n",
+                 (p > msg && *p == ' ') ? "" : "ERR ", msg);
+    if (n >= (int) sizeof(line)) {
+        n = sizeof(line) - 1;
+        line[n - 2] = '\r';
+        line[n - 1] = '\n';
+    }
+    f = sh_frame_copy(SH_PROTO_REDIS, (const uint8_t *) line, (size_t) n);
+    f->rtype = '-';
+    return f;
+}
+
+int
+sh_ffi_frame_new_command(const uint8_t **args, const size_t *lens,
+    int nargs, sh_frame_t **out, const char **err)
+{
+    if (nargs < 1) {
+        *err = "a command needs at least one argument";
+        return SH_ERROR;
+    }
+    *out = sh_resp_encode_command((const uint8_t *const *) args, lens, nargs);
+    return sh_cycle_add_frame(*out);
+}
+
+/*
+ * sh_ffi_frame_set_arg: replace argument i (0-based) of a request, re-encoding
+ * the frame into a buffer of its own and marking it modified.
+ */
+int
+sh_ffi_frame_set_arg(sh_frame_t *f, int i, const uint8_t *data, size_t len,
+    const char **err)
+{
+    const uint8_t *stack_args[16];
+    size_t stack_lens[16];
+    const uint8_t **args = stack_args;
+    size_t *lens = stack_lens;
+    sh_frame_t *nf;
+    int k;
+
+    if (f->proto != SH_PROTO_REDIS || f->argv == NULL) {
+        *err = "not a Redis request";
+        return SH_ERROR;
+    }
+    if (i < 0 || i >= f->argc) {
+        *err = "argument index out of range";
+        return SH_ERROR;
+    }
+    if (f->argc > 16) {
+        args = sh_alloc((size_t) f->argc * sizeof(*args));
+        lens = sh_alloc((size_t) f->argc * sizeof(*lens));
+    }
+    for (k = 0; k < f->argc; k++) {
+        args[k] = f->data + f->argv[k].off;
+        lens[k] = f->argv[k].len;
+    }
+    args[i] = data;
+    lens[i] = len;
+    nf = sh_resp_encode_command(args, lens, f->argc);
+    /* move the new encoding into f, which everybody else points at */
+    sh_buf_unref(f->buf);
+    f->buf = nf->buf;
+    nf->buf = NULL;
+    f->data = nf->data;
+    f->len = nf->len;
+    memcpy(f->argv, nf->argv, (size_t) f->argc * sizeof(sh_slice_t));
+    f->cmd = nf->cmd;
+    f->cmd_id = nf->cmd_id;
+    f->flags |= SH_FRAME_MODIFIED;
+    sh_frame_unref(nf);
+    if (args != stack_args) {
+        sh_free(args);
+        sh_free(lens);
+    }
+    return SH_OK;
+}
+

@@ -68,6 +68,10 @@ uint32_t sh_resp_classify(const uint8_t *name, size_t len,
 sh_frame_t *sh_resp_encode_command(const uint8_t *const *args,
     const size_t *lens, int nargs);
 
+/* An error reply: "-msg" when msg starts with an upper-case code and a
+ * space, else "-ERR msg" (one reference for the caller). */
+sh_frame_t *sh_resp_error_frame(const char *msg);
+
 /*
  * sh_resp_describe: a readable rendering of one RESP value, for logs,
  * debug_printer and codec tests.  Grammar:

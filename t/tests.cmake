@@ -41,6 +41,13 @@ add_test(NAME fuzz-cql
          COMMAND ${CMAKE_SOURCE_DIR}/t/run-fuzz cql 20)
 set_tests_properties(fuzz-cql PROPERTIES ENVIRONMENT "${SH_TEST_ENV}")
 
+# Lua lint: luacheck with the root .luacheckrc over everything Lua; any
+# warning fails (scripts/deps test installs lua-check).
+find_program(LUACHECK_BIN NAMES luacheck REQUIRED)
+add_test(NAME luacheck
+         COMMAND ${LUACHECK_BIN} -q --no-color lua t examples
+         WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+
 # busted specs inside the shotover binary: the Lua runtime on the real core.
 add_test(NAME lua-unit
          COMMAND ${CMAKE_SOURCE_DIR}/t/run-busted ${CMAKE_SOURCE_DIR}/t/unit)

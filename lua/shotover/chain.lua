@@ -9,10 +9,10 @@ local message = require "shotover.message"
 local metrics = require "shotover.metrics"
 local log = require "shotover.log"
 local protocols = require "shotover.protocols"
+local runner = require "shotover.runner"
 
-local C = base.C
-local WAIT, SLEEP = base.YIELD_WAIT, base.YIELD_SLEEP
-local yield = coroutine.yield
+local WAIT = base.YIELD_WAIT
+local pass_up = runner.pass
 local resume = coroutine.resume
 local cocreate = coroutine.create
 local status = coroutine.status
@@ -33,6 +33,30 @@ Chain.__index = Chain
 local Ctx = {}
 Ctx.__index = Ctx
 
+-- What a validated chain config may do, from its modules' declared
+-- capabilities (config.capabilities), sub-chains included: parks (an
+-- element holds batches: the source's chain needs the parking runner) and
+-- lanes (every element allows a client's batches to run at once).
+local function declared(elements)
+    local parks, lanes = false, true
+    for _, el in ipairs(elements) do
+        local mod = el[1]
+        if type(mod) ~= "function" then
+            mod = assert(config.load_transform(mod))
+        end
+        local caps = assert(config.capabilities(mod))
+        parks = parks or caps.holds_batches
+        lanes = lanes and caps.lanes
+        if caps.subchains then
+            for _, sub in ipairs(mod.subchains(el)) do
+                local p, l = declared(sub.chain)
+                parks, lanes = parks or p, lanes and l
+            end
+        end
+    end
+    return parks, lanes
+end
+
 -- Build a validated chain config into instances.  env: { worker = cdata or
 -- nil (dry), protocol = "redis", name = chain name, path = config path }.
 -- A transform builds its sub-chains with env.build_chain(elements, name
@@ -40,6 +64,8 @@ Ctx.__index = Ctx
 -- unless given another (a Redis sub-chain inside a Cassandra chain, say;
 -- its subchains(conf) entry names the same protocol, so `check` checks
 -- the sub-chain for it).
+-- The chain's parks and lanes come from declarations (see declared), never
+-- from what new() does.
 function _M.build(elements, env)
     local els = {}
     for i, el in ipairs(elements) do
@@ -50,10 +76,11 @@ function _M.build(elements, env)
         else
             local mod = assert(config.load_transform(el[1]))
             e.name = el.name or el[1]
-            e.kind, e.terminal = el[1], mod.terminal    -- for traces
+            -- for traces
+            e.kind, e.terminal = el[1], config.capabilities(mod).sink
             e.inst = mod.new(el, setmetatable({
                 -- lets a transform build its sub-chains with this env
-                build_chain = function(elements, name, protocol)
+                build_chain = function(sub_elements, name, protocol)
                     local sub = {}
                     for k, v in pairs(env) do
                         sub[k] = v
@@ -66,7 +93,7 @@ function _M.build(elements, env)
                     if protocol ~= nil then
                         sub.protocol = protocols.get(protocol).name
                     end
-                    return _M.build(elements, sub)
+                    return _M.build(sub_elements, sub)
                 end,
             }, { __index = env }))
         end
@@ -84,11 +111,13 @@ function _M.build(elements, env)
         e.m_latency_id = metrics.id(e.m_latency)
         els[i] = e
     end
+    local parks, lanes = declared(elements)
     return setmetatable({ elements = els, n = #els, name = env.name,
-                          protocol = env.protocol }, Chain)
+                          protocol = env.protocol, parks = parks,
+                          lanes = lanes }, Chain)
 end
 
--- A coroutine's context; c is the sh_conn_t* (nil when dry), conn the
+-- A coroutine's context; c is the sh_run_t* (nil when dry), conn the
 -- connection's session table (shotover.core.session; a new one if nil).
 function Chain:context(c, conn)
     return setmetatable({ c = c, conn = conn or {}, elements = self.elements,
@@ -161,6 +190,7 @@ function Ctx:sub_context(sub)
     if ctx == nil then
         ctx = sub:context(self.c)
         ctx.conn = self.conn
+        ctx.up = self               -- a trace's parent for its first element
         subs[sub] = ctx
     end
     ctx.trace = self.trace          -- a traced request is traced throughout
@@ -173,44 +203,17 @@ function Ctx:run_sub(sub, batch)
     return ctx:next(batch)
 end
 
--- The code resumed after a yield stays in the interpreter: LuaJIT would
--- otherwise "stitch" traces across the yield and across each classic C
--- call of the epilogues below it (shotover.core), and every stitch is a
--- trace exit, dearer than interpreting those few lines (callgrind: three
--- stitches cost more than the whole interpreted epilogue path).  Calling a
--- function the JIT may not compile aborts the recording of such a trace,
--- and after a few aborts LuaJIT stops trying.
-local resumed = function() end
-jit.off(resumed)
-
--- Wait (yield the connection's coroutine) until every backend this
--- connection sent to has answered.  C resumes the coroutine only once all
--- of them have, so one yield is enough; a loop here would also be taken
--- for a hot loop by the JIT, whose traces cannot cross the yield.
-function Ctx:wait()
-    if C.sh_ffi_conn_outstanding(self.c) > 0 then
-        yield(WAIT)
-        resumed()
-    end
-end
-
--- Lanes: the batches of one CQL client may run at once (sh_conn.c), each in
--- its own coroutine, sharing chain.conn.  A batch that must wait for
--- another one (say, until it has opened a session on a backend) loops on
--- `while cond do chain:sleep() end`; the other calls chain:notify() when
--- cond may have changed.  A no-op without a connection (dry runs).
-function Ctx:sleep()
-    if self.c ~= nil then
-        yield(SLEEP)
-        resumed()
-    end
-end
-
-function Ctx:notify()
-    if self.c ~= nil then
-        C.sh_ffi_conn_notify(self.c)
-    end
-end
+-- Waiting: the yields to C are runner.lua's, installed as methods so that
+-- they cost no extra call (the code after a yield runs interpreted).
+--   chain:wait()    until every backend this connection sent to answered
+--                   (one yield: C resumes only once all of them have)
+--   chain:sleep()   lanes: a batch that must wait for another batch of its
+--                   client loops on `while cond do chain:sleep() end`...
+--   chain:notify()  ...and the other calls this when cond may have changed
+-- sleep and notify are no-ops without a connection (dry runs).
+Ctx.wait = runner.wait
+Ctx.sleep = runner.sleep
+Ctx.notify = runner.notify
 
 -- Concurrency inside one connection.  spawn runs fn(...) in a coroutine of
 -- its own until it first waits for a backend, and returns a task; the
@@ -274,7 +277,7 @@ function Ctx:join_each(tasks, done, a, b, c)
             -- another yield: pass it up for the first task that made it
             for _, task in ipairs(tasks) do
                 if not task.done then
-                    step(task, yield(task.yielded))
+                    step(task, pass_up(task.yielded))
                     break
                 end
             end
@@ -292,7 +295,7 @@ function Ctx:join(task)
             self:wait()
             step(task)
         else
-            step(task, yield(y))
+            step(task, pass_up(y))
         end
     end
     if task.err ~= nil then

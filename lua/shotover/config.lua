@@ -51,6 +51,83 @@ local source_schema = {
 
 local DEFAULT_LANES = 16
 
+-- What a chain element may do, declared by its module as
+-- `capabilities = { ... }` and read here only (validation below and
+-- shotover.chain's build ask capabilities()).  Each key is a boolean,
+-- false when left out:
+--   sink           it answers every request itself or through its own
+--                  sub-chains, never calling chain:next(): it ends its
+--                  chain, and must be last
+--   lanes          correct with other batches of the same client running
+--                  between its chain:next() and its return (CQL lanes);
+--                  a chain gets lanes only if all its elements say so
+--   holds_batches  it keeps a batch waiting for later batches of the
+--                  connection (shotover.park): its source's chain is run
+--                  by the parking runner; implies one batch at a time
+--   subchains      it holds chains of its own, which its subchains(conf)
+--                  lists so validation checks them like any chain
+local CAPABILITIES = { sink = true, lanes = true, holds_batches = true,
+                       subchains = true }
+_M.CAPABILITIES = CAPABILITIES
+
+-- An inline function element: passes requests on, allows lanes.
+local INLINE = { sink = false, lanes = true, holds_batches = false,
+                 subchains = false }
+
+local checked = setmetatable({}, { __mode = "k" })
+
+-- The capabilities of module mod (a transform module, or a function for an
+-- inline element), every key present.  Returns the table or nil and what
+-- is wrong with the declaration.
+function _M.capabilities(mod)
+    if type(mod) == "function" then
+        return INLINE
+    end
+    local caps = checked[mod]
+    if caps ~= nil then
+        return caps
+    end
+    local decl = mod.capabilities
+    if decl == nil then
+        decl = {}
+    elseif type(decl) ~= "table" then
+        return nil, "capabilities: expected a table, got " .. schema.show(decl)
+    end
+    for _, old in ipairs({ "terminal", "lanes" }) do
+        if mod[old] ~= nil then
+            return nil, fmt("%s: declare it in capabilities (sink, lanes, "
+                            .. "holds_batches, subchains)", old)
+        end
+    end
+    caps = {}
+    for k, v in pairs(decl) do
+        if not CAPABILITIES[k] then
+            return nil, fmt("capabilities.%s: unknown capability (one of "
+                            .. "sink, lanes, holds_batches, subchains)",
+                            tostring(k))
+        end
+        if type(v) ~= "boolean" then
+            return nil, fmt("capabilities.%s: expected a boolean, got %s",
+                            k, schema.show(v))
+        end
+        caps[k] = v
+    end
+    for k in pairs(CAPABILITIES) do
+        caps[k] = caps[k] or false
+    end
+    if caps.subchains ~= (type(mod.subchains) == "function") then
+        return nil, caps.subchains
+            and "capabilities.subchains: needs a subchains(conf) function"
+            or "subchains(conf): declare capabilities.subchains = true"
+    end
+    if caps.holds_batches and caps.lanes then
+        return nil, "capabilities: holds_batches needs one batch at a time, "
+                    .. "so not lanes"
+    end
+    checked[mod] = caps
+    return caps
+end
+
 -- Resolve a chain element's module: shotover.transforms.<name>, so an
 -- installed rock adds transforms.  Returns module or nil, message.
 function _M.load_transform(name)
@@ -67,6 +144,10 @@ function _M.load_transform(name)
     end
     if type(mod) ~= "table" or type(mod.new) ~= "function" then
         return nil, fmt("module %s is not a transform (no new())", modname)
+    end
+    local _, err = _M.capabilities(mod)
+    if err then
+        return nil, fmt("module %s: %s", modname, err)
     end
     return mod
 end
@@ -161,9 +242,10 @@ function _M.check_chain(chain, path, errs, ctx)
                                           .. "got a second list item", epath)
                     opts[2] = nil
                 end
+                local caps = _M.capabilities(mod)
                 -- an element that must see a connection's batches one at a
-                -- time (its module does not declare `lanes = true`)
-                if ctx and not mod.lanes and not ctx.serial then
+                -- time (its module does not declare capabilities.lanes)
+                if ctx and not caps.lanes and not ctx.serial then
                     ctx.serial = fmt("%s (%s)", epath, el[1])
                 end
                 local n = #errs
@@ -176,7 +258,7 @@ function _M.check_chain(chain, path, errs, ctx)
                 end
                 -- sub-chains (router, tee, ...) are chains like any other:
                 -- the module names them, they are checked the same way
-                if #errs == n and mod.subchains then
+                if #errs == n and caps.subchains then
                     for _, sub in ipairs(mod.subchains(opts)) do
                         local sctx = sub_context(ctx, sub)
                         if sub.protocol ~= nil
@@ -196,11 +278,11 @@ function _M.check_chain(chain, path, errs, ctx)
                 for k, v in pairs(opts) do
                     el[k] = v
                 end
-                if mod.terminal and not last then
+                if caps.sink and not last then
                     errs[#errs + 1] = fmt("%s: %q is a sink and must be the "
                                           .. "last element of its chain",
                                           epath, el[1])
-                elseif last and not mod.terminal then
+                elseif last and not caps.sink then
                     errs[#errs + 1] = fmt("%s: the chain must end in a sink "
                                           .. "(%q passes requests on)",
                                           epath, el[1])

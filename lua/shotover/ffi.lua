@@ -31,7 +31,7 @@ local _M = {
     WAKE_EOF = C.SH_WAKE_EOF,
     frame_ptr = ffi.typeof("sh_frame_t *"),
     batch_ptr = ffi.typeof("sh_batch_t *"),
-    conn_ptr = ffi.typeof("sh_conn_t *"),
+    run_ptr = ffi.typeof("sh_run_t *"),
     worker_ptr = ffi.typeof("sh_worker_t *"),
 }
 

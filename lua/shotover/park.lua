@@ -1,17 +1,20 @@
 -- Parking: how a transform holds the requests of one batch until later
 -- batches of the same connection have come (coalesce).
 --
--- The plain runner (worker.lua) runs each batch straight through the chain
--- in the connection's coroutine.  A chain with an element that parks is run
--- by this module instead: each batch C hands over runs in an invocation, a
--- coroutine of its own with its own chain context (they share the session
--- table `chain.conn`), so a transform can park that invocation, with the
--- whole stack of transforms above it, and the connection's coroutine yields
--- MORE to C, which resumes it with the next batch, when the timer fires, or
--- at EOF.  Every transform above the parking one still sees its own batch
--- and returns its own responses; once every invocation of the group has
--- its responses, they go to C as one set (in the order the batches came)
--- and the coroutine yields DONE.  See docs/architecture.md.
+-- The plain loop (runner.lua) runs each batch straight through the chain in
+-- the connection's coroutine.  A chain with an element that parks is run by
+-- runner.lua's parking loop over a group of this module instead: each batch
+-- C hands over runs in an invocation, a coroutine of its own with its own
+-- chain context (they share the session table `chain.conn`), so a transform
+-- can park that invocation, with the whole stack of transforms above it,
+-- and the connection's coroutine yields MORE to C, which resumes it with
+-- the next batch, when the timer fires, or at EOF.  Every transform above
+-- the parking one still sees its own batch and returns its own responses;
+-- once every invocation of the group has its responses, they go to C as
+-- one set (in the order the batches came) and the coroutine yields DONE.
+-- The loop that yields MORE and DONE, reads why C resumed it and arms the
+-- timer is runner.lua's; this module keeps the invocations.  See
+-- docs/architecture.md.
 --
 -- A parking transform:
 --   park.available(chain)       false outside this runner (do not park)
@@ -24,29 +27,22 @@
 --   park.release(chain, holder) the holder holds nothing any more
 -- A holder is the transform's per-connection table; `holder.deadline`
 -- (ns on the now_ns clock, or nil) arms the connection's timer.
-local base = require "shotover.ffi"
 local message = require "shotover.message"
-local metrics = require "shotover.metrics"
+local runner = require "shotover.runner"
 
-local C = base.C
-local WAIT, DONE, MORE = base.YIELD_WAIT, base.YIELD_DONE, base.YIELD_MORE
-local WAKE_BATCH, WAKE_EOF = base.WAKE_BATCH, base.WAKE_EOF
-local yield = coroutine.yield
 local resume = coroutine.resume
 local create = coroutine.create
+local yield = coroutine.yield
 local pairs = pairs
 local tostring = tostring
-local tonumber = tonumber
-local ceil = math.ceil
+local setmetatable = setmetatable
 local new_batch = message.new_batch
 local error_reply = message.error_reply
-local core = require "shotover.core"
-local now_ns = metrics.now_ns
-local core_add, core_since = core.add, core.since
+local pass = runner.pass
 
 local _M = { _VERSION = "0.1.0" }
 
-local KEY = {}      -- chain.conn[KEY]: the connection's runner state
+local KEY = {}      -- chain.conn[KEY]: the connection's group
 local PARKED = {}   -- an invocation yields this to park
 local RESULT = {}   -- and this with its responses when it is done
 
@@ -59,17 +55,17 @@ function _M.current(chain)
 end
 
 function _M.park(chain, holder)
-    local rs = chain.conn[KEY]
-    holder.inv = rs.current           -- the one a timer or EOF wakes
-    rs.holders[holder] = true
+    local g = chain.conn[KEY]
+    holder.inv = g.current            -- the one a timer or EOF wakes
+    g.holders[holder] = true
     return yield(PARKED)
 end
 
-local function wake(rs, inv, value)
+local function wake(g, inv, value)
     inv.value = value
     inv.parked = false
-    rs.nready = rs.nready + 1
-    rs.ready[rs.nready] = inv
+    g.nready = g.nready + 1
+    g.ready[g.nready] = inv
 end
 
 function _M.wake(chain, inv, value)
@@ -81,13 +77,31 @@ function _M.release(chain, holder)
     holder.inv = nil
 end
 
-local function new_inv(ch, c, conn)
-    local ctx = ch:context(c)
-    ctx.conn = conn
+-- A group: the invocations of one connection since its last DONE.  The
+-- runner's parking loop calls take (a new batch), expire (the timer fired
+-- or EOF), settle (the responses of the whole group once every invocation
+-- is done, else nil), deadline (when to wake it) and, after DONE, recycle;
+-- g.segs[1..g.nseg] are the invocations of the group, in batch order, each
+-- with its batch's size n and start time t0.
+local Group = {}
+Group.__index = Group
+
+function _M.group(ch, c, conn, run)
+    local g = setmetatable({ ch = ch, c = c, conn = conn, run = run,
+                             holders = {}, ready = {}, nready = 0,
+                             current = nil, pool = {}, npool = 0,
+                             segs = {}, nseg = 0 }, Group)
+    conn[KEY] = g
+    return g
+end
+
+local function new_inv(g)
+    local ch, run = g.ch, g.run
+    local ctx = ch:context(g.c, g.conn)
     local inv = { ctx = ctx }
     inv.co = create(function(batch)
         while true do
-            batch = yield(RESULT, ch:run(ctx, batch))
+            batch = yield(RESULT, run(ch, ctx, batch))
         end
     end)
     return inv
@@ -95,17 +109,17 @@ end
 
 -- Resume invocation inv with arg until it parks or is done; whatever else
 -- it yields (WAIT: backends pending) goes on to C, and C's resume back.
-local function drive(rs, inv, arg)
+local function drive(g, inv, arg)
     local co = inv.co
-    rs.current = inv
+    g.current = inv
     local ok, what, resp = resume(co, arg)
     while ok and what ~= PARKED and what ~= RESULT do
-        rs.current = nil
-        yield(what)
-        rs.current = inv
-        ok, what, resp = resume(co)
+        g.current = nil
+        local back = pass(what)
+        g.current = inv
+        ok, what, resp = resume(co, back)
     end
-    rs.current = nil
+    g.current = nil
     if not ok then
         error("park: an invocation died: " .. tostring(what), 0)
     end
@@ -114,6 +128,34 @@ local function drive(rs, inv, arg)
     else
         inv.resp = resp
         inv.done = true
+    end
+end
+
+function Group:take(batch, now)
+    local inv
+    local npool = self.npool
+    if npool > 0 then
+        inv = self.pool[npool]
+        self.pool[npool] = nil
+        self.npool = npool - 1
+    else
+        inv = new_inv(self)
+    end
+    inv.batch, inv.n, inv.t0 = batch, batch.n, now
+    self.nseg = self.nseg + 1
+    self.segs[self.nseg] = inv
+    drive(self, inv, batch)
+end
+
+-- Wake the holders whose deadline has passed (all of them at EOF): each
+-- woken invocation then does the work (a flush).
+function Group:expire(eof, now)
+    for holder in pairs(self.holders) do
+        if eof or (holder.deadline ~= nil and holder.deadline <= now) then
+            local inv = holder.inv
+            self.holders[holder] = nil
+            wake(self, inv, eof and "eof" or "time")
+        end
     end
 end
 
@@ -147,121 +189,50 @@ local function combine(segs, nseg)
     return out
 end
 
--- Arm the connection's timer for the earliest holder deadline, or stop it.
-local function arm(rs, c, io)
+-- Let the invocations a flush handed their responses go on, in order;
+-- then the group's responses when every invocation is done, else nil.
+function Group:settle()
+    local i = 1
+    while i <= self.nready do
+        local inv = self.ready[i]
+        self.ready[i] = nil
+        drive(self, inv, inv.value)
+        inv.value = nil
+        i = i + 1
+    end
+    self.nready = 0
+    local segs = self.segs
+    for s = 1, self.nseg do
+        if not segs[s].done then
+            return nil
+        end
+    end
+    return combine(segs, self.nseg)
+end
+
+-- The earliest holder deadline (ns on the now_ns clock), or nil.
+function Group:deadline()
     local min
-    for holder in pairs(rs.holders) do
+    for holder in pairs(self.holders) do
         local d = holder.deadline
         if d ~= nil and (min == nil or d < min) then
             min = d
         end
     end
-    if min ~= nil then
-        local ms = ceil((min - now_ns()) / 1e6)
-        io.timer(c, ms < 1 and 1 or ms)
-        rs.armed = true
-    elseif rs.armed then
-        io.timer_stop(c)
-        rs.armed = false
-    end
+    return min
 end
 
--- What the runner asks of the C core about connection c; specs pass their
--- own to drive a chain without one.
-local C_IO = {
-    wake_reason = C.sh_ffi_conn_wake_reason,
-    batch = function(c) return C.sh_ffi_conn_batch(c)[0] end,
-    timer = C.sh_ffi_conn_timer,
-    timer_stop = C.sh_ffi_conn_timer_stop,
-}
-
--- The body of a connection's coroutine for a chain that parks (the plain
--- one is in worker.lua).  Never returns.
-function _M.run(c, ch, io)
-    io = io or C_IO
-    local conn = {}
-    local rs = { holders = {}, ready = {}, nready = 0, current = nil,
-                 armed = false }
-    conn[KEY] = rs
-    local pool, npool = {}, 0
-    local segs, nseg = {}, 0
-    -- the epilogue below runs interpreted after waits: shotover.core's
-    -- classic calls on metric ids, as in worker.lua (no ids: a spec's chain)
-    local requests_id = ch.m_requests and metrics.id(ch.m_requests)
-    local latency_id = ch.m_latency and metrics.id(ch.m_latency)
-    while true do
-        local reason = io.wake_reason(c)
-        if reason == WAKE_BATCH then
-            local inv
-            if npool > 0 then
-                inv = pool[npool]
-                pool[npool] = nil
-                npool = npool - 1
-            else
-                inv = new_inv(ch, c, conn)
-            end
-            inv.batch = io.batch(c)
-            inv.n, inv.t0 = inv.batch.n, now_ns()
-            nseg = nseg + 1
-            segs[nseg] = inv
-            drive(rs, inv, inv.batch)
-        else
-            -- the timer fired or the client is gone: due holders flush
-            local now = now_ns()
-            for holder in pairs(rs.holders) do
-                if reason == WAKE_EOF
-                   or (holder.deadline ~= nil and holder.deadline <= now)
-                then
-                    local inv = holder.inv
-                    rs.holders[holder] = nil
-                    wake(rs, inv, reason == WAKE_EOF and "eof" or "time")
-                end
-            end
-        end
-        -- invocations a flush handed their responses to go on, in order
-        local i = 1
-        while i <= rs.nready do
-            local inv = rs.ready[i]
-            rs.ready[i] = nil
-            drive(rs, inv, inv.value)
-            inv.value = nil
-            i = i + 1
-        end
-        rs.nready = 0
-        local done = true
-        for s = 1, nseg do
-            if not segs[s].done then
-                done = false
-                break
-            end
-        end
-        if done then
-            local resp = combine(segs, nseg)
-            local total = 0
-            for s = 1, nseg do
-                local inv = segs[s]
-                local n = inv.n
-                total = total + n
-                -- each request waited as long as its batch did
-                if latency_id then
-                    core_since(latency_id, inv.t0, n)
-                end
-                inv.batch, inv.resp, inv.done = nil, nil, false
-                segs[s] = nil
-                npool = npool + 1
-                pool[npool] = inv
-            end
-            nseg = 0
-            if requests_id then
-                core_add(requests_id, total)
-            end
-            arm(rs, c, io)
-            yield(DONE, resp)
-        else
-            arm(rs, c, io)
-            yield(MORE)
-        end
+-- After DONE: the invocations go back to the pool for the next group.
+function Group:recycle()
+    local segs = self.segs
+    for s = 1, self.nseg do
+        local inv = segs[s]
+        inv.batch, inv.resp, inv.done = nil, nil, false
+        segs[s] = nil
+        self.npool = self.npool + 1
+        self.pool[self.npool] = inv
     end
+    self.nseg = 0
 end
 
 return _M

@@ -3,15 +3,25 @@
 -- Ctx:next call _M.next, which records one entry per chain element entered,
 -- in order:
 --   { chain = "redis/route1", element = "cache", index = 1, kind = "redis",
---     terminal = true, depth = 1, requests = { "[\"GET\", \"k\"]" },
+--     terminal = true, depth = 1, seq = 3, parent = 2,
+--     requests = { "[\"GET\", \"k\"]" },
 --     result = "forwarded" | "answered" | "error", replies = { "+DRY" },
---     error = "message", dry = true }
+--     ids = { frame identities of the replies }, error = "message",
+--     dry = true }
 -- "forwarded": the element handed the batch on (next or a sub-chain);
 -- "answered": it returned replies without doing so (a sink, a cache hit, a
--- filter refusing); "error": it raised.  Contexts without a trace never come
--- here: Ctx:next pays one nil check.  See docs/route-test.md.
+-- filter refusing); "error": it raised.  seq is the entry's place in the
+-- trace, parent the seq of the entry that handed it the batch.  After the
+-- run, finish(tr, resp) adds the chain's replies.  Contexts without a
+-- trace never come here: Ctx:next pays one nil check.  See
+-- docs/route-test.md.
+local ffi = require "ffi"
 local protocols = require "shotover.protocols"
 
+local cast = ffi.cast
+local uintptr_t = ffi.typeof("uintptr_t")
+local tonumber = tonumber
+local ipairs = ipairs
 local concat = table.concat
 local fmt = string.format
 local pcall = pcall
@@ -43,25 +53,62 @@ local function show_batch(b)
     return t
 end
 
+-- A frame's identity within one traced batch: its address.  Which element
+-- produced the client's reply is the one whose response holds that very
+-- frame (a tee's copy may answer with the same text).
+local function id_of(f)
+    if f == nil then
+        return false
+    end
+    return tonumber(cast(uintptr_t, f))
+end
+
+local function ids_of(b)
+    local t = {}
+    if b ~= nil then
+        for k = 1, b.n do
+            t[k] = id_of(b[k])
+        end
+    end
+    return t
+end
+
 -- Ctx:next with a trace: run element `el` (number i of ctx's chain) over
 -- batch, recording what it got, what it did and what it returned.
+--
+-- Its parent (the element that handed it the batch) is element i - 1 of
+-- the same context, or, for the first element of a sub-chain, the element
+-- running in the context that started the sub-chain (ctx.up, see
+-- Ctx:sub_context).  Each context keeps the record of the element it runs
+-- (ctx.trace_at[i]) rather than the trace keeping one stack: the tasks of
+-- chain:spawn interleave (a tee's copy waits for its backend while the
+-- main chain runs), each in a context of its own, and one shared stack
+-- would give the records of one the parents of the other.
 function _M.next(ctx, el, i, batch)
     local tr = ctx.trace
-    local stack = tr.stack
-    if stack == nil then
-        stack = {}
-        tr.stack = stack
+    local at = ctx.trace_at
+    if at == nil then
+        at = {}
+        ctx.trace_at = at
     end
-    local parent = stack[#stack]
+    local parent
+    if i > 1 then
+        parent = at[i - 1]
+    else
+        local up = ctx.up
+        parent = up and up.trace_at and up.trace_at[up.i]
+    end
     if parent then
         parent.forwarded = true
     end
     local rec = { chain = ctx.chain.name or "chain", element = el.name,
                   index = i, kind = el.kind or "inline",
-                  terminal = el.terminal or false, depth = #stack,
+                  terminal = el.terminal or false,
+                  depth = parent and parent.depth + 1 or 0,
+                  parent = parent and parent.seq or nil, seq = #tr + 1,
                   requests = show_batch(batch) }
-    tr[#tr + 1] = rec
-    stack[#stack + 1] = rec
+    tr[rec.seq] = rec
+    at[i] = rec
     ctx.i = i
     local ok, resp
     if el.inline then
@@ -69,7 +116,7 @@ function _M.next(ctx, el, i, batch)
     else
         ok, resp = pcall(el.inst.transform, el.inst, batch, ctx)
     end
-    stack[#stack] = nil
+    at[i] = nil
     if not ok then
         rec.result, rec.error = "error", tostring(resp)
         error(resp, 0)                -- ctx.i stays on the failing element
@@ -78,16 +125,104 @@ function _M.next(ctx, el, i, batch)
     rec.result = rec.forwarded and "forwarded" or "answered"
     rec.forwarded = nil
     rec.replies = show_batch(resp)
+    rec.ids = ids_of(resp)
+    -- the frames stay alive (their addresses unique) while the trace is
+    local keep = tr.keep
+    if keep == nil then
+        keep = {}
+        tr.keep = keep
+    end
+    keep[#keep + 1] = resp
     return resp
+end
+
+-- After the chain ran a traced batch: the responses it returned, shown
+-- (tr.replies), as identities (tr.reply_ids, for summary) and whether each
+-- writes nothing because the backend's own frames are relayed to the
+-- client (tr.relayed: a subscriber's replies), so that the trace can be
+-- read elsewhere (the repl's live mode).
+function _M.finish(tr, resp)
+    tr.replies = show_batch(resp)
+    tr.reply_ids = ids_of(resp)
+    local relayed = {}
+    if resp ~= nil then
+        for k = 1, resp.n do
+            local f = resp[k]
+            relayed[k] = f == nil or f:is_noreply()
+        end
+    end
+    tr.relayed = relayed
+    tr.keep = nil
+    return tr
 end
 
 -- Mark the element running now as a dry sink (it answered without a
 -- backend).  No-op without a trace.
 function _M.dry(ctx)
-    local tr = ctx.trace
-    if tr and tr.stack and tr.stack[#tr.stack] then
-        tr.stack[#tr.stack].dry = true
+    local at = ctx.trace ~= nil and ctx.trace_at
+    local rec = at and at[ctx.i]
+    if rec then
+        rec.dry = true
     end
+end
+
+local function has(list, id)
+    if list ~= nil and id then
+        for k = 1, #list do
+            if list[k] == id then
+                return true
+            end
+        end
+    end
+    return false
+end
+
+-- Does rec go on its parent's chain (chain:next) rather than start a
+-- sub-chain?
+local function continues(tr, rec)
+    local p = rec.parent and tr[rec.parent]
+    return p ~= nil and p.chain == rec.chain
+end
+
+-- The entry whose reply the client got for request 1, or nil (an element
+-- raised).  That is the deepest entry whose responses hold the very frame
+-- the chain returned (tr.reply_ids from finish): a tee's copy, a mirror,
+-- may have answered too, and first.  From there, or from the first entry
+-- when the frame is not known (or an element made a new reply out of its
+-- sub-chain's), the path goes on along each chain (chain:next) down to
+-- the element that answered.
+local function answerer(tr)
+    local want = tr.reply_ids and tr.reply_ids[1]
+    local best
+    if want then
+        for _, rec in ipairs(tr) do
+            if rec.result ~= "error" and has(rec.ids, want)
+               and (best == nil or rec.depth > best.depth
+                    or (rec.depth == best.depth and continues(tr, rec)))
+            then
+                best = rec
+            end
+        end
+    end
+    best = best or tr[1]
+    while best ~= nil and best.result == "forwarded" do
+        local child
+        for k = best.seq + 1, #tr do
+            local rec = tr[k]
+            if rec.parent == best.seq then
+                if rec.chain == best.chain then
+                    child = rec
+                    break
+                end
+                child = child or rec
+            end
+        end
+        best = child
+    end
+    if best ~= nil and best.result == "answered" then
+        return best
+    end
+    return nil
 end
 
 -- What a trace of one request amounts to: { path = { element names },
@@ -98,11 +233,6 @@ function _M.summary(tr, reply_is_error)
     local s = { path = {} }
     for _, rec in ipairs(tr) do
         s.path[#s.path + 1] = rec.element
-        if rec.result == "answered" and s.answered == nil then
-            s.answered = rec
-        elseif rec.result == "error" then
-            s.failed = s.failed or rec
-        end
     end
     -- the innermost raising element is the last one recorded
     for k = #tr, 1, -1 do
@@ -111,6 +241,7 @@ function _M.summary(tr, reply_is_error)
             break
         end
     end
+    s.answered = answerer(tr)
     local a = s.answered
     if a then
         s.route = a.chain
@@ -129,12 +260,22 @@ function _M.summary(tr, reply_is_error)
     return s
 end
 
+local function shares(a, b)
+    for k = 1, #a do
+        if has(b, a[k]) then
+            return true
+        end
+    end
+    return false
+end
+
 -- One line per entry, indented by sub-chain depth:
 --   redis[1] query_type_filter (query_type_filter): forwarded
 --     redis/route1[1] cache (redis, dry): answered +DRY
 function _M.format(tr, indent)
     local out, last = {}, nil
     indent = indent or ""
+    local replied = tr.reply_ids
     for _, rec in ipairs(tr) do
         local what = rec.element
         if rec.kind ~= rec.element then
@@ -150,6 +291,12 @@ function _M.format(tr, indent)
             line = line .. " " .. rec.error
         elseif rec.result == "answered" then
             line = line .. " " .. concat(rec.replies or {}, " | ")
+            -- another answered, whose reply the client got (a tee's copy)
+            if replied ~= nil and rec.ids ~= nil
+               and not shares(rec.ids, replied)
+            then
+                line = line .. " (not the client's reply)"
+            end
         end
         local req = concat(rec.requests or {}, " | ")
         -- the request where it enters, and wherever a transform changed it
@@ -170,7 +317,7 @@ local function ser(v, out)
     if t == "table" then
         out[#out + 1] = "{"
         for k, x in pairs(v) do
-            if k ~= "stack" then
+            if k ~= "keep" then
                 out[#out + 1] = "["
                 ser(k, out)
                 out[#out + 1] = "]="

@@ -7,13 +7,10 @@ local config = require "shotover.config"
 local chain = require "shotover.chain"
 local schema = require "shotover.schema"
 local metrics = require "shotover.metrics"
-local park = require "shotover.park"
+local runner = require "shotover.runner"
 
 local C = base.C
-local DONE = base.YIELD_DONE
-local yield = coroutine.yield
 local cast = ffi.cast
-local conn_ptr = base.conn_ptr
 local fmt = string.format
 local concat = table.concat
 
@@ -21,49 +18,6 @@ local _M = { _VERSION = "0.1.0" }
 
 local chains = {}
 
--- The body of every client connection's coroutine.  C resumes it with a new
--- batch in sh_ffi_conn_batch(c); it yields WAIT while backends work and
--- (DONE, responses) when the batch is done.
-local core = require "shotover.core"
-local now_ns = metrics.now_ns
-
--- Handlers run the coroutines of shadow connections (see sh_ffi.h): a
--- transform adds one per worker and gets its number.
-local handlers = {}
-
-function _M.add_handler(fn)
-    handlers[#handlers + 1] = fn
-    return #handlers
-end
-
-local function run_connection(clud)
-    local c = cast(conn_ptr, clud)
-    local h = C.sh_ffi_conn_handler(c)
-    if h ~= 0 then
-        return handlers[h](c)
-    end
-    local ch = chains[C.sh_ffi_conn_source(c)]
-    if ch.parks then
-        return park.run(c, ch)         -- a chain that holds requests
-    end
-    local conn_batch = C.sh_ffi_conn_batch
-    local core_add, core_since = core.add, core.since
-    local ctx = ch:context(c, core.session(clud))
-    local requests_id = metrics.id(ch.m_requests)
-    local latency_id = metrics.id(ch.m_latency)
-    while true do
-        local t0 = now_ns()
-        local batch = conn_batch(c)[0]
-        local n = batch.n
-        local resp = ch:run(ctx, batch)
-        -- from here on interpreted after a wait: classic C calls on plain
-        -- numbers (shotover.core), and C takes resp from the yield
-        core_add(requests_id, n)
-        -- each request of the batch waited as long as the batch
-        core_since(latency_id, t0, n)
-        yield(DONE, resp)
-    end
-end
 
 function _M.init(wlud, path, id)
     local w = cast(base.worker_ptr, wlud)
@@ -93,7 +47,7 @@ function _M.init(wlud, path, id)
     end
     local err = ffi.new("const char *[1]")
     -- `shotover repl` runs workers in-process: its listen addresses, and
-    -- a runner that traces every batch (shotover.cli.live)
+    -- a batch runner that traces every batch (shotover.cli.live)
     local repl = os.getenv("SHOTOVER_REPL_TRACE")
                  and require("shotover.cli.live")
     for i, src in ipairs(conf.sources) do
@@ -133,7 +87,8 @@ function _M.init(wlud, path, id)
             error(fmt("sources[%d].listen: %s", i, ffi.string(err[0])), 0)
         end
     end
-    return repl and repl.runner(chains) or run_connection
+    -- the body of every connection's coroutine (shotover.runner)
+    return runner.body(chains, repl and repl.run())
 end
 
 return _M

@@ -4,7 +4,7 @@ local h = require("harness")
 local OK = h.status("OK")
 
 describe("a redis sink with a password", function()
-    local redis, P, proxy
+    local redis, P, proxy -- luacheck: ignore proxy (holds the running proxy)
 
     setup(function()
         redis = h.redis_server({ args = { "--requirepass", "s3cret" } })

@@ -42,7 +42,7 @@ c.shutdown()
 ]]
 
 describe("shotover in front of cassandra", function()
-    local node, proxy, P
+    local node, proxy, P -- luacheck: ignore proxy (holds the running proxy)
 
     setup(function()
         node = cassandra.start{ auth = false }

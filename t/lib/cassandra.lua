@@ -625,10 +625,6 @@ local function rd_string(s, p)
     local n; n, p = rd16(s, p)
     return s:sub(p, p + n - 1), p + n
 end
-local function rd_long_string(s, p)
-    local n; n, p = rd32(s, p)
-    return s:sub(p, p + n - 1), p + n
-end
 local function rd_bytes(s, p)
     local n; n, p = rd32(s, p)
     if n < 0 then return nil, p end
@@ -693,7 +689,7 @@ local function rd_type(s, p)
     end
     if id == 0x30 then
         local ks, name, n; ks, p = rd_string(s, p); name, p = rd_string(s, p); n, p = rd16(s, p)
-        for _ = 1, n do local _f; _f, p = rd_string(s, p); _f, p = rd_type(s, p) end
+        for _ = 1, n do _, p = rd_string(s, p); _, p = rd_type(s, p) end
         return "udt(" .. ks .. "." .. name .. ")", p
     end
     if id == 0x31 then
@@ -732,7 +728,7 @@ function M.decode(f)
     if bit.band(f.flags, 0x08) ~= 0 then r.warnings, p = rd_string_list(s, p) end
     if bit.band(f.flags, 0x04) ~= 0 then
         local n; n, p = rd16(s, p)
-        for _ = 1, n do local _k; _k, p = rd_string(s, p); _k, p = rd_bytes(s, p) end
+        for _ = 1, n do _, p = rd_string(s, p); _, p = rd_bytes(s, p) end
     end
     if f.opcode == M.op.ERROR then
         r.code, p = rd32(s, p)
@@ -769,7 +765,7 @@ function M.decode(f)
             r.change, p = rd_string(s, p)
             r.target, p = rd_string(s, p)
             r.keyspace, p = rd_string(s, p)
-            if r.target ~= "KEYSPACE" then r.name, p = rd_string(s, p) end
+            if r.target ~= "KEYSPACE" then r.name = rd_string(s, p) end
         end
     elseif f.opcode == M.op.EVENT then
         r.event, p = rd_string(s, p)

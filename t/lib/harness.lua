@@ -70,9 +70,9 @@ for _, d in ipairs(cdefs) do pcall(ffi.cdef, d) end
 -- Linux (x86_64 and aarch64 agree on all of these)
 local AF_INET, SOCK_STREAM = 2, 1
 local SOCK_NONBLOCK, SOCK_CLOEXEC = 0x800, 0x80000
-local SOL_SOCKET, SO_ERROR, SO_REUSEADDR = 1, 4, 2
+local SOL_SOCKET, SO_ERROR = 1, 4
 local O_RDONLY, O_WRONLY, O_CREAT, O_TRUNC, O_APPEND = 0, 1, 0x40, 0x200, 0x400
-local POLLIN, POLLOUT, POLLERR, POLLHUP = 1, 4, 8, 16
+local POLLIN, POLLOUT = 1, 4
 local EINTR, EAGAIN, EINPROGRESS = 4, 11, 115
 local MSG_NOSIGNAL = 0x4000
 local WNOHANG = 1

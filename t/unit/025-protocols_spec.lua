@@ -32,7 +32,8 @@ package.preload["shotover.transforms.redis_only"] = function()
              new = function() return {} end }
 end
 package.preload["shotover.transforms.wrap"] = function()
-    return { name = "wrap", version = "0.1.0", terminal = true, lanes = true,
+    return { name = "wrap", version = "0.1.0",
+             capabilities = { sink = true, lanes = true, subchains = true },
              schema = { chain = { type = "table", required = true },
                         protocol = { type = "string" } },
              subchains = function(conf)

@@ -1,7 +1,6 @@
 -- The chain runner: order, responses, and what a raising element gets.
 package.path = os.getenv("SHOTOVER_SRC") .. "/t/lib/?.lua;" .. package.path
 local unit = require "unit"
-local chain = require "shotover.chain"
 local message = require "shotover.message"
 local reply = require "shotover.redis.reply"
 

@@ -52,6 +52,7 @@ describe("query_type_filter config", function()
         ok, errs = config.check({ sources = { { name = "f",
             protocol = "redis", listen = "127.0.0.1:1", chain = {
                 { "query_type_filter" }, { "null" } } } } })
+        assert.is_nil(ok)
         assert.are.same({ "sources[1].chain[1]: give exactly one of allow "
                           .. "and deny" }, errs)
     end)

@@ -2,7 +2,6 @@
 -- come back in request order; routes are validated like any chain.
 package.path = os.getenv("SHOTOVER_SRC") .. "/t/lib/?.lua;" .. package.path
 local unit = require "unit"
-local chain = require "shotover.chain"
 local config = require "shotover.config"
 
 local function build(elements)
@@ -100,6 +99,7 @@ describe("the router", function()
             listen = "127.0.0.1:1", chain = { { "router",
                 routes = { { match = { colour = "red" }, chain = { { "null" } } } },
                 default = { { "null" } } } } } } })
+        assert.is_nil(ok)
         assert.are.same({ "sources[1].chain[1]: routes[1].match.colour: unknown "
                           .. "rule (command, key, key_prefix, key_pattern, "
                           .. "kind, class, keyspace, table)" }, errs)

@@ -4,7 +4,7 @@
 local chain = require "shotover.chain"
 local config = require "shotover.config"
 local message = require "shotover.message"
-local park = require "shotover.park"
+local runner = require "shotover.runner"
 local base = require "shotover.ffi"
 
 local function check(elements)
@@ -27,11 +27,8 @@ end
 
 local function build(elements)
     local conf = assert(check(elements))
-    local parking = {}
-    local ch = chain.build(conf.sources[1].chain, { name = "c",
-        protocol = "redis", parking = parking })
-    ch.parks = parking.used
-    return ch
+    return chain.build(conf.sources[1].chain, { name = "c",
+        protocol = "redis" })
 end
 
 local function batch_of(...)
@@ -53,7 +50,7 @@ local function connection(ch)
         timer = function(_, ms) conn.timer = ms end,
         timer_stop = function() conn.timer = nil end,
     }
-    local co = coroutine.create(function() park.run(nil, ch, io) end)
+    local co = coroutine.create(function() runner.serve(nil, ch, nil, nil, io) end)
     function conn.feed(reason, batch)
         conn.reason, conn.batch, conn.resp = reason, batch, nil
         local ok, what, resp = coroutine.resume(co)
@@ -90,7 +87,7 @@ describe("coalesce config", function()
     it("makes its chain use the parking runner, and only it", function()
         assert.is_true(build({ { "coalesce", max_requests = 2 },
                                { "null" } }).parks)
-        assert.is_nil(build({ { "null" } }).parks)
+        assert.is_false(build({ { "null" } }).parks)
     end)
 end)
 

@@ -3,7 +3,6 @@
 -- sub-chains here answer with debug_returner or inline functions.
 package.path = os.getenv("SHOTOVER_SRC") .. "/t/lib/?.lua;" .. package.path
 local unit = require "unit"
-local chain = require "shotover.chain"
 local config = require "shotover.config"
 local message = require "shotover.message"
 local reply = require "shotover.redis.reply"

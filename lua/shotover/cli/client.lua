@@ -147,17 +147,53 @@ local REPLY_END = {
     end,
 }
 
--- take one complete reply's bytes, waiting up to timeout_ms for them
+-- one complete frame's bytes from what has been read, or nil (no waiting)
+function Conn:take(proto)
+    local reply_end = REPLY_END[proto]
+    if reply_end == nil then
+        error("cannot read " .. tostring(proto) .. " replies", 2)
+    end
+    local stop = reply_end(self.buf)
+    if not stop then
+        return nil
+    end
+    local r = self.buf:sub(1, stop - 1)
+    self.buf = self.buf:sub(stop)
+    return r
+end
+
+-- put bytes taken with take back in front of what has been read
+function Conn:untake(r)
+    self.buf = r .. self.buf
+end
+
+-- every complete frame that has arrived by now, in order (no waiting)
+function Conn:drain(proto)
+    while self.fd do
+        pfd[0].fd, pfd[0].events = self.fd, POLLIN
+        if C.poll(pfd, 1, 0) <= 0 or not self:fill(0) then
+            break
+        end
+    end
+    local out = {}
+    while true do
+        local r = self:take(proto)
+        if not r then
+            return out
+        end
+        out[#out + 1] = r
+    end
+end
+
+-- take one complete frame's bytes, waiting up to timeout_ms for them
 function Conn:reply(proto, timeout_ms)
     local reply_end = REPLY_END[proto]
     if reply_end == nil then
         return nil, "cannot read " .. tostring(proto) .. " replies"
     end
     while true do
-        local stop = reply_end(self.buf)
-        if stop then
-            local r = self.buf:sub(1, stop - 1)
-            self.buf = self.buf:sub(stop)
+        local r = self:take(proto)
+        if r then
             return r
         end
         local ok, err = self:fill(timeout_ms)

@@ -6,7 +6,6 @@ local chain = require "shotover.chain"
 local config = require "shotover.config"
 local protocols = require "shotover.protocols"
 local message = require "shotover.message"
-local trace = require "shotover.trace"
 local cql_request = require "shotover.cql.request"
 
 local concat = table.concat
@@ -155,7 +154,7 @@ function _M.run(s, f)
     s.ctx.trace = tr
     local resp = s.chain:run(s.ctx, batch)
     s.ctx.trace = nil
-    tr.stack = nil
+    trace.finish(tr, resp)
     return resp[1], tr
 end
 

@@ -5,22 +5,18 @@
 -- so a repl never takes the port of a running proxy), and
 -- SHOTOVER_REPL_TRACE, a file to which every batch's trace is appended as
 -- one line (shotover.trace's serialize) before its replies go out.  The
--- repl sends a request, reads the reply, then reads the trace.
-local ffi = require "ffi"
-local base = require "shotover.ffi"
+-- repl sends a request, waits for its batch's trace, then reads frames
+-- until the one that is the reply (see Live:run in shotover.cli.repl:
+-- pub/sub messages, RESP3 pushes and CQL events come unasked).
 local trace = require "shotover.trace"
-local core = require "shotover.core"
 
-local C = base.C
-local DONE = base.YIELD_DONE
-local yield = coroutine.yield
-local cast = ffi.cast
+local getenv = os.getenv
 
 local _M = { _VERSION = "0.1.0" }
 
 -- the address source i listens on
 function _M.listen(i)
-    local list = os.getenv("SHOTOVER_REPL_LISTEN") or ""
+    local list = getenv("SHOTOVER_REPL_LISTEN") or ""
     local k = 0
     for addr in list:gmatch("[^,]+") do
         k = k + 1
@@ -31,28 +27,21 @@ function _M.listen(i)
     return nil
 end
 
--- The connection runner: worker.lua's, with a trace per batch.
-function _M.runner(chains)
-    local out = assert(io.open(os.getenv("SHOTOVER_REPL_TRACE"), "a"))
-    return function(clud)
-        local c = cast(base.conn_ptr, clud)
-        local ch = chains[C.sh_ffi_conn_source(c)]
-        local ctx = ch:context(c, core.session(clud))
-        while true do
-            local batch = C.sh_ffi_conn_batch(c)[0]
-            local tr = {}
-            ctx.trace = tr
-            local resp = ch:run(ctx, batch)
-            ctx.trace = nil
-            tr.stack = nil
-            tr.replies = {}
-            for i = 1, resp.n do
-                tr.replies[i] = trace.show(resp[i])
-            end
-            out:write(trace.serialize(tr), "\n")
-            out:flush()
-            yield(DONE, resp)
-        end
+-- The batch runner the worker hands shotover.runner (run(chain, ctx,
+-- batch), in place of Chain.run): the same connection loop as `shotover
+-- run`, shadows and parking included, with a trace of every batch of a
+-- client connection.
+function _M.run()
+    local out = assert(io.open(getenv("SHOTOVER_REPL_TRACE"), "a"))
+    return function(ch, ctx, batch)
+        local tr = {}
+        ctx.trace = tr
+        local resp = ch:run(ctx, batch)
+        ctx.trace = nil
+        trace.finish(tr, resp)
+        out:write(trace.serialize(tr), "\n")
+        out:flush()
+        return resp
     end
 end
 

@@ -133,27 +133,38 @@ local function start_live(conf_path, conf, timeout)
         return nil, ffi.string(err[0])
     end
     return setmetatable({ ports = ports, tpath = tpath, offset = 0,
-                          conns = {}, client = client,
+                          pending = {}, conns = {}, client = client,
                           timeout = timeout }, Live)
 end
 
--- the traces written since the last call
-function Live:traces()
+-- The traces the worker has written and the repl not yet read, one per
+-- batch, oldest first.
+function Live:read_traces()
     local f = io.open(self.tpath, "r")
     if not f then
-        return {}
+        return
     end
     f:seek("set", self.offset)
     local data = f:read("*a") or ""
     f:close()
-    local out = {}
     local consumed = 0
     for line in data:gmatch("([^\n]*)\n") do
         consumed = consumed + #line + 1
-        out[#out + 1] = assert(trace.deserialize(line))
+        self.pending[#self.pending + 1] = assert(trace.deserialize(line))
     end
     self.offset = self.offset + consumed
-    return out
+end
+
+function Live:next_trace()
+    if #self.pending == 0 then
+        self:read_traces()
+    end
+    return table.remove(self.pending, 1)
+end
+
+function Live:skip_traces()
+    self:read_traces()
+    self.pending = {}
 end
 
 function Live:conn(i, src)
@@ -181,30 +192,127 @@ function Live:conn(i, src)
             return nil, "handshake: " .. (f and trace.show(f) or "bad reply")
         end
     end
-    self:traces()                           -- not the handshake's
+    self:skip_traces()                      -- not the handshake's
     self.conns[i] = c
     return c
 end
 
--- send f on source i; returns the reply text, is-error, traces
+-- Frames nobody asked for: pub/sub messages (RESP2 arrays and RESP3
+-- pushes of these kinds), MONITOR's lines, CQL EVENTs.  Subscription
+-- confirmations and a subscriber's PING answer commands: not these.
+local PUSH_KINDS = { message = true, pmessage = true, smessage = true,
+                     invalidate = true }
+local CQL_EVENT = 0x0C
+
+local function unsolicited(proto, r)
+    if proto ~= "redis" then
+        return r:byte(5) == CQL_EVENT        -- the envelope's opcode
+    end
+    local kind = r:match("^[>*]%d+\r\n%$%d+\r\n([^\r]*)\r\n")
+    if kind then
+        return PUSH_KINDS[kind:lower()] == true
+    end
+    -- +1700000000.123456 [0 127.0.0.1:5555] "GET" "k"
+    return r:match("^%+%d+%.%d+ %[") ~= nil
+end
+
+local function parse(proto, r)
+    if proto == "redis" then
+        return message.frame_from_resp(r)
+    end
+    return message.frame_from_cql(r)
+end
+
+-- Is frame r (bytes; m parsed) the reply to the request whose batch trace
+-- is tr (nil when none came)?  The chain's own reply is the frame showing
+-- as the trace says (RESP3 pushes may come before it); a reply the
+-- backend's connection relays (a subscriber's) is the first frame that is
+-- not unsolicited.
+local function is_reply(proto, r, m, tr)
+    if unsolicited(proto, r) then
+        return false
+    end
+    if proto == "redis" and tr and tr.relayed and tr.relayed[1] == false then
+        return r:sub(1, 1) ~= ">" or trace.show(m) == tr.replies[1]
+    end
+    return true
+end
+
+-- Wait for the trace of the batch just sent.  The worker writes it before
+-- the batch's replies go out, so a reply read without one means none is
+-- coming (no chain ran).  Unsolicited frames read meanwhile go to pushed.
+function Live:await_trace(c, proto, pushed)
+    local now_ns = require("shotover.metrics").now_ns
+    local deadline = now_ns() + self.timeout * 1e6
+    while true do
+        local tr = self:next_trace()
+        if tr then
+            return tr
+        end
+        local r = c:take(proto)
+        if r then
+            if not unsolicited(proto, r) then
+                c:untake(r)
+                return self:next_trace()
+            end
+            pushed[#pushed + 1] = parse(proto, r)
+        else
+            if now_ns() > deadline then
+                return nil
+            end
+            local ok, err = c:fill(20)
+            if not ok and err == "connection closed" then
+                return self:next_trace()
+            end
+        end
+    end
+end
+
+-- Send f on source i.  Returns the reply, its batch's traces, the frames
+-- nobody asked for that came before it (pub/sub messages, RESP3 pushes,
+-- CQL events; { late = frame } for a reply to an earlier command) and
+-- those right after it ({ more = frame } for another reply to this
+-- command), or nil and a message.
 function Live:run(i, src, f)
     local c, err = self:conn(i, src)
     if not c then
         return nil, err
     end
+    local proto = src.protocol
+    -- what came while the repl waited for input
+    local pushed = {}
+    for _, r in ipairs(c:drain(proto)) do
+        pushed[#pushed + 1] = unsolicited(proto, r) and parse(proto, r)
+                              or { late = parse(proto, r) }
+    end
+    self:skip_traces()
     local ok
     ok, err = c:send(f:raw())
-    local r
-    if ok then
-        r, err = c:reply(src.protocol, self.timeout)
-    end
-    if not r then
+    if not ok then
         c:close()
         return nil, err
     end
-    local reply = src.protocol == "redis" and message.frame_from_resp(r)
-                  or message.frame_from_cql(r)
-    return reply, self:traces()
+    local tr = self:await_trace(c, proto, pushed)
+    while true do
+        local r
+        r, err = c:reply(proto, self.timeout)
+        if not r then
+            c:close()
+            return nil, err
+        end
+        local m = parse(proto, r)
+        if is_reply(proto, r, m, tr) then
+            -- frames right behind it: more replies to the same command
+            -- (SUBSCRIBE a b confirms each channel), or pushes
+            local after = {}
+            for _, x in ipairs(c:drain(proto)) do
+                after[#after + 1] = unsolicited(proto, x) and parse(proto, x)
+                                    or { more = parse(proto, x) }
+            end
+            return m, { tr }, pushed, after
+        end
+        pushed[#pushed + 1] = m
+    end
 end
 
 function Live:stop()
@@ -217,13 +325,28 @@ end
 
 -- The loop ---------------------------------------------------------------
 
-local function print_result(reply, traces)
+-- Frames nobody asked for are shown as such, apart from the replies: "<-"
+local function print_unasked(list)
+    for _, m in ipairs(list or {}) do
+        if type(m) ~= "table" then
+            print("<- pushed " .. trace.show(m))
+        elseif m.late then
+            print("<- late reply " .. trace.show(m.late))
+        else
+            print("=> " .. trace.show(m.more))
+        end
+    end
+end
+
+local function print_result(reply, traces, pushed, after)
+    print_unasked(pushed)
     for _, tr in ipairs(traces) do
         print(trace.format(tr, "  "))
     end
     if reply then
         print("=> " .. trace.show(reply))
     end
+    print_unasked(after)
 end
 
 function _M.main(args)
@@ -273,12 +396,13 @@ function _M.main(args)
             end
         end
     end
-    local live
+    local live, err
     if not dry then
         local C = require("shotover.ffi").C
         if os.getenv("SHOTOVER_REPL_LOG") == nil then
             C.sh_ffi_log_set_level(2)       -- warnings and errors only
         end
+        local err
         live, err = start_live(conf_path, conf, timeout * 1000)
         if not live then
             io.stderr:write("shotover: ", err, "\n")
@@ -302,7 +426,7 @@ function _M.main(args)
             break
         end
         line = line:match("^%s*(.-)%s*$")
-        if line == "" then
+        if line == "" then -- luacheck: ignore 542
             -- nothing
         elseif line == ".quit" or line == ".exit" then
             break
@@ -361,11 +485,11 @@ function _M.main(args)
                 local reply, tr = common.run(src, f)
                 print_result(reply, { tr })
             else
-                local reply, traces = live:run(cur, src, f)
+                local reply, traces, pushed, after = live:run(cur, src, f)
                 if not reply then
                     print("error: " .. tostring(traces))
                 else
-                    print_result(reply, traces)
+                    print_result(reply, traces, pushed, after)
                 end
             end
         end

@@ -9,7 +9,7 @@ local base = require "shotover.ffi"
 local types = require "shotover.cql.types"
 
 local C = base.C
-local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
+local band, rshift = bit.band, bit.rshift
 local ffi_string = ffi.string
 local ffi_gc = ffi.gc
 local error = error
@@ -396,7 +396,7 @@ return function(frame)
         sc.target, i = types.cql_string(p, i)
         sc.keyspace, i = types.cql_string(p, i)
         if sc.target ~= "KEYSPACE" then
-            sc.name, i = types.cql_string(p, i)
+            sc.name = types.cql_string(p, i)
         end
         return sc
     end

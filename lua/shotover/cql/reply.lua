@@ -135,7 +135,8 @@ end
 -- extra holds the code's further fields, already encoded
 function _M.error(req, code, msg, extra)
     if type(code) == "string" then
-        code = _M.CODE[code] or error("cql reply: unknown error code " .. code, 2)
+        code = _M.CODE[code]
+               or error("cql reply: unknown error code " .. code, 2)
     end
     return envelope(req, OPCODE.ERROR, be32(code) .. cql_string(msg or "")
                                .. (extra or ""))

@@ -13,7 +13,7 @@
 local bit = require "bit"
 local ffi = require "ffi"
 
-local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
+local band, bor, lshift = bit.band, bit.bor, bit.lshift
 local ffi_string = ffi.string
 local fmt = string.format
 local error = error

@@ -238,12 +238,13 @@ end
 
 -- The answer of a sink built without a worker (route-test, repl --dry):
 -- every request gets the simple string +DRY (not a nil bulk, which a real
--- server also sends: a dry reply must never pass for data).
-local dry_reply
+-- server also sends: a dry reply must never pass for data).  A reply frame
+-- of its own per batch, not one shared constant: a trace tells which
+-- sink's reply the client got by the frame's identity (a tee's copy
+-- answers +DRY too).
 function _M.dry(batch, chain)
     require("shotover.trace").dry(chain)
-    dry_reply = dry_reply or _M.reply.simple("DRY")
-    return msg().constant_batch(batch.n, dry_reply)
+    return msg().constant_batch(batch.n, _M.reply.simple("DRY"))
 end
 
 -- Classification for transforms ---------------------------------------------

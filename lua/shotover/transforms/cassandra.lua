@@ -21,8 +21,7 @@ local watch_handshake, catch_up     -- defined below, used by transform
 local _M = {
     name = "cassandra",
     version = "0.1.0",
-    lanes = true,                       -- batches of a connection may run at once
-    terminal = true,
+    capabilities = { sink = true, lanes = true },
     protocols = { "cassandra" },        -- it sends requests as they are
     schema = {
         remote = { type = "hostport", required = true },

@@ -13,7 +13,6 @@ local by_id = protocols.by_id
 local pcall = pcall
 local error = error
 local tostring = tostring
-local tonumber = tonumber
 local setmetatable = setmetatable
 local new_batch = message.new_batch
 local error_reply = message.error_reply
@@ -26,6 +25,8 @@ local DEFAULT_WAIT_MS = 100
 local _M = {
     name = "coalesce",
     version = "0.1.0",
+    -- the parking runner runs its chain; one batch at a time
+    capabilities = { holds_batches = true },
     schema = {
         max_requests = { type = "integer", min = 1, max = 1000000 },
         max_wait_ms = { type = "integer", min = 1, max = 3600000 },
@@ -43,9 +44,6 @@ function _M.check_config(conf)
 end
 
 function _M.new(conf, env)
-    if env ~= nil and env.parking ~= nil then
-        env.parking.used = true        -- this chain needs the park runner
-    end
     return setmetatable({
         name = conf.name or "coalesce",
         max_requests = conf.max_requests or math.huge,

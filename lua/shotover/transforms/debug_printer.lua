@@ -7,7 +7,7 @@ local protocols = require "shotover.protocols"
 local by_id = protocols.by_id
 
 local _M = { name = "debug_printer", version = "0.1.0", schema = {},
-             lanes = true }
+             capabilities = { lanes = true } }
 
 local mt = { __index = {} }
 

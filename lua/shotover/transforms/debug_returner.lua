@@ -16,8 +16,7 @@ local KINDS = { "simple", "error", "integer", "bulk", "null" }
 local _M = {
     name = "debug_returner",
     version = "0.1.0",
-    lanes = true,                       -- batches of a connection may run at once
-    terminal = true,
+    capabilities = { sink = true, lanes = true },
     schema = {
         simple = { type = "string" },
         error = { type = "string" },

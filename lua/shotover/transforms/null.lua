@@ -10,8 +10,8 @@ local constant_batch = message.constant_batch
 local new_batch = message.new_batch
 local by_id = protocols.by_id
 
-local _M = { name = "null", version = "0.1.0", terminal = true, schema = {},
-             lanes = true }
+local _M = { name = "null", version = "0.1.0", schema = {},
+             capabilities = { sink = true, lanes = true } }
 
 local mt = { __index = {} }
 

@@ -13,8 +13,8 @@ local new_batch = message.new_batch
 local _M = {
     name = "parallel_map",
     version = "0.1.0",
-    lanes = true,                       -- batches of a connection may run at once
-    terminal = true,                    -- its copies end in sinks
+    -- a sink: its copies end in sinks
+    capabilities = { sink = true, lanes = true, subchains = true },
     schema = {
         chain = { type = "table", required = true },
         parallelism = { type = "integer", min = 1, max = 64, default = 4 },

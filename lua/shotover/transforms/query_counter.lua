@@ -15,7 +15,7 @@ local command_name = command_ids.name
 local add = metrics.add
 
 local _M = { name = "query_counter", version = "0.1.0", schema = {},
-             lanes = true }
+             capabilities = { lanes = true } }
 
 local mt = { __index = {} }
 

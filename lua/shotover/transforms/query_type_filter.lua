@@ -14,7 +14,7 @@ local CLASSES = { read = true, write = true, read_write = true,
 local _M = {
     name = "query_type_filter",
     version = "0.1.0",
-    lanes = true,                       -- batches of a connection may run at once
+    capabilities = { lanes = true },
     schema = {
         allow = { type = "table" },
         deny = { type = "table" },

@@ -22,8 +22,7 @@ local CLIENT_BOUND = bor(C.SH_CMD_STREAM, C.SH_CMD_QUIT)
 local _M = {
     name = "redis",
     version = "0.1.0",
-    lanes = true,                       -- batches of a connection may run at once
-    terminal = true,
+    capabilities = { sink = true, lanes = true },
     protocols = { "redis" },            -- it sends requests as they are
     schema = {
         remote = { type = "hostport", required = true },

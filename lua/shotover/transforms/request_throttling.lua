@@ -6,6 +6,7 @@
 -- See docs/transforms/request_throttling.md.
 local ffi = require "ffi"
 local base = require "shotover.ffi"
+local runner = require "shotover.runner"
 local metrics = require "shotover.metrics"
 local shdict = require "shotover.shdict"
 local protocols = require "shotover.protocols"
@@ -24,7 +25,7 @@ local OK = base.OK
 local _M = {
     name = "request_throttling",
     version = "0.1.0",
-    lanes = true,                       -- batches of a connection may run at once
+    capabilities = { lanes = true },
     schema = {
         max_requests_per_second = { type = "number", required = true,
             check = function(v)
@@ -43,7 +44,6 @@ local _M = {
 local mt = { __index = {} }
 
 local retry_out = ffi.new("uint64_t[1]")
-local peer_buf = ffi.new("char[64]")
 
 function _M.new(conf, env)
     local rate = conf.max_requests_per_second
@@ -86,9 +86,7 @@ local function key_of(self, chain)
         if self.per_client then
             -- one bucket per client address, shared by its connections on
             -- every worker
-            local ip = chain.c ~= nil
-                       and C.sh_ffi_conn_peer(chain.c, peer_buf, 64) == 0
-                       and ffi.string(peer_buf) or "unknown"
+            local ip = runner.peer(chain.c) or "unknown"
             k = self.key .. "@" .. ip
         else
             self.nconn = self.nconn + 1

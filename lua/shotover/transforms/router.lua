@@ -20,8 +20,8 @@ local type = type
 local _M = {
     name = "router",
     version = "0.1.0",
-    lanes = true,                       -- batches of a connection may run at once
-    terminal = true,                      -- its routes end in sinks
+    -- a sink: its routes end in sinks
+    capabilities = { sink = true, lanes = true, subchains = true },
     schema = {
         routes = { type = "table", required = true },
         default = { type = "table", required = true },
@@ -43,7 +43,8 @@ function _M.subchains(conf)
     local out = {}
     for i, r in ipairs(conf.routes) do
         if type(r) == "table" then
-            out[#out + 1] = { chain = r.chain, path = fmt(".routes[%d].chain", i) }
+            out[#out + 1] = { chain = r.chain,
+                              path = fmt(".routes[%d].chain", i) }
         end
     end
     out[#out + 1] = { chain = conf.default, path = ".default" }

@@ -11,11 +11,10 @@ local base = require "shotover.ffi"
 local message = require "shotover.message"
 local metrics = require "shotover.metrics"
 local log = require "shotover.log"
+local runner = require "shotover.runner"
 
 local C = base.C
-local DONE = base.YIELD_DONE
 local band = bit.band
-local yield = coroutine.yield
 local pcall = pcall
 local fmt = string.format
 local new_batch = message.new_batch
@@ -31,6 +30,8 @@ local CQL_HANDSHAKE = { [C.SH_CQL_STARTUP] = true, [C.SH_CQL_OPTIONS] = true,
 local _M = {
     name = "tee",
     version = "0.1.0",
+    -- not lanes: its shadows and comparisons follow one batch after another
+    capabilities = { subchains = true },
     schema = {
         chain = { type = "table", required = true },
         behavior = { type = "enum", default = "ignore",
@@ -75,7 +76,6 @@ end
 
 local switch_out = ffi.new("int32_t *[1]")
 local err_out = ffi.new("const char *[1]")
-local shadow_out = ffi.new("sh_conn_t *[1]")
 
 -- Requests the tee does not copy: their replies are not one per request or
 -- would reach the client twice.
@@ -137,35 +137,35 @@ function methods.compare(self, reqs, main, tee, idx, fail)
     return bad
 end
 
--- The body of a shadow connection's coroutine: run what the client's tee
--- pushed (each request paired with the client's reply), compare, repeat.
-local function shadow_key(c)
-    return tonumber(ffi.cast("uintptr_t", c))
+-- A shadow connection's batches (shotover.runner runs its loop): what the
+-- client's tee pushed, each request paired with the client's reply; run
+-- the tee chain over them and compare.
+local function shadow_batch(self, ctx, batch)
+    local resp = self.sub:run(ctx, batch)
+    if self.behavior ~= "ignore" then
+        local bad = self:compare(batch, runner.paired(ctx.c), resp, nil)
+        if bad then
+            self.mismatch:run(ctx[self], bad)
+        end
+    end
+    return resp
 end
 
-local function shadow_runner(self)
+-- A shadow starts: its context, its session seeded from the client's
+-- (see push), and the mismatch chain's context in ctx[self].
+local function shadow_open(self)
     return function(c)
         local ctx = self.sub:context(c)
-        local seed = self.seeds[shadow_key(c)]
+        local key = runner.key(c)
+        local seed = self.seeds[key]
         if seed then
-            self.seeds[shadow_key(c)] = nil
+            self.seeds[key] = nil
             for k, v in pairs(seed) do
                 ctx.conn[k] = v
             end
         end
-        local mctx = self.mismatch and self.mismatch:context(c)
-        local conn_batch, paired_of = C.sh_ffi_conn_batch, C.sh_ffi_conn_paired
-        while true do
-            local batch = conn_batch(c)[0]
-            local resp = self.sub:run(ctx, batch)
-            if self.behavior ~= "ignore" then
-                local bad = self:compare(batch, paired_of(c)[0], resp, nil)
-                if bad then
-                    self.mismatch:run(mctx, bad)
-                end
-            end
-            yield(DONE, resp)
-        end
+        ctx[self] = self.mismatch and self.mismatch:context(c)
+        return shadow_batch, self, ctx
     end
 end
 
@@ -195,8 +195,7 @@ function _M.new(conf, env)
     end
     self.switch = switch_out[0]
     if env.worker ~= nil then
-        self.handler = require("shotover.worker").add_handler(
-            shadow_runner(self))
+        self.handler = runner.add_handler(shadow_open(self))
     end
     return self
 end
@@ -212,22 +211,21 @@ function methods.push(self, chain, batch, resp)
     if not any then
         return
     end
-    local rc = C.sh_ffi_conn_shadow(chain.c, self.handler, shadow_out)
-    if rc == base.ERROR then
+    local shadow, new = runner.shadow(chain.c, self.handler)
+    if shadow == nil then
         add(self.m_dropped, batch.n)
         return
     end
-    local shadow = shadow_out[0]
-    if rc == base.DECLINED then
+    if new then
         -- a new shadow (the first, or one after its backend failed): its
         -- CQL sinks replay the client's handshake and USE from this seed
         local conn = chain.conn
-        self.seeds[shadow_key(shadow)] = {
+        self.seeds[runner.key(shadow)] = {
             cql_startup = conn.cql_startup, cql_auth = conn.cql_auth,
             keyspace = conn.keyspace,
         }
     end
-    local room = self.buffer - C.sh_ffi_conn_queued(shadow)
+    local room = self.buffer - runner.queued(shadow)
     local keep = self.behavior ~= "ignore"
     local dropped = 0
     for i = 1, batch.n do
@@ -236,7 +234,7 @@ function methods.push(self, chain, batch, resp)
         elseif room > 0
                or (m.proto == C.SH_PROTO_CQL and CQL_HANDSHAKE[m.rtype])
         then
-            C.sh_ffi_conn_push(shadow, m, keep and resp[i] or nil)
+            runner.push(shadow, m, keep and resp[i] or nil)
             room = room - 1
         else
             dropped = dropped + 1

@@ -13,8 +13,7 @@ local C = require("shotover.ffi").C
 local _M = {
     name = "redis_command_probe",
     version = "0.1.0",
-    lanes = true,
-    terminal = true,
+    capabilities = { sink = true, lanes = true, subchains = true },
     protocols = { "cassandra" },
     schema = { redis = { type = "table", required = true } },
 }

@@ -21,7 +21,8 @@ local OP_QUERY = C.SH_CQL_QUERY
 local _M = {
     name = "redis_statement_counter",
     version = "0.1.0",
-    lanes = true,                       -- its state is per batch
+    -- its state is per batch; its redis chain is checked like any other
+    capabilities = { lanes = true, subchains = true },
     protocols = { "cassandra" },        -- it reads CQL statements
     schema = {
         prefix = { type = "string", default = "cql:" },

@@ -1,0 +1,35 @@
+/*
+ * sh_lua.h -- the only code that enters Lua: a LuaJIT state per worker,
+ * coroutines C resumes (the cosocket model: Lua never gets a C callback;
+ * it yields, and C resumes it), the shotover.core module, and the
+ * `check`, `lua` and Lua-written subcommands.
+ */
+#ifndef SH_LUA_H
+#define SH_LUA_H
+
+#include "sh_buf.h"
+#include "sh_worker.h"
+
+/* A coroutine C resumes: L NULL and ref LUA_NOREF (-2) until started. */
+typedef struct sh_lua_co_s {
+    lua_State *L;            /* the coroutine, NULL until started */
+    int ref;                 /* registry ref keeping it alive */
+} sh_lua_co_t;
+
+#define SH_LUA_CO_INIT { NULL, -2 }
+
+/* Make w's Lua state and call shotover.worker.init (which builds the
+ * chains and listens); SH_ERROR with the message in err. */
+int sh_lua_worker_init(sh_worker_t *w, char *err, size_t errlen);
+int sh_lua_resume(sh_worker_t *w, sh_lua_co_t *co, void *run, void *client,
+    sh_cycle_t *cycle, sh_batch_t **resp, const char **err);
+void sh_lua_co_release(sh_worker_t *w, sh_lua_co_t *co);
+/* forget client's session table (shotover.core.session) */
+void sh_lua_session_release(lua_State *L, void *client);
+
+int sh_lua_check(const char *conf_path, int *workers, char *admin_host,
+    size_t hostlen, int *admin_port);
+int sh_lua_script(int argc, char **argv);
+int sh_lua_cli(const char *module, int argc, char **argv);
+
+#endif /* SH_LUA_H */

@@ -1,0 +1,15 @@
+/*
+ * sh_server.h -- the process: worker threads, their listening sockets
+ * (one SO_REUSEPORT socket per source per worker), signals, the admin
+ * endpoint's start, and stopping everything in order.  The top of the
+ * core: it may call every layer below it, and nothing calls it.
+ */
+#ifndef SH_SERVER_H
+#define SH_SERVER_H
+
+#include "sh_core.h"
+
+int sh_workers_run(const char *conf_path, int nworkers,
+    const char *admin_host, int admin_port);
+
+#endif /* SH_SERVER_H */
