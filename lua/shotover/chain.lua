@@ -8,6 +8,7 @@ local config = require "shotover.config"
 local message = require "shotover.message"
 local metrics = require "shotover.metrics"
 local log = require "shotover.log"
+local protocols = require "shotover.protocols"
 local runner = require "shotover.runner"
 
 local WAIT = base.YIELD_WAIT
@@ -58,6 +59,11 @@ end
 
 -- Build a validated chain config into instances.  env: { worker = cdata or
 -- nil (dry), protocol = "redis", name = chain name, path = config path }.
+-- A transform builds its sub-chains with env.build_chain(elements, name
+-- [, protocol]): they share this env, and have this chain's protocol
+-- unless given another (a Redis sub-chain inside a Cassandra chain, say;
+-- its subchains(conf) entry names the same protocol, so `check` checks
+-- the sub-chain for it).
 -- The chain's parks and lanes come from declarations (see declared), never
 -- from what new() does.
 function _M.build(elements, env)
@@ -74,13 +80,19 @@ function _M.build(elements, env)
             e.kind, e.terminal = el[1], config.capabilities(mod).sink
             e.inst = mod.new(el, setmetatable({
                 -- lets a transform build its sub-chains with this env
-                build_chain = function(sub_elements, name)
+                build_chain = function(sub_elements, name, protocol)
                     local sub = {}
                     for k, v in pairs(env) do
                         sub[k] = v
                     end
                     sub.name = (env.name or "chain") .. "/" .. name
                     sub.source = env.source or env.name
+                    -- what the client connection speaks, whatever the
+                    -- sub-chain's protocol
+                    sub.client_protocol = env.client_protocol or env.protocol
+                    if protocol ~= nil then
+                        sub.protocol = protocols.get(protocol).name
+                    end
                     return _M.build(sub_elements, sub)
                 end,
             }, { __index = env }))

@@ -3,11 +3,14 @@
 -- problem with its path, e.g.
 --   sources[1].chain[2].remote: expected "host:port", got 6380
 local schema = require "shotover.schema"
+local protocols = require "shotover.protocols"
 
 local type = type
 local pairs = pairs
 local ipairs = ipairs
 local pcall = pcall
+local select = select
+local rawget = rawget
 local setmetatable = setmetatable
 local tostring = tostring
 local concat = table.concat
@@ -15,7 +18,9 @@ local fmt = string.format
 
 local _M = { _VERSION = "0.1.0" }
 
-local PROTOCOLS = { redis = true, cassandra = true }
+-- the protocols a transform module supports when it does not say
+-- (`protocols = { ... }` in its module table): today's two
+local DEFAULT_PROTOCOLS = { "redis", "cassandra" }
 
 local top_schema = {
     workers = { type = "workers", default = 1 },
@@ -147,8 +152,29 @@ function _M.load_transform(name)
     return mod
 end
 
+-- Does transform module `mod` support protocol `name`?
+function _M.supports(mod, name)
+    for _, p in ipairs(mod.protocols or DEFAULT_PROTOCOLS) do
+        if p == name then
+            return true
+        end
+    end
+    return false
+end
+
+-- The context a sub-chain is checked in: its own protocol when the
+-- transform declares one for it (a `protocol` in its subchains() entry),
+-- else its parent's.  What the check learns (ctx.serial) is shared.
+local function sub_context(ctx, sub)
+    if sub.protocol == nil or ctx == nil or sub.protocol == ctx.protocol then
+        return ctx
+    end
+    return setmetatable({ protocol = sub.protocol }, { __index = ctx })
+end
+
 -- Validate one chain; element configs get their defaults filled in.
--- `errs` collects "path: message" strings.
+-- `errs` collects "path: message" strings; ctx.protocol is the chain's
+-- protocol (a source's, or a sub-chain's).
 function _M.check_chain(chain, path, errs, ctx)
     if type(chain) ~= "table" then
         errs[#errs + 1] = fmt("%s: expected a list of transforms, got %s",
@@ -192,6 +218,13 @@ function _M.check_chain(chain, path, errs, ctx)
             local mod, err = _M.load_transform(el[1])
             if not mod then
                 errs[#errs + 1] = epath .. ": " .. err
+            elseif ctx and ctx.protocol and not _M.supports(mod, ctx.protocol)
+            then
+                -- nothing else about it matters: it would see messages it
+                -- cannot read
+                errs[#errs + 1] = fmt("%s: transform %q does not support "
+                                      .. "protocol %q", epath, el[1],
+                                      ctx.protocol)
             else
                 local s = {}
                 for k, v in pairs(mod.schema or {}) do
@@ -227,8 +260,19 @@ function _M.check_chain(chain, path, errs, ctx)
                 -- the module names them, they are checked the same way
                 if #errs == n and caps.subchains then
                     for _, sub in ipairs(mod.subchains(opts)) do
-                        _M.check_chain(sub.chain, epath .. sub.path, errs,
-                                       ctx)
+                        local sctx = sub_context(ctx, sub)
+                        if sub.protocol ~= nil
+                           and not protocols.find(sub.protocol)
+                        then
+                            errs[#errs + 1] = fmt("%s%s: %s", epath, sub.path,
+                                select(2, protocols.find(sub.protocol)))
+                        else
+                            _M.check_chain(sub.chain, epath .. sub.path, errs,
+                                           sctx)
+                        end
+                        if sctx ~= ctx then
+                            ctx.serial = ctx.serial or rawget(sctx, "serial")
+                        end
                     end
                 end
                 for k, v in pairs(opts) do
@@ -256,7 +300,8 @@ function _M.check_lanes(src, path, serial, errs)
     if type(asked) ~= "number" then
         asked = nil                  -- the schema reported it
     end
-    if src.protocol ~= "cassandra" then
+    local proto = protocols.find(src.protocol)
+    if not (proto and proto.lanes) then
         if asked and asked > 1 then
             errs[#errs + 1] = fmt("%s.lanes: only cassandra sources run a "
                                   .. "connection's batches at once (a Redis "
@@ -304,12 +349,14 @@ function _M.check(conf)
             else
                 local n = #errs
                 schema.check(src, source_schema, path, errs)
+                local cctx = { protocol = src.protocol }
                 if type(src.protocol) == "string"
-                   and not PROTOCOLS[src.protocol]
+                   and not protocols.find(src.protocol)
                 then
                     errs[#errs + 1] = fmt("%s.protocol: expected \"redis\" "
                                           .. "or \"cassandra\", got %q", path,
                                           src.protocol)
+                    cctx.protocol = nil     -- reported once, here
                 end
                 if type(src.name) == "string" then
                     if names[src.name] then
@@ -327,7 +374,6 @@ function _M.check(conf)
                     end
                     listens[src.listen] = i
                 end
-                local cctx = { protocol = src.protocol }
                 if src.chain ~= nil then
                     _M.check_chain(src.chain, path .. ".chain", errs, cctx)
                 end

@@ -4,32 +4,22 @@
 local ffi = require "ffi"
 local bit = require "bit"
 local base = require "shotover.ffi"
+local protocols = require "shotover.protocols"
 
 local C = base.C
 local ffi_string = ffi.string
 local ffi_gc = ffi.gc
-local bor = bit.bor
-local byte = string.byte
-local upper = string.upper
 local type = type
 local error = error
+local by_id = protocols.by_id
 
 local DECLINED = base.DECLINED
-local FRAME_MODIFIED = 1
-local FRAME_NOREPLY = 2
+local FRAME_MODIFIED = C.SH_FRAME_MODIFIED
+local FRAME_NOREPLY = C.SH_FRAME_NOREPLY
 
 local frame_out = ffi.new("sh_frame_t *[1]")
 local batch_out = ffi.new("sh_batch_t *[1]")
 local err_out = ffi.new("const char *[1]")
-local describe_cap = 8192
-local describe_buf = ffi.new("char[?]", describe_cap)
-
-local TYPES = {
-    [43] = "simple", [45] = "error", [58] = "integer", [36] = "bulk",
-    [42] = "array", [95] = "null", [35] = "boolean", [44] = "double",
-    [40] = "bignum", [33] = "blob_error", [61] = "verbatim", [37] = "map",
-    [126] = "set", [62] = "push", [124] = "attribute",
-}
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -102,7 +92,7 @@ end
 -- An error reply to request `req`, in its protocol: Redis "-ERR msg" (msg
 -- as is when it starts with a code like "WRONGTYPE ...") or a CQL ERROR with
 -- `code` (default SERVER_ERROR) on the request's stream.
-local CQL_SERVER_ERROR = 0x0000
+local CQL_SERVER_ERROR = C.SH_CQL_SERVER_ERROR
 function _M.error_reply(req, msg, code)
     return adopt_frame(C.sh_ffi_frame_error(req, code or CQL_SERVER_ERROR,
                                             msg, frame_out))
@@ -138,8 +128,9 @@ function frame.raw(f)
     return ffi_string(f.data, f.len)
 end
 
+-- The name of the message's protocol ("redis", "cassandra").
 function frame.protocol(f)
-    return f.proto == 1 and "redis" or "cassandra"
+    return by_id(f.proto).name
 end
 
 function frame.is_modified(f)
@@ -150,124 +141,20 @@ function frame.is_noreply(f)
     return bit.band(f.flags, FRAME_NOREPLY) ~= 0
 end
 
-local CQL_OPCODES = {
-    [0] = "ERROR", "STARTUP", "READY", "AUTHENTICATE", nil, "OPTIONS",
-    "SUPPORTED", "QUERY", "RESULT", "PREPARE", "EXECUTE", "REGISTER", "EVENT",
-    "BATCH", "AUTH_CHALLENGE", "AUTH_RESPONSE", "AUTH_SUCCESS",
-}
-
+-- One line of text, as the message's protocol describes it.
 function frame.describe(f)
-    if f.proto == 2 then
-        return string.format("CQL v%d %s stream %d, %d bytes",
-                             bit.band(f.data[0], 0x7f),
-                             CQL_OPCODES[f.rtype] or ("opcode " .. f.rtype),
-                             f.argc, f.len)
+    if bit.band(f.flags, FRAME_NOREPLY) ~= 0 then
+        return "(no reply)"             -- a slot that writes nothing
     end
-    local n = C.sh_ffi_frame_describe(f, describe_buf, describe_cap)
-    if n < 0 then
-        return "(undecodable " .. f.len .. " bytes)"
-    end
-    return ffi_string(describe_buf, n < describe_cap and n or describe_cap - 1)
+    return by_id(f.proto).describe(f)
 end
 
--- Redis requests ----------------------------------------------------------
+-- Protocol methods ------------------------------------------------------------
 
-function frame.is_request(f)
-    return f.argv ~= nil
-end
-
-function frame.nargs(f)
-    return f.argc
-end
-
--- A zero-copy view of argument i (1 is the command name): pointer, length.
-function frame.arg_view(f, i)
-    if f.argv == nil or i < 1 or i > f.argc then
-        return nil, 0
-    end
-    local s = f.argv[i - 1]
-    return f.data + s.off, s.len
-end
-
-function frame.arg(f, i)
-    if f.argv == nil or i < 1 or i > f.argc then
-        return nil
-    end
-    local s = f.argv[i - 1]
-    return ffi_string(f.data + s.off, s.len)
-end
-
-function frame.command(f)
-    return f.argv ~= nil and upper(frame.arg(f, 1)) or nil
-end
-
--- Case-insensitive test of the command name, without making a string.
-function frame.command_is(f, name)
-    if f.argv == nil then
-        return false
-    end
-    local s = f.argv[0]
-    local n = #name
-    if s.len ~= n then
-        return false
-    end
-    local p = f.data + s.off
-    for i = 0, n - 1 do
-        if bor(p[i], 0x20) ~= bor(byte(name, i + 1), 0x20) then
-            return false
-        end
-    end
-    return true
-end
-
--- The first key: the argument after the command name, for the commands
--- that have one there (which is nearly all of them).
-function frame.key(f)
-    if f.argv == nil or f.argc < 2 then
-        return nil
-    end
-    return frame.arg(f, 2)
-end
-
-function frame.args(f)
-    local t = {}
-    for i = 1, (f.argv ~= nil and f.argc or 0) do
-        t[i] = frame.arg(f, i)
-    end
-    return t
-end
-
-function frame.set_arg(f, i, v)
-    if type(v) ~= "string" then
-        v = tostring(v)
-    end
-    if C.sh_ffi_frame_set_arg(f, i - 1, v, #v, err_out) ~= 0 then
-        error("set_arg: " .. ffi_string(err_out[0]), 2)
-    end
-end
-
--- Redis replies -------------------------------------------------------------
-
-function frame.type(f)
-    return TYPES[f.rtype] or "unknown"
-end
-
-function frame.is_error(f)
-    return f.rtype == 45 or f.rtype == 33
-end
-
--- The payload of a simple string, error or integer reply, as a string.
-function frame.line(f)
-    if f.argv ~= nil or f.len < 3 then
-        return nil
-    end
-    return ffi_string(f.data + 1, f.len - 3)
-end
-
--- CQL messages ----------------------------------------------------------------
-
-require("shotover.cql.message")(frame)
-
+-- Every protocol's methods go on every message (one FFI metatype): Redis
+-- requests and replies (shotover.protocols.redis), CQL envelopes
+-- (shotover.cql.message), and those of protocols loaded later.
+protocols.attach(frame)
 ffi.metatype("sh_frame_t", { __index = frame })
 
 -- Batches ---------------------------------------------------------------------

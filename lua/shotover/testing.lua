@@ -17,6 +17,7 @@ local message = require "shotover.message"
 local trace = require "shotover.trace"
 local common = require "shotover.cli.common"
 local cql_request = require "shotover.cql.request"
+local PROTO_REDIS = require("shotover.ffi").C.SH_PROTO_REDIS
 
 local type = type
 local error = error
@@ -158,8 +159,8 @@ function _M.text(f)
     if f == nil then
         return "(none)"
     end
-    if f.proto == 2 then
-        return trace.show(f)
+    if f.proto ~= PROTO_REDIS then
+        return trace.show(f)            -- as its protocol shows it
     end
     local ty = f:type()
     if ty == "simple" or ty == "error" or ty == "integer" then

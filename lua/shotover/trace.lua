@@ -16,9 +16,8 @@
 -- trace never come here: Ctx:next pays one nil check.  See
 -- docs/route-test.md.
 local ffi = require "ffi"
-local bit = require "bit"
+local protocols = require "shotover.protocols"
 
-local band = bit.band
 local cast = ffi.cast
 local uintptr_t = ffi.typeof("uintptr_t")
 local tonumber = tonumber
@@ -32,89 +31,16 @@ local error = error
 
 local _M = { _VERSION = "0.1.0" }
 
-local function hex(s)
-    return (s:gsub(".", function(c) return fmt("%02x", c:byte()) end))
-end
-
-local function show_value(v)
-    if v == nil then
-        return "null"
-    elseif type(v) == "string" then
-        if v:find("[^%g ]") then
-            return "0x" .. hex(v)
-        end
-        return fmt("%q", v)
-    end
-    return tostring(v)
-end
-
-local RESULT_KINDS = { "Void", "Rows", "Set_keyspace", "Prepared",
-                       "Schema_change" }
-
-local function show_cql(f)
-    local op = f:opcode_name()
-    if band(f.data[0], 0x80) == 0 then
-        if op == "QUERY" or op == "PREPARE" or op == "EXECUTE" then
-            local ok, text = pcall(f.query, f)
-            if op == "EXECUTE" then
-                local st = require("shotover.cql.session").prepared(f)
-                text = st and st.query or "(prepared elsewhere)"
-            end
-            local out = op .. " " .. fmt("%q", tostring(text))
-            local okv, vals = pcall(f.values, f)
-            if okv and vals and #vals > 0 then
-                local t = {}
-                for k = 1, #vals do
-                    t[k] = show_value(vals[k])
-                end
-                out = out .. " [" .. concat(t, ", ") .. "]"
-            end
-            return ok and out or op
-        end
-        return op
-    end
-    if op == "ERROR" then
-        local ok, e = pcall(f.error_info, f)
-        if ok and e then
-            return fmt("ERROR 0x%04x %s", e.code, e.message)
-        end
-    elseif op == "RESULT" then
-        local ok, p, n = pcall(f.body_view, f)
-        if ok then
-            local session = require "shotover.cql.session"
-            local at = session.response_start(f, p)
-            if at + 4 <= n then
-                local kind = RESULT_KINDS[require("shotover.cql.types")
-                                           .be32(p, at)] or "?"
-                if kind == "Rows" then
-                    local okr, rows = pcall(f.rows, f)
-                    if okr and rows then
-                        return fmt("RESULT Rows (%d row%s)", #rows,
-                                   #rows == 1 and "" or "s")
-                    end
-                elseif kind == "Set_keyspace" then
-                    return "RESULT Set_keyspace "
-                           .. ffi.string(p + at + 6,
-                                         require("shotover.cql.types")
-                                             .be16(p, at + 4))
-                end
-                return "RESULT " .. kind
-            end
-        end
-    end
-    return op
-end
-
 -- A message as one line of text: Redis as RESP decoded, CQL as opcode and
 -- statement or result.
 function _M.show(f)
     if f == nil then
         return "(none)"
     end
-    if f.proto == 2 then
-        return show_cql(f)
+    if f:is_noreply() then
+        return f:describe()
     end
-    return f:describe()
+    return protocols.by_id(f.proto).show(f)
 end
 
 local function show_batch(b)

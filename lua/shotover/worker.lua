@@ -18,7 +18,6 @@ local _M = { _VERSION = "0.1.0" }
 
 local chains = {}
 
-local PROTO = { redis = base.PROTO_REDIS, cassandra = base.PROTO_CQL }
 
 function _M.init(wlud, path, id)
     local w = cast(base.worker_ptr, wlud)
@@ -70,7 +69,8 @@ function _M.init(wlud, path, id)
                                                   or src.listen)
         local sc = ffi.new("sh_source_conf_t", {
             name = src.name, host = host, port = port,
-            proto = PROTO[src.protocol], index = i,
+            proto = require("shotover.protocols").get(src.protocol).id,
+            index = i,
             -- for CQL the C reader's body limit travels in max_bulk_len
             max_bulk_len = src.protocol == "cassandra" and src.max_frame_size
                            or src.max_bulk_len,

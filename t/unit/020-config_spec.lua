@@ -94,10 +94,10 @@ describe("config validation", function()
               chain = { { "debug_returner", simple = "OK" } } },
         } })
         assert.are.same({
-            "sources[1].chain[1]: the cassandra sink needs a cassandra "
-            .. "source, not redis",
-            "sources[2].chain[1]: the redis sink needs a redis source, not "
-            .. "cassandra",
+            'sources[1].chain[1]: transform "cassandra" does not support '
+            .. 'protocol "redis"',
+            'sources[2].chain[1]: transform "redis" does not support '
+            .. 'protocol "cassandra"',
             "sources[3].chain[1]: for a cassandra source give error or null",
         }, errs)
         assert.truthy(config.check({ sources = { { name = "cql",

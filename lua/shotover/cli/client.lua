@@ -131,17 +131,29 @@ local function resp_end(s, i)
     return nxt
 end
 
--- one complete frame's bytes from what has been read, or nil (no waiting)
-function Conn:take(proto)
-    local stop
-    if proto == "redis" then
-        stop = #self.buf > 0 and resp_end(self.buf, 1)
-    elseif #self.buf >= 9 then
-        local b = self.buf
+-- Where the first complete reply in buf ends (the index after it), nil
+-- while it is incomplete, by protocol.
+local REPLY_END = {
+    redis = function(b)
+        return #b > 0 and resp_end(b, 1) or nil
+    end,
+    cassandra = function(b)             -- a v3-v5 envelope: 9-byte header
+        if #b < 9 then
+            return nil
+        end
         local len = ((b:byte(6) * 256 + b:byte(7)) * 256 + b:byte(8))
                     * 256 + b:byte(9)
-        stop = #b >= 9 + len and 10 + len
+        return #b >= 9 + len and 10 + len or nil
+    end,
+}
+
+-- one complete frame's bytes from what has been read, or nil (no waiting)
+function Conn:take(proto)
+    local reply_end = REPLY_END[proto]
+    if reply_end == nil then
+        error("cannot read " .. tostring(proto) .. " replies", 2)
     end
+    local stop = reply_end(self.buf)
     if not stop then
         return nil
     end
@@ -175,6 +187,10 @@ end
 
 -- take one complete frame's bytes, waiting up to timeout_ms for them
 function Conn:reply(proto, timeout_ms)
+    local reply_end = REPLY_END[proto]
+    if reply_end == nil then
+        return nil, "cannot read " .. tostring(proto) .. " replies"
+    end
     while true do
         local r = self:take(proto)
         if r then

@@ -1,9 +1,10 @@
 -- What `shotover route-test` and `shotover repl` share: loading a config as
 -- `check` does, building its chains dry (no worker: sinks answer without a
--- backend, see shotover.dry), turning typed text into requests, and running
--- one request through a chain with a trace.
+-- backend, see dry() in shotover.protocols.*), turning typed text into
+-- requests, and running one request through a chain with a trace.
 local chain = require "shotover.chain"
 local config = require "shotover.config"
+local protocols = require "shotover.protocols"
 local message = require "shotover.message"
 local cql_request = require "shotover.cql.request"
 local trace = require "shotover.trace"
@@ -98,11 +99,10 @@ function _M.build_dry(conf)
     return out
 end
 
--- A request message for a source of `protocol`: a Redis command (a line to
--- split, or a list of arguments) or a CQL statement with values.
--- Returns the message or nil, message.
-function _M.request(protocol, req, values, opts)
-    if protocol == "redis" then
+-- Requests from what a user typed, by protocol: a Redis command (a line
+-- to split, or a list of arguments) or a CQL statement with values.
+local REQUEST = {
+    redis = function(req)
         local args = req
         if type(req) == "string" then
             local err
@@ -115,26 +115,35 @@ function _M.request(protocol, req, values, opts)
             return nil, "empty command"
         end
         return message.command(args)
+    end,
+    cassandra = function(req, values, opts)
+        if type(req) ~= "string" then
+            return nil, "a CQL statement is a string"
+        end
+        local ok, f = pcall(cql_request.query, req, values, opts)
+        if not ok then
+            return nil, tostring(f)
+        end
+        return f
+    end,
+}
+
+-- A request message for a source of `protocol`.  Returns the message or
+-- nil, message.
+function _M.request(protocol, req, values, opts)
+    local make = REQUEST[protocol]
+    if make == nil then
+        return nil, "cannot make " .. tostring(protocol) .. " requests"
     end
-    if type(req) ~= "string" then
-        return nil, "a CQL statement is a string"
-    end
-    local ok, f = pcall(cql_request.query, req, values, opts)
-    if not ok then
-        return nil, tostring(f)
-    end
-    return f
+    return make(req, values, opts)
 end
 
 -- Is reply f an error (Redis -ERR..., CQL ERROR)?
 function _M.is_error(f)
-    if f == nil then
+    if f == nil or f:is_noreply() then
         return false
     end
-    if f.proto == 2 then
-        return f.rtype == 0
-    end
-    return f:is_error()
+    return protocols.by_id(f.proto).is_error_reply(f)
 end
 
 -- Run one request through source s's chain with a trace.  Returns the

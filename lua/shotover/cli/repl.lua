@@ -187,7 +187,7 @@ function Live:conn(i, src)
             return nil, "handshake: " .. err
         end
         local f = message.frame_from_cql(r)
-        if not f or f.rtype ~= 0x02 then
+        if not f or f.rtype ~= require("shotover.ffi").C.SH_CQL_READY then
             c:close()
             return nil, "handshake: " .. (f and trace.show(f) or "bad reply")
         end

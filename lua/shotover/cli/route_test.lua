@@ -134,7 +134,7 @@ local function check(case, s, reply_text, reply_err, protocol)
             want = f and trace.show(f) or case.sent
         end
         local ok = got == want
-        if protocol ~= "redis" and not ok and type(want) == "string" then
+        if protocol == "cassandra" and not ok and type(want) == "string" then
             local q = "QUERY " .. fmt("%q", want)
             ok = got == q or got:sub(1, #q + 2) == q .. " ["
         end

@@ -25,8 +25,12 @@ local CONSISTENCY = {
     "EACH_QUORUM", "SERIAL", "LOCAL_SERIAL", "LOCAL_ONE",
 }
 
-local OP_QUERY, OP_PREPARE, OP_EXECUTE = 0x07, 0x09, 0x0A
-local FLAG_PAYLOAD = 0x04
+local PROTO_CQL = C.SH_PROTO_CQL
+local OP_ERROR, OP_QUERY, OP_RESULT = C.SH_CQL_ERROR, C.SH_CQL_QUERY,
+                                      C.SH_CQL_RESULT
+local OP_PREPARE, OP_EXECUTE = C.SH_CQL_PREPARE, C.SH_CQL_EXECUTE
+local OP_EVENT, OP_BATCH = C.SH_CQL_EVENT, C.SH_CQL_BATCH
+local FLAG_PAYLOAD = C.SH_CQL_FLAG_PAYLOAD
 
 local holder_out = ffi.new("sh_frame_t *[1]")
 local body_out = ffi.new("const uint8_t *[1]")
@@ -98,7 +102,8 @@ return function(frame)
 
     -- The CQL text of a QUERY or PREPARE request, nil for other messages.
     function frame.query(f)
-        if f.proto ~= 2 or (f.rtype ~= OP_QUERY and f.rtype ~= OP_PREPARE)
+        if f.proto ~= PROTO_CQL
+           or (f.rtype ~= OP_QUERY and f.rtype ~= OP_PREPARE)
            or band(f.data[0], 0x80) ~= 0
         then
             return nil
@@ -114,7 +119,7 @@ return function(frame)
 
     -- The consistency level of a QUERY or EXECUTE request, as its name.
     function frame.consistency(f)
-        if f.proto ~= 2 or band(f.data[0], 0x80) ~= 0 then
+        if f.proto ~= PROTO_CQL or band(f.data[0], 0x80) ~= 0 then
             return nil
         end
         local p, n = body_view(f)
@@ -141,7 +146,7 @@ return function(frame)
     -- as their bytes.  nil for a null, "unset" for an unset value.
     local RAW = { name = "blob" }
     function frame.values(f)
-        if f.proto ~= 2 or band(f.data[0], 0x80) ~= 0
+        if f.proto ~= PROTO_CQL or band(f.data[0], 0x80) ~= 0
            or (f.rtype ~= OP_QUERY and f.rtype ~= OP_EXECUTE)
         then
             return nil
@@ -256,7 +261,7 @@ return function(frame)
     end
 
     function frame.page_size(f)
-        if f.proto ~= 2 or band(f.data[0], 0x80) ~= 0
+        if f.proto ~= PROTO_CQL or band(f.data[0], 0x80) ~= 0
            or (f.rtype ~= OP_QUERY and f.rtype ~= OP_EXECUTE)
         then
             return nil
@@ -266,7 +271,7 @@ return function(frame)
 
     -- The paging state of a request, or of a RESULT Rows with more pages.
     function frame.paging_state(f)
-        if f.proto ~= 2 then
+        if f.proto ~= PROTO_CQL then
             return nil
         end
         if band(f.data[0], 0x80) == 0 then
@@ -286,7 +291,8 @@ return function(frame)
     -- metadata of `req`'s prepared statement; without either, cells are
     -- bytes by position.  nil for other messages.
     function frame.rows(f, req, meta_only)
-        if f.proto ~= 2 or f.rtype ~= 0x08 or band(f.data[0], 0x80) == 0 then
+        if f.proto ~= PROTO_CQL or f.rtype ~= OP_RESULT
+           or band(f.data[0], 0x80) == 0 then
             return nil
         end
         local p, n = body_view(f)
@@ -371,7 +377,7 @@ return function(frame)
     -- An ERROR response: { code = n, message = text } (further fields of
     -- some codes stay in the body).
     function frame.error_info(f)
-        if f.proto ~= 2 or f.rtype ~= 0x00 then
+        if f.proto ~= PROTO_CQL or f.rtype ~= OP_ERROR then
             return nil
         end
         local p = body_view(f)
@@ -399,7 +405,7 @@ return function(frame)
     -- "TOPOLOGY_CHANGE", ... }: schema changes as above, the others with
     -- change ("UP", "NEW_NODE", ...) and address ("ip:port").
     function frame.event(f)
-        if f.proto ~= 2 or f.rtype ~= 0x0C then
+        if f.proto ~= PROTO_CQL or f.rtype ~= OP_EVENT then
             return nil
         end
         local p = body_view(f)
@@ -426,7 +432,8 @@ return function(frame)
 
     -- The schema change a RESULT Schema_change reports, or nil.
     function frame.schema_change(f)
-        if f.proto ~= 2 or f.rtype ~= 0x08 or band(f.data[0], 0x80) == 0 then
+        if f.proto ~= PROTO_CQL or f.rtype ~= OP_RESULT
+           or band(f.data[0], 0x80) == 0 then
             return nil
         end
         local p = body_view(f)
@@ -444,7 +451,8 @@ return function(frame)
     local BATCH_TYPES = { [0] = "logged", "unlogged", "counter" }
     local RAWT = { name = "blob" }
     function frame.batch_children(f)
-        if f.proto ~= 2 or f.rtype ~= 0x0D or band(f.data[0], 0x80) ~= 0 then
+        if f.proto ~= PROTO_CQL or f.rtype ~= OP_BATCH
+           or band(f.data[0], 0x80) ~= 0 then
             return nil
         end
         local session = require("shotover.cql.session")
@@ -487,7 +495,8 @@ return function(frame)
     -- The number of statements in a BATCH request, read from its header
     -- alone (nothing is decoded or copied); nil for other messages.
     function frame.batch_size(f)
-        if f.proto ~= 2 or f.rtype ~= 0x0D or band(f.data[0], 0x80) ~= 0 then
+        if f.proto ~= PROTO_CQL or f.rtype ~= OP_BATCH
+           or band(f.data[0], 0x80) ~= 0 then
             return nil
         end
         local p, n = body_view(f)
@@ -609,7 +618,7 @@ return function(frame)
 
     -- The prepared statement id of an EXECUTE request, as a string.
     function frame.prepared_id(f)
-        if f.proto ~= 2 or f.rtype ~= OP_EXECUTE
+        if f.proto ~= PROTO_CQL or f.rtype ~= OP_EXECUTE
            or band(f.data[0], 0x80) ~= 0
         then
             return nil

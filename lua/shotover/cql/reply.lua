@@ -4,6 +4,7 @@
 local bit = require "bit"
 local ffi = require "ffi"
 local message = require "shotover.message"
+local C = require("shotover.ffi").C
 
 local band, rshift = bit.band, bit.rshift
 local char = string.char
@@ -16,15 +17,20 @@ local frame_from_cql = message.frame_from_cql
 local _M = { _VERSION = "0.1.0" }
 
 _M.OPCODE = {
-    ERROR = 0x00, READY = 0x02, AUTHENTICATE = 0x03, SUPPORTED = 0x06,
-    RESULT = 0x08, AUTH_SUCCESS = 0x10,
+    ERROR = C.SH_CQL_ERROR, READY = C.SH_CQL_READY,
+    AUTHENTICATE = C.SH_CQL_AUTHENTICATE, SUPPORTED = C.SH_CQL_SUPPORTED,
+    RESULT = C.SH_CQL_RESULT, AUTH_SUCCESS = C.SH_CQL_AUTH_SUCCESS,
 }
+local OPCODE = _M.OPCODE
 
--- error codes (native_protocol_v4.spec section 9)
+-- error codes (native_protocol_v4.spec section 9; those the C core uses
+-- too come from its header)
 _M.CODE = {
-    SERVER_ERROR = 0x0000, PROTOCOL_ERROR = 0x000A, AUTH_ERROR = 0x0100,
-    UNAVAILABLE = 0x1000, OVERLOADED = 0x1001, IS_BOOTSTRAPPING = 0x1002,
-    TRUNCATE_ERROR = 0x1003, WRITE_TIMEOUT = 0x1100, READ_TIMEOUT = 0x1200,
+    SERVER_ERROR = C.SH_CQL_SERVER_ERROR,
+    PROTOCOL_ERROR = C.SH_CQL_PROTOCOL_ERROR, AUTH_ERROR = 0x0100,
+    UNAVAILABLE = 0x1000, OVERLOADED = C.SH_CQL_OVERLOADED,
+    IS_BOOTSTRAPPING = 0x1002, TRUNCATE_ERROR = 0x1003,
+    WRITE_TIMEOUT = 0x1100, READ_TIMEOUT = 0x1200,
     READ_FAILURE = 0x1300, FUNCTION_FAILURE = 0x1400,
     WRITE_FAILURE = 0x1500, SYNTAX_ERROR = 0x2000, UNAUTHORIZED = 0x2100,
     INVALID = 0x2200, CONFIG_ERROR = 0x2300, ALREADY_EXISTS = 0x2400,
@@ -122,7 +128,7 @@ local function envelope(req, opcode, body)
 end
 
 function _M.ready(req)
-    return envelope(req, 0x02, "")
+    return envelope(req, OPCODE.READY, "")
 end
 
 -- error(req, code, message[, extra]): code is a number or a name of CODE;
@@ -132,7 +138,7 @@ function _M.error(req, code, msg, extra)
         code = _M.CODE[code]
                or error("cql reply: unknown error code " .. code, 2)
     end
-    return envelope(req, 0x00, be32(code) .. cql_string(msg or "")
+    return envelope(req, OPCODE.ERROR, be32(code) .. cql_string(msg or "")
                                .. (extra or ""))
 end
 
@@ -144,11 +150,11 @@ function _M.unprepared(req, msg)
 end
 
 function _M.void(req)
-    return envelope(req, 0x08, be32(1))
+    return envelope(req, OPCODE.RESULT, be32(1))
 end
 
 function _M.set_keyspace(req, keyspace)
-    return envelope(req, 0x08, be32(3) .. cql_string(keyspace))
+    return envelope(req, OPCODE.RESULT, be32(3) .. cql_string(keyspace))
 end
 
 -- supported(req, { CQL_VERSION = { "3.4.7" }, COMPRESSION = {} })
@@ -165,7 +171,7 @@ function _M.supported(req, options)
             parts[#parts + 1] = cql_string(v)
         end
     end
-    return envelope(req, 0x06, concat(parts))
+    return envelope(req, OPCODE.SUPPORTED, concat(parts))
 end
 
 -- rows(req, { keyspace = "ks", table = "t",
@@ -188,14 +194,16 @@ function _M.rows(req, spec)
             parts[#parts + 1] = cell(c[2], r[i])
         end
     end
-    return envelope(req, 0x08, concat(parts))
+    return envelope(req, OPCODE.RESULT, concat(parts))
 end
 
 -- The answer a backend-less sink gives: the handshake is accepted (OPTIONS
 -- gets SUPPORTED, STARTUP and REGISTER get READY), requests get `answer`
 -- (a function of the request), anything else a PROTOCOL_ERROR.
-local OPTIONS, STARTUP, REGISTER = 0x05, 0x01, 0x0B
-local QUERY, EXECUTE, BATCH, PREPARE = 0x07, 0x0A, 0x0D, 0x09
+local OPTIONS, STARTUP = C.SH_CQL_OPTIONS, C.SH_CQL_STARTUP
+local REGISTER, QUERY = C.SH_CQL_REGISTER, C.SH_CQL_QUERY
+local EXECUTE, BATCH = C.SH_CQL_EXECUTE, C.SH_CQL_BATCH
+local PREPARE = C.SH_CQL_PREPARE
 
 function _M.without_backend(req, answer)
     local op = req.rtype

@@ -3,6 +3,7 @@
 -- message (sh_frame_t) owned by Lua (garbage collected).
 local message = require "shotover.message"
 local reply = require "shotover.cql.reply"
+local C = require("shotover.ffi").C
 
 local char = string.char
 local concat = table.concat
@@ -12,8 +13,9 @@ local error = error
 
 local _M = { _VERSION = "0.1.0" }
 
-local OP = { STARTUP = 0x01, OPTIONS = 0x05, QUERY = 0x07, PREPARE = 0x09,
-             EXECUTE = 0x0A }
+local OP = { STARTUP = C.SH_CQL_STARTUP, OPTIONS = C.SH_CQL_OPTIONS,
+             QUERY = C.SH_CQL_QUERY, PREPARE = C.SH_CQL_PREPARE,
+             EXECUTE = C.SH_CQL_EXECUTE }
 _M.OP = OP
 
 local CONSISTENCY = {

@@ -11,6 +11,7 @@ local bit = require "bit"
 local ffi = require "ffi"
 local types = require "shotover.cql.types"
 local shdict = require "shotover.shdict"
+local C = require("shotover.ffi").C
 
 local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
 local ffi_string = ffi.string
@@ -20,7 +21,11 @@ local u8p = ffi.typeof("const uint8_t *")
 
 local _M = { _VERSION = "0.1.0", MAX_PREPARED = 20000 }
 
-local OP_RESULT, OP_PREPARE, OP_EXECUTE = 0x08, 0x09, 0x0A
+local PROTO_CQL = C.SH_PROTO_CQL
+local OP_RESULT, OP_PREPARE = C.SH_CQL_RESULT, C.SH_CQL_PREPARE
+local OP_EXECUTE = C.SH_CQL_EXECUTE
+local FLAG_TRACING, FLAG_PAYLOAD = C.SH_CQL_FLAG_TRACING, C.SH_CQL_FLAG_PAYLOAD
+local FLAG_WARNING = C.SH_CQL_FLAG_WARNING
 local KIND_SET_KEYSPACE, KIND_PREPARED = 3, 4
 
 local prepared = {}                      -- id (string) -> { query, keyspace }
@@ -40,17 +45,17 @@ end
 -- warnings (0x08) and the custom payload (0x04).
 local function response_start(f, p)
     local flags, i = f.data[1], 0
-    if band(flags, 0x02) ~= 0 then
+    if band(flags, FLAG_TRACING) ~= 0 then
         i = i + 16
     end
-    if band(flags, 0x08) ~= 0 then
+    if band(flags, FLAG_WARNING) ~= 0 then
         local n = be16(p, i)
         i = i + 2
         for _ = 1, n do
             i = i + 2 + be16(p, i)
         end
     end
-    if band(flags, 0x04) ~= 0 then
+    if band(flags, FLAG_PAYLOAD) ~= 0 then
         local n = be16(p, i)
         i = i + 2
         for _ = 1, n do
@@ -137,7 +142,7 @@ end
 function _M.learn(state, req, resp)
     for i = 1, resp.n do
         local rs = resp[i]
-        if rs ~= nil and rs.proto == 2 and rs.rtype == OP_RESULT then
+        if rs ~= nil and rs.proto == PROTO_CQL and rs.rtype == OP_RESULT then
             local p, n = rs:body_view()
             local at = response_start(rs, p)
             if at + 4 <= n then

@@ -22,6 +22,7 @@ local _M = {
     name = "cassandra",
     version = "0.1.0",
     capabilities = { sink = true, lanes = true },
+    protocols = { "cassandra" },        -- it sends requests as they are
     schema = {
         remote = { type = "hostport", required = true },
         connect_timeout_ms = { type = "integer", min = 1, default = 3000 },
@@ -30,14 +31,6 @@ local _M = {
 }
 
 local mt = { __index = {} }
-
-function _M.check_config(conf, ctx)
-    if ctx and ctx.protocol and ctx.protocol ~= "cassandra" then
-        return nil, "the cassandra sink needs a cassandra source, not "
-                    .. tostring(ctx.protocol)
-    end
-    return true
-end
 
 local pool_out = ffi.new("sh_cql_pool_t *[1]")
 local err_out = ffi.new("const char *[1]")
@@ -63,9 +56,11 @@ end
 
 local learn = session.learn
 
-local OP_ERROR, OP_STARTUP, OP_READY, OP_AUTHENTICATE = 0x00, 0x01, 0x02, 0x03
-local OP_AUTH_RESPONSE, OP_AUTH_SUCCESS = 0x0F, 0x10
-local OP_RESULT = 0x08
+local OP_ERROR, OP_STARTUP = C.SH_CQL_ERROR, C.SH_CQL_STARTUP
+local OP_READY, OP_AUTHENTICATE = C.SH_CQL_READY, C.SH_CQL_AUTHENTICATE
+local OP_AUTH_RESPONSE = C.SH_CQL_AUTH_RESPONSE
+local OP_AUTH_SUCCESS = C.SH_CQL_AUTH_SUCCESS
+local OP_RESULT = C.SH_CQL_RESULT
 
 local function send(self, chain, batch)
     local resp = new_batch(batch.n)
@@ -156,8 +151,8 @@ end
 
 function mt.__index.transform(self, batch, chain)
     local resp
-    if self.pool == nil then                -- no worker: see shotover.dry
-        resp = require("shotover.dry").cassandra(batch, chain)
+    if self.pool == nil then                -- no worker: answer dry
+        resp = require("shotover.protocols.cassandra").dry(batch, chain)
         learn(chain.conn, batch, resp)
         return resp
     end

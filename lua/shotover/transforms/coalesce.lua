@@ -4,12 +4,12 @@
 -- Requests of several client batches reach the rest of the chain together;
 -- each batch still gets its own responses, in order.  Built on the parking
 -- runner (shotover.park, the MORE yield).  See docs/transforms/coalesce.md.
-local bit = require "bit"
 local message = require "shotover.message"
 local metrics = require "shotover.metrics"
 local park = require "shotover.park"
+local protocols = require "shotover.protocols"
 
-local band = bit.band
+local by_id = protocols.by_id
 local pcall = pcall
 local error = error
 local tostring = tostring
@@ -43,12 +43,13 @@ function _M.check_config(conf)
     return true
 end
 
-function _M.new(conf)
+function _M.new(conf, env)
     return setmetatable({
         name = conf.name or "coalesce",
         max_requests = conf.max_requests or math.huge,
         wait_ns = (conf.max_wait_ms or DEFAULT_WAIT_MS) * 1e6,
         series = {},
+        proto = protocols.of_env(env),
     }, mt)
 end
 
@@ -69,23 +70,16 @@ local function count(self, reason, n)
     add(s[2], n)
 end
 
--- CQL handshake and housekeeping (STARTUP, OPTIONS, REGISTER,
--- AUTH_RESPONSE): a driver waits for their answer, so they never wait here
-local CQL_PASS = { [0x01] = true, [0x05] = true, [0x0B] = true,
-                   [0x0F] = true }
--- Redis commands that flush at once: SUBSCRIBE and the like, blocking
--- commands, QUIT (SH_CMD_STREAM | SH_CMD_BLOCKING | SH_CMD_QUIT)
-local REDIS_NOW = 2 + 4 + 8
-
--- "pass": run it through now, "now": flush with it, nil: hold it
-local function kind(batch)
+-- "pass": run it through now (a handshake a driver waits for), "now":
+-- flush with it (SUBSCRIBE and the like, blocking commands, QUIT), nil:
+-- hold it.  See passthrough and urgent in shotover.protocols.*.
+local function kind(batch, proto)
+    local passthrough, urgent = proto.passthrough, proto.urgent
     for i = 1, batch.n do
         local f = batch[i]
-        if f.proto == 2 then
-            if CQL_PASS[f.rtype] then
-                return "pass"
-            end
-        elseif band(f.cmd, REDIS_NOW) ~= 0 then
+        if passthrough(f) then
+            return "pass"
+        elseif urgent(f) then
             return "now"
         end
     end
@@ -154,7 +148,7 @@ function methods.transform(self, batch, chain)
     if n == 0 or not park.available(chain) then
         return chain:next(batch)       -- REPL, specs: nothing to wait for
     end
-    local k = kind(batch)
+    local k = kind(batch, self.proto or by_id(batch[1].proto))
     if k == "pass" then
         return chain:next(batch)
     end

@@ -2,40 +2,19 @@
 -- passes the batch on unchanged.  Commands that may carry credentials are
 -- logged without their arguments.
 local log = require "shotover.log"
-local session = require "shotover.cql.session"
+local protocols = require "shotover.protocols"
+
+local by_id = protocols.by_id
 
 local _M = { name = "debug_printer", version = "0.1.0", schema = {},
              capabilities = { lanes = true } }
 
 local mt = { __index = {} }
 
--- Commands that carry credentials: shown without their arguments, since
--- secrets never appear in logs.
-local SECRET = { "AUTH", "HELLO", "MIGRATE", "CONFIG", "ACL" }
-
+-- How a message is logged is its protocol's business (log_text in
+-- shotover.protocols.*): secrets never appear in logs.
 local function show(m)
-    if m.proto == 2 then
-        -- CQL: the header, and the statement a request runs
-        local d = m:describe()
-        local ok, q = pcall(m.query, m)
-        if ok and q then
-            return d .. ": " .. q
-        end
-        local st = session.prepared(m)
-        if st then
-            return d .. " (prepared): " .. st.query
-        end
-        return d
-    end
-    if m:is_request() then
-        for _, name in ipairs(SECRET) do
-            if m:command_is(name) then
-                return '["' .. name .. '", (' .. (m:nargs() - 1)
-                       .. " arguments redacted)]"
-            end
-        end
-    end
-    return m:describe()
+    return by_id(m.proto).log_text(m)
 end
 
 function _M.new(conf)

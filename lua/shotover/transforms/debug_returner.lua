@@ -3,12 +3,13 @@
 -- cassandra source: error (an ERROR with error_code) or null (RESULT Void),
 -- with the handshake accepted.
 local message = require "shotover.message"
-local reply = require "shotover.redis.reply"
 local cql_reply = require "shotover.cql.reply"
+local protocols = require "shotover.protocols"
 
 local constant_batch = message.constant_batch
 local new_batch = message.new_batch
-local without_backend = cql_reply.without_backend
+local by_id = protocols.by_id
+local fmt = string.format
 
 local KINDS = { "simple", "error", "integer", "bulk", "null" }
 
@@ -32,12 +33,17 @@ local _M = {
 
 local mt = { __index = {} }
 
-function _M.check_config(conf, ctx)
-    if ctx and ctx.protocol == "cassandra"
-       and (conf.simple or conf.integer or conf.bulk)
-    then
-        return nil, "for a cassandra source give error or null"
+-- the configured kind and its value
+local function kind_of(conf)
+    for _, k in ipairs(KINDS) do
+        local v = conf[k]
+        if v ~= nil and v ~= false then
+            return k, v
+        end
     end
+end
+
+function _M.check_config(conf, ctx)
     local n = 0
     for _, k in ipairs(KINDS) do
         if conf[k] ~= nil and conf[k] ~= false then
@@ -47,38 +53,58 @@ function _M.check_config(conf, ctx)
     if n ~= 1 then
         return nil, "give exactly one of simple, error, integer, bulk, null"
     end
+    local proto = ctx and ctx.protocol and protocols.find(ctx.protocol)
+    if proto and not proto.REPLY_KINDS[kind_of(conf)] then
+        local kinds = {}
+        for _, k in ipairs(KINDS) do
+            if proto.REPLY_KINDS[k] then
+                kinds[#kinds + 1] = k
+            end
+        end
+        return nil, fmt("for a %s source give %s", proto.name,
+                        table.concat(kinds, " or "))
+    end
     return true
 end
 
-function _M.new(conf)
-    local f
-    for _, k in ipairs(KINDS) do
-        local v = conf[k]
-        if v ~= nil and v ~= false then
-            f = k == "null" and reply.null() or reply[k](v)
-        end
+-- The reply is made by the protocol of the chain (fixed_reply in
+-- shotover.protocols.*): Redis answers every slot with one shared frame,
+-- CQL per request (its stream id), with the handshake accepted.
+local function maker(self, proto)
+    local m = self.makers[proto]
+    if m == nil then
+        local conf = self.conf
+        local k, v = kind_of(conf)
+        local make, shared = proto.fixed_reply(k, v, conf.error_code)
+        m = { make = assert(make, shared), shared = shared }
+        self.makers[proto] = m
     end
-    local self = setmetatable({ reply = f }, mt)
-    -- CQL replies carry the request's stream: made per request
-    if conf.error then
-        local code, msg = conf.error_code, conf.error
-        self.cql = function(req) return cql_reply.error(req, code, msg) end
-    else
-        self.cql = cql_reply.void
+    return m.make, m.shared
+end
+
+function _M.new(conf, env)
+    local self = setmetatable({ conf = conf, makers = {} }, mt)
+    local proto = protocols.of_env(env)
+    if proto then
+        maker(self, proto)              -- made once, at start
     end
     return self
 end
 
 function mt.__index.transform(self, batch)
     local n = batch.n
-    if n > 0 and batch[1].proto == 2 then
-        local resp = new_batch(n)
-        for i = 1, n do
-            resp:set(i, without_backend(batch[i], self.cql))
-        end
-        return resp
+    if n == 0 then
+        return new_batch(0)
     end
-    return constant_batch(n, self.reply)
+    local make, shared = maker(self, by_id(batch[1].proto))
+    if shared then
+        return constant_batch(n, shared)
+    end
+    local resp = new_batch(n)
+    for i = 1, n do
+        resp:set(i, make(batch[i]))
+    end
+    return resp
 end
 
 return _M

@@ -2,15 +2,13 @@
 -- sub-chain, which run at the same time, and puts the replies back together
 -- in request order (or, for Cassandra, in the order the copies finished).
 -- See docs/transforms/parallel_map.md.
-local bit = require "bit"
 local message = require "shotover.message"
+local protocols = require "shotover.protocols"
 
-local band = bit.band
+local by_id = protocols.by_id
 local ceil = math.ceil
 local min = math.min
 local new_batch = message.new_batch
-
-local CMD_PIN = 1                       -- MULTI, WATCH, SELECT, AUTH, ...
 
 local _M = {
     name = "parallel_map",
@@ -32,7 +30,10 @@ function _M.subchains(conf)
 end
 
 function _M.check_config(conf, ctx)
-    if not conf.ordered and ctx and ctx.protocol == "redis" then
+    -- out of order only where replies carry their request's id (the
+    -- protocols whose connections run batches at once: CQL)
+    local proto = ctx and ctx.protocol and protocols.find(ctx.protocol)
+    if not conf.ordered and proto and not proto.lanes then
         return nil, "ordered = false needs a cassandra source: Redis clients "
                     .. "match replies to requests by their order"
     end
@@ -41,7 +42,8 @@ end
 
 function _M.new(conf, env)
     local self = setmetatable({ n = conf.parallelism, ordered = conf.ordered,
-                                copies = {} }, mt)
+                                copies = {},
+                                proto = protocols.of_env(env) }, mt)
     for k = 1, conf.parallelism do
         self.copies[k] = env.build_chain(conf.chain, "copy" .. k)
     end
@@ -70,10 +72,10 @@ function methods.transform(self, batch, chain)
     local n, copies, conn = batch.n, self.copies, chain.conn
     -- a Redis client that pinned a backend connection (MULTI, SELECT, AUTH)
     -- stays on copy 1, where its state is
-    if conn.pm_pinned == nil then
+    if conn.pm_pinned == nil and n > 0 then
+        local pins = (self.proto or by_id(batch[1].proto)).pins
         for i = 1, n do
-            local m = batch[i]
-            if m.proto == 1 and band(m.cmd, CMD_PIN) ~= 0 then
+            if pins(batch[i]) then
                 conn.pm_pinned = true
                 break
             end

@@ -6,8 +6,11 @@ local ffi = require "ffi"
 local base = require "shotover.ffi"
 local metrics = require "shotover.metrics"
 local command_ids = require "shotover.redis.command_ids"
+local protocols = require "shotover.protocols"
 
 local C = base.C
+local by_id = protocols.by_id
+local PROTO_REDIS = C.SH_PROTO_REDIS
 local command_name = command_ids.name
 local add = metrics.add
 
@@ -40,35 +43,23 @@ local function series(self, query)
     return m
 end
 
--- the label of CQL request m
-local function query_of(m, chain)
-    local op = m.rtype
-    if op == 0x07 or op == 0x09 or op == 0x0A then  -- QUERY PREPARE EXECUTE
-        local ast = m:statement(chain.conn)
-        if ast then
-            return op == 0x09 and "prepare " .. ast.kind or ast.kind
-        end
-        return "unparsed"
-    end
-    return m:opcode_name()
-end
-
 -- Counts are summed per batch and added to the shared series once per
 -- distinct query (an atomic add per series, not per request).  Redis
 -- requests are counted and added by C (sh_ffi_batch_count_ids), by the
 -- command id the codec gave them (sh_frame_t.cmd_id): no Lua per request
 -- or per id; Lua only registers the series of an id the first time it is
--- seen.  Other frames (CQL) are counted here by statement kind.  Nothing
--- here yields, so the per-instance scratch arrays are safe to share
--- between connections.
+-- seen.  Other frames (CQL) are counted here by their protocol's label.
+-- Nothing here yields, so the per-instance scratch arrays are safe to
+-- share between connections.
 
--- Count the CQL requests of batch.
-local function count_cql(self, batch, chain)
+-- Count the requests of batch C did not count (all but Redis), by the
+-- label their protocol gives (query_label in shotover.protocols.*).
+local function count_others(self, batch, chain)
     local counts = self.counts
     for i = 1, batch.n do
         local m = batch[i]
-        if m.proto ~= 1 then
-            local q = query_of(m, chain)
+        if m.proto ~= PROTO_REDIS then
+            local q = by_id(m.proto).query_label(m, chain)
             counts[q] = (counts[q] or 0) + 1
         end
     end
@@ -100,7 +91,7 @@ function mt.__index.transform(self, batch, chain)
         add_missing(self)
     end
     if rest > 0 then
-        count_cql(self, batch, chain)
+        count_others(self, batch, chain)
     end
     return chain:next(batch)
 end

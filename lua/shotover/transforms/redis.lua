@@ -9,13 +9,21 @@ local schema = require "shotover.schema"
 
 local C = base.C
 local AGAIN = base.AGAIN
+local band, bor = require("bit").band, require("bit").bor
 local new_batch = message.new_batch
+local error_reply = message.error_reply
 local setmetatable = setmetatable
+local fmt = string.format
+
+-- what the C core does for the client connection itself: QUIT closes it,
+-- streaming replies (SUBSCRIBE, MONITOR) go straight to it
+local CLIENT_BOUND = bor(C.SH_CMD_STREAM, C.SH_CMD_QUIT)
 
 local _M = {
     name = "redis",
     version = "0.1.0",
     capabilities = { sink = true, lanes = true },
+    protocols = { "redis" },            -- it sends requests as they are
     schema = {
         remote = { type = "hostport", required = true },
         connections = { type = "integer", min = 1, max = 64, default = 1 },
@@ -31,11 +39,7 @@ local _M = {
 local mt = { __index = {} }
 local methods = mt.__index
 
-function _M.check_config(conf, ctx)
-    if ctx and ctx.protocol and ctx.protocol ~= "redis" then
-        return nil, "the redis sink needs a redis source, not "
-                    .. tostring(ctx.protocol)
-    end
+function _M.check_config(conf)
     if conf.username and not conf.password then
         return nil, "username needs a password"
     end
@@ -48,6 +52,13 @@ local err_out = ffi.new("const char *[1]")
 function _M.new(conf, env)
     local self = setmetatable({ name = conf.name or "redis",
                                 remote = conf.remote }, mt)
+    -- a sub-chain of a connection that speaks another protocol (a Redis
+    -- sub-chain in a Cassandra chain): what would act on the client
+    -- connection is refused (see client_bound)
+    local client = env.client_protocol or env.protocol
+    if client ~= nil and client ~= "redis" then
+        self.client_protocol = client
+    end
     if env.worker ~= nil then
         local host, port = schema.parse_hostport(conf.remote)
         local rc = ffi.new("sh_redis_conf_t", {
@@ -69,15 +80,67 @@ function _M.new(conf, env)
     return self
 end
 
-function methods.transform(self, batch, chain)
-    if self.pool == nil then                -- no worker: see shotover.dry
-        return require("shotover.dry").redis(batch, chain)
+local function send(self, batch, chain)
+    if self.pool == nil then                -- no worker: answer dry
+        return require("shotover.protocols.redis").dry(batch, chain)
     end
     local resp = new_batch(batch.n)
     if C.sh_ffi_redis_send(self.pool, chain.c, batch, resp) == AGAIN then
         chain:wait()
     end
     return resp
+end
+
+-- Requests whose effect the C core applies to the client connection (it
+-- closes it after QUIT, relays SUBSCRIBE's and MONITOR's replies and, after
+-- HELLO 3, RESP3 pushes to it): in a connection of another protocol those
+-- would close it or write RESP bytes into its stream.
+local function client_bound(m)
+    return band(m.cmd, CLIENT_BOUND) ~= 0
+           or (m:command_is("HELLO") and m:arg(2) == "3")
+end
+
+-- The batch of a connection of another protocol: client-bound requests
+-- get an error, the others go to the server; replies in request order.
+local function send_foreign(self, batch, chain)
+    local n, refused = batch.n, nil
+    for i = 1, n do
+        local m = batch[i]
+        if client_bound(m) then
+            refused = refused or {}
+            refused[i] = error_reply(m, fmt("shotover: %s is not allowed in "
+                                            .. "a redis sub-chain of a %s "
+                                            .. "connection", m:command(),
+                                            self.client_protocol))
+        end
+    end
+    if refused == nil then
+        return send(self, batch, chain)
+    end
+    local pass = new_batch(0)
+    for i = 1, n do
+        if refused[i] == nil then
+            pass:push(batch[i])
+        end
+    end
+    local sent = pass.n > 0 and send(self, pass, chain) or nil
+    local resp, k = new_batch(n), 0
+    for i = 1, n do
+        local r = refused[i]
+        if r == nil then
+            k = k + 1
+            r = sent[k]
+        end
+        resp:set(i, r)
+    end
+    return resp
+end
+
+function methods.transform(self, batch, chain)
+    if self.client_protocol ~= nil then
+        return send_foreign(self, batch, chain)
+    end
+    return send(self, batch, chain)
 end
 
 return _M

@@ -1,19 +1,19 @@
 -- request_throttling: a rate limit (GCRA) that every worker shares through a
 -- shared dict in C.  Requests over the limit get an error and go nowhere:
 -- Redis "-ERR shotover: request throttled ...", Cassandra an OVERLOADED
--- error (0x1001) on the request's stream.  A CQL BATCH costs one unit per
+-- error on the request's stream.  A CQL BATCH costs one unit per
 -- statement; the CQL handshake is never throttled.
 -- See docs/transforms/request_throttling.md.
 local ffi = require "ffi"
 local base = require "shotover.ffi"
 local runner = require "shotover.runner"
-local message = require "shotover.message"
 local metrics = require "shotover.metrics"
 local shdict = require "shotover.shdict"
+local protocols = require "shotover.protocols"
 
 local C = base.C
 local gcra = C.sh_ffi_shdict_gcra
-local error_reply = message.error_reply
+local by_id = protocols.by_id
 local add = metrics.add
 local ceil = math.ceil
 local floor = math.floor
@@ -21,7 +21,6 @@ local fmt = string.format
 local tostring = tostring
 
 local OK = base.OK
-local CQL_OVERLOADED = 0x1001
 
 local _M = {
     name = "request_throttling",
@@ -72,23 +71,8 @@ function _M.new(conf, env)
             "requests refused by a request_throttling element",
             { name = name }),
     }
+    self.proto = protocols.of_env(env)
     return setmetatable(self, mt)
-end
-
--- CQL opcodes of the handshake and housekeeping: STARTUP, OPTIONS,
--- REGISTER, AUTH_RESPONSE.  They cost nothing.
-local CQL_FREE = { [0x01] = true, [0x05] = true, [0x0B] = true,
-                   [0x0F] = true }
-
-local function cost_of(m)
-    if m.proto == 1 then
-        return 1
-    end
-    local op = m.rtype
-    if op == 0x0D then
-        return m:batch_size()
-    end
-    return CQL_FREE[op] and 0 or 1
 end
 
 -- the bucket's key for this connection
@@ -119,6 +103,13 @@ end
 -- are put back in request order.
 function mt.__index.transform(self, batch, chain)
     local n, costs, total = batch.n, self.costs, 0
+    if n == 0 then
+        return chain:next(batch)
+    end
+    -- units of work per request, by protocol: a CQL BATCH one per
+    -- statement, the CQL handshake nothing, anything else one
+    local proto = self.proto or by_id(batch[1].proto)
+    local cost_of = proto.cost
     for i = 1, n do
         local c = cost_of(batch[i])
         costs[i] = c
@@ -139,7 +130,7 @@ function mt.__index.transform(self, batch, chain)
                           retry_out) ~= OK
         then
             local m = batch[i]
-            refused[i] = error_reply(m, self.msg, CQL_OVERLOADED)
+            refused[i] = proto.error_reply(m, self.msg, "overloaded")
             nrefused = nrefused + 1
         end
     end

@@ -262,7 +262,7 @@ local function gen_matcher(rules)
     src[#src + 1] = "local eq, name, pattern, cql_match = H.eq, H.name, "
                     .. "H.pattern, H.cql_match\n"
     src[#src + 1] = "return function(m, chain)\n"
-    src[#src + 1] = "if m.proto == 1 then\n"
+    src[#src + 1] = fmt("if m.proto == %d then\n", C.SH_PROTO_REDIS)
     src[#src + 1] = "local cid, kp, kn = 0, nil, 0\n"
     src[#src + 1] = "local argv = m.argv\n"
     src[#src + 1] = "if argv ~= nil then\n"
@@ -320,6 +320,11 @@ local function gen_matcher(rules)
         end
     end
     src[#src + 1] = fmt("return %d\nend\n", nroutes + 1)
+    -- rules are Redis or CQL rules: another protocol is never taken for
+    -- either (config validation refuses it first: see `protocols`)
+    src[#src + 1] = fmt("if m.proto ~= %d then error('router: protocol ' "
+                        .. ".. m.proto .. ' has no rules') end\n",
+                        C.SH_PROTO_CQL)
     -- CQL: by the parsed statement; no statement: the default
     for k, rule in ipairs(rules) do
         if rule.when then

@@ -22,9 +22,10 @@ local error_reply = message.error_reply
 local add = metrics.add
 local same = C.sh_ffi_frame_same
 
-local CMD_STREAM = 4               -- SUBSCRIBE, MONITOR: replies stream
-local CQL_REGISTER = 0x0B          -- events would reach the client twice
-local CQL_HANDSHAKE = { [0x01] = true, [0x05] = true, [0x0F] = true }
+local CMD_STREAM = C.SH_CMD_STREAM -- SUBSCRIBE, MONITOR: replies stream
+local CQL_REGISTER = C.SH_CQL_REGISTER -- events would reach the client twice
+local CQL_HANDSHAKE = { [C.SH_CQL_STARTUP] = true, [C.SH_CQL_OPTIONS] = true,
+                        [C.SH_CQL_AUTH_RESPONSE] = true }
 
 local _M = {
     name = "tee",
@@ -79,7 +80,7 @@ local err_out = ffi.new("const char *[1]")
 -- Requests the tee does not copy: their replies are not one per request or
 -- would reach the client twice.
 local function skipped(m)
-    if m.proto == 1 then
+    if m.proto == C.SH_PROTO_REDIS then
         return band(m.cmd, CMD_STREAM) ~= 0
     end
     return m.rtype == CQL_REGISTER
@@ -230,7 +231,9 @@ function methods.push(self, chain, batch, resp)
     for i = 1, batch.n do
         local m = batch[i]
         if skipped(m) then               -- luacheck: ignore
-        elseif room > 0 or (m.proto == 2 and CQL_HANDSHAKE[m.rtype]) then
+        elseif room > 0
+               or (m.proto == C.SH_PROTO_CQL and CQL_HANDSHAKE[m.rtype])
+        then
             runner.push(shadow, m, keep and resp[i] or nil)
             room = room - 1
         else
