@@ -525,9 +525,14 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_run_t *r, sh_batch_t *req,
     uint64_t timeout = p->conf.request_timeout_ms;
     sh_frame_t *err = NULL;
 
+    /* replies that stream (SUBSCRIBE, MONITOR) can only go to a client
+     * that reads RESP: from another protocol's chain they are refused */
+    uint32_t can_stream = client->proto == SH_PROTO_REDIS ? SH_CMD_STREAM
+                                                          : 0;
+
     for (i = 0; i < n; i++) {
         pin |= req->frames[i]->cmd & SH_CMD_PIN;
-        stream |= req->frames[i]->cmd & SH_CMD_STREAM;
+        stream |= req->frames[i]->cmd & can_stream;
         if (req->frames[i]->cmd & SH_CMD_QUIT) {
             n = i + 1;
             break;
@@ -559,6 +564,13 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_run_t *r, sh_batch_t *req,
             }
         } else if (err != NULL) {
             sh_batch_put(resp, i, err);
+        } else if ((f->cmd & SH_CMD_STREAM) && !can_stream) {
+            sh_frame_t *e = sh_resp_error_frame("shotover: a streaming "
+                "command (SUBSCRIBE, MONITOR) needs a Redis client: its "
+                "replies cannot reach a client of another protocol");
+
+            sh_batch_put(resp, i, e);
+            sh_frame_unref(e);
         } else if (rc->streaming) {
             sh_upstream_send(rc->up, f);
             sh_batch_put(resp, i, sh_frame_noreply());

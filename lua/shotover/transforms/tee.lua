@@ -6,15 +6,14 @@
 -- overflow is dropped and counted.  Which side's reply the client gets is a
 -- switch the admin endpoint can flip.  See docs/transforms/tee.md.
 local ffi = require "ffi"
-local bit = require "bit"
 local base = require "shotover.ffi"
 local message = require "shotover.message"
 local metrics = require "shotover.metrics"
 local log = require "shotover.log"
 local runner = require "shotover.runner"
+local protocols = require "shotover.protocols"
 
 local C = base.C
-local band = bit.band
 local pcall = pcall
 local fmt = string.format
 local new_batch = message.new_batch
@@ -22,10 +21,6 @@ local error_reply = message.error_reply
 local add = metrics.add
 local same = C.sh_ffi_frame_same
 
-local CMD_STREAM = C.SH_CMD_STREAM -- SUBSCRIBE, MONITOR: replies stream
-local CQL_REGISTER = C.SH_CQL_REGISTER -- events would reach the client twice
-local CQL_HANDSHAKE = { [C.SH_CQL_STARTUP] = true, [C.SH_CQL_OPTIONS] = true,
-                        [C.SH_CQL_AUTH_RESPONSE] = true }
 
 local _M = {
     name = "tee",
@@ -77,18 +72,11 @@ end
 local switch_out = ffi.new("int32_t *[1]")
 local err_out = ffi.new("const char *[1]")
 
--- Requests the tee does not copy: their replies are not one per request or
--- would reach the client twice.
-local function skipped(m)
-    if m.proto == C.SH_PROTO_REDIS then
-        return band(m.cmd, CMD_STREAM) ~= 0
-    end
-    return m.rtype == CQL_REGISTER
-end
-
 -- The requests to copy: the batch itself when all are, else a new batch
--- and the index in `batch` of each of its requests.
-local function copy_of(batch)
+-- and the index in `batch` of each of its requests.  The tee does not copy
+-- requests whose replies are not one per request or would reach the client
+-- twice (SUBSCRIBE, MONITOR, CQL REGISTER): its protocol's `streams`.
+local function copy_of(batch, skipped)
     local n = batch.n
     for i = 1, n do
         if skipped(batch[i]) then
@@ -174,6 +162,7 @@ function _M.new(conf, env)
         name = conf.name or "tee", behavior = conf.behavior,
         wait = conf.wait, buffer = conf.buffer_size, seeds = {},
         sub = env.build_chain(conf.chain, "tee"),
+        proto = protocols.of_env(env) or protocols.get("redis"),
     }, mt)
     if conf.mismatch_chain then
         self.mismatch = env.build_chain(conf.mismatch_chain, "mismatch")
@@ -206,7 +195,7 @@ end
 function methods.push(self, chain, batch, resp)
     local any = false
     for i = 1, batch.n do
-        any = any or not skipped(batch[i])
+        any = any or not self.proto.streams(batch[i])
     end
     if not any then
         return
@@ -230,10 +219,10 @@ function methods.push(self, chain, batch, resp)
     local dropped = 0
     for i = 1, batch.n do
         local m = batch[i]
-        if skipped(m) then               -- luacheck: ignore
-        elseif room > 0
-               or (m.proto == C.SH_PROTO_CQL and CQL_HANDSHAKE[m.rtype])
-        then
+        if self.proto.streams(m) then    -- luacheck: ignore
+        elseif room > 0 or self.proto.passthrough(m) then
+            -- (a handshake is never dropped: without it the shadow's
+            -- session is useless)
             runner.push(shadow, m, keep and resp[i] or nil)
             room = room - 1
         else
@@ -254,7 +243,7 @@ function methods.transform(self, batch, chain)
     end
     -- both sides at once: the copy runs until it waits for its backends,
     -- the main chain runs meanwhile, and one wait serves both
-    local reqs, idx = copy_of(batch)
+    local reqs, idx = copy_of(batch, self.proto.streams)
     local task = chain:spawn(chain.run_sub, chain, self.sub, reqs)
     local ok, main = pcall(chain.next, chain, batch)
     local tok, tee = pcall(chain.join, chain, task)
