@@ -125,8 +125,11 @@ sh_rconn_push_pending(sh_rconn_t *rc, sh_batch_t *resp, uint32_t idx,
     p->resp = resp ? sh_batch_ref(resp) : NULL;
     p->idx = idx;
     p->deadline = timeout ? sh_upstream_now(rc->up) + timeout : 0;
-    rc->count++;
-    sh_rconn_arm(rc);
+    /* only the first owed reply arms the timer (per request this would be
+     * a call into libuv each): later ones are armed for as replies come */
+    if (rc->count++ == 0 && timeout) {
+        sh_rconn_arm(rc);
+    }
 }
 
 static sh_pending_t
@@ -545,7 +548,9 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_run_t *r, sh_batch_t *req,
     if (stream) {
         rc->streaming = 1;
     }
-    if (sh_upstream_connect(rc->up) == SH_UPSTREAM_DOWN) {
+    if (rc->up->state == SH_UPSTREAM_DOWN
+        && sh_upstream_connect(rc->up) == SH_UPSTREAM_DOWN)
+    {
         char what[220];
 
         snprintf(what, sizeof(what), "unavailable: %s (retrying)",

@@ -180,7 +180,7 @@ sh_upstream_queue(sh_upstream_t *up)
 }
 
 void
-sh_upstream_send(sh_upstream_t *up, sh_frame_t *f)
+sh__upstream_send_slow(sh_upstream_t *up, sh_frame_t *f)
 {
     if (up->nout == up->out_cap) {
         up->out_cap = up->out_cap ? up->out_cap * 2 : 64;

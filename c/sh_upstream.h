@@ -97,8 +97,19 @@ int sh_upstream_connect(sh_upstream_t *up);
  * connect. */
 void sh_upstream_disconnect(sh_upstream_t *up, const char *why, int backoff);
 /* Queue f (a reference is taken) for the next gathered write; frames
- * queued while connecting go out once connected. */
-void sh_upstream_send(sh_upstream_t *up, sh_frame_t *f);
+ * queued while connecting go out once connected.  Inline: it runs once per
+ * request, and usually only appends. */
+void sh__upstream_send_slow(sh_upstream_t *up, sh_frame_t *f);
+
+static inline void
+sh_upstream_send(sh_upstream_t *up, sh_frame_t *f)
+{
+    if (up->nout < up->out_cap && up->on_flushq) {
+        up->out[up->nout++] = sh_frame_ref(f);
+        return;
+    }
+    sh__upstream_send_slow(up, f);
+}
 /* (Re)arm the owner's timer: ops->timer after ms, when READY; 0 stops. */
 void sh_upstream_timer(sh_upstream_t *up, uint64_t ms);
 int sh_upstream_timer_active(const sh_upstream_t *up);
