@@ -49,10 +49,29 @@ static void sh_conn_read_cb(uv_stream_t *s, ssize_t nread,
 
 /* --- closing ------------------------------------------------------------- */
 
+/*
+ * The handle is closed: what backends keep for the client goes now, not in
+ * sh_conn_close, which may run under a backend's own callback (a relayed
+ * reply whose write failed): the backend connection outlives the call that
+ * closed its client.  Replies owed meanwhile wake nobody (the runs let go of
+ * their batches at close) and writes to a closing client are dropped.
+ */
 static void
 sh_conn_close_cb(uv_handle_t *h)
 {
-    sh_free(h);
+    sh_conn_t *c = (sh_conn_t *) h;
+
+    while (c->sess.attached != NULL) {
+        sh_conn_attach_t *a = c->sess.attached;
+
+        c->sess.attached = a->next;
+        a->cleanup(a->data);
+        sh_free(a);
+    }
+    if (c->w != NULL) {
+        sh_lua_session_release(c->w->L, &c->sess);
+    }
+    sh_free(c);
 }
 
 void
@@ -92,14 +111,6 @@ sh_conn_close(sh_conn_t *c)
         sh__run_close(l);
     }
     sh__run_close(&c->main);
-    while (c->sess.attached != NULL) {
-        sh_conn_attach_t *a = c->sess.attached;
-
-        c->sess.attached = a->next;
-        a->cleanup(a->data);
-        sh_free(a);
-    }
-    sh_lua_session_release(w->L, &c->sess);
     sh_batch_unref(c->inq);
     c->inq = NULL;
     sh_proto_conn_free(&c->pc);
