@@ -62,7 +62,7 @@ sh_conn_close_cb(uv_handle_t *h)
     sh_conn_t *c = (sh_conn_t *) h;
 
     while (c->sess.attached != NULL) {
-        sh_conn_attach_t *a = c->sess.attached;
+        sh_attach_t *a = c->sess.attached;
 
         c->sess.attached = a->next;
         a->cleanup(a->data);

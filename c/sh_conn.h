@@ -14,7 +14,7 @@
 typedef struct sh_listener_s sh_listener_t;
 typedef struct sh_conn_s sh_conn_t;
 typedef struct sh_session_s sh_session_t;
-typedef struct sh_conn_attach_s sh_conn_attach_t;
+typedef struct sh_attach_s sh_attach_t;
 
 /* One listening socket of one source on one worker (sh_server.c). */
 struct sh_listener_s {
@@ -27,13 +27,13 @@ struct sh_listener_s {
     sh_listener_t *next;     /* worker's listener list */
 };
 
-/* Something a backend keeps for one client (a pinned Redis connection,
- * the client's Cassandra session), found by key, cleaned up at close. */
-struct sh_conn_attach_s {
+/* Something a backend keeps for one session (a pinned Redis connection,
+ * the client's Cassandra session), found by key, cleaned up at its end. */
+struct sh_attach_s {
     const void *key;         /* whose: typically the pool */
     void *data;              /* what */
-    void (*cleanup)(void *data); /* run when the client closes */
-    sh_conn_attach_t *next;  /* the client's list */
+    void (*cleanup)(void *data); /* run when the session ends */
+    sh_attach_t *next;       /* the session's list */
 };
 
 /*
@@ -62,7 +62,7 @@ struct sh_session_s {
     sh_conn_t *conn;         /* the client (its socket), NULL for a shadow */
     sh_run_t *shadow;        /* the shadow run it belongs to, or NULL */
     int proto;               /* SH_PROTO_* of the source */
-    sh_conn_attach_t *attached; /* backends' state, cleaned up at the end */
+    sh_attach_t *attached; /* backends' state, cleaned up at the end */
 };
 
 struct sh_run_s {
@@ -145,7 +145,7 @@ int sh_run_wake_all(sh_worker_t *w);
 void sh_run_add_wait(sh_run_t *r, sh_batch_t *b);
 void sh_run_wait_done(sh_run_t *r, sh_batch_t *b);
 
-/* What backends keep per session (sh_session.c's part of sh_conn.c):
+/* What backends keep per session (in sh_run.c):
  * attach, look up by key, or take back without its cleanup. */
 void sh_session_attach(sh_session_t *s, const void *key, void *data,
     void (*cleanup)(void *data));

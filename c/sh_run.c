@@ -71,7 +71,7 @@ static void
 sh_session_end(sh_session_t *s, lua_State *L)
 {
     while (s->attached != NULL) {
-        sh_conn_attach_t *a = s->attached;
+        sh_attach_t *a = s->attached;
 
         s->attached = a->next;
         a->cleanup(a->data);
@@ -572,7 +572,7 @@ void
 sh_session_attach(sh_session_t *s, const void *key, void *data,
     void (*cleanup)(void *data))
 {
-    sh_conn_attach_t *a = sh_alloc(sizeof(*a));
+    sh_attach_t *a = sh_alloc(sizeof(*a));
 
     a->key = key;
     a->data = data;
@@ -584,7 +584,7 @@ sh_session_attach(sh_session_t *s, const void *key, void *data,
 void *
 sh_session_attached(sh_session_t *s, const void *key)
 {
-    sh_conn_attach_t *a;
+    sh_attach_t *a;
 
     for (a = s->attached; a != NULL; a = a->next) {
         if (a->key == key) {
@@ -597,7 +597,7 @@ sh_session_attached(sh_session_t *s, const void *key)
 void
 sh_session_detach(sh_session_t *s, const void *key)
 {
-    sh_conn_attach_t **pp, *a;
+    sh_attach_t **pp, *a;
 
     for (pp = &s->attached; (a = *pp) != NULL; pp = &a->next) {
         if (a->key == key) {
