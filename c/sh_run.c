@@ -369,7 +369,7 @@ sh__run_start(sh_run_t *r)
     if (sh__run_step(r) != 0) {
         return -1;
     }
-    if (r->kind == SH_RUN_MAIN) {
+    if (r->more) {                       /* only the main run holds */
         sh__run_more(r);
     }
     return 0;
@@ -460,7 +460,7 @@ sh_run_wake_all(sh_worker_t *w)
         if (sh__run_step(r) != 0) {
             continue;
         }
-        if (r->kind == SH_RUN_MAIN) {
+        if (r->more) {
             sh__run_more(r);
         }
         if (!r->running && !c->closing) {
