@@ -136,11 +136,21 @@ local function send_foreign(self, batch, chain)
     return resp
 end
 
+-- The common case inline: the code after the wait runs interpreted, and
+-- each Lua frame it returns through costs there.
 function methods.transform(self, batch, chain)
-    if self.client_protocol ~= nil then
-        return send_foreign(self, batch, chain)
+    local pool = self.pool
+    if pool == nil or self.client_protocol ~= nil then
+        if self.client_protocol ~= nil then
+            return send_foreign(self, batch, chain)
+        end
+        return send(self, batch, chain)
     end
-    return send(self, batch, chain)
+    local resp = new_batch(batch.n)
+    if C.sh_ffi_redis_send(pool, chain.c, batch, resp) == AGAIN then
+        chain:wait()
+    end
+    return resp
 end
 
 return _M
