@@ -9,6 +9,9 @@ local command_ids = require "shotover.redis.command_ids"
 local protocols = require "shotover.protocols"
 
 local C = base.C
+-- resolved once at load: a symbol first looked up inside a trace being
+-- recorded aborts that trace ("symbol not in cache")
+local count_ids = C.sh_ffi_batch_count_ids
 local by_id = protocols.by_id
 local PROTO_REDIS = C.SH_PROTO_REDIS
 local command_name = command_ids.name
@@ -84,9 +87,8 @@ local function add_missing(self)
 end
 
 function mt.__index.transform(self, batch, chain)
-    local rest = C.sh_ffi_batch_count_ids(batch, self.id_counts,
-                                          self.id_series, ID_SLOTS,
-                                          self.missing, self.nmissing)
+    local rest = count_ids(batch, self.id_counts, self.id_series, ID_SLOTS,
+                           self.missing, self.nmissing)
     if self.nmissing[0] > 0 then
         add_missing(self)
     end

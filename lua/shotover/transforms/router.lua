@@ -8,6 +8,7 @@ local message = require "shotover.message"
 local command_ids = require "shotover.redis.command_ids"
 
 local C = base.C
+local buf_eq = C.sh_ffi_buf_eq          -- resolved at load, not in a trace
 local new_batch = message.new_batch
 local ffi_string = ffi.string
 local byte = string.byte
@@ -213,7 +214,7 @@ end
 local H = {
     -- the n bytes at p are string s (the caller checked n >= #s)
     eq = function(p, s, n)
-        return C.sh_ffi_buf_eq(p, s, n) == 1
+        return buf_eq(p, s, n) == 1
     end,
     -- the upper-cased command name of a Redis request, "" without one (for
     -- names Redis lacks, which have no command id)
