@@ -8,7 +8,8 @@
  *             backend sees exactly the arguments we parsed);
  *   replies:  every RESP2 type and every RESP3 type (null, boolean, double,
  *             big number, blob error, verbatim string, map, set, push,
- *             attribute), nested to max_depth.
+ *             attribute), nested to max_depth (a backend's replies:
+ *             as deep as it sends, the stack growing with them).
  *
  * The reader is a resumable state machine over one growing buffer: each call
  * continues where the previous one stopped, a frame is a slice of the buffer
@@ -25,7 +26,13 @@
 
 #include "sh_resp.h"
 
-#define SH_RESP_MAX_DEPTH_CAP 64         /* hard cap on max_depth */
+#define SH_RESP_DESCRIBE_DEPTH 64        /* sh_resp_describe's recursion */
+/* A reply reader made without limits (a backend's) nests as deep as the
+ * backend sends -- Redis returns what a Lua script builds -- up to this
+ * many levels; its stack grows as levels open (16 bytes each), and each
+ * level takes at least 4 bytes of input, so memory follows what arrived. */
+#define SH_RESP_REPLY_MAX_DEPTH (1024 * 1024)
+#define SH_RESP_STACK_SMALL 16           /* levels kept in the reader */
 #define SH_RESP_LINE_MAX (64 * 1024)     /* Redis' PROTO_INLINE_MAX_SIZE */
 #define SH_RESP_PREALLOC_ARGS 1024       /* slices allocated up front */
 
@@ -70,7 +77,9 @@ struct sh_resp_reader_s {
     uint8_t top_type;        /* type byte of the top-level value */
     int32_t top_count;       /* its element count (-1 null) */
     uint8_t resp3;           /* a RESP3-only type was seen */
-    sh_resp_level_t stack[SH_RESP_MAX_DEPTH_CAP]; /* open aggregates */
+    sh_resp_level_t *stack;  /* open aggregates: small, or grown */
+    uint32_t stack_cap;      /* levels stack holds */
+    sh_resp_level_t small[SH_RESP_STACK_SMALL]; /* the first levels */
 };
 
 static int
@@ -96,9 +105,14 @@ sh_resp_reader_new(int mode, const sh_resp_limits_t *limits)
 
     r->mode = mode;
     r->lim = limits ? *limits : sh_resp_default_limits;
-    if (r->lim.max_depth == 0 || r->lim.max_depth > SH_RESP_MAX_DEPTH_CAP) {
-        r->lim.max_depth = SH_RESP_MAX_DEPTH_CAP;
+    if (limits == NULL && mode == SH_RESP_REPLY) {
+        r->lim.max_depth = SH_RESP_REPLY_MAX_DEPTH;
     }
+    if (r->lim.max_depth == 0 || r->lim.max_depth > SH_RESP_REPLY_MAX_DEPTH) {
+        r->lim.max_depth = SH_RESP_REPLY_MAX_DEPTH;
+    }
+    r->stack = r->small;
+    r->stack_cap = SH_RESP_STACK_SMALL;
     r->state = mode == SH_RESP_REQUEST ? SH_RS_START : SH_RS_VALUE;
     return r;
 }
@@ -111,6 +125,9 @@ sh_resp_reader_free(sh_resp_reader_t *r)
     }
     sh_frame_unref(r->frame);
     sh_buf_unref(r->buf);
+    if (r->stack != r->small) {
+        sh_free(r->stack);
+    }
     sh_free(r);
 }
 
@@ -530,6 +547,24 @@ sh_resp_read_request(sh_resp_reader_t *r, sh_frame_t **out)
 
 /* --- replies ----------------------------------------------------------- */
 
+/* Double the stack of open aggregates (the first levels live in the
+ * reader; deeper replies get a heap array). */
+static void
+sh_resp_stack_grow(sh_resp_reader_t *r)
+{
+    uint32_t cap = r->stack_cap * 2;
+    sh_resp_level_t *st;
+
+    if (r->stack == r->small) {
+        st = sh_alloc(cap * sizeof(*st));
+        memcpy(st, r->small, sizeof(r->small));
+    } else {
+        st = sh_realloc(r->stack, cap * sizeof(*st));
+    }
+    r->stack = st;
+    r->stack_cap = cap;
+}
+
 /*
  * One element has been read completely at the current level: count it off,
  * closing every aggregate it completes.  Returns 1 when the top-level value
@@ -662,6 +697,9 @@ sh_resp_read_reply(sh_resp_reader_t *r, sh_frame_t **out)
                     return sh_resp_fail(r,
                         "Protocol error: nesting deeper than %u",
                         r->lim.max_depth);
+                }
+                if ((uint32_t) r->depth == r->stack_cap) {
+                    sh_resp_stack_grow(r);
                 }
                 r->stack[r->depth].left = (t == '%' || t == '|') ? ll * 2 : ll;
                 r->stack[r->depth].attr = t == '|';
@@ -1014,7 +1052,7 @@ sh_resp_put_quoted(sh_resp_out_t *o, const uint8_t *s, size_t len)
 }
 
 /*
- * Describe one value at *pos; recursion is bounded by SH_RESP_MAX_DEPTH_CAP
+ * Describe one value at *pos; recursion is bounded by SH_RESP_DESCRIBE_DEPTH
  * (this is for logs and tests, not the hot path).
  */
 static int
@@ -1026,7 +1064,7 @@ sh_resp_describe_value(const uint8_t *d, size_t len, size_t *pos,
     int64_t ll, i;
     uint8_t t;
 
-    if (depth > SH_RESP_MAX_DEPTH_CAP || *pos >= len) {
+    if (depth > SH_RESP_DESCRIBE_DEPTH || *pos >= len) {
         return -1;
     }
     t = d[*pos];

@@ -18,14 +18,18 @@ typedef struct sh_resp_limits_s {
     uint32_t max_bulk_len;   /* largest bulk string (default 512 MiB) */
     uint32_t max_elements;   /* largest aggregate count (default 1 Mi) */
     uint32_t max_inline_len; /* longest inline command (default 64 KiB) */
-    uint32_t max_depth;      /* deepest nesting of replies (default 32) */
+    uint32_t max_depth;      /* deepest nesting of replies (default 32;
+                                a reply reader made without limits, a
+                                backend's: 1 Mi levels) */
 } sh_resp_limits_t;
 
 extern const sh_resp_limits_t sh_resp_default_limits;
 
 typedef struct sh_resp_reader_s sh_resp_reader_t;
 
-/* limits may be NULL for the defaults */
+/* limits may be NULL for the defaults; a reply reader without limits (a
+ * backend's replies, which are not attacker-shaped the way requests are)
+ * nests as deep as the backend sends */
 sh_resp_reader_t *sh_resp_reader_new(int mode, const sh_resp_limits_t *limits);
 void sh_resp_reader_free(sh_resp_reader_t *r);
 

@@ -1367,6 +1367,84 @@ test_reader_basics(void)
     check_end("reader: empty, partial, free");
 }
 
+/* n nested arrays around :1, in a new buffer */
+static char *
+deep_reply(int n, size_t *len)
+{
+    char *p = malloc((size_t) n * 4 + 5);
+    size_t k = 0;
+    int i;
+
+    for (i = 0; i < n; i++) {
+        memcpy(p + k, "*1\r\n", 4);
+        k += 4;
+    }
+    memcpy(p + k, ":1\r\n", 4);
+    *len = k + 4;
+    return p;
+}
+
+/*
+ * A backend's replies (a reply reader made without limits) nest as deep as
+ * the backend sends: Redis returns whatever a Lua script builds, and a
+ * reply is not attacker-shaped the way a request is.  Explicit limits
+ * still refuse deeper nesting.
+ */
+static void
+test_deep_replies(void)
+{
+    static const int depths[] = { 33, 40, 1000, 100000 };
+    sh_resp_limits_t lim = sh_resp_default_limits;
+    sh_resp_reader_t *r;
+    sh_frame_t *f;
+    size_t len, i;
+    char *p;
+
+    for (i = 0; i < sizeof(depths) / sizeof(depths[0]); i++) {
+        check_begin();
+        p = deep_reply(depths[i], &len);
+        r = sh_resp_reader_new(SH_RESP_REPLY, NULL);
+        /* twice, and split in two, so the grown stack is reused and a
+         * reply resumes at depth */
+        sh_resp_reader_feed(r, (const uint8_t *) p, len / 2);
+        f = (sh_frame_t *) 0x1;
+        if (sh_resp_reader_next(r, &f) != SH_OK || f != NULL) {
+            diag("%d levels: half a reply gave a frame", depths[i]);
+        }
+        sh_resp_reader_feed(r, (const uint8_t *) p + len / 2, len - len / 2);
+        sh_resp_reader_feed(r, (const uint8_t *) p, len);
+        for (int k = 0; k < 2; k++) {
+            f = NULL;
+            if (sh_resp_reader_next(r, &f) != SH_OK || f == NULL
+                || f->len != len || f->rtype != '*' || f->argc != 1)
+            {
+                diag("%d levels, reply %d: %s", depths[i], k + 1,
+                     sh_resp_reader_error(r) ? sh_resp_reader_error(r)
+                                             : "no frame");
+            }
+            sh_frame_unref(f);
+        }
+        sh_resp_reader_free(r);
+        free(p);
+        check_end("reply reader without limits: %d nested levels",
+                  depths[i]);
+    }
+    check_begin();
+    p = deep_reply(33, &len);
+    r = sh_resp_reader_new(SH_RESP_REPLY, &lim);
+    sh_resp_reader_feed(r, (const uint8_t *) p, len);
+    f = NULL;
+    if (sh_resp_reader_next(r, &f) != SH_ERROR
+        || strstr(sh_resp_reader_error(r), "nesting deeper than 32") == NULL)
+    {
+        diag("explicit limits: 33 levels were not refused");
+    }
+    sh_frame_unref(f);
+    sh_resp_reader_free(r);
+    free(p);
+    check_end("reply reader with the default limits: 33 levels refused");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1391,6 +1469,7 @@ main(int argc, char **argv)
     }
     if (argc == 2) {
         test_reader_basics();
+        test_deep_replies();
         test_classify();
         test_command_ids();
         test_encode();
