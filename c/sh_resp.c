@@ -106,7 +106,10 @@ sh_resp_reader_new(int mode, const sh_resp_limits_t *limits)
     r->mode = mode;
     r->lim = limits ? *limits : sh_resp_default_limits;
     if (limits == NULL && mode == SH_RESP_REPLY) {
+        /* a backend's reply: as deep and as long as it is (SMEMBERS of a
+         * big set); nothing is allocated per element */
         r->lim.max_depth = SH_RESP_REPLY_MAX_DEPTH;
+        r->lim.max_elements = INT32_MAX;
     }
     if (r->lim.max_depth == 0 || r->lim.max_depth > SH_RESP_REPLY_MAX_DEPTH) {
         r->lim.max_depth = SH_RESP_REPLY_MAX_DEPTH;

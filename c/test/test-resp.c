@@ -1430,6 +1430,35 @@ test_deep_replies(void)
                   depths[i]);
     }
     check_begin();
+    {
+        /* longer than a request may be: 2 Mi elements (SMEMBERS of a big
+         * set) */
+        uint32_t n = 2 * 1024 * 1024, k;
+        char head[32];
+        int hl = snprintf(head, sizeof(head), "*%u\r\n", n);
+
+        len = (size_t) hl + (size_t) n * 4;
+        p = malloc(len);
+        memcpy(p, head, (size_t) hl);
+        for (k = 0; k < n; k++) {
+            memcpy(p + hl + (size_t) k * 4, ":1\r\n", 4);
+        }
+        r = sh_resp_reader_new(SH_RESP_REPLY, NULL);
+        sh_resp_reader_feed(r, (const uint8_t *) p, len);
+        f = NULL;
+        if (sh_resp_reader_next(r, &f) != SH_OK || f == NULL
+            || f->argc != (int32_t) n || f->len != len)
+        {
+            diag("2 Mi elements: %s", sh_resp_reader_error(r)
+                                      ? sh_resp_reader_error(r) : "no frame");
+        }
+        sh_frame_unref(f);
+        sh_resp_reader_free(r);
+        free(p);
+    }
+    check_end("reply reader without limits: 2 Mi elements");
+
+    check_begin();
     p = deep_reply(33, &len);
     r = sh_resp_reader_new(SH_RESP_REPLY, &lim);
     sh_resp_reader_feed(r, (const uint8_t *) p, len);

@@ -1,5 +1,5 @@
--- Replies nested deeper than requests may be: Redis returns whatever a Lua
--- script builds.  Such a reply is decoded (the reply reader's stack grows
+-- Replies nested deeper, or longer, than requests may be: Redis returns
+-- whatever a Lua script builds.  Such a reply is decoded (the reply reader's stack grows
 -- with it) and reaches its client, and the shared pipelined connection it
 -- came on keeps serving every other client of the worker.
 local h = require("harness")
@@ -18,6 +18,23 @@ local function depth(v)
     end
     return d, v
 end
+
+describe("a reply longer than a request may be", function()
+    local env
+    setup(function() env = h.start_pair({ workers = 1 }) end)
+    teardown(h.cleanup)
+
+    it("(1.2 Mi elements) reaches its client, and the shared connection "
+       .. "serves on", function()
+        local big, other = h.connect(env.port), h.connect(env.port)
+        big:send(h.resp_command("EVAL", "local t={} for i=1,1200000 do "
+                                .. "t[i]=i%10 end return t", "0"))
+        local v = big:read_reply(60)
+        assert.equal(1200000, #v)
+        assert.equal(9, v[1199999])
+        assert.same(h.status("PONG"), other:cmd("PING"))
+    end)
+end)
 
 describe("a reply nested deeper than 32 levels", function()
     local env
