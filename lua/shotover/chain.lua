@@ -157,6 +157,13 @@ end
 -- does not answer, and return replies for all of batch in request order:
 -- for elements that answer some requests themselves (filters, limits).
 function Ctx:next_except(batch, answered)
+    return _M.except(batch, answered, Ctx.next, self)
+end
+
+-- The same for any hand-on: fn(a, rest, b) gets the requests `answered`
+-- leaves, in order, and returns their replies (a sink refusing some
+-- requests itself hands the rest to its backend this way).
+function _M.except(batch, answered, fn, a, b)
     local n = batch.n
     local pass = new_batch(0)
     for i = 1, n do
@@ -164,7 +171,7 @@ function Ctx:next_except(batch, answered)
             pass:push(batch[i])
         end
     end
-    local sub = pass.n > 0 and self:next(pass) or nil
+    local sub = pass.n > 0 and fn(a, pass, b) or nil
     local resp, k = new_batch(n), 0
     for i = 1, n do
         local r = answered[i]

@@ -117,23 +117,7 @@ local function send_foreign(self, batch, chain)
     if refused == nil then
         return send(self, batch, chain)
     end
-    local pass = new_batch(0)
-    for i = 1, n do
-        if refused[i] == nil then
-            pass:push(batch[i])
-        end
-    end
-    local sent = pass.n > 0 and send(self, pass, chain) or nil
-    local resp, k = new_batch(n), 0
-    for i = 1, n do
-        local r = refused[i]
-        if r == nil then
-            k = k + 1
-            r = sent[k]
-        end
-        resp:set(i, r)
-    end
-    return resp
+    return require("shotover.chain").except(batch, refused, send, self, chain)
 end
 
 -- The common case inline: the code after the wait runs interpreted, and
