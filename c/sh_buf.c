@@ -13,6 +13,18 @@ sh_buf_new(uint32_t cap)
     return b;
 }
 
+sh_buf_t *
+sh_buf_try_new(uint32_t cap)
+{
+    sh_buf_t *b = malloc(sizeof(sh_buf_t) + cap);
+
+    if (b != NULL) {
+        b->refs = 1;
+        b->cap = cap;
+    }
+    return b;
+}
+
 void
 sh_buf_unref(sh_buf_t *b)
 {
@@ -221,41 +233,64 @@ sh_batch_append(sh_batch_t *b, sh_frame_t *f)
  * sh_buf_reader_space: make room for the next read of a reader whose
  * unparsed bytes are [*start, *end) of *bufp and whose cursor is *pos.  A
  * fully parsed buffer that no frame references is reused from the start; a
- * full one is replaced and only the unfinished frame's bytes move.  `need`
- * is how many bytes from *start the unfinished frame needs when known (0
- * otherwise): a big value gets one buffer of its size and is read straight
- * into its final place.
+ * full one is replaced and only the unfinished frame's bytes move.
+ *
+ * `need` is how many bytes from *start the unfinished frame needs when
+ * known (0 otherwise).  It is the peer's word, not bytes received: a client
+ * that announces a 512 MiB bulk and sends 20 KB must not hold 512 MiB.  So
+ * a buffer grows by at most SH_BUF_GROW_STEP beyond what arrived, or to
+ * twice what arrived when that is more: memory follows the bytes received
+ * (at most about twice them), a value up to the step is still read straight
+ * into its final place, and a bigger one is copied O(1) times per byte.
+ *
+ * SH_ERROR when the memory cannot be had (*p NULL, *n 0, the reader's
+ * state untouched): the caller fails that connection, not the process.
  */
-void
+int
 sh_buf_reader_space(sh_buf_t **bufp, uint32_t *start, uint32_t *pos,
     uint32_t *end, uint32_t need, uint8_t **p, size_t *n)
 {
     sh_buf_t *b = *bufp;
-    uint32_t partial, want, cap;
+    uint32_t partial, cap;
     sh_buf_t *nb;
 
+    *p = NULL;
+    *n = 0;
     if (b == NULL) {
-        b = *bufp = sh_buf_new(SH_BUF_READ_SIZE);
+        b = sh_buf_try_new(SH_BUF_READ_SIZE);
+        if (b == NULL) {
+            return SH_ERROR;
+        }
+        *bufp = b;
         *start = *pos = *end = 0;
     } else if (*start == *end && b->refs == 1) {
         *start = *pos = *end = 0;
     }
     partial = *end - *start;
-    want = partial + SH_BUF_MIN_FREE;
-    if (need > want) {
-        want = need;
-    }
-    if (*start + want > b->cap) {
-        if (b->refs == 1 && want <= b->cap) {
+    /* replace or slide when nearly full, or at once when the frame will
+     * not fit the first, small buffer (read it straight into its place) */
+    if (b->cap - *end < SH_BUF_MIN_FREE
+        || (*start + need > b->cap && b->cap < SH_BUF_GROW_STEP))
+    {
+        if (b->refs == 1 && partial + SH_BUF_MIN_FREE <= b->cap
+            && need <= b->cap)
+        {
             /* nobody else points into it: slide the partial frame down */
             memmove(b->data, b->data + *start, partial);
         } else {
             /* At least double: `need` may only reach the end of one small
              * element of a big frame, and growing by small steps would copy
-             * the unfinished frame again at every step.  A big value
-             * (need >> partial) still gets exactly its size, once. */
-            cap = sh_max(SH_BUF_READ_SIZE, sh_max(want, partial * 2));
-            nb = sh_buf_new(cap);
+             * the unfinished frame again at every step.  A big value gets
+             * up to a step ahead of its bytes, then doubles. */
+            cap = sh_max(SH_BUF_READ_SIZE,
+                         sh_max(partial * 2, partial + SH_BUF_MIN_FREE));
+            if (need > cap) {
+                cap = sh_min(need, sh_max(cap, partial + SH_BUF_GROW_STEP));
+            }
+            nb = sh_buf_try_new(cap);
+            if (nb == NULL) {
+                return SH_ERROR;
+            }
             memcpy(nb->data, b->data + *start, partial);
             sh_buf_unref(b);
             b = *bufp = nb;
@@ -266,6 +301,7 @@ sh_buf_reader_space(sh_buf_t **bufp, uint32_t *start, uint32_t *pos,
     }
     *p = b->data + *end;
     *n = b->cap - *end;
+    return SH_OK;
 }
 
 /* --- cycles ------------------------------------------------------------- */

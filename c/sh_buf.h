@@ -20,9 +20,12 @@ struct sh_buf_s {
 
 #define SH_BUF_READ_SIZE (16 * 1024)     /* a reader's default buffer */
 #define SH_BUF_MIN_FREE 1024             /* replace the buffer below this */
+#define SH_BUF_GROW_STEP (256 * 1024)    /* most a buffer grows ahead of data */
 
 sh_buf_t *sh_buf_new(uint32_t cap);
-void sh_buf_reader_space(sh_buf_t **bufp, uint32_t *start, uint32_t *pos,
+/* as sh_buf_new, NULL when the memory cannot be had (a size from the wire) */
+sh_buf_t *sh_buf_try_new(uint32_t cap);
+int sh_buf_reader_space(sh_buf_t **bufp, uint32_t *start, uint32_t *pos,
     uint32_t *end, uint32_t need, uint8_t **p, size_t *n);
 static inline void
 sh_buf_ref(sh_buf_t *b)

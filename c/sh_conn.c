@@ -513,7 +513,15 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     int rc;
 
     sh_unused(buf);
-    if (nread < 0) {
+    if (nread == UV_ENOBUFS) {
+        /* no memory for what the client sends (the reader failed with a
+         * protocol error saying so): this connection is answered and
+         * closed, everyone else is served on */
+        sh_log_warn("conn %llu: %s", (unsigned long long) c->id,
+                    c->pc.p->reader_error(c->pc.reader));
+        sh_ffi_metric_add(c->src->oom_closes, 1);
+        nread = 0;
+    } else if (nread < 0) {
         if (nread != UV_EOF) {
             sh_log_debug("conn %llu: read: %s", (unsigned long long) c->id,
                          uv_strerror((int) nread));
@@ -537,7 +545,7 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         return;
     }
-    if (nread == 0) {
+    if (nread == 0 && c->pc.p->reader_error(c->pc.reader) == NULL) {
         return;
     }
     c->pc.p->reader_commit(c->pc.reader, (size_t) nread);

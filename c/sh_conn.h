@@ -24,6 +24,7 @@ struct sh_listener_s {
     char name[64];           /* source name, for logs */
     sh_metric_t *conns;      /* open connections gauge */
     sh_metric_t *lane_batches; /* batches started on lanes (CQL), or NULL */
+    sh_metric_t *oom_closes; /* connections closed for want of memory */
     sh_listener_t *next;     /* worker's listener list */
 };
 

@@ -139,7 +139,13 @@ sh_cql_reader_use_segments(sh_cql_reader_t *r, int how)
 void
 sh_cql_reader_space(sh_cql_reader_t *r, uint8_t **p, size_t *n)
 {
-    sh_buf_reader_space(&r->buf, &r->start, &r->pos, &r->end, r->need, p, n);
+    if (sh_buf_reader_space(&r->buf, &r->start, &r->pos, &r->end, r->need,
+                            p, n) != SH_OK && !r->failed)
+    {
+        /* the connection fails with this, the process goes on */
+        sh_cql_fail(r, -1, "Protocol error: out of memory for a %u-byte "
+                    "frame", r->need);
+    }
 }
 
 void
@@ -156,6 +162,9 @@ sh_cql_reader_feed(sh_cql_reader_t *r, const uint8_t *data, size_t len)
 
     while (len > 0) {
         sh_cql_reader_space(r, &p, &n);
+        if (n == 0) {
+            return;                      /* failed: out of memory */
+        }
         n = sh_min(n, len);
         memcpy(p, data, n);
         sh_cql_reader_commit(r, n);
@@ -329,20 +338,25 @@ sh_cql_add_part(sh_cql_reader_t *r, const uint8_t *p, uint32_t n,
 {
     uint32_t body, total;
 
-    if (r->big == NULL) {
-        r->big = sh_buf_new(sh_max(n, SH_CQL_HEADER_LEN));
-        r->big_len = 0;
-    }
-    if (r->big_len + n > r->big->cap) {
-        total = r->big_len + n;
+    if (r->big == NULL || r->big_len + n > r->big->cap) {
+        /* The header says how big it will be, but that is the peer's
+         * word: grow with what arrives (doubling), up to that size. */
+        total = sh_max(r->big_len + n, r->big_len * 2);
+        total = sh_max(total, SH_CQL_HEADER_LEN);
         if (r->big_len >= SH_CQL_HEADER_LEN) {
-            /* the header says how big it will be: allocate once */
-            total = sh_max(total, SH_CQL_HEADER_LEN
-                           + sh_cql_be32(r->big->data + 5));
+            total = (uint32_t) sh_min((uint64_t) total, (uint64_t)
+                SH_CQL_HEADER_LEN + sh_cql_be32(r->big->data + 5));
+            total = sh_max(total, r->big_len + n);
         }
-        sh_buf_t *nb = sh_buf_new(total);
-        memcpy(nb->data, r->big->data, r->big_len);
-        sh_buf_unref(r->big);
+        sh_buf_t *nb = sh_buf_try_new(total);
+        if (nb == NULL) {
+            return sh_cql_fail(r, -1, "Protocol error: out of memory for "
+                               "a %u-byte envelope", total);
+        }
+        if (r->big != NULL) {
+            memcpy(nb->data, r->big->data, r->big_len);
+            sh_buf_unref(r->big);
+        }
         r->big = nb;
     }
     memcpy(r->big->data + r->big_len, p, n);
@@ -687,11 +701,19 @@ sh_cql_body_decompress(const sh_frame_t *f, uint32_t *len, const char **err)
             return NULL;
         }
         ulen = sh_cql_be32(p);
-        if (ulen > sh_cql_default_limits.max_body_len * 4u) {
+        /* LZ4 expands at most 255 times (a length byte adds 255): a
+         * length past that is a lie, and memory is not claimed on it */
+        if (ulen > sh_cql_default_limits.max_body_len * 4u
+            || ulen > (n - 4) * 255 + 64)
+        {
             *err = "LZ4 body declares an implausible length";
             return NULL;
         }
-        b = sh_buf_new((uint32_t) ulen);
+        b = sh_buf_try_new((uint32_t) ulen);
+        if (b == NULL) {
+            *err = "out of memory for the decompressed body";
+            return NULL;
+        }
         if (LZ4_decompress_safe((const char *) p + 4, (char *) b->data,
                                 (int) n - 4, (int) ulen) != (int) ulen)
         {
@@ -702,12 +724,17 @@ sh_cql_body_decompress(const sh_frame_t *f, uint32_t *len, const char **err)
     } else if (f->cmd == SH_CQL_BODY_SNAPPY) {
         if (snappy_uncompressed_length((const char *) p, n, &ulen)
                 != SNAPPY_OK
-            || ulen > sh_cql_default_limits.max_body_len * 4u)
+            || ulen > sh_cql_default_limits.max_body_len * 4u
+            || ulen > n * 32 + 64)       /* Snappy expands < 22 times */
         {
             *err = "Snappy body has no valid length";
             return NULL;
         }
-        b = sh_buf_new((uint32_t) ulen);
+        b = sh_buf_try_new((uint32_t) ulen);
+        if (b == NULL) {
+            *err = "out of memory for the decompressed body";
+            return NULL;
+        }
         if (snappy_uncompress((const char *) p, n, (char *) b->data, &ulen)
             != SNAPPY_OK)
         {

@@ -15,13 +15,32 @@ static const char *const sh_log_names[] = {
     "none", "error", "warn", "info", "debug"
 };
 
+/*
+ * The allocators of sizes the proxy chose.  Sizes a peer announces go
+ * through sh_buf_try_new and fail one connection; running out here means
+ * the process itself cannot go on: it says so (no allocation on the way)
+ * and aborts.
+ */
+static void
+sh_oom(size_t n)
+{
+    char line[96];
+    int len = snprintf(line, sizeof(line),
+                       "shotover: out of memory allocating %zu bytes\n", n);
+
+    if (write(STDERR_FILENO, line, (size_t) len) < 0) {
+        /* nothing left to tell it with */
+    }
+    abort();
+}
+
 void *
 sh_alloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
 
     if (p == NULL) {
-        abort();
+        sh_oom(n);
     }
     return p;
 }
@@ -32,7 +51,7 @@ sh_calloc(size_t n, size_t size)
     void *p = calloc(n ? n : 1, size ? size : 1);
 
     if (p == NULL) {
-        abort();
+        sh_oom(n * size);
     }
     return p;
 }
@@ -42,7 +61,7 @@ sh_realloc(void *p, size_t n)
 {
     p = realloc(p, n ? n : 1);
     if (p == NULL) {
-        abort();
+        sh_oom(n);
     }
     return p;
 }

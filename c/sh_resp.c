@@ -149,7 +149,13 @@ sh_resp_reader_pending(const sh_resp_reader_t *r)
 void
 sh_resp_reader_space(sh_resp_reader_t *r, uint8_t **p, size_t *n)
 {
-    sh_buf_reader_space(&r->buf, &r->start, &r->pos, &r->end, r->need, p, n);
+    if (sh_buf_reader_space(&r->buf, &r->start, &r->pos, &r->end, r->need,
+                            p, n) != SH_OK && !r->failed)
+    {
+        /* the connection fails with this, the process goes on */
+        sh_resp_fail(r, "Protocol error: out of memory for a %u-byte "
+                    "frame", r->need);
+    }
 }
 
 void
@@ -166,6 +172,9 @@ sh_resp_reader_feed(sh_resp_reader_t *r, const uint8_t *data, size_t len)
 
     while (len > 0) {
         sh_resp_reader_space(r, &p, &n);
+        if (n == 0) {
+            return;                      /* failed: out of memory */
+        }
         n = sh_min(n, len);
         memcpy(p, data, n);
         sh_resp_reader_commit(r, n);

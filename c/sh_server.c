@@ -335,6 +335,10 @@ sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
         l->conns = sh_metric_get(SH_METRIC_GAUGE, "shotover_connections",
                                  "open client connections, per source",
                                  labels);
+        l->oom_closes = sh_metric_get(SH_METRIC_COUNTER,
+            "shotover_out_of_memory_closes_total", "client connections "
+            "closed because a frame they sent could not be given memory",
+            labels);
         if (conf->lanes > 1) {
             l->lane_batches = sh_metric_get(SH_METRIC_COUNTER,
                 "shotover_lane_batches_total", "batches a CQL connection "

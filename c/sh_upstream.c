@@ -216,7 +216,11 @@ sh_upstream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
+        /* UV_ENOBUFS: no memory for a reply this big (its reader failed);
+         * the reply cannot be passed on, nor the stream resynchronised */
         sh_upstream_disconnect(up, nread == UV_EOF ? "closed the connection"
+                                   : nread == UV_ENOBUFS
+                                   ? "out of memory for a reply"
                                    : uv_strerror((int) nread), 1);
         return;
     }

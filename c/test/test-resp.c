@@ -1474,6 +1474,52 @@ test_deep_replies(void)
     check_end("reply reader with the default limits: 33 levels refused");
 }
 
+/*
+ * Memory follows the bytes received, not the length a peer announces: a
+ * 512 MiB bulk arriving 64 KB at a time never has a buffer of more than
+ * twice what came (or what came plus one growth step), and is copied a
+ * bounded number of times.
+ */
+static void
+test_reader_space_growth(void)
+{
+    const uint32_t need = 536870000 + 40, step = 64 * 1024;
+    sh_buf_t *b = NULL;
+    uint32_t start = 0, pos = 0, end = 0, last_cap = 0, moves = 0;
+    uint8_t *p;
+    size_t n;
+
+    check_begin();
+    while (end < need) {
+        if (sh_buf_reader_space(&b, &start, &pos, &end, need, &p, &n)
+            != SH_OK)
+        {
+            diag("no space at %u bytes", end);
+            break;
+        }
+        if (b->cap != last_cap) {
+            moves++;
+            if (b->cap > sh_max(2 * end, end + SH_BUF_GROW_STEP)
+                         + SH_BUF_READ_SIZE)
+            {
+                diag("a %u-byte buffer for %u bytes received", b->cap, end);
+            }
+            last_cap = b->cap;
+        }
+        end += (uint32_t) sh_min(sh_min(n, (size_t) step),
+                                 (size_t) (need - end));
+    }
+    if (end != need || b == NULL || b->cap / 2 > need) {
+        diag("ended with %u bytes in a buffer of %u (want %u)", end,
+             b ? b->cap : 0, need);
+    }
+    if (moves > 16) {
+        diag("the value was moved %u times", moves);
+    }
+    sh_buf_unref(b);
+    check_end("a big announced value claims memory as its bytes arrive");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1499,6 +1545,7 @@ main(int argc, char **argv)
     if (argc == 2) {
         test_reader_basics();
         test_deep_replies();
+        test_reader_space_growth();
         test_classify();
         test_command_ids();
         test_encode();

@@ -1023,14 +1023,17 @@ local function cli_ready(port)
 end
 
 -- shotover{ config = text, port = listen port to wait for (nil: don't
--- wait), args = extra CLI args, ready_timeout = s }
+-- wait), args = extra CLI args, ready_timeout = s, wrap = argv run in front
+-- of the binary (e.g. { "env", "ASAN_OPTIONS=..." }) }
 function h.shotover(o)
     local bin = h.shotover_bin()
     local dir = h.tmpdir("shotover")
     local s = setmetatable({ port = o.port, dir = dir,
         config_path = h.write_file(dir .. "/config.lua", o.config),
         log_path = dir .. "/shotover.log" }, Shotover)
-    local argv = { bin, "run", "-c", s.config_path }
+    local argv = {}
+    for _, a in ipairs(o.wrap or {}) do argv[#argv + 1] = a end
+    for _, a in ipairs({ bin, "run", "-c", s.config_path }) do argv[#argv + 1] = a end
     for _, a in ipairs(o.args or {}) do argv[#argv + 1] = a end
     s.proc = h.spawn(argv, { stdout = s.log_path, stderr = "stdout" })
     s.proc.is_shotover = s
@@ -1070,6 +1073,25 @@ end
 
 function Shotover:alive() return self.proc:alive() end
 
+-- a field of /proc/PID/status in kB (VmSize, VmRSS, ...)
+function Shotover:status_kb(field)
+    local text = h.read_file("/proc/" .. self.proc.pid .. "/status") or ""
+    return tonumber(text:match(field .. ":%s*(%d+) kB"))
+end
+
+-- bytes received by shotover's sockets on `port` that it has not read yet
+-- (the receive queues in /proc/net/tcp): 0 once it has read all it was sent
+function h.unread_on(port)
+    local total = 0
+    for line in (h.read_file("/proc/net/tcp") or ""):gmatch("[^\n]+") do
+        local lport, st, rxq = line:match("^%s*%d+: %x+:(%x+) %x+:%x+ (%x+) %x+:(%x+)")
+        if lport and tonumber(lport, 16) == port and st == "01" then
+            total = total + tonumber(rxq, 16)
+        end
+    end
+    return total
+end
+
 function Shotover:stop(grace) return self.proc:stop(grace or 5) end
 
 -- start_pair{ workers, source, sink, chain, extra_sources }: a redis-server
@@ -1081,7 +1103,7 @@ function h.start_pair(o)
     local cfg = {}
     for k, v in pairs(o) do cfg[k] = v end
     cfg.listen, cfg.remote = port, r.port
-    local p = h.shotover({ config = h.config(cfg), port = port })
+    local p = h.shotover({ config = h.config(cfg), port = port, wrap = o.wrap })
     return { redis = r, proxy = p, port = port }
 end
 
