@@ -29,6 +29,7 @@
  * batch read, when its timer fires, or at EOF (sh_run.c).
  */
 #include <stdio.h>
+#include <unistd.h>
 
 #include "sh_conn.h"
 #include "sh_metrics.h"
@@ -587,13 +588,18 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 /* --- the connection's life ----------------------------------------------- */
 
 void
-sh_conn_accept(sh_listener_t *l)
+sh_conn_accept(sh_listener_t *l, int fd)
 {
     sh_worker_t *w = l->w;
     sh_conn_t *c = sh_calloc(1, sizeof(*c));
+    int rc;
 
     uv_tcp_init(&w->loop, &c->tcp);
-    if (uv_accept((uv_stream_t *) &l->tcp, (uv_stream_t *) &c->tcp) != 0) {
+    rc = uv_tcp_open(&c->tcp, fd);
+    if (rc != 0) {
+        sh_log_warn("source \"%s\": a new connection: %s", l->name,
+                    uv_strerror(rc));
+        close(fd);
         uv_close((uv_handle_t *) &c->tcp, sh_conn_close_cb);
         return;
     }

@@ -16,9 +16,25 @@ typedef struct sh_conn_s sh_conn_t;
 typedef struct sh_session_s sh_session_t;
 typedef struct sh_attach_s sh_attach_t;
 
-/* One listening socket of one source on one worker (sh_server.c). */
+/* Why accept failed, for shotover_accept_errors_total's reason label. */
+enum {
+    SH_ACCEPT_EMFILE = 0,    /* the process is at RLIMIT_NOFILE */
+    SH_ACCEPT_ENFILE,        /* the system is at its file limit */
+    SH_ACCEPT_OTHER,         /* anything else (ENOBUFS, ENOMEM, ...) */
+    SH_ACCEPT_REASONS
+};
+
+/*
+ * One listening socket of one source on one worker (sh_server.c).  Shotover
+ * accepts itself, on a poll handle, rather than through uv_listen: at the
+ * fd limit libuv closes new connections without telling its caller.
+ */
 struct sh_listener_s {
-    uv_tcp_t tcp;            /* the SO_REUSEPORT socket */
+    uv_poll_t poll;          /* readiness of the listening socket */
+    uv_timer_t pause;        /* accepting again after an error's pause */
+    int fd;                  /* the SO_REUSEPORT socket */
+    int open_handles;        /* of poll and pause; freed when both closed */
+    sh_metric_t *accept_errors[SH_ACCEPT_REASONS]; /* connections refused */
     sh_worker_t *w;          /* owning worker */
     sh_source_conf_t conf;   /* copy of the source settings */
     char name[64];           /* source name, for logs */
@@ -131,7 +147,9 @@ struct sh_conn_s {
     sh_conn_t *prev, *next;  /* worker's connection list */
 };
 
-void sh_conn_accept(sh_listener_t *l);
+/* A connection on fd, a socket l accepted (non-blocking); on failure the
+ * socket is closed. */
+void sh_conn_accept(sh_listener_t *l, int fd);
 void sh_conn_close_all(sh_worker_t *w);
 /* replies to the client, framed by its protocol */
 void sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n);

@@ -28,6 +28,21 @@ void sh_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void sh_log_set_json(int on);
 
+/*
+ * A message that may come in floods (every refused connection) is logged at
+ * most once per interval by all threads together; the ones held back are
+ * counted and said with the next that goes out.  Zero-initialised.
+ */
+typedef struct sh_log_limit_s {
+    uint64_t next_ms;        /* monotonic ms before which messages wait */
+    uint64_t held;           /* events held back since the last message */
+} sh_log_limit_t;
+
+/* 1: log now, with *held events held back since the last message; 0: the
+ * count events were added to the held ones, log nothing. */
+int sh_log_limit(sh_log_limit_t *l, uint64_t interval_ms, uint64_t count,
+    uint64_t *held);
+
 #define sh_log_error(...) sh_log(SH_LOG_ERROR, __VA_ARGS__)
 #define sh_log_warn(...) sh_log(SH_LOG_WARN, __VA_ARGS__)
 #define sh_log_info(...) sh_log(SH_LOG_INFO, __VA_ARGS__)

@@ -197,3 +197,24 @@ sh_log(int level, const char *fmt, ...)
     }
     sh_log_write(level, msg, sh_min((size_t) n, sizeof(msg) - 1));
 }
+
+int
+sh_log_limit(sh_log_limit_t *l, uint64_t interval_ms, uint64_t count,
+    uint64_t *held)
+{
+    struct timespec ts;
+    uint64_t now, next;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+    next = __atomic_load_n(&l->next_ms, __ATOMIC_RELAXED);
+    if (now >= next
+        && __atomic_compare_exchange_n(&l->next_ms, &next, now + interval_ms,
+                                       0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    {
+        *held = __atomic_exchange_n(&l->held, 0, __ATOMIC_RELAXED);
+        return 1;
+    }
+    __atomic_add_fetch(&l->held, count, __ATOMIC_RELAXED);
+    return 0;
+}

@@ -254,102 +254,179 @@ sh_resp_frame_done(sh_resp_reader_t *r, sh_frame_t *f)
 
 /* --- inline requests ------------------------------------------------- */
 
+/*
+ * Inline commands are read the way Redis 7.0 reads them
+ * (processInlineBuffer in src/networking.c, sdssplitargs in src/sds.c),
+ * byte for byte -- checked against redis-server by
+ * t/integration/045-redis_inline_differential_spec.lua:
+ *
+ *   - A line ends at the first '\n'; one '\r' before it is dropped.  Redis
+ *     looks for the '\n' with strchr(), which stops at a NUL byte: a NUL
+ *     before the '\n' hides the newline, so the line never ends and the
+ *     connection says nothing until more than max_inline_len bytes are
+ *     pending, then gets "too big inline request".
+ *   - Between arguments, isspace() in the C locale is skipped: space, \t,
+ *     \n, \v, \f, \r.  But an unquoted argument ends only at space, \t,
+ *     \n, \r (or the end): "a\vb" is one argument, and so is "a\v".
+ *   - A quote anywhere in an argument opens a quoted part of the same
+ *     argument: ECHO a"b c" says "ab c".  A closing quote must be followed
+ *     by one of the six blanks or the end of the line, otherwise the whole
+ *     line is "unbalanced quotes".
+ *   - In double quotes: \xHH (two hex digits) is that byte; \n \r \t \b \a
+ *     their control characters; a backslash before anything else stands
+ *     for that character.  In single quotes only \' is an escape.
+ *   - Empty and all-blank lines are skipped without a reply; an empty
+ *     quoted argument ("" or '') is an argument.
+ */
+
+/* isspace() of the C locale, whatever locale the process runs in */
+static int
+sh_resp_isblank(int c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+/* the byte at k of a line of n bytes, or 0 past its end: sdssplitargs
+ * reads a C string, and peeks up to three bytes ahead */
+static int
+sh_resp_at(const uint8_t *line, size_t n, size_t k)
+{
+    return k < n ? line[k] : 0;
+}
+
 static int
 sh_resp_hex(int c)
 {
     if (c >= '0' && c <= '9') {
         return c - '0';
     }
-    c = tolower(c);
     if (c >= 'a' && c <= 'f') {
         return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
     }
     return -1;
 }
 
 /*
- * Split one inline line the way Redis' sdssplitargs does, writing the
- * unescaped arguments back to back into out (never longer than the line)
- * with their lengths in lens.  Returns the argument count, or -1 on
- * unbalanced quotes.
+ * Split one inline line (without its "\r\n") the way Redis' sdssplitargs
+ * splits the C string it is given: the line ends at len or at its first
+ * NUL byte, whichever comes first.  The unescaped arguments are written
+ * back to back into out (never longer than the line), their lengths into
+ * lens.  Returns the argument count (0 for a blank line), or -1 when the
+ * line is invalid: an unterminated quote, or a closing quote followed by
+ * something other than a blank.  maxargs must be at least len / 2 + 1:
+ * every argument but the last takes a byte and a blank after it.
  */
-static int
-sh_resp_split_inline(const uint8_t *p, size_t len, uint8_t *out,
+int
+sh_resp_split_inline(const uint8_t *line, size_t len, uint8_t *out,
     size_t *lens, int maxargs)
 {
-    const uint8_t *e = p + len;
-    int argc = 0;
-    size_t o = 0, mark;
+    const uint8_t *nul = memchr(line, '\0', len);
+    size_t n = nul != NULL ? (size_t) (nul - line) : len;
+    size_t i = 0, o = 0, mark;
+    int argc = 0, inq, insq, done, c, next;
 
     for (;;) {
-        while (p < e && isspace(*p)) {
-            p++;
+        while (i < n && sh_resp_isblank(line[i])) {
+            i++;
         }
-        if (p == e) {
+        if (i == n) {
             return argc;
         }
         if (argc == maxargs) {
-            return -1;
+            return -1;                   /* cannot happen, see above */
         }
         mark = o;
-        if (*p == '"') {
-            for (p++;; p++) {
-                if (p == e) {
-                    return -1;
-                }
-                if (*p == '\\' && p + 3 < e && p[1] == 'x'
-                    && sh_resp_hex(p[2]) >= 0 && sh_resp_hex(p[3]) >= 0)
+        inq = insq = done = 0;
+        while (!done) {
+            c = sh_resp_at(line, n, i);
+            next = sh_resp_at(line, n, i + 1);
+            if (inq) {
+                if (c == '\\' && next == 'x'
+                    && sh_resp_hex(sh_resp_at(line, n, i + 2)) >= 0
+                    && sh_resp_hex(sh_resp_at(line, n, i + 3)) >= 0)
                 {
-                    out[o++] = (uint8_t) (sh_resp_hex(p[2]) * 16
-                                          + sh_resp_hex(p[3]));
-                    p += 3;
-                } else if (*p == '\\' && p + 1 < e) {
-                    p++;
-                    switch (*p) {
+                    out[o++] = (uint8_t) (sh_resp_hex(line[i + 2]) * 16
+                                          + sh_resp_hex(line[i + 3]));
+                    i += 3;
+                } else if (c == '\\' && next != 0) {
+                    i++;
+                    switch (next) {
                     case 'n': out[o++] = '\n'; break;
                     case 'r': out[o++] = '\r'; break;
                     case 't': out[o++] = '\t'; break;
                     case 'b': out[o++] = '\b'; break;
                     case 'a': out[o++] = '\a'; break;
-                    default: out[o++] = *p; break;
+                    default: out[o++] = (uint8_t) next; break;
                     }
-                } else if (*p == '"') {
-                    if (p + 1 < e && !isspace(p[1])) {
-                        return -1;
+                } else if (c == '"') {
+                    if (next != 0 && !sh_resp_isblank(next)) {
+                        return -1;       /* "a"b */
                     }
-                    p++;
-                    break;
+                    done = 1;
+                } else if (c == 0) {
+                    return -1;           /* unterminated quotes */
                 } else {
-                    out[o++] = *p;
+                    out[o++] = (uint8_t) c;
                 }
-            }
-        } else if (*p == '\'') {
-            for (p++;; p++) {
-                if (p == e) {
-                    return -1;
-                }
-                if (*p == '\\' && p + 1 < e && p[1] == '\'') {
+            } else if (insq) {
+                if (c == '\\' && next == '\'') {
+                    i++;
                     out[o++] = '\'';
-                    p++;
-                } else if (*p == '\'') {
-                    if (p + 1 < e && !isspace(p[1])) {
-                        return -1;
+                } else if (c == '\'') {
+                    if (next != 0 && !sh_resp_isblank(next)) {
+                        return -1;       /* 'a'b */
                     }
-                    p++;
-                    break;
+                    done = 1;
+                } else if (c == 0) {
+                    return -1;           /* unterminated quotes */
                 } else {
-                    out[o++] = *p;
+                    out[o++] = (uint8_t) c;
+                }
+            } else {
+                switch (c) {
+                case ' ':
+                case '\n':
+                case '\r':
+                case '\t':
+                case 0:
+                    done = 1;            /* not \v, \f: they join in */
+                    break;
+                case '"':
+                    inq = 1;             /* a"b c" is one argument */
+                    break;
+                case '\'':
+                    insq = 1;
+                    break;
+                default:
+                    out[o++] = (uint8_t) c;
+                    break;
                 }
             }
-        } else {
-            while (p < e && !isspace(*p)) {
-                out[o++] = *p++;
+            if (i < n) {
+                i++;
             }
         }
         lens[argc++] = o - mark;
     }
 }
 
+/*
+ * Read the inline command at r->start.  Returns SH_OK with *out set to the
+ * command re-encoded as a multibulk (flagged SH_FRAME_INLINE); SH_OK with
+ * *out NULL and r->start moved past the line when the line was blank;
+ * SH_OK with nothing moved when the line has not ended yet; SH_ERROR (and
+ * the reader's sticky error) for a line over max_inline_len or unbalanced
+ * quotes.
+ *
+ * A line over max_inline_len fails even once its '\n' has come: Redis
+ * notices the size only while the line is still unfinished after a read,
+ * so what it accepts depends on how its reads fall (in one read it takes
+ * lines of up to ~80 KiB); the codec answers the same however the bytes
+ * are split, as Redis does when they trickle in.
+ */
 static int
 sh_resp_read_inline(sh_resp_reader_t *r, sh_frame_t **out)
 {
@@ -365,6 +442,11 @@ sh_resp_read_inline(sh_resp_reader_t *r, sh_frame_t **out)
     int argc, maxargs;
 
     nl = memchr(d + r->start, '\n', r->end - r->start);
+    if (nl != NULL
+        && memchr(d + r->start, '\0', (size_t) (nl - (d + r->start))))
+    {
+        nl = NULL;      /* Redis' strchr() stops at the NUL: no line yet */
+    }
     if (nl == NULL) {
         if (r->end - r->start > r->lim.max_inline_len) {
             return sh_resp_fail(r, "Protocol error: too big inline request");

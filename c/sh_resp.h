@@ -58,6 +58,18 @@ const char *sh_resp_reader_error(const sh_resp_reader_t *r);
 /* bytes received and not yet returned as frames */
 size_t sh_resp_reader_pending(const sh_resp_reader_t *r);
 
+/*
+ * sh_resp_split_inline: split one inline line (without its "\r\n") into
+ * arguments exactly as Redis 7's sdssplitargs does (the rules are at the
+ * top of the inline part of sh_resp.c); the line ends at len or at its
+ * first NUL.  Unescaped arguments go back to back into out (len bytes are
+ * enough), their lengths into lens (len / 2 + 1 entries are enough;
+ * maxargs says how many there are).  Returns the argument count, 0 for a
+ * blank line, or -1 for unbalanced quotes.
+ */
+int sh_resp_split_inline(const uint8_t *line, size_t len, uint8_t *out,
+    size_t *lens, int maxargs);
+
 /* The id of a Redis command name (sh_frame_t.cmd_id), 0 for none. */
 uint32_t sh_resp_command_id(const uint8_t *name, size_t len);
 

@@ -4,10 +4,14 @@
  * one thread and nothing on the hot path takes a lock.  The main thread
  * handles signals and the admin endpoint.
  */
+#define _GNU_SOURCE              /* accept4 */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,12 +26,38 @@
 #include "sh_server.h"
 #include "sh_upstream.h"
 
+/* Connections accepted per readiness callback before the loop moves on:
+ * other sockets of the worker get their turn under a flood of connects
+ * (the poll is level-triggered, so the rest come next iteration). */
+#define SH_ACCEPT_BATCH 64
+/* How long accepting pauses after an error nothing could be done about
+ * (nginx pauses 500 ms at EMFILE; what frees fds here is a client leaving,
+ * so sooner is better). */
+#define SH_ACCEPT_PAUSE_MS 100
+
+/* One message a second, for every source and worker together. */
+static sh_log_limit_t sh_accept_log_limit;
+
+/* Each worker's spare descriptor, given up at the fd limit to accept and
+ * close what waits (libuv's uv__emfile_trick, per loop as there). */
+static __thread int sh_accept_reserve = -1;
+
 static void
 sh_listener_close_cb(uv_handle_t *h)
 {
-    sh_listener_t *l = (sh_listener_t *) h;
+    sh_listener_t *l = h->data;
 
-    sh_free(l);
+    if (--l->open_handles == 0) {
+        close(l->fd);
+        sh_free(l);
+    }
+}
+
+static void
+sh_listener_close(sh_listener_t *l)
+{
+    uv_close((uv_handle_t *) &l->poll, sh_listener_close_cb);
+    uv_close((uv_handle_t *) &l->pause, sh_listener_close_cb);
 }
 
 static void
@@ -39,7 +69,11 @@ sh_worker_stop_cb(uv_async_t *a)
     while (w->listeners != NULL) {
         sh_listener_t *l = w->listeners;
         w->listeners = l->next;
-        uv_close((uv_handle_t *) &l->tcp, sh_listener_close_cb);
+        sh_listener_close(l);
+    }
+    if (sh_accept_reserve >= 0) {
+        close(sh_accept_reserve);
+        sh_accept_reserve = -1;
     }
     sh_conn_close_all(w);
     sh_redis_pools_close(w);
@@ -137,6 +171,56 @@ sh_workers_spawn(const char *conf_path, int nworkers, int *n)
     return failed;
 }
 
+/*
+ * Raise the soft open files limit to the hard one at start, as HAProxy and
+ * nginx do: every client connection takes a descriptor (and one more for a
+ * client pinned to its own backend connection), and the usual soft default
+ * of 1024 is far below what a proxy serves.  A hard limit of "unlimited"
+ * means the kernel's fs.nr_open.
+ */
+static void
+sh_server_raise_nofile(void)
+{
+    struct rlimit rl;
+    rlim_t was, want;
+    FILE *f;
+    unsigned long long nr_open;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        sh_log_warn("open files limit: getrlimit: %s", strerror(errno));
+        return;
+    }
+    want = rl.rlim_max;
+    if (want == RLIM_INFINITY) {
+        f = fopen("/proc/sys/fs/nr_open", "r");
+        if (f != NULL && fscanf(f, "%llu", &nr_open) == 1) {
+            want = (rlim_t) nr_open;
+        } else {
+            want = 1024 * 1024;
+        }
+        if (f != NULL) {
+            fclose(f);
+        }
+    }
+    was = rl.rlim_cur;
+    if (was != RLIM_INFINITY && was < want) {
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            sh_log_warn("open files limit stays %llu: raising it to the "
+                        "hard limit %llu failed: %s",
+                        (unsigned long long) was, (unsigned long long) want,
+                        strerror(errno));
+            return;
+        }
+        sh_log_info("open files limit raised from %llu to %llu (the hard "
+                    "limit)", (unsigned long long) was,
+                    (unsigned long long) want);
+        return;
+    }
+    sh_log_info("open files limit %llu (the hard limit is %llu)",
+                (unsigned long long) was, (unsigned long long) rl.rlim_max);
+}
+
 int
 sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
     int admin_port)
@@ -146,6 +230,7 @@ sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
     uv_signal_t sigint, sigterm;
     int i, failed = 0;
 
+    sh_server_raise_nofile();
     failed = sh_workers_spawn(conf_path, nworkers, &i);
     if (!failed && admin_port != 0
         && sh_admin_start(main_loop, admin_host, admin_port, err,
@@ -267,16 +352,156 @@ sh_ffi_workers_stop(void)
 
 /* --- FFI ---------------------------------------------------------------- */
 
-static void
-sh_listener_cb(uv_stream_t *server, int status)
-{
-    sh_listener_t *l = (sh_listener_t *) server;
+static void sh_listener_poll_cb(uv_poll_t *p, int status, int events);
 
-    if (status < 0) {
-        sh_log_warn("source \"%s\": accept: %s", l->name, uv_strerror(status));
+static void
+sh_listener_resume_cb(uv_timer_t *t)
+{
+    sh_listener_t *l = t->data;
+
+    uv_poll_start(&l->poll, UV_READABLE, sh_listener_poll_cb);
+}
+
+/* Stop accepting for a while: an error that would come back at once. */
+static void
+sh_listener_pause(sh_listener_t *l)
+{
+    uv_poll_stop(&l->poll);
+    uv_timer_start(&l->pause, sh_listener_resume_cb, SH_ACCEPT_PAUSE_MS, 0);
+}
+
+/*
+ * accept() failed with err: count the n connections this cost (closed at
+ * once when shed, else left waiting while accepting pauses), and say so at
+ * most once a second, with how many were not said since.
+ */
+static void
+sh_listener_refused(sh_listener_t *l, int err, uint64_t n, int shed)
+{
+    int reason = err == EMFILE ? SH_ACCEPT_EMFILE
+                 : err == ENFILE ? SH_ACCEPT_ENFILE : SH_ACCEPT_OTHER;
+    struct rlimit rl;
+    uint64_t held;
+    char limit[64] = "", more[64] = "";
+
+    sh_ffi_metric_add(l->accept_errors[reason], (int64_t) n);
+    if (!sh_log_limit(&sh_accept_log_limit, 1000, n, &held)) {
         return;
     }
-    sh_conn_accept(l);
+    if (reason == SH_ACCEPT_EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        snprintf(limit, sizeof(limit), " (open files limit %llu)",
+                 (unsigned long long) rl.rlim_cur);
+    }
+    if (held > 0) {
+        snprintf(more, sizeof(more), "; %llu more since the last message",
+                 (unsigned long long) held);
+    }
+    sh_log_warn("source \"%s\": accept: %s%s: %s %llu new connection%s%s%s",
+                l->name, strerror(err), limit, shed ? "closed" : "cannot take",
+                (unsigned long long) n, n == 1 ? "" : "s",
+                shed ? " at once" : ", accepting pauses", more);
+}
+
+/*
+ * Out of descriptors (EMFILE: the process, ENFILE: the system).  The
+ * connections waiting in the backlog would wait there, their clients
+ * hanging, and the poll would wake us for them at once again: give up the
+ * spare descriptor, accept each of them into it and close it (the client
+ * sees the connection closed), then take the spare back.  accept(2) says
+ * EMFILE before it looks at the backlog, so the trick may find nothing
+ * waiting: then nothing was refused.  Without a spare (another thread took
+ * the slot it left), a connection that waits pauses accepting instead.
+ */
+static void
+sh_listener_shed(sh_listener_t *l, int err)
+{
+    struct pollfd pfd;
+    uint64_t n = 0;
+    int fd;
+
+    if (sh_accept_reserve >= 0) {
+        close(sh_accept_reserve);
+        sh_accept_reserve = -1;
+        while (n < SH_ACCEPT_BATCH * 4) {
+            fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0) {
+                close(fd);
+                n++;
+            } else if (errno != EINTR && errno != ECONNABORTED) {
+                break;
+            }
+        }
+        sh_accept_reserve = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (n > 0) {
+            sh_listener_refused(l, err, n, 1);
+        }
+        return;
+    }
+    pfd.fd = l->fd;
+    pfd.events = POLLIN;
+    pfd.revents = 0;
+    if (poll(&pfd, 1, 0) == 1) {
+        sh_listener_refused(l, err, 1, 0);
+        sh_listener_pause(l);
+    }
+}
+
+/*
+ * The listening socket is readable: accept what waits, up to a batch.
+ * Errors that concern one connection only (it went away, or the network
+ * failed under it) skip it; running out of descriptors sheds the waiting
+ * ones; anything else pauses accepting, so the loop never spins on a
+ * connection it cannot take.
+ */
+static void
+sh_listener_poll_cb(uv_poll_t *p, int status, int events)
+{
+    sh_listener_t *l = p->data;
+    int i, fd;
+
+    sh_unused(events);
+    if (status < 0) {
+        sh_log_warn("source \"%s\": poll: %s", l->name, uv_strerror(status));
+        sh_listener_pause(l);
+        return;
+    }
+    if (sh_accept_reserve < 0) {
+        /* lost while shedding: take it back as soon as there is room */
+        sh_accept_reserve = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    for (i = 0; i < SH_ACCEPT_BATCH; i++) {
+        fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            sh_conn_accept(l, fd);
+            continue;
+        }
+        switch (errno) {
+        case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+        case EWOULDBLOCK:
+#endif
+            return;
+        case EINTR:
+        case ECONNABORTED:
+        case EPROTO:
+        case ENETDOWN:
+        case ENOPROTOOPT:
+        case EHOSTDOWN:
+        case ENONET:
+        case EHOSTUNREACH:
+        case EOPNOTSUPP:
+        case ENETUNREACH:
+            continue;            /* accept(2): retry, as for EAGAIN */
+        case EMFILE:
+        case ENFILE:
+            sh_listener_shed(l, errno);
+            return;
+        default:
+            sh_listener_refused(l, errno, 1, 0);
+            sh_listener_pause(l);
+            return;
+        }
+    }
 }
 
 /*
@@ -291,7 +516,7 @@ sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
     static __thread char errbuf[300];
     struct addrinfo *res;
     sh_listener_t *l;
-    int fd, one = 1, rc;
+    int fd, one = 1, rc, i;
 
     if (w == NULL) {
         *err = "sources listen in workers";
@@ -303,7 +528,8 @@ sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
         *err = errbuf;
         return SH_ERROR;
     }
-    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                0);
     if (fd < 0
         || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0
         || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0
@@ -320,9 +546,11 @@ sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
         return SH_ERROR;
     }
     freeaddrinfo(res);
+    if (sh_accept_reserve < 0) {
+        sh_accept_reserve = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
     l = sh_calloc(1, sizeof(*l));
-    uv_tcp_init(&w->loop, &l->tcp);
-    uv_tcp_open(&l->tcp, fd);
+    l->fd = fd;
     l->w = w;
     l->conf = *conf;
     snprintf(l->name, sizeof(l->name), "%s", conf->name ? conf->name : "");
@@ -344,13 +572,39 @@ sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
                 "shotover_lane_batches_total", "batches a CQL connection "
                 "started while earlier ones of it still ran", labels);
         }
+        for (i = 0; i < SH_ACCEPT_REASONS; i++) {
+            static const char *const reasons[] = { "emfile", "enfile",
+                                                   "other" };
+            char all[200];
+            size_t n = sh_metric_label(all, sizeof(all), 0, "source",
+                                       l->name);
+
+            sh_metric_label(all + n, sizeof(all) - n, 1, "reason",
+                            reasons[i]);
+            l->accept_errors[i] = sh_metric_get(SH_METRIC_COUNTER,
+                "shotover_accept_errors_total", "new connections refused "
+                "because accept failed (emfile: at the open files limit)",
+                all);
+        }
     }
-    rc = uv_listen((uv_stream_t *) &l->tcp, 511, sh_listener_cb);
+    uv_timer_init(&w->loop, &l->pause);
+    l->pause.data = l;
+    l->open_handles = 1;
+    rc = uv_poll_init_socket(&w->loop, &l->poll, fd);
+    if (rc == 0) {
+        l->open_handles = 2;
+        l->poll.data = l;
+        rc = uv_poll_start(&l->poll, UV_READABLE, sh_listener_poll_cb);
+    }
     if (rc != 0) {
         snprintf(errbuf, sizeof(errbuf), "cannot listen on %s:%d: %s",
                  conf->host, conf->port, uv_strerror(rc));
         *err = errbuf;
-        uv_close((uv_handle_t *) &l->tcp, sh_listener_close_cb);
+        if (l->open_handles == 2) {
+            sh_listener_close(l);
+        } else {
+            uv_close((uv_handle_t *) &l->pause, sh_listener_close_cb);
+        }
         return SH_ERROR;
     }
     l->next = w->listeners;

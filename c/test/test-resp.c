@@ -1520,6 +1520,173 @@ test_reader_space_growth(void)
     check_end("a big announced value claims memory as its bytes arrive");
 }
 
+/*
+ * sh_resp_split_inline against Redis 7.0's sdssplitargs: each line was
+ * sent to redis-server 7.0.15 as `EVAL "return ARGV" 0 LINE` (or ECHO) and
+ * the arguments it echoed are the expectation; lines holding a NUL cannot
+ * reach sdssplitargs through a socket and follow its C-string reading.
+ * t/integration/045-redis_inline_differential_spec.lua compares many
+ * more with the live server.
+ */
+#define T_S(s) s, sizeof(s) - 1
+
+typedef struct split_case_s {
+    const char *line;            /* the line, without "\r\n" */
+    size_t len;
+    int argc;                    /* expected count, -1: unbalanced */
+    const char *args[4];         /* expected arguments (T_S pairs) */
+    size_t lens[4];
+} split_case_t;
+
+static const split_case_t split_cases[] = {
+    /* a quote inside an argument opens a quoted part of it */
+    { T_S("ECHO a\"b c\""), 2, { "ECHO", "ab c" }, { 4, 4 } },
+    { T_S("ECHO a'b c'"), 2, { "ECHO", "ab c" }, { 4, 4 } },
+    { T_S("a\"\" b"), 2, { "a", "b" }, { 1, 1 } },
+    { T_S("a\"\"b"), -1, { NULL }, { 0 } },
+    { T_S("ECHO a\"b\"c"), -1, { NULL }, { 0 } },
+    { T_S("ECHO \"a\"b"), -1, { NULL }, { 0 } },
+    { T_S("\"a\"'b'"), -1, { NULL }, { 0 } },
+    { T_S("'a'b"), -1, { NULL }, { 0 } },
+    /* \v and \f are skipped between arguments, but do not end one */
+    { T_S("ECHO a\vb"), 2, { "ECHO", "a\vb" }, { 4, 3 } },
+    { T_S("ECHO a\fb"), 2, { "ECHO", "a\fb" }, { 4, 3 } },
+    { T_S("ECHO \va"), 2, { "ECHO", "a" }, { 4, 1 } },
+    { T_S("ECHO a\v"), 2, { "ECHO", "a\v" }, { 4, 2 } },
+    { T_S("ECHO \"a\"\v"), 2, { "ECHO", "a" }, { 4, 1 } },
+    { T_S("ECHO a\"b\"\fc"), 3, { "ECHO", "ab", "c" }, { 4, 2, 1 } },
+    { T_S("a\rb\tc"), 3, { "a", "b", "c" }, { 1, 1, 1 } },
+    /* bytes over 0x7f are never blanks */
+    { T_S("a \x85 \xa0" "b"), 3, { "a", "\x85", "\xa0" "b" }, { 1, 1, 2 } },
+    /* escapes */
+    { T_S("\"a\\n\\r\\t\\b\\a\\z\\\"\\\\\""), 1,
+      { "a\n\r\t\b\az\"\\" }, { 9 } },
+    { T_S("\"\\x41\\x6a\\xfF\\x00\""), 1, { "Aj\xff\0" }, { 4 } },
+    { T_S("\"\\x4G\""), 1, { "x4G" }, { 3 } },
+    { T_S("\"\\x4\""), 1, { "x4" }, { 2 } },
+    { T_S("'a\\b'"), 1, { "a\\b" }, { 3 } },
+    { T_S("'a\\'b'"), 1, { "a'b" }, { 3 } },
+    { T_S("'a\\nb'"), 1, { "a\\nb" }, { 4 } },
+    /* empty arguments, blank lines, unterminated quotes */
+    { T_S("ECHO \"\""), 2, { "ECHO", "" }, { 4, 0 } },
+    { T_S("''"), 1, { "" }, { 0 } },
+    { T_S(""), 0, { NULL }, { 0 } },
+    { T_S(" \t\v\f\r "), 0, { NULL }, { 0 } },
+    { T_S("ECHO \"a\\"), -1, { NULL }, { 0 } },
+    { T_S("ECHO \"a\\\""), -1, { NULL }, { 0 } },
+    { T_S("'ab"), -1, { NULL }, { 0 } },
+    /* a C string: the line ends at a NUL */
+    { T_S("a\0b"), 1, { "a" }, { 1 } },
+    { T_S("'a'\0b"), 1, { "a" }, { 1 } },
+    { T_S("\"a\0b\""), -1, { NULL }, { 0 } },
+    { T_S("\0a"), 0, { NULL }, { 0 } },
+};
+
+static void
+test_split_inline(void)
+{
+    uint8_t out[64];
+    size_t lens[64], o;
+    size_t i;
+    int argc, k;
+
+    for (i = 0; i < sizeof(split_cases) / sizeof(split_cases[0]); i++) {
+        const split_case_t *sc = &split_cases[i];
+
+        check_begin();
+        argc = sh_resp_split_inline((const uint8_t *) sc->line, sc->len,
+                                    out, lens, (int) (sc->len / 2 + 1));
+        if (argc != sc->argc) {
+            diag("argc %d, expected %d", argc, sc->argc);
+        }
+        for (k = 0, o = 0; argc == sc->argc && k < argc; k++) {
+            if (lens[k] != sc->lens[k]
+                || memcmp(out + o, sc->args[k], lens[k]) != 0)
+            {
+                diag("argument %d: %zu bytes \"%.*s\"", k + 1, lens[k],
+                     (int) lens[k], (const char *) out + o);
+            }
+            o += lens[k];
+        }
+        check_end("split_inline %zu: %zu bytes \"%.*s\"", i + 1, sc->len,
+                  (int) sc->len, sc->line);
+    }
+}
+
+/* One reader, these bytes in one feed: how many frames, then SH_OK and
+ * pending bytes or SH_ERROR with err. */
+static void
+check_inline_read(const char *what, const char *in, size_t len, int frames,
+    const char *arg2, const char *err)
+{
+    sh_resp_reader_t *r = sh_resp_reader_new(SH_RESP_REQUEST, NULL);
+    sh_frame_t *f;
+    int n = 0, rc;
+
+    check_begin();
+    sh_resp_reader_feed(r, (const uint8_t *) in, len);
+    for (;;) {
+        f = NULL;
+        rc = sh_resp_reader_next(r, &f);
+        if (rc != SH_OK || f == NULL) {
+            break;
+        }
+        if (n == 0 && arg2 != NULL
+            && (f->argc < 2 || f->argv[1].len != strlen(arg2)
+                || memcmp(f->data + f->argv[1].off, arg2, strlen(arg2)) != 0))
+        {
+            diag("first frame's second argument differs");
+        }
+        n++;
+        sh_frame_unref(f);
+    }
+    if (n != frames) {
+        diag("%d frames, expected %d", n, frames);
+    }
+    if (err == NULL && rc != SH_OK) {
+        diag("error %s", sh_resp_reader_error(r));
+    }
+    if (err != NULL && (rc != SH_ERROR
+                        || strcmp(sh_resp_reader_error(r), err) != 0))
+    {
+        diag("expected the error %s, got %s", err,
+             rc == SH_ERROR ? sh_resp_reader_error(r) : "none");
+    }
+    sh_resp_reader_free(r);
+    check_end("inline reader: %s", what);
+}
+
+/*
+ * The line around the splitter, as processInlineBuffer finds it: Redis
+ * looks for the '\n' with strchr(), which stops at a NUL, so a NUL before
+ * the newline means no line yet -- until more than 64 KiB are pending.
+ */
+static void
+test_inline_lines(void)
+{
+    static const char nul_line[] = "ECHO a\0b\r\nPING\r\n";
+    char *big;
+    size_t n = 70000;
+
+    check_inline_read("\\v inside an argument", T_S("ECHO a\vb\r\n"), 1,
+                      "a\vb", NULL);
+    check_inline_read("a quoted part inside an argument",
+                      T_S("ECHO a\"b c\"\r\nPING\n"), 2, "ab c", NULL);
+    check_inline_read("a NUL hides the newline", nul_line,
+                      sizeof(nul_line) - 1, 0, NULL, NULL);
+    check_inline_read("after a complete line, a NUL hides the next",
+                      T_S("PING\r\n\0PING\r\nPING\r\n"), 1, NULL, NULL);
+    big = xalloc(n);
+    memset(big, 'x', n);
+    memcpy(big, nul_line, sizeof(nul_line) - 1);
+    check_inline_read("a NUL-hidden line over 64 KiB", big, n, 0, NULL,
+                      "Protocol error: too big inline request");
+    free(big);
+    check_inline_read("unbalanced quotes after a good line",
+                      T_S("PING\r\nECHO a\"b\"c\r\n"), 1, NULL,
+                      "Protocol error: unbalanced quotes in request");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1544,6 +1711,8 @@ main(int argc, char **argv)
     }
     if (argc == 2) {
         test_reader_basics();
+        test_split_inline();
+        test_inline_lines();
         test_deep_replies();
         test_reader_space_growth();
         test_classify();

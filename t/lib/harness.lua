@@ -1023,8 +1023,10 @@ local function cli_ready(port)
 end
 
 -- shotover{ config = text, port = listen port to wait for (nil: don't
--- wait), args = extra CLI args, ready_timeout = s, wrap = argv run in front
--- of the binary (e.g. { "env", "ASAN_OPTIONS=..." }) }
+-- wait), args = extra CLI args, ready_timeout = s, wrap = argv prefix }
+-- `wrap` runs shotover under a program that execs it, so the process is
+-- still shotover's: { "prlimit", "--nofile=64:64", "--" } starts it with
+-- those limits.
 function h.shotover(o)
     local bin = h.shotover_bin()
     local dir = h.tmpdir("shotover")
@@ -1033,7 +1035,9 @@ function h.shotover(o)
         log_path = dir .. "/shotover.log" }, Shotover)
     local argv = {}
     for _, a in ipairs(o.wrap or {}) do argv[#argv + 1] = a end
-    for _, a in ipairs({ bin, "run", "-c", s.config_path }) do argv[#argv + 1] = a end
+    for _, a in ipairs({ bin, "run", "-c", s.config_path }) do
+        argv[#argv + 1] = a
+    end
     for _, a in ipairs(o.args or {}) do argv[#argv + 1] = a end
     s.proc = h.spawn(argv, { stdout = s.log_path, stderr = "stdout" })
     s.proc.is_shotover = s
@@ -1094,8 +1098,9 @@ end
 
 function Shotover:stop(grace) return self.proc:stop(grace or 5) end
 
--- start_pair{ workers, source, sink, chain, extra_sources }: a redis-server
--- and a shotover in front of it.  Returns { redis = Redis, proxy = Shotover }.
+-- start_pair{ workers, source, sink, chain, extra_sources, wrap }: a
+-- redis-server and a shotover in front of it (`wrap` as for h.shotover).
+-- Returns { redis = Redis, proxy = Shotover }.
 function h.start_pair(o)
     o = o or {}
     local r = h.redis_server()
