@@ -228,12 +228,12 @@ end
 -- as the trace says (RESP3 pushes may come before it); a reply the
 -- backend's connection relays (a subscriber's) is the first frame that is
 -- not unsolicited.
-local function is_reply(proto, r, m, tr)
+local function is_reply(proto, r, m, tr, req)
     if unsolicited(proto, r) then
         return false
     end
     if proto == "redis" and tr and tr.relayed and tr.relayed[1] == false then
-        return r:sub(1, 1) ~= ">" or trace.show(m) == tr.replies[1]
+        return r:sub(1, 1) ~= ">" or trace.show(m, req) == tr.replies[1]
     end
     return true
 end
@@ -301,7 +301,7 @@ function Live:run(i, src, f)
             return nil, err
         end
         local m = parse(proto, r)
-        if is_reply(proto, r, m, tr) then
+        if is_reply(proto, r, m, tr, f) then
             -- frames right behind it: more replies to the same command
             -- (SUBSCRIBE a b confirms each channel), or pushes
             local after = {}
@@ -325,28 +325,30 @@ end
 
 -- The loop ---------------------------------------------------------------
 
--- Frames nobody asked for are shown as such, apart from the replies: "<-"
-local function print_unasked(list)
+-- Frames nobody asked for are shown as such, apart from the replies: "<-".
+-- Every frame is shown as trace.show does (credentials hidden), a reply
+-- with its request `req` (a CONFIG GET's answer is told by it).
+local function print_unasked(list, req)
     for _, m in ipairs(list or {}) do
         if type(m) ~= "table" then
             print("<- pushed " .. trace.show(m))
         elseif m.late then
             print("<- late reply " .. trace.show(m.late))
         else
-            print("=> " .. trace.show(m.more))
+            print("=> " .. trace.show(m.more, req))
         end
     end
 end
 
-local function print_result(reply, traces, pushed, after)
-    print_unasked(pushed)
+local function print_result(req, reply, traces, pushed, after)
+    print_unasked(pushed, req)
     for _, tr in ipairs(traces) do
         print(trace.format(tr, "  "))
     end
     if reply then
-        print("=> " .. trace.show(reply))
+        print("=> " .. trace.show(reply, req))
     end
-    print_unasked(after)
+    print_unasked(after, req)
 end
 
 function _M.main(args)
@@ -482,13 +484,13 @@ function _M.main(args)
                 print("error: " .. tostring(e))
             elseif dry then
                 local reply, tr = common.run(src, f)
-                print_result(reply, { tr })
+                print_result(f, reply, { tr })
             else
                 local reply, traces, pushed, after = live:run(cur, src, f)
                 if not reply then
                     print("error: " .. tostring(traces))
                 else
-                    print_result(reply, traces, pushed, after)
+                    print_result(f, reply, traces, pushed, after)
                 end
             end
         end
