@@ -221,10 +221,20 @@ redis_marks = function(a, secrets)
     return next(out) ~= nil and out or nil
 end
 
+-- The arguments of Redis request m when its command is one that may carry
+-- a credential, else nil: a SET of a big value is never copied into Lua
+-- to be printed.
+local function rule_args(m)
+    if not m:is_request() or REDIS_REQUEST[m:command()] == nil then
+        return nil
+    end
+    return m:args()
+end
+
 local function redis_request_secrets(m)
     local secrets = {}
-    if m:is_request() then
-        local a = m:args()
+    local a = rule_args(m)
+    if a then
         redis_marks(a, secrets)
     end
     return secrets
@@ -349,6 +359,10 @@ local function hide_reply_pairs(node, names)
     end
 end
 
+-- a reply this big that may hold a secret is not shown at all (none of
+-- the replies above is ever near it)
+local MAX_REWRITE = 4 * 1024 * 1024
+
 local PASSWORDS = { passwords = true }
 local HASH = "#" .. ("%x"):rep(64)
 
@@ -365,7 +379,10 @@ local function redis_reply_rules(m, req, is_error)
     if req ~= nil and req.proto == protocols.get("redis").id
        and req:is_request()
     then
-        local a = req:args()
+        local a = rule_args(req)
+        if a == nil then
+            return nil
+        end
         local c, s = uarg(a, 1), uarg(a, 2)
         r.pairs = (c == "CONFIG" and s == "GET")
                   or (c == "SENTINEL" and s == "CONFIG"
@@ -380,8 +397,9 @@ local function redis_reply_rules(m, req, is_error)
                 r.scrub = secrets
             end
         end
-    elseif not is_error then
-        -- no request: whatever looks like one of those replies
+    elseif not is_error and m.len <= MAX_REWRITE then
+        -- no request: whatever looks like one of those replies (none of
+        -- them is ever MAX_REWRITE big: a bigger one is data)
         local raw = m:raw()
         local l = lower(raw)
         for name in pairs(SECRET_PARAMS) do
@@ -393,15 +411,12 @@ local function redis_reply_rules(m, req, is_error)
     return (r.pairs or r.getuser or r.hashes or r.scrub) and r or nil
 end
 
--- a reply this big that may hold a secret is not shown at all (none of
--- the replies above is ever near it)
-local MAX_REWRITE = 4 * 1024 * 1024
 
 local function redis_text(m, req)
     local p = protocols.get("redis")
     if m:is_request() then
-        local a = m:args()
-        local out = redis_marks(a, {})
+        local a = rule_args(m)
+        local out = a and redis_marks(a, {})
         if out == nil then
             return p.describe(m)
         end

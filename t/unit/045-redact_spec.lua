@@ -85,6 +85,7 @@ describe("redaction of Redis requests", function()
 
     it("shows requests without credentials as they are", function()
         for _, args in ipairs({ { "GET", "password" }, { "SET", "k", "v" },
+                                { "SET", "big", ("v"):rep(1024 * 1024) },
                                 { "CONFIG", "GET", "requirepass" },
                                 { "CONFIG", "SET", "maxmemory", "1mb" },
                                 { "ACL", "SETUSER", "bob", "on", "~*" } }) do
