@@ -9,8 +9,20 @@
  *   PUT /switches/NAME  body one of its choices: flips it live
  * Requests are parsed with Node's http-parser (Debian libhttp-parser);
  * one request per connection, answered with Connection: close.
+ *
+ * The routes that change something (the PUTs) are guarded: with a token
+ * (admin.token or admin.token_file) they need "Authorization: Bearer
+ * TOKEN" (RFC 6750; 401 with WWW-Authenticate otherwise), from any peer;
+ * without one they answer loopback peers only (403 otherwise), which is
+ * what the default listen address, 127.0.0.1, gave before there was a
+ * token.  The read-only routes stay open.  A refusal is logged, the token
+ * never.
  */
 #include <stdio.h>
+#include <strings.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <http_parser.h>
 #include <uv.h>
@@ -21,6 +33,8 @@
 #include "sh_worker.h"
 
 #define SH_ADMIN_MAX 4096                /* URL or body bytes kept */
+#define SH_ADMIN_TOKEN_MAX 1024          /* bytes of a token (config.lua
+                                            checks the same bound) */
 
 typedef struct sh_admin_conn_s {
     uv_tcp_t tcp;            /* the client */
@@ -32,12 +46,23 @@ typedef struct sh_admin_conn_s {
     size_t body_len;         /* its length */
     int done;                /* a response is on its way */
     char *resp;              /* response bytes (malloc'd) */
+    char field[16];          /* the header name being read */
+    size_t field_len;        /* its length; sizeof(field): too long to be
+                                one we read */
+    int in_value;            /* the last header callback was a value */
+    int in_auth;             /* ... of the Authorization header */
+    int auth_seen;           /* an Authorization header came */
+    int auth_bad;            /* more than one, or longer than auth[] */
+    char auth[SH_ADMIN_TOKEN_MAX + 64]; /* its value */
+    size_t auth_len;         /* its length */
 } sh_admin_conn_t;
 
 static uv_tcp_t sh_admin_listener;
 static int sh_admin_listening;
 static int sh_admin_ready;
 static http_parser_settings sh_admin_settings;
+static char sh_admin_token[SH_ADMIN_TOKEN_MAX + 1]; /* "" when none */
+static size_t sh_admin_token_len;
 
 void
 sh_admin_set_ready(int ready)
@@ -61,9 +86,10 @@ sh_admin_write_cb(uv_write_t *wr, int status)
     uv_close((uv_handle_t *) wr->handle, sh_admin_close_cb);
 }
 
+/* extra: more header lines ("Name: value\r\n"), or NULL */
 static void
-sh_admin_respond(sh_admin_conn_t *c, int code, const char *reason,
-    const char *type, const char *body, size_t len)
+sh_admin_respond_with(sh_admin_conn_t *c, int code, const char *reason,
+    const char *type, const char *extra, const char *body, size_t len)
 {
     uv_buf_t buf;
     int n;
@@ -72,10 +98,10 @@ sh_admin_respond(sh_admin_conn_t *c, int code, const char *reason,
         return;
     }
     c->done = 1;
-    c->resp = sh_alloc(len + 256);
-    n = snprintf(c->resp, 256, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-                 "Content-Length: %zu\r\nConnection: close\r\n\r\n", code,
-                 reason, type, len);
+    c->resp = sh_alloc(len + 512);
+    n = snprintf(c->resp, 512, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+                 "Content-Length: %zu\r\nConnection: close\r\n%s\r\n",
+                 code, reason, type, len, extra != NULL ? extra : "");
     memcpy(c->resp + n, body, len);
     buf = uv_buf_init(c->resp, (unsigned int) (n + (int) len));
     uv_read_stop((uv_stream_t *) &c->tcp);
@@ -87,11 +113,185 @@ sh_admin_respond(sh_admin_conn_t *c, int code, const char *reason,
 }
 
 static void
+sh_admin_respond(sh_admin_conn_t *c, int code, const char *reason,
+    const char *type, const char *body, size_t len)
+{
+    sh_admin_respond_with(c, code, reason, type, NULL, body, len);
+}
+
+static void
 sh_admin_text(sh_admin_conn_t *c, int code, const char *reason,
     const char *text)
 {
     sh_admin_respond(c, code, reason, "text/plain; charset=utf-8", text,
                      strlen(text));
+}
+
+/* Header callbacks: only Authorization is kept.  http-parser may hand a
+ * name or a value over in pieces; a value's first piece follows its
+ * name's last. */
+static int
+sh_admin_on_header_field(http_parser *p, const char *at, size_t len)
+{
+    sh_admin_conn_t *c = p->data;
+
+    if (c->in_value) {
+        c->in_value = 0;
+        c->field_len = 0;
+    }
+    if (c->field_len + len < sizeof(c->field)) {
+        memcpy(c->field + c->field_len, at, len);
+        c->field_len += len;
+    } else {
+        c->field_len = sizeof(c->field);
+    }
+    return 0;
+}
+
+static int
+sh_admin_on_header_value(http_parser *p, const char *at, size_t len)
+{
+    sh_admin_conn_t *c = p->data;
+
+    if (!c->in_value) {
+        c->in_value = 1;
+        c->in_auth = c->field_len == 13
+                     && strncasecmp(c->field, "authorization", 13) == 0;
+        if (c->in_auth) {
+            c->auth_bad |= c->auth_seen;
+            c->auth_seen = 1;
+            c->auth_len = 0;
+        }
+    }
+    if (c->in_auth) {
+        if (c->auth_len + len <= sizeof(c->auth)) {
+            memcpy(c->auth + c->auth_len, at, len);
+            c->auth_len += len;
+        } else {
+            c->auth_bad = 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Is `given` (n bytes) the configured token?  The time taken depends on
+ * the configured token's length only, never on where the bytes differ.
+ */
+static int
+sh_admin_token_eq(const char *given, size_t n)
+{
+    volatile unsigned char diff = (unsigned char) (n != sh_admin_token_len);
+    size_t i;
+
+    for (i = 0; i < sh_admin_token_len; i++) {
+        diff |= (unsigned char) (sh_admin_token[i]
+                                 ^ (i < n ? given[i] : 0));
+    }
+    return diff == 0;
+}
+
+/* The peer's address into name; 1 when it is a loopback address
+ * (127.0.0.0/8, ::1, ::ffff:127.x.y.z). */
+static int
+sh_admin_peer(sh_admin_conn_t *c, char *name, size_t len)
+{
+    struct sockaddr_storage ss;
+    int n = (int) sizeof(ss);
+
+    snprintf(name, len, "?");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *) &ss, &n) != 0) {
+        return 0;
+    }
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *) &ss;
+
+        uv_ip4_name(a, name, len);
+        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *) &ss;
+        const uint8_t *b = a->sin6_addr.s6_addr;
+
+        uv_ip6_name(a, name, len);
+        return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr)
+               || (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && b[12] == 127);
+    }
+    return 0;
+}
+
+/* Answer a refusal and log it with `why` (never what the client sent). */
+static void
+sh_admin_refuse(sh_admin_conn_t *c, const char *path, const char *peer,
+    const char *why, int code, const char *reason, const char *extra,
+    const char *text)
+{
+    sh_log_warn("admin: %s %s from %s refused: %s",
+                http_method_str((enum http_method) c->parser.method), path,
+                peer, why);
+    sh_admin_respond_with(c, code, reason, "text/plain; charset=utf-8",
+                          extra, text, strlen(text));
+}
+
+/*
+ * May this request use a route that changes something?  Returns 1, or 0
+ * once it has answered the refusal: 401 (no token, another scheme, a
+ * wrong token), 400 (two Authorization headers, one too long) or, without
+ * a configured token, 403 for a peer that is not on loopback.
+ */
+static int
+sh_admin_may_change(sh_admin_conn_t *c, const char *path)
+{
+    char peer[64];
+    const char *v = c->auth, *end = c->auth + c->auth_len;
+    int loopback = sh_admin_peer(c, peer, sizeof(peer));
+
+    if (sh_admin_token_len == 0) {
+        if (loopback) {
+            return 1;
+        }
+        sh_admin_refuse(c, path, peer, "not a loopback client and no "
+                        "admin.token", 403, "Forbidden", NULL,
+                        "forbidden: without admin.token, routes that change "
+                        "something answer loopback clients only\n");
+        return 0;
+    }
+    if (c->auth_bad) {
+        sh_admin_refuse(c, path, peer, "a bad Authorization header", 400,
+                        "Bad Request",
+                        "WWW-Authenticate: Bearer realm=\"shotover\", "
+                        "error=\"invalid_request\"\r\n",
+                        "bad request: one Authorization header, please\n");
+        return 0;
+    }
+    while (v < end && (*v == ' ' || *v == '\t')) {
+        v++;
+    }
+    while (end > v && (end[-1] == ' ' || end[-1] == '\t')) {
+        end--;
+    }
+    if (!c->auth_seen || end - v < 7 || strncasecmp(v, "bearer", 6) != 0
+        || (v[6] != ' ' && v[6] != '\t'))
+    {
+        sh_admin_refuse(c, path, peer, "no bearer token", 401,
+                        "Unauthorized",
+                        "WWW-Authenticate: Bearer realm=\"shotover\"\r\n",
+                        "unauthorized: send Authorization: Bearer TOKEN\n");
+        return 0;
+    }
+    v += 7;
+    while (v < end && (*v == ' ' || *v == '\t')) {
+        v++;
+    }
+    if (!sh_admin_token_eq(v, (size_t) (end - v))) {
+        sh_admin_refuse(c, path, peer, "wrong bearer token", 401,
+                        "Unauthorized",
+                        "WWW-Authenticate: Bearer realm=\"shotover\", "
+                        "error=\"invalid_token\"\r\n",
+                        "unauthorized: wrong token\n");
+        return 0;
+    }
+    return 1;
 }
 
 static int
@@ -198,7 +398,9 @@ sh_admin_on_complete(http_parser *p)
             sh_admin_text(c, 503, "Service Unavailable", "not ready\n");
         }
     } else if (strcmp(path, "/log-level") == 0 && p->method == HTTP_PUT) {
-        sh_admin_log_level(c);
+        if (sh_admin_may_change(c, path)) {
+            sh_admin_log_level(c);
+        }
     } else if (strcmp(path, "/switches") == 0 && p->method == HTTP_GET) {
         char *text = sh_switch_render(&len);
 
@@ -208,7 +410,9 @@ sh_admin_on_complete(http_parser *p)
     } else if (strncmp(path, "/switches/", 10) == 0 && path[10] != '\0'
                && p->method == HTTP_PUT)
     {
-        sh_admin_switch(c, path + 10);
+        if (sh_admin_may_change(c, path)) {
+            sh_admin_switch(c, path + 10);
+        }
     } else if (strcmp(path, "/metrics") == 0 || strcmp(path, "/health") == 0
                || strcmp(path, "/ready") == 0
                || strcmp(path, "/log-level") == 0
@@ -273,15 +477,29 @@ sh_admin_accept_cb(uv_stream_t *server, int status)
                   sh_admin_read_cb);
 }
 
+/*
+ * token: what the routes that change something require as a bearer
+ * token, or NULL / "" for none (then they answer loopback peers only).
+ */
 int
-sh_admin_start(uv_loop_t *loop, const char *host, int port, char *err,
-    size_t errlen)
+sh_admin_start(uv_loop_t *loop, const char *host, int port,
+    const char *token, char *err, size_t errlen)
 {
     struct addrinfo *res;
-    int rc;
+    int rc, loopback;
 
+    sh_admin_token_len = token != NULL ? strlen(token) : 0;
+    if (sh_admin_token_len > SH_ADMIN_TOKEN_MAX) {
+        snprintf(err, errlen, "admin.token: longer than %d bytes",
+                 SH_ADMIN_TOKEN_MAX);
+        return SH_ERROR;
+    }
+    memcpy(sh_admin_token, token != NULL ? token : "", sh_admin_token_len);
+    sh_admin_token[sh_admin_token_len] = '\0';
     http_parser_settings_init(&sh_admin_settings);
     sh_admin_settings.on_url = sh_admin_on_url;
+    sh_admin_settings.on_header_field = sh_admin_on_header_field;
+    sh_admin_settings.on_header_value = sh_admin_on_header_value;
     sh_admin_settings.on_body = sh_admin_on_body;
     sh_admin_settings.on_message_complete = sh_admin_on_complete;
     if (sh_resolve(host, port, 1, &res, err, errlen) != SH_OK) {
@@ -289,6 +507,12 @@ sh_admin_start(uv_loop_t *loop, const char *host, int port, char *err,
     }
     uv_tcp_init(loop, &sh_admin_listener);
     rc = uv_tcp_bind(&sh_admin_listener, res->ai_addr, 0);
+    loopback = (res->ai_family == AF_INET
+                && (ntohl(((struct sockaddr_in *) res->ai_addr)
+                              ->sin_addr.s_addr) >> 24) == 127)
+               || (res->ai_family == AF_INET6
+                   && IN6_IS_ADDR_LOOPBACK(
+                          &((struct sockaddr_in6 *) res->ai_addr)->sin6_addr));
     freeaddrinfo(res);
     if (rc == 0) {
         rc = uv_listen((uv_stream_t *) &sh_admin_listener, 64,
@@ -302,6 +526,10 @@ sh_admin_start(uv_loop_t *loop, const char *host, int port, char *err,
     }
     sh_admin_listening = 1;
     sh_log_info("admin endpoint listening on %s:%d", host, port);
+    if (!loopback && sh_admin_token_len == 0) {
+        sh_log_warn("admin endpoint on %s:%d has no admin.token: PUT routes "
+                    "answer loopback clients only", host, port);
+    }
     return SH_OK;
 }
 

@@ -1,14 +1,15 @@
 /*
  * sh_admin.h -- the admin HTTP endpoint (metrics, health, readiness, log
- * level), served from the main thread.
+ * level, switches), served from the main thread; the routes that change
+ * something need the configured bearer token, or a loopback peer.
  */
 #ifndef SH_ADMIN_H
 #define SH_ADMIN_H
 
 #include <uv.h>
 
-int sh_admin_start(uv_loop_t *loop, const char *host, int port, char *err,
-    size_t errlen);
+int sh_admin_start(uv_loop_t *loop, const char *host, int port,
+    const char *token, char *err, size_t errlen);
 void sh_admin_set_ready(int ready);
 void sh_admin_stop(void);
 

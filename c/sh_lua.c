@@ -297,13 +297,13 @@ sh_lua_co_release(sh_worker_t *w, sh_lua_co_t *co)
 
 /*
  * sh_lua_check: validate a config without starting anything.  Prints every
- * problem to stderr.  Returns SH_OK with the worker count (0 for "auto") and
- * the admin endpoint's address (admin_port 0 when there is none), or
- * SH_ERROR.
+ * problem to stderr.  Returns SH_OK with the worker count (0 for "auto"),
+ * the admin endpoint's address (admin_port 0 when there is none) and its
+ * bearer token ("" when none), or SH_ERROR.
  */
 int
 sh_lua_check(const char *conf_path, int *workers, char *admin_host,
-    size_t hostlen, int *admin_port)
+    size_t hostlen, int *admin_port, char *admin_token, size_t tokenlen)
 {
     lua_State *L = sh_lua_new();
     char err[4096];
@@ -314,20 +314,24 @@ sh_lua_check(const char *conf_path, int *workers, char *admin_host,
         return SH_ERROR;
     }
     *admin_port = 0;
+    admin_token[0] = '\0';
     lua_pushstring(L, conf_path);
-    if (sh_lua_call(L, "shotover.config", "check_file", 1, 3, err,
+    if (sh_lua_call(L, "shotover.config", "check_file", 1, 4, err,
                     sizeof(err)) != SH_OK)
     {
         fprintf(stderr, "shotover: %s\n", err);
-    } else if (lua_isnumber(L, -3)) {
-        *workers = (int) lua_tointeger(L, -3);
-        if (lua_isstring(L, -2)) {
-            snprintf(admin_host, hostlen, "%s", lua_tostring(L, -2));
-            *admin_port = (int) lua_tointeger(L, -1);
+    } else if (lua_isnumber(L, -4)) {
+        *workers = (int) lua_tointeger(L, -4);
+        if (lua_isstring(L, -3)) {
+            snprintf(admin_host, hostlen, "%s", lua_tostring(L, -3));
+            *admin_port = (int) lua_tointeger(L, -2);
+        }
+        if (lua_isstring(L, -1)) {
+            snprintf(admin_token, tokenlen, "%s", lua_tostring(L, -1));
         }
         rc = SH_OK;
     } else {
-        fprintf(stderr, "%s", lua_tostring(L, -2));
+        fprintf(stderr, "%s", lua_tostring(L, -3));
     }
     lua_close(L);
     return rc;

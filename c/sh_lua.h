@@ -28,7 +28,7 @@ void sh_lua_co_release(sh_worker_t *w, sh_lua_co_t *co);
 void sh_lua_session_release(lua_State *L, void *client);
 
 int sh_lua_check(const char *conf_path, int *workers, char *admin_host,
-    size_t hostlen, int *admin_port);
+    size_t hostlen, int *admin_port, char *admin_token, size_t tokenlen);
 int sh_lua_script(int argc, char **argv);
 int sh_lua_cli(const char *module, int argc, char **argv);
 

@@ -223,7 +223,7 @@ sh_server_raise_nofile(void)
 
 int
 sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
-    int admin_port)
+    int admin_port, const char *admin_token)
 {
     char err[512];
     uv_loop_t *main_loop = uv_default_loop();
@@ -233,8 +233,8 @@ sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
     sh_server_raise_nofile();
     failed = sh_workers_spawn(conf_path, nworkers, &i);
     if (!failed && admin_port != 0
-        && sh_admin_start(main_loop, admin_host, admin_port, err,
-                          sizeof(err)) != SH_OK)
+        && sh_admin_start(main_loop, admin_host, admin_port, admin_token,
+                          err, sizeof(err)) != SH_OK)
     {
         sh_log_error("%s", err);
         failed = 1;

@@ -10,6 +10,6 @@
 #include "sh_core.h"
 
 int sh_workers_run(const char *conf_path, int nworkers,
-    const char *admin_host, int admin_port);
+    const char *admin_host, int admin_port, const char *admin_token);
 
 #endif /* SH_SERVER_H */

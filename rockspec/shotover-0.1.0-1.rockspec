@@ -45,6 +45,7 @@ build = {
         ["shotover.protocols"] = "lua/shotover/protocols/init.lua",
         ["shotover.protocols.cassandra"] = "lua/shotover/protocols/cassandra.lua",
         ["shotover.protocols.redis"] = "lua/shotover/protocols/redis.lua",
+        ["shotover.redact"] = "lua/shotover/redact.lua",
         ["shotover.redis.command_ids"] = "lua/shotover/redis/command_ids.lua",
         ["shotover.redis.commands"] = "lua/shotover/redis/commands.lua",
         ["shotover.redis.decode"] = "lua/shotover/redis/decode.lua",

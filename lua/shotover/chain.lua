@@ -10,6 +10,7 @@ local metrics = require "shotover.metrics"
 local log = require "shotover.log"
 local protocols = require "shotover.protocols"
 local runner = require "shotover.runner"
+local redact = require "shotover.redact"
 
 local WAIT = base.YIELD_WAIT
 local pass_up = runner.pass
@@ -18,7 +19,6 @@ local cocreate = coroutine.create
 local status = coroutine.status
 local pcall = pcall
 local setmetatable = setmetatable
-local tostring = tostring
 local fmt = string.format
 local new_batch = message.new_batch
 local core = require "shotover.core"
@@ -326,7 +326,8 @@ function Chain:run(ctx, batch)
         resp = "returned no responses"
     end
     local el = self.elements[failed] or self.elements[1]
-    local msg = tostring(resp)
+    -- the message may echo a request: never with its credentials
+    local msg = redact.scrub(resp, batch)
     if self.m_errors then
         add(self.m_errors, batch.n)
     end

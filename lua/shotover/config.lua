@@ -51,6 +51,62 @@ local source_schema = {
 
 local DEFAULT_LANES = 16
 
+-- The admin endpoint.  A token guards the routes that change something
+-- (see c/sh_admin.c); token_file keeps it out of the config.
+local admin_schema = {
+    listen = { type = "hostport", default = "127.0.0.1:9001" },
+    token = { type = "string", secret = true },
+    token_file = { type = "string" },
+}
+
+-- RFC 6750's b64token, 16 to 1024 characters (c/sh_admin.c keeps 1024)
+local TOKEN_MIN, TOKEN_MAX = 16, 1024
+local TOKEN_RULE = fmt("a bearer token is %d to %d characters of A-Z a-z "
+                       .. "0-9 - . _ ~ + / (then = padding)", TOKEN_MIN,
+                       TOKEN_MAX)
+
+local function token_ok(t)
+    return #t >= TOKEN_MIN and #t <= TOKEN_MAX
+           and t:find("^[%w%-%._~%+/]+=*$") ~= nil
+end
+
+-- the token each checked admin table resolved to (a file's content)
+local admin_tokens = setmetatable({}, { __mode = "k" })
+
+-- Check admin.token / admin.token_file and read the file; errors name
+-- the key, never the token.
+local function check_admin_token(admin, errs)
+    local token, file = admin.token, admin.token_file
+    if type(token) == "string" and type(file) == "string" then
+        errs[#errs + 1] = "admin.token_file: give admin.token or "
+                          .. "admin.token_file, not both"
+        return
+    end
+    if type(token) == "string" then
+        if not token_ok(token) then
+            errs[#errs + 1] = "admin.token: " .. TOKEN_RULE
+            return
+        end
+        admin_tokens[admin] = token
+    elseif type(file) == "string" then
+        local f, err = io.open(file, "rb")
+        if not f then
+            errs[#errs + 1] = fmt("admin.token_file: cannot read it: %s",
+                                  tostring(err))
+            return
+        end
+        local text = f:read(TOKEN_MAX + 64) or ""
+        f:close()
+        text = text:match("^%s*(.-)%s*$")
+        if not token_ok(text) then
+            errs[#errs + 1] = fmt("admin.token_file: %q does not hold one "
+                                  .. "token: %s", file, TOKEN_RULE)
+            return
+        end
+        admin_tokens[admin] = text
+    end
+end
+
 -- What a chain element may do, declared by its module as
 -- `capabilities = { ... }` and read here only (validation below and
 -- shotover.chain's build ask capabilities()).  Each key is a boolean,
@@ -331,9 +387,8 @@ function _M.check(conf)
     end
     schema.check(conf, top_schema, "", errs)
     if type(conf.admin) == "table" then
-        schema.check(conf.admin, {
-            listen = { type = "hostport", default = "127.0.0.1:9001" },
-        }, "admin", errs)
+        schema.check(conf.admin, admin_schema, "admin", errs)
+        check_admin_token(conf.admin, errs)
     end
     local sources = conf.sources
     if type(sources) == "table" then
@@ -401,9 +456,15 @@ function _M.load(path)
     return _M.check(conf)
 end
 
+-- The bearer token of a checked config's admin endpoint (admin.token or
+-- the content of admin.token_file), or nil.
+function _M.admin_token(conf)
+    return type(conf.admin) == "table" and admin_tokens[conf.admin] or nil
+end
+
 -- For `shotover check` and the start of `run`: returns the worker count
--- (0 for "auto") and the admin endpoint's host and port (nil when none), or
--- nil and the error lines.
+-- (0 for "auto"), the admin endpoint's host and port (nil when none) and
+-- its token (nil when none), or nil and the error lines.
 function _M.check_file(path)
     local conf, errs = _M.load(path)
     if not conf then
@@ -413,7 +474,8 @@ function _M.check_file(path)
     if conf.admin then
         host, port = schema.parse_hostport(conf.admin.listen)
     end
-    return conf.workers == "auto" and 0 or conf.workers, host, port
+    return conf.workers == "auto" and 0 or conf.workers, host, port,
+           _M.admin_token(conf)
 end
 
 return _M

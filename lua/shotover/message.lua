@@ -141,12 +141,16 @@ function frame.is_noreply(f)
     return bit.band(f.flags, FRAME_NOREPLY) ~= 0
 end
 
--- One line of text, as the message's protocol describes it.
+-- One line of text, as the message's protocol describes it, with its
+-- credentials hidden (shotover.redact: an AUTH's password, a CONFIG GET
+-- requirepass's answer...).
+local redact_message
 function frame.describe(f)
     if bit.band(f.flags, FRAME_NOREPLY) ~= 0 then
         return "(no reply)"             -- a slot that writes nothing
     end
-    return by_id(f.proto).describe(f)
+    redact_message = redact_message or require("shotover.redact").message
+    return redact_message(f, nil, "describe")
 end
 
 -- Protocol methods ------------------------------------------------------------

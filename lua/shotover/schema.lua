@@ -1,6 +1,7 @@
 -- A small schema checker for config tables.  A schema maps each key to
 -- { type = ..., required = bool, default = v, min = n, max = n,
---   values = { ... } (enum), check = function(v) -> ok, msg }.
+--   values = { ... } (enum), check = function(v) -> ok, msg,
+--   secret = bool (a password or token: its errors never show it) }.
 -- Types: string, integer, number, boolean, table, function, enum,
 -- hostport ("host:port"), workers (integer >= 1 or "auto").
 local type = type
@@ -24,6 +25,14 @@ function _M.show(v)
     return "a " .. t
 end
 local show = _M.show
+
+-- v in an error about a key of spec `spec`: a secret shows only its type
+local function shown(spec, v)
+    if spec.secret then
+        return "a " .. type(v)
+    end
+    return show(v)
+end
 
 -- "host:port" -> host, port ; "[::1]:6379" too.
 function _M.parse_hostport(s)
@@ -99,20 +108,22 @@ function _M.check(tbl, sch, path, errs)
                     names[i] = fmt("%q", allowed)
                 end
                 errs[#errs + 1] = fmt("%s%s: expected one of %s, got %s",
-                                      prefix, k, concat(names, ", "), show(v))
+                                      prefix, k, concat(names, ", "),
+                                      shown(spec, v))
             end
         else
             local ok, msg = checkers[spec.type](v)
             if not ok then
                 errs[#errs + 1] = fmt("%s%s: %s, got %s", prefix, k, msg,
-                                      show(v))
+                                      shown(spec, v))
             elseif spec.min and v < spec.min then
                 errs[#errs + 1] = fmt("%s%s: must be at least %s, got %s",
-                                      prefix, k, tostring(spec.min), show(v))
+                                      prefix, k, tostring(spec.min),
+                                      shown(spec, v))
             elseif spec.max and v > spec.max then
                 errs[#errs + 1] = fmt("%s%s: must be at most %s, got %s",
                                       prefix, k, fmt("%.0f", spec.max),
-                                      show(v))
+                                      shown(spec, v))
             elseif spec.check then
                 local ok2, msg2 = spec.check(v)
                 if not ok2 then

@@ -16,7 +16,7 @@
 -- trace never come here: Ctx:next pays one nil check.  See
 -- docs/route-test.md.
 local ffi = require "ffi"
-local protocols = require "shotover.protocols"
+local redact = require "shotover.redact"
 
 local cast = ffi.cast
 local uintptr_t = ffi.typeof("uintptr_t")
@@ -32,22 +32,18 @@ local error = error
 local _M = { _VERSION = "0.1.0" }
 
 -- A message as one line of text: Redis as RESP decoded, CQL as opcode and
--- statement or result.
-function _M.show(f)
-    if f == nil then
-        return "(none)"
-    end
-    if f:is_noreply() then
-        return f:describe()
-    end
-    return protocols.by_id(f.proto).show(f)
+-- statement or result, credentials hidden (shotover.redact); `req` is the
+-- request reply f answers, when known.
+function _M.show(f, req)
+    return redact.message(f, req, "show")
 end
 
-local function show_batch(b)
+-- the messages of batch b shown; replies with their requests `reqs`
+local function show_batch(b, reqs)
     local t = {}
     if b ~= nil then
         for k = 1, b.n do
-            t[k] = _M.show(b[k])
+            t[k] = _M.show(b[k], reqs and reqs[k])
         end
     end
     return t
@@ -118,13 +114,13 @@ function _M.next(ctx, el, i, batch)
     end
     at[i] = nil
     if not ok then
-        rec.result, rec.error = "error", tostring(resp)
+        rec.result, rec.error = "error", redact.scrub(resp, batch)
         error(resp, 0)                -- ctx.i stays on the failing element
     end
     ctx.i = i - 1
     rec.result = rec.forwarded and "forwarded" or "answered"
     rec.forwarded = nil
-    rec.replies = show_batch(resp)
+    rec.replies = show_batch(resp, batch)
     rec.ids = ids_of(resp)
     -- the frames stay alive (their addresses unique) while the trace is
     local keep = tr.keep
@@ -136,13 +132,13 @@ function _M.next(ctx, el, i, batch)
     return resp
 end
 
--- After the chain ran a traced batch: the responses it returned, shown
--- (tr.replies), as identities (tr.reply_ids, for summary) and whether each
--- writes nothing because the backend's own frames are relayed to the
--- client (tr.relayed: a subscriber's replies), so that the trace can be
--- read elsewhere (the repl's live mode).
-function _M.finish(tr, resp)
-    tr.replies = show_batch(resp)
+-- After the chain ran a traced batch: the responses it returned to the
+-- requests of `batch`, shown (tr.replies), as identities (tr.reply_ids,
+-- for summary) and whether each writes nothing because the backend's own
+-- frames are relayed to the client (tr.relayed: a subscriber's replies),
+-- so that the trace can be read elsewhere (the repl's live mode).
+function _M.finish(tr, resp, batch)
+    tr.replies = show_batch(resp, batch)
     tr.reply_ids = ids_of(resp)
     local relayed = {}
     if resp ~= nil then

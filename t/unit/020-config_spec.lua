@@ -67,6 +67,25 @@ describe("config validation", function()
         assert.is_true(#errs >= 8)
     end)
 
+    it("never shows a secret's value in an error, only its path", function()
+        local errs = errors_of({ admin = { token = "short-tok-9f1" },
+            sources = { redis_source({ { "redis", remote = "127.0.0.1:1",
+                                         password = 987654321 } }),
+                        redis_source({ { "redis", remote = "127.0.0.1:1",
+                                         password = ("pw-long-"):rep(40) } },
+                                     { name = "r2", listen = "127.0.0.1:2" }) } })
+        local text = table.concat(errs, "\n")
+        assert.matches("sources[1].chain[1].password: expected a string, got "
+                       .. "a number", text, 1, true)
+        assert.matches("sources[2].chain[1].password: at most 255 bytes",
+                       text, 1, true)
+        assert.matches("admin.token: a bearer token is 16 to 1024 characters",
+                       text, 1, true)
+        for _, secret in ipairs({ "987654321", "pw-long-", "short-tok-9f1" }) do
+            assert.is_nil(text:find(secret, 1, true), secret)
+        end
+    end)
+
     it("rejects a chain that does not end in a sink", function()
         local errs = errors_of({ sources = {
             redis_source({ { "debug_printer" } }) } })

@@ -155,7 +155,7 @@ function _M.run(s, f)
     s.ctx.trace = tr
     local resp = s.chain:run(s.ctx, batch)
     s.ctx.trace = nil
-    trace.finish(tr, resp)
+    trace.finish(tr, resp, batch)
     return resp[1], tr
 end
 

@@ -38,7 +38,7 @@ function _M.run()
         ctx.trace = tr
         local resp = ch:run(ctx, batch)
         ctx.trace = nil
-        trace.finish(tr, resp)
+        trace.finish(tr, resp, batch)
         out:write(trace.serialize(tr), "\n")
         out:flush()
         return resp

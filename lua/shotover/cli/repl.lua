@@ -13,6 +13,7 @@
 local ffi = require "ffi"
 local common = require "shotover.cli.common"
 local trace = require "shotover.trace"
+local redact = require "shotover.redact"
 local message = require "shotover.message"
 
 local fmt = string.format
@@ -36,13 +37,15 @@ local HELP = [[
 pcall(ffi.cdef, "int isatty(int fd);")
 
 -- Line input: libedit (or GNU readline) through the FFI when stdin is a
--- terminal, with history in ~/.shotover_history; plain reads otherwise.
-local function line_reader()
+-- terminal, with history in ~/.shotover_history (but no line for which
+-- secret(line) is true: a password typed stays out of the file); plain
+-- reads otherwise, each line echoed as shown(line) gives it.
+local function line_reader(secret, shown)
     if ffi.C.isatty(0) == 0 then
         return function(prompt)
             local line = io.read("*l")
             if line then
-                io.stdout:write(prompt, line, "\n")
+                io.stdout:write(prompt, shown(line), "\n")
             end
             return line
         end, function() end
@@ -82,7 +85,7 @@ local function line_reader()
         end
         local line = ffi.string(p)
         ffi.C.free(p)
-        if line:find("%S") then
+        if line:find("%S") and not secret(line) then
             lib.add_history(line)
         end
         return line
@@ -109,6 +112,20 @@ local function cql_values(line)
         return nil, t
     end
     return stmt, t
+end
+
+-- The request a typed line makes on source src, or nil (a command of the
+-- repl itself, or a line that makes none).
+local function typed_request(src, line)
+    line = line:match("^%s*(.-)%s*$")
+    if line == "" or line:find("^[.=]") or line:find("^lua%s") then
+        return nil
+    end
+    local req, values = line, nil
+    if src.protocol == "cassandra" then
+        req, values = cql_values(line)
+    end
+    return req and common.request(src.protocol, req, values) or nil
 end
 
 -- Live mode ----------------------------------------------------------------
@@ -228,12 +245,12 @@ end
 -- as the trace says (RESP3 pushes may come before it); a reply the
 -- backend's connection relays (a subscriber's) is the first frame that is
 -- not unsolicited.
-local function is_reply(proto, r, m, tr)
+local function is_reply(proto, r, m, tr, req)
     if unsolicited(proto, r) then
         return false
     end
     if proto == "redis" and tr and tr.relayed and tr.relayed[1] == false then
-        return r:sub(1, 1) ~= ">" or trace.show(m) == tr.replies[1]
+        return r:sub(1, 1) ~= ">" or trace.show(m, req) == tr.replies[1]
     end
     return true
 end
@@ -301,7 +318,7 @@ function Live:run(i, src, f)
             return nil, err
         end
         local m = parse(proto, r)
-        if is_reply(proto, r, m, tr) then
+        if is_reply(proto, r, m, tr, f) then
             -- frames right behind it: more replies to the same command
             -- (SUBSCRIBE a b confirms each channel), or pushes
             local after = {}
@@ -325,28 +342,30 @@ end
 
 -- The loop ---------------------------------------------------------------
 
--- Frames nobody asked for are shown as such, apart from the replies: "<-"
-local function print_unasked(list)
+-- Frames nobody asked for are shown as such, apart from the replies: "<-".
+-- Every frame is shown as trace.show does (credentials hidden), a reply
+-- with its request `req` (a CONFIG GET's answer is told by it).
+local function print_unasked(list, req)
     for _, m in ipairs(list or {}) do
         if type(m) ~= "table" then
             print("<- pushed " .. trace.show(m))
         elseif m.late then
             print("<- late reply " .. trace.show(m.late))
         else
-            print("=> " .. trace.show(m.more))
+            print("=> " .. trace.show(m.more, req))
         end
     end
 end
 
-local function print_result(reply, traces, pushed, after)
-    print_unasked(pushed)
+local function print_result(req, reply, traces, pushed, after)
+    print_unasked(pushed, req)
     for _, tr in ipairs(traces) do
         print(trace.format(tr, "  "))
     end
     if reply then
-        print("=> " .. trace.show(reply))
+        print("=> " .. trace.show(reply, req))
     end
-    print_unasked(after)
+    print_unasked(after, req)
 end
 
 function _M.main(args)
@@ -410,7 +429,17 @@ function _M.main(args)
     end
     local env = setmetatable({ conf = conf, sources = sources, trace = trace,
                                message = message }, { __index = _G })
-    local read, save = line_reader()
+    -- a typed line is echoed (stdin not a terminal) without the
+    -- credentials of its request, and such a line is kept out of history
+    local function secret(line)
+        local f = typed_request(sources[cur], line)
+        return f ~= nil and #redact.secrets(f) > 0
+    end
+    local function shown(line)
+        local f = typed_request(sources[cur], line)
+        return f and redact.scrub(line, f) or line
+    end
+    local read, save = line_reader(secret, shown)
     if ffi.C.isatty(0) ~= 0 then
         print(fmt("shotover repl: %s, %s; .help for help", conf_path,
                   dry and "dry (no backend is contacted)"
@@ -482,13 +511,13 @@ function _M.main(args)
                 print("error: " .. tostring(e))
             elseif dry then
                 local reply, tr = common.run(src, f)
-                print_result(reply, { tr })
+                print_result(f, reply, { tr })
             else
                 local reply, traces, pushed, after = live:run(cur, src, f)
                 if not reply then
                     print("error: " .. tostring(traces))
                 else
-                    print_result(reply, traces, pushed, after)
+                    print_result(f, reply, traces, pushed, after)
                 end
             end
         end

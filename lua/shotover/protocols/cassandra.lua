@@ -69,16 +69,19 @@ function _M.describe(f)
 end
 
 -- How a message is logged (debug_printer): the header, and the statement
--- a request runs.
-function _M.log_text(m)
-    local d = m:describe()
+-- a request runs, passed through `filter` (shotover.redact's statement:
+-- text -> the text to show).  Raw without a filter: print messages
+-- through shotover.redact, never through this.
+function _M.log_text(m, filter)
+    local d = _M.describe(m)
     local ok, q = pcall(m.query, m)
     if ok and q then
-        return d .. ": " .. q
+        return d .. ": " .. (filter and filter(q) or q)
     end
     local st = require("shotover.cql.session").prepared(m)
     if st then
-        return d .. " (prepared): " .. st.query
+        return d .. " (prepared): " .. (filter and filter(st.query)
+                                        or st.query)
     end
     return d
 end
@@ -274,22 +277,33 @@ local RESULT_KINDS = { "Void", "Rows", "Set_keyspace", "Prepared",
                        "Schema_change" }
 
 -- A request as opcode, statement and values; a response as opcode and
--- what it says (error code and message, result kind and row count).
-function _M.show(f)
+-- what it says (error code and message, result kind and row count).  The
+-- statement goes through `filter` (shotover.redact's statement: text ->
+-- the text to show, its secrets, whether to hide the values).  Raw
+-- without a filter: print messages through shotover.redact.
+function _M.show(f, filter)
     local op = f:opcode_name()
     if band(f.data[0], 0x80) == 0 then
         if op == "QUERY" or op == "PREPARE" or op == "EXECUTE" then
             local ok, text = pcall(f.query, f)
+            -- an EXECUTE of a statement not known here may set a password
+            local hide = false
             if op == "EXECUTE" then
                 local st = require("shotover.cql.session").prepared(f)
                 text = st and st.query or "(prepared elsewhere)"
+                hide = filter ~= nil and st == nil
+            end
+            if filter and ok and text and not hide then
+                local _
+                text, _, hide = filter(text)
             end
             local out = op .. " " .. fmt("%q", tostring(text))
             local okv, vals = pcall(f.values, f)
             if okv and vals and #vals > 0 then
                 local t = {}
                 for k = 1, #vals do
-                    t[k] = show_value(vals[k])
+                    t[k] = hide and require("shotover.redact").MARK
+                           or show_value(vals[k])
                 end
                 out = out .. " [" .. concat(t, ", ") .. "]"
             end

@@ -21,7 +21,6 @@ local type = type
 local tostring = tostring
 local error = error
 local pairs = pairs
-local ipairs = ipairs
 local require = require
 local setmetatable = setmetatable
 
@@ -183,26 +182,10 @@ function _M.describe(f)
     return ffi_string(describe_buf, n < describe_cap and n or describe_cap - 1)
 end
 
--- How traces and the REPL show a message.
+-- How traces, the REPL and logs show a message: raw.  Print messages
+-- through shotover.redact, which hides credentials, never through these.
 _M.show = _M.describe
-
--- Commands that carry credentials: logged without their arguments, since
--- secrets never appear in logs.
-local SECRET = { "AUTH", "HELLO", "MIGRATE", "CONFIG", "ACL" }
-
--- How a message is logged (debug_printer): described, with the arguments
--- of commands that may carry credentials redacted.
-function _M.log_text(m)
-    if m:is_request() then
-        for _, name in ipairs(SECRET) do
-            if m:command_is(name) then
-                return '["' .. name .. '", (' .. (m:nargs() - 1)
-                       .. " arguments redacted)]"
-            end
-        end
-    end
-    return m:describe()
-end
+_M.log_text = _M.describe
 
 -- Replies -------------------------------------------------------------------
 

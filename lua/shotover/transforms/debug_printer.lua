@@ -1,21 +1,17 @@
 -- debug_printer: logs every request and its reply at info level, then
--- passes the batch on unchanged.  Commands that may carry credentials are
--- logged without their arguments.
+-- passes the batch on unchanged.  Credentials are never logged: every
+-- message is printed through shotover.redact (an AUTH's password, a
+-- CONFIG GET requirepass's answer, a CQL AUTH_RESPONSE... show as
+-- <redacted>).
 local log = require "shotover.log"
-local protocols = require "shotover.protocols"
+local redact = require "shotover.redact"
 
-local by_id = protocols.by_id
+local message = redact.message
 
 local _M = { name = "debug_printer", version = "0.1.0", schema = {},
              capabilities = { lanes = true } }
 
 local mt = { __index = {} }
-
--- How a message is logged is its protocol's business (log_text in
--- shotover.protocols.*): secrets never appear in logs.
-local function show(m)
-    return by_id(m.proto).log_text(m)
-end
 
 function _M.new(conf)
     return setmetatable({ name = conf.name or "debug_printer" }, mt)
@@ -26,7 +22,7 @@ function mt.__index.transform(self, batch, chain)
     if enabled then
         for i = 1, batch.n do
             log.info("%s: request %d/%d: %s", self.name, i, batch.n,
-                     show(batch[i]))
+                     message(batch[i], nil, "log"))
         end
     end
     local resp = chain:next(batch)
@@ -38,9 +34,8 @@ function mt.__index.transform(self, batch, chain)
     end
     if enabled and resp ~= nil then
         for i = 1, resp.n do
-            local f = resp[i]
             log.info("%s: reply %d/%d: %s", self.name, i, resp.n,
-                     f and f:describe() or "(none)")
+                     message(resp[i], batch[i], "log"))
         end
     end
     return resp

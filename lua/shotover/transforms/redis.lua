@@ -31,8 +31,13 @@ local _M = {
         request_timeout_ms = { type = "integer", min = 0, default = 5000 },
         backoff_min_ms = { type = "integer", min = 1, default = 50 },
         backoff_max_ms = { type = "integer", min = 1, default = 1000 },
-        username = { type = "string" },
-        password = { type = "string" },
+        -- the C pool keeps copies of at most 127 and 255 bytes
+        username = { type = "string", check = function(v)
+            return #v <= 127, "at most 127 bytes"
+        end },
+        password = { type = "string", secret = true, check = function(v)
+            return #v <= 255, "at most 255 bytes"
+        end },
     },
 }
 

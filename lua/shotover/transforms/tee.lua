@@ -12,6 +12,7 @@ local metrics = require "shotover.metrics"
 local log = require "shotover.log"
 local runner = require "shotover.runner"
 local protocols = require "shotover.protocols"
+local redact = require "shotover.redact"
 
 local C = base.C
 local pcall = pcall
@@ -20,6 +21,7 @@ local new_batch = message.new_batch
 local error_reply = message.error_reply
 local add = metrics.add
 local same = C.sh_ffi_frame_same
+local show = redact.message             -- credentials hidden
 
 
 local _M = {
@@ -107,15 +109,16 @@ function methods.compare(self, reqs, main, tee, idx, fail)
             local req = reqs[i]
             if self.behavior == "log_mismatch" then
                 log.warn("tee \"%s\": replies differ for %s: main %s, tee %s",
-                         self.name, req:describe(), a:describe(),
-                         b:describe())
+                         self.name, show(req, nil, "log"),
+                         show(a, req, "log"), show(b, req, "log"))
             elseif self.behavior == "subchain_on_mismatch" then
                 bad = bad or new_batch(0)
                 bad:push(req)
             elseif fail then
                 fail[k] = error_reply(req, fmt(
                     "shotover: tee \"%s\": the replies differ (main %s, "
-                    .. "tee %s)", self.name, a:describe(), b:describe()))
+                    .. "tee %s)", self.name, show(a, req, "log"),
+                    show(b, req, "log")))
             end
         end
     end
@@ -253,7 +256,7 @@ function methods.transform(self, batch, chain)
     if not tok then
         -- the copy failed: the client still has its main replies
         log.error("tee \"%s\": the tee chain failed: %s", self.name,
-                  tostring(tee))
+                  redact.scrub(tee, reqs))
         if not tee_answers then
             return main
         end
