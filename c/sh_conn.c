@@ -116,6 +116,7 @@ sh_conn_close(sh_conn_t *c)
     c->inq = NULL;
     sh_proto_conn_free(&c->pc);
     sh_ffi_metric_add(c->src->conns, -1);
+    sh_worker_conns(w, -1);
     if (c->prev) {
         c->prev->next = c->next;
     } else {
@@ -617,6 +618,7 @@ sh_conn_accept(sh_listener_t *l, int fd)
     c->sess.proto = l->conf.proto;
     sh__run_init(&c->main, c, SH_RUN_MAIN);
     sh_ffi_metric_add(l->conns, 1);
+    sh_worker_conns(w, 1);
     c->next = w->conns;
     if (w->conns) {
         w->conns->prev = c;

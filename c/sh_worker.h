@@ -36,6 +36,9 @@ struct sh_worker_s {
                                      (sh_upstream.c) */
     struct sh_redis_pool_s *pools; /* Redis pools (sh_redis_pool.c) */
     struct sh_cql_pool_s *cql_pools; /* Cassandra pools (sh_cql_pool.c) */
+    uint32_t nconns;         /* open client connections */
+    uint32_t peak_conns;     /* most open since memory was last released */
+    uv_timer_t release;      /* releases memory after a burst (sh_worker.c) */
     const char *conf_path;   /* config file */
     uv_sem_t ready;          /* posted when init finished */
     int init_failed;         /* init result */
@@ -49,6 +52,16 @@ extern __thread sh_worker_t *sh_worker_cur;
  * run once so the handles' close callbacks run). */
 void sh_worker_init(sh_worker_t *w, int id);
 void sh_worker_close_handles(sh_worker_t *w);
+
+/*
+ * A client connection opened (+1) or closed (-1).  When a burst of
+ * connections has gone (fewer than half the peak, and SH_WORKER_RELEASE_MIN
+ * fewer), the worker gives idle memory back to the system a moment later:
+ * a full collection of its Lua state and malloc_trim (sh_worker.c says why).
+ */
+void sh_worker_conns(sh_worker_t *w, int delta);
+/* the same, now (a test's or an operator's nudge) */
+void sh_worker_release_memory(sh_worker_t *w);
 
 /*
  * sh_worker_hook: run fn(w) before every poll of w's loop, after the
