@@ -16,12 +16,20 @@
  * MONITOR or CLIENT REPLY the connection streams: every reply is relayed to
  * the client as it arrives, and the chain gets NOREPLY responses.
  *
- * Failures: a backend that cannot be reached, times out or drops the
- * connection fails every request it owes with an -ERR reply naming the
- * backend; the next request reconnects, at most as often as the backoff
- * (doubling from backoff_min_ms to backoff_max_ms) allows, failing fast in
- * between.  A timed-out connection is closed, since its replies can no
- * longer be matched.
+ * Failures: a backend that cannot be reached or drops the connection
+ * fails every request it owes with an -ERR reply naming the backend; the
+ * next request reconnects, at most as often as the backoff (doubling from
+ * backoff_min_ms to backoff_max_ms) allows, failing fast in between.
+ *
+ * A request that times out fails alone.  On a shared connection the
+ * requests of other clients behind it keep their own deadlines: the
+ * connection is *retired* -- a new one takes its place for new requests,
+ * it reads on, dropping the replies of requests that already failed and
+ * passing on the others, and it is closed once it owes no live reply (a
+ * pre-poll hook reaps it, never its own callbacks).  So one client's slow
+ * command (a big reply, DEBUG SLEEP, a long script) never fails another
+ * client's request that its own timeout would have let through.  A
+ * dedicated connection that times out is closed: it serves one client.
  */
 #include <stdio.h>
 
@@ -33,8 +41,10 @@
 typedef struct sh_rconn_s sh_rconn_t;
 
 typedef struct sh_pending_s {
-    sh_batch_t *resp;        /* batch to fill (ref held), NULL: our AUTH */
+    sh_batch_t *resp;        /* batch to fill (ref held), NULL: our AUTH or
+                                a request that timed out */
     uint32_t idx;            /* slot in resp */
+    uint32_t dropped;        /* it timed out: its reply is dropped */
     uint64_t deadline;       /* loop time in ms; 0: no timeout */
 } sh_pending_t;
 
@@ -49,6 +59,7 @@ struct sh_redis_pool_s {
     sh_rconn_t **shared;     /* conf.connections pipelined connections */
     uint32_t rr;             /* round robin over shared */
     sh_rconn_t *dedicated;   /* connections pinned to clients */
+    sh_rconn_t *retired;     /* shared ones replaced after a timeout */
     sh_redis_pool_t *next;   /* worker's pool list */
 };
 
@@ -63,7 +74,9 @@ struct sh_rconn_s {
     uint32_t head;           /* first entry */
     uint32_t count;          /* entries */
     uint32_t cap;            /* ring size, power of two */
-    sh_rconn_t *next;        /* pool's dedicated list */
+    uint32_t ndropped;       /* entries that timed out, replies dropped */
+    int retired;             /* on the pool's retired list */
+    sh_rconn_t *next;        /* pool's dedicated or retired list */
 };
 
 static sh_frame_t *
@@ -91,10 +104,15 @@ sh_rconn_arm(sh_rconn_t *rc)
 {
     uint64_t now, d;
 
-    if (rc->count == 0 || sh_upstream_timer_active(rc->up)) {
+    uint32_t i = 0;
+
+    if (rc->count == rc->ndropped || sh_upstream_timer_active(rc->up)) {
         return;
     }
-    d = rc->ring[rc->head].deadline;
+    while (rc->ring[(rc->head + i) & (rc->cap - 1)].dropped) {
+        i++;                             /* timed out already */
+    }
+    d = rc->ring[(rc->head + i) & (rc->cap - 1)].deadline;
     if (d == 0) {
         return;                          /* a blocking command leads */
     }
@@ -124,6 +142,7 @@ sh_rconn_push_pending(sh_rconn_t *rc, sh_batch_t *resp, uint32_t idx,
     p = &rc->ring[(rc->head + rc->count) & (rc->cap - 1)];
     p->resp = resp ? sh_batch_ref(resp) : NULL;
     p->idx = idx;
+    p->dropped = 0;
     p->deadline = timeout ? sh_upstream_now(rc->up) + timeout : 0;
     /* only the first owed reply arms the timer (per request this would be
      * a call into libuv each): later ones are armed for as replies come */
@@ -139,6 +158,7 @@ sh_rconn_pop_pending(sh_rconn_t *rc)
 
     rc->head = (rc->head + 1) & (rc->cap - 1);
     rc->count--;
+    rc->ndropped -= p.dropped;
     return p;
 }
 
@@ -210,7 +230,9 @@ sh_rconn_start(sh_upstream_t *up)
     f = sh_resp_encode_command(args, lens, n);
     sh_upstream_send(up, f);
     sh_frame_unref(f);
-    sh_rconn_push_pending(rc, NULL, 0, 0);
+    /* with the requests' timeout: a backend that never answers it must
+     * not hold the requests queued behind it forever */
+    sh_rconn_push_pending(rc, NULL, 0, pool->conf.request_timeout_ms);
 }
 
 static void
@@ -253,7 +275,9 @@ sh_rconn_read(sh_upstream_t *up, size_t n)
         if (rc->count > 0 && !(f->rtype == '>' && rc->owner != NULL)) {
             sh_pending_t p = sh_rconn_pop_pending(rc);
 
-            if (p.resp == NULL) {
+            if (p.dropped) {
+                /* the request timed out and its client was told */
+            } else if (p.resp == NULL) {
                 if (f->rtype == '-') {
                     sh_log_error("sink \"%s\": AUTH to %s failed: %.*s",
                                  pool->name, up->remote,
@@ -308,22 +332,86 @@ sh_rconn_lost(sh_upstream_t *up, const char *why)
     }
 }
 
+static sh_rconn_t *sh_rconn_new(sh_redis_pool_t *pool, sh_session_t *owner);
+static int sh_redis_pools_reap(sh_worker_t *w);
+
+/* Put shared connection rc aside for a new one (see the top). */
+static void
+sh_rconn_retire(sh_rconn_t *rc)
+{
+    sh_redis_pool_t *p = rc->pool;
+    uint32_t i;
+
+    for (i = 0; i < p->conf.connections; i++) {
+        if (p->shared[i] == rc) {
+            p->shared[i] = sh_rconn_new(p, NULL);
+            break;
+        }
+    }
+    rc->retired = 1;
+    rc->next = p->retired;
+    p->retired = rc;
+    sh_worker_hook(p->w, sh_redis_pools_reap);
+}
+
 static void
 sh_rconn_timer(sh_upstream_t *up)
 {
     sh_rconn_t *rc = up->data;
+    uint64_t now = sh_upstream_now(up);
+    uint32_t i, failed = 0;
+    sh_frame_t *err = NULL;
     char why[96];
 
-    if (rc->count == 0 || rc->ring[rc->head].deadline == 0) {
+    snprintf(why, sizeof(why), "timed out after %ums",
+             rc->pool->conf.request_timeout_ms);
+    if (rc->owner != NULL) {
+        /* a dedicated connection serves one client: close it */
+        if (rc->count > 0 && rc->ring[rc->head].deadline != 0
+            && rc->ring[rc->head].deadline <= now)
+        {
+            sh_log_warn("sink \"%s\": %s request %s", rc->pool->name,
+                        up->remote, why);
+            sh_upstream_disconnect(up, why, 0);
+            return;
+        }
+        sh_rconn_arm(rc);
         return;
     }
-    if (rc->ring[rc->head].deadline <= sh_upstream_now(up)) {
-        snprintf(why, sizeof(why), "timed out after %ums",
-                 rc->pool->conf.request_timeout_ms);
-        sh_log_warn("sink \"%s\": %s request %s", rc->pool->name,
-                    up->remote, why);
-        sh_upstream_disconnect(up, why, 0);
-        return;
+    /* shared: fail each request past its deadline, alone (FIFO order is
+     * deadline order here: one timeout, no blocking commands) */
+    for (i = 0; i < rc->count; i++) {
+        sh_pending_t *p = &rc->ring[(rc->head + i) & (rc->cap - 1)];
+
+        if (p->dropped) {
+            continue;
+        }
+        if (p->deadline == 0 || p->deadline > now) {
+            break;
+        }
+        if (p->resp != NULL) {
+            if (err == NULL) {
+                char what[120];
+
+                snprintf(what, sizeof(what), "unavailable: %s", why);
+                err = sh_rconn_error_frame(rc, what);
+            }
+            sh_rconn_fill(p->resp, p->idx, err);
+            sh_batch_unref(p->resp);
+            p->resp = NULL;
+            failed++;
+        }
+        p->dropped = 1;
+        rc->ndropped++;
+    }
+    sh_frame_unref(err);
+    if (failed > 0 && !rc->retired) {
+        sh_log_warn("sink \"%s\": %s: %u request%s %s; the connection is "
+                    "set aside until the replies it still owes are in",
+                    rc->pool->name, up->remote, failed,
+                    failed == 1 ? "" : "s", why);
+        sh_ffi_metric_add(rc->pool->errors, 1);
+        sh_rconn_retire(rc);
     }
     sh_rconn_arm(rc);
 }
@@ -408,11 +496,43 @@ sh_redis_pool_free(sh_redis_pool_t *p)
         }
         sh_rconn_free(rc);
     }
+    while (p->retired != NULL) {
+        sh_rconn_t *rc = p->retired;
+
+        p->retired = rc->next;
+        sh_rconn_free(rc);
+    }
     for (i = 0; i < p->conf.connections; i++) {
         sh_rconn_free(p->shared[i]);
     }
     sh_free(p->shared);
     sh_free(p);
+}
+
+/* Close retired connections that owe no live reply (a pre-poll hook, so
+ * never under one of their own callbacks). */
+static int
+sh_redis_pools_reap(sh_worker_t *w)
+{
+    sh_redis_pool_t *p;
+    int any = 0;
+
+    for (p = w->pools; p != NULL; p = p->next) {
+        sh_rconn_t **pp = &p->retired;
+
+        while (*pp != NULL) {
+            sh_rconn_t *rc = *pp;
+
+            if (rc->count == rc->ndropped) {
+                *pp = rc->next;
+                sh_rconn_free(rc);
+                any = 1;
+            } else {
+                pp = &rc->next;
+            }
+        }
+    }
+    return any;
 }
 
 void
