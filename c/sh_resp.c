@@ -860,8 +860,17 @@ static const sh_resp_cmd_t sh_resp_cmds[] = {
     { "PSUBSCRIBE", NULL, SH_CMD_PIN | SH_CMD_STREAM },
     { "SSUBSCRIBE", NULL, SH_CMD_PIN | SH_CMD_STREAM },
     { "MONITOR", NULL, SH_CMD_PIN | SH_CMD_STREAM },
+    /* one reply per channel named, subscribed to or not: on a shared
+     * connection the extras would answer other clients' requests */
+    { "UNSUBSCRIBE", NULL, SH_CMD_PIN | SH_CMD_STREAM },
+    { "PUNSUBSCRIBE", NULL, SH_CMD_PIN | SH_CMD_STREAM },
+    { "SUNSUBSCRIBE", NULL, SH_CMD_PIN | SH_CMD_STREAM },
     { "SYNC", NULL, SH_CMD_PIN | SH_CMD_STREAM },
     { "PSYNC", NULL, SH_CMD_PIN | SH_CMD_STREAM },
+    /* REPLCONF ACK / GETACK get no reply at all */
+    { "REPLCONF", NULL, SH_CMD_PIN | SH_CMD_STREAM },
+    /* the Lua debugger answers EVAL with a stream of its own */
+    { "SCRIPT", "DEBUG", SH_CMD_PIN | SH_CMD_STREAM },
     { "BLPOP", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
     { "BRPOP", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
     { "BRPOPLPUSH", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
@@ -901,7 +910,7 @@ sh_resp_classify(const uint8_t *name, size_t len, const uint8_t *sub,
     size_t i;
     uint8_t c0;
 
-    if (len < 4 || len > 10) {
+    if (len < 4 || len > 12) {       /* WAIT .. PUNSUBSCRIBE */
         return 0;
     }
     c0 = name[0] & ~0x20;
