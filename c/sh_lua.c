@@ -155,34 +155,157 @@ sh_lua_core_loader(lua_State *L)
 }
 
 /*
- * A worker's Lua state allocates with malloc, not LuaJIT's own allocator:
- * a burst of connections leaves the Lua heap's free memory scattered among
- * the objects that live on, and LuaJIT's allocator gives a segment back
- * only when all of it is free, while malloc_trim gives back every free
- * page (sh_worker.c).  Measured over 12 rounds of 8k connections: RSS
- * 7 MB after the first, growing to 11 MB with LuaJIT's allocator; flat
- * at 7 MB with malloc.  The price is glibc's malloc where LuaJIT's was:
- * +25 user-space instructions per request at -P 16 (1.5%), from the two
- * cdata a batch boxes across its yield.
+ * Lua's memory.  A worker's Lua state allocates with malloc, not LuaJIT's
+ * own allocator: a burst of connections leaves the Lua heap's free memory
+ * scattered among the objects that live on, and LuaJIT's allocator gives
+ * a segment back only when all of it is free, while malloc_trim gives back
+ * every free page (sh_worker.c).  Measured over 12 rounds of 8k
+ * connections: RSS 7 MB after the first, growing to 11 MB with LuaJIT's
+ * allocator; flat at 7 MB with malloc.
+ *
+ * In front of malloc, small objects (up to 256 bytes, in 16-byte classes)
+ * are kept on per-state free lists: a batch boxes a few cdata across its
+ * yields, and glibc's malloc and free cost ~125 instructions a pair there
+ * (+4% per request at -P 1), a list pop and push a few.  The lists are per
+ * state (one thread), hold at most 1 MiB per class (a collection frees
+ * thousands of objects at once: fewer kept would send most to free()),
+ * and are emptied when memory is released.
  */
+#define SH_LUA_SMALL_MAX 256             /* largest size kept on lists */
+#define SH_LUA_CLASSES (SH_LUA_SMALL_MAX / 16)
+#ifdef __SANITIZE_ADDRESS__
+#define SH_LUA_KEEP_BYTES 0              /* ASan sees every free */
+#else
+#define SH_LUA_KEEP_BYTES (1024 * 1024)  /* kept per class, at most */
+#endif
+
+typedef struct sh_lua_heap_s {
+    void *free[SH_LUA_CLASSES];          /* linked through the first word */
+    uint32_t n[SH_LUA_CLASSES];          /* objects on each list */
+} sh_lua_heap_t;
+
+static inline uint32_t
+sh_lua_class(size_t size)
+{
+    return (uint32_t) ((size - 1) >> 4);
+}
+
+static void *
+sh_lua_heap_get(sh_lua_heap_t *h, size_t size)
+{
+    uint32_t c;
+    void *p;
+
+    if (size > SH_LUA_SMALL_MAX) {
+        return malloc(size);
+    }
+    c = sh_lua_class(size);
+    p = h->free[c];
+    if (p == NULL) {
+        return malloc(((size_t) c + 1) * 16);
+    }
+    h->free[c] = *(void **) p;
+    h->n[c]--;
+    return p;
+}
+
+static void
+sh_lua_heap_put(sh_lua_heap_t *h, void *p, size_t size)
+{
+    uint32_t c = sh_lua_class(size);
+
+    /* (size - 1: a size of 0, never given, would index past the lists) */
+    if (size - 1 >= SH_LUA_SMALL_MAX
+        || h->n[c] >= SH_LUA_KEEP_BYTES / 16 / (c + 1))
+    {
+        free(p);
+        return;
+    }
+    *(void **) p = h->free[c];
+    h->free[c] = p;
+    h->n[c]++;
+}
+
+static void
+sh_lua_heap_drain(sh_lua_heap_t *h)
+{
+    uint32_t c;
+
+    for (c = 0; c < SH_LUA_CLASSES; c++) {
+        while (h->free[c] != NULL) {
+            void *p = h->free[c];
+
+            h->free[c] = *(void **) p;
+            free(p);
+        }
+        h->n[c] = 0;
+    }
+}
+
 static void *
 sh_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
-    sh_unused(ud);
-    sh_unused(osize);
+    sh_lua_heap_t *h = ud;
+    void *q;
+
     if (nsize == 0) {
-        free(ptr);
+        if (ptr != NULL) {
+            sh_lua_heap_put(h, ptr, osize);
+        }
         return NULL;
     }
-    return realloc(ptr, nsize);
+    if (ptr == NULL) {
+        return sh_lua_heap_get(h, nsize);
+    }
+    if (osize > SH_LUA_SMALL_MAX && nsize > SH_LUA_SMALL_MAX) {
+        return realloc(ptr, nsize);
+    }
+    if (osize <= SH_LUA_SMALL_MAX && nsize <= SH_LUA_SMALL_MAX
+        && sh_lua_class(osize) == sh_lua_class(nsize))
+    {
+        return ptr;                      /* the same class: it fits */
+    }
+    q = sh_lua_heap_get(h, nsize);
+    if (q != NULL) {
+        memcpy(q, ptr, sh_min(osize, nsize));
+        sh_lua_heap_put(h, ptr, osize);
+    }
+    return q;
+}
+
+/* Collect L in full and give its free lists back to malloc. */
+void
+sh_lua_release_memory(lua_State *L)
+{
+    void *ud;
+
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    if (lua_getallocf(L, &ud) == sh_lua_alloc) {
+        sh_lua_heap_drain(ud);
+    }
+}
+
+void
+sh_lua_close(lua_State *L)
+{
+    void *ud;
+    lua_Alloc f = lua_getallocf(L, &ud);
+
+    lua_close(L);
+    if (f == sh_lua_alloc) {
+        sh_lua_heap_drain(ud);
+        free(ud);
+    }
 }
 
 static lua_State *
 sh_lua_new(void)
 {
-    lua_State *L = lua_newstate(sh_lua_alloc, NULL);
+    sh_lua_heap_t *h = sh_calloc(1, sizeof(*h));
+    lua_State *L = lua_newstate(sh_lua_alloc, h);
 
     if (L == NULL) {
+        free(h);
         L = luaL_newstate();     /* a LuaJIT built without GC64 */
     }
 
@@ -360,7 +483,7 @@ sh_lua_check(const char *conf_path, int *workers, char *admin_host,
     } else {
         fprintf(stderr, "%s", lua_tostring(L, -3));
     }
-    lua_close(L);
+    sh_lua_close(L);
     return rc;
 }
 
@@ -428,7 +551,7 @@ sh_lua_script(int argc, char **argv)
     lua_pushcfunction(L, sh_lua_traceback);
     if (luaL_loadfile(L, script) != 0) {
         fprintf(stderr, "shotover: %s\n", lua_tostring(L, -1));
-        lua_close(L);
+        sh_lua_close(L);
         return 1;
     }
     for (i = 1; i < argc; i++) {
@@ -440,7 +563,7 @@ sh_lua_script(int argc, char **argv)
          * (busted's on Lua 5.1): no message then */
         fprintf(stderr, "shotover: %s\n", lua_tostring(L, -1));
     }
-    lua_close(L);
+    sh_lua_close(L);
     sh_buf_pools_free();
     return rc == 0 ? 0 : 1;
 }
@@ -472,7 +595,7 @@ sh_lua_cli(const char *module, int argc, char **argv)
     } else {
         rc = lua_isnumber(L, -1) ? (int) lua_tointeger(L, -1) : 0;
     }
-    lua_close(L);
+    sh_lua_close(L);
     sh_buf_pools_free();
     return rc;
 }

@@ -24,6 +24,10 @@ int sh_lua_worker_init(sh_worker_t *w, char *err, size_t errlen);
 int sh_lua_resume(sh_worker_t *w, sh_lua_co_t *co, void *run, void *client,
     sh_cycle_t *cycle, sh_batch_t **resp, const char **err);
 void sh_lua_co_release(sh_worker_t *w, sh_lua_co_t *co);
+/* close a state made here (its allocator's free lists go too) */
+void sh_lua_close(lua_State *L);
+/* collect L in full and give its idle memory back to malloc */
+void sh_lua_release_memory(lua_State *L);
 /* forget client's session table (shotover.core.session) */
 void sh_lua_session_release(lua_State *L, void *client);
 

@@ -100,7 +100,7 @@ sh_worker_main(void *arg)
         uv_run(&w->loop, UV_RUN_DEFAULT);
     }
     if (w->L != NULL) {
-        lua_close(w->L);
+        sh_lua_close(w->L);
         w->L = NULL;
     }
     uv_run(&w->loop, UV_RUN_NOWAIT);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "sh_buf.h"
+#include "sh_lua.h"
 #include "sh_metrics.h"
 #include "sh_worker.h"
 
@@ -77,7 +78,7 @@ void
 sh_worker_release_memory(sh_worker_t *w)
 {
     if (w->L != NULL) {
-        lua_gc(w->L, LUA_GCCOLLECT, 0);
+        sh_lua_release_memory(w->L);
     }
     sh_buf_pools_free();
     malloc_trim(0);
