@@ -21,7 +21,7 @@ end
 local function start_limited(headroom_mb, extra)
     local wrap
     if asan then
-        wrap = { "env", asan .. ":allocator_may_return_null=1"
+        wrap = { "env", "ASAN_OPTIONS=" .. asan .. ":allocator_may_return_null=1"
                  .. ":max_allocation_size_mb=" .. math.floor(headroom_mb / 2) }
     end
     local env = h.start_pair({ workers = 1, wrap = wrap, extra = extra })

@@ -60,9 +60,14 @@ describe("after bursts of connections", function()
         end
         assert.is_true(peak - start > 20 * 1024,
                        "the rounds did not grow RSS: peak " .. peak)
-        local after = rss()
-        assert.is_true(after - start < 4 * 1024, string.format(
-            "RSS %d kB after the rounds, %d kB at the start", after, start))
+        -- A sanitizer build's malloc is AddressSanitizer's, which keeps
+        -- freed memory in its quarantine and ignores malloc_trim: there
+        -- the releases above are checked, what RSS does is ASan's.
+        if not os.getenv("ASAN_OPTIONS") then
+            local after = rss()
+            assert.is_true(after - start < 4 * 1024, string.format(
+                "RSS %d kB after the rounds, %d kB at the start", after, start))
+        end
         local healthy = h.connect(env.port)
         assert.same(h.status("PONG"), healthy:cmd("PING"))
     end)
