@@ -204,7 +204,8 @@ end)
 
 -- Bodies whose length fields lie: every decoder checks a length against
 -- the body before it reads (c/test/fuzz-cql.c found them reading past it:
--- the FFI reads whatever memory follows).
+-- the FFI reads whatever memory follows).  A request that does not read
+-- is refused by the node; the transforms classifying it are not failed.
 describe("CQL bodies whose lengths lie", function()
     local char = string.char
     local band, rshift = bit.band, bit.rshift
@@ -246,6 +247,7 @@ describe("CQL bodies whose lengths lie", function()
                          "cql: a prepared id runs past the body")
         assert.has_error(function() ex:values() end,
                          "cql: a prepared id runs past the body")
+        assert.is_nil(session.prepared(ex))
         local q = "SELECT * FROM t WHERE k = ?"
         local v = env("QUERY", be32(#q) .. q .. be16(1) .. char(1) .. be16(1)
                                .. be32(100) .. "x")
@@ -294,4 +296,21 @@ describe("CQL bodies whose lengths lie", function()
         session.learn(state, qb, rb)
     end)
 
+    it("leave a request that does not read to the node", function()
+        local chain = { conn = {} }
+        local q = env("QUERY", be32(1000) .. "SELECT")
+        local ast, err = q:statement()
+        assert.is_nil(ast)
+        assert.are.equal("cql body: query string runs past the body", err)
+        assert.are.equal("other", cassandra.query_class(q, chain))
+        assert.are.equal("unparsed", cassandra.query_label(q, chain))
+        local b = env("BATCH", "\0\0")
+        assert.are.equal("other", cassandra.query_class(b, chain))
+        assert.are.equal(1, cassandra.cost(b))
+        local ex = env("EXECUTE", be16(500) .. "abc")
+        assert.is_false(cassandra.query_class(ex, chain))
+        local r = cassandra.unknown_reply(ex, "not prepared here")
+        assert.are.equal("ERROR", r:opcode_name())
+        assert.are.equal(0x000A, r:error_info().code)    -- PROTOCOL_ERROR
+    end)
 end)

@@ -342,7 +342,7 @@ return function(frame)
     -- keyspace when it was prepared, else `conn.keyspace` (pass chain.conn;
     -- the cassandra sink tracks USE there).  Statements are parsed once per
     -- distinct text and worker, and cached: nil, err when the text does not
-    -- parse.
+    -- parse, or the body does not read.
     local cache, ncache, MAX_CACHE = {}, 0, 10000
     local parse
     function frame.statement(f, conn)
@@ -354,7 +354,13 @@ return function(frame)
             end
             text, ks = st.query, st.keyspace
         else
-            text = frame.query(f)
+            -- a body that does not read is the node's to refuse: no
+            -- statement, not an error for the transform (and its batch)
+            local ok, q = pcall(frame.query, f)
+            if not ok then
+                return nil, (tostring(q):gsub("^[^:]*:%d+: ", ""))
+            end
+            text = q
             if not text then
                 return nil, "not a statement"
             end

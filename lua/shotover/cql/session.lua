@@ -226,7 +226,10 @@ function _M.prepared(msg)
     if msg.rtype ~= OP_EXECUTE then
         return nil
     end
-    return _M.prepared_by_id(msg:prepared_id())
+    -- an EXECUTE whose id does not read prepares nothing: the node
+    -- refuses it, and the transforms asking are not failed for it
+    local ok, id = pcall(msg.prepared_id, msg)
+    return ok and _M.prepared_by_id(id) or nil
 end
 
 return _M

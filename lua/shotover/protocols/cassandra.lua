@@ -181,7 +181,8 @@ end
 function _M.cost(m)
     local op = m.rtype
     if op == OP_BATCH then
-        return m:batch_size()
+        local ok, n = pcall(m.batch_size, m)
+        return ok and n or 1                -- (one the node refuses)
     end
     return PASS[op] and 0 or 1
 end
@@ -216,7 +217,11 @@ function _M.query_class(m, chain)
     if op == OP_BATCH then                  -- its strongest child
         local parse = require("shotover.cql.parser").parse
         local class = "write"
-        for _, child in ipairs(m:batch_children()) do
+        local ok, children = pcall(m.batch_children, m)
+        if not ok then
+            return "other"                  -- the node refuses it
+        end
+        for _, child in ipairs(children) do
             if not child.query then
                 return false
             end
