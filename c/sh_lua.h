@@ -27,6 +27,11 @@ void sh_lua_co_release(sh_worker_t *w, sh_lua_co_t *co);
 /* forget client's session table (shotover.core.session) */
 void sh_lua_session_release(lua_State *L, void *client);
 
+/* A Lua state with the workers' runtime (module path, FFI declarations,
+ * shotover.core) and nothing loaded yet, or NULL: for the fuzz targets,
+ * which drive the Lua side without a worker. */
+lua_State *sh_lua_state_new(void);
+
 int sh_lua_check(const char *conf_path, int *workers, char *admin_host,
     size_t hostlen, int *admin_port);
 int sh_lua_script(int argc, char **argv);
