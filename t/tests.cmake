@@ -36,7 +36,7 @@ add_test(NAME c-shdict COMMAND test-shdict)
 # libFuzzer needs clang: the script keeps its own clang build (build/fuzz)
 # and runs each target briefly; `t/run-fuzz TARGET --minutes N` runs longer
 # (docs/fuzzing.md).
-foreach(t resp cql)
+foreach(t resp cql chain)
     add_test(NAME fuzz-${t} COMMAND ${CMAKE_SOURCE_DIR}/t/run-fuzz ${t} 20)
     set_tests_properties(fuzz-${t} PROPERTIES ENVIRONMENT "${SH_TEST_ENV}")
 endforeach()
