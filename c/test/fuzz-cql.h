@@ -27,9 +27,9 @@
  * through LLVMFuzzerMutate, a header field) or the list, and writes the
  * conversation again in the framing its reader will expect at each point,
  * with valid lengths, CRCs and compression, segment boundaries drawn at
- * random; one time in sixteen it mutates the raw bytes instead, and one in
- * thirty-two it breaks a byte after writing, so broken framing stays
- * covered.  fz_cql_crossover splices the envelope lists of two inputs.
+ * random; one time in sixteen it mutates the raw bytes instead, one in
+ * thirty-two it breaks a byte after writing, and now and then a segment
+ * lies behind valid CRCs, so broken framing stays covered.  fz_cql_crossover splices the envelope lists of two inputs.
  */
 #ifndef SH_FUZZ_CQL_H
 #define SH_FUZZ_CQL_H
@@ -219,6 +219,16 @@ fz_read_next(fz_conv_t *cv, int dir, sh_frame_t **f)
             FZ_CHECK(err != NULL && err[0] != '\0', "an error without text");
             FZ_CHECK(sh_cql_reader_next(r, f) == SH_ERROR && *f == NULL,
                      "the error is not sticky");
+            /* what the proxy answers the error with: a stream it read (or
+             * -1) and a version a client of that version can read */
+            FZ_CHECK(sh_cql_reader_error_stream(r) >= INT16_MIN
+                     && sh_cql_reader_error_stream(r) <= INT16_MAX
+                     && sh_cql_reader_error_version(r) >= 1
+                     && sh_cql_reader_error_version(r) <= 127
+                     && (sh_cql_reader_version(r) == 0
+                         || sh_cql_reader_error_version(r)
+                            == sh_cql_reader_version(r)),
+                     "an error without a stream or version to answer it");
             s->failed = 1;
             return SH_ERROR;
         }
@@ -486,17 +496,35 @@ fz_put_le(fz_out_t *o, uint64_t v, int n)
     fz_put(o, b, (size_t) n);
 }
 
-/* One v5 segment of payload p[0..n); LZ4 ones compressed when it pays
- * (and the draw says so: an uncompressed LZ4 segment is valid too). */
+/*
+ * One v5 segment of payload p[0..n); LZ4 ones compressed when it pays
+ * (and the draw says so: an uncompressed LZ4 segment is valid too).  One
+ * segment in sixteen lies behind valid CRCs, so the reader's checks of
+ * what is inside are reached: cut short (an envelope ends past a
+ * self-contained segment), a declared LZ4 length one off, bytes past the
+ * end of a spread envelope; or an empty segment goes first.
+ */
 static void
 fz_segment(fz_out_t *o, const uint8_t *p, uint32_t n, int self, int mode,
     uint32_t *rng)
 {
-    uint32_t crc;
+    uint32_t crc, lie = fz_rand(rng) % 64;
+    uint8_t *more = NULL;
     uint64_t h;
     char *z = NULL;
     int got = 0;
 
+    if (lie == 0 && n > 0) {
+        n = fz_rand(rng) % n;                     /* cut short */
+    } else if (lie == 1) {
+        fz_segment(o, p, 0, 1, mode, rng);        /* empty, first */
+    } else if (lie == 2 && !self) {
+        more = sh_alloc(n + 8);                   /* bytes past the end */
+        memcpy(more, p, n);
+        memset(more + n, 0x5a, 8);
+        p = more;
+        n += 1 + fz_rand(rng) % 8;
+    }
     if (mode == SH_CQL_SEGMENTS_LZ4) {
         if (fz_rand(rng) % 4 != 0) {
             z = sh_alloc((size_t) LZ4_compressBound((int) n) + 1);
@@ -504,7 +532,10 @@ fz_segment(fz_out_t *o, const uint8_t *p, uint32_t n, int self, int mode,
                                        LZ4_compressBound((int) n));
         }
         if (got > 0 && (uint32_t) got < n) {
-            h = (uint64_t) got | ((uint64_t) n << 17)
+            if (lie == 3) {
+                n += fz_rand(rng) & 1 ? 1 : (uint32_t) -1; /* one off */
+            }
+            h = (uint64_t) got | ((uint64_t) (n & 0x1ffff) << 17)
                 | ((uint64_t) (self != 0) << 34);
             p = (const uint8_t *) z;
             n = (uint32_t) got;
@@ -522,6 +553,7 @@ fz_segment(fz_out_t *o, const uint8_t *p, uint32_t n, int self, int mode,
     fz_put(o, p, n);
     fz_put_le(o, crc, 4);
     sh_free(z);
+    sh_free(more);
 }
 
 /* An envelope's bytes on the wire (compressed as planned); caller frees. */
