@@ -401,13 +401,10 @@ sh_cql_next_segment(sh_cql_reader_t *r, sh_frame_t **out)
     }
     h = sh_cql_le(d, (int) hlen);
     crc = (uint32_t) sh_cql_le(d + hlen, 3);
-#ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
-    /* (fuzz builds skip CRC checks, which mutated input never passes) */
     if (sh_cql_crc24(h, (int) hlen) != crc) {
         return sh_cql_fail(r, -1, "Protocol error: bad segment header "
                            "CRC24");
     }
-#endif
     clen = (uint32_t) (h & 0x1ffff);
     if (lz4) {
         ulen = (uint32_t) ((h >> 17) & 0x1ffff);
@@ -420,14 +417,11 @@ sh_cql_next_segment(sh_cql_reader_t *r, sh_frame_t **out)
     if (r->end - r->start < total) {
         return SH_OK;
     }
-#ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
     crc = (uint32_t) sh_cql_le(d + hlen + 3 + clen, 4);
     if (sh_cql_crc32(d + hlen + 3, clen) != crc) {
         return sh_cql_fail(r, -1, "Protocol error: bad segment payload "
                            "CRC32");
     }
-#endif
-    sh_unused(crc);
     pb = r->buf;
     poff = r->start + hlen + 3;
     sh_buf_ref(pb);

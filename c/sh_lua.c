@@ -325,6 +325,12 @@ sh_lua_new(void)
     return L;
 }
 
+lua_State *
+sh_lua_state_new(void)
+{
+    return sh_lua_new();
+}
+
 /*
  * Call module.fn(args...) with a traceback handler.  On failure writes the
  * message to err and returns SH_ERROR; on success leaves nret results.

@@ -31,6 +31,11 @@ void sh_lua_release_memory(lua_State *L);
 /* forget client's session table (shotover.core.session) */
 void sh_lua_session_release(lua_State *L, void *client);
 
+/* A Lua state with the workers' runtime (module path, FFI declarations,
+ * shotover.core) and nothing loaded yet, or NULL: for the fuzz targets,
+ * which drive the Lua side without a worker. */
+lua_State *sh_lua_state_new(void);
+
 int sh_lua_check(const char *conf_path, int *workers, char *admin_host,
     size_t hostlen, int *admin_port, char *admin_token, size_t tokenlen);
 int sh_lua_script(int argc, char **argv);

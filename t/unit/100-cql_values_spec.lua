@@ -223,26 +223,26 @@ describe("CQL value decoding limits", function()
         local list_of_int = { name = "list", elem = { name = "int" } }
         -- [bytes] of 8: count 2^30, then one element
         local b = view("\0\0\0\8\64\0\0\0\0\0\0\4")
-        assert.has_error(function() types.value(list_of_int, b, 0) end,
+        assert.has_error(function() types.value(list_of_int, b, 0, 12) end,
                          "cql: collection of 1073741824 elements in 8 bytes")
         local map = { name = "map", key = { name = "int" },
                       value = { name = "int" } }
         assert.has_error(function()
-            types.value(map, view("\0\0\0\4\0\0\0\9"), 0)
+            types.value(map, view("\0\0\0\4\0\0\0\9"), 0, 8)
         end, "cql: map of 9 entries in 4 bytes")
     end)
 
     it("refuses types nested without end", function()
         -- list<list<list<...>>> 20 deep
         local s = string.rep("\0\32", 20) .. "\0\9"
-        assert.has_error(function() types.read_type(view(s), 0) end,
+        assert.has_error(function() types.read_type(view(s), 0, #s) end,
                          "cql: types nested deeper than 16")
     end)
 
     it("refuses a vector whose bytes do not match its dimension", function()
         local vec = { name = "vector", elem = { name = "float" }, dim = 3 }
         assert.has_error(function()
-            types.value(vec, view("\0\0\0\8" .. string.rep("\0", 8)), 0)
+            types.value(vec, view("\0\0\0\8" .. string.rep("\0", 8)), 0, 12)
         end, "cql: vector of 3 elements in 8 bytes")
     end)
 end)

@@ -37,7 +37,10 @@ local body_out = ffi.new("const uint8_t *[1]")
 local len_out = ffi.new("size_t[1]")
 local err_out = ffi.new("const char *[1]")
 
-local be16, be32 = types.be16, types.be32
+-- every read of a body is checked against its length (shotover.cql.types)
+local be16 = types.be16
+local u8, u16, s32, bytes_at = types.u8, types.u16, types.s32, types.bytes
+local cql_string, past = types.cql_string, types.past
 
 -- the body as (pointer, length), decompressed when needed
 local function body_view(f)
@@ -58,16 +61,46 @@ local function request_start(f, p, n)
     if band(f.data[1], FLAG_PAYLOAD) == 0 then
         return 0
     end
-    local i, count = 2, be16(p, 0)
+    local i, count = 2, u16(p, 0, n, "a custom payload")
     for _ = 1, count do
-        i = i + 2 + be16(p, i)                    -- key [string]
-        local vl = be32(p, i)
-        i = i + 4 + (vl > 0x7fffffff and 0 or vl) -- value [bytes]
+        i = i + 2 + u16(p, i, n, "a custom payload")  -- key [string]
+        local vl = s32(p, i, n, "a custom payload")
+        i = i + 4 + (vl > 0 and vl or 0)               -- value [bytes]
     end
     if i > n then
         error("cql body: custom payload runs past the body", 3)
     end
     return i
+end
+
+-- The offset after a QUERY's (or PREPARE's) query string, or after an
+-- EXECUTE's ids, which start at i.
+local function statement_end(f, p, n, i)
+    if f.rtype == OP_EXECUTE then
+        i = i + 2 + u16(p, i, n, "a prepared id")
+        if band(f.data[0], 0x7f) >= 5 then
+            i = i + 2 + u16(p, i, n, "a result metadata id")
+        end
+    else
+        local ql = s32(p, i, n, "a query string")
+        if ql < 0 then
+            past("a query string")
+        end
+        i = i + 4 + ql
+    end
+    if i > n then
+        past("a statement")
+    end
+    return i
+end
+
+-- The query flags of a QUERY or EXECUTE at i (an [int] from v5, a byte
+-- before), and the offset after them.
+local function query_flags(f, p, n, i)
+    if band(f.data[0], 0x7f) >= 5 then
+        return s32(p, i, n, "query flags"), i + 4
+    end
+    return u8(p, i, n, "query flags"), i + 1
 end
 
 return function(frame)
@@ -110,8 +143,8 @@ return function(frame)
         end
         local p, n = body_view(f)
         local i = request_start(f, p, n)
-        local ql = be32(p, i)
-        if i + 4 + ql > n then
+        local ql = s32(p, i, n, "a query string")
+        if ql < 0 or i + 4 + ql > n then
             error("cql body: query string runs past the body", 2)
         end
         return ffi_string(p + i + 4, ql)
@@ -122,18 +155,11 @@ return function(frame)
         if f.proto ~= PROTO_CQL or band(f.data[0], 0x80) ~= 0 then
             return nil
         end
-        local p, n = body_view(f)
-        local i = request_start(f, p, n)
-        if f.rtype == OP_QUERY then
-            i = i + 4 + be32(p, i)
-        elseif f.rtype == OP_EXECUTE then
-            i = i + 2 + be16(p, i)                -- prepared id
-            if band(f.data[0], 0x7f) >= 5 then
-                i = i + 2 + be16(p, i)            -- result metadata id
-            end
-        else
+        if f.rtype ~= OP_QUERY and f.rtype ~= OP_EXECUTE then
             return nil
         end
+        local p, n = body_view(f)
+        local i = statement_end(f, p, n, request_start(f, p, n))
         if i + 2 > n then
             error("cql body: no consistency", 2)
         end
@@ -151,45 +177,32 @@ return function(frame)
         then
             return nil
         end
-        local version = band(f.data[0], 0x7f)
         local p, n = body_view(f)
         local i = request_start(f, p, n)
         local cols
-        if f.rtype == OP_QUERY then
-            i = i + 4 + be32(p, i)
-        else
-            local id = ffi_string(p + i + 2, be16(p, i))
-            i = i + 2 + be16(p, i)
-            if version >= 5 then
-                i = i + 2 + be16(p, i)
-            end
+        if f.rtype == OP_EXECUTE then
+            local id = bytes_at(p, i + 2, n, u16(p, i, n, "a prepared id"),
+                                "a prepared id")
             local st = require("shotover.cql.session").prepared_by_id(id)
             cols = st and st.columns
         end
-        i = i + 2                                -- consistency
+        i = statement_end(f, p, n, i) + 2        -- and the consistency
         local flags
-        if version >= 5 then
-            flags, i = be32(p, i), i + 4
-        else
-            flags, i = p[i], i + 1
-        end
+        flags, i = query_flags(f, p, n, i)
         local out = {}
         if band(flags, 0x01) == 0 then
             return out
         end
-        local count = be16(p, i)
+        local count = u16(p, i, n, "values")
         i = i + 2
         for k = 1, count do
             local name
             if band(flags, 0x40) ~= 0 then
-                name, i = types.cql_string(p, i)
+                name, i = cql_string(p, i, n)
             end
             local t = cols and cols[k] and cols[k].type or RAW
             local v
-            v, i = types.value(t, p, i)
-            if i > n then
-                error("cql body: values run past the body", 2)
-            end
+            v, i = types.value(t, p, i, n)
             out[k] = v
             if name then
                 out[name] = v
@@ -218,43 +231,30 @@ return function(frame)
     -- Paging of a QUERY or EXECUTE request: page size (nil when unset) and
     -- paging state (bytes, nil when absent).
     local function query_parameters(f)
-        local version = band(f.data[0], 0x7f)
         local p, n = body_view(f)
-        local i = request_start(f, p, n)
-        if f.rtype == OP_QUERY then
-            i = i + 4 + be32(p, i)
-        else
-            i = i + 2 + be16(p, i)
-            if version >= 5 then
-                i = i + 2 + be16(p, i)
-            end
-        end
-        i = i + 2
+        local i = statement_end(f, p, n, request_start(f, p, n)) + 2
         local flags
-        if version >= 5 then
-            flags, i = be32(p, i), i + 4
-        else
-            flags, i = p[i], i + 1
-        end
+        flags, i = query_flags(f, p, n, i)
         if band(flags, 0x01) ~= 0 then             -- skip the values
-            local count = be16(p, i)
+            local count = u16(p, i, n, "values")
             i = i + 2
             for _ = 1, count do
                 if band(flags, 0x40) ~= 0 then
-                    i = i + 2 + be16(p, i)
+                    i = i + 2 + u16(p, i, n, "a value name")
                 end
-                local len = be32(p, i)
+                local len = s32(p, i, n, "a value")
                 i = i + 4 + (len > 0 and len or 0)
             end
         end
         local page_size, paging_state
         if band(flags, 0x04) ~= 0 then
-            page_size, i = be32(p, i), i + 4
+            page_size, i = s32(p, i, n, "a page size"), i + 4
         end
         if band(flags, 0x08) ~= 0 then
-            local len = be32(p, i)
+            local len = s32(p, i, n, "a paging state")
             if len >= 0 then
-                paging_state = ffi_string(p + i + 4, len)
+                paging_state = bytes_at(p, i + 4, n, len,
+                                        "a paging state")
             end
         end
         return page_size, paging_state
@@ -296,12 +296,12 @@ return function(frame)
             return nil
         end
         local p, n = body_view(f)
-        local i = require("shotover.cql.session").response_start(f, p)
-        if be32(p, i) ~= 2 then
+        local i = require("shotover.cql.session").response_start(f, p, n)
+        if s32(p, i, n, "a result kind") ~= 2 then
             return nil
         end
         local meta
-        meta, i = types.read_rows_metadata(p, i + 4)
+        meta, i = types.read_rows_metadata(p, i + 4, n)
         local out = { columns = meta.columns, paging_state = meta.paging_state }
         if meta_only then
             return out
@@ -313,21 +313,25 @@ return function(frame)
                    or cols
             out.columns = cols
         end
-        local nrows = be32(p, i)
+        local nrows = s32(p, i, n, "a row count")
         i = i + 4
+        -- every cell takes at least its 4-byte length: a row count beyond
+        -- that (or rows of no columns) is a lie, refused before any work
+        if nrows > 0 and (meta.count < 1
+                          or nrows > (n - i) / 4 / meta.count) then
+            error("cql body: " .. nrows .. " rows of " .. meta.count
+                  .. " columns in " .. (n - i) .. " bytes", 2)
+        end
         local RAWT = { name = "blob" }
         for r = 1, nrows do
             local row = {}
             for c = 1, meta.count do
                 local col = cols[c]
                 local v
-                v, i = types.value(col and col.type or RAWT, p, i)
+                v, i = types.value(col and col.type or RAWT, p, i, n)
                 row[col and col.name or c] = v
             end
             out[r] = row
-        end
-        if i > n then
-            error("cql body: rows run past the body", 2)
         end
         return out
     end
@@ -338,7 +342,7 @@ return function(frame)
     -- keyspace when it was prepared, else `conn.keyspace` (pass chain.conn;
     -- the cassandra sink tracks USE there).  Statements are parsed once per
     -- distinct text and worker, and cached: nil, err when the text does not
-    -- parse.
+    -- parse, or the body does not read.
     local cache, ncache, MAX_CACHE = {}, 0, 10000
     local parse
     function frame.statement(f, conn)
@@ -350,7 +354,13 @@ return function(frame)
             end
             text, ks = st.query, st.keyspace
         else
-            text = frame.query(f)
+            -- a body that does not read is the node's to refuse: no
+            -- statement, not an error for the transform (and its batch)
+            local ok, q = pcall(frame.query, f)
+            if not ok then
+                return nil, (tostring(q):gsub("^[^:]*:%d+: ", ""))
+            end
+            text = q
             if not text then
                 return nil, "not a statement"
             end
@@ -380,23 +390,23 @@ return function(frame)
         if f.proto ~= PROTO_CQL or f.rtype ~= OP_ERROR then
             return nil
         end
-        local p = body_view(f)
-        local i = require("shotover.cql.session").response_start(f, p)
-        local code = be32(p, i) % 2^32
-        local msg = types.cql_string(p, i + 4)
+        local p, n = body_view(f)
+        local i = require("shotover.cql.session").response_start(f, p, n)
+        local code = s32(p, i, n, "an error code") % 2^32
+        local msg = cql_string(p, i + 4, n)
         return { code = code, message = msg }
     end
 
     -- What a SCHEMA_CHANGE carries, from an EVENT or a RESULT Schema_change:
     -- { change = "CREATED" | "UPDATED" | "DROPPED", target = "KEYSPACE" |
     -- "TABLE" | "TYPE" | "FUNCTION" | "AGGREGATE", keyspace, name }.
-    local function schema_change(p, i)
+    local function schema_change(p, i, n)
         local sc = {}
-        sc.change, i = types.cql_string(p, i)
-        sc.target, i = types.cql_string(p, i)
-        sc.keyspace, i = types.cql_string(p, i)
+        sc.change, i = cql_string(p, i, n)
+        sc.target, i = cql_string(p, i, n)
+        sc.keyspace, i = cql_string(p, i, n)
         if sc.target ~= "KEYSPACE" then
-            sc.name = types.cql_string(p, i)
+            sc.name = cql_string(p, i, n)
         end
         return sc
     end
@@ -408,24 +418,24 @@ return function(frame)
         if f.proto ~= PROTO_CQL or f.rtype ~= OP_EVENT then
             return nil
         end
-        local p = body_view(f)
-        local i = require("shotover.cql.session").response_start(f, p)
+        local p, n = body_view(f)
+        local i = require("shotover.cql.session").response_start(f, p, n)
         local kind
-        kind, i = types.cql_string(p, i)
+        kind, i = cql_string(p, i, n)
         if kind == "SCHEMA_CHANGE" then
-            local ev = schema_change(p, i)
+            local ev = schema_change(p, i, n)
             ev.type = kind
             return ev
         end
         local ev = { type = kind }
-        ev.change, i = types.cql_string(p, i)
-        local n = p[i]
+        ev.change, i = cql_string(p, i, n)
+        local alen = u8(p, i, n, "an address")      -- an [inet]
+        local port = s32(p, i + 1 + alen, n, "an address")
         local parts = {}
-        for k = 1, n do
+        for k = 1, alen do
             parts[k] = p[i + k]
         end
-        local port = be32(p, i + 1 + n)
-        ev.address = (n == 4 and table.concat(parts, ".")
+        ev.address = (alen == 4 and table.concat(parts, ".")
                       or "ipv6:" .. #parts) .. ":" .. port
         return ev
     end
@@ -436,12 +446,12 @@ return function(frame)
            or band(f.data[0], 0x80) == 0 then
             return nil
         end
-        local p = body_view(f)
-        local i = require("shotover.cql.session").response_start(f, p)
-        if be32(p, i) ~= 5 then
+        local p, n = body_view(f)
+        local i = require("shotover.cql.session").response_start(f, p, n)
+        if s32(p, i, n, "a result kind") ~= 5 then
             return nil
         end
-        return schema_change(p, i + 4)
+        return schema_change(p, i + 4, n)
     end
 
     -- The statements of a BATCH request: { type = "logged" | "unlogged" |
@@ -458,34 +468,33 @@ return function(frame)
         local session = require("shotover.cql.session")
         local p, n = body_view(f)
         local i = request_start(f, p, n)
-        local out = { type = BATCH_TYPES[p[i]] or "unknown" }
-        local count = be16(p, i + 1)
+        local out = { type = BATCH_TYPES[u8(p, i, n, "a batch")]
+                             or "unknown" }
+        local count = u16(p, i + 1, n, "a batch")
         i = i + 3
         for k = 1, count do
             local child, cols = {}, nil
-            local kind = p[i]
+            local kind = u8(p, i, n, "a batch statement")
             i = i + 1
             if kind == 0 then
-                local ql = be32(p, i)
-                child.query = ffi_string(p + i + 4, ql)
+                local ql = s32(p, i, n, "a query string")
+                child.query = bytes_at(p, i + 4, n, ql, "a query string")
                 i = i + 4 + ql
             else
-                child.id = ffi_string(p + i + 2, be16(p, i))
-                i = i + 2 + be16(p, i)
+                local idl = u16(p, i, n, "a prepared id")
+                child.id = bytes_at(p, i + 2, n, idl, "a prepared id")
+                i = i + 2 + idl
                 local st = session.prepared_by_id(child.id)
                 if st then
                     child.query, cols = st.query, st.columns
                 end
             end
             child.values = {}
-            local nv = be16(p, i)
+            local nv = u16(p, i, n, "values")
             i = i + 2
             for v = 1, nv do
                 local t = cols and cols[v] and cols[v].type or RAWT
-                child.values[v], i = types.value(t, p, i)
-            end
-            if i > n then
-                error("cql body: batch runs past the body", 2)
+                child.values[v], i = types.value(t, p, i, n)
             end
             out[k] = child
         end
@@ -520,41 +529,34 @@ return function(frame)
     -- parts: the statement (query text or prepared ids), the consistency,
     -- the flags and each value.
     local function locate(f, p, n)
-        local version = band(f.data[0], 0x7f)
         local at = { start = request_start(f, p, n) }
-        local i = at.start
-        if f.rtype == OP_QUERY or f.rtype == OP_PREPARE then
-            at.query_len = be32(p, i)
-            i = i + 4 + at.query_len
-        else
-            i = i + 2 + be16(p, i)
-            if version >= 5 then
-                i = i + 2 + be16(p, i)
-            end
-        end
+        local i = statement_end(f, p, n, at.start)
         at.stmt_end = i
         if f.rtype == OP_PREPARE then
             return at
         end
         at.consistency = i
+        if i + 2 > n then
+            past("a consistency")
+        end
         i = i + 2
         at.flags_at = i
-        if version >= 5 then
-            at.flags, i = be32(p, i), i + 4
-        else
-            at.flags, i = p[i], i + 1
-        end
+        at.flags, i = query_flags(f, p, n, i)
         at.values = {}
         if band(at.flags, 0x01) ~= 0 then
-            local count = be16(p, i)
+            local count = u16(p, i, n, "values")
             i = i + 2
             for k = 1, count do
                 if band(at.flags, 0x40) ~= 0 then
-                    i = i + 2 + be16(p, i)
+                    i = i + 2 + u16(p, i, n, "a value name")
                 end
-                local len = be32(p, i)
-                at.values[k] = { i, i + 4 + (len > 0 and len or 0) }
-                i = at.values[k][2]
+                local len = s32(p, i, n, "a value")
+                local stop = i + 4 + (len > 0 and len or 0)
+                if stop > n then
+                    past("a value")
+                end
+                at.values[k] = { i, stop }
+                i = stop
             end
         end
         return at
@@ -625,6 +627,7 @@ return function(frame)
         end
         local p, n = body_view(f)
         local i = request_start(f, p, n)
-        return ffi_string(p + i + 2, be16(p, i))
+        return bytes_at(p, i + 2, n, u16(p, i, n, "a prepared id"),
+                        "a prepared id")
     end
 end

@@ -143,9 +143,13 @@ function _M.error(req, code, msg, extra)
 end
 
 -- UNPREPARED for an EXECUTE: the driver prepares the statement again on
--- this connection and retries.
+-- this connection and retries.  An EXECUTE whose id does not read gets a
+-- PROTOCOL_ERROR instead (there is no id to name).
 function _M.unprepared(req, msg)
-    local id = req:prepared_id()
+    local ok, id = pcall(req.prepared_id, req)
+    if not ok then
+        return _M.error(req, "PROTOCOL_ERROR", "shotover: " .. id)
+    end
     return _M.error(req, "UNPREPARED", msg, be16(#id) .. id)
 end
 

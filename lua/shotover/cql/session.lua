@@ -13,7 +13,7 @@ local types = require "shotover.cql.types"
 local shdict = require "shotover.shdict"
 local C = require("shotover.ffi").C
 
-local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
+local band, rshift = bit.band, bit.rshift
 local ffi_string = ffi.string
 local char, byte, sub = string.char, string.byte, string.sub
 local cast = ffi.cast
@@ -32,37 +32,37 @@ local prepared = {}                      -- id (string) -> { query, keyspace }
 local nprepared = 0
 local shared                             -- all workers' ids: see below
 
-local function be16(p, i)
-    return bor(lshift(p[i], 8), p[i + 1])
-end
+-- reads of a body, each checked against its end n (shotover.cql.types)
+local be32 = types.be32
+local u16, s32 = types.u16, types.s32
+local cql_string = types.cql_string
 
-local function be32(p, i)
-    return bor(lshift(p[i], 24), lshift(p[i + 1], 16), lshift(p[i + 2], 8),
-               p[i + 3])
-end
-
--- Where a response's message starts: after the tracing id (flag 0x02), the
--- warnings (0x08) and the custom payload (0x04).
-local function response_start(f, p)
+-- Where a response's message starts in its body of n bytes: after the
+-- tracing id (flag 0x02), the warnings (0x08) and the custom payload
+-- (0x04).
+local function response_start(f, p, n)
     local flags, i = f.data[1], 0
     if band(flags, FLAG_TRACING) ~= 0 then
         i = i + 16
     end
     if band(flags, FLAG_WARNING) ~= 0 then
-        local n = be16(p, i)
+        local count = u16(p, i, n, "warnings")
         i = i + 2
-        for _ = 1, n do
-            i = i + 2 + be16(p, i)
+        for _ = 1, count do
+            i = i + 2 + u16(p, i, n, "warnings")
         end
     end
     if band(flags, FLAG_PAYLOAD) ~= 0 then
-        local n = be16(p, i)
+        local count = u16(p, i, n, "a custom payload")
         i = i + 2
-        for _ = 1, n do
-            i = i + 2 + be16(p, i)
-            local vl = be32(p, i)
-            i = i + 4 + (vl > 0x7fffffff and 0 or vl)
+        for _ = 1, count do
+            i = i + 2 + u16(p, i, n, "a custom payload")
+            local vl = s32(p, i, n, "a custom payload")
+            i = i + 4 + (vl > 0 and vl or 0)
         end
+    end
+    if i > n then
+        types.past("a response's header fields")
     end
     return i
 end
@@ -93,8 +93,8 @@ local function encode(version, keyspace, query, meta)
            .. query .. meta
 end
 
-local function entry(version, query, keyspace, p, i)
-    local ok, meta = pcall(_M.prepared_metadata, version, p, i)
+local function entry(version, query, keyspace, p, i, n)
+    local ok, meta = pcall(_M.prepared_metadata, version, p, i, n)
     return { query = query, keyspace = keyspace,
              columns = ok and meta.columns or nil,
              pk = ok and meta.pk or nil,
@@ -115,19 +115,23 @@ end
 local function from_shared(id)
     local d = shared_dict()
     local rec = d and d:get(id)
-    if rec == nil or #rec < 9 then
+    local n = rec and #rec or 0
+    if n < 9 then
         return nil
     end
     local p = cast(u8p, rec)
     local klen = be32(p, 1)
+    if klen < 0 or 9 + klen > n then
+        return nil
+    end
     local qlen = be32(p, 5 + klen)
     local at = 9 + klen + qlen
-    if at > #rec then
+    if qlen < 0 or at > n then
         return nil
     end
     local keyspace = klen > 0 and sub(rec, 6, 5 + klen) or nil
     local query = sub(rec, 10 + klen, 9 + klen + qlen)
-    local st = entry(byte(rec, 1), query, keyspace, p, at)
+    local st = entry(byte(rec, 1), query, keyspace, p, at, n)
     -- p points into rec: rec is used after the parse so that the GC keeps
     -- it until then, whatever the JIT makes of the locals above
     if #rec < at then
@@ -137,73 +141,75 @@ local function from_shared(id)
     return st
 end
 
+-- What one RESULT teaches; raises when its body does not read.
+local function learn_one(state, req, rs)
+    local p, n = rs:body_view()
+    local at = response_start(rs, p, n)
+    local kind = s32(p, at, n, "a result kind")
+    if kind == KIND_SET_KEYSPACE then
+        state.keyspace = cql_string(p, at + 4, n)
+    elseif kind == KIND_PREPARED and req.rtype == OP_PREPARE then
+        local id, from = cql_string(p, at + 4, n)  -- [short bytes]
+        local version = band(rs.data[0], 0x7f)
+        local query = req:query()
+        remember(id, entry(version, query, state.keyspace, p, from, n))
+        local d = shared_dict()
+        if d then
+            d:set(id, encode(version, state.keyspace, query,
+                             ffi_string(p + from, n - from)))
+        end
+    end
+end
+
 -- After a batch: learn from each RESULT answering a request.  `state` is
--- the connection's session table (chain.conn).
+-- the connection's session table (chain.conn).  A RESULT that does not
+-- read teaches nothing (its client gets it as the node sent it).
 function _M.learn(state, req, resp)
     for i = 1, resp.n do
         local rs = resp[i]
         if rs ~= nil and rs.proto == PROTO_CQL and rs.rtype == OP_RESULT then
-            local p, n = rs:body_view()
-            local at = response_start(rs, p)
-            if at + 4 <= n then
-                local kind = be32(p, at)
-                if kind == KIND_SET_KEYSPACE then
-                    state.keyspace = ffi_string(p + at + 6, be16(p, at + 4))
-                elseif kind == KIND_PREPARED and req[i].rtype == OP_PREPARE
-                then
-                    local id = ffi_string(p + at + 6, be16(p, at + 4))
-                    local from = at + 6 + be16(p, at + 4)
-                    local version = band(rs.data[0], 0x7f)
-                    local query = req[i]:query()
-                    remember(id, entry(version, query, state.keyspace, p,
-                                       from))
-                    local d = shared_dict()
-                    if d and from <= n then
-                        d:set(id, encode(version, state.keyspace, query,
-                                         ffi_string(p + from, n - from)))
-                    end
-                end
-            end
+            pcall(learn_one, state, req[i], rs)
         end
     end
 end
 
 -- The bound variables of a RESULT Prepared (protocol `version`) whose id
--- ends before offset i:
+-- ends before offset i, in a body of n bytes:
 -- { columns = { { name =, keyspace =, table =, type = } ... },
 --   pk = { indexes of the partition key columns, 1-based } }.
-function _M.prepared_metadata(version, p, i)
+function _M.prepared_metadata(version, p, i, n)
     if version >= 5 then
-        i = i + 2 + be16(p, i)           -- result metadata id
+        i = i + 2 + u16(p, i, n, "a result metadata id")
     end
-    local flags, n = be32(p, i), be32(p, i + 4)
+    local flags = s32(p, i, n, "prepared metadata")
+    local count = s32(p, i + 4, n, "prepared metadata")
     i = i + 8
     local meta = { columns = {}, pk = {} }
     if version >= 4 then
-        local npk = be32(p, i)
+        local npk = s32(p, i, n, "partition key indexes")
         i = i + 4
         for k = 1, npk do
-            meta.pk[k] = be16(p, i) + 1
+            meta.pk[k] = u16(p, i, n, "partition key indexes") + 1
             i = i + 2
         end
     end
     local gks, gtable
     if band(flags, 0x0001) ~= 0 then
-        gks, i = types.cql_string(p, i)
-        gtable, i = types.cql_string(p, i)
+        gks, i = cql_string(p, i, n)
+        gtable, i = cql_string(p, i, n)
     end
-    for k = 1, n do
+    for k = 1, count do
         local col = { keyspace = gks, table = gtable }
         if not gks then
-            col.keyspace, i = types.cql_string(p, i)
-            col.table, i = types.cql_string(p, i)
+            col.keyspace, i = cql_string(p, i, n)
+            col.table, i = cql_string(p, i, n)
         end
-        col.name, i = types.cql_string(p, i)
-        col.type, i = types.read_type(p, i)
+        col.name, i = cql_string(p, i, n)
+        col.type, i = types.read_type(p, i, n)
         meta.columns[k] = col
     end
     -- then the metadata of the rows it will return
-    meta.result_columns = types.read_rows_metadata(p, i)
+    meta.result_columns = types.read_rows_metadata(p, i, n)
     return meta
 end
 
@@ -220,7 +226,10 @@ function _M.prepared(msg)
     if msg.rtype ~= OP_EXECUTE then
         return nil
     end
-    return _M.prepared_by_id(msg:prepared_id())
+    -- an EXECUTE whose id does not read prepares nothing: the node
+    -- refuses it, and the transforms asking are not failed for it
+    local ok, id = pcall(msg.prepared_id, msg)
+    return ok and _M.prepared_by_id(id) or nil
 end
 
 return _M

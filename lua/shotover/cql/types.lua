@@ -37,6 +37,7 @@ local i64 = ffi.typeof("int64_t")
 local dbl_box = ffi.new("union { uint64_t u; double d; }")
 local flt_box = ffi.new("union { uint32_t u; float f; }")
 
+-- Unchecked big-endian reads, for callers that checked the bounds.
 local function be16(p, i)
     return bor(lshift(p[i], 8), p[i + 1])
 end
@@ -54,9 +55,50 @@ local function be64(p, i)
     return v
 end
 
-local function cql_string(p, i)
-    local n = be16(p, i)
-    return ffi_string(p + i + 2, n), i + 2 + n
+-- Checked reads.  Every decoder reads a body through these, with `n` the
+-- end of what it may read (the body's length, or a value's end): a length
+-- field that lies raises here instead of reading the memory after the
+-- body (the FFI reads whatever is there).  c/test/fuzz-cql.c holds every
+-- decoder to it, bodies placed against an unmapped page.
+local function past(what)
+    error("cql: " .. what .. " runs past the body", 0)
+end
+
+local function u8(p, i, n, what)
+    if i < 0 or i >= n then
+        past(what or "a byte")
+    end
+    return p[i]
+end
+
+local function u16(p, i, n, what)
+    if i < 0 or i + 2 > n then
+        past(what or "a [short]")
+    end
+    return bor(lshift(p[i], 8), p[i + 1])
+end
+
+-- a signed [int]
+local function s32(p, i, n, what)
+    if i < 0 or i + 4 > n then
+        past(what or "an [int]")
+    end
+    return bor(lshift(p[i], 24), lshift(p[i + 1], 16), lshift(p[i + 2], 8),
+               p[i + 3])
+end
+
+-- len bytes at p[i] as a Lua string
+local function bytes(p, i, n, len, what)
+    if len < 0 or i < 0 or i + len > n then
+        past(what or "a string")
+    end
+    return ffi_string(p + i, len)
+end
+
+-- a [string]: the string and the offset after it
+local function cql_string(p, i, n)
+    local len = u16(p, i, n, "a [string]")
+    return bytes(p, i + 2, n, len, "a [string]"), i + 2 + len
 end
 
 -- Read a type [option] at p[i]: returns the type table and the next offset.
@@ -87,45 +129,45 @@ end
 
 _M.MAX_DEPTH = 16                         -- nesting of collection types
 
-local function read_type(p, i, depth)
+local function read_type(p, i, n, depth)
     depth = (depth or 0) + 1
     if depth > _M.MAX_DEPTH then
         error("cql: types nested deeper than " .. _M.MAX_DEPTH, 0)
     end
-    local id = be16(p, i)
+    local id = u16(p, i, n, "a type")
     i = i + 2
     if id == 0x0000 then
         local class
-        class, i = cql_string(p, i)
+        class, i = cql_string(p, i, n)
         return vector_of(class) or { name = "custom", class = class }, i
     elseif id == 0x0020 or id == 0x0022 then
         local elem
-        elem, i = read_type(p, i, depth)
+        elem, i = read_type(p, i, n, depth)
         return { name = NAMES[id], elem = elem }, i
     elseif id == 0x0021 then
         local k, v
-        k, i = read_type(p, i, depth)
-        v, i = read_type(p, i, depth)
+        k, i = read_type(p, i, n, depth)
+        v, i = read_type(p, i, n, depth)
         return { name = "map", key = k, value = v }, i
     elseif id == 0x0030 then
         local t = { name = "udt", fields = {} }
-        t.keyspace, i = cql_string(p, i)
-        t.type_name, i = cql_string(p, i)
-        local n = be16(p, i)
+        t.keyspace, i = cql_string(p, i, n)
+        t.type_name, i = cql_string(p, i, n)
+        local count = u16(p, i, n, "a UDT")
         i = i + 2
-        for f = 1, n do
+        for f = 1, count do
             local fname, ft
-            fname, i = cql_string(p, i)
-            ft, i = read_type(p, i, depth)
+            fname, i = cql_string(p, i, n)
+            ft, i = read_type(p, i, n, depth)
             t.fields[f] = { fname, ft }
         end
         return t, i
     elseif id == 0x0031 then
         local t = { name = "tuple", elems = {} }
-        local n = be16(p, i)
+        local count = u16(p, i, n, "a tuple")
         i = i + 2
-        for e = 1, n do
-            t.elems[e], i = read_type(p, i, depth)
+        for e = 1, count do
+            t.elems[e], i = read_type(p, i, n, depth)
         end
         return t, i
     end
@@ -152,9 +194,23 @@ local decode
 -- fixed sizes of vector elements that have one
 local FIXED = { float = 4, double = 8, int = 4, bigint = 8, boolean = 1 }
 
--- Decode n bytes at p[i] as a value of type t.
+-- the size of every type that has one: a value of another size is refused
+-- (an empty one, which Cassandra keeps for "no value", is nil)
+local SIZE = { int = 4, bigint = 8, counter = 8, timestamp = 8, time = 8,
+               smallint = 2, tinyint = 1, boolean = 1, double = 8, float = 4,
+               uuid = 16, timeuuid = 16, date = 4 }
+
+-- Decode the n bytes at p[i] (n >= 0, all within the body: the caller
+-- checked) as a value of type t.  Nothing is read outside them.
 decode = function(t, p, i, n)
     local name = t.name
+    local size = SIZE[name]
+    if size and n ~= size then
+        if n == 0 then
+            return nil
+        end
+        error(fmt("cql: %s of %d bytes", name, n), 0)
+    end
     if name == "varchar" or name == "ascii" or name == "blob"
        or name == "varint" or name == "custom" or name == "duration"
     then
@@ -188,10 +244,15 @@ decode = function(t, p, i, n)
     elseif name == "time" then
         return be64(p, i)                   -- nanoseconds since midnight
     elseif name == "decimal" then
+        if n < 4 then
+            error("cql: decimal of " .. n .. " bytes", 0)
+        end
         return { scale = be32(p, i), unscaled = ffi_string(p + i + 4, n - 4) }
     elseif name == "inet" then
         if n == 4 then
             return fmt("%d.%d.%d.%d", p[i], p[i + 1], p[i + 2], p[i + 3])
+        elseif n ~= 16 then
+            error("cql: inet of " .. n .. " bytes", 0)
         end
         local g = {}
         for k = 0, 7 do
@@ -199,6 +260,9 @@ decode = function(t, p, i, n)
         end
         return table.concat(g, ":")
     elseif name == "list" or name == "set" then
+        if n < 4 then
+            error("cql: collection in " .. n .. " bytes", 0)
+        end
         local out, count = {}, be32(p, i)
         -- every element takes at least its 4-byte length: a count beyond
         -- that is a lie, refused before any work
@@ -206,31 +270,46 @@ decode = function(t, p, i, n)
             error("cql: collection of " .. count .. " elements in " .. n
                   .. " bytes", 0)
         end
-        local at = i + 4
+        local at, stop = i + 4, i + n
         for k = 1, count do
-            local len = be32(p, at)
+            local len = s32(p, at, stop, "a collection element")
             at = at + 4
             if len < 0 then
                 out[k] = nil
             else
+                if at + len > stop then
+                    past("a collection element")
+                end
                 out[k] = decode(t.elem, p, at, len)
                 at = at + len
             end
         end
         return out
     elseif name == "map" then
+        if n < 4 then
+            error("cql: map in " .. n .. " bytes", 0)
+        end
         local out, count = {}, be32(p, i)
         if count < 0 or count > (n - 4) / 8 then
             error("cql: map of " .. count .. " entries in " .. n .. " bytes",
                   0)
         end
-        local at = i + 4
+        local at, stop = i + 4, i + n
         for k = 1, count do
-            local kl = be32(p, at)
+            local kl = s32(p, at, stop, "a map key")
+            if kl < 0 or at + 4 + kl > stop then
+                past("a map key")
+            end
             local key = decode(t.key, p, at + 4, kl)
             at = at + 4 + kl
-            local vl = be32(p, at)
-            local val = vl >= 0 and decode(t.value, p, at + 4, vl) or nil
+            local vl = s32(p, at, stop, "a map value")
+            local val
+            if vl >= 0 then
+                if at + 4 + vl > stop then
+                    past("a map value")
+                end
+                val = decode(t.value, p, at + 4, vl)
+            end
             at = at + 4 + (vl >= 0 and vl or 0)
             out[k] = { key, val }
         end
@@ -242,11 +321,14 @@ decode = function(t, p, i, n)
             if at >= stop then
                 break                       -- trailing fields may be absent
             end
-            local len = be32(p, at)
+            local len = s32(p, at, stop, "a field")
             at = at + 4
             local ft = name == "tuple" and parts[k] or parts[k][2]
             local v = nil
             if len >= 0 then
+                if at + len > stop then
+                    past("a field")
+                end
                 v = decode(ft, p, at, len)
                 at = at + len
             end
@@ -258,20 +340,23 @@ decode = function(t, p, i, n)
         end
         return out
     elseif name == "vector" then
-        local size = FIXED[t.elem.name]
-        if size and size * t.dim ~= n then
+        local fixed = FIXED[t.elem.name]
+        if fixed and fixed * t.dim ~= n then
             error("cql: vector of " .. t.dim .. " elements in " .. n
                   .. " bytes", 0)
         end
-        local out, at = {}, i
+        local out, at, stop = {}, i, i + n
         for k = 1, t.dim do
-            local len = size
+            local len = fixed
             if not len then
                 -- variable-size elements carry an unsigned vint length
-                local b = p[at]
+                local b = u8(p, at, stop, "a vector element")
                 len, at = b, at + 1
                 if b >= 0x80 then
                     error("cql: long vector elements are not supported", 0)
+                end
+                if at + len > stop then
+                    past("a vector element")
                 end
             end
             out[k] = decode(t.elem, p, at, len)
@@ -282,36 +367,44 @@ decode = function(t, p, i, n)
     error("cql: cannot decode type " .. tostring(name), 0)
 end
 
--- Decode a [value] / [bytes] at p[i] of type t: value (nil for null, or
--- the string "unset" for the v4+ not-set marker) and the next offset.
-function _M.value(t, p, i)
-    local n = be32(p, i)
-    if n == -1 then
-        return nil, i + 4
-    elseif n == -2 then
-        return "unset", i + 4
+-- Decode a [value] / [bytes] at p[i], within a body of n bytes, of type t:
+-- value (nil for null, or the string "unset" for the v4+ not-set marker)
+-- and the next offset.
+function _M.value(t, p, i, n)
+    local len = s32(p, i, n, "a [value]")
+    if len < 0 then
+        -- [bytes]: any negative length is null; [value]: -2 is "not set"
+        return len == -2 and "unset" or nil, i + 4
     end
-    return decode(t, p, i + 4, n), i + 4 + n
+    if i + 4 + len > n then
+        past("a [value]")
+    end
+    return decode(t, p, i + 4, len), i + 4 + len
 end
 
 -- Rows metadata (a RESULT Rows, or the result part of a RESULT Prepared) at
--- p[i]: { columns = { { name, keyspace, table, type } }, paging_state =
--- bytes or nil, no_metadata = bool }, and the next offset.
-function _M.read_rows_metadata(p, i)
-    local flags, n = be32(p, i), be32(p, i + 4)
+-- p[i], within a body of n bytes: { columns = { { name, keyspace, table,
+-- type } }, count = columns, paging_state = bytes or nil, no_metadata =
+-- bool }, and the next offset.
+function _M.read_rows_metadata(p, i, n)
+    local flags = s32(p, i, n, "rows metadata")
+    local count = s32(p, i + 4, n, "rows metadata")
     i = i + 8
-    local meta = { columns = {}, count = n }
+    local meta = { columns = {}, count = count }
     if band(flags, 0x0002) ~= 0 then            -- Has_more_pages
-        local len = be32(p, i)
+        local len = s32(p, i, n, "a paging state")
         if len >= 0 then
-            meta.paging_state = ffi_string(p + i + 4, len)
+            meta.paging_state = bytes(p, i + 4, n, len, "a paging state")
             i = i + 4 + len
         else
             i = i + 4
         end
     end
     if band(flags, 0x0008) ~= 0 then            -- Metadata_changed (v5)
-        i = i + 2 + be16(p, i)
+        i = i + 2 + u16(p, i, n, "a result metadata id")
+        if i > n then
+            past("a result metadata id")
+        end
     end
     if band(flags, 0x0004) ~= 0 then            -- No_metadata
         meta.no_metadata = true
@@ -319,23 +412,26 @@ function _M.read_rows_metadata(p, i)
     end
     local gks, gtable
     if band(flags, 0x0001) ~= 0 then
-        gks, i = cql_string(p, i)
-        gtable, i = cql_string(p, i)
+        gks, i = cql_string(p, i, n)
+        gtable, i = cql_string(p, i, n)
     end
-    for k = 1, n do
+    -- (each column takes bytes: a lying count stops at the body's end)
+    for k = 1, count do
         local col = { keyspace = gks, table = gtable }
         if not gks then
-            col.keyspace, i = cql_string(p, i)
-            col.table, i = cql_string(p, i)
+            col.keyspace, i = cql_string(p, i, n)
+            col.table, i = cql_string(p, i, n)
         end
-        col.name, i = cql_string(p, i)
-        col.type, i = read_type(p, i)
+        col.name, i = cql_string(p, i, n)
+        col.type, i = read_type(p, i, n)
         meta.columns[k] = col
     end
     return meta, i
 end
 
 _M.decode = decode
-_M.be16, _M.be32, _M.cql_string = be16, be32, cql_string
+_M.be16, _M.be32 = be16, be32
+_M.u8, _M.u16, _M.s32, _M.bytes = u8, u16, s32, bytes
+_M.cql_string, _M.past = cql_string, past
 
 return _M

@@ -8,7 +8,6 @@
 -- This module must not require shotover.message at load time (message
 -- installs the methods through shotover.protocols): what needs it is
 -- required on first use.
-local ffi = require "ffi"
 local bit = require "bit"
 local base = require "shotover.ffi"
 local types = require "shotover.cql.types"
@@ -185,7 +184,8 @@ end
 function _M.cost(m)
     local op = m.rtype
     if op == OP_BATCH then
-        return m:batch_size()
+        local ok, n = pcall(m.batch_size, m)
+        return ok and n or 1                -- (one the node refuses)
     end
     return PASS[op] and 0 or 1
 end
@@ -220,7 +220,11 @@ function _M.query_class(m, chain)
     if op == OP_BATCH then                  -- its strongest child
         local parse = require("shotover.cql.parser").parse
         local class = "write"
-        for _, child in ipairs(m:batch_children()) do
+        local ok, children = pcall(m.batch_children, m)
+        if not ok then
+            return "other"                  -- the node refuses it
+        end
+        for _, child in ipairs(children) do
             if not child.query then
                 return false
             end
@@ -276,6 +280,24 @@ end
 local RESULT_KINDS = { "Void", "Rows", "Set_keyspace", "Prepared",
                        "Schema_change" }
 
+-- A RESULT as its kind (and row count, or keyspace); raises when its body
+-- does not read.
+local function show_result(f)
+    local p, n = f:body_view()
+    local at = require("shotover.cql.session").response_start(f, p, n)
+    local kind = RESULT_KINDS[types.s32(p, at, n, "a result kind")] or "?"
+    if kind == "Rows" then
+        local ok, rows = pcall(f.rows, f)
+        if ok and rows then
+            return fmt("RESULT Rows (%d row%s)", #rows,
+                       #rows == 1 and "" or "s")
+        end
+    elseif kind == "Set_keyspace" then
+        return "RESULT Set_keyspace " .. types.cql_string(p, at + 4, n)
+    end
+    return "RESULT " .. kind
+end
+
 -- A request as opcode, statement and values; a response as opcode and
 -- what it says (error code and message, result kind and row count).  The
 -- statement goes through `filter` (shotover.redact's statement: text ->
@@ -317,24 +339,9 @@ function _M.show(f, filter)
             return fmt("ERROR 0x%04x %s", e.code, e.message)
         end
     elseif op == "RESULT" then
-        local ok, p, n = pcall(f.body_view, f)
+        local ok, text = pcall(show_result, f)
         if ok then
-            local session = require "shotover.cql.session"
-            local at = session.response_start(f, p)
-            if at + 4 <= n then
-                local kind = RESULT_KINDS[types.be32(p, at)] or "?"
-                if kind == "Rows" then
-                    local okr, rows = pcall(f.rows, f)
-                    if okr and rows then
-                        return fmt("RESULT Rows (%d row%s)", #rows,
-                                   #rows == 1 and "" or "s")
-                    end
-                elseif kind == "Set_keyspace" then
-                    return "RESULT Set_keyspace "
-                           .. ffi.string(p + at + 6, types.be16(p, at + 4))
-                end
-                return "RESULT " .. kind
-            end
+            return text
         end
     end
     return op
