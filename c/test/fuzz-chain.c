@@ -37,6 +37,7 @@
  *   - every connection is freed once closed.
  * Lua lines count as coverage (fuzz-lua.h).
  */
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sanitizer/lsan_interface.h>
 #include <sys/socket.h>
@@ -65,11 +66,20 @@ static char fz_path[2][108];     /* Unix socket of each source */
 
 /* --- the worker ---------------------------------------------------------- */
 
+/* as sh_server.c's listener does: accept on readiness, hand each over */
 static void
-fz_accept_cb(uv_stream_t *server, int status)
+fz_accept_cb(uv_poll_t *p, int status, int events)
 {
+    sh_listener_t *l = p->data;
+    int fd;
+
+    (void) events;
     FZ_CHECK(status == 0, "accept failed");
-    sh_conn_accept((sh_listener_t *) server);
+    while ((fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC))
+           >= 0)
+    {
+        sh_conn_accept(l, fd);
+    }
 }
 
 /* A listener beside the source's TCP one, on a Unix socket. */
@@ -99,9 +109,12 @@ fz_listen_unix(int proto, int which)
     l = sh_calloc(1, sizeof(*l));
     *l = *tcp;
     l->next = NULL;
-    uv_tcp_init(&fz_w->loop, &l->tcp);
-    FZ_CHECK(uv_tcp_open(&l->tcp, fd) == 0
-             && uv_listen((uv_stream_t *) &l->tcp, 16, fz_accept_cb) == 0,
+    l->fd = fd;
+    FZ_CHECK(fcntl(fd, F_SETFL, O_NONBLOCK) == 0
+             && uv_poll_init(&fz_w->loop, &l->poll, fd) == 0,
+             "cannot listen");
+    l->poll.data = l;
+    FZ_CHECK(uv_poll_start(&l->poll, UV_READABLE, fz_accept_cb) == 0,
              "cannot listen");
 }
 
