@@ -189,28 +189,8 @@ sh_batch_unref(sh_batch_t *b)
     sh_free(b);
 }
 
-/* Keep at most a quarter of the pools (memory released after a burst). */
-void
-sh_buf_pools_trim(void)
-{
-    while (sh_frame_pooled > SH_POOL_MAX / 4) {
-        sh_frame_t *f = sh_frame_pool;
-
-        sh_frame_pool = (sh_frame_t *) f->buf;
-        sh_frame_pooled--;
-        sh_free(f);
-    }
-    while (sh_batch_pooled > SH_POOL_MAX / 4) {
-        sh_batch_t *b = sh_batch_pool;
-
-        sh_batch_pool = (sh_batch_t *) b->run;
-        sh_batch_pooled--;
-        sh_free(b->frames);
-        sh_free(b);
-    }
-}
-
-/* Give the pools back to malloc (a worker thread ending, or a test). */
+/* Give the pools back to malloc (a worker thread ending, memory released
+ * after a burst of connections, or a test). */
 void
 sh_buf_pools_free(void)
 {

@@ -67,7 +67,6 @@ void sh_batch_unref(sh_batch_t *b);
 void sh_batch_put(sh_batch_t *b, uint32_t i, sh_frame_t *f);
 void sh_batch_append(sh_batch_t *b, sh_frame_t *f);
 void sh_buf_pools_free(void);
-void sh_buf_pools_trim(void);
 
 /*
  * A cycle: what Lua creates while one batch runs (frames, batches), released

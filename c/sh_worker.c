@@ -74,7 +74,7 @@ sh_worker_close_handles(sh_worker_t *w)
 #define SH_WORKER_RELEASE_MIN 256        /* connections gone, at least */
 #define SH_WORKER_RELEASE_DELAY_MS 1000  /* quiet time before releasing */
 
-void
+static void
 sh_worker_release_memory(sh_worker_t *w)
 {
     if (w->L != NULL) {

@@ -60,8 +60,6 @@ void sh_worker_close_handles(sh_worker_t *w);
  * a full collection of its Lua state and malloc_trim (sh_worker.c says why).
  */
 void sh_worker_conns(sh_worker_t *w, int delta);
-/* the same, now (a test's or an operator's nudge) */
-void sh_worker_release_memory(sh_worker_t *w);
 
 /*
  * sh_worker_hook: run fn(w) before every poll of w's loop, after the
