@@ -39,6 +39,7 @@
  */
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <sanitizer/lsan_interface.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -62,7 +63,6 @@ size_t LLVMFuzzerCustomCrossOver(const uint8_t *data1, size_t size1,
 
 static sh_worker_t *fz_w;
 static int fz_verbose;           /* SHOTOVER_FUZZ_VERBOSE: what was read */
-static char fz_path[2][108];     /* Unix socket of each source */
 
 /* --- the worker ---------------------------------------------------------- */
 
@@ -82,12 +82,27 @@ fz_accept_cb(uv_poll_t *p, int status, int events)
     }
 }
 
+/* The Unix socket of source `which`, in the abstract namespace (no file
+ * is left behind when a run crashes); its address length. */
+static socklen_t
+fz_unix_addr(struct sockaddr_un *sa, int which)
+{
+    int n;
+
+    memset(sa, 0, sizeof(*sa));
+    sa->sun_family = AF_UNIX;
+    n = snprintf(sa->sun_path + 1, sizeof(sa->sun_path) - 1,
+                 "shotover-fuzz-chain.%d.%d", (int) getpid(), which);
+    return (socklen_t) (offsetof(struct sockaddr_un, sun_path) + 1 + n);
+}
+
 /* A listener beside the source's TCP one, on a Unix socket. */
 static void
 fz_listen_unix(int proto, int which)
 {
     struct sockaddr_un sa;
     sh_listener_t *l, *tcp;
+    socklen_t len;
     int fd;
 
     for (tcp = fz_w->listeners; tcp != NULL; tcp = tcp->next) {
@@ -96,15 +111,9 @@ fz_listen_unix(int proto, int which)
         }
     }
     FZ_CHECK(tcp != NULL, "a source is missing");
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    snprintf(fz_path[which], sizeof(fz_path[which]), "%s/fuzz-chain.%d.%d",
-             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int) getpid(),
-             which);
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", fz_path[which]);
-    unlink(fz_path[which]);
+    len = fz_unix_addr(&sa, which);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    FZ_CHECK(fd >= 0 && bind(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0
+    FZ_CHECK(fd >= 0 && bind(fd, (struct sockaddr *) &sa, len) == 0
              && listen(fd, 16) == 0, "cannot listen on a Unix socket");
     l = sh_calloc(1, sizeof(*l));
     *l = *tcp;
@@ -119,10 +128,8 @@ fz_listen_unix(int proto, int which)
 }
 
 static void
-fz_cleanup(void)
+fz_summary(void)
 {
-    unlink(fz_path[0]);
-    unlink(fz_path[1]);
     fprintf(stderr, "fuzz-chain: Lua lines reached: %u\n", fz_lua_lines());
 }
 
@@ -180,7 +187,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     fz_lua_cover(fz_w->L);
     fz_listen_unix(SH_PROTO_REDIS, 0);
     fz_listen_unix(SH_PROTO_CQL, 1);
-    atexit(fz_cleanup);
+    atexit(fz_summary);
     return 0;
 }
 
@@ -256,14 +263,12 @@ static void
 fz_connect(fz_client_t *c, int which)
 {
     struct sockaddr_un sa;
+    socklen_t len = fz_unix_addr(&sa, which);
 
     memset(c, 0, sizeof(*c));
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", fz_path[which]);
     c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    FZ_CHECK(c->fd >= 0 && connect(c->fd, (struct sockaddr *) &sa,
-                                   sizeof(sa)) == 0, "cannot connect");
+    FZ_CHECK(c->fd >= 0 && connect(c->fd, (struct sockaddr *) &sa, len) == 0,
+             "cannot connect");
 }
 
 /* Shut our side, run until the proxy closes and frees the connection. */

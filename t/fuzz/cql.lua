@@ -15,6 +15,10 @@ local OP_QUERY = ffi.C.SH_CQL_QUERY
 local frame_ptr = ffi.typeof("sh_frame_t *")
 local cast = ffi.cast
 local pcall = pcall
+local type = type
+local pairs = pairs
+local tostring = tostring
+
 -- SHOTOVER_FUZZ_TRACE=1: each decoder's name before it runs (to find the
 -- one a crash input stops in)
 if os.getenv("SHOTOVER_FUZZ_TRACE") then
@@ -33,9 +37,6 @@ if os.getenv("SHOTOVER_FUZZ_TRACE") then
         return real(fn, ...)
     end
 end
-local type = type
-local pairs = pairs
-local tostring = tostring
 
 local _M = {}
 
