@@ -174,8 +174,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     sh_worker_hook(fz_w, sh_upstream_flush_all);
     sh_worker_cur = fz_w;
     /* What the chains make at start lives as long as the worker, held by
-     * Lua alone (shared reply frames): LuaJIT's heap is not malloc's, so
-     * the leak checks run after an input would not see it held. */
+     * Lua alone (shared reply frames) in NaN-tagged values, which the leak
+     * checks run after an input do not read as pointers. */
     __lsan_disable();
     if (sh_lua_worker_init(fz_w, err, sizeof(err)) != SH_OK) {
         fprintf(stderr, "fuzz-chain: %s\n", err);
