@@ -51,14 +51,6 @@
 #include "fuzz-cql.h"
 #include "fuzz-lua.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size,
-    unsigned int seed);
-size_t LLVMFuzzerCustomCrossOver(const uint8_t *data1, size_t size1,
-    const uint8_t *data2, size_t size2, uint8_t *out, size_t max_out,
-    unsigned int seed);
-
 #define FZ_LOOPS 20000           /* loop turns before a hang is declared */
 
 static sh_worker_t *fz_w;

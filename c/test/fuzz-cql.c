@@ -43,14 +43,6 @@
 #include "fuzz-cql.h"
 #include "fuzz-lua.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size,
-    unsigned int seed);
-size_t LLVMFuzzerCustomCrossOver(const uint8_t *data1, size_t size1,
-    const uint8_t *data2, size_t size2, uint8_t *out, size_t max_out,
-    unsigned int seed);
-
 /* --- reading an input ------------------------------------------------- */
 
 static uint32_t
