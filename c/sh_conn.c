@@ -112,6 +112,7 @@ sh_conn_close(sh_conn_t *c)
         sh__run_close(l);
     }
     sh__run_close(&c->main);
+    sh__session_drop_pushes(&c->sess);
     sh_batch_unref(c->inq);
     c->inq = NULL;
     sh_proto_conn_free(&c->pc);
@@ -252,6 +253,10 @@ sh_conn_write_cb(uv_write_t *req, int status)
     if (uv_stream_get_write_queue_size((uv_stream_t *) &c->tcp)
         <= c->src->conf.max_write_queue / 2)
     {
+        sh__session_drained(&c->sess);   /* relays read on */
+        if (c->closing) {
+            return;
+        }
         if (c->main.more) {
             sh__conn_more_event(c);  /* held input may go on now */
             return;
