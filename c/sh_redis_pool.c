@@ -552,16 +552,17 @@ sh_rconn_lost(sh_upstream_t *up, const char *why)
     sh_resp_reader_free(rc->reader);
     rc->reader = NULL;
     sh_rconn_fail_all(rc, why);
-    if (rc->owner != NULL && rc->streaming) {
-        /* a subscriber cannot be told which messages it missed: close it,
-         * so its client reconnects and subscribes again */
-        sh_session_abort(rc->owner, "backend connection lost");
-    } else if (rc->owner != NULL && rc->was_ready) {
+    if (rc->owner != NULL && rc->was_ready) {
         /* what the client set on its connection (SELECT, MULTI, WATCH,
-         * tracking, a name) is gone with it: a new one would carry on
-         * without it.  Close the client as Redis would have (CLIENT KILL,
-         * a restart), once the replies it got are written. */
+         * tracking, subscriptions, a name) is gone with it: a new one
+         * would carry on without it.  Close the client as Redis would
+         * have (CLIENT KILL, a restart), once the replies it got are
+         * written; a subscriber's library then subscribes again. */
         sh_session_close_when_done(rc->owner);
+    } else if (rc->owner != NULL && rc->streaming) {
+        /* never connected: its streamed requests owe no reply to fail,
+         * so it is told, then closed */
+        sh_session_abort(rc->owner, "backend connection lost");
     }
 }
 
