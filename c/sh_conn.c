@@ -247,8 +247,14 @@ sh_conn_write_cb(uv_write_t *req, int status)
         sh_free(wr->frames);
     }
     sh_free(wr);
-    if (status < 0 || c->closing) {
-        return;                  /* the read side sees the error and closes */
+    if (c->closing) {
+        return;
+    }
+    if (status < 0) {
+        /* the client is gone (reset, broken pipe); reading may be paused
+         * for backpressure, so it would not notice */
+        sh_conn_close(c);
+        return;
     }
     if (uv_stream_get_write_queue_size((uv_stream_t *) &c->tcp)
         <= c->src->conf.max_write_queue / 2)
