@@ -57,6 +57,7 @@ main(int argc, char **argv)
     char admin_host[256];
     char admin_token[1025];      /* config.lua bounds a token to 1024 */
     int i, workers = 0, level, admin_port = 0;
+    uint32_t drain_timeout_ms = 30000;
 
     if (argc >= 3 && strcmp(argv[1], "lua") == 0) {
         return sh_lua_script(argc - 2, argv + 2);
@@ -113,7 +114,8 @@ main(int argc, char **argv)
         return 2;
     }
     if (sh_lua_check(conf, &workers, admin_host, sizeof(admin_host),
-                     &admin_port, admin_token, sizeof(admin_token)) != SH_OK)
+                     &admin_port, admin_token, sizeof(admin_token),
+                     &drain_timeout_ms) != SH_OK)
     {
         return 1;
     }
@@ -124,6 +126,6 @@ main(int argc, char **argv)
     if (workers <= 0) {
         workers = (int) uv_available_parallelism();
     }
-    return sh_workers_run(conf, workers, admin_host, admin_port, admin_token)
-           == SH_OK ? 0 : 1;
+    return sh_workers_run(conf, workers, admin_host, admin_port, admin_token,
+                          drain_timeout_ms) == SH_OK ? 0 : 1;
 }

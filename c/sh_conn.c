@@ -191,7 +191,9 @@ sh_conn_pause(sh_conn_t *c)
 void
 sh__conn_resume_reading(sh_conn_t *c)
 {
-    if (c->read_stopped && !c->closing && !c->eof && !c->proto_err) {
+    if (c->read_stopped && !c->closing && !c->eof && !c->proto_err
+        && !c->draining)
+    {
         c->read_stopped = 0;
         uv_read_start((uv_stream_t *) &c->tcp, sh_conn_alloc_cb,
                       sh_conn_read_cb);
@@ -663,6 +665,23 @@ sh__conn_close_when_done(sh_conn_t *c)
     c->close_after = 1;
     if (!c->main.running && c->lanes_busy == 0) {
         sh__conn_close_after_writes(c);
+    }
+}
+
+void
+sh_conn_drain_all(sh_worker_t *w)
+{
+    sh_conn_t *c, *next;
+
+    for (c = w->conns; c != NULL; c = next) {
+        next = c->next;                  /* c may close now */
+        if (c->closing) {
+            continue;
+        }
+        c->draining = 1;
+        sh_conn_pause(c);
+        c->close_after = 1;
+        sh__conn_dispatch(c);            /* closes an idle one */
     }
 }
 

@@ -157,6 +157,7 @@ struct sh_conn_s {
     unsigned closed:1;       /* sh_conn_close ran: unlinked, handle closing */
     unsigned close_after:1;  /* close once the replies are written */
     unsigned proto_err:1;    /* reader failed: send error, then close */
+    unsigned draining:1;     /* the worker drains: read nothing more */
     sh_conn_t *prev, *next;  /* worker's connection list */
 };
 
@@ -164,6 +165,9 @@ struct sh_conn_s {
  * socket is closed. */
 void sh_conn_accept(sh_listener_t *l, int fd);
 void sh_conn_close_all(sh_worker_t *w);
+/* the worker drains: every connection reads nothing more and closes once
+ * what it has read is answered and written */
+void sh_conn_drain_all(sh_worker_t *w);
 /* replies to the client, framed by its protocol */
 void sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n);
 sh_frame_t *sh_conn_error_frame(sh_conn_t *c, const sh_frame_t *req,

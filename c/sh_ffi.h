@@ -199,6 +199,8 @@ typedef struct sh_source_conf_s {
     uint32_t max_batch;      /* requests run through the chain at once */
     uint32_t lanes;          /* CQL: batches of one connection run at once
                                 (1: one at a time; see sh_conn.c) */
+    uint32_t share_listen;   /* 1: another process may serve the same
+                                address (SO_REUSEPORT splits the clients) */
 } sh_source_conf_t;
 
 /* Status names and errors */

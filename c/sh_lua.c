@@ -454,12 +454,13 @@ sh_lua_co_release(sh_worker_t *w, sh_lua_co_t *co)
 /*
  * sh_lua_check: validate a config without starting anything.  Prints every
  * problem to stderr.  Returns SH_OK with the worker count (0 for "auto"),
- * the admin endpoint's address (admin_port 0 when there is none) and its
- * bearer token ("" when none), or SH_ERROR.
+ * the admin endpoint's address (admin_port 0 when there is none), its
+ * bearer token ("" when none) and the drain timeout, or SH_ERROR.
  */
 int
 sh_lua_check(const char *conf_path, int *workers, char *admin_host,
-    size_t hostlen, int *admin_port, char *admin_token, size_t tokenlen)
+    size_t hostlen, int *admin_port, char *admin_token, size_t tokenlen,
+    uint32_t *drain_timeout_ms)
 {
     lua_State *L = sh_lua_new();
     char err[4096];
@@ -472,22 +473,23 @@ sh_lua_check(const char *conf_path, int *workers, char *admin_host,
     *admin_port = 0;
     admin_token[0] = '\0';
     lua_pushstring(L, conf_path);
-    if (sh_lua_call(L, "shotover.config", "check_file", 1, 4, err,
+    if (sh_lua_call(L, "shotover.config", "check_file", 1, 5, err,
                     sizeof(err)) != SH_OK)
     {
         fprintf(stderr, "shotover: %s\n", err);
-    } else if (lua_isnumber(L, -4)) {
-        *workers = (int) lua_tointeger(L, -4);
-        if (lua_isstring(L, -3)) {
-            snprintf(admin_host, hostlen, "%s", lua_tostring(L, -3));
-            *admin_port = (int) lua_tointeger(L, -2);
+    } else if (lua_isnumber(L, -5)) {
+        *workers = (int) lua_tointeger(L, -5);
+        if (lua_isstring(L, -4)) {
+            snprintf(admin_host, hostlen, "%s", lua_tostring(L, -4));
+            *admin_port = (int) lua_tointeger(L, -3);
         }
-        if (lua_isstring(L, -1)) {
-            snprintf(admin_token, tokenlen, "%s", lua_tostring(L, -1));
+        if (lua_isstring(L, -2)) {
+            snprintf(admin_token, tokenlen, "%s", lua_tostring(L, -2));
         }
+        *drain_timeout_ms = (uint32_t) lua_tointeger(L, -1);
         rc = SH_OK;
     } else {
-        fprintf(stderr, "%s", lua_tostring(L, -3));
+        fprintf(stderr, "%s", lua_tostring(L, -4));
     }
     sh_lua_close(L);
     return rc;

@@ -37,7 +37,8 @@ void sh_lua_session_release(lua_State *L, void *client);
 lua_State *sh_lua_state_new(void);
 
 int sh_lua_check(const char *conf_path, int *workers, char *admin_host,
-    size_t hostlen, int *admin_port, char *admin_token, size_t tokenlen);
+    size_t hostlen, int *admin_port, char *admin_token, size_t tokenlen,
+    uint32_t *drain_timeout_ms);
 int sh_lua_script(int argc, char **argv);
 int sh_lua_cli(const char *module, int argc, char **argv);
 

@@ -60,11 +60,36 @@ sh_listener_close(sh_listener_t *l)
     uv_close((uv_handle_t *) &l->pause, sh_listener_close_cb);
 }
 
+/* Serialises sending to a worker's stop and drain handles with their
+ * closing: a send after the close would touch a loop that is gone. */
+static uv_mutex_t sh_stop_mu;
+static uv_once_t sh_stop_once = UV_ONCE_INIT;
+
+static void
+sh_stop_mu_init(void)
+{
+    uv_mutex_init(&sh_stop_mu);
+}
+
+/* Send to handle a (stop or drain) of w unless w has closed them. */
+static void
+sh_worker_signal(sh_worker_t *w, uv_async_t *a)
+{
+    uv_mutex_lock(&sh_stop_mu);
+    if (!w->stop_closed) {
+        uv_async_send(a);
+    }
+    uv_mutex_unlock(&sh_stop_mu);
+}
+
 static void
 sh_worker_stop_cb(uv_async_t *a)
 {
     sh_worker_t *w = a->data;
 
+    if (w->stopping) {
+        return;
+    }
     w->stopping = 1;
     while (w->listeners != NULL) {
         sh_listener_t *l = w->listeners;
@@ -79,7 +104,47 @@ sh_worker_stop_cb(uv_async_t *a)
     sh_redis_pools_close(w);
     sh_cql_pools_close(w);
     sh_worker_close_handles(w);
+    uv_mutex_lock(&sh_stop_mu);
+    w->stop_closed = 1;
     uv_close((uv_handle_t *) &w->stop, NULL);
+    uv_close((uv_handle_t *) &w->drain, NULL);
+    uv_mutex_unlock(&sh_stop_mu);
+}
+
+/*
+ * Drain (SIGTERM, SIGINT): accept nothing more; every connection reads
+ * nothing more and closes once the requests it has read are answered and
+ * written (an idle one at once); the worker stops when none is left and
+ * its asynchronous tee copies are done (sh_worker_drained), or when the
+ * main thread's drain_timeout stops it.
+ */
+static void
+sh_worker_drain_cb(uv_async_t *a)
+{
+    sh_worker_t *w = a->data;
+
+    if (w->stopping || w->draining) {
+        return;
+    }
+    w->draining = 1;
+    while (w->listeners != NULL) {
+        sh_listener_t *l = w->listeners;
+        w->listeners = l->next;
+        sh_listener_close(l);
+    }
+    sh_conn_drain_all(w);
+}
+
+/* The pre-poll hook of a draining worker: stop once nothing is left. */
+static int
+sh_worker_drained(sh_worker_t *w)
+{
+    if (w->draining && !w->stopping && w->conns == NULL
+        && w->shadows == NULL)
+    {
+        uv_async_send(&w->stop);         /* our own: stop_cb runs next */
+    }
+    return 0;
 }
 
 static void
@@ -99,6 +164,7 @@ sh_worker_main(void *arg)
         uv_sem_post(&w->ready);
         uv_run(&w->loop, UV_RUN_DEFAULT);
     }
+    __atomic_store_n(&w->exited, 1, __ATOMIC_RELEASE);
     if (w->L != NULL) {
         sh_lua_close(w->L);
         w->L = NULL;
@@ -119,19 +185,81 @@ sh_workers_stop(void)
     int i;
 
     for (i = 0; i < sh_nworkers; i++) {
-        uv_async_send(&sh_workers[i]->stop);
+        sh_worker_signal(sh_workers[i], &sh_workers[i]->stop);
+    }
+}
+
+/* The main thread while it drains (sh_workers_run). */
+static struct {
+    uv_signal_t sigint, sigterm;
+    uv_timer_t tick;         /* watches the workers and the deadline */
+    uint64_t deadline;       /* loop ms at which what remains is closed */
+    uint32_t timeout_ms;     /* drain_timeout */
+    int draining;            /* a first signal came */
+    int forced;              /* the workers were told to stop */
+} sh_main;
+
+static const char *
+sh_signal_name(int signum)
+{
+    return signum == SIGINT ? "SIGINT" : "SIGTERM";
+}
+
+static void
+sh_main_finish(void)
+{
+    uv_timer_stop(&sh_main.tick);
+    uv_close((uv_handle_t *) &sh_main.tick, NULL);
+    uv_close((uv_handle_t *) &sh_main.sigint, NULL);
+    uv_close((uv_handle_t *) &sh_main.sigterm, NULL);
+    sh_admin_stop();
+}
+
+static void
+sh_main_tick(uv_timer_t *t)
+{
+    int i, left = 0;
+
+    for (i = 0; i < sh_nworkers; i++) {
+        left += !__atomic_load_n(&sh_workers[i]->exited, __ATOMIC_ACQUIRE);
+    }
+    if (left == 0) {
+        sh_log_info("%s: every connection is closed, exiting",
+                    sh_main.forced ? "stopped" : "drained");
+        sh_main_finish();
+        return;
+    }
+    if (!sh_main.forced && uv_now(t->loop) >= sh_main.deadline) {
+        sh_log_warn("drain_timeout (%ums) reached: closing the connections "
+                    "that remain", sh_main.timeout_ms);
+        sh_main.forced = 1;
+        sh_workers_stop();
     }
 }
 
 static void
 sh_signal_cb(uv_signal_t *s, int signum)
 {
-    sh_log_info("received %s, stopping", signum == SIGINT ? "SIGINT"
-                                                          : "SIGTERM");
-    sh_admin_stop();
-    sh_workers_stop();
-    uv_close((uv_handle_t *) s, NULL);
-    uv_close((uv_handle_t *) s->data, NULL);
+    int i;
+
+    if (sh_main.draining) {
+        sh_log_info("received %s while draining: stopping now",
+                    sh_signal_name(signum));
+        sh_main.forced = 1;
+        sh_workers_stop();
+        return;
+    }
+    sh_main.draining = 1;
+    sh_log_info("received %s: draining (accepting nothing, closing each "
+                "connection once what it sent is answered; at most %ums; a "
+                "second signal stops at once)", sh_signal_name(signum),
+                sh_main.timeout_ms);
+    sh_admin_set_ready(0);
+    for (i = 0; i < sh_nworkers; i++) {
+        sh_worker_signal(sh_workers[i], &sh_workers[i]->drain);
+    }
+    sh_main.deadline = uv_now(s->loop) + sh_main.timeout_ms;
+    uv_timer_start(&sh_main.tick, sh_main_tick, 20, 20);
 }
 
 /*
@@ -145,6 +273,7 @@ sh_workers_spawn(const char *conf_path, int nworkers, int *n)
     int i, failed = 0;
 
     signal(SIGPIPE, SIG_IGN);
+    uv_once(&sh_stop_once, sh_stop_mu_init);
     sh_nworkers = nworkers;
     sh_workers = sh_calloc((size_t) nworkers, sizeof(sh_worker_t *));
     for (i = 0; i < nworkers; i++) {
@@ -154,6 +283,9 @@ sh_workers_spawn(const char *conf_path, int nworkers, int *n)
         w->conf_path = conf_path;
         uv_async_init(&w->loop, &w->stop, sh_worker_stop_cb);
         w->stop.data = w;
+        uv_async_init(&w->loop, &w->drain, sh_worker_drain_cb);
+        w->drain.data = w;
+        sh_worker_hook(w, sh_worker_drained);
         /* connections whose backends answered, or that a shadow's pushes
          * woke, run before the gathered writes go out */
         sh_worker_hook(w, sh_run_wake_all);
@@ -223,11 +355,10 @@ sh_server_raise_nofile(void)
 
 int
 sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
-    int admin_port, const char *admin_token)
+    int admin_port, const char *admin_token, uint32_t drain_timeout_ms)
 {
     char err[512];
     uv_loop_t *main_loop = uv_default_loop();
-    uv_signal_t sigint, sigterm;
     int i, failed = 0;
 
     sh_server_raise_nofile();
@@ -254,12 +385,13 @@ sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
         sh_admin_set_ready(1);
         sh_log_info("shotover %s running with %d worker%s", SH_VERSION,
                     nworkers, nworkers == 1 ? "" : "s");
-        uv_signal_init(main_loop, &sigint);
-        uv_signal_init(main_loop, &sigterm);
-        sigint.data = &sigterm;
-        sigterm.data = &sigint;
-        uv_signal_start(&sigint, sh_signal_cb, SIGINT);
-        uv_signal_start(&sigterm, sh_signal_cb, SIGTERM);
+        memset(&sh_main, 0, sizeof(sh_main));
+        sh_main.timeout_ms = drain_timeout_ms;
+        uv_timer_init(main_loop, &sh_main.tick);
+        uv_signal_init(main_loop, &sh_main.sigint);
+        uv_signal_init(main_loop, &sh_main.sigterm);
+        uv_signal_start(&sh_main.sigint, sh_signal_cb, SIGINT);
+        uv_signal_start(&sh_main.sigterm, sh_signal_cb, SIGTERM);
         uv_run(main_loop, UV_RUN_DEFAULT);
     }
     for (i = 0; i < nworkers; i++) {
@@ -324,6 +456,7 @@ sh_ffi_workers_start(const char *conf_path, int nworkers, const char **err)
         for (i = started; i < nworkers; i++) {
             /* never ran: close its loop's handles here */
             uv_close((uv_handle_t *) &sh_workers[i]->stop, NULL);
+            uv_close((uv_handle_t *) &sh_workers[i]->drain, NULL);
             sh_worker_close_handles(sh_workers[i]);
             uv_run(&sh_workers[i]->loop, UV_RUN_NOWAIT);
             uv_loop_close(&sh_workers[i]->loop);
@@ -505,6 +638,40 @@ sh_listener_poll_cb(uv_poll_t *p, int status, int events)
 }
 
 /*
+ * Is the address already served -- by another shotover, whose SO_REUSEPORT
+ * sockets would let ours bind beside them and silently split the clients,
+ * or by anything else?  A socket without SO_REUSEPORT cannot bind where a
+ * listener is.  The first worker asks before it binds; the others bind
+ * beside it on purpose.  Returns 1 (errbuf says why) when it is taken.
+ */
+static int
+sh_listen_taken(const struct addrinfo *res, const sh_source_conf_t *conf,
+    char *errbuf, size_t errlen)
+{
+    int fd, one = 1, taken = 0;
+
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return 0;                        /* the real bind will say */
+    }
+    /* SO_REUSEADDR: connections of an earlier run in TIME_WAIT are no
+     * listener */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0
+        && bind(fd, res->ai_addr, res->ai_addrlen) != 0
+        && errno == EADDRINUSE)
+    {
+        snprintf(errbuf, errlen, "cannot listen on %s:%d: the address is "
+                 "already in use (another shotover or another program "
+                 "serves it, and two would split its clients); stop it, "
+                 "or set share_listen = true on the sources of both to "
+                 "share it on purpose", conf->host, conf->port);
+        taken = 1;
+    }
+    close(fd);
+    return taken;
+}
+
+/*
  * sh_ffi_source_listen: bind and listen on conf->host:port with SO_REUSEPORT
  * so every worker has its own accept queue.  libuv 1.44 has no flag for it,
  * so the socket is made by hand and handed to uv_tcp_open.
@@ -526,6 +693,13 @@ sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
         != SH_OK)
     {
         *err = errbuf;
+        return SH_ERROR;
+    }
+    if (w->id == 0 && !conf->share_listen
+        && sh_listen_taken(res, conf, errbuf, sizeof(errbuf)))
+    {
+        *err = errbuf;
+        freeaddrinfo(res);
         return SH_ERROR;
     }
     fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,

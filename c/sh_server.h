@@ -9,7 +9,10 @@
 
 #include "sh_core.h"
 
+/* Run until SIGTERM or SIGINT, then drain for at most drain_timeout_ms
+ * (a second signal stops at once); SH_OK for exit status 0. */
 int sh_workers_run(const char *conf_path, int nworkers,
-    const char *admin_host, int admin_port, const char *admin_token);
+    const char *admin_host, int admin_port, const char *admin_token,
+    uint32_t drain_timeout_ms);
 
 #endif /* SH_SERVER_H */

@@ -23,6 +23,12 @@ struct sh_worker_s {
     uv_loop_t loop;          /* its event loop */
     uv_thread_t thread;      /* its thread (sh_server.c) */
     uv_async_t stop;         /* the main thread asks it to stop */
+    uv_async_t drain;        /* ... or to drain (sh_server.c) */
+    int stop_closed;         /* stop and drain closed: send no more
+                                (under sh_server.c's lock) */
+    int exited;              /* its loop ended (atomic) */
+    int draining;            /* accepts nothing; connections close at a
+                                batch boundary; stops once none is left */
     uv_prepare_t prepoll;    /* runs the hooks below before each poll */
     sh_worker_hook_fn hooks[SH_WORKER_HOOKS]; /* pre-poll hooks */
     int nhooks;              /* hooks in use */

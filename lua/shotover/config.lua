@@ -25,6 +25,8 @@ local DEFAULT_PROTOCOLS = { "redis", "cassandra" }
 local top_schema = {
     workers = { type = "workers", default = 1 },
     admin = { type = "table" },
+    -- seconds a SIGTERM/SIGINT drain may take before what remains closes
+    drain_timeout = { type = "number", min = 0, max = 86400, default = 30 },
     sources = { type = "table", required = true },
 }
 
@@ -47,6 +49,9 @@ local source_schema = {
     -- CQL: batches of one connection run at once (see sh_conn.c); the
     -- default is DEFAULT_LANES, or 1 when an element needs one at a time
     lanes = { type = "integer", min = 1, max = 1024 },
+    -- another process may listen on the same address (SO_REUSEPORT then
+    -- splits the clients between them): refused unless both say so
+    share_listen = { type = "boolean", default = false },
 }
 
 local DEFAULT_LANES = 16
@@ -475,7 +480,7 @@ function _M.check_file(path)
         host, port = schema.parse_hostport(conf.admin.listen)
     end
     return conf.workers == "auto" and 0 or conf.workers, host, port,
-           _M.admin_token(conf)
+           _M.admin_token(conf), math.floor(conf.drain_timeout * 1000 + 0.5)
 end
 
 return _M

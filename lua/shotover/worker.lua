@@ -79,6 +79,7 @@ function _M.init(wlud, path, id)
             max_write_queue = src.max_write_queue,
             max_batch = src.max_batch,
             lanes = src.lanes,
+            share_listen = src.share_listen and 1 or 0,
         })
         if C.sh_ffi_source_listen(w, sc, err) ~= 0 then
             error(fmt("sources[%d].listen: %s", i, ffi.string(err[0])), 0)
