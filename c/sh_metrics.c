@@ -6,7 +6,12 @@
  * Histograms count observations in nanoseconds into fixed buckets fine
  * enough for tens of microseconds, exposed in seconds.
  */
+#include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "sh_metrics.h"
@@ -305,6 +310,103 @@ sh_text_labels(sh_text_t *t, const char *labels, const char *extra)
                    extra ? extra : "");
 }
 
+/* When the process started, in seconds since the epoch: the kernel's boot
+ * time plus the process's start in clock ticks after it (as Prometheus'
+ * own clients read it); 0 when /proc does not say. */
+static double
+sh_process_start_time(void)
+{
+    char buf[1024], *p;
+    unsigned long long start = 0, btime = 0;
+    FILE *f;
+    size_t n;
+    int field;
+
+    f = fopen("/proc/self/stat", "r");
+    if (f == NULL) {
+        return 0;
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    p = strrchr(buf, ')');               /* the command name may hold ' ' */
+    for (field = 2; p != NULL && field < 22; field++) {
+        p = strchr(p + 1, ' ');
+    }
+    if (p == NULL || sscanf(p + 1, "%llu", &start) != 1) {
+        return 0;
+    }
+    f = fopen("/proc/stat", "r");
+    if (f == NULL) {
+        return 0;
+    }
+    while (fgets(buf, sizeof(buf), f) != NULL) {
+        if (sscanf(buf, "btime %llu", &btime) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    return (double) btime + (double) start / (double) sysconf(_SC_CLK_TCK);
+}
+
+/* The process collector's series, under Prometheus' standard names. */
+static void
+sh_metrics_process(sh_text_t *t)
+{
+    struct rusage ru;
+    struct rlimit rl;
+    unsigned long long pages = 0, resident = 0;
+    long open_fds = 0;
+    DIR *d;
+    FILE *f;
+
+    if (getrusage(RUSAGE_SELF, &ru) == 0) {
+        sh_text_printf(t, "# HELP process_cpu_seconds_total Total user and "
+            "system CPU time spent in seconds.\n# TYPE "
+            "process_cpu_seconds_total counter\nprocess_cpu_seconds_total "
+            "%.6f\n", (double) ru.ru_utime.tv_sec + ru.ru_stime.tv_sec
+            + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+    }
+    f = fopen("/proc/self/statm", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%llu %llu", &pages, &resident) == 2) {
+            long page = sysconf(_SC_PAGESIZE);
+
+            sh_text_printf(t, "# HELP process_resident_memory_bytes "
+                "Resident memory size in bytes.\n# TYPE "
+                "process_resident_memory_bytes gauge\n"
+                "process_resident_memory_bytes %llu\n"
+                "# HELP process_virtual_memory_bytes Virtual memory size in "
+                "bytes.\n# TYPE process_virtual_memory_bytes gauge\n"
+                "process_virtual_memory_bytes %llu\n",
+                resident * (unsigned long long) page,
+                pages * (unsigned long long) page);
+        }
+        fclose(f);
+    }
+    d = opendir("/proc/self/fd");
+    if (d != NULL) {
+        struct dirent *e;
+
+        while ((e = readdir(d)) != NULL) {
+            open_fds += e->d_name[0] != '.';
+        }
+        closedir(d);
+        sh_text_printf(t, "# HELP process_open_fds Number of open file "
+            "descriptors.\n# TYPE process_open_fds gauge\n"
+            "process_open_fds %ld\n", open_fds - 1);   /* not opendir's */
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        sh_text_printf(t, "# HELP process_max_fds Maximum number of open "
+            "file descriptors.\n# TYPE process_max_fds gauge\n"
+            "process_max_fds %llu\n", (unsigned long long) rl.rlim_cur);
+    }
+    sh_text_printf(t, "# HELP process_start_time_seconds Start time of the "
+        "process since unix epoch in seconds.\n# TYPE "
+        "process_start_time_seconds gauge\nprocess_start_time_seconds "
+        "%.2f\n", sh_process_start_time());
+}
+
 char *
 sh_metrics_render(size_t *len)
 {
@@ -363,6 +465,7 @@ sh_metrics_render(size_t *len)
         }
     }
     uv_mutex_unlock(&sh_metrics_lock);
+    sh_metrics_process(&t);
     *len = t.len;
     return t.p;
 }

@@ -25,6 +25,26 @@ describe("the admin endpoint", function()
         assert.equal(405, (http("POST", A, "/metrics")))
     end)
 
+    it("serves the process metrics under Prometheus' standard names", function()
+        local text = select(2, http("GET", A, "/metrics"))
+        local start = series(text, "process_start_time_seconds")
+        assert.is_true(start > os.time() - 3600 and start <= os.time() + 1,
+            "start time " .. tostring(start))
+        assert.is_true(series(text, "process_cpu_seconds_total") >= 0)
+        assert.is_true(series(text, "process_resident_memory_bytes") > 1024 * 1024)
+        assert.is_true(series(text, "process_virtual_memory_bytes")
+                       >= series(text, "process_resident_memory_bytes"))
+        local fds, max = series(text, "process_open_fds"), series(text, "process_max_fds")
+        assert.is_true(fds >= 3 and fds < max, fds .. " of " .. max)
+        -- twenty more clients are twenty more descriptors
+        local conns = {}
+        for i = 1, 20 do conns[i] = h.connect(P) end
+        h.wait_until(function()
+            return series(A, "process_open_fds") >= fds + 20
+        end, 10, "open fds to follow the connections")
+        for i = 1, 20 do conns[i]:close() end
+    end)
+
     it("serves metrics that promtool accepts and that count requests",
        function()
         for i = 1, 5 do
