@@ -108,7 +108,8 @@ struct sh_rconn_s {
     uint32_t cap;            /* ring size, power of two */
     uint32_t ndropped;       /* entries that timed out, replies dropped */
     int retired;             /* on the pool's retired list */
-    int raw;                 /* after SYNC: bytes relayed as they come */
+    int raw;                 /* 1: SYNC sent, raw from its marker on;
+                                2: raw, bytes relayed as they come */
     int was_ready;           /* connected since it was made (dedicated: the
                                 client may have state on the backend) */
     /* dedicated: where the reply last read landed, for RESP3 pushes */
@@ -297,7 +298,9 @@ sh_rconn_push_pending(sh_rconn_t *rc, int kind, sh_batch_t *resp,
     }
 }
 
-static sh_pending_t
+/* inline: once per reply, and the compiler stops inlining it on its own
+ * once sh_rconn_read grows */
+static inline sh_pending_t
 sh_rconn_pop_pending(sh_rconn_t *rc)
 {
     sh_pending_t p = rc->ring[rc->head];
@@ -463,18 +466,22 @@ sh_rconn_read(sh_upstream_t *up, size_t n)
 
     sh_resp_reader_commit(rc->reader, n);
     for (;;) {
-        if (rc->count > 0 && rc->ring[rc->head].kind == SH_PEND_RAW) {
-            /* every reply owed before SYNC is in: what follows is the
-             * replication stream, not RESP */
-            (void) sh_rconn_pop_pending(rc);
-            rc->raw = 1;
-        }
-        if (rc->raw) {
-            (void) sh_resp_reader_raw(rc->reader, &f);
-            if (f != NULL) {
-                relay[nrelay++] = f;
+        if (rc->raw != 0) {              /* one test per reply otherwise */
+            if (rc->raw == 1 && rc->count > 0
+                && rc->ring[rc->head].kind == SH_PEND_RAW)
+            {
+                /* every reply owed before SYNC is in: what follows is
+                 * the replication stream, not RESP */
+                (void) sh_rconn_pop_pending(rc);
+                rc->raw = 2;
             }
-            break;
+            if (rc->raw == 2) {
+                (void) sh_resp_reader_raw(rc->reader, &f);
+                if (f != NULL) {
+                    relay[nrelay++] = f;
+                }
+                break;
+            }
         }
         if (sh_resp_reader_next(rc->reader, &f) != SH_OK) {
             char why[200];
@@ -494,8 +501,10 @@ sh_rconn_read(sh_upstream_t *up, size_t n)
             if (p.dropped) {
                 /* the request timed out and its client was told */
             } else if (p.kind == SH_PEND_CLIENT) {
-                rc->last_resp = p.resp;
-                rc->last_idx = p.idx;
+                if (rc->owner != NULL) {
+                    rc->last_resp = p.resp;
+                    rc->last_idx = p.idx;
+                }
                 sh_rconn_fill(p.resp, p.idx, f);
                 sh_batch_unref(p.resp);
             } else if (p.kind == SH_PEND_INFO) {
@@ -1042,6 +1051,7 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_run_t *r, sh_batch_t *req,
     sh_session_t *client = r->sess;
     sh_rconn_t *rc;
     uint32_t i, pin = 0, stream = 0, n = req->n;
+    int plain;
     uint64_t timeout = p->conf.request_timeout_ms;
     sh_frame_t *err = NULL, *refused;
 
@@ -1078,10 +1088,16 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_run_t *r, sh_batch_t *req,
                  rc->up->err);
         err = sh_rconn_error_frame(rc, what);
     }
+    plain = err == NULL && !rc->streaming;
     for (i = 0; i < req->n; i++) {
         sh_frame_t *f = req->frames[i];
 
-        if (i >= n) {
+        if (f->cmd == 0 && plain && i < n) {
+            /* most requests: no class, a connection that matches replies */
+            sh_upstream_send(rc->up, f);
+            resp->waiting++;
+            sh_rconn_push_pending(rc, SH_PEND_CLIENT, resp, i, timeout);
+        } else if (i >= n) {
             sh_batch_put(resp, i, sh_frame_noreply());
         } else if (f->cmd & SH_CMD_QUIT) {
             sh_batch_put(resp, i, &ok);
@@ -1105,9 +1121,10 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_run_t *r, sh_batch_t *req,
         } else if (rc->streaming) {
             sh_upstream_send(rc->up, f);
             sh_batch_put(resp, i, sh_frame_noreply());
-            if ((f->cmd & SH_CMD_RAW) && !rc->raw) {
+            if ((f->cmd & SH_CMD_RAW) && rc->raw == 0) {
                 /* raw once the replies owed before it are in */
                 sh_rconn_push_pending(rc, SH_PEND_RAW, NULL, 0, 0);
+                rc->raw = 1;
             }
         } else {
             if ((f->cmd & SH_CMD_WAIT) && rc->owner != NULL) {
