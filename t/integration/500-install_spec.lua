@@ -36,12 +36,13 @@ describe("an installed shotover", function()
     end)
     teardown(h.cleanup)
 
-    it("has its binary, modules and default config under the prefix", function()
+    it("has its binary, modules, default config and man page under the prefix", function()
         for _, f in ipairs({ bin, etc,
             prefix .. "/share/shotover/lua/shotover/config.lua",
             prefix .. "/share/shotover/lua/shotover/transforms/redis.lua",
             prefix .. "/share/shotover/lua/shotover/protocols/init.lua",
-            prefix .. "/share/shotover/lua/shotover/cdef.lua" }) do
+            prefix .. "/share/shotover/lua/shotover/cdef.lua",
+            prefix .. "/share/man/man1/shotover.1" }) do
             assert.truthy(h.read_file(f), f .. " is not installed")
         end
     end)
