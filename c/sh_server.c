@@ -254,6 +254,7 @@ sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
         sh_admin_set_ready(1);
         sh_log_info("shotover %s running with %d worker%s", SH_VERSION,
                     nworkers, nworkers == 1 ? "" : "s");
+        sh_notify_ready();       /* every listener is up: systemd's READY=1 */
         uv_signal_init(main_loop, &sigint);
         uv_signal_init(main_loop, &sigterm);
         sigint.data = &sigterm;

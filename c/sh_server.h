@@ -8,6 +8,7 @@
 #define SH_SERVER_H
 
 #include "sh_core.h"
+#include "sh_notify.h"       /* the server tells systemd it is ready */
 
 int sh_workers_run(const char *conf_path, int nworkers,
     const char *admin_host, int admin_port, const char *admin_token);

@@ -36,13 +36,14 @@ describe("an installed shotover", function()
     end)
     teardown(h.cleanup)
 
-    it("has its binary, modules, default config and man page under the prefix", function()
+    it("has its binary, modules, default config, man page and systemd unit under the prefix", function()
         for _, f in ipairs({ bin, etc,
             prefix .. "/share/shotover/lua/shotover/config.lua",
             prefix .. "/share/shotover/lua/shotover/transforms/redis.lua",
             prefix .. "/share/shotover/lua/shotover/protocols/init.lua",
             prefix .. "/share/shotover/lua/shotover/cdef.lua",
-            prefix .. "/share/man/man1/shotover.1" }) do
+            prefix .. "/share/man/man1/shotover.1",
+            prefix .. "/lib/systemd/system/shotover.service" }) do
             assert.truthy(h.read_file(f), f .. " is not installed")
         end
     end)
@@ -59,6 +60,23 @@ describe("an installed shotover", function()
         local src = os.getenv("SHOTOVER_SRC") or "/nonexistent"
         assert.falsy(path:find(src, 1, true), "source tree on the path: " .. path)
         assert.falsy(path:find(build_dir(), 1, true), "build tree on the path: " .. path)
+    end)
+
+    it("has a systemd unit that systemd-analyze verifies, naming the installed files", function()
+        local unit = prefix .. "/lib/systemd/system/shotover.service"
+        local text = h.read_file(unit)
+        assert.truthy(text:find("\nExecStart=" .. bin .. " run -c " .. etc .. "\n", 1, true), text)
+        assert.truthy(text:find("\nType=notify\n", 1, true))
+        for _, want in ipairs({ "DynamicUser=yes", "ProtectSystem=strict",
+            "NoNewPrivileges=yes", "LimitNOFILE=" }) do
+            assert.truthy(text:find("\n" .. want, 1, true), "the unit lacks " .. want)
+        end
+        -- verify also runs `man shotover(1)` for Documentation=: the
+        -- installed page, through MANPATH
+        local r = h.run({ "env", "MANPATH=" .. prefix .. "/share/man",
+            "systemd-analyze", "verify", unit })
+        assert.equal(0, r.code, r.stdout .. r.stderr)
+        assert.equal("", r.stdout .. r.stderr)
     end)
 
     it("checks the installed config", function()
