@@ -112,6 +112,7 @@ sh_conn_close(sh_conn_t *c)
         sh__run_close(l);
     }
     sh__run_close(&c->main);
+    sh__session_drop_pushes(&c->sess);
     sh_batch_unref(c->inq);
     c->inq = NULL;
     sh_proto_conn_free(&c->pc);
@@ -246,12 +247,22 @@ sh_conn_write_cb(uv_write_t *req, int status)
         sh_free(wr->frames);
     }
     sh_free(wr);
-    if (status < 0 || c->closing) {
-        return;                  /* the read side sees the error and closes */
+    if (c->closing) {
+        return;
+    }
+    if (status < 0) {
+        /* the client is gone (reset, broken pipe); reading may be paused
+         * for backpressure, so it would not notice */
+        sh_conn_close(c);
+        return;
     }
     if (uv_stream_get_write_queue_size((uv_stream_t *) &c->tcp)
         <= c->src->conf.max_write_queue / 2)
     {
+        sh__session_drained(&c->sess);   /* relays read on */
+        if (c->closing) {
+            return;
+        }
         if (c->main.more) {
             sh__conn_more_event(c);  /* held input may go on now */
             return;

@@ -50,6 +50,8 @@ struct sh_attach_s {
     const void *key;         /* whose: typically the pool */
     void *data;              /* what */
     void (*cleanup)(void *data); /* run when the session ends */
+    void (*drained)(void *data); /* once, when the client's replies no
+                                    longer back up (sh_session_on_drain) */
     sh_attach_t *next;       /* the session's list */
 };
 
@@ -75,11 +77,21 @@ enum {
  * connection), or a shadow run's own.  Backends attach their per-client
  * state to it and reach the client (or nobody) through it.
  */
+typedef struct sh_held_push_s {
+    sh_frame_t *f;           /* the frame (a reference held) */
+    const sh_batch_t *resp;  /* the backend's response batch it follows */
+    uint32_t idx;            /* the slot of the reply it follows */
+} sh_held_push_t;
+
 struct sh_session_s {
     sh_conn_t *conn;         /* the client (its socket), NULL for a shadow */
     sh_run_t *shadow;        /* the shadow run it belongs to, or NULL */
     int proto;               /* SH_PROTO_* of the source */
     sh_attach_t *attached; /* backends' state, cleaned up at the end */
+    sh_held_push_t *pushes;  /* frames sent unasked after a reply of the
+                                running batch: written right after it */
+    uint32_t npushes;        /* entries in pushes */
+    uint32_t pushes_cap;     /* allocated */
 };
 
 struct sh_run_s {
@@ -91,6 +103,7 @@ struct sh_run_s {
     sh_session_t *sess;      /* what its backends serve */
     int kind;                /* SH_RUN_* */
     uint64_t id;             /* for logs */
+    uint64_t seq;            /* batches started (sh_session_push) */
     sh_lua_co_t co;          /* the coroutine running the chain */
     sh_batch_t *batch;       /* requests of the batch being run */
     sh_batch_t *resp;        /* responses the chain returned */
@@ -171,8 +184,24 @@ void sh_session_attach(sh_session_t *s, const void *key, void *data,
 void *sh_session_attached(sh_session_t *s, const void *key);
 void sh_session_detach(sh_session_t *s, const void *key);
 /* frames the backend sends unasked (pub/sub, events) to the client; a
- * shadow's go nowhere */
-void sh_session_send(sh_session_t *s, sh_frame_t **frames, uint32_t n);
+ * shadow's go nowhere.  Returns 1 when the client's replies back up (over
+ * max_write_queue): the backend should stop reading until told
+ * (sh_session_on_drain). */
+int sh_session_send(sh_session_t *s, sh_frame_t **frames, uint32_t n);
+/*
+ * A frame the backend sent unasked (a RESP3 push) right after the reply in
+ * slot idx of resp, read while batch seq (sh_run_t.seq) of the client runs:
+ * written to the client right after that reply, when resp is the batch the
+ * chain answers with, else after the batch's replies -- never before a
+ * reply the backend sent before it.  idx < 0: no reply of the running
+ * batch came before it, so it goes now.  Returns as sh_session_send.
+ */
+int sh_session_push(sh_session_t *s, sh_frame_t *f, uint64_t seq,
+    const sh_batch_t *resp, int64_t idx);
+/* call fn(data) of the attachment under key once the client's replies no
+ * longer back up */
+void sh_session_on_drain(sh_session_t *s, const void *key,
+    void (*fn)(void *data));
 /* the session is lost (its backend went): an error to the client (CQL
  * OVERLOADED), then close; a shadow drops its queue and ends */
 void sh_session_abort(sh_session_t *s, const char *why);
@@ -183,6 +212,8 @@ void sh_session_close_when_done(sh_session_t *s);
 /* --- internal to the client layer (sh_conn.c and sh_run.c) ------------ */
 
 void sh__run_init(sh_run_t *r, sh_conn_t *c, int kind);
+void sh__session_drained(sh_session_t *s);
+void sh__session_drop_pushes(sh_session_t *s);
 void sh__run_close(sh_run_t *r);
 void sh__run_release_cycle(sh_run_t *r);
 int sh__run_start(sh_run_t *r);

@@ -45,7 +45,13 @@ enum {
     SH_CMD_PIN = 1,          /* needs a dedicated backend connection */
     SH_CMD_BLOCKING = 2,     /* may block: no request timeout */
     SH_CMD_STREAM = 4,       /* replies are not one per request (SUBSCRIBE) */
-    SH_CMD_QUIT = 8          /* QUIT: answered by the proxy */
+    SH_CMD_QUIT = 8,         /* QUIT: answered by the proxy */
+    SH_CMD_RAW = 16,         /* SYNC, PSYNC: the backend's bytes stop
+                                being RESP and are relayed raw */
+    SH_CMD_WAIT = 32,        /* WAIT, WAITAOF: count acknowledgements of
+                                the connection's writes */
+    SH_CMD_VET = 64          /* CLIENT KILL, PAUSE, UNPAUSE: the sink looks
+                                at the arguments before sending */
 };
 
 /* what a run's coroutine yields to C (the first value of the yield) */

@@ -14,7 +14,22 @@
  * dedicated connection, attached to its session (sh_session_attach) from that batch
  * until it disconnects, so semantics never change.  After SUBSCRIBE,
  * MONITOR or CLIENT REPLY the connection streams: every reply is relayed to
- * the client as it arrives, and the chain gets NOREPLY responses.
+ * the client as it arrives, and the chain gets NOREPLY responses.  After
+ * SYNC or PSYNC what the backend sends is no longer RESP (the RDB payload
+ * has no trailing CRLF; the command stream follows): once the replies owed
+ * before it are in, its bytes are relayed raw.  A relay whose client does
+ * not keep up stops reading the backend until the client drains.  RESP3
+ * pushes (client tracking) read among replies reach the client right
+ * after the reply they followed, as Redis sent them (sh_session_push).
+ * A dedicated connection that is lost closes its client once the replies
+ * it got are written: the state it held is gone, as if Redis had closed
+ * the client's own connection.
+ *
+ * Shared connections name themselves "shotover" and learn their id and
+ * address (CLIENT INFO) so that CLIENT KILL cannot close one of them; a
+ * CLIENT PAUSE holds every request's timeout until it ends; WAIT on a
+ * dedicated connection is preceded by a write there, so it counts the
+ * client's writes made on shared connections too.
  *
  * Failures: a backend that cannot be reached or drops the connection
  * fails every request it owes with an -ERR reply naming the backend; the
@@ -31,7 +46,10 @@
  * client's request that its own timeout would have let through.  A
  * dedicated connection that times out is closed: it serves one client.
  */
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
 
 #include "sh_conn.h"
 #include "sh_metrics.h"
@@ -40,11 +58,24 @@
 
 typedef struct sh_rconn_s sh_rconn_t;
 
+/* what an owed reply answers */
+enum {
+    SH_PEND_CLIENT = 0,      /* a client's request: fills resp[idx] */
+    SH_PEND_AUTH,            /* our AUTH: a failure is logged */
+    SH_PEND_QUIET,           /* ours, the reply ignored (CLIENT SETNAME, the
+                                PUBLISH before a WAIT) */
+    SH_PEND_INFO,            /* our CLIENT INFO: the shared connection's id
+                                and address, for CLIENT KILL's check */
+    SH_PEND_RAW              /* SYNC or PSYNC was sent: from here on the
+                                bytes are relayed raw */
+};
+
 typedef struct sh_pending_s {
-    sh_batch_t *resp;        /* batch to fill (ref held), NULL: our AUTH or
-                                a request that timed out */
+    sh_batch_t *resp;        /* batch to fill (ref held), NULL: not a
+                                client's, or a request that timed out */
     uint32_t idx;            /* slot in resp */
-    uint32_t dropped;        /* it timed out: its reply is dropped */
+    uint8_t dropped;         /* it timed out: its reply is dropped */
+    uint8_t kind;            /* SH_PEND_* */
     uint64_t deadline;       /* loop time in ms; 0: no timeout */
 } sh_pending_t;
 
@@ -55,6 +86,7 @@ struct sh_redis_pool_s {
     char user[128];          /* AUTH user or "" */
     char pass[256];          /* AUTH password or "" */
     char name[64];           /* sink name */
+    sh_frame_t *wait_mark;   /* PUBLISH sent before a WAIT (see there) */
     sh_metric_t *errors;     /* backend failures counter */
     sh_rconn_t **shared;     /* conf.connections pipelined connections */
     uint32_t rr;             /* round robin over shared */
@@ -76,8 +108,121 @@ struct sh_rconn_s {
     uint32_t cap;            /* ring size, power of two */
     uint32_t ndropped;       /* entries that timed out, replies dropped */
     int retired;             /* on the pool's retired list */
+    int raw;                 /* after SYNC: bytes relayed as they come */
+    int was_ready;           /* connected since it was made (dedicated: the
+                                client may have state on the backend) */
+    /* dedicated: where the reply last read landed, for RESP3 pushes */
+    uint64_t seq;            /* the owner's batch it serves (sh_run_t.seq) */
+    const sh_batch_t *last_resp; /* the batch of the last reply read */
+    int64_t last_idx;        /* its slot; -1: none yet in this batch */
+    /* shared: what Redis calls it, for CLIENT KILL's check */
+    uint64_t backend_id;     /* CLIENT ID, when registered */
+    char backend_addr[64];   /* its address as Redis sees it */
+    int registered;          /* in the process's list of shared ones */
     sh_rconn_t *next;        /* pool's dedicated or retired list */
 };
+
+/* --- shared connections, process-wide ------------------------------------
+ *
+ * CLIENT KILL sent by one client must not close a connection other clients'
+ * requests ride on -- on any worker.  Each shared connection asks Redis its
+ * id and address (CLIENT INFO) once connected, and is listed here until it
+ * closes; CLIENT KILL is refused when its filters match one of them.
+ */
+typedef struct sh_shared_entry_s {
+    const sh_rconn_t *rc;    /* the connection (a key only) */
+    char remote[300];        /* "host:port" of its backend */
+    char user[128];          /* the user it authenticated as */
+    uint64_t id;             /* CLIENT ID */
+    char addr[64];           /* ip:port as Redis sees it */
+} sh_shared_entry_t;
+
+static pthread_mutex_t sh_shared_mu = PTHREAD_MUTEX_INITIALIZER;
+static sh_shared_entry_t *sh_shared_list;
+static uint32_t sh_shared_n, sh_shared_cap;
+
+/* Until when (loop ms) a CLIENT PAUSE sent through any pool holds Redis:
+ * requests do not time out before request_timeout_ms after that. */
+static uint64_t sh_redis_paused_until;
+
+static void
+sh_shared_register(sh_rconn_t *rc)
+{
+    sh_shared_entry_t *e;
+
+    pthread_mutex_lock(&sh_shared_mu);
+    if (sh_shared_n == sh_shared_cap) {
+        sh_shared_cap = sh_shared_cap ? sh_shared_cap * 2 : 16;
+        sh_shared_list = sh_realloc(sh_shared_list,
+                                    sh_shared_cap * sizeof(*e));
+    }
+    e = &sh_shared_list[sh_shared_n++];
+    e->rc = rc;
+    snprintf(e->remote, sizeof(e->remote), "%s", rc->up->remote);
+    snprintf(e->user, sizeof(e->user), "%s",
+             rc->pool->user[0] ? rc->pool->user : "default");
+    e->id = rc->backend_id;
+    snprintf(e->addr, sizeof(e->addr), "%s", rc->backend_addr);
+    pthread_mutex_unlock(&sh_shared_mu);
+    rc->registered = 1;
+}
+
+static void
+sh_shared_unregister(sh_rconn_t *rc)
+{
+    uint32_t i;
+
+    if (!rc->registered) {
+        return;
+    }
+    rc->registered = 0;
+    pthread_mutex_lock(&sh_shared_mu);
+    for (i = 0; i < sh_shared_n; i++) {
+        if (sh_shared_list[i].rc == rc) {
+            sh_shared_list[i] = sh_shared_list[--sh_shared_n];
+            break;
+        }
+    }
+    if (sh_shared_n == 0) {
+        sh_free(sh_shared_list);
+        sh_shared_list = NULL;
+        sh_shared_cap = 0;
+    }
+    pthread_mutex_unlock(&sh_shared_mu);
+}
+
+/* The shared connection's id and address from its CLIENT INFO reply
+ * ("$N\r\nid=7 addr=127.0.0.1:50044 laddr=..."). */
+static void
+sh_rconn_learn_identity(sh_rconn_t *rc, const sh_frame_t *f)
+{
+    const char *p = (const char *) f->data, *end = p + f->len, *a;
+    size_t n;
+
+    if (f->rtype != '$' || f->argc < 0) {
+        return;                          /* an old Redis, or no permission */
+    }
+    p = memchr(p, '\n', (size_t) (end - p));
+    if (p == NULL || end - ++p < 4 || memcmp(p, "id=", 3) != 0) {
+        return;
+    }
+    rc->backend_id = strtoull(p + 3, NULL, 10);
+    for (a = p; a + 6 <= end && memcmp(a, " addr=", 6) != 0; a++) {
+        /* find the address field */
+    }
+    if (a + 6 > end) {
+        return;
+    }
+    a += 6;
+    for (n = 0; a + n < end && a[n] != ' ' && a[n] != '\r'
+         && n < sizeof(rc->backend_addr) - 1; n++)
+    {
+        rc->backend_addr[n] = a[n];
+    }
+    rc->backend_addr[n] = '\0';
+    sh_shared_unregister(rc);
+    sh_shared_register(rc);
+}
 
 static sh_frame_t *
 sh_rconn_error_frame(sh_rconn_t *rc, const char *what)
@@ -121,8 +266,8 @@ sh_rconn_arm(sh_rconn_t *rc)
 }
 
 static void
-sh_rconn_push_pending(sh_rconn_t *rc, sh_batch_t *resp, uint32_t idx,
-    uint64_t timeout)
+sh_rconn_push_pending(sh_rconn_t *rc, int kind, sh_batch_t *resp,
+    uint32_t idx, uint64_t timeout)
 {
     sh_pending_t *p;
 
@@ -143,6 +288,7 @@ sh_rconn_push_pending(sh_rconn_t *rc, sh_batch_t *resp, uint32_t idx,
     p->resp = resp ? sh_batch_ref(resp) : NULL;
     p->idx = idx;
     p->dropped = 0;
+    p->kind = (uint8_t) kind;
     p->deadline = timeout ? sh_upstream_now(rc->up) + timeout : 0;
     /* only the first owed reply arms the timer (per request this would be
      * a call into libuv each): later ones are armed for as replies come */
@@ -186,19 +332,49 @@ sh_rconn_fail_all(sh_rconn_t *rc, const char *why)
 
 /* Replies relayed to the client as they come (streaming, RESP3 pushes):
  * only a Redis client can read them. */
-static void
+static int
 sh_rconn_relay(sh_rconn_t *rc, sh_frame_t **frames, uint32_t n)
 {
+    int blocked = 0;
+    uint32_t i;
+
     if (rc->owner == NULL) {
-        return;
-    }
-    if (rc->owner->proto != SH_PROTO_REDIS) {
+        /* nobody to tell */
+    } else if (rc->owner->proto != SH_PROTO_REDIS) {
         sh_log_warn("sink \"%s\": %u unsolicited replies from %s dropped: "
                     "the client does not speak Redis", rc->pool->name, n,
                     rc->up->remote);
-        return;
+    } else {
+        blocked = sh_session_send(rc->owner, frames, n);
     }
-    sh_session_send(rc->owner, frames, n);
+    for (i = 0; i < n; i++) {
+        sh_frame_unref(frames[i]);
+    }
+    return blocked;
+}
+
+/* A RESP3 push read among replies: to the client after the reply it
+ * follows, as Redis sent it (sh_session_push). */
+static int
+sh_rconn_push(sh_rconn_t *rc, sh_frame_t *f)
+{
+    int blocked = 0;
+
+    if (rc->owner->proto == SH_PROTO_REDIS) {
+        blocked = sh_session_push(rc->owner, f, rc->seq, rc->last_resp,
+                                  rc->last_idx);
+    }
+    sh_frame_unref(f);
+    return blocked;
+}
+
+/* The client reads its replies again: so do we. */
+static void
+sh_rconn_drained(void *data)
+{
+    sh_rconn_t *rc = data;
+
+    sh_upstream_pause_reading(rc->up, 0);
 }
 
 /* --- upstream callbacks -------------------------------------------------- */
@@ -215,30 +391,56 @@ sh_rconn_start(sh_upstream_t *up)
 
     sh_resp_reader_free(rc->reader);
     rc->reader = sh_resp_reader_new(SH_RESP_REPLY, NULL);
-    if (pool->pass[0] == '\0') {
-        return;
+    rc->raw = 0;
+    if (pool->pass[0] != '\0') {
+        /* authenticate first; the reply is ours, not a client's */
+        args[n] = (const uint8_t *) "AUTH";
+        lens[n++] = 4;
+        if (pool->user[0] != '\0') {
+            args[n] = (const uint8_t *) pool->user;
+            lens[n++] = strlen(pool->user);
+        }
+        args[n] = (const uint8_t *) pool->pass;
+        lens[n++] = strlen(pool->pass);
+        f = sh_resp_encode_command(args, lens, n);
+        sh_upstream_send(up, f);
+        sh_frame_unref(f);
+        /* with the requests' timeout: a backend that never answers it
+         * must not hold the requests queued behind it forever */
+        sh_rconn_push_pending(rc, SH_PEND_AUTH, NULL, 0,
+                              pool->conf.request_timeout_ms);
     }
-    /* authenticate first; the reply is ours, not a client's */
-    args[n] = (const uint8_t *) "AUTH";
-    lens[n++] = 4;
-    if (pool->user[0] != '\0') {
-        args[n] = (const uint8_t *) pool->user;
-        lens[n++] = strlen(pool->user);
+    if (rc->owner == NULL) {
+        /* a shared connection says what it is in CLIENT LIST, and learns
+         * its id and address (CLIENT KILL's check) */
+        static const uint8_t *name[3] = {
+            (const uint8_t *) "CLIENT", (const uint8_t *) "SETNAME",
+            (const uint8_t *) "shotover" };
+        static const uint8_t *info[2] = {
+            (const uint8_t *) "CLIENT", (const uint8_t *) "INFO" };
+        static const size_t name_lens[3] = { 6, 7, 8 };
+        static const size_t info_lens[2] = { 6, 4 };
+
+        f = sh_resp_encode_command(name, name_lens, 3);
+        sh_upstream_send(up, f);
+        sh_frame_unref(f);
+        sh_rconn_push_pending(rc, SH_PEND_QUIET, NULL, 0,
+                              pool->conf.request_timeout_ms);
+        f = sh_resp_encode_command(info, info_lens, 2);
+        sh_upstream_send(up, f);
+        sh_frame_unref(f);
+        sh_rconn_push_pending(rc, SH_PEND_INFO, NULL, 0,
+                              pool->conf.request_timeout_ms);
     }
-    args[n] = (const uint8_t *) pool->pass;
-    lens[n++] = strlen(pool->pass);
-    f = sh_resp_encode_command(args, lens, n);
-    sh_upstream_send(up, f);
-    sh_frame_unref(f);
-    /* with the requests' timeout: a backend that never answers it must
-     * not hold the requests queued behind it forever */
-    sh_rconn_push_pending(rc, NULL, 0, pool->conf.request_timeout_ms);
 }
 
 static void
 sh_rconn_connected(sh_upstream_t *up)
 {
-    sh_rconn_arm(up->data);
+    sh_rconn_t *rc = up->data;
+
+    rc->was_ready = 1;
+    sh_rconn_arm(rc);
 }
 
 static void
@@ -256,10 +458,24 @@ sh_rconn_read(sh_upstream_t *up, size_t n)
     sh_redis_pool_t *pool = rc->pool;
     sh_frame_t *f;
     sh_frame_t *relay[64];
-    uint32_t nrelay = 0, i;
+    uint32_t nrelay = 0;
+    int blocked = 0;
 
     sh_resp_reader_commit(rc->reader, n);
     for (;;) {
+        if (rc->count > 0 && rc->ring[rc->head].kind == SH_PEND_RAW) {
+            /* every reply owed before SYNC is in: what follows is the
+             * replication stream, not RESP */
+            (void) sh_rconn_pop_pending(rc);
+            rc->raw = 1;
+        }
+        if (rc->raw) {
+            (void) sh_resp_reader_raw(rc->reader, &f);
+            if (f != NULL) {
+                relay[nrelay++] = f;
+            }
+            break;
+        }
         if (sh_resp_reader_next(rc->reader, &f) != SH_OK) {
             char why[200];
 
@@ -277,27 +493,34 @@ sh_rconn_read(sh_upstream_t *up, size_t n)
 
             if (p.dropped) {
                 /* the request timed out and its client was told */
-            } else if (p.resp == NULL) {
-                if (f->rtype == '-') {
-                    sh_log_error("sink \"%s\": AUTH to %s failed: %.*s",
-                                 pool->name, up->remote,
-                                 (int) sh_min(f->len, 200u) - 2,
-                                 (const char *) f->data + 1);
-                }
-            } else {
+            } else if (p.kind == SH_PEND_CLIENT) {
+                rc->last_resp = p.resp;
+                rc->last_idx = p.idx;
                 sh_rconn_fill(p.resp, p.idx, f);
                 sh_batch_unref(p.resp);
+            } else if (p.kind == SH_PEND_INFO) {
+                sh_rconn_learn_identity(rc, f);
+            } else if (p.kind == SH_PEND_AUTH && f->rtype == '-') {
+                sh_log_error("sink \"%s\": AUTH to %s failed: %.*s",
+                             pool->name, up->remote,
+                             (int) sh_min(f->len, 200u) - 2,
+                             (const char *) f->data + 1);
             }
-        } else if (rc->owner != NULL) {
-            /* streaming, or a RESP3 push: straight to the client */
+        } else if (rc->owner != NULL && (rc->streaming || f->rtype != '>')) {
+            /* streaming: straight to the client, in order */
             relay[nrelay++] = f;
             if (nrelay == 64) {
-                sh_rconn_relay(rc, relay, nrelay);
-                for (i = 0; i < nrelay; i++) {
-                    sh_frame_unref(relay[i]);
-                }
+                blocked |= sh_rconn_relay(rc, relay, nrelay);
                 nrelay = 0;
             }
+            continue;
+        } else if (rc->owner != NULL) {
+            /* a RESP3 push (client tracking) among replies */
+            if (nrelay > 0) {
+                blocked |= sh_rconn_relay(rc, relay, nrelay);
+                nrelay = 0;
+            }
+            blocked |= sh_rconn_push(rc, f);
             continue;
         } else {
             sh_log_warn("sink \"%s\": unexpected reply from %s dropped",
@@ -306,10 +529,13 @@ sh_rconn_read(sh_upstream_t *up, size_t n)
         sh_frame_unref(f);
     }
     if (nrelay > 0) {
-        sh_rconn_relay(rc, relay, nrelay);
-        for (i = 0; i < nrelay; i++) {
-            sh_frame_unref(relay[i]);
-        }
+        blocked |= sh_rconn_relay(rc, relay, nrelay);
+    }
+    if (blocked && rc->owner != NULL && up->state == SH_UPSTREAM_READY) {
+        /* the client does not read as fast as the backend sends (a
+         * replica's full sync, MONITOR): hold the backend until it does */
+        sh_upstream_pause_reading(up, 1);
+        sh_session_on_drain(rc->owner, pool, sh_rconn_drained);
     }
     if (up->state == SH_UPSTREAM_READY) {
         sh_rconn_arm(rc);            /* for the new head, when none runs */
@@ -322,12 +548,20 @@ sh_rconn_lost(sh_upstream_t *up, const char *why)
     sh_rconn_t *rc = up->data;
 
     sh_ffi_metric_add(rc->pool->errors, 1);
+    sh_shared_unregister(rc);
     sh_resp_reader_free(rc->reader);
     rc->reader = NULL;
     sh_rconn_fail_all(rc, why);
-    if (rc->owner != NULL && rc->streaming) {
-        /* a subscriber cannot be told which messages it missed: close it,
-         * so its client reconnects and subscribes again */
+    if (rc->owner != NULL && rc->was_ready) {
+        /* what the client set on its connection (SELECT, MULTI, WATCH,
+         * tracking, subscriptions, a name) is gone with it: a new one
+         * would carry on without it.  Close the client as Redis would
+         * have (CLIENT KILL, a restart), once the replies it got are
+         * written; a subscriber's library then subscribes again. */
+        sh_session_close_when_done(rc->owner);
+    } else if (rc->owner != NULL && rc->streaming) {
+        /* never connected: its streamed requests owe no reply to fail,
+         * so it is told, then closed */
         sh_session_abort(rc->owner, "backend connection lost");
     }
 }
@@ -363,6 +597,16 @@ sh_rconn_timer(sh_upstream_t *up)
     sh_frame_t *err = NULL;
     char why[96];
 
+    uint64_t paused = __atomic_load_n(&sh_redis_paused_until,
+                                      __ATOMIC_RELAXED);
+
+    if (paused != 0 && now < paused + rc->pool->conf.request_timeout_ms) {
+        /* a CLIENT PAUSE holds Redis: requests wait as long as they
+         * would directly, then get their timeout from its end */
+        sh_upstream_timer(up, paused + rc->pool->conf.request_timeout_ms
+                              - now);
+        return;
+    }
     snprintf(why, sizeof(why), "timed out after %ums",
              rc->pool->conf.request_timeout_ms);
     if (rc->owner != NULL) {
@@ -450,6 +694,7 @@ sh_rconn_new(sh_redis_pool_t *pool, sh_session_t *owner)
 static void
 sh_rconn_free(sh_rconn_t *rc)
 {
+    sh_shared_unregister(rc);
     sh_rconn_fail_all(rc, "shutting down");
     sh_upstream_free(rc->up);
     sh_resp_reader_free(rc->reader);
@@ -505,6 +750,7 @@ sh_redis_pool_free(sh_redis_pool_t *p)
     for (i = 0; i < p->conf.connections; i++) {
         sh_rconn_free(p->shared[i]);
     }
+    sh_frame_unref(p->wait_mark);
     sh_free(p->shared);
     sh_free(p);
 }
@@ -583,6 +829,14 @@ sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
     if (p->conf.backoff_max_ms < p->conf.backoff_min_ms) {
         p->conf.backoff_max_ms = p->conf.backoff_min_ms;
     }
+    {
+        static const uint8_t *args[3] = {
+            (const uint8_t *) "PUBLISH",
+            (const uint8_t *) "__shotover__:wait", (const uint8_t *) "" };
+        static const size_t lens[3] = { 7, 17, 0 };
+
+        p->wait_mark = sh_resp_encode_command(args, lens, 3);
+    }
     p->errors = sh_metric_backend_errors(p->name, remote);
     p->shared = sh_calloc(p->conf.connections, sizeof(sh_rconn_t *));
     for (i = 0; i < p->conf.connections; i++) {
@@ -628,6 +882,149 @@ sh_pool_dedicated(sh_redis_pool_t *p, sh_session_t *client, int create)
     return rc;
 }
 
+/* --- commands the sink looks at before sending ---------------------------- */
+
+/* Argument i of request f is word (upper case), in any case. */
+static int
+sh_arg_is(const sh_frame_t *f, int i, const char *word)
+{
+    const uint8_t *a = f->data + f->argv[i].off;
+    uint32_t n = f->argv[i].len, k;
+
+    for (k = 0; k < n; k++) {
+        if (word[k] == '\0' || (a[k] & ~0x20) != (uint8_t) word[k]) {
+            return 0;
+        }
+    }
+    return word[n] == '\0';
+}
+
+/* Argument i of f as a C string; 0 when it does not fit. */
+static int
+sh_arg_copy(const sh_frame_t *f, int i, char *out, size_t cap)
+{
+    uint32_t n = f->argv[i].len;
+
+    if (n >= cap || memchr(f->data + f->argv[i].off, '\0', n) != NULL) {
+        return 0;
+    }
+    memcpy(out, f->data + f->argv[i].off, n);
+    out[n] = '\0';
+    return 1;
+}
+
+/*
+ * CLIENT KILL: refused when its filters match a connection shotover shares
+ * among its clients (see the registry at the top); anything Redis would
+ * refuse, or that names only other connections, goes to Redis.  Filters
+ * shotover cannot judge (LADDR, MAXAGE, SKIPME) count as matching.
+ */
+static sh_frame_t *
+sh_redis_vet_kill(sh_rconn_t *rc, const sh_frame_t *f)
+{
+    char addr[64] = "", user[128] = "", val[128], msg[400];
+    uint64_t id = 0;
+    int has_id = 0, has_addr = 0, has_user = 0, i;
+    uint32_t k;
+    sh_frame_t *refused = NULL;
+
+    if (f->argc == 3) {                  /* the old form: CLIENT KILL addr */
+        if (!sh_arg_copy(f, 2, addr, sizeof(addr))) {
+            return NULL;
+        }
+        has_addr = 1;
+    } else if (f->argc < 4 || f->argc % 2 != 0) {
+        return NULL;                     /* Redis says what is wrong */
+    }
+    for (i = 2; f->argc > 3 && i + 1 < f->argc; i += 2) {
+        if (!sh_arg_copy(f, i + 1, val, sizeof(val))) {
+            return NULL;
+        }
+        if (sh_arg_is(f, i, "ID")) {
+            char *end;
+
+            id = strtoull(val, &end, 10);
+            if (val[0] < '0' || val[0] > '9' || *end != '\0') {
+                return NULL;
+            }
+            has_id = 1;
+        } else if (sh_arg_is(f, i, "ADDR")) {
+            if (!sh_arg_copy(f, i + 1, addr, sizeof(addr))) {
+                return NULL;             /* longer than any of ours */
+            }
+            has_addr = 1;
+        } else if (sh_arg_is(f, i, "USER")) {
+            snprintf(user, sizeof(user), "%s", val);
+            has_user = 1;
+        } else if (sh_arg_is(f, i, "TYPE")) {
+            if (strcasecmp(val, "normal") != 0) {
+                return NULL;             /* no shared connection is one */
+            }
+        } else if (!sh_arg_is(f, i, "LADDR") && !sh_arg_is(f, i, "SKIPME")
+                   && !sh_arg_is(f, i, "MAXAGE"))
+        {
+            return NULL;                 /* Redis's error */
+        }
+    }
+    pthread_mutex_lock(&sh_shared_mu);
+    for (k = 0; k < sh_shared_n; k++) {
+        const sh_shared_entry_t *e = &sh_shared_list[k];
+
+        if (strcmp(e->remote, rc->up->remote) != 0
+            || (has_id && e->id != id)
+            || (has_addr && strcmp(e->addr, addr) != 0)
+            || (has_user && strcmp(e->user, user) != 0))
+        {
+            continue;
+        }
+        snprintf(msg, sizeof(msg), "shotover: CLIENT KILL matches "
+                 "connection id=%llu addr=%s, which shotover shares among "
+                 "its clients: nothing was killed (name a client by ID or "
+                 "ADDR, or kill TYPE pubsub)", (unsigned long long) e->id,
+                 e->addr);
+        refused = sh_resp_error_frame(msg);
+        break;
+    }
+    pthread_mutex_unlock(&sh_shared_mu);
+    return refused;
+}
+
+/*
+ * sh_redis_vet: a refusal for request f (CLIENT KILL, PAUSE, UNPAUSE), or
+ * NULL to send it.  CLIENT PAUSE holds every client of Redis, shared
+ * connections included: their requests must wait, not time out, as they
+ * would directly (sh_rconn_timer).
+ */
+static sh_frame_t *
+sh_redis_vet(sh_rconn_t *rc, const sh_frame_t *f)
+{
+    uint64_t now = sh_upstream_now(rc->up), cur;
+    char val[32], *end;
+    long long ms;
+
+    if (f->argc < 2) {
+        return NULL;
+    }
+    if (sh_arg_is(f, 1, "KILL")) {
+        return sh_redis_vet_kill(rc, f);
+    }
+    cur = __atomic_load_n(&sh_redis_paused_until, __ATOMIC_RELAXED);
+    if (sh_arg_is(f, 1, "UNPAUSE")) {
+        if (cur > now) {
+            __atomic_store_n(&sh_redis_paused_until, now, __ATOMIC_RELAXED);
+        }
+    } else if (sh_arg_is(f, 1, "PAUSE") && f->argc >= 3
+               && sh_arg_copy(f, 2, val, sizeof(val)))
+    {
+        ms = strtoll(val, &end, 10);
+        if (*end == '\0' && ms > 0 && now + (uint64_t) ms > cur) {
+            __atomic_store_n(&sh_redis_paused_until, now + (uint64_t) ms,
+                             __ATOMIC_RELAXED);
+        }
+    }
+    return NULL;
+}
+
 /*
  * sh_ffi_redis_send: send the requests of req to the backend; their replies
  * land in the same slots of resp (which must have req->n slots).
@@ -646,7 +1043,7 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_run_t *r, sh_batch_t *req,
     sh_rconn_t *rc;
     uint32_t i, pin = 0, stream = 0, n = req->n;
     uint64_t timeout = p->conf.request_timeout_ms;
-    sh_frame_t *err = NULL;
+    sh_frame_t *err = NULL, *refused;
 
     /* replies that stream (SUBSCRIBE, MONITOR) can only go to a client
      * that reads RESP: from another protocol's chain they are refused */
@@ -664,6 +1061,10 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_run_t *r, sh_batch_t *req,
     rc = sh_pool_dedicated(p, client, pin != 0);
     if (rc == NULL) {
         rc = p->shared[p->rr++ % p->conf.connections];
+    } else if (rc->seq != r->seq) {
+        rc->seq = r->seq;                /* a new batch: no reply yet */
+        rc->last_resp = NULL;
+        rc->last_idx = -1;
     }
     if (stream) {
         rc->streaming = 1;
@@ -696,13 +1097,31 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_run_t *r, sh_batch_t *req,
 
             sh_batch_put(resp, i, e);
             sh_frame_unref(e);
+        } else if ((f->cmd & SH_CMD_VET)
+                   && (refused = sh_redis_vet(rc, f)) != NULL)
+        {
+            sh_batch_put(resp, i, refused);
+            sh_frame_unref(refused);
         } else if (rc->streaming) {
             sh_upstream_send(rc->up, f);
             sh_batch_put(resp, i, sh_frame_noreply());
+            if ((f->cmd & SH_CMD_RAW) && !rc->raw) {
+                /* raw once the replies owed before it are in */
+                sh_rconn_push_pending(rc, SH_PEND_RAW, NULL, 0, 0);
+            }
         } else {
+            if ((f->cmd & SH_CMD_WAIT) && rc->owner != NULL) {
+                /* WAIT counts the replicas that acknowledged this
+                 * connection's last write, but the client's writes may
+                 * have gone over shared connections before it was pinned:
+                 * a write here first (a PUBLISH to nobody, propagated to
+                 * replicas) makes WAIT cover everything written before */
+                sh_upstream_send(rc->up, p->wait_mark);
+                sh_rconn_push_pending(rc, SH_PEND_QUIET, NULL, 0, timeout);
+            }
             sh_upstream_send(rc->up, f);
             resp->waiting++;
-            sh_rconn_push_pending(rc, resp, i,
+            sh_rconn_push_pending(rc, SH_PEND_CLIENT, resp, i,
                 (f->cmd & SH_CMD_BLOCKING) ? 0 : timeout);
         }
     }

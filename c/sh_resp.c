@@ -820,6 +820,30 @@ sh_resp_read_reply(sh_resp_reader_t *r, sh_frame_t **out)
     }
 }
 
+/*
+ * sh_resp_reader_raw: every byte received and not yet returned, as one
+ * frame (NULL when there is none), whatever it holds.  For a connection
+ * that stops speaking RESP -- the replication stream after SYNC -- whose
+ * bytes are relayed as they come; the reader is then only a buffer.
+ */
+int
+sh_resp_reader_raw(sh_resp_reader_t *r, sh_frame_t **out)
+{
+    sh_frame_t *f;
+
+    *out = NULL;
+    if (r->buf == NULL || r->end == r->start) {
+        return SH_OK;
+    }
+    f = sh_frame_alloc(SH_PROTO_REDIS, 0);
+    r->pos = r->end;
+    r->depth = 0;
+    r->state = r->mode == SH_RESP_REQUEST ? SH_RS_START : SH_RS_VALUE;
+    sh_resp_frame_done(r, f);
+    *out = f;
+    return SH_OK;
+}
+
 int
 sh_resp_reader_next(sh_resp_reader_t *r, sh_frame_t **out)
 {
@@ -847,6 +871,11 @@ typedef struct sh_resp_cmd_s {
 /* Commands that change how a connection behaves; all others are 0. */
 static const sh_resp_cmd_t sh_resp_cmds[] = {
     { "CLIENT", "REPLY", SH_CMD_PIN | SH_CMD_STREAM },
+    /* what could close or stall connections other clients share: the
+     * sink looks at their arguments (sh_redis_pool.c) */
+    { "CLIENT", "KILL", SH_CMD_PIN | SH_CMD_VET },
+    { "CLIENT", "PAUSE", SH_CMD_PIN | SH_CMD_VET },
+    { "CLIENT", "UNPAUSE", SH_CMD_PIN | SH_CMD_VET },
     { "CLIENT", NULL, SH_CMD_PIN },
     { "MULTI", NULL, SH_CMD_PIN },
     { "WATCH", NULL, SH_CMD_PIN },
@@ -865,8 +894,9 @@ static const sh_resp_cmd_t sh_resp_cmds[] = {
     { "UNSUBSCRIBE", NULL, SH_CMD_PIN | SH_CMD_STREAM },
     { "PUNSUBSCRIBE", NULL, SH_CMD_PIN | SH_CMD_STREAM },
     { "SUNSUBSCRIBE", NULL, SH_CMD_PIN | SH_CMD_STREAM },
-    { "SYNC", NULL, SH_CMD_PIN | SH_CMD_STREAM },
-    { "PSYNC", NULL, SH_CMD_PIN | SH_CMD_STREAM },
+    /* the replication stream is not RESP: its bytes are relayed raw */
+    { "SYNC", NULL, SH_CMD_PIN | SH_CMD_STREAM | SH_CMD_RAW },
+    { "PSYNC", NULL, SH_CMD_PIN | SH_CMD_STREAM | SH_CMD_RAW },
     /* REPLCONF ACK / GETACK get no reply at all */
     { "REPLCONF", NULL, SH_CMD_PIN | SH_CMD_STREAM },
     /* the Lua debugger answers EVAL with a stream of its own */
@@ -879,8 +909,9 @@ static const sh_resp_cmd_t sh_resp_cmds[] = {
     { "BZPOPMIN", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
     { "BZPOPMAX", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
     { "BZMPOP", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
-    { "WAIT", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
-    { "WAITAOF", NULL, SH_CMD_PIN | SH_CMD_BLOCKING },
+    /* they count what acknowledged this connection's writes */
+    { "WAIT", NULL, SH_CMD_PIN | SH_CMD_BLOCKING | SH_CMD_WAIT },
+    { "WAITAOF", NULL, SH_CMD_PIN | SH_CMD_BLOCKING | SH_CMD_WAIT },
     { "XREAD", "BLOCK", SH_CMD_PIN | SH_CMD_BLOCKING },
     { "XREADGROUP", "BLOCK", SH_CMD_PIN | SH_CMD_BLOCKING },
     { "QUIT", NULL, SH_CMD_QUIT },

@@ -54,6 +54,9 @@ void sh_resp_reader_feed(sh_resp_reader_t *r, const uint8_t *data, size_t len);
  * Inline requests that are empty lines are skipped, as Redis does.
  */
 int sh_resp_reader_next(sh_resp_reader_t *r, sh_frame_t **out);
+/* every byte received and not yet returned, as one frame (NULL: none);
+ * the reader is a plain buffer from then on */
+int sh_resp_reader_raw(sh_resp_reader_t *r, sh_frame_t **out);
 const char *sh_resp_reader_error(const sh_resp_reader_t *r);
 /* bytes received and not yet returned as frames */
 size_t sh_resp_reader_pending(const sh_resp_reader_t *r);

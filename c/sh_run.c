@@ -162,6 +162,37 @@ sh_run_set_resp(sh_run_t *r, sh_batch_t *resp)
 }
 
 /*
+ * The replies of a batch with the pushes the backend sent among them
+ * (sh_session_push): each right after the reply it followed when resp is
+ * the batch the backend filled (they arrive in slot order), from the first
+ * that does not fit that order on after the last reply.  resp NULL: only
+ * the pushes.
+ */
+static void
+sh_run_send_with_pushes(sh_conn_t *c, sh_batch_t *resp)
+{
+    sh_session_t *s = &c->sess;
+    uint32_t n = resp != NULL ? resp->n : 0, i, j = 0, k = 0;
+    sh_frame_t **out = sh_alloc((n + s->npushes) * sizeof(sh_frame_t *));
+
+    for (i = 0; i < n; i++) {
+        out[k++] = resp->frames[i];
+        while (j < s->npushes && s->pushes[j].resp == resp
+               && s->pushes[j].idx == i)
+        {
+            out[k++] = s->pushes[j++].f;
+        }
+    }
+    while (j < s->npushes) {             /* another batch's, or out of
+                                            slot order: after them all */
+        out[k++] = s->pushes[j++].f;
+    }
+    sh_conn_send_frames(c, out, k);
+    sh_free(out);
+    sh__session_drop_pushes(s);
+}
+
+/*
  * The chain finished a batch: check the responses match the requests, send
  * them to the client (a shadow's go nowhere), and release the batch.
  */
@@ -210,7 +241,14 @@ sh_run_finish(sh_run_t *r)
                 sh_frame_unref(f);
             }
         }
-        sh_conn_send_frames(c, resp->frames, resp->n);
+        if (c->sess.npushes == 0) {
+            sh_conn_send_frames(c, resp->frames, resp->n);
+        } else {
+            sh_run_send_with_pushes(c, resp);
+        }
+    }
+    if (c->sess.npushes > 0) {           /* after the errors above */
+        sh_run_send_with_pushes(c, NULL);
     }
     sh__run_release_cycle(r);
 }
@@ -365,6 +403,7 @@ int
 sh__run_start(sh_run_t *r)
 {
     r->running = 1;
+    r->seq++;
     r->wake_reason = SH_WAKE_BATCH;
     if (sh__run_step(r) != 0) {
         return -1;
@@ -577,6 +616,7 @@ sh_session_attach(sh_session_t *s, const void *key, void *data,
     a->key = key;
     a->data = data;
     a->cleanup = cleanup;
+    a->drained = NULL;
     a->next = s->attached;
     s->attached = a;
 }
@@ -608,11 +648,79 @@ sh_session_detach(sh_session_t *s, const void *key)
     }
 }
 
-void
+int
 sh_session_send(sh_session_t *s, sh_frame_t **frames, uint32_t n)
 {
-    if (s->conn != NULL) {
-        sh_conn_send_frames(s->conn, frames, n);
+    if (s->conn == NULL) {
+        return 0;
+    }
+    sh_conn_send_frames(s->conn, frames, n);
+    return !s->conn->closing && sh__conn_write_blocked(s->conn);
+}
+
+int
+sh_session_push(sh_session_t *s, sh_frame_t *f, uint64_t seq,
+    const sh_batch_t *resp, int64_t idx)
+{
+    sh_conn_t *c = s->conn;
+    sh_held_push_t *hp;
+
+    if (c == NULL || c->closing) {
+        return 0;
+    }
+    if (idx < 0 || !c->main.running || c->main.seq != seq) {
+        return sh_session_send(s, &f, 1);
+    }
+    if (s->npushes == s->pushes_cap) {
+        s->pushes_cap = s->pushes_cap ? s->pushes_cap * 2 : 8;
+        s->pushes = sh_realloc(s->pushes,
+                               s->pushes_cap * sizeof(sh_held_push_t));
+    }
+    hp = &s->pushes[s->npushes++];
+    hp->f = sh_frame_ref(f);
+    hp->resp = resp;
+    hp->idx = (uint32_t) idx;
+    return 0;
+}
+
+void
+sh__session_drop_pushes(sh_session_t *s)
+{
+    uint32_t i;
+
+    for (i = 0; i < s->npushes; i++) {
+        sh_frame_unref(s->pushes[i].f);
+    }
+    sh_free(s->pushes);
+    s->pushes = NULL;
+    s->npushes = s->pushes_cap = 0;
+}
+
+void
+sh_session_on_drain(sh_session_t *s, const void *key, void (*fn)(void *data))
+{
+    sh_attach_t *a;
+
+    for (a = s->attached; a != NULL; a = a->next) {
+        if (a->key == key) {
+            a->drained = fn;
+            return;
+        }
+    }
+}
+
+void
+sh__session_drained(sh_session_t *s)
+{
+    sh_attach_t *a;
+
+    for (a = s->attached; a != NULL; a = a->next) {
+        if (a->drained != NULL) {
+            void (*fn)(void *data) = a->drained;
+
+            a->drained = NULL;
+            fn(a->data);
+        }
     }
 }
 

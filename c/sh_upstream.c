@@ -227,6 +227,23 @@ sh_upstream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     up->ops->read(up, (size_t) nread);
 }
 
+/* Stop or go on reading the connection (a relay whose client backs up);
+ * a new connection reads. */
+void
+sh_upstream_pause_reading(sh_upstream_t *up, int pause)
+{
+    if (up->state != SH_UPSTREAM_READY || up->read_paused == pause) {
+        return;
+    }
+    up->read_paused = pause;
+    if (pause) {
+        uv_read_stop((uv_stream_t *) &up->sock->tcp);
+    } else {
+        uv_read_start((uv_stream_t *) &up->sock->tcp, sh_upstream_alloc_cb,
+                      sh_upstream_read_cb);
+    }
+}
+
 static void
 sh_upstream_write_cb(uv_write_t *req, int status)
 {
@@ -346,6 +363,7 @@ sh_upstream_connect_cb(uv_connect_t *req, int status)
     }
     uv_timer_stop(up->timer);
     up->state = SH_UPSTREAM_READY;
+    up->read_paused = 0;
     up->backoff = up->backoff_min;
     uv_tcp_nodelay(&s->tcp, 1);
     uv_read_start((uv_stream_t *) &s->tcp, sh_upstream_alloc_cb,

@@ -73,6 +73,7 @@ struct sh_upstream_s {
     uint32_t nout;           /* their count */
     uint32_t out_cap;        /* allocated */
     int on_flushq;           /* on the worker's flush list */
+    int read_paused;         /* reading stopped (sh_upstream_pause_reading) */
     sh_upstream_t *flush_next; /* next on that list */
     uint64_t retry_at;       /* earliest reconnect, loop ms */
     uint32_t backoff;        /* next reconnect delay */
@@ -110,6 +111,8 @@ sh_upstream_send(sh_upstream_t *up, sh_frame_t *f)
     }
     sh__upstream_send_slow(up, f);
 }
+/* Stop (1) or go on (0) reading while READY; a new connection reads. */
+void sh_upstream_pause_reading(sh_upstream_t *up, int pause);
 /* (Re)arm the owner's timer: ops->timer after ms, when READY; 0 stops. */
 void sh_upstream_timer(sh_upstream_t *up, uint64_t ms);
 int sh_upstream_timer_active(const sh_upstream_t *up);

@@ -1166,6 +1166,53 @@ classify(const char *name, const char *sub)
                             (const uint8_t *) sub, sub ? strlen(sub) : 0);
 }
 
+/* A replication stream: replies, then bytes that are not RESP, relayed
+ * raw from the first byte not returned as a frame. */
+static void
+test_reader_raw(void)
+{
+    static const char in[] = "+OK\r\n\n\n$5\r\nREDIS*1\r\n$4\r\nPING\r\n";
+    sh_resp_reader_t *r;
+    sh_frame_t *f;
+    size_t got = 0;
+
+    check_begin();
+    r = sh_resp_reader_new(SH_RESP_REPLY, NULL);
+    f = (sh_frame_t *) 0x1;
+    if (sh_resp_reader_raw(r, &f) != SH_OK || f != NULL) {
+        diag("raw of an empty reader gives a frame");
+    }
+    sh_resp_reader_feed(r, (const uint8_t *) in, 8);   /* "+OK\r\n\n\n$" */
+    if (sh_resp_reader_next(r, &f) != SH_OK || f == NULL || f->len != 5) {
+        diag("the reply before the stream");
+    }
+    sh_frame_unref(f);
+    if (sh_resp_reader_raw(r, &f) != SH_OK || f == NULL || f->len != 3
+        || memcmp(f->data, "\n\n$", 3) != 0)
+    {
+        diag("the first raw bytes");
+    }
+    got += f ? f->len : 0;
+    sh_frame_unref(f);
+    if (sh_resp_reader_raw(r, &f) != SH_OK || f != NULL) {
+        diag("raw bytes given twice");
+    }
+    sh_resp_reader_feed(r, (const uint8_t *) in + 8, sizeof(in) - 1 - 8);
+    if (sh_resp_reader_raw(r, &f) != SH_OK || f == NULL
+        || f->len != sizeof(in) - 1 - 8
+        || memcmp(f->data, in + 8, f->len) != 0)
+    {
+        diag("the rest, as it came");
+    }
+    got += f ? f->len : 0;
+    sh_frame_unref(f);
+    if (got != sizeof(in) - 1 - 5 || sh_resp_reader_pending(r) != 0) {
+        diag("%zu raw bytes, %zu pending", got, sh_resp_reader_pending(r));
+    }
+    sh_resp_reader_free(r);
+    check_end("reader: raw bytes after the last reply (SYNC's stream)");
+}
+
 static void
 test_classify(void)
 {
@@ -1195,6 +1242,15 @@ test_classify(void)
         { "REPLCONF", "ACK", SH_CMD_PIN | SH_CMD_STREAM, 1 },
         { "SCRIPT", "DEBUG", SH_CMD_PIN | SH_CMD_STREAM, 1 },
         { "SCRIPT", "LOAD", 0, 1 },
+        { "SYNC", NULL, SH_CMD_PIN | SH_CMD_STREAM | SH_CMD_RAW, 1 },
+        { "psync", "?", SH_CMD_PIN | SH_CMD_STREAM | SH_CMD_RAW, 1 },
+        { "WAIT", NULL, SH_CMD_PIN | SH_CMD_BLOCKING | SH_CMD_WAIT, 1 },
+        { "waitaof", NULL, SH_CMD_PIN | SH_CMD_BLOCKING | SH_CMD_WAIT, 1 },
+        { "CLIENT", "KILL", SH_CMD_PIN | SH_CMD_VET, 1 },
+        { "client", "pause", SH_CMD_PIN | SH_CMD_VET, 1 },
+        { "CLIENT", "UNPAUSE", SH_CMD_PIN | SH_CMD_VET, 1 },
+        { "CLIENT", "ID", SH_CMD_PIN, 1 },
+        { "CLIENT", "KILLX", SH_CMD_PIN, 1 },
         { "QUIT", NULL, SH_CMD_QUIT, 1 },
         { "quit", NULL, SH_CMD_QUIT, 1 },
         { "CLIENT", "REPLY", SH_CMD_STREAM, 0 },
@@ -1721,6 +1777,7 @@ main(int argc, char **argv)
         test_inline_lines();
         test_deep_replies();
         test_reader_space_growth();
+        test_reader_raw();
         test_classify();
         test_command_ids();
         test_encode();
