@@ -4,8 +4,11 @@
  * never gets a C callback; it yields, and C resumes it when backends are
  * done.
  */
+#include <limits.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -14,17 +17,140 @@
 #include "sh_lua.h"
 #include "sh_metrics.h"
 
+/*
+ * Where require() looks, first match wins (docs/install.md says the same
+ * for users):
+ *
+ *   1. SHOTOVER_LUA_PATH / SHOTOVER_LUA_CPATH, when set;
+ *   2. the binary's own modules: SH_LUA_REL beside the executable
+ *      (/proc/self/exe; ../share/shotover/lua once installed) when that
+ *      directory holds shotover/config.lua, else the source and build trees
+ *      compiled in (SH_LUA_PATH: a binary run from its build tree);
+ *   3. LUA_PATH / LUA_CPATH, when set (";;" in them is LuaJIT's default);
+ *   4. the user's LuaRocks tree, $HOME/.luarocks (share/lua/5.1 and
+ *      lib/lua/5.1);
+ *   5. the system LuaRocks trees, /usr/local and /usr;
+ *   6. LuaJIT's default path, when LUA_PATH / LUA_CPATH is not set.
+ *
+ * The binary's modules come before LUA_PATH and the trees so that another
+ * version of the shotover rock installed there cannot shadow the modules
+ * that match this binary's C core.
+ */
+#define SH_LUA_SYS_PATH                                                     \
+    "/usr/local/share/lua/5.1/?.lua;/usr/local/share/lua/5.1/?/init.lua;"   \
+    "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua"
+#define SH_LUA_SYS_CPATH                                                    \
+    "/usr/local/lib/lua/5.1/?.so;/usr/lib/" SH_MULTIARCH "lua/5.1/?.so;"    \
+    "/usr/lib/lua/5.1/?.so"
+
+/*
+ * sh_lua_own_dir: the installed module directory beside the executable,
+ * in buf, or NULL when there is none (a build-tree or copied binary).
+ */
+static const char *
+sh_lua_own_dir(char *buf, size_t len)
+{
+    char exe[PATH_MAX], probe[PATH_MAX + 64];
+    const char *rel;
+    ssize_t n;
+    char *slash;
+    int m;
+
+    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0) {
+        return NULL;
+    }
+    exe[n] = '\0';
+    slash = strrchr(exe, '/');
+    if (slash == NULL) {
+        return NULL;
+    }
+    *slash = '\0';
+    /* "../" climbs out of the binary's directory: say so in the path */
+    for (rel = SH_LUA_REL; strncmp(rel, "../", 3) == 0; rel += 3) {
+        slash = strrchr(exe, '/');
+        if (slash == NULL || slash == exe) {
+            return NULL;          /* the binary in / or a relative path */
+        }
+        *slash = '\0';
+    }
+    m = snprintf(buf, len, "%s/%s", exe, rel);
+    if (m < 0 || (size_t) m >= len) {
+        return NULL;              /* too long: never use a cut path */
+    }
+    snprintf(probe, sizeof(probe), "%s/shotover/config.lua", buf);
+    return access(probe, R_OK) == 0 ? buf : NULL;
+}
+
+/* add "s;" to b when s is set and not empty */
+static void
+sh_lua_path_add(luaL_Buffer *b, const char *s)
+{
+    if (s != NULL && *s != '\0') {
+        luaL_addstring(b, s);
+        luaL_addchar(b, ';');
+    }
+}
+
+/* package[field] = the list above; own: the installed directory or NULL */
+static void
+sh_lua_set_one(lua_State *L, const char *field, const char *own,
+    int cpath)
+{
+    const char *home = getenv("HOME");
+    const char *env = getenv(cpath ? "LUA_CPATH" : "LUA_PATH");
+    const char *base;
+    luaL_Buffer b;
+
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, field);
+    base = lua_tostring(L, -1);        /* LUA_PATH expanded, or default */
+    luaL_buffinit(L, &b);
+    sh_lua_path_add(&b, getenv(cpath ? "SHOTOVER_LUA_CPATH"
+                                     : "SHOTOVER_LUA_PATH"));
+    if (!cpath && own != NULL) {
+        lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", own, own);
+        luaL_addvalue(&b);
+        luaL_addchar(&b, ';');
+    } else if (!cpath) {
+        sh_lua_path_add(&b, SH_LUA_PATH);
+    }
+    if (env != NULL) {
+        sh_lua_path_add(&b, base);
+    }
+    if (home != NULL && home[0] == '/') {
+        lua_pushfstring(L, cpath ? "%s/.luarocks/lib/lua/5.1/?.so"
+                                 : "%s/.luarocks/share/lua/5.1/?.lua;"
+                                   "%s/.luarocks/share/lua/5.1/?/init.lua",
+                        home, home);
+        luaL_addvalue(&b);
+        luaL_addchar(&b, ';');
+    }
+    luaL_addstring(&b, cpath ? SH_LUA_SYS_CPATH : SH_LUA_SYS_PATH);
+    if (env == NULL) {
+        luaL_addchar(&b, ';');
+        luaL_addstring(&b, base);
+    }
+    luaL_pushresult(&b);
+    lua_setfield(L, -3, field);        /* package, old value, new value */
+    lua_pop(L, 2);
+}
+
 static void
 sh_lua_set_path(lua_State *L)
 {
-    const char *env = getenv("SHOTOVER_LUA_PATH");
+    static char own[PATH_MAX];
+    static const char *dir;
+    static int looked;
 
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "path");
-    lua_pushfstring(L, "%s;%s;%s", env ? env : "", SH_LUA_PATH,
-                    lua_tostring(L, -1));
-    lua_setfield(L, -3, "path");
-    lua_pop(L, 2);
+    /* the executable does not move: look once per process (the worker
+     * threads make their states after the check made the first) */
+    if (!looked) {
+        dir = sh_lua_own_dir(own, sizeof(own));
+        looked = 1;
+    }
+    sh_lua_set_one(L, "path", dir, 0);
+    sh_lua_set_one(L, "cpath", dir, 1);
 }
 
 static int

@@ -385,6 +385,7 @@ sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
         sh_admin_set_ready(1);
         sh_log_info("shotover %s running with %d worker%s", SH_VERSION,
                     nworkers, nworkers == 1 ? "" : "s");
+        sh_notify_ready();       /* every listener is up: systemd's READY=1 */
         memset(&sh_main, 0, sizeof(sh_main));
         sh_main.timeout_ms = drain_timeout_ms;
         uv_timer_init(main_loop, &sh_main.tick);

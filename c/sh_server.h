@@ -8,6 +8,7 @@
 #define SH_SERVER_H
 
 #include "sh_core.h"
+#include "sh_notify.h"       /* the server tells systemd it is ready */
 
 /* Run until SIGTERM or SIGINT, then drain for at most drain_timeout_ms
  * (a second signal stops at once); SH_OK for exit status 0. */

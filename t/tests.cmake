@@ -73,3 +73,11 @@ add_test(NAME integration-cassandra
                  ${CMAKE_SOURCE_DIR}/t/integration)
 set_tests_properties(integration-cassandra PROPERTIES
                      ENVIRONMENT "${SH_TEST_ENV}" TIMEOUT 2400)
+# Installing and running it (specs 5NN): cmake --install into a temporary
+# prefix, the installed binary against a real redis-server; READY=1 for
+# systemd; the Debian package built, installed with dpkg (root) and removed.
+add_test(NAME integration-install
+         COMMAND ${CMAKE_SOURCE_DIR}/t/run-busted --pattern=^5.*_spec
+                 ${CMAKE_SOURCE_DIR}/t/integration)
+set_tests_properties(integration-install PROPERTIES
+                     ENVIRONMENT "${SH_TEST_ENV}" TIMEOUT 600)

@@ -22,7 +22,7 @@ local LAYERS = {
     -- 6: sinks' pools
     sh_redis_pool = 6, sh_cql_pool = 6,
     -- 7: the process: threads, listeners, signals, admin endpoint, CLI
-    sh_server = 7, sh_admin = 7, main = 7,
+    sh_server = 7, sh_admin = 7, sh_notify = 7, main = 7,
 }
 
 local function read(path)
