@@ -255,6 +255,7 @@ sh_signal_cb(uv_signal_t *s, int signum)
                 "second signal stops at once)", sh_signal_name(signum),
                 sh_main.timeout_ms);
     sh_admin_set_ready(0);
+    sh_notify_stopping();                /* systemd: STOPPING=1 */
     for (i = 0; i < sh_nworkers; i++) {
         sh_worker_signal(sh_workers[i], &sh_workers[i]->drain);
     }
