@@ -5,12 +5,15 @@
  *   GET /ready      200 once every worker serves, 503 before and while
  *                   stopping
  *   PUT /log-level  body error|warn|info|debug: changes the level live
+ *   POST /reload    loads the config again, as SIGHUP does: 200, or 400
+ *                   with every problem of the new config (the old one
+ *                   keeps serving)
  *   GET /switches   every switch, its setting and choices
  *   PUT /switches/NAME  body one of its choices: flips it live
  * Requests are parsed with Node's http-parser (Debian libhttp-parser);
  * one request per connection, answered with Connection: close.
  *
- * The routes that change something (the PUTs) are guarded: with a token
+ * The routes that change something (the PUTs, POST /reload) are guarded: with a token
  * (admin.token or admin.token_file) they need "Authorization: Bearer
  * TOKEN" (RFC 6750; 401 with WWW-Authenticate otherwise), from any peer;
  * without one they answer loopback peers only (403 otherwise), which is
@@ -372,6 +375,37 @@ sh_admin_switch(sh_admin_conn_t *c, const char *name)
     }
 }
 
+static sh_admin_reload_fn sh_admin_reload;
+
+void
+sh_admin_set_reload(sh_admin_reload_fn fn)
+{
+    sh_admin_reload = fn;
+}
+
+static void
+sh_admin_do_reload(sh_admin_conn_t *c)
+{
+    char out[8192];
+
+    if (sh_admin_reload == NULL) {
+        sh_admin_text(c, 503, "Service Unavailable", "no reload here\n");
+    } else if (sh_admin_reload("POST /reload", out, sizeof(out) - 1)
+               == SH_OK)
+    {
+        sh_admin_text(c, 200, "OK", "reloading: new connections get the "
+                      "new configuration\n");
+    } else {
+        size_t n = strlen(out);
+
+        if (n == 0 || out[n - 1] != '\n') {
+            out[n++] = '\n';
+            out[n] = '\0';
+        }
+        sh_admin_text(c, 400, "Bad Request", out);
+    }
+}
+
 static int
 sh_admin_on_complete(http_parser *p)
 {
@@ -401,6 +435,10 @@ sh_admin_on_complete(http_parser *p)
         if (sh_admin_may_change(c, path)) {
             sh_admin_log_level(c);
         }
+    } else if (strcmp(path, "/reload") == 0 && p->method == HTTP_POST) {
+        if (sh_admin_may_change(c, path)) {
+            sh_admin_do_reload(c);
+        }
     } else if (strcmp(path, "/switches") == 0 && p->method == HTTP_GET) {
         char *text = sh_switch_render(&len);
 
@@ -416,12 +454,13 @@ sh_admin_on_complete(http_parser *p)
     } else if (strcmp(path, "/metrics") == 0 || strcmp(path, "/health") == 0
                || strcmp(path, "/ready") == 0
                || strcmp(path, "/log-level") == 0
+               || strcmp(path, "/reload") == 0
                || strncmp(path, "/switches", 9) == 0)
     {
         sh_admin_text(c, 405, "Method Not Allowed", "method not allowed\n");
     } else {
         sh_admin_text(c, 404, "Not Found", "not found: /metrics, /health, "
-                      "/ready, PUT /log-level, /switches\n");
+                      "/ready, PUT /log-level, POST /reload, /switches\n");
     }
     return 0;
 }

@@ -11,6 +11,10 @@
 int sh_admin_start(uv_loop_t *loop, const char *host, int port,
     const char *token, char *err, size_t errlen);
 void sh_admin_set_ready(int ready);
+/* What POST /reload calls: SH_OK, or SH_ERROR with why in out (the
+ * config's problems, one per line). */
+typedef int (*sh_admin_reload_fn)(const char *why, char *out, size_t outlen);
+void sh_admin_set_reload(sh_admin_reload_fn fn);
 void sh_admin_stop(void);
 
 #endif /* SH_ADMIN_H */

@@ -57,6 +57,14 @@ static void sh_conn_read_cb(uv_stream_t *s, ssize_t nread,
  * closed its client.  Replies owed meanwhile wake nobody (the runs let go of
  * their batches at close) and writes to a closing client are dropped.
  */
+void
+sh_listener_release(sh_listener_t *l)
+{
+    if (l->open_handles == 0 && l->refs == 0) {
+        sh_free(l);
+    }
+}
+
 static void
 sh_conn_close_cb(uv_handle_t *h)
 {
@@ -71,6 +79,10 @@ sh_conn_close_cb(uv_handle_t *h)
     }
     if (c->w != NULL) {
         sh_lua_session_release(c->w->L, &c->sess);
+    }
+    if (c->src != NULL) {
+        c->src->refs--;
+        sh_listener_release(c->src);
     }
     sh_free(c);
 }
@@ -118,6 +130,7 @@ sh_conn_close(sh_conn_t *c)
     sh_proto_conn_free(&c->pc);
     sh_ffi_metric_add(c->src->conns, -1);
     sh_worker_conns(w, -1);
+    w->gen_conns[c->gen % SH_WORKER_GENS]--;
     if (c->prev) {
         c->prev->next = c->next;
     } else {
@@ -620,6 +633,9 @@ sh_conn_accept(sh_listener_t *l, int fd)
     uv_tcp_nodelay(&c->tcp, 1);
     c->w = w;
     c->src = l;
+    l->refs++;
+    c->gen = l->gen;
+    c->index = l->conf.index;
     c->id = __atomic_fetch_add(&sh_conn_next_id, 1, __ATOMIC_RELAXED);
     if (sh_proto_conn_init(&c->pc, &l->conf) != SH_OK) {
         sh_log_error("source \"%s\": unknown protocol %d", l->name,
@@ -632,6 +648,7 @@ sh_conn_accept(sh_listener_t *l, int fd)
     sh__run_init(&c->main, c, SH_RUN_MAIN);
     sh_ffi_metric_add(l->conns, 1);
     sh_worker_conns(w, 1);
+    w->gen_conns[c->gen % SH_WORKER_GENS]++;
     c->next = w->conns;
     if (w->conns) {
         w->conns->prev = c;

@@ -41,8 +41,19 @@ struct sh_listener_s {
     sh_metric_t *conns;      /* open connections gauge */
     sh_metric_t *lane_batches; /* batches started on lanes (CQL), or NULL */
     sh_metric_t *oom_closes; /* connections closed for want of memory */
+    char host[256];          /* the address it listens on, as configured */
+    int port;                /* and its port */
+    uint32_t gen;            /* the configuration its new connections run
+                                (a reload makes a new one) */
+    uint32_t round;          /* the (re)load that made or kept it */
+    uint32_t refs;           /* its connections and their shadows: a
+                                listener a reload removed is freed once
+                                the last of them is gone */
     sh_listener_t *next;     /* worker's listener list */
 };
+
+/* Free l once its handles are closed and nothing refers to it. */
+void sh_listener_release(sh_listener_t *l);
 
 /* Something a backend keeps for one session (a pinned Redis connection,
  * the client's Cassandra session), found by key, cleaned up at its end. */
@@ -104,6 +115,8 @@ struct sh_run_s {
     int kind;                /* SH_RUN_* */
     uint64_t id;             /* for logs */
     uint64_t seq;            /* batches started (sh_session_push) */
+    uint32_t gen;            /* the configuration it runs (its client's) */
+    int32_t index;           /* its source's place in that configuration */
     sh_lua_co_t co;          /* the coroutine running the chain */
     sh_batch_t *batch;       /* requests of the batch being run */
     sh_batch_t *resp;        /* responses the chain returned */
@@ -143,6 +156,9 @@ struct sh_conn_s {
     sh_worker_t *w;          /* owning worker */
     sh_listener_t *src;      /* the source it came in on */
     uint64_t id;             /* unique per process */
+    uint32_t gen;            /* the configuration it runs until it leaves,
+                                whatever reloads come */
+    int32_t index;           /* its source's place in that configuration */
     sh_proto_conn_t pc;      /* its protocol: reader, framing (sh_proto.h) */
     sh_session_t sess;       /* what its backends serve */
     sh_batch_t *inq;         /* parsed requests not yet run */

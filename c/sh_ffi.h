@@ -201,6 +201,8 @@ typedef struct sh_source_conf_s {
                                 (1: one at a time; see sh_conn.c) */
     uint32_t share_listen;   /* 1: another process may serve the same
                                 address (SO_REUSEPORT splits the clients) */
+    uint32_t gen;            /* the configuration (a reload's number) its
+                                new connections run */
 } sh_source_conf_t;
 
 /* Status names and errors */
@@ -288,9 +290,25 @@ int sh_ffi_run_wake_reason(sh_run_t *r);
 int sh_ffi_run_timer(sh_run_t *r, uint32_t ms);
 int sh_ffi_run_timer_stop(sh_run_t *r);
 
-/* Workers and sources */
+/*
+ * Workers and sources.  A (re)load of the config calls sources_begin, then
+ * source_listen for each source, then sources_prune.  source_listen keeps
+ * a listener already on the same address and protocol (a reload refuses
+ * no connection there): it takes the source's new settings and from now
+ * on gives new connections conf->gen; else it opens one.  sources_prune
+ * closes the listeners this round did not keep; their connections stay,
+ * on the configuration they started with.
+ */
+void sh_ffi_sources_begin(sh_worker_t *w);
 int sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
     const char **err);
+void sh_ffi_sources_prune(sh_worker_t *w);
+/* The configuration a run runs (its connection's), and how many client
+ * connections of worker w run configuration gen; shadows alive in w (they
+ * may run any configuration's transforms). */
+uint32_t sh_ffi_run_gen(sh_run_t *r);
+uint32_t sh_ffi_worker_gen_conns(sh_worker_t *w, uint32_t gen);
+int sh_ffi_worker_shadows(sh_worker_t *w);
 
 /* In-process workers for `shotover repl`: start nworkers running config
  * conf_path (each calls shotover.worker.init), without blocking; stop them

@@ -516,6 +516,77 @@ sh_lua_worker_init(sh_worker_t *w, char *err, size_t errlen)
 }
 
 /*
+ * sh_lua_worker_reload: load w's config again (shotover.worker.reload):
+ * new connections get the new chains, the connections there are keep
+ * theirs.  SH_ERROR with err when it could not be applied.
+ */
+int
+sh_lua_worker_reload(sh_worker_t *w, char *err, size_t errlen)
+{
+    lua_State *L = w->L;
+    int top = lua_gettop(L);
+    int rc;
+
+    lua_pushlightuserdata(L, w);
+    lua_pushstring(L, w->conf_path);
+    lua_pushinteger(L, w->id);
+    rc = sh_lua_call(L, "shotover.worker", "reload", 3, 0, err, errlen);
+    lua_settop(L, top);
+    return rc;
+}
+
+/* Drop the configurations no connection runs any more; returns how many
+ * old ones are still in use (0: stop asking), -1 on a Lua error. */
+int
+sh_lua_worker_collect(sh_worker_t *w)
+{
+    lua_State *L = w->L;
+    int top = lua_gettop(L), left = -1;
+    char err[512];
+
+    lua_pushlightuserdata(L, w);
+    if (sh_lua_call(L, "shotover.worker", "collect", 1, 1, err, sizeof(err))
+        == SH_OK)
+    {
+        left = (int) lua_tointeger(L, -1);
+    } else {
+        sh_log_error("worker %d: %s", w->id, err);
+    }
+    lua_settop(L, top);
+    return left;
+}
+
+/*
+ * sh_lua_validate: check a config as `shotover check` does, every problem
+ * into err (one per line); SH_OK with the drain timeout when it is valid.
+ */
+int
+sh_lua_validate(const char *conf_path, uint32_t *drain_timeout_ms, char *err,
+    size_t errlen)
+{
+    lua_State *L = sh_lua_new();
+    int rc = SH_ERROR;
+
+    if (L == NULL) {
+        snprintf(err, errlen, "cannot create a Lua state");
+        return SH_ERROR;
+    }
+    lua_pushstring(L, conf_path);
+    if (sh_lua_call(L, "shotover.config", "check_file", 1, 5, err, errlen)
+        != SH_OK)
+    {
+        /* err says why */
+    } else if (lua_isnumber(L, -5)) {
+        *drain_timeout_ms = (uint32_t) lua_tointeger(L, -1);
+        rc = SH_OK;
+    } else {
+        snprintf(err, errlen, "%s", lua_tostring(L, -4));
+    }
+    sh_lua_close(L);
+    return rc;
+}
+
+/*
  * A runner yields (DONE, resp): resp is an sh_batch_t reference (cdata), or
  * nil for none.  Taken from the stack rather than set through an FFI call
  * because the runner's epilogue runs in the interpreter (see shotover.core

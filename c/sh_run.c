@@ -36,8 +36,13 @@ sh__run_init(sh_run_t *r, sh_conn_t *c, int kind)
     memset(r, 0, sizeof(*r));
     r->w = c->w;
     r->src = c->src;
+    r->gen = c->gen;
+    r->index = c->index;
     r->conn = c;
     r->kind = kind;
+    if (kind == SH_RUN_SHADOW) {
+        c->src->refs++;                  /* it may outlive its client */
+    }
     r->sess = &c->sess;
     r->id = __atomic_fetch_add(&sh_run_next_id, 1, __ATOMIC_RELAXED);
     r->co = (sh_lua_co_t) SH_LUA_CO_INIT;
@@ -85,6 +90,10 @@ static void
 sh_run_reap(sh_run_t *r)
 {
     sh_lua_co_release(r->w, &r->co);
+    if (r->kind == SH_RUN_SHADOW) {
+        r->src->refs--;
+        sh_listener_release(r->src);
+    }
     if (r->kind != SH_RUN_MAIN) {
         sh_free(r);
     }
@@ -771,7 +780,7 @@ sh_ffi_run_outstanding(sh_run_t *r)
 int
 sh_ffi_run_source(sh_run_t *r)
 {
-    return r->src->conf.index;
+    return r->index;
 }
 
 int

@@ -49,7 +49,7 @@ sh_listener_close_cb(uv_handle_t *h)
 
     if (--l->open_handles == 0) {
         close(l->fd);
-        sh_free(l);
+        sh_listener_release(l);          /* or its last connection does */
     }
 }
 
@@ -108,7 +108,56 @@ sh_worker_stop_cb(uv_async_t *a)
     w->stop_closed = 1;
     uv_close((uv_handle_t *) &w->stop, NULL);
     uv_close((uv_handle_t *) &w->drain, NULL);
+    uv_close((uv_handle_t *) &w->reload, NULL);
     uv_mutex_unlock(&sh_stop_mu);
+    uv_close((uv_handle_t *) &w->collect, NULL);
+}
+
+/* Drop, now and then, the configurations that no connection runs. */
+static void
+sh_worker_collect_cb(uv_timer_t *t)
+{
+    sh_worker_t *w = t->data;
+
+    if (sh_lua_worker_collect(w) <= 0) {
+        uv_timer_stop(t);
+    }
+}
+
+/*
+ * Reload (SIGHUP, POST /reload; the main thread checked the config): new
+ * chains for new connections, listeners kept, opened or closed
+ * (shotover.worker.reload).  The connections there are keep the chains
+ * they started with until they leave -- a pinned Redis connection, a
+ * MULTI, a CQL session stay as they were -- and a configuration is dropped
+ * once none runs it (the collect timer).
+ */
+static sh_worker_t **sh_workers;
+static int sh_nworkers;
+
+static void
+sh_worker_reload_cb(uv_async_t *a)
+{
+    sh_worker_t *w = a->data;
+    char err[4096];
+
+    if (w->stopping || w->draining) {
+        return;
+    }
+    if (sh_lua_worker_reload(w, err, sizeof(err)) != SH_OK) {
+        sh_log_error("worker %d: reload: %s", w->id, err);
+    } else {
+        sh_log_info("worker %d: reloaded %s: new connections run the new "
+                    "configuration", w->id, w->conf_path);
+    }
+    if (!uv_is_active((uv_handle_t *) &w->collect)) {
+        uv_timer_start(&w->collect, sh_worker_collect_cb, 1000, 1000);
+    }
+    /* one worker after the other, as at start: the first one checks that
+     * a new address is free before any binds it */
+    if (w->id + 1 < sh_nworkers) {
+        sh_worker_signal(sh_workers[w->id + 1], &sh_workers[w->id + 1]->reload);
+    }
 }
 
 /*
@@ -176,8 +225,6 @@ sh_worker_main(void *arg)
     }
 }
 
-static sh_worker_t **sh_workers;
-static int sh_nworkers;
 
 static void
 sh_workers_stop(void)
@@ -189,9 +236,10 @@ sh_workers_stop(void)
     }
 }
 
-/* The main thread while it drains (sh_workers_run). */
+/* The main thread: signals, drain, reload (sh_workers_run). */
 static struct {
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup;
+    const char *conf_path;   /* the config file, read again on reload */
     uv_timer_t tick;         /* watches the workers and the deadline */
     uint64_t deadline;       /* loop ms at which what remains is closed */
     uint32_t timeout_ms;     /* drain_timeout */
@@ -212,7 +260,59 @@ sh_main_finish(void)
     uv_close((uv_handle_t *) &sh_main.tick, NULL);
     uv_close((uv_handle_t *) &sh_main.sigint, NULL);
     uv_close((uv_handle_t *) &sh_main.sigterm, NULL);
+    uv_close((uv_handle_t *) &sh_main.sighup, NULL);
     sh_admin_stop();
+}
+
+/*
+ * Reload (SIGHUP, POST /reload): check the config file as `shotover check`
+ * does; a config with problems is refused with each one logged, and the
+ * old one serves on.  A valid one goes to every worker
+ * (sh_worker_reload_cb).  `workers` and `admin` take a restart.
+ */
+static int
+sh_server_reload(const char *why, char *out, size_t outlen)
+{
+    char err[8192];
+    uint32_t drain_ms = sh_main.timeout_ms;
+    char *line, *save = NULL;
+
+    if (sh_main.draining) {
+        snprintf(out, outlen, "draining: no reload");
+        sh_log_warn("%s while draining: not reloading", why);
+        return SH_ERROR;
+    }
+    if (sh_lua_validate(sh_main.conf_path, &drain_ms, err, sizeof(err))
+        != SH_OK)
+    {
+        snprintf(out, outlen, "%s", err);
+        sh_log_error("%s: %s is not valid; the running configuration "
+                     "stays:", why, sh_main.conf_path);
+        for (line = strtok_r(err, "\n", &save); line != NULL;
+             line = strtok_r(NULL, "\n", &save))
+        {
+            sh_log_error("%s: %s", why, line);
+        }
+        return SH_ERROR;
+    }
+    sh_main.timeout_ms = drain_ms;
+    sh_log_info("%s: %s is valid; loading it", why, sh_main.conf_path);
+    sh_notify_reloading();
+    sh_worker_signal(sh_workers[0], &sh_workers[0]->reload);  /* it passes
+                                                              it on */
+    sh_notify_ready();
+    out[0] = '\0';
+    return SH_OK;
+}
+
+static void
+sh_sighup_cb(uv_signal_t *s, int signum)
+{
+    char out[64];
+
+    sh_unused(s);
+    sh_unused(signum);
+    (void) sh_server_reload("SIGHUP", out, sizeof(out));
 }
 
 static void
@@ -286,6 +386,10 @@ sh_workers_spawn(const char *conf_path, int nworkers, int *n)
         w->stop.data = w;
         uv_async_init(&w->loop, &w->drain, sh_worker_drain_cb);
         w->drain.data = w;
+        uv_async_init(&w->loop, &w->reload, sh_worker_reload_cb);
+        w->reload.data = w;
+        uv_timer_init(&w->loop, &w->collect);
+        w->collect.data = w;
         sh_worker_hook(w, sh_worker_drained);
         /* connections whose backends answered, or that a shadow's pushes
          * woke, run before the gathered writes go out */
@@ -389,6 +493,10 @@ sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
         sh_notify_ready();       /* every listener is up: systemd's READY=1 */
         memset(&sh_main, 0, sizeof(sh_main));
         sh_main.timeout_ms = drain_timeout_ms;
+        sh_main.conf_path = conf_path;
+        sh_admin_set_reload(sh_server_reload);
+        uv_signal_init(main_loop, &sh_main.sighup);
+        uv_signal_start(&sh_main.sighup, sh_sighup_cb, SIGHUP);
         uv_timer_init(main_loop, &sh_main.tick);
         uv_signal_init(main_loop, &sh_main.sigint);
         uv_signal_init(main_loop, &sh_main.sigterm);
@@ -459,6 +567,8 @@ sh_ffi_workers_start(const char *conf_path, int nworkers, const char **err)
             /* never ran: close its loop's handles here */
             uv_close((uv_handle_t *) &sh_workers[i]->stop, NULL);
             uv_close((uv_handle_t *) &sh_workers[i]->drain, NULL);
+            uv_close((uv_handle_t *) &sh_workers[i]->reload, NULL);
+            uv_close((uv_handle_t *) &sh_workers[i]->collect, NULL);
             sh_worker_close_handles(sh_workers[i]);
             uv_run(&sh_workers[i]->loop, UV_RUN_NOWAIT);
             uv_loop_close(&sh_workers[i]->loop);
@@ -673,6 +783,52 @@ sh_listen_taken(const struct addrinfo *res, const sh_source_conf_t *conf,
     return taken;
 }
 
+/* Give listener l source conf's settings, name, metrics and
+ * configuration (a new listener, or one a reload keeps). */
+static void
+sh_listener_set(sh_listener_t *l, const sh_source_conf_t *conf)
+{
+    int i;
+
+    l->conf = *conf;
+    l->gen = conf->gen;
+    l->round = l->w->listen_round;
+    snprintf(l->name, sizeof(l->name), "%s", conf->name ? conf->name : "");
+    l->conf.name = l->name;
+    l->conf.host = NULL;
+    {
+        char labels[160];
+
+        sh_metric_label(labels, sizeof(labels), 0, "source", l->name);
+        l->conns = sh_metric_get(SH_METRIC_GAUGE, "shotover_connections",
+                                 "open client connections, per source",
+                                 labels);
+        l->oom_closes = sh_metric_get(SH_METRIC_COUNTER,
+            "shotover_out_of_memory_closes_total", "client connections "
+            "closed because a frame they sent could not be given memory",
+            labels);
+        if (conf->lanes > 1) {
+            l->lane_batches = sh_metric_get(SH_METRIC_COUNTER,
+                "shotover_lane_batches_total", "batches a CQL connection "
+                "started while earlier ones of it still ran", labels);
+        }
+        for (i = 0; i < SH_ACCEPT_REASONS; i++) {
+            static const char *const reasons[] = { "emfile", "enfile",
+                                                   "other" };
+            char all[200];
+            size_t n = sh_metric_label(all, sizeof(all), 0, "source",
+                                       l->name);
+
+            sh_metric_label(all + n, sizeof(all) - n, 1, "reason",
+                            reasons[i]);
+            l->accept_errors[i] = sh_metric_get(SH_METRIC_COUNTER,
+                "shotover_accept_errors_total", "new connections refused "
+                "because accept failed (emfile: at the open files limit)",
+                all);
+        }
+    }
+}
+
 /*
  * sh_ffi_source_listen: bind and listen on conf->host:port with SO_REUSEPORT
  * so every worker has its own accept queue.  libuv 1.44 has no flag for it,
@@ -685,11 +841,19 @@ sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
     static __thread char errbuf[300];
     struct addrinfo *res;
     sh_listener_t *l;
-    int fd, one = 1, rc, i;
+    int fd, one = 1, rc;
 
     if (w == NULL) {
         *err = "sources listen in workers";
         return SH_ERROR;
+    }
+    for (l = w->listeners; l != NULL; l = l->next) {
+        if (l->round != w->listen_round && l->port == conf->port
+            && l->conf.proto == conf->proto && strcmp(l->host, conf->host) == 0)
+        {
+            sh_listener_set(l, conf);    /* a reload keeps it */
+            return SH_OK;
+        }
     }
     if (sh_resolve(conf->host, conf->port, 1, &res, errbuf, sizeof(errbuf))
         != SH_OK)
@@ -728,41 +892,9 @@ sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
     l = sh_calloc(1, sizeof(*l));
     l->fd = fd;
     l->w = w;
-    l->conf = *conf;
-    snprintf(l->name, sizeof(l->name), "%s", conf->name ? conf->name : "");
-    l->conf.name = l->name;
-    l->conf.host = NULL;
-    {
-        char labels[160];
-
-        sh_metric_label(labels, sizeof(labels), 0, "source", l->name);
-        l->conns = sh_metric_get(SH_METRIC_GAUGE, "shotover_connections",
-                                 "open client connections, per source",
-                                 labels);
-        l->oom_closes = sh_metric_get(SH_METRIC_COUNTER,
-            "shotover_out_of_memory_closes_total", "client connections "
-            "closed because a frame they sent could not be given memory",
-            labels);
-        if (conf->lanes > 1) {
-            l->lane_batches = sh_metric_get(SH_METRIC_COUNTER,
-                "shotover_lane_batches_total", "batches a CQL connection "
-                "started while earlier ones of it still ran", labels);
-        }
-        for (i = 0; i < SH_ACCEPT_REASONS; i++) {
-            static const char *const reasons[] = { "emfile", "enfile",
-                                                   "other" };
-            char all[200];
-            size_t n = sh_metric_label(all, sizeof(all), 0, "source",
-                                       l->name);
-
-            sh_metric_label(all + n, sizeof(all) - n, 1, "reason",
-                            reasons[i]);
-            l->accept_errors[i] = sh_metric_get(SH_METRIC_COUNTER,
-                "shotover_accept_errors_total", "new connections refused "
-                "because accept failed (emfile: at the open files limit)",
-                all);
-        }
-    }
+    snprintf(l->host, sizeof(l->host), "%s", conf->host);
+    l->port = conf->port;
+    sh_listener_set(l, conf);
     uv_timer_init(&w->loop, &l->pause);
     l->pause.data = l;
     l->open_handles = 1;
@@ -790,4 +922,48 @@ sh_ffi_source_listen(sh_worker_t *w, const sh_source_conf_t *conf,
                     conf->port);
     }
     return SH_OK;
+}
+
+void
+sh_ffi_sources_begin(sh_worker_t *w)
+{
+    w->listen_round++;
+}
+
+void
+sh_ffi_sources_prune(sh_worker_t *w)
+{
+    sh_listener_t **pp = &w->listeners, *l;
+
+    while ((l = *pp) != NULL) {
+        if (l->round == w->listen_round) {
+            pp = &l->next;
+            continue;
+        }
+        *pp = l->next;
+        if (w->id == 0) {
+            sh_log_info("source \"%s\" on %s:%d removed: it accepts no more "
+                        "connections; those it has stay until they leave",
+                        l->name, l->host, l->port);
+        }
+        sh_listener_close(l);
+    }
+}
+
+uint32_t
+sh_ffi_run_gen(sh_run_t *r)
+{
+    return r->gen;
+}
+
+uint32_t
+sh_ffi_worker_gen_conns(sh_worker_t *w, uint32_t gen)
+{
+    return w->gen_conns[gen % SH_WORKER_GENS];
+}
+
+int
+sh_ffi_worker_shadows(sh_worker_t *w)
+{
+    return w->shadows != NULL;
 }

@@ -17,6 +17,7 @@
 typedef int (*sh_worker_hook_fn)(sh_worker_t *w);
 
 #define SH_WORKER_HOOKS 8                /* pre-poll hooks per worker */
+#define SH_WORKER_GENS 64                /* configurations in use at once */
 
 struct sh_worker_s {
     int id;                  /* 0-based worker number */
@@ -24,6 +25,13 @@ struct sh_worker_s {
     uv_thread_t thread;      /* its thread (sh_server.c) */
     uv_async_t stop;         /* the main thread asks it to stop */
     uv_async_t drain;        /* ... or to drain (sh_server.c) */
+    uv_async_t reload;       /* ... or to load the config again */
+    uint32_t listen_round;   /* (re)loads of its listeners */
+    uint32_t gen_conns[SH_WORKER_GENS]; /* connections per configuration,
+                                           by gen % SH_WORKER_GENS (two
+                                           that share a slot only delay
+                                           each other's collection) */
+    uv_timer_t collect;      /* drops configurations no connection runs */
     int stop_closed;         /* stop and drain closed: send no more
                                 (under sh_server.c's lock) */
     int exited;              /* its loop ended (atomic) */

@@ -51,6 +51,7 @@ local outstanding = C.sh_ffi_run_outstanding
 local conn_notify = C.sh_ffi_run_notify
 local conn_handler = C.sh_ffi_run_handler
 local conn_source = C.sh_ffi_run_source
+local conn_gen = C.sh_ffi_run_gen
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -201,8 +202,10 @@ end
 
 -- The function every connection's coroutine starts with (the worker
 -- returns it to C): a shadow goes to its handler, a client connection to
--- its source's chain chains[i].  run as in serve.
-function _M.body(chains, run)
+-- its source's chain in the configuration it was accepted in,
+-- gens[gen][i] (a reload adds configurations; a connection keeps its
+-- own).  run as in serve.
+function _M.body(gens, run)
     return function(clud, sess)
         local c = cast(run_ptr, clud)
         local h = conn_handler(c)
@@ -210,7 +213,8 @@ function _M.body(chains, run)
             local hrun, a, b = handlers[h](c)
             return loop(c, hrun, a, b, 0, 0)
         end
-        return _M.serve(c, chains[conn_source(c)], session(sess), run)
+        return _M.serve(c, gens[conn_gen(c)][conn_source(c)], session(sess),
+                        run)
     end
 end
 

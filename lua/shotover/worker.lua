@@ -8,6 +8,7 @@ local chain = require "shotover.chain"
 local schema = require "shotover.schema"
 local metrics = require "shotover.metrics"
 local runner = require "shotover.runner"
+local pools = require "shotover.pools"
 
 local C = base.C
 local cast = ffi.cast
@@ -16,7 +17,12 @@ local concat = table.concat
 
 local _M = { _VERSION = "0.1.0" }
 
-local chains = {}
+-- the configurations in use: gens[gen][source index] is a chain; a
+-- connection runs the configuration it was accepted in (sh_conn_t.gen)
+local gens = {}
+local current = 0           -- the newest
+local repl_live             -- shotover.cli.live under `shotover repl`
+local load
 
 
 function _M.init(wlud, path, id)
@@ -41,30 +47,57 @@ function _M.init(wlud, path, id)
         local mode, file = jitp:match("^([^:]*):(.+)$")
         require("jit.p").start(mode or "vf", (file or jitp) .. "." .. id)
     end
+    local repl = os.getenv("SHOTOVER_REPL_TRACE")
+                 and require("shotover.cli.live")
+    repl_live = repl
+    load(w, path, id, 1)
+    -- the body of every connection's coroutine (shotover.runner)
+    return runner.body(gens, repl and repl.run())
+end
+
+-- Load the config at path as configuration gen of worker w: build each
+-- source's chain, listen (C keeps a listener already on the address), and
+-- close the listeners the config no longer has.  Every chain is built
+-- before anything listens, so a chain that fails to build changes nothing.
+load = function(w, path, id, gen)
     local conf, errs = config.load(path)
     if not conf then
         error(concat(errs, "\n"), 0)
     end
     local err = ffi.new("const char *[1]")
-    -- `shotover repl` runs workers in-process: its listen addresses, and
-    -- a batch runner that traces every batch (shotover.cli.live)
-    local repl = os.getenv("SHOTOVER_REPL_TRACE")
-                 and require("shotover.cli.live")
+    local repl = repl_live
+    local chains = {}
+    pools.begin(gen)
+    local ok, e = pcall(function()
+        for i, src in ipairs(conf.sources) do
+            -- ch.parks: an element holds batches (declared capabilities)
+            local ch = chain.build(src.chain, {
+                worker = w, protocol = src.protocol, name = src.name,
+                source = src.name,
+                path = fmt("sources[%d].chain", i), worker_id = id,
+            })
+            local labels = { source = src.name }
+            ch.m_requests = metrics.counter("shotover_requests_total",
+                "requests run through a source's chain", labels)
+            ch.m_errors = metrics.counter("shotover_chain_errors_total",
+                "requests failed by a raising chain element", labels)
+            ch.m_latency = metrics.histogram(
+                "shotover_request_duration_seconds",
+                "time a request spent in its source's chain", labels)
+            chains[i] = ch
+        end
+    end)
+    pools.finish()
+    if not ok then
+        pools.release(gen)
+        error(e, 0)
+    end
+    gens[gen] = chains
+    -- (`shotover repl` runs workers in-process: its listen addresses, and
+    -- a batch runner that traces every batch: shotover.cli.live)
+    C.sh_ffi_sources_begin(w)
+    local failed = {}
     for i, src in ipairs(conf.sources) do
-        -- ch.parks: an element holds batches (declared capabilities)
-        local ch = chain.build(src.chain, {
-            worker = w, protocol = src.protocol, name = src.name,
-            source = src.name,
-            path = fmt("sources[%d].chain", i), worker_id = id,
-        })
-        local labels = { source = src.name }
-        ch.m_requests = metrics.counter("shotover_requests_total",
-            "requests run through a source's chain", labels)
-        ch.m_errors = metrics.counter("shotover_chain_errors_total",
-            "requests failed by a raising chain element", labels)
-        ch.m_latency = metrics.histogram("shotover_request_duration_seconds",
-            "time a request spent in its source's chain", labels)
-        chains[i] = ch
         local host, port = schema.parse_hostport(repl and repl.listen(i)
                                                   or src.listen)
         local sc = ffi.new("sh_source_conf_t", {
@@ -80,13 +113,56 @@ function _M.init(wlud, path, id)
             max_batch = src.max_batch,
             lanes = src.lanes,
             share_listen = src.share_listen and 1 or 0,
+            gen = gen,
         })
         if C.sh_ffi_source_listen(w, sc, err) ~= 0 then
-            error(fmt("sources[%d].listen: %s", i, ffi.string(err[0])), 0)
+            failed[#failed + 1] = fmt("sources[%d].listen: %s", i,
+                                      ffi.string(err[0]))
         end
     end
-    -- the body of every connection's coroutine (shotover.runner)
-    return runner.body(chains, repl and repl.run())
+    if #failed > 0 and gen == 1 then
+        error(concat(failed, "\n"), 0)
+    end
+    -- a listener that failed keeps nothing of the old one open either:
+    -- the config asked for this address, not the previous one
+    C.sh_ffi_sources_prune(w)
+    current = gen
+    if #failed > 0 then
+        error(concat(failed, "\n"), 0)
+    end
+end
+
+-- SIGHUP or POST /reload, once the main thread found the config valid:
+-- new connections get new chains; the connections there are keep theirs
+-- until they leave, so a pinned Redis connection, a transaction or a CQL
+-- session stays as it was.  Sinks with unchanged settings keep their
+-- pools (shotover.pools).
+function _M.reload(wlud, path, id)
+    local w = cast(base.worker_ptr, wlud)
+    load(w, path, id, current + 1)
+end
+
+-- Drop the configurations no connection runs any more, with the pools
+-- only they held; returns how many old ones are still in use.
+function _M.collect(wlud)
+    local w = cast(base.worker_ptr, wlud)
+    local left = 0
+    for g in pairs(gens) do
+        if g ~= current then
+            if C.sh_ffi_worker_gen_conns(w, g) == 0
+               and C.sh_ffi_worker_shadows(w) == 0
+            then
+                gens[g] = nil
+                pools.release(g)
+            else
+                left = left + 1
+            end
+        end
+    end
+    if left == 0 then
+        collectgarbage()                 -- the old chains' memory
+    end
+    return left
 end
 
 return _M

@@ -38,18 +38,25 @@ local err_out = ffi.new("const char *[1]")
 function _M.new(conf, env)
     local self = setmetatable({ name = conf.name or "cassandra" }, mt)
     if env.worker ~= nil then
-        local host, port = schema.parse_hostport(conf.remote)
-        local cc = ffi.new("sh_cql_conf_t", {
-            host = host, port = port,
-            connect_timeout_ms = conf.connect_timeout_ms,
-            request_timeout_ms = conf.request_timeout_ms,
-            name = self.name,
-        })
-        if C.sh_ffi_cql_pool_new(env.worker, cc, pool_out, err_out) ~= 0 then
-            error((env.path or "chain") .. ": cassandra sink: "
-                  .. ffi.string(err_out[0]), 0)
-        end
-        self.pool = pool_out[0]
+        -- a reload that leaves these settings alone keeps the pool: the
+        -- clients' sessions on the node stay where they are
+        self.pool = require("shotover.pools").get("cassandra", conf,
+            function()
+                local host, port = schema.parse_hostport(conf.remote)
+                local cc = ffi.new("sh_cql_conf_t", {
+                    host = host, port = port,
+                    connect_timeout_ms = conf.connect_timeout_ms,
+                    request_timeout_ms = conf.request_timeout_ms,
+                    name = self.name,
+                })
+                if C.sh_ffi_cql_pool_new(env.worker, cc, pool_out, err_out)
+                   ~= 0
+                then
+                    error((env.path or "chain") .. ": cassandra sink: "
+                          .. ffi.string(err_out[0]), 0)
+                end
+                return pool_out[0]
+            end, C.sh_ffi_cql_pool_free)
     end
     return self
 end

@@ -6,6 +6,7 @@ local ffi = require "ffi"
 local base = require "shotover.ffi"
 local message = require "shotover.message"
 local schema = require "shotover.schema"
+local pools = require "shotover.pools"
 
 local C = base.C
 local AGAIN = base.AGAIN
@@ -65,22 +66,27 @@ function _M.new(conf, env)
         self.client_protocol = client
     end
     if env.worker ~= nil then
-        local host, port = schema.parse_hostport(conf.remote)
-        local rc = ffi.new("sh_redis_conf_t", {
-            host = host, port = port, connections = conf.connections,
-            connect_timeout_ms = conf.connect_timeout_ms,
-            request_timeout_ms = conf.request_timeout_ms,
-            backoff_min_ms = conf.backoff_min_ms,
-            backoff_max_ms = conf.backoff_max_ms,
-            username = conf.username, password = conf.password,
-            name = self.name,
-        })
-        if C.sh_ffi_redis_pool_new(env.worker, rc, pool_out, err_out) ~= 0
-        then
-            error((env.path or "chain") .. ": redis sink: "
-                  .. ffi.string(err_out[0]), 0)
-        end
-        self.pool = pool_out[0]
+        -- a reload that leaves these settings alone keeps the pool, its
+        -- backend connections and the clients pinned to them
+        self.pool = pools.get("redis", conf, function()
+            local host, port = schema.parse_hostport(conf.remote)
+            local rc = ffi.new("sh_redis_conf_t", {
+                host = host, port = port, connections = conf.connections,
+                connect_timeout_ms = conf.connect_timeout_ms,
+                request_timeout_ms = conf.request_timeout_ms,
+                backoff_min_ms = conf.backoff_min_ms,
+                backoff_max_ms = conf.backoff_max_ms,
+                username = conf.username, password = conf.password,
+                name = self.name,
+            })
+            if C.sh_ffi_redis_pool_new(env.worker, rc, pool_out, err_out)
+               ~= 0
+            then
+                error((env.path or "chain") .. ": redis sink: "
+                      .. ffi.string(err_out[0]), 0)
+            end
+            return pool_out[0]
+        end, C.sh_ffi_redis_pool_free)
     end
     return self
 end
