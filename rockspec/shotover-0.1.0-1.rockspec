@@ -42,6 +42,7 @@ build = {
         ["shotover.message"] = "lua/shotover/message.lua",
         ["shotover.metrics"] = "lua/shotover/metrics.lua",
         ["shotover.park"] = "lua/shotover/park.lua",
+        ["shotover.pools"] = "lua/shotover/pools.lua",
         ["shotover.protocols"] = "lua/shotover/protocols/init.lua",
         ["shotover.protocols.cassandra"] = "lua/shotover/protocols/cassandra.lua",
         ["shotover.protocols.redis"] = "lua/shotover/protocols/redis.lua",
