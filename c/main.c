@@ -112,14 +112,18 @@ main(int argc, char **argv)
         sh_usage(stderr);
         return 2;
     }
+    if (strcmp(cmd, "check") == 0) {
+        /* in Lua: it also resolves the sinks' remotes, which `run` does
+         * not (they are looked up at each connect) */
+        char *check_argv[1];
+
+        check_argv[0] = (char *) conf;
+        return sh_lua_cli("shotover.cli.check", 1, check_argv);
+    }
     if (sh_lua_check(conf, &workers, admin_host, sizeof(admin_host),
                      &admin_port, admin_token, sizeof(admin_token)) != SH_OK)
     {
         return 1;
-    }
-    if (strcmp(cmd, "check") == 0) {
-        printf("%s: ok\n", conf);
-        return 0;
     }
     if (workers <= 0) {
         workers = (int) uv_available_parallelism();

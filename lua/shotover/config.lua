@@ -4,6 +4,7 @@
 --   sources[1].chain[2].remote: expected "host:port", got 6380
 local schema = require "shotover.schema"
 local protocols = require "shotover.protocols"
+local resolve = require "shotover.resolve"
 
 local type = type
 local pairs = pairs
@@ -228,6 +229,25 @@ local function sub_context(ctx, sub)
     return setmetatable({ protocol = sub.protocol }, { __index = ctx })
 end
 
+-- Note the "host:port" options of an element (its schema's hostport keys)
+-- in `hosts`, for resolve_hosts: { path, host, port }.
+local function note_hosts(hosts, opts, s, epath)
+    local keys = {}
+    for k, spec in pairs(s) do
+        if spec.type == "hostport" then
+            keys[#keys + 1] = k
+        end
+    end
+    table.sort(keys)
+    for _, k in ipairs(keys) do
+        local host, port = schema.parse_hostport(opts[k])
+        if host then
+            hosts[#hosts + 1] = { path = epath .. "." .. k, host = host,
+                                  port = port }
+        end
+    end
+end
+
 -- Validate one chain; element configs get their defaults filled in.
 -- `errs` collects "path: message" strings; ctx.protocol is the chain's
 -- protocol (a source's, or a sub-chain's).
@@ -306,6 +326,9 @@ function _M.check_chain(chain, path, errs, ctx)
                 end
                 local n = #errs
                 schema.check(opts, s, epath, errs, ctx)
+                if ctx and ctx.hosts then
+                    note_hosts(ctx.hosts, opts, s, epath)
+                end
                 if #errs == n and mod.check_config then
                     local ok, e = mod.check_config(opts, ctx)
                     if not ok then
@@ -377,18 +400,47 @@ function _M.check_lanes(src, path, serial, errs)
     end
 end
 
+-- What a remote that does not resolve means at run time (the sinks look
+-- names up at each connect, without blocking; see docs/transforms/redis.md)
+local REMOTE_NOTE = " (`run` starts anyway: requests to it fail until the "
+                    .. "name resolves)"
+
+-- Resolve what `hosts` lists ({ path, host, port, listen }), appending
+-- "path: cannot resolve ..." to errs.  which: "listen" for the addresses
+-- to bind (sources' listen, admin.listen: `run` cannot start without
+-- them), "all" for the sinks' remotes too (`shotover check`).
+local function resolve_hosts(hosts, which, errs)
+    for _, h in ipairs(hosts) do
+        if h.listen or which == "all" then
+            local ok, err = resolve.resolve(h.host, h.port, h.listen)
+            if not ok then
+                errs[#errs + 1] = fmt("%s: %s%s", h.path, err,
+                                      h.listen and "" or REMOTE_NOTE)
+            end
+        end
+    end
+end
+
 -- Validate a whole config table.  Returns the config (defaults filled in) or
--- nil and the list of errors.
-function _M.check(conf)
+-- nil and the list of errors.  opts.resolve: nil (resolve nothing),
+-- "listen" or "all" (see resolve_hosts; blocking, so never on a worker).
+function _M.check(conf, opts)
     local errs = {}
+    local hosts = {}
     if type(conf) ~= "table" then
         return nil, { "config: expected the file to return a table, got "
                       .. schema.show(conf) }
     end
     schema.check(conf, top_schema, "", errs)
     if type(conf.admin) == "table" then
+        local n = #errs
         schema.check(conf.admin, admin_schema, "admin", errs)
         check_admin_token(conf.admin, errs)
+        if #errs == n then
+            local host, port = schema.parse_hostport(conf.admin.listen)
+            hosts[#hosts + 1] = { path = "admin.listen", host = host,
+                                  port = port, listen = true }
+        end
     end
     local sources = conf.sources
     if type(sources) == "table" then
@@ -428,13 +480,21 @@ function _M.check(conf)
                                               src.listen, listens[src.listen])
                     end
                     listens[src.listen] = i
+                    local host, port = schema.parse_hostport(src.listen)
+                    hosts[#hosts + 1] = { path = path .. ".listen",
+                                          host = host, port = port,
+                                          listen = true }
                 end
                 if src.chain ~= nil then
+                    cctx.hosts = hosts
                     _M.check_chain(src.chain, path .. ".chain", errs, cctx)
                 end
                 _M.check_lanes(src, path, cctx.serial, errs)
             end
         end
+    end
+    if opts and opts.resolve then
+        resolve_hosts(hosts, opts.resolve, errs)
     end
     if #errs > 0 then
         return nil, errs
@@ -443,7 +503,8 @@ function _M.check(conf)
 end
 
 -- Load and validate a config file.  Returns the config or nil, errors.
-function _M.load(path)
+-- opts as for check.
+function _M.load(path, opts)
     local chunk, err = loadfile(path)
     if not chunk then
         return nil, { "config: cannot load " .. tostring(err) }
@@ -453,7 +514,7 @@ function _M.load(path)
         return nil, { fmt("config: %s raised an error: %s", path,
                           tostring(conf)) }
     end
-    return _M.check(conf)
+    return _M.check(conf, opts)
 end
 
 -- The bearer token of a checked config's admin endpoint (admin.token or
@@ -462,11 +523,14 @@ function _M.admin_token(conf)
     return type(conf.admin) == "table" and admin_tokens[conf.admin] or nil
 end
 
--- For `shotover check` and the start of `run`: returns the worker count
+-- For the start of `run`, before any worker: returns the worker count
 -- (0 for "auto"), the admin endpoint's host and port (nil when none) and
--- its token (nil when none), or nil and the error lines.
+-- its token (nil when none), or nil and the error lines.  The addresses
+-- to listen on are resolved here, so one that does not resolve stops
+-- `run` with its path instead of failing a worker; remotes are not (the
+-- sinks look them up at each connect).
 function _M.check_file(path)
-    local conf, errs = _M.load(path)
+    local conf, errs = _M.load(path, { resolve = "listen" })
     if not conf then
         return nil, concat(errs, "\n") .. "\n"
     end
