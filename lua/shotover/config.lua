@@ -248,6 +248,17 @@ local function note_hosts(hosts, opts, s, epath)
     end
 end
 
+-- A check_config message under the element's path: one that opens with
+-- the option it is about ("routes[2].match.colour: unknown rule") reads
+-- as one path, sources[1].chain[1].routes[2].match.colour: ...
+local function element_error(epath, msg)
+    local key, rest = msg:match("^([%a_][%w_]*[%w_%.%[%]]*): (.*)$")
+    if key then
+        return fmt("%s.%s: %s", epath, key, rest)
+    end
+    return epath .. ": " .. msg
+end
+
 -- Validate one chain; element configs get their defaults filled in.
 -- `errs` collects "path: message" strings; ctx.protocol is the chain's
 -- protocol (a source's, or a sub-chain's).
@@ -329,15 +340,23 @@ function _M.check_chain(chain, path, errs, ctx)
                 if ctx and ctx.hosts then
                     note_hosts(ctx.hosts, opts, s, epath)
                 end
-                if #errs == n and mod.check_config then
+                -- its own checks run on options of the right types; they
+                -- may find several problems (a list) and every one is
+                -- listed, as are the problems of its sub-chains
+                local typed = #errs == n
+                if typed and mod.check_config then
                     local ok, e = mod.check_config(opts, ctx)
                     if not ok then
-                        errs[#errs + 1] = epath .. ": " .. tostring(e)
+                        for _, msg in ipairs(type(e) == "table" and e
+                                             or { e }) do
+                            errs[#errs + 1] = element_error(epath,
+                                                            tostring(msg))
+                        end
                     end
                 end
                 -- sub-chains (router, tee, ...) are chains like any other:
                 -- the module names them, they are checked the same way
-                if #errs == n and caps.subchains then
+                if typed and caps.subchains then
                     for _, sub in ipairs(mod.subchains(opts)) do
                         local sctx = sub_context(ctx, sub)
                         if sub.protocol ~= nil

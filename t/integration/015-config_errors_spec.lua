@@ -84,6 +84,30 @@ return { sources = { { name = "r", protocol = "redis", listen = "127.0.0.1:%d",
         assert.are.equal(want, r.stderr)
     end)
 
+    it("check and run list every problem of a router, not only the first",
+       function()
+        local path = redis_conf([[{ "router", routes = {
+            { match = { key_pattern = "'a' [" }, chain = { { "null" } } },
+            { match = { colour = "red" }, chain = { { "null" } } },
+            { chain = { { "null" } } } },
+          default = { { "null" } } }]])
+        local want = table.concat({
+            "sources[1].chain[1].routes[1].match.key_pattern: bad LPeg re "
+            .. "pattern \"'a' [\": pattern error near '['",
+            "sources[1].chain[1].routes[2].match.colour: unknown rule "
+            .. "(command, key, key_prefix, key_pattern, kind, class, "
+            .. "keyspace, table)",
+            "sources[1].chain[1].routes[3]: give match = { ... } or when = "
+            .. "function(msg, chain)",
+        }, "\n") .. "\n"
+        local r = check(path)
+        assert.are.equal(1, r.code)
+        assert.are.equal(want, r.stderr)
+        r = run(path)
+        assert.are.equal(1, r.code)
+        assert.are.equal(want, r.stderr)
+    end)
+
     it("check passes a config whose hosts all resolve", function()
         local path = redis_conf([[{ "redis", remote = "localhost:6379" }]])
         local r = check(path)

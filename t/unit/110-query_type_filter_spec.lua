@@ -55,5 +55,19 @@ describe("query_type_filter config", function()
         assert.is_nil(ok)
         assert.are.same({ "sources[1].chain[1]: give exactly one of allow "
                           .. "and deny" }, errs)
+        -- every problem at once
+        ok, errs = config.check({ sources = { { name = "f",
+            protocol = "redis", listen = "127.0.0.1:1", chain = {
+                { "query_type_filter", allow = { "reads", "write", "pub" },
+                  deny = { "write" } },
+                { "null" } } } } })
+        assert.is_nil(ok)
+        local one_of = " (one of read, write, read_write, schema_change, "
+                       .. "pubsub, use, dcl, other)"
+        assert.are.same({
+            "sources[1].chain[1]: give exactly one of allow and deny",
+            'sources[1].chain[1]: unknown query type "reads"' .. one_of,
+            'sources[1].chain[1]: unknown query type "pub"' .. one_of,
+        }, errs)
     end)
 end)

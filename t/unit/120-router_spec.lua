@@ -100,9 +100,47 @@ describe("the router", function()
                 routes = { { match = { colour = "red" }, chain = { { "null" } } } },
                 default = { { "null" } } } } } } })
         assert.is_nil(ok)
-        assert.are.same({ "sources[1].chain[1]: routes[1].match.colour: unknown "
+        assert.are.same({ "sources[1].chain[1].routes[1].match.colour: unknown "
                           .. "rule (command, key, key_prefix, key_pattern, "
                           .. "kind, class, keyspace, table)" }, errs)
+    end)
+
+    it("lists every problem of its routes, not only the first", function()
+        local ok, errs = config.check({ sources = { { name = "r",
+            protocol = "redis", listen = "127.0.0.1:1", chain = { { "router",
+                routes = {
+                    { match = { key_pattern = "'a' [" },
+                      chain = { { "null" } } },
+                    { match = { colour = "red", key = 7 },
+                      chain = { { "redis", remote = 1 } } },
+                    { chain = { { "null" } }, weight = 2 },
+                    { when = "yes", chain = "none" },
+                    { match = { key = "k" }, when = function() end,
+                      chain = { { "null" } } },
+                },
+                default = { { "debug_printer" } } } } } } })
+        assert.is_nil(ok)
+        local el = "sources[1].chain[1]."
+        local bad = el .. "routes[1].match.key_pattern: bad LPeg re "
+                    .. "pattern \"'a' [\": "
+        assert.are.equal(bad, errs[1]:sub(1, #bad))
+        assert.are.same({
+            el .. "routes[2].match.colour: unknown rule (command, key, "
+            .. "key_prefix, key_pattern, kind, class, keyspace, table)",
+            el .. "routes[2].match.key: expected a string or a list of "
+            .. "strings, got 7",
+            el .. "routes[3]: give match = { ... } or when = "
+            .. "function(msg, chain)",
+            el .. "routes[3].weight: unknown key (match, when, chain)",
+            el .. 'routes[4].chain: expected a chain { ... }, got "none"',
+            el .. 'routes[4].when: expected a function, got "yes"',
+            el .. "routes[5]: give match or when, not both",
+            -- the route chains and the default are checked all the same
+            'sources[1].chain[1].routes[2].chain[1].remote: expected '
+            .. '"host:port", got 1',
+            'sources[1].chain[1].default[1]: the chain must end in a sink '
+            .. '("debug_printer" passes requests on)',
+        }, { unpack(errs, 2) })
     end)
 
     it("matches commands in any case, also names Redis does not have", function()

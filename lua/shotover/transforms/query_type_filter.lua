@@ -23,16 +23,21 @@ local _M = {
 
 local mt = { __index = {} }
 
+-- every problem at once: true, or nil and the list
 function _M.check_config(conf)
+    local errs = {}
     if (conf.allow == nil) == (conf.deny == nil) then
-        return nil, "give exactly one of allow and deny"
+        errs[#errs + 1] = "give exactly one of allow and deny"
     end
-    for _, c in ipairs(conf.allow or conf.deny) do
+    for _, c in ipairs(conf.allow or conf.deny or {}) do
         if not CLASSES[c] then
-            return nil, fmt("unknown query type %q (one of read, write, "
-                            .. "read_write, schema_change, pubsub, use, dcl, "
-                            .. "other)", tostring(c))
+            errs[#errs + 1] = fmt("unknown query type %q (one of read, "
+                                  .. "write, read_write, schema_change, "
+                                  .. "pubsub, use, dcl, other)", tostring(c))
         end
+    end
+    if #errs > 0 then
+        return nil, errs
     end
     return true
 end

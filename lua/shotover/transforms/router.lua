@@ -6,6 +6,7 @@ local re = require "re"
 local base = require "shotover.ffi"
 local message = require "shotover.message"
 local command_ids = require "shotover.redis.command_ids"
+local schema = require "shotover.schema"
 
 local C = base.C
 local buf_eq = C.sh_ffi_buf_eq          -- resolved at load, not in a trace
@@ -39,11 +40,12 @@ local function list(v)
     return type(v) == "table" and v or { v }
 end
 
--- the routes' chains, checked like any chain by config
+-- the routes' chains, checked like any chain by config (a route without
+-- a chain table is check_config's to report)
 function _M.subchains(conf)
     local out = {}
     for i, r in ipairs(conf.routes) do
-        if type(r) == "table" then
+        if type(r) == "table" and type(r.chain) == "table" then
             out[#out + 1] = { chain = r.chain,
                               path = fmt(".routes[%d].chain", i) }
         end
@@ -52,36 +54,101 @@ function _M.subchains(conf)
     return out
 end
 
-function _M.check_config(conf)
-    if #conf.routes == 0 then
-        return nil, "routes: give at least one route"
+local RULE_NAMES = "command, key, key_prefix, key_pattern, kind, class, "
+                   .. "keyspace, table"
+
+-- v is a string or a non-empty list of strings
+local function strings(v)
+    if type(v) == "string" then
+        return true
     end
-    for i, r in ipairs(conf.routes) do
-        if type(r) ~= "table" or type(r.chain) ~= "table" then
-            return nil, fmt("routes[%d]: expected { match = {...} or "
-                            .. "when = function, chain = {...} }", i)
+    if type(v) ~= "table" or #v == 0 then
+        return false
+    end
+    for k, x in pairs(v) do
+        if type(k) ~= "number" or type(x) ~= "string" then
+            return false
         end
-        if r.when == nil and type(r.match) ~= "table" then
-            return nil, fmt("routes[%d]: give match = { ... } or when = "
-                            .. "function(msg, chain)", i)
-        end
-        for k, v in pairs(r.match or {}) do
-            if not RULES[k] then
-                return nil, fmt("routes[%d].match.%s: unknown rule (command, "
-                                .. "key, key_prefix, key_pattern, kind, class, "
-                                .. "keyspace, table)", i, tostring(k))
-            end
-            if k == "key_pattern" then
-                for _, pat in ipairs(list(v)) do
-                    local ok, err = pcall(re.compile, pat)
-                    if not ok then
-                        return nil, fmt("routes[%d].match.key_pattern: bad "
-                                        .. "LPeg re pattern %q: %s", i, pat,
-                                        tostring(err))
-                    end
+    end
+    return true
+end
+
+local ROUTE_KEYS = { match = true, when = true, chain = true }
+
+-- The problems of route i's match table m, appended to errs.
+local function check_match(i, m, errs)
+    local names = {}
+    for k in pairs(m) do
+        names[#names + 1] = tostring(k)
+    end
+    table.sort(names)
+    for _, k in ipairs(names) do
+        local v = m[k]
+        local path = fmt("routes[%d].match.%s", i, k)
+        if not RULES[k] then
+            errs[#errs + 1] = fmt("%s: unknown rule (%s)", path, RULE_NAMES)
+        elseif not strings(v) then
+            errs[#errs + 1] = fmt("%s: expected a string or a list of "
+                                  .. "strings, got %s", path, schema.show(v))
+        elseif k == "key_pattern" then
+            for _, pat in ipairs(list(v)) do
+                local ok, err = pcall(re.compile, pat)
+                if not ok then
+                    errs[#errs + 1] = fmt("%s: bad LPeg re pattern %q: %s",
+                                          path, tostring(pat), tostring(err))
                 end
             end
         end
+    end
+end
+
+-- Every problem of the routes, not only the first: returns true, or nil
+-- and the list of messages.
+function _M.check_config(conf)
+    local errs = {}
+    if #conf.routes == 0 then
+        errs[#errs + 1] = "routes: give at least one route"
+    end
+    for i, r in ipairs(conf.routes) do
+        if type(r) ~= "table" then
+            errs[#errs + 1] = fmt("routes[%d]: expected { match = {...} or "
+                                  .. "when = function, chain = {...} }", i)
+        else
+            if type(r.chain) ~= "table" then
+                errs[#errs + 1] = fmt("routes[%d].chain: expected a chain "
+                                      .. "{ ... }, got %s", i,
+                                      schema.show(r.chain))
+            end
+            if r.when == nil and type(r.match) ~= "table" then
+                errs[#errs + 1] = fmt("routes[%d]: give match = { ... } or "
+                                      .. "when = function(msg, chain)", i)
+            end
+            if r.when ~= nil and type(r.when) ~= "function" then
+                errs[#errs + 1] = fmt("routes[%d].when: expected a function, "
+                                      .. "got %s", i, schema.show(r.when))
+            end
+            if r.when ~= nil and r.match ~= nil then
+                errs[#errs + 1] = fmt("routes[%d]: give match or when, not "
+                                      .. "both", i)
+            end
+            if type(r.match) == "table" then
+                check_match(i, r.match, errs)
+            end
+            local unknown = {}
+            for k in pairs(r) do
+                if not ROUTE_KEYS[k] then
+                    unknown[#unknown + 1] = tostring(k)
+                end
+            end
+            table.sort(unknown)
+            for _, k in ipairs(unknown) do
+                errs[#errs + 1] = fmt("routes[%d].%s: unknown key (match, "
+                                      .. "when, chain)", i, k)
+            end
+        end
+    end
+    if #errs > 0 then
+        return nil, errs
     end
     return true
 end
