@@ -108,6 +108,26 @@ return { sources = { { name = "r", protocol = "redis", listen = "127.0.0.1:%d",
         assert.are.equal(want, r.stderr)
     end)
 
+    it("check and run refuse an unknown command and a rule of another "
+       .. "protocol", function()
+        local path = redis_conf([[{ "router", routes = {
+            { match = { command = "GTE" }, chain = { { "null" } } },
+            { match = { keyspace = "ks" }, chain = { { "null" } } } },
+          default = { { "null" } } }]])
+        local want = 'sources[1].chain[1].routes[1].match.command: unknown '
+                     .. 'Redis command "GTE" (did you mean "GET"?)\n'
+                     .. "sources[1].chain[1].routes[2].match.keyspace: a "
+                     .. "cassandra rule, and this router's requests are "
+                     .. "redis (its rules: command, key, key_prefix, "
+                     .. "key_pattern)\n"
+        local r = check(path)
+        assert.are.equal(1, r.code)
+        assert.are.equal(want, r.stderr)
+        r = run(path)
+        assert.are.equal(1, r.code)
+        assert.are.equal(want, r.stderr)
+    end)
+
     it("check passes a config whose hosts all resolve", function()
         local path = redis_conf([[{ "redis", remote = "localhost:6379" }]])
         local r = check(path)

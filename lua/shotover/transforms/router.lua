@@ -7,6 +7,8 @@ local base = require "shotover.ffi"
 local message = require "shotover.message"
 local command_ids = require "shotover.redis.command_ids"
 local schema = require "shotover.schema"
+local redis_commands = require "shotover.redis.commands"
+local cql_parser = require "shotover.cql.parser"
 
 local C = base.C
 local buf_eq = C.sh_ffi_buf_eq          -- resolved at load, not in a trace
@@ -32,9 +34,13 @@ local _M = {
 
 local mt = { __index = {} }
 
-local RULES = { command = true, key = true, key_prefix = true,
-                key_pattern = true, kind = true, class = true,
-                keyspace = true, table = true }
+-- each rule and the protocol whose requests it reads
+local RULES = { command = "redis", key = "redis", key_prefix = "redis",
+                key_pattern = "redis", kind = "cassandra",
+                class = "cassandra", keyspace = "cassandra",
+                table = "cassandra" }
+local RULES_OF = { redis = "command, key, key_prefix, key_pattern",
+                   cassandra = "kind, class, keyspace, table" }
 
 local function list(v)
     return type(v) == "table" and v or { v }
@@ -75,8 +81,80 @@ end
 
 local ROUTE_KEYS = { match = true, when = true, chain = true }
 
--- The problems of route i's match table m, appended to errs.
-local function check_match(i, m, errs)
+-- Levenshtein distance of a and b, or max + 1 once it exceeds max
+local function distance(a, b, max)
+    if math.abs(#a - #b) > max then
+        return max + 1
+    end
+    local prev = {}
+    for j = 0, #b do
+        prev[j] = j
+    end
+    for i = 1, #a do
+        local cur, best = { [0] = i }, i
+        local ca = byte(a, i)
+        for j = 1, #b do
+            local cost = ca == byte(b, j) and 0 or 1
+            local d = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            cur[j] = d
+            if d < best then
+                best = d
+            end
+        end
+        if best > max then
+            return max + 1
+        end
+        prev = cur
+    end
+    return prev[#b]
+end
+
+-- " (did you mean "x"?)" for the key of set nearest to name, or ""
+local function nearest(name, set)
+    local best, best_d = nil, 3
+    for known in pairs(set) do
+        local d = distance(name, known, 2)
+        if d < best_d or (best and d == best_d and known < best) then
+            best, best_d = known, d
+        end
+    end
+    return best and fmt(" (did you mean %q?)", best) or ""
+end
+
+-- the values CQL rules can match: statement kinds and their classes
+local KINDS, CLASSES = {}, {}
+for kind in pairs(cql_parser.CLASS) do
+    KINDS[kind] = true
+    CLASSES[cql_parser.CLASS[kind]] = true
+end
+
+-- The problem with value `v` of rule `k`, or nil.  A command name the
+-- command table (shotover.redis.commands) lacks is a typo, unless it is a
+-- module's command (they have a dot: JSON.GET, FT.SEARCH).
+local function value_problem(k, v)
+    if k == "command" then
+        local up = upper(v)
+        if redis_commands[up] or find(v, ".", 1, true) then
+            return nil
+        end
+        return fmt("unknown Redis command %q%s", v, nearest(up, redis_commands))
+    elseif k == "kind" and not KINDS[v] then
+        return fmt("unknown statement kind %q%s", v, nearest(v, KINDS))
+    elseif k == "class" and not CLASSES[v] then
+        local names = {}
+        for c in pairs(CLASSES) do
+            names[#names + 1] = c
+        end
+        table.sort(names)
+        return fmt("unknown statement class %q (one of %s)", v,
+                   table.concat(names, ", "))
+    end
+    return nil
+end
+
+-- The problems of route i's match table m, appended to errs; proto is
+-- the router's protocol (nil: unknown, its rules are not checked for it).
+local function check_match(i, m, errs, proto)
     local names = {}
     for k in pairs(m) do
         names[#names + 1] = tostring(k)
@@ -90,6 +168,19 @@ local function check_match(i, m, errs)
         elseif not strings(v) then
             errs[#errs + 1] = fmt("%s: expected a string or a list of "
                                   .. "strings, got %s", path, schema.show(v))
+        elseif proto and RULES_OF[proto] and RULES[k] ~= proto then
+            -- it would never match: the router sees no such requests
+            errs[#errs + 1] = fmt("%s: a %s rule, and this router's "
+                                  .. "requests are %s (its rules: %s)", path,
+                                  RULES[k], proto, RULES_OF[proto])
+        elseif k == "command" or k == "kind" or k == "class" then
+            for j, x in ipairs(list(v)) do
+                local problem = value_problem(k, x)
+                if problem then
+                    errs[#errs + 1] = fmt("%s%s: %s", path, type(v) == "table"
+                                          and fmt("[%d]", j) or "", problem)
+                end
+            end
         elseif k == "key_pattern" then
             for _, pat in ipairs(list(v)) do
                 local ok, err = pcall(re.compile, pat)
@@ -104,8 +195,9 @@ end
 
 -- Every problem of the routes, not only the first: returns true, or nil
 -- and the list of messages.
-function _M.check_config(conf)
+function _M.check_config(conf, ctx)
     local errs = {}
+    local proto = ctx and ctx.protocol
     if #conf.routes == 0 then
         errs[#errs + 1] = "routes: give at least one route"
     end
@@ -132,7 +224,7 @@ function _M.check_config(conf)
                                       .. "both", i)
             end
             if type(r.match) == "table" then
-                check_match(i, r.match, errs)
+                check_match(i, r.match, errs, proto)
             end
             local unknown = {}
             for k in pairs(r) do
