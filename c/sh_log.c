@@ -1,6 +1,7 @@
 /*
  * sh_log.c -- one line per message on stderr, text or JSON, safe to call
  * from any worker thread (each line is written with a single write(2)).
+ * A message's own line breaks are escaped in both formats.
  */
 #include <stdio.h>
 #include <time.h>
@@ -129,6 +130,31 @@ sh_log_json_escape(char *out, size_t cap, const char *s, size_t len)
     return n;
 }
 
+/*
+ * Append s to out for a text line: a line break or tab in a message (a Lua
+ * traceback, a config error list) becomes \n, \r or \t, so one message
+ * stays one line and log collectors never split it.  Bytes past cap are
+ * dropped.
+ */
+static size_t
+sh_log_text_escape(char *out, size_t cap, const char *s, size_t len)
+{
+    size_t n = 0;
+    size_t i;
+
+    for (i = 0; i < len && n + 2 <= cap; i++) {
+        char ch = s[i];
+
+        if (ch == '\n' || ch == '\r' || ch == '\t') {
+            out[n++] = '\\';
+            out[n++] = ch == '\n' ? 'n' : ch == '\r' ? 'r' : 't';
+        } else {
+            out[n++] = ch;
+        }
+    }
+    return n;
+}
+
 static void
 sh_log_write(int level, const char *msg, size_t len)
 {
@@ -161,11 +187,7 @@ sh_log_write(int level, const char *msg, size_t len)
             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
             tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
             sh_log_names[level]);
-        if (len > sizeof(line) - n - 2) {
-            len = sizeof(line) - n - 2;
-        }
-        memcpy(line + n, msg, len);
-        n += len;
+        n += sh_log_text_escape(line + n, sizeof(line) - n - 1, msg, len);
     }
     line[n++] = '\n';
     if (write(STDERR_FILENO, line, n) < 0) {

@@ -128,6 +128,40 @@ return { sources = { { name = "r", protocol = "redis", listen = "127.0.0.1:%d",
         assert.are.equal(want, r.stderr)
     end)
 
+    it("run logs a failure to listen on one line, its traceback escaped",
+       function()
+        local port = h.free_port()
+        local busy = h.occupy(port)
+        local path = redis_conf([[{ "null" }]],
+                                { listen = "127.0.0.1:" .. port })
+        local r = run(path)
+        assert.are.equal(1, r.code)
+        local found = false
+        for line in r.stderr:gmatch("[^\n]+") do
+            -- every line is one log message
+            assert.matches("^%d+%-%d+%-%d+T[%d:.]+Z %[%a+%] ", line)
+            if line:find("cannot listen", 1, true) then
+                found = true
+                assert.matches("%[error%] worker 0: sources%[1%]%.listen: "
+                               .. "cannot listen on 127%.0%.0%.1:" .. port
+                               .. ": Address already in use\\nstack "
+                               .. "traceback:\\n\\t", line)
+            end
+        end
+        assert.is_true(found, r.stderr)
+        -- JSON: one object per line, the line breaks escaped too
+        r = h.shotover_cmd({ "run", "--log-format", "json", "-c", path })
+        assert.are.equal(1, r.code)
+        found = false
+        for line in r.stderr:gmatch("[^\n]+") do
+            assert.matches('^{"time":"[^"]+","level":"%a+","msg":".*"}$', line)
+            found = found or line:find("Address already in use\\u000astack",
+                                       1, true) ~= nil
+        end
+        assert.is_true(found, r.stderr)
+        busy.close()
+    end)
+
     it("check passes a config whose hosts all resolve", function()
         local path = redis_conf([[{ "redis", remote = "localhost:6379" }]])
         local r = check(path)
