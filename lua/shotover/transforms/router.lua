@@ -121,28 +121,37 @@ local function nearest(name, set)
     return best and fmt(" (did you mean %q?)", best) or ""
 end
 
--- the values CQL rules can match: statement kinds and their classes
-local KINDS, CLASSES = {}, {}
-for kind in pairs(cql_parser.CLASS) do
-    KINDS[kind] = true
-    CLASSES[cql_parser.CLASS[kind]] = true
+-- the values CQL rules can match: statement kinds and their classes, made
+-- at the first check that needs them (a loop run at load can be picked up
+-- by the JIT, and what follows it is not for traces)
+local KINDS, CLASSES
+local function cql_values()
+    if KINDS == nil then
+        KINDS, CLASSES = {}, {}
+        for kind, class in pairs(cql_parser.CLASS) do
+            KINDS[kind] = true
+            CLASSES[class] = true
+        end
+    end
+    return KINDS, CLASSES
 end
 
 -- The problem with value `v` of rule `k`, or nil.  A command name the
 -- command table (shotover.redis.commands) lacks is a typo, unless it is a
 -- module's command (they have a dot: JSON.GET, FT.SEARCH).
 local function value_problem(k, v)
+    local kinds, classes = cql_values()
     if k == "command" then
         local up = upper(v)
         if redis_commands[up] or find(v, ".", 1, true) then
             return nil
         end
         return fmt("unknown Redis command %q%s", v, nearest(up, redis_commands))
-    elseif k == "kind" and not KINDS[v] then
-        return fmt("unknown statement kind %q%s", v, nearest(v, KINDS))
-    elseif k == "class" and not CLASSES[v] then
+    elseif k == "kind" and not kinds[v] then
+        return fmt("unknown statement kind %q%s", v, nearest(v, kinds))
+    elseif k == "class" and not classes[v] then
         local names = {}
-        for c in pairs(CLASSES) do
+        for c in pairs(classes) do
             names[#names + 1] = c
         end
         table.sort(names)
