@@ -260,8 +260,9 @@ function methods.transform(self, batch, chain)
     end
     if not tok then
         -- the copy failed: the client still has its main replies
-        log.error("tee \"%s\": the tee chain failed: %s", self.name,
-                  redact.scrub(tee, reqs))
+        log.with(log.ERROR, { run = chain.c, element = self.name },
+                 "tee \"%s\": the tee chain failed: %s", self.name,
+                 redact.scrub(tee, reqs))
         if not tee_answers then
             return main
         end
