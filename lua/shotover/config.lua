@@ -345,7 +345,13 @@ function _M.check_chain(chain, path, errs, ctx)
                 -- listed, as are the problems of its sub-chains
                 local typed = #errs == n
                 if typed and mod.check_config then
-                    local ok, e = mod.check_config(opts, ctx)
+                    -- a check that raises is a problem of this element,
+                    -- reported like the others (not a traceback)
+                    local called, ok, e = pcall(mod.check_config, opts, ctx)
+                    if not called then
+                        ok, e = nil, fmt("%s's check_config raised an "
+                                         .. "error: %s", el[1], tostring(ok))
+                    end
                     if not ok then
                         for _, msg in ipairs(type(e) == "table" and e
                                              or { e }) do

@@ -131,6 +131,20 @@ describe("config validation", function()
                           .. "error, integer, bulk, null" }, errs)
     end)
 
+    it("reports a transform check that raises as a problem of its element",
+       function()
+        package.loaded["shotover.transforms.raising_check"] = {
+            new = function() return {} end,
+            capabilities = { sink = true },
+            check_config = function() error("oops", 0) end,
+        }
+        local errs = errors_of({ sources = { redis_source({
+            { "raising_check" } }) } })
+        package.loaded["shotover.transforms.raising_check"] = nil
+        assert.are.same({ "sources[1].chain[1]: raising_check's check_config "
+                          .. "raised an error: oops" }, errs)
+    end)
+
     it("accepts inline functions, bare or in a table, anywhere", function()
         local f = function(batch, chain) return chain:next(batch) end
         assert.truthy(config.check({ sources = { redis_source({

@@ -11,7 +11,12 @@ local _M = { _VERSION = "0.1.0" }
 -- args: { FILE } (main.c parsed the command line)
 function _M.main(args)
     local path = args[1]
-    local conf, errs = config.load(path, { resolve = "all" })
+    local called, conf, errs = pcall(config.load, path, { resolve = "all" })
+    if not called then
+        -- a bug, not a bad config: still "invalid" (exit 1), as before
+        io.stderr:write("shotover: ", tostring(conf), "\n")
+        return 1
+    end
     if not conf then
         io.stderr:write(concat(errs, "\n"), "\n")
         return 1
