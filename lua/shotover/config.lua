@@ -362,21 +362,30 @@ function _M.check_chain(chain, path, errs, ctx)
                 end
                 -- sub-chains (router, tee, ...) are chains like any other:
                 -- the module names them, they are checked the same way
+                local subs = {}
                 if typed and caps.subchains then
-                    for _, sub in ipairs(mod.subchains(opts)) do
-                        local sctx = sub_context(ctx, sub)
-                        if sub.protocol ~= nil
-                           and not protocols.find(sub.protocol)
-                        then
-                            errs[#errs + 1] = fmt("%s%s: %s", epath, sub.path,
-                                select(2, protocols.find(sub.protocol)))
-                        else
-                            _M.check_chain(sub.chain, epath .. sub.path, errs,
-                                           sctx)
-                        end
-                        if sctx ~= ctx then
-                            ctx.serial = ctx.serial or rawget(sctx, "serial")
-                        end
+                    local called, list = pcall(mod.subchains, opts)
+                    if called and type(list) == "table" then
+                        subs = list
+                    else
+                        errs[#errs + 1] = fmt("%s: %s's subchains() %s",
+                            epath, el[1], called and "returned no list"
+                            or "raised an error: " .. tostring(list))
+                    end
+                end
+                for _, sub in ipairs(subs) do
+                    local sctx = sub_context(ctx, sub)
+                    if sub.protocol ~= nil
+                       and not protocols.find(sub.protocol)
+                    then
+                        errs[#errs + 1] = fmt("%s%s: %s", epath, sub.path,
+                            select(2, protocols.find(sub.protocol)))
+                    else
+                        _M.check_chain(sub.chain, epath .. sub.path, errs,
+                                       sctx)
+                    end
+                    if sctx ~= ctx then
+                        ctx.serial = ctx.serial or rawget(sctx, "serial")
                     end
                 end
                 for k, v in pairs(opts) do
@@ -435,9 +444,17 @@ local REMOTE_NOTE = " (`run` starts anyway: requests to it fail until the "
 -- to bind (sources' listen, admin.listen: `run` cannot start without
 -- them), "all" for the sinks' remotes too (`shotover check`).
 local function resolve_hosts(hosts, which, errs)
+    local seen = {}         -- each name is looked up once (DNS may be slow)
     for _, h in ipairs(hosts) do
         if h.listen or which == "all" then
-            local ok, err = resolve.resolve(h.host, h.port, h.listen)
+            local key = (h.listen and "L " or "C ") .. h.host
+            local got = seen[key]
+            if got == nil then
+                local ok, e = resolve.resolve(h.host, h.port, h.listen)
+                got = ok and true or e
+                seen[key] = got
+            end
+            local ok, err = got == true, got
             if not ok then
                 errs[#errs + 1] = fmt("%s: %s%s", h.path, err,
                                       h.listen and "" or REMOTE_NOTE)

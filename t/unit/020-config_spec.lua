@@ -145,6 +145,19 @@ describe("config validation", function()
                           .. "raised an error: oops" }, errs)
     end)
 
+    it("reports a transform's subchains() that raises", function()
+        package.loaded["shotover.transforms.raising_subs"] = {
+            new = function() return {} end,
+            capabilities = { sink = true, subchains = true },
+            subchains = function() error("no subs", 0) end,
+        }
+        local errs = errors_of({ sources = { redis_source({
+            { "raising_subs" } }) } })
+        package.loaded["shotover.transforms.raising_subs"] = nil
+        assert.are.same({ "sources[1].chain[1]: raising_subs's subchains() "
+                          .. "raised an error: no subs" }, errs)
+    end)
+
     it("accepts inline functions, bare or in a table, anywhere", function()
         local f = function(batch, chain) return chain:next(batch) end
         assert.truthy(config.check({ sources = { redis_source({
@@ -272,6 +285,35 @@ describe("config validation", function()
                              errs[1])
             assert.matches("^sources%[1%]%.chain%[1%]%.remote: cannot resolve",
                            errs[2])
+        end)
+
+        it("looks each name up once, and reports it at every path",
+           function()
+            local resolve = require "shotover.resolve"
+            local real, calls = resolve.resolve, 0
+            resolve.resolve = function(host)
+                calls = calls + 1
+                return nil, string.format("cannot resolve %q: test", host)
+            end
+            local ok, errs = config.check({ sources = {
+                redis_source({ { "router",
+                    routes = { { match = { key = "a" }, chain = {
+                        { "redis", remote = "same.invalid:1" } } } },
+                    default = { { "redis", remote = "same.invalid:2" } } } }),
+            } }, { resolve = "all" })
+            resolve.resolve = real
+            assert.is_nil(ok)
+            -- the listen address and the name both sinks share
+            assert.are.equal(2, calls)
+            assert.are.same({
+                "sources[1].listen: cannot resolve \"127.0.0.1\": test",
+                "sources[1].chain[1].routes[1].chain[1].remote: cannot "
+                .. "resolve \"same.invalid\": test (`run` starts anyway: "
+                .. "requests to it fail until the name resolves)",
+                "sources[1].chain[1].default[1].remote: cannot resolve "
+                .. "\"same.invalid\": test (`run` starts anyway: requests "
+                .. "to it fail until the name resolves)",
+            }, errs)
         end)
 
         it("passes names and numeric addresses that resolve", function()
