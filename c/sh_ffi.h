@@ -216,6 +216,7 @@ void sh_ffi_log_fields(int level, const char *msg, size_t len,
     const sh_log_fields_t *f);
 int sh_ffi_log_level(void);
 void sh_ffi_log_set_level(int level);
+int sh_ffi_log_json(void);       /* 1: --log-format json */
 
 /* Frames */
 int sh_ffi_frame_new(int proto, const uint8_t *data, size_t len,

@@ -108,6 +108,12 @@ sh_log_set_json(int on)
     sh_log_json = on;
 }
 
+int
+sh_ffi_log_json(void)
+{
+    return sh_log_json;
+}
+
 /* Append s to out as the inside of a JSON string. */
 static size_t
 sh_log_json_escape(char *out, size_t cap, const char *s, size_t len)

@@ -567,13 +567,23 @@ end
 
 -- For the start of `run`, before any worker: returns the worker count
 -- (0 for "auto"), the admin endpoint's host and port (nil when none) and
--- its token (nil when none), or nil and the error lines.  The addresses
+-- its token (nil when none), or nil and the error lines (with JSON logs
+-- they are logged, one object each, and the lines are empty).  The addresses
 -- to listen on are resolved here, so one that does not resolve stops
 -- `run` with its path instead of failing a worker; remotes are not (the
 -- sinks look them up at each connect).
 function _M.check_file(path)
     local conf, errs = _M.load(path, { resolve = "listen" })
     if not conf then
+        -- JSON logs: one error object per problem, as every line `run`
+        -- writes is one; text: the lines `check` prints
+        local log = require "shotover.log"
+        if log.json() then
+            for _, e in ipairs(errs) do
+                log.error("%s", e)
+            end
+            return nil, ""
+        end
         return nil, concat(errs, "\n") .. "\n"
     end
     local host, port

@@ -48,6 +48,11 @@ function _M.warn(fmt, ...) log(2, fmt, ...) end
 function _M.info(fmt, ...) log(3, fmt, ...) end
 function _M.debug(fmt, ...) log(4, fmt, ...) end
 
+-- Are logs JSON (--log-format json)?
+function _M.json()
+    return C.sh_ffi_log_json() ~= 0
+end
+
 function _M.enabled(level)
     return level <= C.sh_ffi_log_level()
 end

@@ -128,6 +128,27 @@ return { sources = { { name = "r", protocol = "redis", listen = "127.0.0.1:%d",
         assert.are.equal(want, r.stderr)
     end)
 
+    it("run with JSON logs gives each problem as a JSON error line",
+       function()
+        local path = redis_conf([[{ "router", routes = {
+            { match = { colour = "red" }, chain = { { "null" } } } },
+          default = { { "null" } } }]], { listen = "nohost.invalid:1" })
+        local r = h.shotover_cmd({ "run", "--log-format", "json", "-c",
+                                   path })
+        assert.are.equal(1, r.code)
+        local lines = {}
+        for line in r.stderr:gmatch("[^\n]+") do
+            lines[#lines + 1] = line:gsub('^{"time":"[^"]+",', "{")
+        end
+        assert.are.same({
+            '{"level":"error","msg":"sources[1].chain[1].routes[1].match.'
+            .. 'colour: unknown rule (command, key, key_prefix, key_pattern, '
+            .. 'kind, class, keyspace, table)"}',
+            '{"level":"error","msg":"sources[1].listen: cannot resolve '
+            .. '\\"nohost.invalid\\": ' .. REASON .. '"}',
+        }, lines)
+    end)
+
     it("run logs a failure to listen on one line, its traceback escaped",
        function()
         local port = h.free_port()
