@@ -8,7 +8,6 @@ local message = require "shotover.message"
 local command_ids = require "shotover.redis.command_ids"
 local schema = require "shotover.schema"
 local redis_commands = require "shotover.redis.commands"
-local cql_parser = require "shotover.cql.parser"
 
 local C = base.C
 local buf_eq = C.sh_ffi_buf_eq          -- resolved at load, not in a trace
@@ -128,7 +127,7 @@ local KINDS, CLASSES
 local function cql_values()
     if KINDS == nil then
         KINDS, CLASSES = {}, {}
-        for kind, class in pairs(cql_parser.CLASS) do
+        for kind, class in pairs(require("shotover.cql.parser").CLASS) do
             KINDS[kind] = true
             CLASSES[class] = true
         end
@@ -140,14 +139,15 @@ end
 -- command table (shotover.redis.commands) lacks is a typo, unless it is a
 -- module's command (they have a dot: JSON.GET, FT.SEARCH).
 local function value_problem(k, v)
-    local kinds, classes = cql_values()
     if k == "command" then
         local up = upper(v)
         if redis_commands[up] or find(v, ".", 1, true) then
             return nil
         end
         return fmt("unknown Redis command %q%s", v, nearest(up, redis_commands))
-    elseif k == "kind" and not kinds[v] then
+    end
+    local kinds, classes = cql_values()
+    if k == "kind" and not kinds[v] then
         return fmt("unknown statement kind %q%s", v, nearest(v, kinds))
     elseif k == "class" and not classes[v] then
         local names = {}
