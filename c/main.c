@@ -22,8 +22,9 @@ sh_usage(FILE *out)
         "       shotover --version | --help\n"
         "\n"
         "  run      start the proxy in the foreground with config FILE\n"
-        "  check    validate FILE, print every problem; binds no port\n"
-        "           (exit 0 valid, 1 invalid, 2 usage)\n"
+        "  check    validate FILE, print every problem, look up every host\n"
+        "           it names; binds no port (exit 0 valid, 1 invalid,\n"
+        "           2 usage)\n"
         "  lua      run a Lua script in shotover's runtime (FFI, modules)\n"
         "  route-test  run the requests of CASES.lua through FILE's chains\n"
         "           dry and check the path each takes; TAP output (exit 0\n"
@@ -113,15 +114,19 @@ main(int argc, char **argv)
         sh_usage(stderr);
         return 2;
     }
+    if (strcmp(cmd, "check") == 0) {
+        /* in Lua: it also resolves the sinks' remotes, which `run` does
+         * not (they are looked up at each connect) */
+        char *check_argv[1];
+
+        check_argv[0] = (char *) conf;
+        return sh_lua_cli("shotover.cli.check", 1, check_argv);
+    }
     if (sh_lua_check(conf, &workers, admin_host, sizeof(admin_host),
                      &admin_port, admin_token, sizeof(admin_token),
                      &drain_timeout_ms) != SH_OK)
     {
         return 1;
-    }
-    if (strcmp(cmd, "check") == 0) {
-        printf("%s: ok\n", conf);
-        return 0;
     }
     if (workers <= 0) {
         workers = (int) uv_available_parallelism();

@@ -545,7 +545,10 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         /* no memory for what the client sends (the reader failed with a
          * protocol error saying so): this connection is answered and
          * closed, everyone else is served on */
-        sh_log_warn("conn %llu: %s", (unsigned long long) c->id,
+        sh_log_fields_t lf = { .source = c->src->name, .conn = c->id };
+
+        sh_log_with(SH_LOG_WARN, &lf, "conn %llu: %s",
+                    (unsigned long long) c->id,
                     c->pc.p->reader_error(c->pc.reader));
         sh_ffi_metric_add(c->src->oom_closes, 1);
         nread = 0;

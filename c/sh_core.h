@@ -26,6 +26,9 @@ void *sh_realloc(void *p, size_t n);
 
 void sh_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* sh_log with structured fields for JSON logs (f may be NULL) */
+void sh_log_with(int level, const sh_log_fields_t *f, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void sh_log_set_json(int on);
 
 /*

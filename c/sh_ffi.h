@@ -210,8 +210,23 @@ const char *sh_status_name(int status);
 
 /* Logging */
 void sh_ffi_log(int level, const char *msg, size_t len);
+
+/* Where a message comes from, each field left out when NULL (or 0): JSON
+ * logs carry them as keys of the line's object; text logs show the message
+ * only (it names what matters in its words). */
+typedef struct sh_log_fields_s {
+    const char *source;      /* the source's name */
+    const char *client;      /* the client's address, "ip:port" */
+    const char *chain;       /* the chain's name ("redis/route1") */
+    const char *element;     /* the chain element's name */
+    uint64_t conn;           /* the client connection's id */
+    int32_t element_index;   /* the element's place in its chain, from 1 */
+} sh_log_fields_t;
+void sh_ffi_log_fields(int level, const char *msg, size_t len,
+    const sh_log_fields_t *f);
 int sh_ffi_log_level(void);
 void sh_ffi_log_set_level(int level);
+int sh_ffi_log_json(void);       /* 1: --log-format json */
 
 /* Frames */
 int sh_ffi_frame_new(int proto, const uint8_t *data, size_t len,
@@ -260,6 +275,11 @@ sh_batch_t *sh_ffi_run_batch(sh_run_t *r);
 int sh_ffi_run_outstanding(sh_run_t *r);
 int sh_ffi_run_source(sh_run_t *r);
 int sh_ffi_run_peer(sh_run_t *r, char *out, size_t cap);
+/* The fields of a log message about run r: its source, its client's
+ * connection id and address ("ip:port", written to buf); 0 when r has no
+ * client left (a shadow that outlived it: source only). */
+int sh_ffi_run_log_fields(sh_run_t *r, sh_log_fields_t *f, char *buf,
+    size_t cap);
 
 /* Shadows: runs serving client run r's connection, each with its own
  * coroutine (running Lua handler number `handler`, > 0), session and

@@ -18,6 +18,7 @@ static const struct {
     SH_SIZE(sh_redis_conf_t),
     SH_SIZE(sh_cql_conf_t),
     SH_SIZE(sh_source_conf_t),
+    SH_SIZE(sh_log_fields_t),
 };
 
 size_t

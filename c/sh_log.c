@@ -1,6 +1,7 @@
 /*
  * sh_log.c -- one line per message on stderr, text or JSON, safe to call
  * from any worker thread (each line is written with a single write(2)).
+ * A message's own line breaks are escaped in both formats.
  */
 #include <stdio.h>
 #include <time.h>
@@ -107,6 +108,12 @@ sh_log_set_json(int on)
     sh_log_json = on;
 }
 
+int
+sh_ffi_log_json(void)
+{
+    return sh_log_json;
+}
+
 /* Append s to out as the inside of a JSON string. */
 static size_t
 sh_log_json_escape(char *out, size_t cap, const char *s, size_t len)
@@ -129,13 +136,79 @@ sh_log_json_escape(char *out, size_t cap, const char *s, size_t len)
     return n;
 }
 
+/*
+ * Append s to out for a text line: a line break or tab in a message (a Lua
+ * traceback, a config error list) becomes \n, \r or \t, so one message
+ * stays one line and log collectors never split it.  Bytes past cap are
+ * dropped.
+ */
+static size_t
+sh_log_text_escape(char *out, size_t cap, const char *s, size_t len)
+{
+    size_t n = 0;
+    size_t i;
+
+    for (i = 0; i < len && n + 2 <= cap; i++) {
+        char ch = s[i];
+
+        if (ch == '\n' || ch == '\r' || ch == '\t') {
+            out[n++] = '\\';
+            out[n++] = ch == '\n' ? 'n' : ch == '\r' ? 'r' : 't';
+        } else {
+            out[n++] = ch;
+        }
+    }
+    return n;
+}
+
+/* Append `,"key":"value"` to out (value escaped, cut to fit). */
+static size_t
+sh_log_json_str(char *out, size_t cap, const char *key, const char *v)
+{
+    size_t n;
+
+    if (v == NULL || cap < 64) {
+        return 0;
+    }
+    n = (size_t) snprintf(out, cap, ",\"%s\":\"", key);
+    n += sh_log_json_escape(out + n, cap - n - 2, v, strlen(v));
+    out[n++] = '"';
+    return n;
+}
+
+/* The fields of f as JSON members, each starting with a comma. */
+static size_t
+sh_log_json_fields(char *out, size_t cap, const sh_log_fields_t *f)
+{
+    size_t n = 0;
+
+    if (f == NULL) {
+        return 0;
+    }
+    n += sh_log_json_str(out + n, cap - n, "source", f->source);
+    if (f->conn != 0 && cap - n > 32) {
+        n += (size_t) snprintf(out + n, cap - n, ",\"conn\":%llu",
+                               (unsigned long long) f->conn);
+    }
+    n += sh_log_json_str(out + n, cap - n, "client", f->client);
+    n += sh_log_json_str(out + n, cap - n, "chain", f->chain);
+    n += sh_log_json_str(out + n, cap - n, "element", f->element);
+    if (f->element_index > 0 && cap - n > 32) {
+        n += (size_t) snprintf(out + n, cap - n, ",\"element_index\":%d",
+                               (int) f->element_index);
+    }
+    return n;
+}
+
 static void
-sh_log_write(int level, const char *msg, size_t len)
+sh_log_write(int level, const char *msg, size_t len,
+    const sh_log_fields_t *f)
 {
     char line[8192];
+    char fields[1024];
     struct timespec ts;
     struct tm tm;
-    size_t n;
+    size_t n, fn;
 
     if (level > sh_log_level_cur) {
         return;
@@ -152,8 +225,12 @@ sh_log_write(int level, const char *msg, size_t len)
             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
             tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
             sh_log_names[level]);
-        n += sh_log_json_escape(line + n, sizeof(line) - n - 4, msg, len);
+        fn = sh_log_json_fields(fields, sizeof(fields), f);
+        n += sh_log_json_escape(line + n, sizeof(line) - n - fn - 4, msg,
+                                len);
         line[n++] = '"';
+        memcpy(line + n, fields, fn);
+        n += fn;
         line[n++] = '}';
     } else {
         n = (size_t) snprintf(line, sizeof(line),
@@ -161,11 +238,7 @@ sh_log_write(int level, const char *msg, size_t len)
             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
             tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
             sh_log_names[level]);
-        if (len > sizeof(line) - n - 2) {
-            len = sizeof(line) - n - 2;
-        }
-        memcpy(line + n, msg, len);
-        n += len;
+        n += sh_log_text_escape(line + n, sizeof(line) - n - 1, msg, len);
     }
     line[n++] = '\n';
     if (write(STDERR_FILENO, line, n) < 0) {
@@ -176,26 +249,53 @@ sh_log_write(int level, const char *msg, size_t len)
 void
 sh_ffi_log(int level, const char *msg, size_t len)
 {
-    sh_log_write(level, msg, len);
+    sh_log_write(level, msg, len, NULL);
+}
+
+void
+sh_ffi_log_fields(int level, const char *msg, size_t len,
+    const sh_log_fields_t *f)
+{
+    sh_log_write(level, msg, len, f);
+}
+
+static void
+sh_log_va(int level, const sh_log_fields_t *f, const char *fmt, va_list ap)
+{
+    char msg[4096];
+    int n;
+
+    n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (n < 0) {
+        return;
+    }
+    sh_log_write(level, msg, sh_min((size_t) n, sizeof(msg) - 1), f);
 }
 
 void
 sh_log(int level, const char *fmt, ...)
 {
-    char msg[4096];
     va_list ap;
-    int n;
 
     if (level > sh_log_level_cur) {
         return;
     }
     va_start(ap, fmt);
-    n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    sh_log_va(level, NULL, fmt, ap);
     va_end(ap);
-    if (n < 0) {
+}
+
+void
+sh_log_with(int level, const sh_log_fields_t *f, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (level > sh_log_level_cur) {
         return;
     }
-    sh_log_write(level, msg, sh_min((size_t) n, sizeof(msg) - 1));
+    va_start(ap, fmt);
+    sh_log_va(level, f, fmt, ap);
+    va_end(ap);
 }
 
 int

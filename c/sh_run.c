@@ -234,8 +234,13 @@ sh_run_finish(sh_run_t *r)
         return;
     }
     if (resp == NULL || resp->n != req->n) {
-        sh_log_error("source \"%s\": chain returned %u responses for %u "
-                     "requests", r->src->name, resp ? resp->n : 0, req->n);
+        sh_log_fields_t lf;
+        char client[80];
+
+        sh_ffi_run_log_fields(r, &lf, client, sizeof(client));
+        sh_log_with(SH_LOG_ERROR, &lf, "source \"%s\": chain returned %u "
+                    "responses for %u requests", r->src->name,
+                    resp ? resp->n : 0, req->n);
         for (i = 0; i < req->n; i++) {
             sh__conn_send_error(c, req->frames[i], SH_CQL_SERVER_ERROR,
                                 "shotover: chain returned the wrong number "
@@ -272,6 +277,8 @@ sh__run_step(sh_run_t *r)
 {
     sh_conn_t *c = r->conn;
     sh_batch_t *resp;
+    sh_log_fields_t lf;
+    char client[80];
     const char *err;
     int rc;
 
@@ -297,15 +304,16 @@ sh__run_step(sh_run_t *r)
         r->more = 1;                 /* the caller calls sh__run_more */
         return 0;
     }
+    sh_ffi_run_log_fields(r, &lf, client, sizeof(client));
     if (rc == SH_YIELD_MORE) {
         /* a transform that holds requests must not declare lanes: a lane
          * or a shadow has no input of its own to resume it with */
-        sh_log_error("source \"%s\": a chain element held requests on a "
-                     "%s", r->src->name,
-                     r->kind == SH_RUN_LANE ? "lane" : "shadow");
+        sh_log_with(SH_LOG_ERROR, &lf, "source \"%s\": a chain element "
+                    "held requests on a %s", r->src->name,
+                    r->kind == SH_RUN_LANE ? "lane" : "shadow");
     } else {
-        sh_log_error("source \"%s\": connection runner died: %s",
-                     r->src->name, err);
+        sh_log_with(SH_LOG_ERROR, &lf, "source \"%s\": connection runner "
+                    "died: %s", r->src->name, err);
     }
     /* nothing sane can follow on this client */
     if (r->kind == SH_RUN_SHADOW) {
@@ -801,6 +809,54 @@ sh_ffi_run_peer(sh_run_t *r, char *out, size_t cap)
     }
     return uv_ip4_name((struct sockaddr_in *) &sa, out, cap) == 0
            ? SH_OK : SH_ERROR;
+}
+
+/* The client's address as "ip:port" ("[ip6]:port"), or NULL. */
+static const char *
+sh_run_client(sh_run_t *r, char *out, size_t cap)
+{
+    struct sockaddr_storage sa;
+    char ip[64];
+    int len = sizeof(sa), port;
+
+    if (r->conn == NULL
+        || uv_tcp_getpeername(&r->conn->tcp, (struct sockaddr *) &sa, &len)
+           != 0)
+    {
+        return NULL;
+    }
+    if (sa.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *) &sa;
+
+        if (uv_ip6_name(a6, ip, sizeof(ip)) != 0) {
+            return NULL;
+        }
+        port = ntohs(a6->sin6_port);
+        snprintf(out, cap, "[%s]:%d", ip, port);
+    } else {
+        struct sockaddr_in *a4 = (struct sockaddr_in *) &sa;
+
+        if (uv_ip4_name(a4, ip, sizeof(ip)) != 0) {
+            return NULL;
+        }
+        port = ntohs(a4->sin_port);
+        snprintf(out, cap, "%s:%d", ip, port);
+    }
+    return out;
+}
+
+int
+sh_ffi_run_log_fields(sh_run_t *r, sh_log_fields_t *f, char *buf,
+    size_t cap)
+{
+    memset(f, 0, sizeof(*f));
+    f->source = r->src->name;
+    if (r->conn == NULL) {
+        return 0;
+    }
+    f->conn = r->conn->id;
+    f->client = sh_run_client(r, buf, cap);
+    return 1;
 }
 
 int

@@ -113,6 +113,7 @@ function _M.build(elements, env)
     end
     local parks, lanes = declared(elements)
     return setmetatable({ elements = els, n = #els, name = env.name,
+                          source = env.source or env.name,
                           protocol = env.protocol, parks = parks,
                           lanes = lanes }, Chain)
 end
@@ -332,8 +333,11 @@ function Chain:run(ctx, batch)
         add(self.m_errors, batch.n)
     end
     add(el.m_errors, batch.n)
-    log.error('chain "%s": element %d (%s) failed: %s', self.name, el.index,
-              el.name, msg)
+    log.with(log.ERROR, { run = ctx.c, source = self.source,
+                          chain = self.name, element = el.name,
+                          element_index = el.index },
+             'chain "%s": element %d (%s) failed: %s', self.name, el.index,
+             el.name, msg)
     return message.error_batch(batch, fmt('shotover: chain "%s" element %d '
                                         .. '(%s) failed: %s', self.name,
                                         el.index, el.name, msg))

@@ -4,6 +4,7 @@
 --   sources[1].chain[2].remote: expected "host:port", got 6380
 local schema = require "shotover.schema"
 local protocols = require "shotover.protocols"
+local resolve = require "shotover.resolve"
 
 local type = type
 local pairs = pairs
@@ -233,6 +234,36 @@ local function sub_context(ctx, sub)
     return setmetatable({ protocol = sub.protocol }, { __index = ctx })
 end
 
+-- Note the "host:port" options of an element (its schema's hostport keys)
+-- in `hosts`, for resolve_hosts: { path, host, port }.
+local function note_hosts(hosts, opts, s, epath)
+    local keys = {}
+    for k, spec in pairs(s) do
+        if spec.type == "hostport" then
+            keys[#keys + 1] = k
+        end
+    end
+    table.sort(keys)
+    for _, k in ipairs(keys) do
+        local host, port = schema.parse_hostport(opts[k])
+        if host then
+            hosts[#hosts + 1] = { path = epath .. "." .. k, host = host,
+                                  port = port }
+        end
+    end
+end
+
+-- A check_config message under the element's path: one that opens with
+-- the option it is about ("routes[2].match.colour: unknown rule") reads
+-- as one path, sources[1].chain[1].routes[2].match.colour: ...
+local function element_error(epath, msg)
+    local key, rest = msg:match("^([%a_][%w_]*[%w_%.%[%]]*): (.*)$")
+    if key then
+        return fmt("%s.%s: %s", epath, key, rest)
+    end
+    return epath .. ": " .. msg
+end
+
 -- Validate one chain; element configs get their defaults filled in.
 -- `errs` collects "path: message" strings; ctx.protocol is the chain's
 -- protocol (a source's, or a sub-chain's).
@@ -311,29 +342,55 @@ function _M.check_chain(chain, path, errs, ctx)
                 end
                 local n = #errs
                 schema.check(opts, s, epath, errs, ctx)
-                if #errs == n and mod.check_config then
-                    local ok, e = mod.check_config(opts, ctx)
+                if ctx and ctx.hosts then
+                    note_hosts(ctx.hosts, opts, s, epath)
+                end
+                -- its own checks run on options of the right types; they
+                -- may find several problems (a list) and every one is
+                -- listed, as are the problems of its sub-chains
+                local typed = #errs == n
+                if typed and mod.check_config then
+                    -- a check that raises is a problem of this element,
+                    -- reported like the others (not a traceback)
+                    local called, ok, e = pcall(mod.check_config, opts, ctx)
+                    if not called then
+                        ok, e = nil, fmt("%s's check_config raised an "
+                                         .. "error: %s", el[1], tostring(ok))
+                    end
                     if not ok then
-                        errs[#errs + 1] = epath .. ": " .. tostring(e)
+                        for _, msg in ipairs(type(e) == "table" and e
+                                             or { e }) do
+                            errs[#errs + 1] = element_error(epath,
+                                                            tostring(msg))
+                        end
                     end
                 end
                 -- sub-chains (router, tee, ...) are chains like any other:
                 -- the module names them, they are checked the same way
-                if #errs == n and caps.subchains then
-                    for _, sub in ipairs(mod.subchains(opts)) do
-                        local sctx = sub_context(ctx, sub)
-                        if sub.protocol ~= nil
-                           and not protocols.find(sub.protocol)
-                        then
-                            errs[#errs + 1] = fmt("%s%s: %s", epath, sub.path,
-                                select(2, protocols.find(sub.protocol)))
-                        else
-                            _M.check_chain(sub.chain, epath .. sub.path, errs,
-                                           sctx)
-                        end
-                        if sctx ~= ctx then
-                            ctx.serial = ctx.serial or rawget(sctx, "serial")
-                        end
+                local subs = {}
+                if typed and caps.subchains then
+                    local called, list = pcall(mod.subchains, opts)
+                    if called and type(list) == "table" then
+                        subs = list
+                    else
+                        errs[#errs + 1] = fmt("%s: %s's subchains() %s",
+                            epath, el[1], called and "returned no list"
+                            or "raised an error: " .. tostring(list))
+                    end
+                end
+                for _, sub in ipairs(subs) do
+                    local sctx = sub_context(ctx, sub)
+                    if sub.protocol ~= nil
+                       and not protocols.find(sub.protocol)
+                    then
+                        errs[#errs + 1] = fmt("%s%s: %s", epath, sub.path,
+                            select(2, protocols.find(sub.protocol)))
+                    else
+                        _M.check_chain(sub.chain, epath .. sub.path, errs,
+                                       sctx)
+                    end
+                    if sctx ~= ctx then
+                        ctx.serial = ctx.serial or rawget(sctx, "serial")
                     end
                 end
                 for k, v in pairs(opts) do
@@ -382,18 +439,55 @@ function _M.check_lanes(src, path, serial, errs)
     end
 end
 
+-- What a remote that does not resolve means at run time (the sinks look
+-- names up at each connect, without blocking; see docs/transforms/redis.md)
+local REMOTE_NOTE = " (`run` starts anyway: requests to it fail until the "
+                    .. "name resolves)"
+
+-- Resolve what `hosts` lists ({ path, host, port, listen }), appending
+-- "path: cannot resolve ..." to errs.  which: "listen" for the addresses
+-- to bind (sources' listen, admin.listen: `run` cannot start without
+-- them), "all" for the sinks' remotes too (`shotover check`).
+local function resolve_hosts(hosts, which, errs)
+    local seen = {}         -- each name is looked up once (DNS may be slow)
+    for _, h in ipairs(hosts) do
+        if h.listen or which == "all" then
+            local key = (h.listen and "L " or "C ") .. h.host
+            local got = seen[key]
+            if got == nil then
+                local ok, e = resolve.resolve(h.host, h.port, h.listen)
+                got = ok and true or e
+                seen[key] = got
+            end
+            local ok, err = got == true, got
+            if not ok then
+                errs[#errs + 1] = fmt("%s: %s%s", h.path, err,
+                                      h.listen and "" or REMOTE_NOTE)
+            end
+        end
+    end
+end
+
 -- Validate a whole config table.  Returns the config (defaults filled in) or
--- nil and the list of errors.
-function _M.check(conf)
+-- nil and the list of errors.  opts.resolve: nil (resolve nothing),
+-- "listen" or "all" (see resolve_hosts; blocking, so never on a worker).
+function _M.check(conf, opts)
     local errs = {}
+    local hosts = {}
     if type(conf) ~= "table" then
         return nil, { "config: expected the file to return a table, got "
                       .. schema.show(conf) }
     end
     schema.check(conf, top_schema, "", errs)
     if type(conf.admin) == "table" then
+        local n = #errs
         schema.check(conf.admin, admin_schema, "admin", errs)
         check_admin_token(conf.admin, errs)
+        if #errs == n then
+            local host, port = schema.parse_hostport(conf.admin.listen)
+            hosts[#hosts + 1] = { path = "admin.listen", host = host,
+                                  port = port, listen = true }
+        end
     end
     local sources = conf.sources
     if type(sources) == "table" then
@@ -433,13 +527,21 @@ function _M.check(conf)
                                               src.listen, listens[src.listen])
                     end
                     listens[src.listen] = i
+                    local host, port = schema.parse_hostport(src.listen)
+                    hosts[#hosts + 1] = { path = path .. ".listen",
+                                          host = host, port = port,
+                                          listen = true }
                 end
                 if src.chain ~= nil then
+                    cctx.hosts = hosts
                     _M.check_chain(src.chain, path .. ".chain", errs, cctx)
                 end
                 _M.check_lanes(src, path, cctx.serial, errs)
             end
         end
+    end
+    if opts and opts.resolve then
+        resolve_hosts(hosts, opts.resolve, errs)
     end
     if #errs > 0 then
         return nil, errs
@@ -448,7 +550,8 @@ function _M.check(conf)
 end
 
 -- Load and validate a config file.  Returns the config or nil, errors.
-function _M.load(path)
+-- opts as for check.
+function _M.load(path, opts)
     local chunk, err = loadfile(path)
     if not chunk then
         return nil, { "config: cannot load " .. tostring(err) }
@@ -458,7 +561,7 @@ function _M.load(path)
         return nil, { fmt("config: %s raised an error: %s", path,
                           tostring(conf)) }
     end
-    return _M.check(conf)
+    return _M.check(conf, opts)
 end
 
 -- The bearer token of a checked config's admin endpoint (admin.token or
@@ -467,12 +570,25 @@ function _M.admin_token(conf)
     return type(conf.admin) == "table" and admin_tokens[conf.admin] or nil
 end
 
--- For `shotover check` and the start of `run`: returns the worker count
+-- For the start of `run`, before any worker: returns the worker count
 -- (0 for "auto"), the admin endpoint's host and port (nil when none) and
--- its token (nil when none), or nil and the error lines.
+-- its token (nil when none), or nil and the error lines (with JSON logs
+-- they are logged, one object each, and the lines are empty).  The addresses
+-- to listen on are resolved here, so one that does not resolve stops
+-- `run` with its path instead of failing a worker; remotes are not (the
+-- sinks look them up at each connect).
 function _M.check_file(path)
-    local conf, errs = _M.load(path)
+    local conf, errs = _M.load(path, { resolve = "listen" })
     if not conf then
+        -- JSON logs: one error object per problem, as every line `run`
+        -- writes is one; text: the lines `check` prints
+        local log = require "shotover.log"
+        if log.json() then
+            for _, e in ipairs(errs) do
+                log.error("%s", e)
+            end
+            return nil, ""
+        end
         return nil, concat(errs, "\n") .. "\n"
     end
     local host, port

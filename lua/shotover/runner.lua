@@ -253,6 +253,12 @@ function _M.key(c)
     return tonumber(cast(uintptr_t, c))
 end
 
+-- The structured log fields of connection c into f (sh_log_fields_t): its
+-- source, connection id and client address (written to buf, cap bytes).
+function _M.log_fields(c, f, buf, cap)
+    return C.sh_ffi_run_log_fields(c, f, buf, cap)
+end
+
 local peer_buf = ffi.new("char[64]")
 
 function _M.peer(c)

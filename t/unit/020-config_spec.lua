@@ -131,6 +131,33 @@ describe("config validation", function()
                           .. "error, integer, bulk, null" }, errs)
     end)
 
+    it("reports a transform check that raises as a problem of its element",
+       function()
+        package.loaded["shotover.transforms.raising_check"] = {
+            new = function() return {} end,
+            capabilities = { sink = true },
+            check_config = function() error("oops", 0) end,
+        }
+        local errs = errors_of({ sources = { redis_source({
+            { "raising_check" } }) } })
+        package.loaded["shotover.transforms.raising_check"] = nil
+        assert.are.same({ "sources[1].chain[1]: raising_check's check_config "
+                          .. "raised an error: oops" }, errs)
+    end)
+
+    it("reports a transform's subchains() that raises", function()
+        package.loaded["shotover.transforms.raising_subs"] = {
+            new = function() return {} end,
+            capabilities = { sink = true, subchains = true },
+            subchains = function() error("no subs", 0) end,
+        }
+        local errs = errors_of({ sources = { redis_source({
+            { "raising_subs" } }) } })
+        package.loaded["shotover.transforms.raising_subs"] = nil
+        assert.are.same({ "sources[1].chain[1]: raising_subs's subchains() "
+                          .. "raised an error: no subs" }, errs)
+    end)
+
     it("accepts inline functions, bare or in a table, anywhere", function()
         local f = function(batch, chain) return chain:next(batch) end
         assert.truthy(config.check({ sources = { redis_source({
@@ -198,5 +225,104 @@ describe("config validation", function()
         f:close()
         assert.are.equal(0, config.check_file(path))
         os.remove(path)
+    end)
+    describe("resolves the hosts it names", function()
+        -- getaddrinfo's reason (glibc: "Name or service not known")
+        local REASON = '[^\n]+'
+        local function remote_routed(remote)
+            return redis_source({ { "router",
+                routes = { { match = { key_prefix = "a" },
+                             chain = { { "redis", remote = remote } } } },
+                default = { { "redis", remote = "localhost:6380" } } } },
+                { name = "r2", listen = "127.0.0.1:16380" })
+        end
+
+        it("not at all unless asked (a worker's load)", function()
+            assert.truthy(config.check({ sources = {
+                redis_source({ { "redis", remote = "nohost.invalid:6379" } },
+                             { listen = "nohost.invalid:1" }) } }))
+        end)
+
+        it("every remote, in sub-chains too, for check", function()
+            local ok, errs = config.check({ sources = {
+                redis_source({ { "redis", remote = "nohost.invalid:6379" } }),
+                remote_routed("other.invalid:1"),
+            } }, { resolve = "all" })
+            assert.is_nil(ok)
+            assert.are.equal(2, #errs)
+            local note = " %(`run` starts anyway: requests to it fail until "
+                         .. "the name resolves%)$"
+            assert.matches('^sources%[1%]%.chain%[1%]%.remote: cannot '
+                           .. 'resolve "nohost%.invalid": ' .. REASON .. note,
+                           errs[1])
+            assert.matches('^sources%[2%]%.chain%[1%]%.routes%[1%]%.chain%[1%]'
+                           .. '%.remote: cannot resolve "other%.invalid": '
+                           .. REASON .. note, errs[2])
+        end)
+
+        it("the addresses to listen on, for run", function()
+            local ok, errs = config.check({
+                admin = { listen = "nohost.invalid:9001" },
+                sources = { redis_source({ { "redis",
+                                             remote = "nohost.invalid:1" } },
+                                         { listen = "nohost.invalid:16379" }) },
+            }, { resolve = "listen" })
+            assert.is_nil(ok)
+            assert.are.equal(2, #errs)
+            assert.matches('^admin%.listen: cannot resolve "nohost%.invalid": '
+                           .. REASON .. "$", errs[1])
+            assert.matches('^sources%[1%]%.listen: cannot resolve '
+                           .. '"nohost%.invalid": ' .. REASON .. "$", errs[2])
+            assert.is_nil(errs[2]:find("run", 1, true))
+        end)
+
+        it("after every other problem, all in one list", function()
+            local ok, errs = config.check({ sources = {
+                redis_source({ { "redis", remote = "nohost.invalid:6379",
+                                 conections = 2 } }) } }, { resolve = "all" })
+            assert.is_nil(ok)
+            assert.are.equal("sources[1].chain[1].conections: unknown key",
+                             errs[1])
+            assert.matches("^sources%[1%]%.chain%[1%]%.remote: cannot resolve",
+                           errs[2])
+        end)
+
+        it("looks each name up once, and reports it at every path",
+           function()
+            local resolve = require "shotover.resolve"
+            local real, calls = resolve.resolve, 0
+            resolve.resolve = function(host)
+                calls = calls + 1
+                return nil, string.format("cannot resolve %q: test", host)
+            end
+            local ok, errs = config.check({ sources = {
+                redis_source({ { "router",
+                    routes = { { match = { key = "a" }, chain = {
+                        { "redis", remote = "same.invalid:1" } } } },
+                    default = { { "redis", remote = "same.invalid:2" } } } }),
+            } }, { resolve = "all" })
+            resolve.resolve = real
+            assert.is_nil(ok)
+            -- the listen address and the name both sinks share
+            assert.are.equal(2, calls)
+            assert.are.same({
+                "sources[1].listen: cannot resolve \"127.0.0.1\": test",
+                "sources[1].chain[1].routes[1].chain[1].remote: cannot "
+                .. "resolve \"same.invalid\": test (`run` starts anyway: "
+                .. "requests to it fail until the name resolves)",
+                "sources[1].chain[1].default[1].remote: cannot resolve "
+                .. "\"same.invalid\": test (`run` starts anyway: requests "
+                .. "to it fail until the name resolves)",
+            }, errs)
+        end)
+
+        it("passes names and numeric addresses that resolve", function()
+            assert.truthy(config.check({
+                admin = { listen = "[::1]:9001" },
+                sources = { redis_source({ { "redis",
+                                             remote = "localhost:6379" } }),
+                            remote_routed("127.0.0.1:1") },
+            }, { resolve = "all" }))
+        end)
     end)
 end)

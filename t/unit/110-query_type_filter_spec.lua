@@ -46,7 +46,7 @@ describe("query_type_filter config", function()
                 { "query_type_filter", deny = { "writes" } },
                 { "null" } } } } })
         assert.is_nil(ok)
-        assert.are.same({ 'sources[1].chain[1]: unknown query type "writes" '
+        assert.are.same({ 'sources[1].chain[1].deny[1]: unknown query type "writes" '
             .. "(one of read, write, read_write, schema_change, pubsub, use, "
             .. "dcl, other)" }, errs)
         ok, errs = config.check({ sources = { { name = "f",
@@ -55,5 +55,39 @@ describe("query_type_filter config", function()
         assert.is_nil(ok)
         assert.are.same({ "sources[1].chain[1]: give exactly one of allow "
                           .. "and deny" }, errs)
+        -- every problem at once
+        ok, errs = config.check({ sources = { { name = "f",
+            protocol = "redis", listen = "127.0.0.1:1", chain = {
+                { "query_type_filter", allow = { "reads", "write", "pub" },
+                  deny = { "write" } },
+                { "null" } } } } })
+        assert.is_nil(ok)
+        local one_of = " (one of read, write, read_write, schema_change, "
+                       .. "pubsub, use, dcl, other)"
+        assert.are.same({
+            "sources[1].chain[1]: give exactly one of allow and deny",
+            'sources[1].chain[1].allow[1]: unknown query type "reads"' .. one_of,
+            'sources[1].chain[1].allow[3]: unknown query type "pub"' .. one_of,
+        }, errs)
+        -- classes the source's protocol never gives
+        ok, errs = config.check({ sources = {
+            { name = "r", protocol = "redis", listen = "127.0.0.1:1",
+              chain = { { "query_type_filter",
+                          deny = { "write", "schema_change", "dcl" } },
+                        { "null" } } },
+            { name = "c", protocol = "cassandra", listen = "127.0.0.1:2",
+              chain = { { "query_type_filter", allow = { "read", "pubsub" } },
+                        { "null" } } } } })
+        assert.is_nil(ok)
+        local redis = " (their classes: read, write, read_write, pubsub, other)"
+        assert.are.same({
+            'sources[1].chain[1].deny[2]: redis requests are never '
+            .. '"schema_change"' .. redis,
+            'sources[1].chain[1].deny[3]: redis requests are never "dcl"'
+            .. redis,
+            'sources[2].chain[1].allow[2]: cassandra requests are never '
+            .. '"pubsub" (their classes: read, write, read_write, '
+            .. 'schema_change, use, dcl, other)',
+        }, errs)
     end)
 end)

@@ -45,15 +45,15 @@ describe("the router", function()
     it("keeps rule order across patterns, prefixes, commands and keys",
        function()
         -- a pattern rule before a prefix rule that also matches its keys;
-        -- a command set with a name Redis lacks; exact keys, the empty one
-        -- too
+        -- a command set with a module's command (no id); exact keys, the
+        -- empty one too
         local r = build({ { "router",
             routes = {
                 { match = { key_pattern = "'user:' [0-9]+" },
                   chain = { { "debug_returner", bulk = "digits" } } },
                 { match = { key_prefix = "user:" },
                   chain = { { "debug_returner", bulk = "users" } } },
-                { match = { command = { "GET", "FLUSHNOW" } },
+                { match = { command = { "GET", "MY.FLUSHNOW" } },
                   chain = { { "debug_returner", bulk = "gets" } } },
                 { match = { key = { "", "k" } },
                   chain = { { "debug_returner", bulk = "exact" } } },
@@ -62,7 +62,7 @@ describe("the router", function()
         } })
         local resp = r:run(r:context(nil), batch_of(
             { "GET", "user:7" }, { "GET", "user:x" }, { "GET", "b" },
-            { "flushnow" }, { "SET", "k", "v" }, { "SET", "", "v" },
+            { "my.flushnow" }, { "SET", "k", "v" }, { "SET", "", "v" },
             { "SET", "kk", "v" }, { "PING" }))
         assert.are.same({ "digits", "users", "gets", "gets", "exact",
                           "exact", "default", "default" },
@@ -100,18 +100,104 @@ describe("the router", function()
                 routes = { { match = { colour = "red" }, chain = { { "null" } } } },
                 default = { { "null" } } } } } } })
         assert.is_nil(ok)
-        assert.are.same({ "sources[1].chain[1]: routes[1].match.colour: unknown "
+        assert.are.same({ "sources[1].chain[1].routes[1].match.colour: unknown "
                           .. "rule (command, key, key_prefix, key_pattern, "
                           .. "kind, class, keyspace, table)" }, errs)
     end)
 
-    it("matches commands in any case, also names Redis does not have", function()
+    it("lists every problem of its routes, not only the first", function()
+        local ok, errs = config.check({ sources = { { name = "r",
+            protocol = "redis", listen = "127.0.0.1:1", chain = { { "router",
+                routes = {
+                    { match = { key_pattern = "'a' [" },
+                      chain = { { "null" } } },
+                    { match = { colour = "red", key = 7 },
+                      chain = { { "redis", remote = 1 } } },
+                    { chain = { { "null" } }, weight = 2 },
+                    { when = "yes", chain = "none" },
+                    { match = { key = "k" }, when = function() end,
+                      chain = { { "null" } } },
+                },
+                default = { { "debug_printer" } } } } } } })
+        assert.is_nil(ok)
+        local el = "sources[1].chain[1]."
+        local bad = el .. "routes[1].match.key_pattern: bad LPeg re "
+                    .. "pattern \"'a' [\": "
+        assert.are.equal(bad, errs[1]:sub(1, #bad))
+        assert.are.same({
+            el .. "routes[2].match.colour: unknown rule (command, key, "
+            .. "key_prefix, key_pattern, kind, class, keyspace, table)",
+            el .. "routes[2].match.key: expected a string or a list of "
+            .. "strings, got 7",
+            el .. "routes[3]: give match = { ... } or when = "
+            .. "function(msg, chain)",
+            el .. "routes[3].weight: unknown key (match, when, chain)",
+            el .. 'routes[4].chain: expected a chain { ... }, got "none"',
+            el .. 'routes[4].when: expected a function, got "yes"',
+            el .. "routes[5]: give match or when, not both",
+            -- the route chains and the default are checked all the same
+            'sources[1].chain[1].routes[2].chain[1].remote: expected '
+            .. '"host:port", got 1',
+            'sources[1].chain[1].default[1]: the chain must end in a sink '
+            .. '("debug_printer" passes requests on)',
+        }, { unpack(errs, 2) })
+    end)
+
+    it("refuses command names Redis lacks and rules of another protocol",
+       function()
+        local function errors(protocol, routes)
+            local ok, errs = config.check({ sources = { { name = "s",
+                protocol = protocol, listen = "127.0.0.1:1", chain = {
+                    { "router", routes = routes,
+                      default = { { "null" } } } } } } })
+            assert.is_nil(ok)
+            return errs
+        end
+        local null = { { "null" } }
+        local el = "sources[1].chain[1]."
+        assert.are.same({
+            el .. 'routes[1].match.command: unknown Redis command "GTE" '
+            .. '(did you mean "GET"?)',
+            el .. 'routes[2].match.command[2]: unknown Redis command "hsett" '
+            .. '(did you mean "HSET"?)',
+            el .. 'routes[2].match.command[4]: unknown Redis command "xyzzyq"',
+            el .. "routes[3].match.keyspace: a cassandra rule, and this "
+            .. "router's requests are redis (its rules: command, key, "
+            .. "key_prefix, key_pattern)",
+        }, errors("redis", {
+            { match = { command = "GTE" }, chain = null },
+            -- any case; a module's command has a dot and no check
+            { match = { command = { "get", "hsett", "JSON.GET", "xyzzyq" } },
+              chain = null },
+            { match = { keyspace = "ks", key = "k" }, chain = null },
+        }))
+        assert.are.same({
+            el .. "routes[1].match.key_prefix: a redis rule, and this "
+            .. "router's requests are cassandra (its rules: kind, class, "
+            .. "keyspace, table)",
+            el .. 'routes[2].match.class: unknown statement class "reed" '
+            .. "(one of dcl, other, read, schema_change, use, write)",
+            el .. 'routes[2].match.kind[1]: unknown statement kind "selct" '
+            .. '(did you mean "select"?)',
+        }, errors("cassandra", {
+            { match = { key_prefix = "a", table = "t" }, chain = null },
+            { match = { kind = { "selct", "insert" }, class = "reed" },
+              chain = null },
+        }))
+        -- CQL rules with known kinds and classes pass
+        assert.truthy(config.check({ sources = { { name = "s",
+            protocol = "cassandra", listen = "127.0.0.1:1", chain = {
+                { "router", routes = { { match = { kind = { "select",
+                    "create_table" }, class = "read", keyspace = "ks" },
+                                         chain = { { "null" } } } },
+                  default = { { "null" } } } } } } }))
+    end)
+
+    it("matches commands in any case, also module commands (a dot)", function()
         local r = build({ { "router",
             routes = {
                 { match = { command = { "json.get", "Get" } },
                   chain = { { "debug_returner", bulk = "named" } } },
-                { match = { command = "" },
-                  chain = { { "debug_returner", bulk = "empty" } } },
             },
             default = { { "debug_returner", bulk = "default" } },
         } })
@@ -120,7 +206,7 @@ describe("the router", function()
             { "JSON.SET", "a" }, { "GETX", "a" }, { "SET", "a", "b" },
             { "", "a" }))
         assert.are.same({ "named", "named", "named", "default", "default",
-                          "default", "empty" },
+                          "default", "default" },
                         { routed(resp, 1), routed(resp, 2), routed(resp, 3),
                           routed(resp, 4), routed(resp, 5), routed(resp, 6),
                           routed(resp, 7) })

@@ -133,7 +133,7 @@ describe("tee", function()
         local _, errs = check({ { "tee", behavior = "subchain_on_mismatch",
                                   chain = { { "null" } } },
                                 { "null" } })
-        assert.matches('sources%[1%]%.chain%[1%]: mismatch_chain: required',
+        assert.matches('sources%[1%]%.chain%[1%]%.mismatch_chain: required',
                        errs[1])
         _, errs = check({ { "tee", behavior = "fail_on_mismatch",
                             wait = false, chain = { { "null" } } },
@@ -146,5 +146,19 @@ describe("tee", function()
         assert.matches('chain%[1%]%.behavior: expected one of', errs[1])
         _, errs = check({ { "tee", chain = { { "null" } } } })
         assert.matches("must end in a sink", errs[1])
+        -- every problem, its sub-chain's too
+        _, errs = check({ { "tee", behavior = "fail_on_mismatch", wait = false,
+                            mismatch_chain = { { "null" } },
+                            chain = { { "debug_printer" } } },
+                          { "null" } })
+        assert.are.same({
+            'sources[1].chain[1].mismatch_chain: only used by behavior = '
+            .. '"subchain_on_mismatch"',
+            'sources[1].chain[1]: behavior = "fail_on_mismatch" needs wait = '
+            .. 'true: an asynchronous tee compares after the client has its '
+            .. 'reply',
+            'sources[1].chain[1].chain[1]: the chain must end in a sink '
+            .. '("debug_printer" passes requests on)',
+        }, errs)
     end)
 end)

@@ -1382,6 +1382,9 @@ function _M.parse(text)
     return ast
 end
 
+-- every statement kind and its class (read only: config checks list them)
+_M.CLASS = CLASS
+
 -- the class of a statement kind ("read", "write", "schema_change", ...)
 function _M.class_of(kind)
     return CLASS[kind]

@@ -3,6 +3,7 @@
 -- nowhere.  Classes: read, write, read_write, schema_change, pubsub, use,
 -- dcl, other.  See docs/transforms/query_type_filter.md.
 local protocols = require "shotover.protocols"
+local schema = require "shotover.schema"
 
 local by_id = protocols.by_id
 local fmt = string.format
@@ -23,16 +24,42 @@ local _M = {
 
 local mt = { __index = {} }
 
-function _M.check_config(conf)
+-- the classes each protocol's requests can have (see the classification
+-- below and docs/transforms/query_type_filter.md)
+local PROTOCOL_CLASSES = {
+    redis = { "read", "write", "read_write", "pubsub", "other" },
+    cassandra = { "read", "write", "read_write", "schema_change", "use",
+                  "dcl", "other" },
+}
+
+-- every problem at once: true, or nil and the list.  A class that the
+-- chain's protocol never gives (schema_change for Redis, pubsub for CQL)
+-- is an error: the list would not do what it says.
+function _M.check_config(conf, ctx)
+    local errs = {}
     if (conf.allow == nil) == (conf.deny == nil) then
-        return nil, "give exactly one of allow and deny"
+        errs[#errs + 1] = "give exactly one of allow and deny"
     end
-    for _, c in ipairs(conf.allow or conf.deny) do
+    local key = conf.allow and "allow" or "deny"
+    local classes = ctx and PROTOCOL_CLASSES[ctx.protocol]
+    local has = {}
+    for _, c in ipairs(classes or {}) do
+        has[c] = true
+    end
+    for i, c in ipairs(conf.allow or conf.deny or {}) do
         if not CLASSES[c] then
-            return nil, fmt("unknown query type %q (one of read, write, "
-                            .. "read_write, schema_change, pubsub, use, dcl, "
-                            .. "other)", tostring(c))
+            errs[#errs + 1] = fmt("%s[%d]: unknown query type %s (one of "
+                                  .. "read, write, read_write, "
+                                  .. "schema_change, pubsub, use, dcl, "
+                                  .. "other)", key, i, schema.show(c))
+        elseif classes and not has[c] then
+            errs[#errs + 1] = fmt("%s[%d]: %s requests are never %q (their "
+                                  .. "classes: %s)", key, i, ctx.protocol, c,
+                                  table.concat(classes, ", "))
         end
+    end
+    if #errs > 0 then
+        return nil, errs
     end
     return true
 end

@@ -6,6 +6,8 @@ local re = require "re"
 local base = require "shotover.ffi"
 local message = require "shotover.message"
 local command_ids = require "shotover.redis.command_ids"
+local schema = require "shotover.schema"
+local redis_commands = require "shotover.redis.commands"
 
 local C = base.C
 local buf_eq = C.sh_ffi_buf_eq          -- resolved at load, not in a trace
@@ -31,19 +33,24 @@ local _M = {
 
 local mt = { __index = {} }
 
-local RULES = { command = true, key = true, key_prefix = true,
-                key_pattern = true, kind = true, class = true,
-                keyspace = true, table = true }
+-- each rule and the protocol whose requests it reads
+local RULES = { command = "redis", key = "redis", key_prefix = "redis",
+                key_pattern = "redis", kind = "cassandra",
+                class = "cassandra", keyspace = "cassandra",
+                table = "cassandra" }
+local RULES_OF = { redis = "command, key, key_prefix, key_pattern",
+                   cassandra = "kind, class, keyspace, table" }
 
 local function list(v)
     return type(v) == "table" and v or { v }
 end
 
--- the routes' chains, checked like any chain by config
+-- the routes' chains, checked like any chain by config (a route without
+-- a chain table is check_config's to report)
 function _M.subchains(conf)
     local out = {}
     for i, r in ipairs(conf.routes) do
-        if type(r) == "table" then
+        if type(r) == "table" and type(r.chain) == "table" then
             out[#out + 1] = { chain = r.chain,
                               path = fmt(".routes[%d].chain", i) }
         end
@@ -52,36 +59,197 @@ function _M.subchains(conf)
     return out
 end
 
-function _M.check_config(conf)
-    if #conf.routes == 0 then
-        return nil, "routes: give at least one route"
+local RULE_NAMES = "command, key, key_prefix, key_pattern, kind, class, "
+                   .. "keyspace, table"
+
+-- v is a string or a non-empty list of strings
+local function strings(v)
+    if type(v) == "string" then
+        return true
     end
-    for i, r in ipairs(conf.routes) do
-        if type(r) ~= "table" or type(r.chain) ~= "table" then
-            return nil, fmt("routes[%d]: expected { match = {...} or "
-                            .. "when = function, chain = {...} }", i)
+    if type(v) ~= "table" or #v == 0 then
+        return false
+    end
+    for k, x in pairs(v) do
+        if type(k) ~= "number" or type(x) ~= "string" then
+            return false
         end
-        if r.when == nil and type(r.match) ~= "table" then
-            return nil, fmt("routes[%d]: give match = { ... } or when = "
-                            .. "function(msg, chain)", i)
-        end
-        for k, v in pairs(r.match or {}) do
-            if not RULES[k] then
-                return nil, fmt("routes[%d].match.%s: unknown rule (command, "
-                                .. "key, key_prefix, key_pattern, kind, class, "
-                                .. "keyspace, table)", i, tostring(k))
+    end
+    return true
+end
+
+local ROUTE_KEYS = { match = true, when = true, chain = true }
+
+-- Levenshtein distance of a and b, or max + 1 once it exceeds max
+local function distance(a, b, max)
+    if math.abs(#a - #b) > max then
+        return max + 1
+    end
+    local prev = {}
+    for j = 0, #b do
+        prev[j] = j
+    end
+    for i = 1, #a do
+        local cur, best = { [0] = i }, i
+        local ca = byte(a, i)
+        for j = 1, #b do
+            local cost = ca == byte(b, j) and 0 or 1
+            local d = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            cur[j] = d
+            if d < best then
+                best = d
             end
-            if k == "key_pattern" then
-                for _, pat in ipairs(list(v)) do
-                    local ok, err = pcall(re.compile, pat)
-                    if not ok then
-                        return nil, fmt("routes[%d].match.key_pattern: bad "
-                                        .. "LPeg re pattern %q: %s", i, pat,
-                                        tostring(err))
-                    end
+        end
+        if best > max then
+            return max + 1
+        end
+        prev = cur
+    end
+    return prev[#b]
+end
+
+-- " (did you mean "x"?)" for the key of set nearest to name, or ""
+local function nearest(name, set)
+    local best, best_d = nil, 3
+    for known in pairs(set) do
+        local d = distance(name, known, 2)
+        if d < best_d or (best and d == best_d and known < best) then
+            best, best_d = known, d
+        end
+    end
+    return best and fmt(" (did you mean %q?)", best) or ""
+end
+
+-- the values CQL rules can match: statement kinds and their classes, made
+-- at the first check that needs them (a loop run at load can be picked up
+-- by the JIT, and what follows it is not for traces)
+local KINDS, CLASSES
+local function cql_values()
+    if KINDS == nil then
+        KINDS, CLASSES = {}, {}
+        for kind, class in pairs(require("shotover.cql.parser").CLASS) do
+            KINDS[kind] = true
+            CLASSES[class] = true
+        end
+    end
+    return KINDS, CLASSES
+end
+
+-- The problem with value `v` of rule `k`, or nil.  A command name the
+-- command table (shotover.redis.commands) lacks is a typo, unless it is a
+-- module's command (they have a dot: JSON.GET, FT.SEARCH).
+local function value_problem(k, v)
+    if k == "command" then
+        local up = upper(v)
+        if redis_commands[up] or find(v, ".", 1, true) then
+            return nil
+        end
+        return fmt("unknown Redis command %q%s", v, nearest(up, redis_commands))
+    end
+    local kinds, classes = cql_values()
+    if k == "kind" and not kinds[v] then
+        return fmt("unknown statement kind %q%s", v, nearest(v, kinds))
+    elseif k == "class" and not classes[v] then
+        local names = {}
+        for c in pairs(classes) do
+            names[#names + 1] = c
+        end
+        table.sort(names)
+        return fmt("unknown statement class %q (one of %s)", v,
+                   table.concat(names, ", "))
+    end
+    return nil
+end
+
+-- The problems of route i's match table m, appended to errs; proto is
+-- the router's protocol (nil: unknown, its rules are not checked for it).
+local function check_match(i, m, errs, proto)
+    local names = {}
+    for k in pairs(m) do
+        names[#names + 1] = tostring(k)
+    end
+    table.sort(names)
+    for _, k in ipairs(names) do
+        local v = m[k]
+        local path = fmt("routes[%d].match.%s", i, k)
+        if not RULES[k] then
+            errs[#errs + 1] = fmt("%s: unknown rule (%s)", path, RULE_NAMES)
+        elseif not strings(v) then
+            errs[#errs + 1] = fmt("%s: expected a string or a list of "
+                                  .. "strings, got %s", path, schema.show(v))
+        elseif proto and RULES_OF[proto] and RULES[k] ~= proto then
+            -- it would never match: the router sees no such requests
+            errs[#errs + 1] = fmt("%s: a %s rule, and this router's "
+                                  .. "requests are %s (its rules: %s)", path,
+                                  RULES[k], proto, RULES_OF[proto])
+        elseif k == "command" or k == "kind" or k == "class" then
+            for j, x in ipairs(list(v)) do
+                local problem = value_problem(k, x)
+                if problem then
+                    errs[#errs + 1] = fmt("%s%s: %s", path, type(v) == "table"
+                                          and fmt("[%d]", j) or "", problem)
+                end
+            end
+        elseif k == "key_pattern" then
+            for _, pat in ipairs(list(v)) do
+                local ok, err = pcall(re.compile, pat)
+                if not ok then
+                    errs[#errs + 1] = fmt("%s: bad LPeg re pattern %q: %s",
+                                          path, tostring(pat), tostring(err))
                 end
             end
         end
+    end
+end
+
+-- Every problem of the routes, not only the first: returns true, or nil
+-- and the list of messages.
+function _M.check_config(conf, ctx)
+    local errs = {}
+    local proto = ctx and ctx.protocol
+    if #conf.routes == 0 then
+        errs[#errs + 1] = "routes: give at least one route"
+    end
+    for i, r in ipairs(conf.routes) do
+        if type(r) ~= "table" then
+            errs[#errs + 1] = fmt("routes[%d]: expected { match = {...} or "
+                                  .. "when = function, chain = {...} }", i)
+        else
+            if type(r.chain) ~= "table" then
+                errs[#errs + 1] = fmt("routes[%d].chain: expected a chain "
+                                      .. "{ ... }, got %s", i,
+                                      schema.show(r.chain))
+            end
+            if r.when == nil and type(r.match) ~= "table" then
+                errs[#errs + 1] = fmt("routes[%d]: give match = { ... } or "
+                                      .. "when = function(msg, chain)", i)
+            end
+            if r.when ~= nil and type(r.when) ~= "function" then
+                errs[#errs + 1] = fmt("routes[%d].when: expected a function, "
+                                      .. "got %s", i, schema.show(r.when))
+            end
+            if r.when ~= nil and r.match ~= nil then
+                errs[#errs + 1] = fmt("routes[%d]: give match or when, not "
+                                      .. "both", i)
+            end
+            if type(r.match) == "table" then
+                check_match(i, r.match, errs, proto)
+            end
+            local unknown = {}
+            for k in pairs(r) do
+                if not ROUTE_KEYS[k] then
+                    unknown[#unknown + 1] = tostring(k)
+                end
+            end
+            table.sort(unknown)
+            for _, k in ipairs(unknown) do
+                errs[#errs + 1] = fmt("routes[%d].%s: unknown key (match, "
+                                      .. "when, chain)", i, k)
+            end
+        end
+    end
+    if #errs > 0 then
+        return nil, errs
     end
     return true
 end

@@ -53,20 +53,25 @@ function _M.subchains(conf)
     return out
 end
 
+-- every problem at once: true, or nil and the list
 function _M.check_config(conf)
+    local errs = {}
     if conf.behavior == "subchain_on_mismatch" then
         if conf.mismatch_chain == nil then
-            return nil, "mismatch_chain: required by behavior = "
-                        .. "\"subchain_on_mismatch\""
+            errs[#errs + 1] = "mismatch_chain: required by behavior = "
+                              .. "\"subchain_on_mismatch\""
         end
     elseif conf.mismatch_chain ~= nil then
-        return nil, "mismatch_chain: only used by behavior = "
-                    .. "\"subchain_on_mismatch\""
+        errs[#errs + 1] = "mismatch_chain: only used by behavior = "
+                          .. "\"subchain_on_mismatch\""
     end
     if conf.behavior == "fail_on_mismatch" and not conf.wait then
-        return nil, "behavior = \"fail_on_mismatch\" needs wait = true: an "
-                    .. "asynchronous tee compares after the client has its "
-                    .. "reply"
+        errs[#errs + 1] = "behavior = \"fail_on_mismatch\" needs wait = "
+                          .. "true: an asynchronous tee compares after the "
+                          .. "client has its reply"
+    end
+    if #errs > 0 then
+        return nil, errs
     end
     return true
 end
@@ -255,8 +260,9 @@ function methods.transform(self, batch, chain)
     end
     if not tok then
         -- the copy failed: the client still has its main replies
-        log.error("tee \"%s\": the tee chain failed: %s", self.name,
-                  redact.scrub(tee, reqs))
+        log.with(log.ERROR, { run = chain.c, element = self.name },
+                 "tee \"%s\": the tee chain failed: %s", self.name,
+                 redact.scrub(tee, reqs))
         if not tee_answers then
             return main
         end
