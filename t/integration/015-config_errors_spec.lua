@@ -165,8 +165,9 @@ return { sources = { { name = "r", protocol = "redis", listen = "127.0.0.1:%d",
                 found = true
                 assert.matches("%[error%] worker 0: sources%[1%]%.listen: "
                                .. "cannot listen on 127%.0%.0%.1:" .. port
-                               .. ": Address already in use\\nstack "
-                               .. "traceback:\\n\\t", line)
+                               .. ": the address is already in use "
+                               .. "%(.*%)%; stop it, or set share_listen = "
+                               .. "true .*\\nstack traceback:\\n\\t", line)
             end
         end
         assert.is_true(found, r.stderr)
@@ -176,7 +177,7 @@ return { sources = { { name = "r", protocol = "redis", listen = "127.0.0.1:%d",
         found = false
         for line in r.stderr:gmatch("[^\n]+") do
             assert.matches('^{"time":"[^"]+","level":"%a+","msg":".*"}$', line)
-            found = found or line:find("Address already in use\\u000astack",
+            found = found or line:find("on purpose\\u000astack",
                                        1, true) ~= nil
         end
         assert.is_true(found, r.stderr)
