@@ -16,6 +16,7 @@ local setmetatable = setmetatable
 local tostring = tostring
 local concat = table.concat
 local fmt = string.format
+local overlapping            -- (below) two listen addresses that collide
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -521,13 +522,18 @@ function _M.check(conf, opts)
                     names[src.name] = i
                 end
                 if type(src.listen) == "string" and #errs == n then
-                    if listens[src.listen] then
-                        errs[#errs + 1] = fmt("%s.listen: %s is already "
-                                              .. "used by sources[%d]", path,
-                                              src.listen, listens[src.listen])
-                    end
-                    listens[src.listen] = i
                     local host, port = schema.parse_hostport(src.listen)
+                    local other = overlapping(listens, host, port)
+                    if other then
+                        errs[#errs + 1] = fmt("%s.listen: %s overlaps "
+                            .. "sources[%d].listen %s (%s)", path,
+                            src.listen, other.i, other.listen,
+                            other.host == host and "the same address"
+                            or "the same port, and a wildcard address is "
+                               .. "every address")
+                    end
+                    listens[#listens + 1] = { i = i, listen = src.listen,
+                                              host = host, port = port }
                     hosts[#hosts + 1] = { path = path .. ".listen",
                                           host = host, port = port,
                                           listen = true }
@@ -547,6 +553,22 @@ function _M.check(conf, opts)
         return nil, errs
     end
     return conf
+end
+
+-- The source in listens whose address takes port on host too: the same
+-- address, or either one a wildcard (0.0.0.0, ::), which binds every
+-- address of its family and, for ::, IPv4 as well.
+local WILDCARD = { ["0.0.0.0"] = true, ["::"] = true, ["[::]"] = true,
+                   ["*"] = true, [""] = true }
+
+overlapping = function(listens, host, port)
+    for _, l in ipairs(listens) do
+        if l.port == port and (l.host == host or WILDCARD[l.host]
+                               or WILDCARD[host])
+        then
+            return l
+        end
+    end
 end
 
 -- Load and validate a config file.  Returns the config or nil, errors.

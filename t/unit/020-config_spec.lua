@@ -86,6 +86,30 @@ describe("config validation", function()
         end
     end)
 
+    it("refuses sources whose listen addresses overlap, a wildcard included", function()
+        local null = { { "null" } }
+        local errs = errors_of({ sources = {
+            redis_source(null, { name = "a", listen = "0.0.0.0:7000" }),
+            redis_source(null, { name = "b", listen = "127.0.0.1:7000" }),
+            redis_source(null, { name = "c", listen = "127.0.0.1:7001" }),
+            redis_source(null, { name = "d", listen = "127.0.0.1:7001" }),
+            redis_source(null, { name = "e", listen = "127.0.0.2:7001" }),
+            redis_source(null, { name = "f", listen = "[::]:7002" }),
+            redis_source(null, { name = "g", listen = "127.0.0.1:7002" }),
+        } })
+        local text = table.concat(errs, "\n")
+        assert.matches("sources[2].listen: 127.0.0.1:7000 overlaps "
+                       .. "sources[1].listen 0.0.0.0:7000 (the same port, and "
+                       .. "a wildcard address is every address)", text, 1, true)
+        assert.matches("sources[4].listen: 127.0.0.1:7001 overlaps "
+                       .. "sources[3].listen 127.0.0.1:7001 (the same address)",
+                       text, 1, true)
+        assert.matches("sources[7].listen: 127.0.0.1:7002 overlaps "
+                       .. "sources[6].listen [::]:7002", text, 1, true)
+        assert.is_nil(text:find("sources[5]", 1, true), text)
+        assert.equal(3, #errs, text)
+    end)
+
     it("rejects a chain that does not end in a sink", function()
         local errs = errors_of({ sources = {
             redis_source({ { "debug_printer" } }) } })
