@@ -61,6 +61,7 @@ build = {
         ["shotover.transforms.coalesce"] = "lua/shotover/transforms/coalesce.lua",
         ["shotover.transforms.debug_printer"] = "lua/shotover/transforms/debug_printer.lua",
         ["shotover.transforms.debug_returner"] = "lua/shotover/transforms/debug_returner.lua",
+        ["shotover.transforms.key_namespace"] = "lua/shotover/transforms/key_namespace.lua",
         ["shotover.transforms.null"] = "lua/shotover/transforms/null.lua",
         ["shotover.transforms.parallel_map"] = "lua/shotover/transforms/parallel_map.lua",
         ["shotover.transforms.query_counter"] = "lua/shotover/transforms/query_counter.lua",
