@@ -145,6 +145,9 @@ end
 
 local specs_by_id = {}
 local subspecs_by_id = {}
+local function same(v)
+    return v
+end
 for id = 1, NCMD do
     local name = command_ids.name(id)
     specs_by_id[id] = compile_specs(meta.keys[name])
@@ -154,7 +157,7 @@ for id = 1, NCMD do
         for sub in pairs(subs) do
             t[sub] = compile_specs(meta.keys[name .. "|" .. sub]) or false
         end
-        subspecs_by_id[id] = sub_table(t, function(v) return v end)
+        subspecs_by_id[id] = sub_table(t, same)
     end
 end
 
