@@ -4,6 +4,7 @@
 -- carries (KEYS, SCAN, the BLPOP and LMPOP families, XREAD, and those
 -- inside an EXEC).  Commands that would reach or reveal keys outside the
 -- namespace are refused.  See docs/transforms/key_namespace.md.
+local ffi = require "ffi"
 local bit = require "bit"
 local message = require "shotover.message"
 local keys = require "shotover.redis.keys"
@@ -232,6 +233,8 @@ end
 -- Requests -------------------------------------------------------------------
 
 local kpos = {}                 -- key positions, reused
+local err_out = ffi.new("const char *[1]")
+local kbuf, kcap = nil, 0       -- prefix .. key, built in C memory
 local args = {}                 -- a rebuilt request's arguments, reused
 local nargs = 0
 
@@ -262,8 +265,20 @@ local function prefix_keys(self, batch, i, m)
     end
     local p = self.prefix
     if n == 1 then
+        -- the one key: prefix and key copied into a reused buffer and set
+        -- from there, no Lua string made
         local a = kpos[1]
-        m:set_arg(a, p .. m:arg(a))
+        local ptr, len = m:arg_view(a)
+        local plen = self.plen
+        if plen + len > kcap then
+            kcap = (plen + len) * 2
+            kbuf = ffi.new("uint8_t[?]", kcap)
+        end
+        ffi.copy(kbuf, p, plen)
+        ffi.copy(kbuf + plen, ptr, len)
+        if C.sh_ffi_frame_set_arg(m, a - 1, kbuf, plen + len, err_out) ~= 0 then
+            error("key_namespace: " .. ffi.string(err_out[0]))
+        end
         return m
     end
     load_args(m)
