@@ -126,13 +126,13 @@ describe("key_namespace on requests", function()
        function()
         local t, sent = setup_chain()
         local resp = t:run({ "FLUSHALL" }, { "GET", "k" }, { "FLUSHDB" },
-            { "RANDOMKEY" }, { "DBSIZE" }, { "SWAPDB", "0", "1" },
+            { "MULTI" }, { "DBSIZE" }, { "SWAPDB", "0", "1" },
             { "EVAL", "return 1", "0" }, { "FCALL", "f", "0" },
             { "SUBSCRIBE", "__keyspace@0__:k" }, { "PSUBSCRIBE", "*" },
             { "PSUBSCRIBE", "_*" }, { "CLIENT", "TRACKING", "on" })
-        assert.are.same({ "GET t1:k" }, sent)
+        assert.are.same({ "GET t1:k", "MULTI" }, sent)
         assert.are.equal("+OK\r\n", resp[2]:raw())
-        for _, i in ipairs({ 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 }) do
+        for _, i in ipairs({ 1, 3, 5, 6, 7, 8, 9, 10, 11, 12 }) do
             assert.matches("^%-ERR shotover: key_namespace: ", resp[i]:raw())
         end
         assert.matches("FLUSHALL reaches beyond the namespace", resp[1]:raw())
@@ -253,5 +253,52 @@ describe("key_namespace transactions", function()
         local resp = t:run({ "MULTI" }, { "INCR", "n" }, { "EXEC" })
         assert.are.equal("*1\r\n:1\r\n", resp[3]:raw())
         assert.is_nil(t.ctx.conn.key_namespace_multi)
+    end)
+end)
+
+describe("key_namespace RANDOMKEY", function()
+    it("answers a key of the namespace, tried through RANDOMKEY", function()
+        local n = 0
+        local t, sent = setup_chain({ RANDOMKEY = function()
+            n = n + 1
+            return n < 3 and bulk("t2:other") or bulk("t1:mine")
+        end })
+        local resp = t:run({ "SET", "a", "1" }, { "RANDOMKEY" },
+                           { "DEL", "a" })
+        assert.are.same({ "SET t1:a 1", "RANDOMKEY", "RANDOMKEY", "RANDOMKEY",
+                          "DEL t1:a" }, sent)
+        assert.are.same({ "+OK\r\n", bulk("mine"), "+OK\r\n" }, raws(resp))
+    end)
+
+    it("falls back to SCAN when other namespaces' keys keep coming",
+       function()
+        local t, sent = setup_chain({ RANDOMKEY = bulk("t2:other"),
+            SCAN = function(m)
+                return m:arg(2) == "0" and arr(bulk("5"), arr())
+                       or arr(bulk("0"), arr(bulk("t1:found")))
+            end })
+        local resp = t:run({ "RANDOMKEY" })
+        assert.are.equal(bulk("found"), resp[1]:raw())
+        assert.are.equal("SCAN 0 MATCH t1:* COUNT 1000", sent[9])
+        assert.are.equal("SCAN 5 MATCH t1:* COUNT 1000", sent[10])
+    end)
+
+    it("answers null for an empty database or namespace", function()
+        local t = setup_chain({ RANDOMKEY = "$-1\r\n" })
+        assert.are.equal("$-1\r\n", t:run({ "RANDOMKEY" })[1]:raw())
+        t = setup_chain({ RANDOMKEY = bulk("t2:x"),
+                          SCAN = arr(bulk("0"), arr()) })
+        assert.are.equal("$-1\r\n", t:run({ "RANDOMKEY" })[1]:raw())
+    end)
+
+    it("is refused inside MULTI, and keeps refusals in order", function()
+        local t, sent = setup_chain({ RANDOMKEY = bulk("t1:k") })
+        local resp = t:run({ "FLUSHALL" }, { "RANDOMKEY" }, { "GET", "x" })
+        assert.matches("FLUSHALL", resp[1]:raw())
+        assert.are.equal(bulk("k"), resp[2]:raw())
+        assert.are.equal("+OK\r\n", resp[3]:raw())
+        assert.are.same({ "RANDOMKEY", "GET t1:x" }, sent)
+        resp = t:run({ "MULTI" }, { "RANDOMKEY" })
+        assert.matches("inside MULTI", resp[2]:raw())
     end)
 end)

@@ -2,8 +2,9 @@
 -- a shared Redis: `prefix` goes in front of every key of every request (by
 -- Redis' key specs, shotover.redis.keys) and comes off every key a reply
 -- carries (KEYS, SCAN, the BLPOP and LMPOP families, XREAD, and those
--- inside an EXEC).  Commands that would reach or reveal keys outside the
--- namespace are refused.  See docs/transforms/key_namespace.md.
+-- inside an EXEC); RANDOMKEY answers a key of the namespace.  Commands
+-- that would reach or reveal keys outside the namespace are refused.  See
+-- docs/transforms/key_namespace.md.
 local ffi = require "ffi"
 local bit = require "bit"
 local message = require "shotover.message"
@@ -23,6 +24,11 @@ local arg_is = keys.arg_is
 local error_reply = message.error_reply
 local command = message.command
 local frame_from_resp = message.frame_from_resp
+local replies                   -- shotover.redis.reply, on first use
+local function reply()
+    replies = replies or require "shotover.redis.reply"
+    return replies
+end
 
 local FRAME_MODIFIED = C.SH_FRAME_MODIFIED
 local FRAME_INLINE = C.SH_FRAME_INLINE
@@ -58,8 +64,7 @@ end
 
 -- What each command needs beyond its keys, by command id.
 local REFUSE = {}               -- id -> why
-for _, n in ipairs({ "FLUSHALL", "FLUSHDB", "SWAPDB", "DBSIZE",
-                     "RANDOMKEY" }) do
+for _, n in ipairs({ "FLUSHALL", "FLUSHDB", "SWAPDB", "DBSIZE" }) do
     REFUSE[id(n)] = n .. " reaches beyond the namespace"
 end
 local SCRIPTS = {}
@@ -73,6 +78,7 @@ local KEYS, SCAN, SORT, CLIENT = id("KEYS"), id("SCAN"), id("SORT"),
 local SORT_RO = id("SORT_RO")
 local MULTI, EXEC, DISCARD = id("MULTI"), id("EXEC"), id("DISCARD")
 local RESET = id("RESET")
+local RANDOMKEY = id("RANDOMKEY")
 
 -- Replies that carry keys: how to take the prefix off them (below).
 local STRIP = {}                -- id -> kind
@@ -361,6 +367,12 @@ local function vet(self, batch, i, m, conn)
     end
     -- a transaction: the kinds of its queued commands, for EXEC's reply
     local multi = conn.key_namespace_multi
+    if cid == RANDOMKEY then
+        if multi then
+            return "RANDOMKEY inside MULTI cannot be kept to the namespace"
+        end
+        return nil, m, "random"
+    end
     if cid == MULTI then
         conn.key_namespace_multi = {}
     elseif cid == EXEC then
@@ -375,9 +387,89 @@ local function vet(self, batch, i, m, conn)
     return nil, m, STRIP[cid]
 end
 
+-- RANDOMKEY within the namespace: Redis' RANDOMKEY while it gives a key of
+-- the namespace within a few tries (the namespace holds most keys), else a
+-- random key of the first SCAN page holding any (MATCH prefix*); null when
+-- the namespace has none.  Not uniform, but never another tenant's key.
+local RANDOM_TRIES = 8
+local function random_key(self, chain)
+    local p, plen = self.prefix, self.plen
+    for _ = 1, RANDOM_TRIES do
+        local b = message.new_batch(0)
+        b:push(command({ "RANDOMKEY" }))
+        local r = chain:next(b)[1]
+        local t = r and r:type()
+        if r == nil or t ~= "bulk" then
+            return r                    -- an error, or null: no key at all
+        end
+        local k = r:decode()
+        if type(k) ~= "string" then
+            return r                    -- null: the database is empty
+        end
+        if sub(k, 1, plen) == p then
+            return reply().bulk(sub(k, plen + 1))
+        end
+    end
+    local cursor = "0"
+    repeat
+        local b = message.new_batch(0)
+        b:push(command({ "SCAN", cursor, "MATCH", p .. "*", "COUNT", "1000" }))
+        local r = chain:next(b)[1]
+        if r == nil or r:is_error() then
+            return r
+        end
+        local v = r:decode()
+        local ks = type(v) == "table" and v[2]
+        if type(ks) ~= "table" then
+            return r
+        end
+        if #ks > 0 then
+            return reply().bulk(sub(ks[math.random(#ks)], plen + 1))
+        end
+        cursor = v[1]
+    until cursor == "0" or cursor == nil
+    return reply().null()
+end
+
+-- Run batch in order when it holds RANDOMKEYs (randoms[i]): the requests
+-- between them as sub-batches (refused ones answered from `refused`), each
+-- RANDOMKEY after what came before it, so it sees their writes.
+local function run_split(self, batch, chain, refused, randoms)
+    local n = batch.n
+    local resp = message.new_batch(n)
+    local i = 1
+    while i <= n do
+        if randoms[i] then
+            resp:set(i, random_key(self, chain))
+            i = i + 1
+        else
+            local j = i
+            while j <= n and not randoms[j] do
+                j = j + 1
+            end
+            local part = message.new_batch(0)
+            local answered
+            for x = i, j - 1 do
+                part:push(batch[x])
+                if refused and refused[x] then
+                    answered = answered or {}
+                    answered[x - i + 1] = refused[x]
+                end
+            end
+            local r = answered and chain:next_except(part, answered)
+                      or chain:next(part)
+            for x = i, j - 1 do
+                resp:set(x, r[x - i + 1])
+            end
+            i = j
+        end
+    end
+    return resp
+end
+
 function mt.__index.transform(self, batch, chain)
     local n = batch.n
-    local refused, fix
+    local refused, fix, randoms
     local conn = chain.conn
     for i = 1, n do
         local m = batch[i]
@@ -389,7 +481,10 @@ function mt.__index.transform(self, batch, chain)
                                                 why))
             else
                 prefix_keys(self, batch, i, nm)
-                if kind then
+                if kind == "random" then
+                    randoms = randoms or {}
+                    randoms[i] = true
+                elseif kind then
                     fix = fix or {}
                     fix[i] = kind
                 end
@@ -397,7 +492,9 @@ function mt.__index.transform(self, batch, chain)
         end
     end
     local resp
-    if refused then
+    if randoms then
+        resp = run_split(self, batch, chain, refused, randoms)
+    elseif refused then
         resp = chain:next_except(batch, refused)
     else
         resp = chain:next(batch)
