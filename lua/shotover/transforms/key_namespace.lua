@@ -327,7 +327,7 @@ local function vet(self, batch, i, m, conn)
             args[nargs + 1], args[nargs + 2] = "MATCH", p .. "*"
             nargs = nargs + 2
         end
-        replace(batch, i, m)
+        m = replace(batch, i, m)
     elseif (cid == SORT or cid == SORT_RO) and m:nargs() > 2 then
         -- BY and GET patterns name keys too (GET # is the element)
         load_args(m)
