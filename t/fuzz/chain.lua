@@ -20,6 +20,7 @@ local function inspect(batch, chain)
         else
             pcall(m.command, m)
             pcall(m.key, m)
+            pcall(m.keys, m)
             pcall(m.args, m)
             pcall(m.command_is, m, "GET")
         end
@@ -49,6 +50,7 @@ return {
               inspect,
               { "query_counter", name = "fuzz_redis" },
               { "query_type_filter", deny = { "pubsub" } },
+              { "key_namespace", prefix = "fz:", allow_scripts = true },
               { "tee", name = "fuzz_redis_tee", behavior = "log_mismatch",
                 chain = { { "null" } } },
               { "router",

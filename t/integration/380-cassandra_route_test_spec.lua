@@ -81,6 +81,9 @@ return { workers = 1, sources = { { name = "cql", protocol = "cassandra",
         local r = h.shotover_cmd({ "repl", "-c", conf }, { timeout = 60,
             stdin = "INSERT INTO hot.t (k, v) VALUES (?, ?) -- values: 1, 'x'\n"
                     .. "SELECT v FROM hot.t WHERE k = ? -- values: 1\n"
+                    .. "INSERT INTO hot.t (k, v) VALUES (?, ?) "
+                    .. "-- values: { 2, 'y' }\n"
+                    .. "SELECT k, v FROM hot.t WHERE k = ? -- values: { 2 }\n"
                     .. "DROP TABLE hot.t\n"
                     .. "SELECT * FROM hot.secrets\n" })
         assert.equal(0, r.code, r.stderr)
@@ -90,6 +93,11 @@ return { workers = 1, sources = { { name = "cql", protocol = "cassandra",
                        .. "ERROR 0x2100 not here", r.stdout, 1, true)
         assert.matches("answered RESULT Rows (1 row)\n=> RESULT Rows (1 row)",
                        r.stdout, 1, true)
+        -- rows as a table; values given as a Lua list
+        assert.matches("=> RESULT Rows (1 row)\n   v\n  --\n   x\n"
+                       .. "  (1 row)\n", r.stdout, 1, true)
+        assert.matches("=> RESULT Rows (1 row)\n   k | v\n  ---+--\n"
+                       .. "   2 | y\n  (1 row)\n", r.stdout, 1, true)
         assert.matches("query_type_filter: answered ERROR 0x2100",
                        r.stdout, 1, true)
         local out = cassandra.python([[

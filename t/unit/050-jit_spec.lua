@@ -90,4 +90,45 @@ assert(resp.n == 16)
         end
         assert.are.same({}, nyi)
     end)
+    it("finds keys and classes, filters and namespaces compiled", function()
+        local log = jw.run([[
+local chain = require "shotover.chain"
+local config = require "shotover.config"
+local message = require "shotover.message"
+local conf = assert(config.check({ sources = { {
+    name = "j", protocol = "redis", listen = "127.0.0.1:1",
+    chain = {
+        { "query_type_filter", allow = { "read", "write", "read_write",
+                                         "connection" } },
+        { "key_namespace", prefix = "t1:" },
+        function(batch) return batch end,
+    } } } }))
+local ch = chain.build(conf.sources[1].chain, { name = "j", protocol = "redis" })
+local ctx = ch:context(nil)
+local cmds = { { "GET", "k" }, { "SET", "k", "v" }, { "EXPIRE", "k", "1" },
+               { "HGET", "h", "f" }, { "PING" }, { "INCR", "n" },
+               { "LPUSH", "l", "a" }, { "ZADD", "z", "1", "m" } }
+local resp
+for _ = 1, 2000 do
+    local b = message.new_batch(0)
+    for i = 1, 16 do
+        b:push(message.command(cmds[i % #cmds + 1]))
+    end
+    resp = ch:run(ctx, b)
+end
+assert(resp.n == 16)
+assert(resp[1]:arg(2) == "t1:k")
+]])
+        assert.is_true(jw.traces(log, "keys.lua") >= 1,
+                       "key positions never compiled:\n" .. log)
+        local nyi = {}
+        for _, line in ipairs(jw.nyi(log, { "keys.lua",
+                                            "query_type_filter.lua",
+                                            "key_namespace.lua" })) do
+            if not line:find("return to lower frame", 1, true) then
+                nyi[#nyi + 1] = line
+            end
+        end
+        assert.are.same({}, nyi)
+    end)
 end)

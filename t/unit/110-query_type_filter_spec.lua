@@ -35,7 +35,56 @@ describe("query_type_filter on redis", function()
             { "PUBLISH", "c", "m" }, { "PING" }))
         assert.are.equal("+OK\r\n", resp[1]:raw())
         assert.matches("pubsub queries are not allowed", resp[2]:raw())
-        assert.matches("other queries are not allowed", resp[3]:raw())
+        assert.matches("connection queries are not allowed", resp[3]:raw())
+    end)
+
+    it("lets a read-only list through reads and connection commands only",
+       function()
+        local ro = build("redis", { { "query_type_filter",
+            allow = { "read", "connection" } },
+            { "debug_returner", simple = "OK" } })
+        local resp = ro:run(ro:context(nil), redis_batch({ "GET", "a" },
+            { "PING" }, { "HELLO", "3" }, { "AUTH", "pw" }, { "SELECT", "1" },
+            { "CLIENT", "SETNAME", "x" }, { "SHUTDOWN", "NOSAVE" },
+            { "CONFIG", "SET", "save", "" }, { "DEBUG", "SLEEP", "0" },
+            { "FLUSHALL" }, { "KEYS", "*" }, { "CLIENT", "KILL", "ID", "1" },
+            { "SET", "a", "1" }, { "MULTI" }))
+        for i = 1, 6 do
+            assert.are.equal("+OK\r\n", resp[i]:raw())
+        end
+        for i = 7, 12 do            -- FLUSHALL: a write before admin
+            assert.matches((i == 10 and " write" or "admin")
+                           .. " queries are not allowed", resp[i]:raw())
+        end
+        assert.matches("read_write queries are not allowed", resp[13]:raw())
+        assert.matches("other queries are not allowed", resp[14]:raw())
+    end)
+
+    it("refuses admin commands, writes or not, with admin denied",
+       function()
+        local f = build("redis", { { "query_type_filter",
+            deny = { "write", "read_write", "admin" } },
+            { "debug_returner", simple = "OK" } })
+        local resp = f:run(f:context(nil), redis_batch({ "SHUTDOWN" },
+            { "FLUSHALL" }, { "config", "get", "*" }, { "PING" },
+            { "CONFIG", "HELP" }, { "GET", "a" }))
+        assert.matches("admin queries", resp[1]:raw())
+        assert.matches(" write queries", resp[2]:raw())
+        assert.matches("admin queries", resp[3]:raw())
+        assert.are.equal("+OK\r\n", resp[4]:raw())
+        assert.are.equal("+OK\r\n", resp[5]:raw())
+        assert.are.equal("+OK\r\n", resp[6]:raw())
+    end)
+
+    it("keeps other naming connection and admin commands too", function()
+        local f = build("redis", { { "query_type_filter",
+            deny = { "other" } }, { "debug_returner", simple = "OK" } })
+        local resp = f:run(f:context(nil), redis_batch({ "SHUTDOWN" },
+            { "PING" }, { "MULTI" }, { "GET", "a" }))
+        assert.matches("admin queries", resp[1]:raw())
+        assert.matches("connection queries", resp[2]:raw())
+        assert.matches("other queries", resp[3]:raw())
+        assert.are.equal("+OK\r\n", resp[4]:raw())
     end)
 end)
 
@@ -48,7 +97,7 @@ describe("query_type_filter config", function()
         assert.is_nil(ok)
         assert.are.same({ 'sources[1].chain[1].deny[1]: unknown query type "writes" '
             .. "(one of read, write, read_write, schema_change, pubsub, use, "
-            .. "dcl, other)" }, errs)
+            .. "dcl, connection, admin, other)" }, errs)
         ok, errs = config.check({ sources = { { name = "f",
             protocol = "redis", listen = "127.0.0.1:1", chain = {
                 { "query_type_filter" }, { "null" } } } } })
@@ -63,7 +112,7 @@ describe("query_type_filter config", function()
                 { "null" } } } } })
         assert.is_nil(ok)
         local one_of = " (one of read, write, read_write, schema_change, "
-                       .. "pubsub, use, dcl, other)"
+                       .. "pubsub, use, dcl, connection, admin, other)"
         assert.are.same({
             "sources[1].chain[1]: give exactly one of allow and deny",
             'sources[1].chain[1].allow[1]: unknown query type "reads"' .. one_of,
@@ -79,7 +128,8 @@ describe("query_type_filter config", function()
               chain = { { "query_type_filter", allow = { "read", "pubsub" } },
                         { "null" } } } } })
         assert.is_nil(ok)
-        local redis = " (their classes: read, write, read_write, pubsub, other)"
+        local redis = " (their classes: read, write, read_write, pubsub, "
+                      .. "connection, admin, other)"
         assert.are.same({
             'sources[1].chain[1].deny[2]: redis requests are never '
             .. '"schema_change"' .. redis,

@@ -2,13 +2,13 @@
 -- `shotover check` does, and its chain runs dry (no Redis needed).
 local testing = require "shotover.testing"
 
--- a sink that answers each request with its first key, to see what the
+-- a sink that answers each request with its arguments, to see what the
 -- transform sent on
-local function echo_key(batch)
+local function echo_args(batch)
     local resp = require("shotover.message").new_batch(batch.n)
     local reply = require "shotover.redis.reply"
     for i = 1, batch.n do
-        resp:set(i, reply.bulk(batch[i]:key() or ""))
+        resp:set(i, reply.bulk(table.concat(batch[i]:args(), " ")))
     end
     return resp
 end
@@ -24,11 +24,16 @@ describe("key_prefix", function()
         assert.are.same({ "chain[1]: key_prefix needs a redis source" }, errs)
     end)
 
-    it("prefixes the first key of each request", function()
+    it("prefixes every key of each request, and nothing else", function()
         local t = testing.build({ { "key_prefix", prefix = "app:" },
-                                  echo_key })
-        assert.are.same({ "app:k", "app:other", "" },
-                        t:replies({ "GET", "k" }, "SET other v", "PING"))
+                                  echo_args })
+        assert.are.same({ "GET app:k", "SET app:other v",
+                          "MSET app:a 1 app:b 2",
+                          "EVAL return 1 1 app:k arg",
+                          "PING hello", "AUTH secret" },
+                        t:replies({ "GET", "k" }, "SET other v",
+                                  "MSET a 1 b 2", "EVAL 'return 1' 1 k arg",
+                                  "PING hello", "AUTH secret"))
     end)
 
     it("passes replies back from a dry redis sink", function()

@@ -2,7 +2,9 @@
 -- `check` does, then read Redis commands or CQL statements (by the current
 -- source's protocol) and show, for each, the path it took through the chain,
 -- what every transform did to it and the reply.  Lines starting with "="
--- evaluate a Lua expression, "lua " a Lua chunk; ".help" lists the rest.
+-- evaluate a Lua expression (its values pretty-printed), "lua " a Lua
+-- chunk; ".help" lists the rest (".reload" re-reads the config; any other
+-- line starting with "." is refused here, never sent).
 --
 -- Live (the default): the config's chains run in one in-process worker
 -- (sh_ffi_workers_start) listening on free loopback ports; the repl is a
@@ -31,8 +33,239 @@ local HELP = [[
                             trace, message; chain in --dry mode)
   lua CHUNK                 run Lua statements
   .source NAME              send to another source; .sources lists them
+  .reload                   re-read the config (kept as it was if invalid)
   .help  .quit              (also Ctrl-D)
 ]]
+
+local DOT_COMMANDS = { ".source", ".sources", ".reload", ".help", ".quit",
+                       ".exit" }
+
+-- Pretty-printing Lua values ---------------------------------------------
+
+local KEYWORDS = {}
+for w in ([[and break do else elseif end false for function goto if in
+            local nil not or repeat return then true until
+            while]]):gmatch("%a+") do
+    KEYWORDS[w] = true
+end
+
+local function key_text(k)
+    if type(k) == "string" and k:match("^[%a_][%w_]*$")
+       and not KEYWORDS[k] then
+        return k
+    end
+    if type(k) == "string" then
+        return "[" .. fmt("%q", k):gsub("\\\n", "\\n") .. "]"
+    end
+    return "[" .. tostring(k) .. "]"
+end
+
+-- keys whose string values are credentials (a sink's password, a token)
+local function secret_key(k)
+    k = k:lower()
+    return k:find("password", 1, true) or k:find("secret", 1, true)
+           or k:find("token", 1, true) or k:find("passwd", 1, true)
+           or k == "auth" or k == "requirepass" or k == "masterauth"
+end
+
+local function key_order(a, b)
+    local ta, tb = type(a), type(b)
+    if ta ~= tb then
+        return ta < tb
+    end
+    if ta == "number" or ta == "string" then
+        return a < b
+    end
+    return tostring(a) < tostring(b)
+end
+
+-- A Lua value as text: strings quoted, tables as constructors (the list
+-- part first, then the other keys sorted, nested tables indented), a table
+-- seen before on the way as <cycle>, below `depth` levels as { ... }; a
+-- table with a __tostring as that (CQL nulls, Redis errors).
+local function pretty(v, indent, depth, seen)
+    local t = type(v)
+    if t == "string" then
+        return (fmt("%q", v):gsub("\\\n", "\\n"))
+    elseif t ~= "table" then
+        return tostring(v)
+    end
+    local mt = getmetatable(v)
+    if mt and mt.__tostring then
+        return tostring(v)
+    end
+    indent, depth, seen = indent or "", depth or 6, seen or {}
+    if seen[v] then
+        return "<cycle>"
+    end
+    if next(v) == nil then
+        return "{}"
+    end
+    if depth == 0 then
+        return "{ ... }"
+    end
+    seen[v] = true
+    local inner = indent .. "  "
+    local items, n = {}, #v
+    for i = 1, n do
+        items[#items + 1] = pretty(v[i], inner, depth - 1, seen)
+    end
+    local keys = {}
+    for k in pairs(v) do
+        if not (type(k) == "number" and k >= 1 and k <= n and k % 1 == 0) then
+            keys[#keys + 1] = k
+        end
+    end
+    table.sort(keys, key_order)
+    for _, k in ipairs(keys) do
+        local x = v[k]
+        -- a config's passwords and tokens stay out of the transcript
+        local text = type(x) == "string" and type(k) == "string"
+                     and secret_key(k) and '"<redacted>"'
+                     or pretty(x, inner, depth - 1, seen)
+        items[#items + 1] = key_text(k) .. " = " .. text
+    end
+    seen[v] = nil
+    local one = "{ " .. concat(items, ", ") .. " }"
+    if #one + #indent <= 78 and not one:find("\n") then
+        return one
+    end
+    return "{\n" .. inner .. concat(items, ",\n" .. inner) .. "\n" .. indent
+           .. "}"
+end
+_M.pretty = pretty
+
+-- CQL rows as a table -----------------------------------------------------
+
+local SECRET_COLUMN = { salted_hash = true, password = true, secret = true }
+
+local function cell(v, col)
+    if SECRET_COLUMN[col] then
+        return "<redacted>"
+    end
+    if v == nil then
+        return "null"
+    end
+    if type(v) == "string" then
+        if v:find("[%z\1-\31\127-\255]") then
+            return "0x" .. v:gsub(".", function(c)
+                return fmt("%02x", c:byte())
+            end)
+        end
+        return v
+    end
+    if type(v) == "table" then
+        local mt = getmetatable(v)
+        if mt and mt.__tostring then
+            return tostring(v)
+        end
+        return pretty(v, "", 3):gsub("%s*\n%s*", " ")
+    end
+    return tostring(v)
+end
+
+-- The rows of a CQL RESULT Rows reply r (to request req) as lines of an
+-- aligned text table, or nil for any other reply.
+function _M.rows_table(r, req)
+    if r.proto ~= require("shotover.ffi").C.SH_PROTO_CQL then
+        return nil
+    end
+    local ok, rows = pcall(r.rows, r, req)
+    if not ok or not rows or not rows.columns then
+        return nil
+    end
+    local names, width = {}, {}
+    for c, col in ipairs(rows.columns) do
+        names[c] = col.name or ("#" .. c)
+        width[c] = #names[c]
+    end
+    if #names == 0 then
+        return nil
+    end
+    local cells = {}
+    for i, row in ipairs(rows) do
+        cells[i] = {}
+        for c, name in ipairs(names) do
+            local v = row[name]
+            if v == nil then
+                v = row[c]
+            end
+            local text = cell(v, name)
+            if #text > 60 then
+                text = text:sub(1, 57) .. "..."
+            end
+            cells[i][c] = text
+            if #text > width[c] then
+                width[c] = #text
+            end
+        end
+    end
+    local function line(vals)
+        local out = {}
+        for c, v in ipairs(vals) do
+            out[c] = v .. string.rep(" ", width[c] - #v)
+        end
+        return (" " .. concat(out, " | ")):gsub("%s+$", "")
+    end
+    local rule = {}
+    for c = 1, #names do
+        rule[c] = string.rep("-", width[c])
+    end
+    local lines = { line(names), "-" .. concat(rule, "-+-") }
+    for _, r1 in ipairs(cells) do
+        lines[#lines + 1] = line(r1)
+    end
+    lines[#lines + 1] = fmt("(%d row%s)", #cells, #cells == 1 and "" or "s")
+    return lines
+end
+
+-- Completion ----------------------------------------------------------------
+
+local CQL_WORDS = { "SELECT", "INSERT", "UPDATE", "DELETE", "BATCH", "BEGIN",
+                    "APPLY", "USE", "CREATE", "ALTER", "DROP", "TRUNCATE",
+                    "GRANT", "REVOKE", "LIST", "FROM", "WHERE", "INTO",
+                    "VALUES", "SET", "IF", "EXISTS", "NOT", "AND", "LIMIT",
+                    "KEYSPACE", "TABLE", "INDEX", "TYPE", "ROLE", "USER" }
+
+local redis_names
+-- The completions of the first word `text` of a line, for a source of
+-- `protocol`: dot-commands, and Redis command names (from the command
+-- table) or CQL keywords, in the case `text` is typed in (lower case when
+-- it is all lower case).  Sorted.
+function _M.completions(text, protocol)
+    local out = {}
+    if text:sub(1, 1) == "." then
+        for _, d in ipairs(DOT_COMMANDS) do
+            if d:sub(1, #text) == text then
+                out[#out + 1] = d
+            end
+        end
+        table.sort(out)
+        return out
+    end
+    local words
+    if protocol == "cassandra" then
+        words = CQL_WORDS
+    else
+        if not redis_names then
+            local ids = require "shotover.redis.command_ids"
+            redis_names = {}
+            for id = 1, ids.count do
+                redis_names[id] = ids.name(id)
+            end
+        end
+        words = redis_names
+    end
+    local up = text:upper()
+    local lower = text ~= "" and text == text:lower()
+    for _, w in ipairs(words) do
+        if w:sub(1, #up) == up then
+            out[#out + 1] = lower and w:lower() or w
+        end
+    end
+    table.sort(out)
+    return out
+end
 
 pcall(ffi.cdef, "int isatty(int fd);")
 
@@ -40,7 +273,12 @@ pcall(ffi.cdef, "int isatty(int fd);")
 -- terminal, with history in ~/.shotover_history (but no line for which
 -- secret(line) is true: a password typed stays out of the file); plain
 -- reads otherwise, each line echoed as shown(line) gives it.
-local function line_reader(secret, shown)
+--
+-- Tab completes the first word of a line (_M.completions: command names,
+-- CQL keywords, dot-commands) through the library's
+-- rl_completion_entry_function, a generator called back into Lua; the
+-- readline call runs with the JIT off for it, as FFI callbacks require.
+local function line_reader(secret, shown, complete)
     if ffi.C.isatty(0) == 0 then
         return function(prompt)
             local line = io.read("*l")
@@ -72,14 +310,43 @@ local function line_reader(secret, shown)
         int read_history(const char *file);
         int write_history(const char *file);
         void free(void *p);
+        char *strdup(const char *s);
+        typedef char *(*sh_rl_compentry_t)(const char *, int);
+        extern sh_rl_compentry_t rl_completion_entry_function;
+        extern char *rl_line_buffer;
+        extern int rl_point;
     ]])
+    -- completion: matches for the word being typed, when it is the first
+    local matches, callback
+    pcall(function()
+        callback = ffi.cast("sh_rl_compentry_t", function(text, state)
+            if state == 0 then
+                local t = ffi.string(text)
+                local before = ffi.string(lib.rl_line_buffer, lib.rl_point)
+                matches = {}
+                if before:match("^%s*%S*$") then
+                    matches = complete(t)
+                end
+            end
+            local m = matches[state + 1]
+            if m == nil then
+                return nil
+            end
+            return ffi.C.strdup(m)         -- readline frees it
+        end)
+        lib.rl_completion_entry_function = callback
+    end)
+    local function readline(prompt)
+        return lib.readline(prompt)
+    end
+    jit.off(readline)
     local home = os.getenv("HOME")
     local hist = home and (home .. "/.shotover_history")
     if hist then
         lib.read_history(hist)
     end
     return function(prompt)
-        local p = lib.readline(prompt)
+        local p = readline(prompt)
         if p == nil then
             return nil
         end
@@ -96,7 +363,9 @@ local function line_reader(secret, shown)
     end
 end
 
--- "STATEMENT -- values: 1, 'x'": the statement and its values
+-- "STATEMENT -- values: 1, 'x'" or "-- values: { 1, 'x' }": the statement
+-- and its values (a single table that is a list, not a typed value such as
+-- { type = "bigint", value = 5 }, is the list of values)
 local function cql_values(line)
     local stmt, vals = line:match("^(.-)%s*%-%-%s*values:%s*(.*)$")
     if not stmt then
@@ -111,8 +380,14 @@ local function cql_values(line)
     if not ok then
         return nil, t
     end
+    local only = t[1]
+    if #t == 1 and type(only) == "table" and only.type == nil
+       and getmetatable(only) == nil then
+        t = only
+    end
     return stmt, t
 end
+_M.cql_values = cql_values
 
 -- The request a typed line makes on source src, or nil (a command of the
 -- repl itself, or a line that makes none).
@@ -364,6 +639,9 @@ local function print_result(req, reply, traces, pushed, after)
     end
     if reply then
         print("=> " .. trace.show(reply, req))
+        for _, l in ipairs(_M.rows_table(reply, req) or {}) do
+            print("  " .. l)
+        end
     end
     print_unasked(after, req)
 end
@@ -439,7 +717,10 @@ function _M.main(args)
         local f = typed_request(sources[cur], line)
         return f and redact.scrub(line, f) or line
     end
-    local read, save = line_reader(secret, shown)
+    local failed = false                -- a .reload that lost the worker
+    local read, save = line_reader(secret, shown, function(text)
+        return _M.completions(text, sources[cur].protocol)
+    end)
     if ffi.C.isatty(0) ~= 0 then
         print(fmt("shotover repl: %s, %s; .help for help", conf_path,
                   dry and "dry (no backend is contacted)"
@@ -465,6 +746,40 @@ function _M.main(args)
                 print(fmt("%s %s (%s)", k == cur and "*" or " ", s.name,
                           s.protocol))
             end
+        elseif line == ".reload" then
+            -- the config again, validated; the old one stays if it fails
+            local c2, s2 = common.load_dry(conf_path)
+            if not c2 then
+                print("error: " .. s2 .. "\n(the config is unchanged)")
+            else
+                local ok = true
+                if live then
+                    live:stop()
+                    live, err = start_live(conf_path, c2, timeout * 1000)
+                    if not live then
+                        -- the old chains are gone with their worker: the
+                        -- repl cannot go on live
+                        print("error: " .. tostring(err))
+                        ok = false
+                    end
+                end
+                if not ok then
+                    failed = true
+                    break
+                end
+                local name = sources[cur].name
+                conf, sources = c2, s2
+                env.conf, env.sources = conf, sources
+                cur = 1
+                for k, x in ipairs(sources) do
+                    if x.name == name then
+                        cur = k
+                    end
+                end
+                print(fmt("reloaded %s: %d source%s, current %s", conf_path,
+                          #sources, #sources == 1 and "" or "s",
+                          sources[cur].name))
+            end
         elseif line:match("^%.source%s") then
             local name = line:match("^%.source%s+(%S+)")
             local found
@@ -478,6 +793,12 @@ function _M.main(args)
             else
                 print("error: no source named " .. tostring(name))
             end
+        elseif line == ".source" then
+            print("error: .source NAME (.sources lists them)")
+        elseif line:sub(1, 1) == "." then
+            -- a mistyped repl command is never sent as a request
+            print("error: unknown repl command " .. line:match("^%S+")
+                  .. " (.help lists them)")
         elseif line:sub(1, 1) == "=" or line:match("^lua%s") then
             local code = line:sub(1, 1) == "=" and "return " .. line:sub(2)
                          or line:sub(5)
@@ -488,10 +809,10 @@ function _M.main(args)
                 local res = { pcall(setfenv(fn, env)) }
                 if not res[1] then
                     print("error: " .. tostring(res[2]))
-                elseif #res > 1 then
+                elseif #res > 1 or table.maxn(res) > 1 then
                     local t = {}
                     for k = 2, table.maxn(res) do
-                        t[#t + 1] = tostring(res[k])
+                        t[#t + 1] = pretty(res[k])
                     end
                     print(concat(t, "\t"))
                 end
@@ -527,7 +848,7 @@ function _M.main(args)
     if live then
         live:stop()
     end
-    return 0
+    return failed and 1 or 0
 end
 
 return _M

@@ -9,7 +9,7 @@
 local ffi = require "ffi"
 local bit = require "bit"
 local base = require "shotover.ffi"
-local commands = require "shotover.redis.commands"
+local keys = require "shotover.redis.keys"
 local command_ids = require "shotover.redis.command_ids"
 
 local C = base.C
@@ -122,6 +122,13 @@ function methods.key(f)
     return methods.arg(f, 2)
 end
 
+-- The keys of a request, by Redis' key specs (shotover.redis.keys): a new
+-- list of strings.
+methods.keys = keys.keys
+
+-- The argument numbers of its keys into out[1..n]; returns n (no table made).
+methods.key_positions = keys.positions
+
 function methods.args(f)
     local t = {}
     for i = 1, (f.argv ~= nil and f.argc or 0) do
@@ -233,11 +240,18 @@ end
 -- Classification for transforms ---------------------------------------------
 
 -- The query class of request m (query_type_filter, router): read, write,
--- read_write, pubsub or other (shotover.redis.commands); never nil (no
--- Redis request is exempt from filtering) nor false.
+-- read_write, pubsub, connection, admin or other (shotover.redis.commands,
+-- by subcommand for CLIENT, CONFIG...); never nil (no Redis request is
+-- exempt from filtering) nor false.
+local classes = keys.classes
 function _M.query_class(m)
-    return commands[upper(m:arg(1) or "")] or "other"
+    return classes(m)[1]
 end
+
+-- All the classes m is in, a shared list (do not modify it): its class,
+-- then "admin" too for @admin/@dangerous commands that also read or write
+-- (FLUSHALL, KEYS, SORT...).  A filter refusing any of them refuses m.
+_M.query_classes = classes
 
 -- The label query_counter counts m under: the command when Redis knows it.
 function _M.query_label(m)

@@ -1,7 +1,9 @@
 -- query_type_filter: lets through only requests of the allowed classes (or
 -- all but the denied ones); the others get a protocol-correct error and go
 -- nowhere.  Classes: read, write, read_write, schema_change, pubsub, use,
--- dcl, other.  See docs/transforms/query_type_filter.md.
+-- dcl, connection, admin, other.  A request in several classes (a Redis
+-- FLUSHALL is a write and admin) passes only if each of them would.  See
+-- docs/transforms/query_type_filter.md.
 local protocols = require "shotover.protocols"
 local schema = require "shotover.schema"
 
@@ -10,7 +12,9 @@ local fmt = string.format
 
 local CLASSES = { read = true, write = true, read_write = true,
                   schema_change = true, pubsub = true, use = true, dcl = true,
-                  other = true }
+                  connection = true, admin = true, other = true }
+local CLASS_NAMES = "read, write, read_write, schema_change, pubsub, use, "
+                    .. "dcl, connection, admin, other"
 
 local _M = {
     name = "query_type_filter",
@@ -27,7 +31,8 @@ local mt = { __index = {} }
 -- the classes each protocol's requests can have (see the classification
 -- below and docs/transforms/query_type_filter.md)
 local PROTOCOL_CLASSES = {
-    redis = { "read", "write", "read_write", "pubsub", "other" },
+    redis = { "read", "write", "read_write", "pubsub", "connection",
+              "admin", "other" },
     cassandra = { "read", "write", "read_write", "schema_change", "use",
                   "dcl", "other" },
 }
@@ -49,9 +54,8 @@ function _M.check_config(conf, ctx)
     for i, c in ipairs(conf.allow or conf.deny or {}) do
         if not CLASSES[c] then
             errs[#errs + 1] = fmt("%s[%d]: unknown query type %s (one of "
-                                  .. "read, write, read_write, "
-                                  .. "schema_change, pubsub, use, dcl, "
-                                  .. "other)", key, i, schema.show(c))
+                                  .. "%s)", key, i, schema.show(c),
+                                  CLASS_NAMES)
         elseif classes and not has[c] then
             errs[#errs + 1] = fmt("%s[%d]: %s requests are never %q (their "
                                   .. "classes: %s)", key, i, ctx.protocol, c,
@@ -69,9 +73,38 @@ function _M.new(conf, env)
     for _, c in ipairs(conf.allow or conf.deny) do
         set[c] = true
     end
+    -- "other" still names what it did before connection and admin were
+    -- classes of their own, so a list written then means what it meant
+    -- (a deny list with "other" keeps refusing SHUTDOWN)
+    if set.other then
+        set.connection, set.admin = true, true
+    end
     return setmetatable({ set = set, allow = conf.allow ~= nil,
                           name = conf.name or "query_type_filter",
-                          proto = protocols.of_env(env) }, mt)
+                          proto = protocols.of_env(env),
+                          verdicts = {} }, mt)
+end
+
+-- The class of list `classes` (a protocol's query_classes) that makes a
+-- request refused, or false: precomputed once per shared list.
+local function verdict(self, classes)
+    local v = self.verdicts[classes]
+    if v == nil then
+        v = false
+        for i = 1, #classes do
+            local c = classes[i]
+            local denied = self.set[c]
+            if self.allow then
+                denied = not denied
+            end
+            if denied then
+                v = c
+                break
+            end
+        end
+        self.verdicts[classes] = v
+    end
+    return v
 end
 
 function mt.__index.transform(self, batch, chain)
@@ -84,27 +117,35 @@ function mt.__index.transform(self, batch, chain)
     -- prepared): see query_class in shotover.protocols.*
     local proto = self.proto or by_id(batch[1].proto)
     local query_class = proto.query_class
+    -- protocols whose requests can be in several classes (Redis) give
+    -- them as shared lists
+    local query_classes = proto.query_classes
     local refused
     for i = 1, n do
         local m = batch[i]
-        local class = query_class(m, chain)
-        local denied
-        if class == false then
-            refused = refused or {}
-            refused[i] = proto.unknown_reply(m, "shotover: "
-                .. self.name .. " needs this statement prepared here")
-        elseif class ~= nil then
-            denied = self.set[class]
-            if self.allow then
-                denied = not denied
-            end
-            if denied then
+        local bad                       -- the class m is refused for
+        if query_classes then
+            bad = verdict(self, query_classes(m, chain))
+        else
+            local class = query_class(m, chain)
+            if class == false then
                 refused = refused or {}
-                refused[i] = proto.error_reply(m, fmt("shotover: %s: %s "
-                                                      .. "queries are not "
-                                                      .. "allowed", self.name,
-                                                      class), "unauthorized")
+                refused[i] = proto.unknown_reply(m, "shotover: "
+                    .. self.name .. " needs this statement prepared here")
+            elseif class ~= nil then
+                local denied = self.set[class]
+                if self.allow then
+                    denied = not denied
+                end
+                bad = denied and class
             end
+        end
+        if bad then
+            refused = refused or {}
+            refused[i] = proto.error_reply(m, fmt("shotover: %s: %s queries "
+                                                  .. "are not allowed",
+                                                  self.name, bad),
+                                           "unauthorized")
         end
     end
     if refused == nil then

@@ -1,8 +1,11 @@
 -- key_prefix: an example third-party transform (a rock would ship it as
--- shotover-transform-key_prefix).  Puts `prefix` in front of the first key
--- of every Redis request, then passes the batch on.  Its specs, in
--- spec/key_prefix_spec.lua, run with `shotover lua busted` from the
--- directory above: see "Testing a transform" in docs/lua-api.md.
+-- shotover-transform-key_prefix).  Puts `prefix` in front of every key of
+-- every Redis request (the arguments Redis' key specs say are keys: all
+-- of MSET's and DEL's, EVAL's numkeys, XREAD's after STREAMS; never
+-- PING's argument or AUTH's password), then passes the batch on.  (The
+-- built-in key_namespace also takes the prefix off keys in replies.)  Its
+-- specs, in spec/key_prefix_spec.lua, run with `shotover lua busted` from
+-- the directory above: see "Testing a transform" in docs/lua-api.md.
 local setmetatable = setmetatable
 
 local _M = {
@@ -16,6 +19,8 @@ local _M = {
 }
 
 local mt = { __index = {} }
+
+local positions = {}                    -- reused: no table per request
 
 function _M.check_config(conf, ctx)
     if ctx and ctx.protocol ~= "redis" then
@@ -34,8 +39,9 @@ end
 function mt.__index.transform(self, batch, chain)
     for i = 1, #batch do
         local m = batch[i]
-        if m:nargs() >= 2 then
-            m:set_arg(2, self.prefix .. m:arg(2))
+        for k = 1, m:key_positions(positions) do
+            local a = positions[k]
+            m:set_arg(a, self.prefix .. m:arg(a))
         end
     end
     return chain:next(batch)
