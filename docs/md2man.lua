@@ -1,7 +1,8 @@
--- docs/md2man.lua -- turn docs/shotover.1.md into the man page shotover.1,
--- so the page and the docs are one text.  Run by CMake at build time:
+-- docs/md2man.lua -- turn docs/shotover.1.md into the man page shotover.1
+-- (and docs/shotover.lua.5.md into shotover.lua.5), so the pages and the
+-- docs are one text.  Run by CMake at build time:
 --
---   luajit docs/md2man.lua IN.md OUT.1 c/sh_core.h
+--   luajit docs/md2man.lua IN.md OUT.N c/sh_core.h
 --
 -- (the version in the page's footer is the binary's: SH_VERSION there)
 --
@@ -28,8 +29,11 @@ end
 
 local function inline(s)
     s = escape(s)
+    -- code spans first, kept aside: a `*` in one is no emphasis
+    local codes = {}
     s = s:gsub("`([^`]+)`", function(c)
-        return "\\fB" .. c:gsub("%-", "\\-") .. "\\fR"
+        codes[#codes + 1] = "\\fB" .. c:gsub("%-", "\\-") .. "\\fR"
+        return "\1" .. #codes .. "\2"
     end)
     s = s:gsub("%*%*([^*]+)%*%*", "\\fB%1\\fR")
     s = s:gsub("%*([^*]+)%*", "\\fI%1\\fR")
@@ -37,7 +41,7 @@ local function inline(s)
     if s:find("[`*]") then
         error(input .. ": unsupported markup in: " .. s, 0)
     end
-    return s
+    return (s:gsub("\1(%d+)\2", function(n) return codes[tonumber(n)] end))
 end
 
 local function line_out(s)
@@ -55,8 +59,9 @@ while i <= #lines do
     local l = lines[i]
     local name, sect, summary = l:match("^# (%S+)%((%d)%) %-%- (.+)$")
     if name then
-        emit(string.format('.TH %s %s "" "shotover %s" "User Commands"',
-                           name:upper(), sect, version))
+        emit(string.format('.TH %s %s "" "shotover %s" "%s"',
+                           name:upper(), sect, version,
+                           sect == "5" and "File Formats" or "User Commands"))
         emit(".SH NAME")
         emit(name .. " \\- " .. inline(summary))
         i = i + 1
@@ -109,6 +114,7 @@ while i <= #lines do
 end
 
 local f = assert(io.open(output, "wb"))
-f:write('.\\" generated from docs/shotover.1.md by docs/md2man.lua\n')
+f:write('.\\" generated from ' .. input:gsub("^.*/docs/", "docs/")
+        .. ' by docs/md2man.lua\n')
 f:write(table.concat(out, "\n"), "\n")
 f:close()

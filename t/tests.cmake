@@ -45,7 +45,7 @@ endforeach()
 # warning fails (scripts/deps test installs lua-check).
 find_program(LUACHECK_BIN NAMES luacheck REQUIRED)
 add_test(NAME luacheck
-         COMMAND ${LUACHECK_BIN} -q --no-color lua t examples
+         COMMAND ${LUACHECK_BIN} -q --no-color lua t examples docs
          WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
 
 # busted specs inside the shotover binary: the Lua runtime on the real core.

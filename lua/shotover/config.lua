@@ -24,36 +24,70 @@ local _M = { _VERSION = "0.1.0" }
 -- (`protocols = { ... }` in its module table): today's two
 local DEFAULT_PROTOCOLS = { "redis", "cassandra" }
 
+-- Every key a config may have.  `doc` says what it means: the config
+-- reference (docs/shotover.lua.5.md, the man page shotover.lua(5)) is
+-- written from these tables by docs/gen-config.lua.
 local top_schema = {
-    workers = { type = "workers", default = 1 },
-    admin = { type = "table" },
-    -- seconds a SIGTERM/SIGINT drain may take before what remains closes
-    drain_timeout = { type = "number", min = 0, max = 86400, default = 30 },
-    sources = { type = "table", required = true },
+    workers = { type = "workers", default = 1,
+        doc = "Worker threads, each with its own event loop, Lua state, "
+              .. "listening sockets and backend connections. Takes a "
+              .. "restart to change." },
+    admin = { type = "table",
+        doc = "The admin endpoint (health, readiness, metrics, log level, "
+              .. "reload, switches): see ADMIN KEYS. None without it. "
+              .. "Takes a restart to change." },
+    drain_timeout = { type = "number", min = 0, max = 86400, default = 30,
+        doc = "Seconds a SIGTERM or SIGINT drain may take; then the "
+              .. "connections that remain are closed." },
+    sources = { type = "table", required = true,
+        doc = "The listeners, each a table of SOURCE KEYS; at least one." },
 }
 
 local source_schema = {
-    name = { type = "string", required = true },
-    protocol = { type = "string", required = true },
-    listen = { type = "hostport", required = true },
-    chain = { type = "table", required = true },
+    name = { type = "string", required = true,
+        doc = "Its name in logs, metrics and the repl; unique." },
+    protocol = { type = "string", required = true,
+        doc = "`\"redis\"` (RESP2 and RESP3) or `\"cassandra\"` (CQL "
+              .. "native protocol v3 to v5)." },
+    listen = { type = "hostport", required = true,
+        doc = "The address to listen on; `0.0.0.0` or `[::]` for every "
+              .. "address. Two sources may not overlap." },
+    chain = { type = "table", required = true,
+        doc = "Its chain: see CHAIN ELEMENTS." },
     max_bulk_len = { type = "integer", min = 1, max = 2^32 - 1,
-                     default = 512 * 1024 * 1024 },
+                     default = 512 * 1024 * 1024,
+        doc = "Redis: the longest bulk string a client may send; over it "
+              .. "the client gets Redis' own protocol error and is "
+              .. "disconnected." },
     max_elements = { type = "integer", min = 1, max = 2^31 - 1,
-                     default = 1024 * 1024 },
+                     default = 1024 * 1024,
+        doc = "Redis: the most arguments of one request (and requests held "
+              .. "at once by a transform that holds them)." },
     max_inline_len = { type = "integer", min = 16, max = 2^31 - 1,
-                       default = 64 * 1024 },
+                       default = 64 * 1024,
+        doc = "Redis: the longest inline command line." },
     max_write_queue = { type = "integer", min = 1024, max = 2^32 - 1,
-                        default = 16 * 1024 * 1024 },
-    max_batch = { type = "integer", min = 1, max = 65536, default = 256 },
+                        default = 16 * 1024 * 1024,
+        doc = "Bytes of replies queued to a client that does not read "
+              .. "before shotover stops reading from it (and a relay stops "
+              .. "reading its backend)." },
+    max_batch = { type = "integer", min = 1, max = 65536, default = 256,
+        doc = "Requests run through the chain at once." },
     max_frame_size = { type = "integer", min = 1024, max = 256 * 1024 * 1024,
-                       default = 16 * 1024 * 1024 },
+                       default = 16 * 1024 * 1024,
+        doc = "Cassandra: the biggest frame body a client may send." },
     -- CQL: batches of one connection run at once (see sh_conn.c); the
     -- default is DEFAULT_LANES, or 1 when an element needs one at a time
-    lanes = { type = "integer", min = 1, max = 1024 },
+    lanes = { type = "integer", min = 1, max = 1024,
+        doc = "Cassandra: batches of one connection that run at once (16 "
+              .. "when no element needs one at a time, else 1)." },
     -- another process may listen on the same address (SO_REUSEPORT then
     -- splits the clients between them): refused unless both say so
-    share_listen = { type = "boolean", default = false },
+    share_listen = { type = "boolean", default = false,
+        doc = "Let another process listen on the same address (both must "
+              .. "say so; the kernel then splits the clients between "
+              .. "them). Without it shotover refuses to start on an address "
+              .. "in use." },
 }
 
 local DEFAULT_LANES = 16
@@ -61,9 +95,14 @@ local DEFAULT_LANES = 16
 -- The admin endpoint.  A token guards the routes that change something
 -- (see c/sh_admin.c); token_file keeps it out of the config.
 local admin_schema = {
-    listen = { type = "hostport", default = "127.0.0.1:9001" },
-    token = { type = "string", secret = true },
-    token_file = { type = "string" },
+    listen = { type = "hostport", default = "127.0.0.1:9001",
+        doc = "The address of the admin endpoint (HTTP)." },
+    token = { type = "string", secret = true,
+        doc = "A bearer token (16 to 1024 characters) the routes that "
+              .. "change something require; without one they answer "
+              .. "loopback clients only." },
+    token_file = { type = "string",
+        doc = "A file holding the token instead (its first line)." },
 }
 
 -- RFC 6750's b64token, 16 to 1024 characters (c/sh_admin.c keeps 1024)
@@ -569,6 +608,11 @@ overlapping = function(listens, host, port)
             return l
         end
     end
+end
+
+-- The schemas a config is checked against (for docs/gen-config.lua).
+function _M.schemas()
+    return { top = top_schema, source = source_schema, admin = admin_schema }
 end
 
 -- Load and validate a config file.  Returns the config or nil, errors.
