@@ -60,8 +60,8 @@ sh_listener_close(sh_listener_t *l)
     uv_close((uv_handle_t *) &l->pause, sh_listener_close_cb);
 }
 
-/* Serialises sending to a worker's stop and drain handles with their
- * closing: a send after the close would touch a loop that is gone. */
+/* Serialises sending to a worker's stop, drain and reload handles with
+ * their closing: a send after the close would touch a loop that is gone. */
 static uv_mutex_t sh_stop_mu;
 static uv_once_t sh_stop_once = UV_ONCE_INIT;
 
@@ -71,7 +71,7 @@ sh_stop_mu_init(void)
     uv_mutex_init(&sh_stop_mu);
 }
 
-/* Send to handle a (stop or drain) of w unless w has closed them. */
+/* Send to handle a (stop, drain or reload) of w unless w closed them. */
 static void
 sh_worker_signal(sh_worker_t *w, uv_async_t *a)
 {
@@ -124,6 +124,9 @@ sh_worker_collect_cb(uv_timer_t *t)
     }
 }
 
+static sh_worker_t **sh_workers;
+static int sh_nworkers;
+
 /*
  * Reload (SIGHUP, POST /reload; the main thread checked the config): new
  * chains for new connections, listeners kept, opened or closed
@@ -132,9 +135,6 @@ sh_worker_collect_cb(uv_timer_t *t)
  * MULTI, a CQL session stay as they were -- and a configuration is dropped
  * once none runs it (the collect timer).
  */
-static sh_worker_t **sh_workers;
-static int sh_nworkers;
-
 static void
 sh_worker_reload_cb(uv_async_t *a)
 {
