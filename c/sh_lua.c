@@ -558,11 +558,12 @@ sh_lua_worker_collect(sh_worker_t *w)
 
 /*
  * sh_lua_validate: check a config as `shotover check` does, every problem
- * into err (one per line); SH_OK with the drain timeout when it is valid.
+ * into err (one per line); SH_OK with its drain timeout, workers (0:
+ * "auto") and admin port (0: none) when it is valid.
  */
 int
-sh_lua_validate(const char *conf_path, uint32_t *drain_timeout_ms, char *err,
-    size_t errlen)
+sh_lua_validate(const char *conf_path, uint32_t *drain_timeout_ms,
+    int *workers, int *admin_port, char *err, size_t errlen)
 {
     lua_State *L = sh_lua_new();
     int rc = SH_ERROR;
@@ -577,6 +578,8 @@ sh_lua_validate(const char *conf_path, uint32_t *drain_timeout_ms, char *err,
     {
         /* err says why */
     } else if (lua_isnumber(L, -5)) {
+        *workers = (int) lua_tointeger(L, -5);
+        *admin_port = lua_isnumber(L, -3) ? (int) lua_tointeger(L, -3) : 0;
         *drain_timeout_ms = (uint32_t) lua_tointeger(L, -1);
         rc = SH_OK;
     } else {

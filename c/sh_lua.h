@@ -24,7 +24,7 @@ int sh_lua_worker_init(sh_worker_t *w, char *err, size_t errlen);
 int sh_lua_worker_reload(sh_worker_t *w, char *err, size_t errlen);
 int sh_lua_worker_collect(sh_worker_t *w);
 int sh_lua_validate(const char *conf_path, uint32_t *drain_timeout_ms,
-    char *err, size_t errlen);
+    int *workers, int *admin_port, char *err, size_t errlen);
 int sh_lua_resume(sh_worker_t *w, sh_lua_co_t *co, void *run, void *client,
     sh_cycle_t *cycle, sh_batch_t **resp, const char **err);
 void sh_lua_co_release(sh_worker_t *w, sh_lua_co_t *co);

@@ -240,6 +240,9 @@ sh_workers_stop(void)
 static struct {
     uv_signal_t sigint, sigterm, sighup;
     const char *conf_path;   /* the config file, read again on reload */
+    int admin_port;          /* the admin port (0: none): a reload that
+                                changes it or the workers is told that
+                                takes a restart */
     uv_timer_t tick;         /* watches the workers and the deadline */
     uint64_t deadline;       /* loop ms at which what remains is closed */
     uint32_t timeout_ms;     /* drain_timeout */
@@ -275,6 +278,7 @@ sh_server_reload(const char *why, char *out, size_t outlen)
 {
     char err[8192];
     uint32_t drain_ms = sh_main.timeout_ms;
+    int workers = 0, admin_port = 0;
     char *line, *save = NULL;
 
     if (sh_main.draining) {
@@ -282,8 +286,8 @@ sh_server_reload(const char *why, char *out, size_t outlen)
         sh_log_warn("%s while draining: not reloading", why);
         return SH_ERROR;
     }
-    if (sh_lua_validate(sh_main.conf_path, &drain_ms, err, sizeof(err))
-        != SH_OK)
+    if (sh_lua_validate(sh_main.conf_path, &drain_ms, &workers, &admin_port,
+                        err, sizeof(err)) != SH_OK)
     {
         snprintf(out, outlen, "%s", err);
         sh_log_error("%s: %s is not valid; the running configuration "
@@ -296,6 +300,13 @@ sh_server_reload(const char *why, char *out, size_t outlen)
         return SH_ERROR;
     }
     sh_main.timeout_ms = drain_ms;
+    if (workers <= 0) {
+        workers = (int) uv_available_parallelism();
+    }
+    if (workers != sh_nworkers || admin_port != sh_main.admin_port) {
+        sh_log_warn("%s: `workers` or `admin` changed: that takes a restart; "
+                    "the rest of the config is loaded", why);
+    }
     sh_log_info("%s: %s is valid; loading it", why, sh_main.conf_path);
     sh_notify_reloading();
     sh_worker_signal(sh_workers[0], &sh_workers[0]->reload);  /* it passes
@@ -494,6 +505,7 @@ sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
         memset(&sh_main, 0, sizeof(sh_main));
         sh_main.timeout_ms = drain_timeout_ms;
         sh_main.conf_path = conf_path;
+        sh_main.admin_port = admin_port;
         sh_admin_set_reload(sh_server_reload);
         uv_signal_init(main_loop, &sh_main.sighup);
         uv_signal_start(&sh_main.sighup, sh_sighup_cb, SIGHUP);
