@@ -477,6 +477,10 @@ sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
     uv_loop_t *main_loop = uv_default_loop();
     int i, failed = 0;
 
+    /* a reload asked for while the workers start is not the default
+     * action's end of the process: it is ignored until the handler is in
+     * place ("running with N workers" is logged after) */
+    signal(SIGHUP, SIG_IGN);
     sh_server_raise_nofile();
     failed = sh_workers_spawn(conf_path, nworkers, &i);
     if (!failed && admin_port != 0
@@ -498,10 +502,6 @@ sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
         snprintf(labels, sizeof(labels), "version=\"%s\"", SH_VERSION);
         sh_ffi_metric_add(sh_metric_get(SH_METRIC_GAUGE, "shotover_build_info",
                           "shotover's version (value 1)", labels), 1);
-        sh_admin_set_ready(1);
-        sh_log_info("shotover %s running with %d worker%s", SH_VERSION,
-                    nworkers, nworkers == 1 ? "" : "s");
-        sh_notify_ready();       /* every listener is up: systemd's READY=1 */
         memset(&sh_main, 0, sizeof(sh_main));
         sh_main.timeout_ms = drain_timeout_ms;
         sh_main.conf_path = conf_path;
@@ -514,6 +514,11 @@ sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
         uv_signal_init(main_loop, &sh_main.sigterm);
         uv_signal_start(&sh_main.sigint, sh_signal_cb, SIGINT);
         uv_signal_start(&sh_main.sigterm, sh_signal_cb, SIGTERM);
+        /* ready once the signals are ours too */
+        sh_admin_set_ready(1);
+        sh_log_info("shotover %s running with %d worker%s", SH_VERSION,
+                    nworkers, nworkers == 1 ? "" : "s");
+        sh_notify_ready();       /* every listener is up: systemd's READY=1 */
         uv_run(main_loop, UV_RUN_DEFAULT);
     }
     for (i = 0; i < nworkers; i++) {

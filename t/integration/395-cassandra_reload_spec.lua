@@ -66,6 +66,7 @@ describe("reloading the config under a DataStax driver workload", function()
             if c then c:close() end
             return c ~= nil
         end, 15, "shotover to listen")
+        s:wait_log("running with", 15)   -- signals are handled from here
         local stop = h.tmpfile("stop")
         local proc, out = cassandra.python_spawn(WORKLOAD, { port = P, args = { stop } })
         h.wait_until(function() return ops(out) > 0 end, 60, "the workload to run")

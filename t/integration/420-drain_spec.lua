@@ -13,6 +13,7 @@ local function start(redis, extra)
         remote = redis.port,
         extra = string.format('admin = { listen = "127.0.0.1:%d" }, %s', A,
                               extra or "") }) })
+    s:wait_log("running with", 15)       -- signals are handled from here
     return s, P, A
 end
 

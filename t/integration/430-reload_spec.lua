@@ -41,6 +41,8 @@ end
 
 -- rewrite the config and reload with SIGHUP; wait until every worker did
 local function reload(s, text, workers)
+    -- the workers listen before the main thread handles signals
+    s:wait_log("running with", 15)
     local before = select(2, s:log():gsub("reloaded ", ""))
     h.write_file(s.config_path, text)
     assert.is_true(s.proc:kill(h.SIGHUP))
@@ -143,6 +145,7 @@ describe("reloading the config", function()
         local P, A = h.free_port(), h.free_port()
         local good = config(A, redis_source(P, R))
         local s = h.shotover({ port = P, config = good })
+        s:wait_log("running with", 15)
         h.write_file(s.config_path, config(A, [[{ name = "main", protocol = "redis",
             listen = "127.0.0.1:]] .. P .. [[", chain = { { "nosuch" },
             { "redis", remote = "nowhere" } } },]]))

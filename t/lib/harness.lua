@@ -78,7 +78,7 @@ local MSG_NOSIGNAL = 0x4000
 local WNOHANG = 1
 local PR_SET_PDEATHSIG = 1
 local CLOCK_MONOTONIC = 1
-h.SIGKILL, h.SIGTERM, h.SIGSTOP, h.SIGCONT, h.SIGHUP = 9, 15, 19, 18, 1
+h.SIGKILL, h.SIGTERM, h.SIGSTOP, h.SIGCONT, h.SIGHUP, h.SIGINT = 9, 15, 19, 18, 1, 2
 local SIGNAMES = { [1] = "SIGHUP", [2] = "SIGINT", [6] = "SIGABRT",
     [9] = "SIGKILL", [11] = "SIGSEGV", [13] = "SIGPIPE", [15] = "SIGTERM",
     [7] = "SIGBUS", [8] = "SIGFPE", [4] = "SIGILL" }
