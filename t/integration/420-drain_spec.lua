@@ -17,6 +17,17 @@ local function start(redis, extra)
     return s, P, A
 end
 
+-- a client of shotover on port P blocked in BLPOP on redis (it holds a
+-- drain: its batch never ends)
+local function blocked_client(redis, P)
+    local c = h.connect(P)
+    c:send(h.resp_command("BLPOP", "drain:never", "0"))
+    h.wait_until(function()
+        return (redis:cli("INFO", "clients"):match("blocked_clients:(%d+)")) == "1"
+    end, 10, "BLPOP to block")
+    return c
+end
+
 local function refused(port)
     local c = h.try_connect(port, 1)
     if c then c:close() end
@@ -63,11 +74,7 @@ describe("draining on SIGTERM", function()
 
     it("stops at once on a second signal, still with status 0", function()
         local s, P = start(redis, "drain_timeout = 60,")
-        local blocked = h.connect(P)
-        blocked:send(h.resp_command("BLPOP", "drain:never", "0"))
-        h.wait_until(function()
-            return (redis:cli("INFO", "clients"):match("blocked_clients:(%d+)")) == "1"
-        end, 10, "BLPOP to block")
+        local blocked = blocked_client(redis, P)
         s.proc:kill(h.SIGINT)
         s:wait_log("draining", 10)
         assert.is_true(s:alive(), "a blocked client holds the drain")
@@ -81,11 +88,7 @@ describe("draining on SIGTERM", function()
 
     it("closes what remains at drain_timeout", function()
         local s, P = start(redis, "drain_timeout = 0.5,")
-        local blocked = h.connect(P)
-        blocked:send(h.resp_command("BLPOP", "drain:never2", "0"))
-        h.wait_until(function()
-            return (redis:cli("INFO", "clients"):match("blocked_clients:(%d+)")) == "1"
-        end, 10, "BLPOP to block")
+        local blocked = blocked_client(redis, P)
         s.proc:kill(h.SIGTERM)
         local st = s.proc:wait(15)
         assert.is_table(st, "shotover exits at drain_timeout")

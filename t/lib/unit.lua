@@ -21,4 +21,21 @@ end
 -- a batch of Redis requests, one per command table ({ "GET", "k" }, ...)
 M.redis_batch = testing.batch
 
+-- run a shell command: its output (stdout, and stderr if it says 2>&1)
+-- and whether it exited 0
+function M.sh(cmd)
+    local p = assert(io.popen(cmd))
+    local out = p:read("*a")
+    local ok, _, code = p:close()
+    return out, ok == true or code == 0
+end
+
+-- a file's bytes (an error naming it when it is missing)
+function M.read(path)
+    local f = assert(io.open(path, "rb"), path .. " is missing")
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+
 return M

@@ -2,6 +2,8 @@
 -- the page the docs show: it is the build's output of that source, renders
 -- without a groff warning, and names every command and option that
 -- `shotover --help` prints.
+local unit = require "unit"
+
 describe("the man page", function()
     local src = os.getenv("SHOTOVER_SRC") or "."
     local bin = assert(os.getenv("SHOTOVER_BIN"), "SHOTOVER_BIN is not set")
@@ -9,19 +11,7 @@ describe("the man page", function()
     if not build or build == "" then build = bin:gsub("/[^/]+$", "") end
     local page = build .. "/shotover.1"
 
-    local function sh(cmd)
-        local p = assert(io.popen(cmd))
-        local out = p:read("*a")
-        local ok, _, code = p:close()
-        return out, ok == true or code == 0
-    end
-
-    local function read(path)
-        local f = assert(io.open(path, "rb"), path .. " is missing")
-        local s = f:read("*a")
-        f:close()
-        return s
-    end
+    local sh, read = unit.sh, unit.read
 
     it("is what docs/md2man.lua makes of docs/shotover.1.md now", function()
         local tmp = os.tmpname()

@@ -2,25 +2,15 @@
 -- docs/gen-config.lua writes from the schemas the code checks configs
 -- against (so it cannot drift from them), and the man page built from it
 -- renders without a warning.
+local unit = require "unit"
+
 describe("the config reference", function()
     local src = os.getenv("SHOTOVER_SRC") or "."
     local bin = assert(os.getenv("SHOTOVER_BIN"), "SHOTOVER_BIN is not set")
     local build = os.getenv("SHOTOVER_BUILD")
     if not build or build == "" then build = bin:gsub("/[^/]+$", "") end
 
-    local function sh(cmd)
-        local p = assert(io.popen(cmd))
-        local out = p:read("*a")
-        local ok, _, code = p:close()
-        return out, ok == true or code == 0
-    end
-
-    local function read(path)
-        local f = assert(io.open(path, "rb"), path .. " is missing")
-        local s = f:read("*a")
-        f:close()
-        return s
-    end
+    local sh, read = unit.sh, unit.read
 
     it("is what docs/gen-config.lua writes from the schemas now", function()
         local tmp = os.tmpname()
