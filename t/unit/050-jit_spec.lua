@@ -60,6 +60,7 @@ local conf = assert(config.check({ sources = { {
     } } } }))
 local ch = chain.build(conf.sources[1].chain, { name = "j", protocol = "redis" })
 local ctx = ch:context(nil)
+-- @hot
 local b = message.new_batch(0)
 for i = 1, 16 do
     b:push(message.command({ i % 2 == 0 and "GET" or "set", "key:" .. i, "v" }))
@@ -105,6 +106,7 @@ local conf = assert(config.check({ sources = { {
     } } } }))
 local ch = chain.build(conf.sources[1].chain, { name = "j", protocol = "redis" })
 local ctx = ch:context(nil)
+-- @hot
 local cmds = { { "GET", "k" }, { "SET", "k", "v" }, { "EXPIRE", "k", "1" },
                { "HGET", "h", "f" }, { "PING" }, { "INCR", "n" },
                { "LPUSH", "l", "a" }, { "ZADD", "z", "1", "m" } }

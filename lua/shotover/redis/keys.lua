@@ -86,13 +86,15 @@ end
 
 local classes_by_id = { [0] = OTHER }
 local subclasses_by_id = {}
-for id = 1, NCMD do
-    local name = command_ids.name(id)
-    classes_by_id[id] = intern(meta.classes[name]
-                               or { commands[name] or "other" })
-    local subs = meta.subcommands[name]
-    if subs then
-        subclasses_by_id[id] = sub_table(subs, intern)
+local function build_classes()           -- (run at the end: see there)
+    for id = 1, NCMD do
+        local name = command_ids.name(id)
+        classes_by_id[id] = intern(meta.classes[name]
+                                   or { commands[name] or "other" })
+        local subs = meta.subcommands[name]
+        if subs then
+            subclasses_by_id[id] = sub_table(subs, intern)
+        end
     end
 end
 
@@ -148,16 +150,19 @@ local subspecs_by_id = {}
 local function same(v)
     return v
 end
-for id = 1, NCMD do
-    local name = command_ids.name(id)
-    specs_by_id[id] = compile_specs(meta.keys[name])
-    local subs = meta.subcommands[name]
-    if subs then
-        local t = {}
-        for sub in pairs(subs) do
-            t[sub] = compile_specs(meta.keys[name .. "|" .. sub]) or false
+local function build_specs()             -- (run at the end: see there)
+    for id = 1, NCMD do
+        local name = command_ids.name(id)
+        specs_by_id[id] = compile_specs(meta.keys[name])
+        local subs = meta.subcommands[name]
+        if subs then
+            local t = {}
+            for sub in pairs(subs) do
+                t[sub] = compile_specs(meta.keys[name .. "|" .. sub])
+                         or false
+            end
+            subspecs_by_id[id] = sub_table(t, same)
         end
-        subspecs_by_id[id] = sub_table(t, same)
     end
 end
 
@@ -373,5 +378,12 @@ function _M.keys(f)
     end
     return t
 end
+
+-- The per-command tables are built last: their loops run hundreds of
+-- times at load, so LuaJIT may start a trace in them, and a trace that
+-- went on into the rest of the module would meet its function definitions
+-- (closure creation is not compiled) and abort.
+build_classes()
+build_specs()
 
 return _M
