@@ -62,6 +62,16 @@ describe("kafka harness", function()
         -- log4j2 is bound: the broker logs to server.log
         assert.truthy(k:log():find("Kafka Server started", 1, true), k:log_tail(20))
         assert.truthy(k:log():find("Kafka version: " .. k.version, 1, true))
+        -- storage formatted with this cluster id; ids never look like an
+        -- option to StorageTool's command line
+        assert.truthy(h.read_file(k.data_dir .. "/meta.properties")
+            :find("cluster.id=" .. k.cluster_id, 1, true))
+        for _ = 1, 500 do
+            local id = kafka.random_cluster_id()
+            assert.equal(22, #id)
+            assert.is_nil(id:find("^%-"), id)
+            assert.is_nil(id:find("[^%w_-]"), id)
+        end
     end)
 
     it("hashes keys like Kafka's Java clients (murmur2 vectors from Kafka's UtilsTest)", function()

@@ -176,25 +176,28 @@ local JVM = {
 }
 
 -- a random cluster id: 16 bytes as unpadded URL-safe base64 (what
--- `kafka-storage.sh random-uuid` prints)
+-- `kafka-storage.sh random-uuid` prints); like Kafka's Uuid.randomUuid,
+-- never one starting with "-" (a command line would take it for an option)
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 function M.random_cluster_id()
     local f = assert(io.open("/dev/urandom", "rb"))
-    local b = f:read(16)
-    f:close()
-    local bits = {}
-    for i = 1, 16 do
-        local c = b:byte(i)
-        for j = 7, 0, -1 do bits[#bits + 1] = math.floor(c / 2 ^ j) % 2 end
+    while true do
+        local b = f:read(16)
+        local bits = {}
+        for i = 1, 16 do
+            local c = b:byte(i)
+            for j = 7, 0, -1 do bits[#bits + 1] = math.floor(c / 2 ^ j) % 2 end
+        end
+        while #bits % 6 ~= 0 do bits[#bits + 1] = 0 end
+        local out = {}
+        for i = 1, #bits, 6 do
+            local v = 0
+            for j = 0, 5 do v = v * 2 + bits[i + j] end
+            out[#out + 1] = B64:sub(v + 1, v + 1)
+        end
+        local id = table.concat(out)
+        if id:sub(1, 1) ~= "-" then f:close(); return id end
     end
-    while #bits % 6 ~= 0 do bits[#bits + 1] = 0 end
-    local out = {}
-    for i = 1, #bits, 6 do
-        local v = 0
-        for j = 0, 5 do v = v * 2 + bits[i + j] end
-        out[#out + 1] = B64:sub(v + 1, v + 1)
-    end
-    return table.concat(out)
 end
 
 ---------------------------------------------------------------------------
@@ -227,6 +230,10 @@ local function properties(b)
         { "share.coordinator.state.topic.min.isr", "1" },
         { "share.coordinator.state.topic.num.partitions", "1" },
         { "group.initial.rebalance.delay.ms", "0" },
+        -- after a crash the restarted broker is fenced until the old
+        -- registration's session expires (default 9 s of a 12 s start)
+        { "broker.session.timeout.ms", "3000" },
+        { "broker.heartbeat.interval.ms", "500" },
         -- 2 cores: few threads, small segments and buffers
         { "num.network.threads", "2" },
         { "num.io.threads", "2" },
@@ -334,7 +341,7 @@ end
 -- kafka-storage.sh format: once, before the first start
 function Broker:format()
     local r = self:java("kafka.tools.StorageTool",
-        { "format", "-t", self.cluster_id, "-c", self.config_path })
+        { "format", "--cluster-id=" .. self.cluster_id, "--config=" .. self.config_path })
     if r.code ~= 0 or r.timed_out then
         error(string.format("kafka StorageTool format failed (%s%s):\n%s%s",
             tostring(r.code), r.timed_out and ", timed out" or "", r.stdout, r.stderr), 2)
