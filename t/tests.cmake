@@ -82,7 +82,7 @@ add_test(NAME integration-install
 set_tests_properties(integration-install PROPERTIES
                      ENVIRONMENT "${SH_TEST_ENV}" TIMEOUT 600)
 # A real Kafka broker (specs 6NN): KRaft, broker and controller in one JVM,
-# from the Maven Central jars (t/kafka/fetch; t/versions pins the version),
+# from the Maven Central jars (t/maven-fetch; t/versions pins the version),
 # with kcat as the client.
 add_test(NAME integration-kafka
          COMMAND ${CMAKE_SOURCE_DIR}/t/run-busted --pattern=^6.*_spec

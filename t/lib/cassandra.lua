@@ -1,5 +1,5 @@
 -- t/lib/cassandra.lua -- a real Apache Cassandra node for the integration
--- specs, run straight from the Maven Central jars (t/cassandra/fetch), plus
+-- specs, run straight from the Maven Central jars (t/maven-fetch), plus
 -- a minimal raw CQL client (native protocol v3/v4 frames) and a runner for
 -- the DataStax Python driver.
 --
@@ -40,85 +40,34 @@
 --   python_spawn(code, opts) (the DataStax driver against this node; see
 --   M.python), probe() (one raw CQL login + system.local read).
 --
--- Environment: SHOTOVER_CACHE (jar cache, see t/cassandra/fetch),
+-- Environment: SHOTOVER_CACHE (jar cache, see t/maven-fetch),
 -- SHOTOVER_KEEP_TMP=1 (keep the node dir: yaml, logs, data), JAVA (the java
 -- binary; default $JAVA_HOME/bin/java or java in PATH), SHOTOVER_CASSANDRA_CDS=0
 -- (do not use a class-data-sharing archive).
 
 local h = require("harness")
+local jvm = require("jvm")
 local bit = require("bit")
 
 local M = {}
 
-local src = os.getenv("SHOTOVER_SRC")
-if not src or src == "" then
-    -- t/lib/cassandra.lua -> repo root
-    local me = debug.getinfo(1, "S").source:gsub("^@", "")
-    src = me:match("^(.*)/t/lib/[^/]*$") or "."
-end
+local src = jvm.src
 M.src = src
 
 ---------------------------------------------------------------------------
 -- versions, jars, java
 ---------------------------------------------------------------------------
 
--- t/versions as a table NAME -> value
-function M.versions()
-    local t = {}
-    local text = h.read_file(src .. "/t/versions") or error("no " .. src .. "/t/versions")
-    for line in text:gmatch("[^\n]+") do
-        local k, v = line:match("^%s*([%w_]+)=([^%s#]*)")
-        if k then t[k] = v end
-    end
-    return t
-end
+-- versions, jars and java: t/lib/jvm.lua
+M.versions = jvm.versions
+M.java = jvm.java
 
 function M.version()
-    return os.getenv("CASSANDRA_VERSION") or M.versions().CASSANDRA_VERSION
+    return jvm.version("cassandra")
 end
 
-local lib_cache = {}
-
--- the dir holding cassandra-all and its runtime jars (fetched on first use)
 function M.lib_dir(version)
-    version = version or M.version()
-    if lib_cache[version] then return lib_cache[version] end
-    local r = h.run({ src .. "/t/cassandra/fetch", version }, { timeout = 900 })
-    if r.code ~= 0 or r.timed_out then
-        error("t/cassandra/fetch " .. version .. " failed (" .. tostring(r.code) .. "):\n"
-            .. r.stderr .. r.stdout, 2)
-    end
-    local dir = h.chomp(r.stdout):match("([^\n]+)$")
-    lib_cache[version] = dir
-    return dir
-end
-
-local machine
-local function ls_jars(dir)
-    if not machine then
-        machine = h.chomp(h.run({ "uname", "-m" }, { timeout = 10 }).stdout)
-        machine = machine == "aarch64" and "aarch_64" or machine
-    end
-    local r = h.run({ "sh", "-c", 'ls -1 "$1"/*.jar', "sh", dir }, { timeout = 10 })
-    local jars = {}
-    for l in r.stdout:gmatch("[^\n]+") do
-        -- native libraries for other systems only slow the class path scan
-        local arch = l:match("%-linux%-([%w_]+)%.jar$")
-        if not (l:find("%-osx%-") or l:find("%-windows%-") or (arch and arch ~= machine)) then
-            jars[#jars + 1] = l
-        end
-    end
-    table.sort(jars)
-    assert(#jars > 0, "no jars in " .. dir)
-    return jars
-end
-
-function M.java()
-    local j = os.getenv("JAVA")
-    if j and j ~= "" then return j end
-    local home = os.getenv("JAVA_HOME")
-    if home and home ~= "" then return home .. "/bin/java" end
-    return "java"
+    return jvm.lib_dir("cassandra", version)
 end
 
 -- Java 17 flags from Cassandra 5.0's conf/jvm17-server.options (JPMS) and
@@ -328,7 +277,7 @@ local function cds_path(n)
 end
 
 function Node:argv()
-    local cp = table.concat(ls_jars(self.lib), ":")
+    local cp = jvm.class_path(self.lib)
     local argv = { M.java(), "-Xms" .. self.heap_min, "-Xmx" .. self.heap }
     for _, a in ipairs(JPMS) do argv[#argv + 1] = a end
     for _, a in ipairs(FAST) do argv[#argv + 1] = a end
@@ -479,7 +428,7 @@ function Node:nodetool(...)
     for _, a in ipairs(JPMS) do argv[#argv + 1] = a end
     argv[#argv + 1] = "-Dlogback.configurationFile=file://" .. self.logback_path
     argv[#argv + 1] = "-cp"
-    argv[#argv + 1] = table.concat(ls_jars(self.lib), ":")
+    argv[#argv + 1] = jvm.class_path(self.lib)
     argv[#argv + 1] = "org.apache.cassandra.tools.NodeTool"
     argv[#argv + 1] = "-h"; argv[#argv + 1] = "127.0.0.1"
     argv[#argv + 1] = "-p"; argv[#argv + 1] = tostring(self.jmx_port)

@@ -1,6 +1,6 @@
 -- t/lib/kafka.lua -- a real Apache Kafka broker for the integration specs
 -- (the ground for the Kafka change-data-capture feature), run straight from
--- the Maven Central jars (t/kafka/fetch), with kcat as the client.
+-- the Maven Central jars (t/maven-fetch), with kcat as the client.
 --
 -- One JVM in KRaft mode, broker and controller in one process (node.id 1,
 -- a static one-voter quorum): a PLAINTEXT listener and a CONTROLLER
@@ -91,22 +91,18 @@
 --   kcat here) pick for `key` among n: murmur2(key) & 0x7fffffff % n;
 --   kafka.murmur2(key) -> the hash (unsigned 32-bit)
 --
--- Environment: SHOTOVER_CACHE (jar cache, see t/kafka/fetch),
+-- Environment: SHOTOVER_CACHE (jar cache, see t/maven-fetch),
 -- SHOTOVER_KEEP_TMP=1 (keep the broker dir: config, logs, data), JAVA (the
 -- java binary; default $JAVA_HOME/bin/java or java in PATH), KAFKA_VERSION.
 -- Needs kcat (Debian package kcat; scripts/deps test installs it).
 
 local h = require("harness")
+local jvm = require("jvm")
 local bit = require("bit")
 
 local M = {}
 
-local src = os.getenv("SHOTOVER_SRC")
-if not src or src == "" then
-    -- t/lib/kafka.lua -> repo root
-    local me = debug.getinfo(1, "S").source:gsub("^@", "")
-    src = me:match("^(.*)/t/lib/[^/]*$") or "."
-end
+local src = jvm.src
 M.src = src
 
 M.KCAT = "kcat"
@@ -115,54 +111,16 @@ M.KCAT = "kcat"
 -- versions, jars, java
 ---------------------------------------------------------------------------
 
--- t/versions as a table NAME -> value
-function M.versions()
-    local t = {}
-    local text = h.read_file(src .. "/t/versions") or error("no " .. src .. "/t/versions")
-    for line in text:gmatch("[^\n]+") do
-        local k, v = line:match("^%s*([%w_]+)=([^%s#]*)")
-        if k then t[k] = v end
-    end
-    return t
-end
+-- versions, jars and java: t/lib/jvm.lua
+M.versions = jvm.versions
+M.java = jvm.java
 
 function M.version()
-    local v = os.getenv("KAFKA_VERSION")
-    if v and v ~= "" then return v end
-    return M.versions().KAFKA_VERSION
+    return jvm.version("kafka")
 end
 
-local lib_cache = {}
-
--- the dir holding kafka_2.13 and its runtime jars (fetched on first use)
 function M.lib_dir(version)
-    version = version or M.version()
-    if lib_cache[version] then return lib_cache[version] end
-    local r = h.run({ src .. "/t/kafka/fetch", version }, { timeout = 900 })
-    if r.code ~= 0 or r.timed_out then
-        error("t/kafka/fetch " .. version .. " failed (" .. tostring(r.code) .. "):\n"
-            .. r.stderr .. r.stdout, 2)
-    end
-    local dir = h.chomp(r.stdout):match("([^\n]+)$")
-    lib_cache[version] = dir
-    return dir
-end
-
-local function class_path(dir)
-    local r = h.run({ "sh", "-c", 'ls -1 "$1"/*.jar', "sh", dir }, { timeout = 10 })
-    local jars = {}
-    for l in r.stdout:gmatch("[^\n]+") do jars[#jars + 1] = l end
-    table.sort(jars)
-    assert(#jars > 0, "no jars in " .. dir)
-    return table.concat(jars, ":")
-end
-
-function M.java()
-    local j = os.getenv("JAVA")
-    if j and j ~= "" then return j end
-    local home = os.getenv("JAVA_HOME")
-    if home and home ~= "" then return home .. "/bin/java" end
-    return "java"
+    return jvm.lib_dir("kafka", version)
 end
 
 -- a small, fast-starting test JVM on 2 cores (one C1 tier, serial GC)
@@ -310,7 +268,7 @@ function M.start(opts)
         ready_timeout = opts.ready_timeout or 90,
     }, Broker)
     b.lib = M.lib_dir(b.version)
-    b.cp = class_path(b.lib)
+    b.cp = jvm.class_path(b.lib)
     b.dir = h.tmpdir("kafka")
     b.data_dir = b.dir .. "/data"
     b.config_path = b.dir .. "/server.properties"
