@@ -55,10 +55,9 @@ int
 main(int argc, char **argv)
 {
     const char *cmd = NULL, *conf = NULL;
-    char admin_host[256];
-    char admin_token[1025];      /* config.lua bounds a token to 1024 */
-    int i, workers = 0, level, admin_port = 0;
-    uint32_t drain_timeout_ms = 30000;
+    static sh_lua_conf_t lc;
+    char err[8192];
+    int i, level, rc;
 
     if (argc >= 3 && strcmp(argv[1], "lua") == 0) {
         return sh_lua_script(argc - 2, argv + 2);
@@ -122,15 +121,15 @@ main(int argc, char **argv)
         check_argv[0] = (char *) conf;
         return sh_lua_cli("shotover.cli.check", 1, check_argv);
     }
-    if (sh_lua_check(conf, &workers, admin_host, sizeof(admin_host),
-                     &admin_port, admin_token, sizeof(admin_token),
-                     &drain_timeout_ms) != SH_OK)
-    {
+    rc = sh_lua_check(conf, &lc, err, sizeof(err));
+    if (rc != SH_OK) {
+        fprintf(stderr, rc == SH_ERROR ? "shotover: %s\n" : "%s", err);
         return 1;
     }
-    if (workers <= 0) {
-        workers = (int) uv_available_parallelism();
+    if (lc.workers <= 0) {
+        lc.workers = (int) uv_available_parallelism();
     }
-    return sh_workers_run(conf, workers, admin_host, admin_port, admin_token,
-                          drain_timeout_ms) == SH_OK ? 0 : 1;
+    return sh_workers_run(conf, lc.workers, lc.admin_host, lc.admin_port,
+                          lc.admin_token, lc.drain_timeout_ms) == SH_OK
+           ? 0 : 1;
 }

@@ -557,39 +557,6 @@ sh_lua_worker_collect(sh_worker_t *w)
 }
 
 /*
- * sh_lua_validate: check a config as `shotover check` does, every problem
- * into err (one per line); SH_OK with its drain timeout, workers (0:
- * "auto") and admin port (0: none) when it is valid.
- */
-int
-sh_lua_validate(const char *conf_path, uint32_t *drain_timeout_ms,
-    int *workers, int *admin_port, char *err, size_t errlen)
-{
-    lua_State *L = sh_lua_new();
-    int rc = SH_ERROR;
-
-    if (L == NULL) {
-        snprintf(err, errlen, "cannot create a Lua state");
-        return SH_ERROR;
-    }
-    lua_pushstring(L, conf_path);
-    if (sh_lua_call(L, "shotover.config", "check_file", 1, 5, err, errlen)
-        != SH_OK)
-    {
-        /* err says why */
-    } else if (lua_isnumber(L, -5)) {
-        *workers = (int) lua_tointeger(L, -5);
-        *admin_port = lua_isnumber(L, -3) ? (int) lua_tointeger(L, -3) : 0;
-        *drain_timeout_ms = (uint32_t) lua_tointeger(L, -1);
-        rc = SH_OK;
-    } else {
-        snprintf(err, errlen, "%s", lua_tostring(L, -4));
-    }
-    sh_lua_close(L);
-    return rc;
-}
-
-/*
  * A runner yields (DONE, resp): resp is an sh_batch_t reference (cdata), or
  * nil for none.  Taken from the stack rather than set through an FFI call
  * because the runner's epilogue runs in the interpreter (see shotover.core
@@ -652,44 +619,43 @@ sh_lua_co_release(sh_worker_t *w, sh_lua_co_t *co)
 }
 
 /*
- * sh_lua_check: validate a config without starting anything.  Prints every
- * problem to stderr.  Returns SH_OK with the worker count (0 for "auto"),
- * the admin endpoint's address (admin_port 0 when there is none), its
- * bearer token ("" when none) and the drain timeout, or SH_ERROR.
+ * sh_lua_check: read and validate a config without starting anything (at
+ * start, and for a reload).  SH_OK with what the C side needs of it in
+ * *out; SH_DECLINED when the config has problems, listed in err one per
+ * line; SH_ERROR when the check itself failed (err says why).
  */
 int
-sh_lua_check(const char *conf_path, int *workers, char *admin_host,
-    size_t hostlen, int *admin_port, char *admin_token, size_t tokenlen,
-    uint32_t *drain_timeout_ms)
+sh_lua_check(const char *conf_path, sh_lua_conf_t *out, char *err,
+    size_t errlen)
 {
     lua_State *L = sh_lua_new();
-    char err[4096];
-    int rc = SH_ERROR;
+    int rc = SH_DECLINED;
 
+    memset(out, 0, sizeof(*out));
     if (L == NULL) {
-        fprintf(stderr, "shotover: cannot create a Lua state\n");
+        snprintf(err, errlen, "cannot create a Lua state");
         return SH_ERROR;
     }
-    *admin_port = 0;
-    admin_token[0] = '\0';
     lua_pushstring(L, conf_path);
-    if (sh_lua_call(L, "shotover.config", "check_file", 1, 5, err,
-                    sizeof(err)) != SH_OK)
+    if (sh_lua_call(L, "shotover.config", "check_file", 1, 5, err, errlen)
+        != SH_OK)
     {
-        fprintf(stderr, "shotover: %s\n", err);
+        rc = SH_ERROR;
     } else if (lua_isnumber(L, -5)) {
-        *workers = (int) lua_tointeger(L, -5);
+        out->workers = (int) lua_tointeger(L, -5);
         if (lua_isstring(L, -4)) {
-            snprintf(admin_host, hostlen, "%s", lua_tostring(L, -4));
-            *admin_port = (int) lua_tointeger(L, -3);
+            snprintf(out->admin_host, sizeof(out->admin_host), "%s",
+                     lua_tostring(L, -4));
+            out->admin_port = (int) lua_tointeger(L, -3);
         }
         if (lua_isstring(L, -2)) {
-            snprintf(admin_token, tokenlen, "%s", lua_tostring(L, -2));
+            snprintf(out->admin_token, sizeof(out->admin_token), "%s",
+                     lua_tostring(L, -2));
         }
-        *drain_timeout_ms = (uint32_t) lua_tointeger(L, -1);
+        out->drain_timeout_ms = (uint32_t) lua_tointeger(L, -1);
         rc = SH_OK;
     } else {
-        fprintf(stderr, "%s", lua_tostring(L, -4));
+        snprintf(err, errlen, "%s", lua_tostring(L, -4));
     }
     sh_lua_close(L);
     return rc;

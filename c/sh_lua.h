@@ -23,8 +23,6 @@ typedef struct sh_lua_co_s {
 int sh_lua_worker_init(sh_worker_t *w, char *err, size_t errlen);
 int sh_lua_worker_reload(sh_worker_t *w, char *err, size_t errlen);
 int sh_lua_worker_collect(sh_worker_t *w);
-int sh_lua_validate(const char *conf_path, uint32_t *drain_timeout_ms,
-    int *workers, int *admin_port, char *err, size_t errlen);
 int sh_lua_resume(sh_worker_t *w, sh_lua_co_t *co, void *run, void *client,
     sh_cycle_t *cycle, sh_batch_t **resp, const char **err);
 void sh_lua_co_release(sh_worker_t *w, sh_lua_co_t *co);
@@ -40,9 +38,18 @@ void sh_lua_session_release(lua_State *L, void *client);
  * which drive the Lua side without a worker. */
 lua_State *sh_lua_state_new(void);
 
-int sh_lua_check(const char *conf_path, int *workers, char *admin_host,
-    size_t hostlen, int *admin_port, char *admin_token, size_t tokenlen,
-    uint32_t *drain_timeout_ms);
+/* What the C side needs of a config (sh_lua_check). */
+typedef struct sh_lua_conf_s {
+    int workers;             /* 0: "auto" */
+    char admin_host[256];    /* the admin endpoint, admin_port 0 if none */
+    int admin_port;
+    char admin_token[1025];  /* its bearer token, "" if none (config.lua
+                                bounds a token to 1024) */
+    uint32_t drain_timeout_ms; /* how long a SIGTERM drain may take */
+} sh_lua_conf_t;
+
+int sh_lua_check(const char *conf_path, sh_lua_conf_t *out, char *err,
+    size_t errlen);
 int sh_lua_script(int argc, char **argv);
 int sh_lua_cli(const char *module, int argc, char **argv);
 

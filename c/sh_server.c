@@ -277,8 +277,7 @@ static int
 sh_server_reload(const char *why, char *out, size_t outlen)
 {
     char err[8192];
-    uint32_t drain_ms = sh_main.timeout_ms;
-    int workers = 0, admin_port = 0;
+    sh_lua_conf_t lc;
     char *line, *save = NULL;
 
     if (sh_main.draining) {
@@ -286,8 +285,7 @@ sh_server_reload(const char *why, char *out, size_t outlen)
         sh_log_warn("%s while draining: not reloading", why);
         return SH_ERROR;
     }
-    if (sh_lua_validate(sh_main.conf_path, &drain_ms, &workers, &admin_port,
-                        err, sizeof(err)) != SH_OK)
+    if (sh_lua_check(sh_main.conf_path, &lc, err, sizeof(err)) != SH_OK)
     {
         snprintf(out, outlen, "%s", err);
         sh_log_error("%s: %s is not valid; the running configuration "
@@ -299,11 +297,11 @@ sh_server_reload(const char *why, char *out, size_t outlen)
         }
         return SH_ERROR;
     }
-    sh_main.timeout_ms = drain_ms;
-    if (workers <= 0) {
-        workers = (int) uv_available_parallelism();
+    sh_main.timeout_ms = lc.drain_timeout_ms;
+    if (lc.workers <= 0) {
+        lc.workers = (int) uv_available_parallelism();
     }
-    if (workers != sh_nworkers || admin_port != sh_main.admin_port) {
+    if (lc.workers != sh_nworkers || lc.admin_port != sh_main.admin_port) {
         sh_log_warn("%s: `workers` or `admin` changed: that takes a restart; "
                     "the rest of the config is loaded", why);
     }
