@@ -32,6 +32,14 @@ local function run(path)
     return h.shotover_cmd({ "run", "-c", path }, { timeout = 20 })
 end
 
+-- check and run both refuse the config at path, with exactly `want`
+local function both_refuse(path, want)
+    for _, r in ipairs({ check(path), run(path) }) do
+        assert.are.equal(1, r.code)
+        assert.are.equal(want, r.stderr)
+    end
+end
+
 describe("shotover check and run on bad configs", function()
     teardown(h.cleanup)
 
@@ -76,12 +84,7 @@ return { sources = { { name = "r", protocol = "redis", listen = "127.0.0.1:%d",
             top = 'admin = { listen = "nohost.invalid:9001" },' })
         local want = 'admin.listen: cannot resolve "nohost.invalid": '
                      .. REASON .. "\n"
-        local r = check(path)
-        assert.are.equal(1, r.code)
-        assert.are.equal(want, r.stderr)
-        r = run(path)
-        assert.are.equal(1, r.code)
-        assert.are.equal(want, r.stderr)
+        both_refuse(path, want)
     end)
 
     it("check and run list every problem of a router, not only the first",
@@ -100,12 +103,7 @@ return { sources = { { name = "r", protocol = "redis", listen = "127.0.0.1:%d",
             "sources[1].chain[1].routes[3]: give match = { ... } or when = "
             .. "function(msg, chain)",
         }, "\n") .. "\n"
-        local r = check(path)
-        assert.are.equal(1, r.code)
-        assert.are.equal(want, r.stderr)
-        r = run(path)
-        assert.are.equal(1, r.code)
-        assert.are.equal(want, r.stderr)
+        both_refuse(path, want)
     end)
 
     it("check and run refuse an unknown command and a rule of another "
@@ -120,12 +118,7 @@ return { sources = { { name = "r", protocol = "redis", listen = "127.0.0.1:%d",
                      .. "cassandra rule, and this router's requests are "
                      .. "redis (its rules: command, key, key_prefix, "
                      .. "key_pattern)\n"
-        local r = check(path)
-        assert.are.equal(1, r.code)
-        assert.are.equal(want, r.stderr)
-        r = run(path)
-        assert.are.equal(1, r.code)
-        assert.are.equal(want, r.stderr)
+        both_refuse(path, want)
     end)
 
     it("run with JSON logs gives each problem as a JSON error line",
