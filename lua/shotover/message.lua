@@ -153,6 +153,15 @@ function frame.describe(f)
     return redact_message(f, nil, "describe")
 end
 
+-- The protocol-independent view of a request (docs/lua-api.md,
+-- "m:query_info()"): its kind, namespace, keys and the values it writes, as
+-- the message's protocol reads them (its module's `query_info`); nil for a
+-- reply, a handshake, or a protocol without one.
+function frame.query_info(f, chain)
+    local qi = by_id(f.proto).query_info
+    return qi and qi(f, chain) or nil
+end
+
 -- Protocol methods ------------------------------------------------------------
 
 -- Every protocol's methods go on every message (one FFI metatype): Redis

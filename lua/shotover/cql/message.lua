@@ -169,9 +169,10 @@ return function(frame)
     -- The bound values of a QUERY or EXECUTE request, in order (and by name
     -- when the request names them).  An EXECUTE's values are decoded by the
     -- types its PREPARE returned, when this worker saw it; others are left
-    -- as their bytes.  nil for a null, "unset" for an unset value.
+    -- as their bytes (all of them are with `raw`).  nil for a null, "unset"
+    -- for an unset value.
     local RAW = { name = "blob" }
-    function frame.values(f)
+    function frame.values(f, raw)
         if f.proto ~= PROTO_CQL or band(f.data[0], 0x80) ~= 0
            or (f.rtype ~= OP_QUERY and f.rtype ~= OP_EXECUTE)
         then
@@ -180,7 +181,7 @@ return function(frame)
         local p, n = body_view(f)
         local i = request_start(f, p, n)
         local cols
-        if f.rtype == OP_EXECUTE then
+        if f.rtype == OP_EXECUTE and not raw then
             local id = bytes_at(p, i + 2, n, u16(p, i, n, "a prepared id"),
                                 "a prepared id")
             local st = require("shotover.cql.session").prepared_by_id(id)
@@ -455,12 +456,13 @@ return function(frame)
     end
 
     -- The statements of a BATCH request: { type = "logged" | "unlogged" |
-    -- "counter", [k] = { query = text } or { id = prepared id, query = its
-    -- text when this worker saw the PREPARE }, each with `values` (typed
-    -- like msg:values()) }.
+    -- "counter", consistency = name, [k] = { query = text } or { id =
+    -- prepared id, query = its text and keyspace = the session's keyspace
+    -- at prepare time, when this worker saw the PREPARE }, each with
+    -- `values` (typed like msg:values(), or all bytes with `raw`) }.
     local BATCH_TYPES = { [0] = "logged", "unlogged", "counter" }
     local RAWT = { name = "blob" }
-    function frame.batch_children(f)
+    function frame.batch_children(f, raw)
         if f.proto ~= PROTO_CQL or f.rtype ~= OP_BATCH
            or band(f.data[0], 0x80) ~= 0 then
             return nil
@@ -486,7 +488,8 @@ return function(frame)
                 i = i + 2 + idl
                 local st = session.prepared_by_id(child.id)
                 if st then
-                    child.query, cols = st.query, st.columns
+                    child.query, child.keyspace = st.query, st.keyspace
+                    cols = not raw and st.columns or nil
                 end
             end
             child.values = {}
@@ -497,6 +500,9 @@ return function(frame)
                 child.values[v], i = types.value(t, p, i, n)
             end
             out[k] = child
+        end
+        if i + 2 <= n then
+            out.consistency = CONSISTENCY[be16(p, i)]
         end
         return out
     end
@@ -599,6 +605,40 @@ return function(frame)
         local body = ffi_string(p, n)
         set_body(f, body:sub(1, at.consistency) .. string.char(0, id)
                     .. body:sub(at.consistency + 3))
+    end
+
+    -- The [query parameters] flags of a QUERY or EXECUTE (0x02
+    -- Skip_metadata, 0x04 Page_size, 0x08 With_paging_state...), and a
+    -- setter that rewrites them.
+    function frame.query_flags(f)
+        if f.proto ~= PROTO_CQL or band(f.data[0], 0x80) ~= 0
+           or (f.rtype ~= OP_QUERY and f.rtype ~= OP_EXECUTE)
+        then
+            return nil
+        end
+        local p, n = body_view(f)
+        return (query_flags(f, p, n, statement_end(f, p, n,
+                                                   request_start(f, p, n))
+                                     + 2))
+    end
+
+    function frame.set_query_flags(f, flags)
+        if f.rtype ~= OP_QUERY and f.rtype ~= OP_EXECUTE then
+            error("set_query_flags: not a QUERY or EXECUTE", 2)
+        end
+        local p, n = body_view(f)
+        local at = locate(f, p, n)
+        local body = ffi_string(p, n)
+        local enc
+        if band(f.data[0], 0x7f) >= 5 then
+            enc = string.char(band(rshift(flags, 24), 255),
+                              band(rshift(flags, 16), 255),
+                              band(rshift(flags, 8), 255), band(flags, 255))
+        else
+            enc = string.char(band(flags, 255))
+        end
+        set_body(f, body:sub(1, at.flags_at) .. enc
+                    .. body:sub(at.flags_at + #enc + 1))
     end
 
     -- Replace bound value k of a QUERY or EXECUTE with `bytes` (already

@@ -39,6 +39,13 @@ local _M = {
     install = require "shotover.cql.message",
 }
 
+-- m:query_info(chain): shotover.cql.query_info, loaded on first use
+function _M.query_info(m, chain)
+    local info = require("shotover.cql.query_info").info
+    _M.query_info = info
+    return info(m, chain)
+end
+
 local message                   -- shotover.message, on first use
 local function msg()
     message = message or require "shotover.message"

@@ -1,0 +1,622 @@
+-- redis_cache: a read-through cache of CQL SELECTs in Redis, per table, with
+-- every write path to a cached partition invalidating it before the writer
+-- gets its reply.  See docs/transforms/redis_cache.md.
+--
+-- In Redis, per table ks.t (the {ks.t} hash tag puts a table on one
+-- cluster node, so each script below touches one slot):
+--   PREFIX{ks.t}:T            the table's version (INCR on TRUNCATE, DROP
+--                             and writes whose partition is not known)
+--   PREFIX{ks.t}:P:<key>      one hash per partition (<key>: the typed
+--                             bytes of its partition key): field "v" the
+--                             partition's version, and one field per
+--                             cached statement shape, holding
+--                             "<table version>:<expiry ms>:<RESULT body>"
+-- A lookup that misses returns both versions; the reply is stored only if
+-- neither moved meanwhile (one script, atomic in Redis).  A write bumps its
+-- partition's version (and drops its entries) once Cassandra answered it,
+-- before its client gets the reply.  So a SELECT that read the old row
+-- while a write went by cannot put it back: that is the race closed.
+local bit = require "bit"
+local ffi = require "ffi"
+local base = require "shotover.ffi"
+local message = require "shotover.message"
+local metrics = require "shotover.metrics"
+local log = require "shotover.log"
+local schema = require "shotover.cql.schema"
+local session = require "shotover.cql.session"
+local types = require "shotover.cql.types"
+local decode = require "shotover.redis.decode"
+
+local C = base.C
+local band, bor, bnot, rshift = bit.band, bit.bor, bit.bnot, bit.rshift
+local char, fmt, concat = string.char, string.format, table.concat
+local floor = math.floor
+local new_batch = message.new_batch
+local command = message.command
+local pairs, ipairs, pcall, type, tostring = pairs, ipairs, pcall, type,
+                                              tostring
+
+local OP_QUERY, OP_EXECUTE = C.SH_CQL_QUERY, C.SH_CQL_EXECUTE
+local OP_BATCH, OP_RESULT = C.SH_CQL_BATCH, C.SH_CQL_RESULT
+local FLAG_COMPRESSED = C.SH_CQL_FLAG_COMPRESSED
+local FLAG_TRACING = C.SH_CQL_FLAG_TRACING
+local SKIP_METADATA = 0x02
+local ROWS = 2
+
+local _M = {
+    name = "redis_cache",
+    version = "0.1.0",
+    -- what a batch needs lives in the batch's own locals
+    capabilities = { lanes = true, subchains = true },
+    protocols = { "cassandra" },
+    schema = {
+        tables = { type = "table", required = true },
+        ttl_seconds = { type = "integer", min = 1, required = true },
+        max_entry_bytes = { type = "integer", min = 1, default = 1048576 },
+        timeout_ms = { type = "integer", min = 1, default = 250 },
+        key_prefix = { type = "string", default = "shotover:cache:" },
+        cache_chain = { type = "table", required = true },
+    },
+}
+
+local mt = { __index = {} }
+
+function _M.subchains(conf)
+    return { { chain = conf.cache_chain, path = ".cache_chain",
+               protocol = "redis" } }
+end
+
+-- tables: a list of "ks.t", or "ks.t" -> { ttl_seconds =, max_entry_bytes
+-- = } (either may be left out: the transform's own apply)
+local TABLE_KEYS = { ttl_seconds = true, max_entry_bytes = true }
+
+local function table_settings(conf)
+    local out, errs = {}, {}
+    for k, v in pairs(conf.tables) do
+        local name, t = k, {}
+        if type(k) == "number" then
+            name = v
+        elseif type(v) == "table" then
+            t = v
+        else
+            errs[#errs + 1] = fmt("tables[%q]: give a table of settings "
+                                  .. "(ttl_seconds, max_entry_bytes)", k)
+        end
+        if type(name) ~= "string" or not name:match("^[^.]+%.[^.]+$") then
+            errs[#errs + 1] = fmt("tables: %s is not \"keyspace.table\"",
+                                  tostring(name))
+        else
+            for key, val in pairs(t) do
+                if not TABLE_KEYS[key] then
+                    errs[#errs + 1] = fmt("tables[%q].%s: unknown key "
+                                          .. "(ttl_seconds, max_entry_bytes)",
+                                          name, tostring(key))
+                elseif type(val) ~= "number" or val < 1 or val ~= floor(val)
+                then
+                    errs[#errs + 1] = fmt("tables[%q].%s: give a positive "
+                                          .. "integer", name, key)
+                end
+            end
+            out[name] = {
+                ttl_ms = (t.ttl_seconds or conf.ttl_seconds) * 1000,
+                max_entry = t.max_entry_bytes or conf.max_entry_bytes,
+            }
+        end
+    end
+    if next(out) == nil and #errs == 0 then
+        errs[#errs + 1] = "tables: name at least one \"keyspace.table\""
+    end
+    return out, errs
+end
+
+function _M.check_config(conf)
+    local _, errs = table_settings(conf)
+    if #errs > 0 then
+        return nil, errs
+    end
+    return true
+end
+
+-- The scripts, by SHA1 (EVALSHA; EVAL when Redis does not have them yet).
+local LOOKUP = [[
+local e = redis.call('HGET', KEYS[1], ARGV[1])
+local tv = redis.call('GET', KEYS[2]) or '0'
+if e then
+  local a = string.find(e, ':', 1, true)
+  local b = string.find(e, ':', a + 1, true)
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  if string.sub(e, 1, a - 1) == tv and
+     now < tonumber(string.sub(e, a + 1, b - 1)) then
+    return string.sub(e, b + 1)
+  end
+end
+return { redis.call('HGET', KEYS[1], 'v') or '0', tv }
+]]
+
+local STORE = [[
+if (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[2] then return 0 end
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
+local t = redis.call('TIME')
+local ttl = tonumber(ARGV[4])
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('HSET', KEYS[1], ARGV[1],
+           ARGV[3] .. ':' .. (now + ttl) .. ':' .. ARGV[5])
+if redis.call('PTTL', KEYS[1]) < ttl + tonumber(ARGV[6]) then
+  redis.call('PEXPIRE', KEYS[1], ttl + tonumber(ARGV[6]))
+end
+return 1
+]]
+
+local INVALIDATE = [[
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0') + 1
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', v)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return v
+]]
+
+-- How long a partition's version outlives its last write or entry: longer
+-- than any SELECT can take between its lookup and its store (Cassandra's
+-- own request timeouts are seconds).
+local GRACE_MS = 120000
+
+function _M.new(conf, env)
+    local tables = table_settings(conf)
+    -- the cache's own time bound: no Redis request waits longer than
+    -- timeout_ms, whatever its sink would allow
+    local elements = {}
+    for i, el in ipairs(conf.cache_chain) do
+        if type(el) == "table" and el[1] == "redis" then
+            local copy = {}
+            for k, v in pairs(el) do
+                copy[k] = v
+            end
+            copy.request_timeout_ms = math.min(copy.request_timeout_ms
+                                               or conf.timeout_ms,
+                                               conf.timeout_ms)
+            el = copy
+        end
+        elements[i] = el
+    end
+    local name = conf.name or "redis_cache"
+    local self = setmetatable({
+        name = name, tables = tables, prefix = conf.key_prefix,
+        cache = env.build_chain(elements, "cache_chain", "redis"),
+        sha = {},                       -- learnt with SCRIPT LOAD
+        pending = {}, npending = 0,    -- invalidations Redis did not take
+        m = {},
+    }, mt)
+    for _, k in ipairs({ "hits", "misses", "stores", "invalidations",
+                         "errors", "hit_bytes", "stored_bytes",
+                         "bypassed" }) do
+        self.m[k] = metrics.counter("shotover_cache_" .. k .. "_total",
+            "redis_cache: " .. k:gsub("_", " "), { name = name })
+    end
+    return self
+end
+
+local add = metrics.add
+
+-- Redis keys of a table and of a partition.
+local function table_key(self, ns)
+    return self.prefix .. "{" .. ns .. "}:T"
+end
+
+local function partition_key(self, ns, key_bytes)
+    return self.prefix .. "{" .. ns .. "}:P:" .. key_bytes
+end
+
+-- The field of one SELECT shape in its partition's hash: everything that
+-- makes two SELECTs of a partition give different bytes, with every value
+-- as its typed bytes (so a literal and the same value bound are one
+-- field): protocol version, selectors, restrictions, order, limits, page
+-- size.  Length-prefixed parts: no two shapes share a field.
+local function part(t, s)
+    s = tostring(s)
+    t[#t + 1] = #s .. ":" .. s
+end
+
+local function shape(m, ast, qi)
+    local t = { "s", m:version() }
+    for _, c in ipairs(ast.columns or {}) do
+        part(t, type(c) == "table" and (c.text or c.name or "?") or c)
+    end
+    for _, s in ipairs(ast.selectors or {}) do
+        part(t, type(s) == "table" and (s.text or "?") or s)
+    end
+    part(t, ast.distinct and "d" or "")
+    part(t, ast.json and "j" or "")
+    for _, r in ipairs(qi.restrictions) do
+        part(t, r.column)
+        part(t, r.op)
+        if type(r.bytes) == "table" then
+            for _, b in ipairs(r.bytes) do
+                part(t, b)
+            end
+        else
+            part(t, r.bytes)
+        end
+    end
+    for _, o in ipairs(ast.order_by or {}) do
+        part(t, type(o) == "table" and ((o.column or "?") .. " "
+                                        .. (o.order or "")) or o)
+    end
+    for _, g in ipairs(ast.group_by or {}) do
+        part(t, g)
+    end
+    part(t, qi.limit or "")
+    part(t, qi.per_partition_limit or "")
+    part(t, m:page_size() or "")
+    return concat(t, "|")
+end
+
+-- Is request m (qi its query_info) a SELECT this cache may answer?  Its
+-- shape, or nil.
+local function cacheable(self, m, qi, chain)
+    if qi.op ~= "select" or not qi.complete or qi.key_bytes == nil
+       or qi.filtering or qi.multi_partition
+       or self.tables[qi.namespace] == nil then
+        return nil
+    end
+    if band(m.data[1], FLAG_TRACING) ~= 0 or m:paging_state() ~= nil then
+        return nil               -- a traced request, or not the first page
+    end
+    for _, r in ipairs(qi.restrictions) do
+        if not r.known then
+            return nil
+        end
+    end
+    local ast = m:statement(chain.conn)
+    if not ast or ast.kind ~= "select" then
+        return nil
+    end
+    return shape(m, ast, qi)
+end
+
+local SCRIPTS = { lookup = LOOKUP, store = STORE, invalidate = INVALIDATE }
+_M.scripts = SCRIPTS                    -- for the specs
+
+-- A script's call: EVALSHA once its SHA1 is known (SCRIPT LOAD, on the
+-- first batch that needs one), EVAL until then.
+local function evalsha(self, which, script, keys, args)
+    local sha = self.sha[which]
+    local a = { sha and "EVALSHA" or "EVAL", sha or script,
+                tostring(#keys) }
+    for _, k in ipairs(keys) do
+        a[#a + 1] = k
+    end
+    for _, v in ipairs(args) do
+        a[#a + 1] = tostring(v)
+    end
+    return { args = a, script = script }
+end
+
+-- Run Redis commands (each { args =, script = }) through the cache chain;
+-- each reply decoded, or nil and the error.  A NOSCRIPT is answered by
+-- running the script itself (EVAL), once.
+local function run_cache(self, chain, cmds)
+    local b = new_batch(0)
+    for _, c in ipairs(cmds) do
+        b:push(command(c.args))
+    end
+    local load = self.sha.lookup == nil and {} or nil
+    if load then
+        for which, script in pairs(SCRIPTS) do
+            load[#load + 1] = which
+            b:push(command({ "SCRIPT", "LOAD", script }))
+        end
+    end
+    local ok, replies = pcall(chain.run_sub, chain, self.cache, b)
+    if ok and load then
+        for k, which in ipairs(load) do
+            local r = replies[#cmds + k]
+            local v = r ~= nil and r:decode()
+            if type(v) == "string" then
+                self.sha[which] = v
+            end
+        end
+    end
+    local out, again = {}, nil
+    for i, c in ipairs(cmds) do
+        local v, err
+        if ok and replies[i] ~= nil then
+            v, err = replies[i]:decode()
+        else
+            err = ok and "no reply" or tostring(replies)
+        end
+        if decode.is_error(v) then
+            if c.script and v.code == "NOSCRIPT" then
+                again = again or {}
+                again[#again + 1] = i
+            else
+                v, err = nil, tostring(v)
+            end
+        end
+        out[i], out[-i] = v, err
+    end
+    if again then
+        local b2 = new_batch(0)
+        for _, i in ipairs(again) do
+            local a = cmds[i].args
+            local args = { "EVAL", cmds[i].script }
+            for k = 3, #a do
+                args[#args + 1] = a[k]
+            end
+            b2:push(command(args))
+        end
+        local ok2, r2 = pcall(chain.run_sub, chain, self.cache, b2)
+        for k, i in ipairs(again) do
+            local v, err
+            if ok2 and r2[k] ~= nil then
+                v, err = r2[k]:decode()
+            else
+                err = ok2 and "no reply" or tostring(r2)
+            end
+            if decode.is_error(v) then
+                v, err = nil, tostring(v)
+            end
+            out[i], out[-i] = v, err
+        end
+    end
+    return out
+end
+
+local warned = 0
+local function cache_error(self, err)
+    add(self.m.errors, 1)
+    local now = os.time()
+    if now > warned then
+        warned = now
+        log.warn("%s: cache unavailable, going to Cassandra: %s", self.name,
+                 tostring(err))
+    end
+end
+
+-- The RESULT message of a reply: its body after the tracing id, warnings
+-- and custom payload; nil unless a RESULT Rows.
+local function rows_body(r)
+    if r == nil or r.rtype ~= OP_RESULT then
+        return nil
+    end
+    local p, n = r:body_view()
+    local ok, at = pcall(session.response_start, r, p, n)
+    if not ok or at + 4 > n or types.be32(p, at) ~= ROWS then
+        return nil
+    end
+    return ffi.string(p + at, n - at)
+end
+
+-- A stored Rows body for a request that asked the node to skip the
+-- metadata (the driver has it from PREPARE): the same rows, flagged
+-- No_metadata, without the column specs.
+local function strip_metadata(body)
+    local p = ffi.cast("const uint8_t *", body)
+    local n = #body
+    local flags = types.be32(p, 4)
+    local paging = ""
+    if band(flags, 0x0002) ~= 0 then                -- Has_more_pages
+        local len = types.s32(p, 12, n, "a paging state")
+        paging = body:sub(13, 16 + (len > 0 and len or 0))
+    end
+    local _, rows_at = types.read_rows_metadata(p, 4, n)
+    -- No_metadata; no global table spec, no new metadata id (v5)
+    local nf = bor(band(flags, bnot(0x0009)), 0x0004)
+    return body:sub(1, 4) .. char(band(rshift(nf, 24), 255),
+                                  band(rshift(nf, 16), 255),
+                                  band(rshift(nf, 8), 255), band(nf, 255))
+           .. body:sub(9, 12) .. paging .. body:sub(rows_at + 1)
+end
+
+-- The reply a hit gives: a RESULT answering req on its stream and version,
+-- compressed when the connection's v4 frames are.
+local function hit_reply(req, body)
+    local version = band(req.data[0], 0x7f)
+    local compress = version < 5 and req.cmd ~= 0   -- LZ4 or Snappy
+    local stream = req.argc % 65536
+    local f = assert(message.frame_from_cql(
+        char(0x80 + version, compress and FLAG_COMPRESSED or 0,
+             floor(stream / 256), stream % 256, OP_RESULT, 0, 0, 0, 0)))
+    if compress then
+        f.cmd = req.cmd                 -- the connection's algorithm
+    end
+    f:set_body(body)
+    return f
+end
+
+-- What the batch writes, as invalidations: { [redis key] = "p" } for
+-- partitions, "t" for whole tables.  `qi` of a write, or of a BATCH.
+local function writes_of(self, qi, out)
+    if qi.kind == "batch" then
+        for _, s in ipairs(qi.statements or {}) do
+            writes_of(self, s, out)
+        end
+        return
+    end
+    local ns = qi.namespace
+    if qi.kind == "write" or qi.kind == "delete" then
+        if ns and self.tables[ns] then
+            if qi.key_bytes then
+                out[partition_key(self, ns, qi.key_bytes)] = ns
+            else
+                out[table_key(self, ns)] = "t"
+            end
+        end
+    elseif qi.kind == "truncate" or qi.kind == "schema_change" then
+        if qi.op == "drop_keyspace" or qi.op == "alter_keyspace" then
+            for name in pairs(self.tables) do
+                if name:sub(1, #qi.keyspace + 1) == qi.keyspace .. "." then
+                    out[table_key(self, name)] = "t"
+                end
+            end
+        elseif ns and self.tables[ns] then
+            out[table_key(self, ns)] = "t"
+        end
+    end
+end
+
+local function invalidation(self, key, what)
+    if what == "t" then
+        return { args = { "INCR", key } }
+    end
+    return evalsha(self, "invalidate", INVALIDATE, { key },
+                   { self.tables[what].ttl_ms + GRACE_MS })
+end
+
+function mt.__index.transform(self, batch, chain)
+    if chain.c == nil then
+        return chain:next(batch)            -- dry: no cache
+    end
+    local n = batch.n
+    local relevant = false
+    for i = 1, n do
+        local op = batch[i].rtype
+        if op == OP_QUERY or op == OP_EXECUTE or op == OP_BATCH then
+            relevant = true
+            break
+        end
+    end
+    if not relevant then
+        return chain:next(batch)
+    end
+    schema.prepare(chain, batch)
+    local reads, writes, lookups = {}, {}, {}
+    local unknown_write = false
+    for i = 1, n do
+        local m = batch[i]
+        local qi = m:query_info(chain)
+        if qi then
+            local sh = cacheable(self, m, qi, chain)
+            if sh then
+                local ns = qi.namespace
+                local r = { i = i, ns = ns, field = sh,
+                            pkey = partition_key(self, ns, qi.key_bytes),
+                            tkey = table_key(self, ns) }
+                reads[#reads + 1] = r
+                lookups[#lookups + 1] = evalsha(self, "lookup", LOOKUP,
+                    { r.pkey, r.tkey }, { sh })
+            else
+                writes_of(self, qi, writes)
+                if qi.op == "execute" and not qi.complete then
+                    unknown_write = true     -- a statement not known here
+                end
+            end
+        end
+    end
+    -- invalidations Redis missed earlier go first; until they are in,
+    -- this worker does not read their tables from the cache
+    local held = self.npending > 0 and self.pending or nil
+    local answered = {}
+    if #lookups > 0 then
+        local got = run_cache(self, chain, lookups)
+        for k, r in ipairs(reads) do
+            local v = got[k]
+            if held and (held[r.pkey] or held[r.tkey]) then
+                v = nil
+                add(self.m.bypassed, 1)
+            end
+            if type(v) == "string" then
+                local req = batch[r.i]
+                local ok, f = pcall(hit_reply, req,
+                    band(req:query_flags() or 0, SKIP_METADATA) ~= 0
+                    and strip_metadata(v) or v)
+                if ok then
+                    answered[r.i] = f
+                    add(self.m.hits, 1)
+                    add(self.m.hit_bytes, #v)
+                else
+                    cache_error(self, f)
+                end
+            elseif type(v) == "table" then
+                r.pv, r.tv = v[1], v[2]
+                add(self.m.misses, 1)
+            else
+                if got[-k] then
+                    cache_error(self, got[-k])
+                end
+                add(self.m.misses, 1)
+            end
+            if answered[r.i] == nil and r.pv then
+                -- store the rows with their metadata, whatever the
+                -- driver asked: hits serve both kinds of request
+                local req = batch[r.i]
+                local flags = req:query_flags() or 0
+                if band(flags, SKIP_METADATA) ~= 0 then
+                    req:set_query_flags(band(flags, bnot(SKIP_METADATA)))
+                end
+            end
+        end
+    end
+    local resp = next(answered) and chain:next_except(batch, answered)
+                 or chain:next(batch)
+    schema.observe(resp)
+    if unknown_write then
+        -- an EXECUTE of a statement no worker saw prepared may have
+        -- written anything: a Void answer means it did
+        for i = 1, n do
+            local r = resp[i]
+            if r ~= nil and batch[i].rtype == OP_EXECUTE
+               and r.rtype == OP_RESULT and rows_body(r) == nil then
+                for name in pairs(self.tables) do
+                    writes[table_key(self, name)] = "t"
+                end
+                break
+            end
+        end
+    end
+    -- after the node answered, before the client hears: invalidate what
+    -- was written (whatever the answer: a timeout may have applied it),
+    -- and store what missed
+    local cmds, what = {}, {}
+    if held then
+        for key, w in pairs(held) do
+            if writes[key] == nil then
+                writes[key] = w
+            end
+        end
+    end
+    for key, w in pairs(writes) do
+        cmds[#cmds + 1] = invalidation(self, key, w)
+        what[#cmds] = key
+    end
+    local ninv = #cmds
+    for _, r in ipairs(reads) do
+        local body = r.pv and answered[r.i] == nil and rows_body(resp[r.i])
+        local t = self.tables[r.ns]
+        if body and #body <= t.max_entry then
+            cmds[#cmds + 1] = evalsha(self, "store", STORE,
+                { r.pkey, r.tkey },
+                { r.field, r.pv, r.tv, t.ttl_ms, body, GRACE_MS })
+            what[#cmds] = #body
+        end
+    end
+    if #cmds > 0 then
+        local got = run_cache(self, chain, cmds)
+        for k = 1, #cmds do
+            if k <= ninv then
+                local key = what[k]
+                if got[k] ~= nil then
+                    add(self.m.invalidations, 1)
+                    if self.pending[key] then
+                        self.pending[key] = nil
+                        self.npending = self.npending - 1
+                    end
+                else
+                    cache_error(self, got[-k])
+                    if not self.pending[key] then
+                        self.pending[key] = writes[key]
+                        self.npending = self.npending + 1
+                    end
+                end
+            elseif got[k] == 1 then
+                add(self.m.stores, 1)
+                add(self.m.stored_bytes, what[k])
+            elseif got[k] == nil then
+                cache_error(self, got[-k])
+            end
+        end
+    end
+    return resp
+end
+
+return _M
