@@ -79,7 +79,7 @@ local function table_settings(conf)
         elseif type(v) == "table" then
             t = v
         else
-            errs[#errs + 1] = fmt("tables[%q]: give a table of settings "
+            errs[#errs + 1] = fmt("tables: give %q a table of settings "
                                   .. "(ttl_seconds, max_entry_bytes)", k)
         end
         if type(name) ~= "string" or not name:match("^[^.]+%.[^.]+$") then
@@ -88,13 +88,14 @@ local function table_settings(conf)
         else
             for key, val in pairs(t) do
                 if not TABLE_KEYS[key] then
-                    errs[#errs + 1] = fmt("tables[%q].%s: unknown key "
-                                          .. "(ttl_seconds, max_entry_bytes)",
+                    errs[#errs + 1] = fmt("tables: %q has an unknown key "
+                                          .. "%s (ttl_seconds, "
+                                          .. "max_entry_bytes)",
                                           name, tostring(key))
                 elseif type(val) ~= "number" or val < 1 or val ~= floor(val)
                 then
-                    errs[#errs + 1] = fmt("tables[%q].%s: give a positive "
-                                          .. "integer", name, key)
+                    errs[#errs + 1] = fmt("tables: %q: %s must be a "
+                                          .. "positive integer", name, key)
                 end
             end
             out[name] = {
