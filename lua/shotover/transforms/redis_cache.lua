@@ -263,6 +263,12 @@ local function cacheable(self, m, qi, chain)
     if band(m.data[1], FLAG_TRACING) ~= 0 or m:paging_state() ~= nil then
         return nil               -- a traced request, or not the first page
     end
+    -- a Paxos read (SERIAL) sees in-flight LWTs; a v5 request's own
+    -- keyspace or "now" (flags 0x80, 0x100) are not part of the entry
+    if qi.consistency == "SERIAL" or qi.consistency == "LOCAL_SERIAL"
+       or band(m:query_flags() or 0, 0x180) ~= 0 then
+        return nil
+    end
     for _, r in ipairs(qi.restrictions) do
         if not r.known then
             return nil
