@@ -138,6 +138,17 @@ describe("CQL query_info", function()
         assert.are.equal("use", info("USE other").kind)
     end)
 
+    it("takes a v5 QUERY's own keyspace parameter", function()
+        local reply = require "shotover.cql.reply"
+        local q = "SELECT v FROM t WHERE k = 3 AND k2 = 'a'"
+        local body = reply.be32(#q) .. q .. reply.be16(1)      -- ONE
+                     .. reply.be32(0x80) .. reply.be16(2) .. "ks"
+        local m = request.envelope(request.OP.QUERY, body, { version = 5 })
+        local qi = m:query_info({ conn = {} })
+        assert.are.equal("ks.t", qi.namespace)
+        assert.is_true(qi.complete)
+    end)
+
     it("is nil for the handshake and replies", function()
         assert.is_nil(request.startup():query_info(chain))
         assert.is_nil(request.options():query_info(chain))

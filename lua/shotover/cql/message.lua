@@ -229,8 +229,9 @@ return function(frame)
         return key
     end
 
-    -- Paging of a QUERY or EXECUTE request: page size (nil when unset) and
-    -- paging state (bytes, nil when absent).
+    -- Paging of a QUERY or EXECUTE request: page size (nil when unset),
+    -- paging state (bytes, nil when absent) and the keyspace a v5 request
+    -- names for itself (flag 0x80).
     local function query_parameters(f)
         local p, n = body_view(f)
         local i = statement_end(f, p, n, request_start(f, p, n)) + 2
@@ -257,8 +258,25 @@ return function(frame)
                 paging_state = bytes_at(p, i + 4, n, len,
                                         "a paging state")
             end
+            i = i + 4 + (len > 0 and len or 0)
         end
-        return page_size, paging_state
+        local keyspace
+        if band(flags, 0x80) ~= 0 then
+            -- serial consistency, default timestamp, then the keyspace
+            i = i + (band(flags, 0x10) ~= 0 and 2 or 0)
+                  + (band(flags, 0x20) ~= 0 and 8 or 0)
+            keyspace = cql_string(p, i, n)
+        end
+        return page_size, paging_state, keyspace
+    end
+
+    -- The keyspace a v5 QUERY names in its parameters, or nil.
+    local function own_keyspace(f)
+        if band(f.data[0], 0x7f) < 5 or f.rtype ~= OP_QUERY then
+            return nil
+        end
+        local ok, _, _, ks = pcall(query_parameters, f)
+        return ok and ks or nil
     end
 
     function frame.page_size(f)
@@ -382,7 +400,8 @@ return function(frame)
         elseif ast == false then
             return nil, "statement does not parse"
         end
-        return ast, ast.keyspace or ks or (conn and conn.keyspace)
+        return ast, ast.keyspace or ks or own_keyspace(f)
+                    or (conn and conn.keyspace)
     end
 
     -- An ERROR response: { code = n, message = text } (further fields of
