@@ -174,6 +174,16 @@ function methods.decode(f, opts)
     return decode_frame(f, opts)
 end
 
+-- The protocol-independent view of a request (kind, op, keys, values, db:
+-- docs/lua-api.md "m:query_info()"), loaded on first use.
+local query_info
+function methods.query_info(f, chain)
+    if query_info == nil then
+        query_info = require("shotover.redis.query_info").query_info
+    end
+    return query_info(f, chain)
+end
+
 function _M.install(frame)
     for k, v in pairs(methods) do
         frame[k] = v
