@@ -53,7 +53,11 @@ function _M.stop_all()
     for token in pairs(stops) do tokens[#tokens + 1] = token end
     table.sort(tokens)
     for _, token in ipairs(tokens) do
-        local ok, err = pcall(stops[token])
+        local fn = stops[token]          -- (an earlier one may have gone)
+        local ok, err = true, nil
+        if fn ~= nil then
+            ok, err = pcall(fn)
+        end
         if not ok then
             log.error("watch %d: at stop: %s", token, tostring(err))
         end
