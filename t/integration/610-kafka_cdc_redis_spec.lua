@@ -144,6 +144,42 @@ describe("kafka cdc of redis writes", function()
                      .. table.concat(values, ","))
     end)
 
+    it("keeps records across reloads and flushes them when it stops",
+       function()
+        local opts = [[brokers = %q, topic = "flush", wait = false,
+            timeout_ms = %d]]
+        local P, s = proxy(R, string.format(opts, k:brokers(), 10000))
+        local c = h.connect(P)
+        for i = 1, 50 do
+            assert.same(h.status("OK"), c:cmd("SET", "f", "a" .. i))
+        end
+        -- other settings: a new producer for new connections; the old one
+        -- goes once its client left and its records are reported
+        h.write_file(s.config_path, (h.read_file(s.config_path):gsub(
+            "timeout_ms = 10000", "timeout_ms = 20000")))
+        s.proc:kill(h.SIGHUP)
+        s:wait_log("new connections run the new configuration", 10)
+        c:close()
+        s:wait_log('kafka "kafka": producer closed', 10)
+        local c2 = h.connect(P)
+        for i = 1, 50 do
+            assert.same(h.status("OK"), c2:cmd("SET", "f", "b" .. i))
+        end
+        c2:close()
+        s.proc:kill(h.SIGTERM)
+        local st = s.proc:wait(15)
+        assert.is_table(st, "shotover exits")
+        assert.equal(0, st.code)
+        assert.is_nil(s:log():find("error", 1, true), s:log())
+        -- every record, in order (one key: one partition)
+        local got = k:consume("flush", nil, 10, { to_end = true })
+        assert.equal(100, #got)
+        for i, r in ipairs(got) do
+            local want = i <= 50 and "a" .. i or "b" .. (i - 50)
+            assert.equal(want, r.value:match('"values":%["([^"]*)"%]'))
+        end
+    end)
+
     it("drops and counts what overflows an asynchronous buffer", function()
         local M = h.free_port()
         -- no broker there: nothing is ever acknowledged, the buffer stays full

@@ -291,6 +291,7 @@ function P.destroy(self, why)
     lib.rd_kafka_destroy(self.rk)
     self.rk, self.q = nil, nil
     watch.close(self.w, self.token)
+    log.info("kafka \"%s\": producer closed", self.name)
     local left = {}
     for _, waiter in pairs(self.waiters) do left[#left + 1] = waiter end
     for _, p in pairs(self.pending) do
