@@ -365,9 +365,8 @@ function methods.transform(self, batch, chain)
             end
         end
     end
-    if owed > 0 and C.sh_ffi_run_await(chain.c, token, owed) == base.AGAIN
-    then
-        chain:wait()
+    if owed > 0 then
+        chain:await(token, owed)
     end
     for i, w in pairs(waiters) do
         if w.err then
