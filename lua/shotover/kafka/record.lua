@@ -48,8 +48,10 @@ local function cql_record(qi, opts, parent)
         timestamp = qi.timestamp or (parent and parent.timestamp),
         consistency = qi.consistency or (parent and parent.consistency),
         lwt = qi.lwt and true or false,
-        complete = qi.complete == false and false or nil,
     }
+    if qi.complete == false then
+        rec.complete = false
+    end
     -- the key columns in the table's order
     if qi.key then
         rec.key = raw(object(qi.key, qi.key_columns))
@@ -86,8 +88,10 @@ local function redis_record(qi, opts)
     local rec = {
         source = "redis", db = qi.db, op = op, command = cmd,
         values = array(qi.values),
-        complete = qi.complete == false and false or nil,
     }
+    if qi.complete == false then
+        rec.complete = false
+    end
     local keys = qi.keys or {}
     if #keys == 1 then
         rec.key = keys[1]
