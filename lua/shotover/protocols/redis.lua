@@ -175,13 +175,18 @@ function methods.decode(f, opts)
 end
 
 -- The protocol-independent view of a request (kind, op, keys, values, db:
--- docs/lua-api.md "m:query_info()"), loaded on first use.
-local query_info
+-- docs/lua-api.md "m:query_info()").  Every protocol's messages share this
+-- method: it asks the message's protocol module (its `query_info`, nil
+-- for a protocol without one), so each protocol keeps its own in its
+-- module rather than racing for one method name.
 function methods.query_info(f, chain)
-    if query_info == nil then
-        query_info = require("shotover.redis.query_info").query_info
+    local p = f.proto == _M.id and _M or require("shotover.protocols")
+                                          .by_id(f.proto)
+    local fn = p.query_info
+    if fn == nil then
+        return nil
     end
-    return query_info(f, chain)
+    return fn(f, chain)
 end
 
 function _M.install(frame)
@@ -296,7 +301,8 @@ function _M.cost(m)                               -- luacheck: no unused
     return 1
 end
 
--- reply builders (shotover.redis.reply) and the decoder load on first use
+-- reply builders (shotover.redis.reply), the decoder and query_info load
+-- on first use
 setmetatable(_M, { __index = function(t, k)
     if k == "reply" then
         t.reply = require "shotover.redis.reply"
@@ -304,6 +310,9 @@ setmetatable(_M, { __index = function(t, k)
     elseif k == "decode" then
         t.decode = require "shotover.redis.decode"
         return t.decode
+    elseif k == "query_info" then
+        t.query_info = require("shotover.redis.query_info").query_info
+        return t.query_info
     end
     return nil
 end })
