@@ -77,7 +77,7 @@ describe("kafka cdc of redis writes", function()
         assert.equal(6, #k:consume("cdc", nil, 10, { to_end = true }))
     end)
 
-    it("names topics by database and records transactions when EXEC ran",
+    it("names topics by database and records the writes EXEC ran",
        function()
         local P = proxy(R, string.format('brokers = %q, topic_prefix = "t1."',
                                          k:brokers()))
@@ -86,8 +86,13 @@ describe("kafka cdc of redis writes", function()
         assert.same(h.status("OK"), c:cmd("SET", "a", "1"))
         assert.same(h.status("OK"), c:cmd("MULTI"))
         assert.same(h.status("QUEUED"), c:cmd("SET", "b", "2"))
+        assert.same(h.status("QUEUED"), c:cmd("GET", "b"))
+        -- fails inside EXEC: not recorded
+        assert.same(h.status("QUEUED"), c:cmd("LPUSH", "b", "x"))
         assert.same(h.status("QUEUED"), c:cmd("DEL", "a"))
-        assert.same({ h.status("OK"), 1 }, c:cmd("EXEC"))
+        assert.same({ h.status("OK"), "2", h.err("WRONGTYPE Operation against "
+                      .. "a key holding the wrong kind of value"), 1 },
+                    c:cmd("EXEC"))
         assert.same(h.status("OK"), c:cmd("MULTI"))
         assert.same(h.status("QUEUED"), c:cmd("SET", "c", "3"))
         assert.same(h.status("OK"), c:cmd("DISCARD"))
@@ -109,13 +114,20 @@ describe("kafka cdc of redis writes", function()
     it("fails writes Kafka does not acknowledge within timeout_ms, and has "
        .. "every write that succeeded once it is back", function()
         k:create_topic("down", 1)
-        local P = proxy(R, string.format([[brokers = %q, topic = "down",
+        local P, s = proxy(R, string.format([[brokers = %q, topic = "down",
             timeout_ms = 3000]], k:brokers()))
         local c = h.connect(P)
         local ok = {}
         assert.same(h.status("OK"), c:cmd("SET", "d", "before"))
         ok[#ok + 1] = "before"
         k:kill()
+        -- a client that leaves while its write waits for Kafka: the late
+        -- report settles a batch nobody waits for
+        local gone = h.connect(P)
+        gone:send("*3\r\n$3\r\nSET\r\n$4\r\ngone\r\n$1\r\n1\r\n")
+        h.wait_until(function() return h.cli(R.port, "get", "gone") == "1" end,
+                     10, "the leaving client's write to reach redis")
+        gone:close()
         local t0 = h.now()
         local r = c:cmd("SET", "d", "during")
         local took = h.now() - t0
@@ -131,6 +143,8 @@ describe("kafka cdc of redis writes", function()
             return c:cmd("SET", "d", "after").status == "OK"
         end, 30, "a write to succeed once Kafka is back")
         ok[#ok + 1] = "after"
+        assert.is_true(s:alive())
+        assert.is_nil(s:log():find("[error]", 1, true), s:log())
         local values = {}
         for _, rec in ipairs(k:consume("down", nil, 10, { to_end = true })) do
             values[#values + 1] = rec.value:match('"values":%["([^"]*)"%]')

@@ -16,6 +16,8 @@ local pools = require "shotover.pools"
 local protocols = require "shotover.protocols"
 local record = require "shotover.kafka.record"
 local log = require "shotover.log"
+local command_ids = require "shotover.redis.command_ids"
+local decode = require "shotover.redis.decode"
 
 local C = base.C
 local fmt = string.format
@@ -192,7 +194,6 @@ function _M.new(conf, env)
     self.m_latency = metrics.histogram("shotover_kafka_delivery_seconds",
         "time from producing a change record to Kafka's acknowledgement",
         labels)
-    self.async = setmetatable({ t = self, t0 = 0 }, Async)
     if env.worker ~= nil then
         -- a reload with the same settings keeps the producer (and what it
         -- has in flight)
@@ -225,54 +226,84 @@ function methods.warn(self, f, ...)
              held > 0 and fmt(" (%d more like it held back)", held) or "")
 end
 
--- Redis transactions: the writes queued between MULTI and EXEC are
--- recorded when EXEC answers with its array (the transaction ran), and
--- forgotten on DISCARD or an aborted EXEC (nil or an error).
-local function redis_tx(self, chain, qi, reply, infos, i)
-    local conn = chain.conn
-    local op = qi.op
-    if op == "MULTI" then
-        if not reply:is_error() then
-            conn[self] = {}
-        end
-        return nil
-    elseif op == "DISCARD" then
-        conn[self] = nil
-        return nil
-    elseif op == "EXEC" then
-        local tx = conn[self]
-        conn[self] = nil
-        if tx and reply:type() == "array" and reply.argc >= 0 then
-            return tx
-        end
+-- Redis: the writes to record for each request of the batch, { [i] =
+-- { query_info, ... } }.  A transaction's writes are recorded when EXEC
+-- answers with its results, each unless its own result is an error; a
+-- DISCARD or an aborted EXEC (nil, EXECABORT) records nothing.  What is
+-- queued is the connection's (chain.conn[self]): { n = commands queued,
+-- { slot, query_info }... }.
+local MULTI = command_ids.id("MULTI")
+local EXEC = command_ids.id("EXEC")
+local DISCARD = command_ids.id("DISCARD")
+
+local function exec_writes(tx, reply)
+    if reply:type() ~= "array" or reply.argc < 0 then
         return nil
     end
-    local tx = conn[self]
-    if tx then
-        if not reply:is_error() then     -- +QUEUED
-            tx[#tx + 1] = infos[i]
+    local results = reply:decode()
+    local out = {}
+    for _, e in ipairs(tx) do
+        local v = results and results[e[1]]
+        if v ~= nil and not decode.is_error(v) then
+            out[#out + 1] = e[2]
         end
-        return nil
     end
-    return nil, true
+    return out
 end
 
--- Did the database apply request m (its reply r)?  CQL: a RESULT, and for
--- a conditional statement one whose [applied] is true.
-local function applied(proto, m, r, qi)
-    if r == nil or proto.is_error_reply(r) then
+local function redis_todo(self, chain, batch, resp, infos)
+    local conn = chain.conn
+    local todo = {}
+    for i = 1, batch.n do
+        local m, r = batch[i], resp[i]
+        local tx = conn[self]
+        local id = m.cmd_id
+        if r == nil then                                -- luacheck: ignore
+        elseif tx then
+            if id == EXEC then
+                conn[self] = nil
+                todo[i] = exec_writes(tx, r)
+            elseif id == DISCARD then
+                conn[self] = nil
+            elseif not r:is_error() then                -- +QUEUED
+                tx.n = tx.n + 1
+                if infos[i] then
+                    tx[#tx + 1] = { tx.n, infos[i] }
+                end
+            end
+        elseif id == MULTI then
+            if not r:is_error() then
+                conn[self] = { n = 0 }
+            end
+        elseif infos[i] and not r:is_error() then
+            todo[i] = { infos[i] }
+        end
+    end
+    return todo
+end
+
+-- CQL: did the database apply request m (its reply r)?  A RESULT, and
+-- for a conditional statement one whose [applied] is true.
+local function cql_applied(proto, m, r, qi)
+    if r == nil or proto.is_error_reply(r) or r:opcode_name() ~= "RESULT"
+    then
         return false
     end
-    if qi.protocol ~= "redis" then
-        if r:opcode_name() ~= "RESULT" then
-            return false
-        end
-        if qi.lwt then
-            local ok, rows = pcall(r.rows, r, m)
-            return ok and rows and rows[1] and rows[1]["[applied]"] == true
-        end
+    if qi.lwt then
+        local ok, rows = pcall(r.rows, r, m)
+        return ok and rows and rows[1] and rows[1]["[applied]"] == true
     end
     return true
+end
+
+local function cql_todo(proto, batch, resp, infos)
+    local todo = {}
+    for i, qi in pairs(infos) do
+        if cql_applied(proto, batch[i], resp[i], qi) then
+            todo[i] = { qi }
+        end
+    end
+    return todo
 end
 
 -- The query_info of each request that may write (the others: nil).
@@ -300,7 +331,7 @@ function methods.produce(self, infos, waiter)
     for _, qi in ipairs(infos) do
         for _, r in ipairs(record.build(qi, self.opts)) do
             local ok, err
-            if waiter == self.async then
+            if waiter.batch == nil then             -- wait = false
                 if self.in_flight >= self.buffer then
                     add(self.m_dropped, 1)
                     self:warn("buffer full (%d records): record dropped",
@@ -329,45 +360,37 @@ function methods.transform(self, batch, chain)
         return chain:next(batch)        -- dry: Kafka is never touched
     end
     local proto = protocols.by_id(batch[1].proto)
-    if cql_schema and proto.name == "cassandra" then
+    local redis = proto.name == "redis"
+    if cql_schema and not redis then
         cql_schema.prepare(chain, batch)
     end
     local infos = infos_of(batch, chain, proto)
     local resp = chain:next(batch)
-    if infos == nil then
+    -- (a transaction being queued counts every command, reads too)
+    if infos == nil and not (redis and chain.conn[self]) then
         return resp
     end
+    infos = infos or {}
+    local todo = redis and redis_todo(self, chain, batch, resp, infos)
+                 or cql_todo(proto, batch, resp, infos)
     local t0 = now_ns()
     local token = self.wait and message.new_batch(0)
+    local async = not token and setmetatable({ t = self, t0 = t0 }, Async)
     local waiters, owed = {}, 0
-    self.async.t0 = t0
-    for i = 1, batch.n do
-        local qi = infos[i]
-        if qi then
-            local m, r = batch[i], resp[i]
-            local todo = { qi }
-            if qi.protocol == "redis" then
-                local tx, plain = redis_tx(self, chain, qi, r, infos, i)
-                todo = plain and todo or tx
-            end
-            if todo and applied(proto, m, r, qi) then
-                local waiter = self.async
-                if token then
-                    waiter = setmetatable({ t = self, t0 = t0,
-                                            batch = token }, Waiter)
-                end
-                local n, err = self:produce(todo, waiter)
-                if token then
-                    waiter.err = err
-                    waiters[i] = waiter
-                    owed = owed + n
-                end
-            end
+    for i, list in pairs(todo) do
+        local waiter = async
+        if token then
+            waiter = setmetatable({ t = self, t0 = t0, batch = token },
+                                  Waiter)
+        end
+        local n, err = self:produce(list, waiter)
+        if token then
+            waiter.err = err
+            waiters[i] = waiter
+            owed = owed + n
         end
     end
-    if owed > 0 then
-        chain:await(token, owed)
-    end
+    chain:await(token, owed)
     for i, w in pairs(waiters) do
         if w.err then
             resp:set(i, message.error_reply(batch[i], fmt(
