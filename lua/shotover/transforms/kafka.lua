@@ -222,7 +222,7 @@ function methods.warn(self, f, ...)
     end
     local held = self.held
     self.logged, self.held = now, 0
-    log.warn("kafka \"%s\": " .. f .. "%s", self.name, ...,
+    log.warn("kafka \"%s\": %s%s", self.name, fmt(f, ...),
              held > 0 and fmt(" (%d more like it held back)", held) or "")
 end
 
