@@ -177,7 +177,8 @@ describe("the kafka transform's config", function()
     it("reports every problem with its path", function()
         local ok, errs = testing.check({ { "kafka", brokers = "",
             topic = "", create_topics = { partitions = 0, foo = 1 },
-            properties = { acks = "1", ["bootstrap.servers"] = "x" } },
+            properties = { acks = "1", ["bootstrap.servers"] = "x",
+                           ["linger.ms"] = "soon" } },
             { "null" } })
         assert.is_nil(ok)
         table.sort(errs)
@@ -190,6 +191,8 @@ describe("the kafka transform's config", function()
             .. "enable.idempotence=true are always on (a record counts as "
             .. "written once every in-sync replica has it, once)",
             "chain[1].properties.bootstrap.servers: set by brokers",
+            'chain[1].properties.linger.ms: Invalid value for configuration '
+            .. 'property "queue.buffering.max.ms"',
             "chain[1].topic: give a topic name, or leave it out for one "
             .. "topic per table or database",
         }, errs)

@@ -82,7 +82,7 @@ local function check_create(c, errs)
 end
 
 local function check_properties(p, errs)
-    local plain = true
+    local rest, any = {}, false
     for k, v in pairs(p) do
         local tv = type(v)
         if type(k) ~= "string" or (tv ~= "string" and tv ~= "number"
@@ -90,10 +90,8 @@ local function check_properties(p, errs)
             errs[#errs + 1] = fmt("properties.%s: give a librdkafka "
                                   .. "property name and a string value",
                                   tostring(k))
-            plain = false
         elseif OWN[k] then
             errs[#errs + 1] = fmt("properties.%s: %s", k, OWN[k])
-            plain = false
         elseif FIXED[k] and tostring(v) ~= FIXED[k]
                and not (k ~= "enable.idempotence" and tostring(v) == "-1")
         then
@@ -102,21 +100,22 @@ local function check_properties(p, errs)
                                   .. "(a record counts as written once every "
                                   .. "in-sync replica has it, once)", k,
                                   FIXED[k])
-            plain = false
+        else
+            rest[k], any = v, true
         end
     end
-    if plain then
-        -- the rest as librdkafka itself sees them
-        local ok, producer = pcall(require, "shotover.kafka.producer")
-        if not ok then
-            errs[#errs + 1] = "librdkafka cannot be loaded: "
-                              .. tostring(producer)
-            return
-        end
-        for _, bad in ipairs(producer.check_properties(p)) do
-            errs[#errs + 1] = fmt("properties.%s: %s", bad.name,
-                                  bad.message)
-        end
+    if not any then
+        return
+    end
+    -- the rest as librdkafka itself sees them
+    local ok, producer = pcall(require, "shotover.kafka.producer")
+    if not ok then
+        errs[#errs + 1] = "properties: librdkafka cannot be loaded to check "
+                          .. "them: " .. tostring(producer)
+        return
+    end
+    for _, bad in ipairs(producer.check_properties(rest)) do
+        errs[#errs + 1] = fmt("properties.%s: %s", bad.name, bad.message)
     end
 end
 
@@ -206,8 +205,17 @@ function _M.new(conf, env)
             },
         }
         self.producer = pools.get("kafka", settings, function()
-            return require("shotover.kafka.producer").new(env.worker,
-                                                         settings)
+            local ok, producer = pcall(require, "shotover.kafka.producer")
+            if not ok then
+                error(fmt("%s: kafka: librdkafka cannot be loaded (Debian: "
+                          .. "install librdkafka1): %s", env.path or "chain",
+                          tostring(producer)), 0)
+            end
+            local made, p = pcall(producer.new, env.worker, settings)
+            if not made then
+                error((env.path or "chain") .. ": " .. tostring(p), 0)
+            end
+            return p
         end, function(p) p:close() end)
     end
     return self
