@@ -320,6 +320,9 @@ void sh_ffi_batch_settle(sh_batch_t *b);
  * too); at worker stop, after shotover.worker.stop, every watch closes. */
 int sh_ffi_watch_pipe(sh_worker_t *w, int token, int *wfd, const char **err);
 int sh_ffi_watch_fd(sh_worker_t *w, int fd, int token, const char **err);
+/* Call the watch's handler every ms milliseconds too (a deadline its
+ * owner keeps); SH_DECLINED when token has no watch. */
+int sh_ffi_watch_tick(sh_worker_t *w, int token, uint32_t ms);
 void sh_ffi_watch_close(sh_worker_t *w, int token);
 
 /* Holding requests across batches (the MORE yield, see coalesce): why the

@@ -3,7 +3,9 @@
  *
  * Watches: a pipe (or any descriptor) the worker's loop polls.  When it is
  * readable C drains it and calls shotover.worker.on_watch(w, token), which
- * hands the token to the Lua handler registered for it (shotover.watch).
+ * hands the token to the Lua handler registered for it (shotover.watch);
+ * a watch may also tick (a repeating timer calling the same handler), for
+ * deadlines its owner keeps.
  * A library with threads of its own (librdkafka) writes to the pipe when
  * it has something for the worker, so its results are read on the worker's
  * thread, from the loop, and never through a callback into Lua from
@@ -30,6 +32,8 @@
 
 struct sh_watch_s {
     uv_poll_t poll;
+    uv_timer_t tick;         /* optional: calls Lua every tick_ms too */
+    int handles;             /* handles still open (closing frees at 0) */
     sh_worker_t *w;
     int token;               /* Lua's name for it */
     int fd;                  /* polled */
@@ -42,6 +46,9 @@ sh_watch_close_cb(uv_handle_t *h)
 {
     sh_watch_t *x = h->data;
 
+    if (--x->handles > 0) {
+        return;
+    }
     if (x->wfd >= 0) {                   /* a pipe of ours */
         close(x->fd);
         close(x->wfd);
@@ -69,6 +76,14 @@ sh_watch_cb(uv_poll_t *p, int status, int events)
     sh_lua_worker_watch(x->w, x->token);
 }
 
+static void
+sh_watch_tick_cb(uv_timer_t *t)
+{
+    sh_watch_t *x = t->data;
+
+    sh_lua_worker_watch(x->w, x->token);
+}
+
 static int
 sh_watch_start(sh_worker_t *w, int fd, int wfd, int token, const char **err)
 {
@@ -79,11 +94,13 @@ sh_watch_start(sh_worker_t *w, int fd, int wfd, int token, const char **err)
     x->token = token;
     x->fd = fd;
     x->wfd = wfd;
+    x->handles = 1;
     rc = uv_poll_init(&w->loop, &x->poll, fd);
     if (rc == 0) {
         x->poll.data = x;
         rc = uv_poll_start(&x->poll, UV_READABLE, sh_watch_cb);
         if (rc != 0) {
+            x->wfd = -1;                 /* the caller closes the pipe */
             uv_close((uv_handle_t *) &x->poll, sh_watch_close_cb);
         }
     } else {
@@ -125,9 +142,32 @@ sh_ffi_watch_pipe(sh_worker_t *w, int token, int *wfd, const char **err)
     return SH_OK;
 }
 
+int
+sh_ffi_watch_tick(sh_worker_t *w, int token, uint32_t ms)
+{
+    sh_watch_t *x;
+
+    for (x = w->watches; x != NULL; x = x->next) {
+        if (x->token == token) {
+            if (x->handles == 1) {
+                uv_timer_init(&w->loop, &x->tick);
+                x->tick.data = x;
+                uv_unref((uv_handle_t *) &x->tick);
+                x->handles = 2;
+            }
+            uv_timer_start(&x->tick, sh_watch_tick_cb, ms, ms);
+            return SH_OK;
+        }
+    }
+    return SH_DECLINED;
+}
+
 static void
 sh_watch_close(sh_watch_t *x)
 {
+    if (x->handles == 2) {
+        uv_close((uv_handle_t *) &x->tick, sh_watch_close_cb);
+    }
     uv_close((uv_handle_t *) &x->poll, sh_watch_close_cb);
 }
 

@@ -33,6 +33,11 @@ function _M.pipe(w, on_readable, stop)
     return last, wfd_out[0]
 end
 
+-- Call token's handler every ms milliseconds as well (for deadlines).
+function _M.tick(w, token, ms)
+    C.sh_ffi_watch_tick(w, token, ms)
+end
+
 -- Stop watching token (its pipe closes).
 function _M.close(w, token)
     handlers[token], stops[token] = nil, nil

@@ -8,7 +8,10 @@
 -- delivery report finds the waiter by that id and calls
 -- waiter:delivered(err) (err nil: acknowledged by every in-sync replica,
 -- acks=all).  librdkafka reports every record within message.timeout.ms
--- (timeout_ms), success or failure, so no waiter waits longer.
+-- (timeout_ms), success or failure; the producer also ticks once a second
+-- and fails a record still unreported a second after its timeout itself,
+-- so no waiter waits longer whatever librdkafka does (a late report of it
+-- is ignored).
 --
 -- With create_topics, the first record for a topic asks the cluster to
 -- create it (the admin API, CreateTopics) and waits for the answer with
@@ -39,6 +42,8 @@ _M.FIXED = { acks = "all", ["enable.idempotence"] = "true" }
 local errbuf = ffi.new("char[512]")
 local cnt_out = ffi.new("size_t[1]")
 local ERROR_LOG_NS = 10e9            -- librdkafka errors: one line per 10 s
+local TICK_MS = 1000                 -- deadlines are checked this often
+local GRACE_NS = 1e9                 -- librdkafka's own timeout goes first
 
 local function err_text(code)
     return ffi_string(lib.rd_kafka_err2str(code))
@@ -84,6 +89,8 @@ function _M.new(w, s)
     for k, v in pairs(s.properties or {}) do props[k] = v end
     props["bootstrap.servers"] = s.brokers
     props["message.timeout.ms"] = tostring(s.timeout_ms)
+    -- its log lines come as events too, for shotover's log (not stderr)
+    props["log.queue"] = "true"
     for k, v in pairs(_M.FIXED) do props[k] = v end
     local ok, name, msg = set_all(conf, props)
     if not ok then
@@ -91,22 +98,26 @@ function _M.new(w, s)
         error(fmt("kafka: property %s: %s", name, msg), 0)
     end
     lib.rd_kafka_conf_set_events(conf, rdkafka.EVENT_DR + rdkafka.EVENT_ERROR
+                                 + rdkafka.EVENT_LOG
                                  + rdkafka.EVENT_CREATETOPICS_RESULT)
     local rk = lib.rd_kafka_new(rdkafka.PRODUCER, conf, errbuf, 512)
     if rk == nil then
         lib.rd_kafka_conf_destroy(conf)     -- (not taken on failure)
         error("kafka: " .. ffi_string(errbuf), 0)
     end
+    local q = lib.rd_kafka_queue_get_main(rk)
+    lib.rd_kafka_set_log_queue(rk, q)
     local self = setmetatable({
-        rk = rk, q = lib.rd_kafka_queue_get_main(rk), w = w,
+        rk = rk, q = q, w = w,
         name = s.name or "kafka", timeout_ms = s.timeout_ms,
         create = s.create_topics, topics = {}, state = {}, pending = {},
-        waiters = {}, last_id = 0, closing = false,
+        waiters = {}, born = {}, last_id = 0, oldest = 1, closing = false,
         error_logged = 0, errors_held = 0,
     }, mt)
     self.token, self.wfd = watch.pipe(w, function() self:poll() end,
                                       function() self:shutdown() end)
     lib.rd_kafka_queue_io_event_enable(self.q, self.wfd, "1", 1)
+    watch.tick(w, self.token, TICK_MS)
     return self
 end
 
@@ -125,7 +136,7 @@ end
 
 -- Hand one record to librdkafka; nil and a message when it refuses it
 -- (queue full, unknown partition...): no report will come then.
-function P.send(self, topic, key, value, id, waiter)
+function P.send(self, topic, key, value, id)
     local t = self:topic(topic)
     if t == nil then
         return nil, err_text(lib.rd_kafka_last_error())
@@ -136,8 +147,16 @@ function P.send(self, topic, key, value, id, waiter)
     then
         return nil, err_text(lib.rd_kafka_last_error())
     end
-    self.waiters[id] = waiter
     return true
+end
+
+-- Record id is done: its waiter (if still owed) hears err.
+function P.report(self, id, err)
+    local waiter = self.waiters[id]
+    if waiter ~= nil then
+        self.waiters[id], self.born[id] = nil, nil
+        waiter:delivered(err)
+    end
 end
 
 -- Ask the cluster for topic name (async: the result comes as an event).
@@ -174,10 +193,36 @@ function P.produce(self, topic, key, value, waiter)
         end
         local p = self.pending[topic] or {}
         self.pending[topic] = p
-        p[#p + 1] = { key, value, id, waiter }
-        return true
+        p[#p + 1] = { key, value, id }
+    else
+        local ok, err = self:send(topic, key, value, id)
+        if not ok then
+            return nil, err
+        end
     end
-    return self:send(topic, key, value, id, waiter)
+    self.waiters[id], self.born[id] = waiter, now_ns()
+    return true
+end
+
+-- Records unreported a second past their timeout fail here (librdkafka
+-- reports them first, normally).  Ids grow with time: the scan stops at
+-- the first record still in time.
+function P.expire(self)
+    local limit = now_ns() - self.timeout_ms * 1e6 - GRACE_NS
+    local born = self.born
+    local id = self.oldest
+    while id <= self.last_id do
+        local t = born[id]
+        if t ~= nil then
+            if t > limit then
+                break
+            end
+            self:report(id, "Kafka did not acknowledge it within "
+                            .. self.timeout_ms .. " ms")
+        end
+        id = id + 1
+    end
+    self.oldest = id
 end
 
 -- A CreateTopics result: the topic exists (made now or before), so its
@@ -203,36 +248,33 @@ function P.created(self, ev)
         local p = self.pending[name] or {}
         self.pending[name] = nil
         for _, r in ipairs(p) do
-            local ok, perr = true, err
+            local ok, perr = false, err
             if err == nil then
-                ok, perr = self:send(name, r[1], r[2], r[3], r[4])
+                ok, perr = self:send(name, r[1], r[2], r[3])
             end
-            if not ok or err then
-                r[4]:delivered(perr)
+            if not ok then
+                self:report(r[3], perr)
             end
         end
     end
 end
 
 function P.delivered(self, ev)
-    local waiters = self.waiters
     while true do
         local m = lib.rd_kafka_event_message_next(ev)
         if m == nil then
             return
         end
-        local id = tonumber(cast("intptr_t", m._private))
-        local waiter = waiters[id]
-        if waiter ~= nil then
-            waiters[id] = nil
-            waiter:delivered(m.err ~= 0 and err_text(m.err) or nil)
-        end
+        self:report(tonumber(cast("intptr_t", m._private)),
+                    m.err ~= 0 and err_text(m.err) or nil)
     end
 end
 
--- librdkafka's errors (a broker down, all brokers down...): it retries on
--- its own, so they are news for the log only, at most one line per 10 s.
-function P.error_event(self, ev)
+-- librdkafka's errors (a broker down, all brokers down...) and its log
+-- lines of level warning or worse: it retries on its own, so they are
+-- news for the log only, at most one line per 10 s.  Its other log lines
+-- are shotover's debug lines.
+function P.warn(self, text)
     local now = now_ns()
     if now - self.error_logged < ERROR_LOG_NS then
         self.errors_held = self.errors_held + 1
@@ -240,9 +282,26 @@ function P.error_event(self, ev)
     end
     local held = self.errors_held
     self.error_logged, self.errors_held = now, 0
-    log.warn("kafka \"%s\": %s%s", self.name,
-             ffi_string(lib.rd_kafka_event_error_string(ev)),
-             held > 0 and fmt(" (and %d more errors)", held) or "")
+    log.warn("kafka \"%s\": %s%s", self.name, text,
+             held > 0 and fmt(" (and %d more messages)", held) or "")
+end
+
+local fac_out = ffi.new("const char *[1]")
+local str_out = ffi.new("const char *[1]")
+local level_out = ffi.new("int[1]")
+local SYSLOG_WARNING = 4
+
+function P.log_event(self, ev)
+    if lib.rd_kafka_event_log(ev, fac_out, str_out, level_out) ~= 0 then
+        return
+    end
+    local level = level_out[0]
+    if level <= SYSLOG_WARNING then
+        self:warn(ffi_string(str_out[0]))
+    elseif log.enabled(log.DEBUG) then
+        log.debug("kafka \"%s\": %s: %s", self.name,
+                  ffi_string(fac_out[0]), ffi_string(str_out[0]))
+    end
 end
 
 -- The pipe said the queue has events: read them all (the pipe is written
@@ -261,12 +320,15 @@ function P.poll(self)
         if t == rdkafka.EVENT_DR then
             self:delivered(ev)
         elseif t == rdkafka.EVENT_ERROR then
-            self:error_event(ev)
+            self:warn(ffi_string(lib.rd_kafka_event_error_string(ev)))
+        elseif t == rdkafka.EVENT_LOG then
+            self:log_event(ev)
         elseif t == rdkafka.EVENT_CREATETOPICS_RESULT then
             self:created(ev)
         end
         lib.rd_kafka_event_destroy(ev)
     end
+    self:expire()
     if self.closing and lib.rd_kafka_outq_len(self.rk) == 0 then
         self:destroy("the producer closed")
     end
@@ -292,13 +354,9 @@ function P.destroy(self, why)
     self.rk, self.q = nil, nil
     watch.close(self.w, self.token)
     log.info("kafka \"%s\": producer closed", self.name)
-    local left = {}
-    for _, waiter in pairs(self.waiters) do left[#left + 1] = waiter end
-    for _, p in pairs(self.pending) do
-        for _, r in ipairs(p) do left[#left + 1] = r[4] end
-    end
-    self.waiters, self.pending = {}, {}
-    for _, waiter in ipairs(left) do
+    local left = self.waiters
+    self.waiters, self.born, self.pending = {}, {}, {}
+    for _, waiter in pairs(left) do
         waiter:delivered(why)
     end
 end

@@ -1,6 +1,6 @@
 -- librdkafka (librdkafka.so.1, Debian's librdkafka1) through the FFI: the
 -- few functions the kafka transform's producers use.  No callback is ever
--- given to librdkafka: its events (delivery reports, errors, admin
+-- given to librdkafka: its events (delivery reports, errors, logs, admin
 -- results) wait on the main queue, which writes a byte to a pipe the
 -- worker's loop watches (shotover.watch), and are read from there with
 -- rd_kafka_queue_poll(q, 0).  Loaded on first use (a config without a
@@ -62,6 +62,9 @@ const rd_kafka_message_t *rd_kafka_event_message_next(rd_kafka_event_t *rkev);
 int rd_kafka_event_error(rd_kafka_event_t *rkev);
 const char *rd_kafka_event_error_string(rd_kafka_event_t *rkev);
 void rd_kafka_event_destroy(rd_kafka_event_t *rkev);
+int rd_kafka_set_log_queue(rd_kafka_t *rk, rd_kafka_queue_t *rkqu);
+int rd_kafka_event_log(rd_kafka_event_t *rkev, const char **fac,
+    const char **str, int *level);
 
 rd_kafka_NewTopic_t *rd_kafka_NewTopic_new(const char *topic,
     int num_partitions, int replication_factor, char *errstr,
@@ -95,6 +98,7 @@ return {
     PRODUCER = 0,
     CONF_OK = 0,
     EVENT_DR = 0x1,
+    EVENT_LOG = 0x4,
     EVENT_ERROR = 0x8,
     EVENT_CREATETOPICS_RESULT = 100,
     PARTITION_UA = -1,

@@ -60,6 +60,7 @@ local OWN = {
     ["bootstrap.servers"] = "set by brokers",
     ["message.timeout.ms"] = "set by timeout_ms",
     ["delivery.timeout.ms"] = "set by timeout_ms",
+    ["log.queue"] = "set by shotover: librdkafka's log goes to shotover's",
 }
 local FIXED = { acks = "all", ["enable.idempotence"] = "true",
                 ["request.required.acks"] = "all" }
