@@ -90,11 +90,21 @@ const char *rd_kafka_topic_result_name(
     const rd_kafka_topic_result_t *topicres);
 ]]
 
+-- the soname: Debian's librdkafka1 (the runtime package) has no
+-- unversioned librdkafka.so
+local SONAME = "librdkafka.so.1"
+local lib = ffi.load(SONAME)
+
+-- Never unloaded (glibc's RTLD_NOW | RTLD_NODELETE): LuaJIT closes the
+-- library when the worker's Lua state goes, but librdkafka's global state
+-- (set up once per process) must outlive any one worker, and memory it
+-- holds from globals that vanished reads as leaks to LeakSanitizer.
+ffi.cdef "void *dlopen(const char *file, int mode);"
+ffi.C.dlopen(SONAME, 0x00002 + 0x01000)
+
 -- (rdkafka.h's macros and enums)
 return {
-    -- the soname: Debian's librdkafka1 (the runtime package) has no
-    -- unversioned librdkafka.so
-    lib = ffi.load("librdkafka.so.1"),
+    lib = lib,
     PRODUCER = 0,
     CONF_OK = 0,
     EVENT_DR = 0x1,
