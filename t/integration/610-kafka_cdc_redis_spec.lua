@@ -44,8 +44,9 @@ describe("kafka cdc of redis writes", function()
 
     it("records each acknowledged write, in order per key, on a topic it "
        .. "creates with the partitions asked for", function()
+        local M = h.free_port()
         local P = proxy(R, string.format([[brokers = %q, topic = "cdc",
-            create_topics = { partitions = 3 }]], k:brokers()))
+            create_topics = { partitions = 3 }]], k:brokers()), M)
         local c = h.connect(P)
         assert.same(h.status("OK"), c:cmd("SET", "k1", "v1"))
         assert.same(1, c:cmd("HSET", "h", "f", "x"))
@@ -75,6 +76,10 @@ describe("kafka cdc of redis writes", function()
         }, got.n)
         -- nothing else: the read and the refused INCR made none
         assert.equal(6, #k:consume("cdc", nil, 10, { to_end = true }))
+        assert.equal(6, h.metric(M, 'shotover_kafka_records_total{name="kafka"}'))
+        assert.equal(0, h.metric(M, 'shotover_kafka_errors_total{name="kafka"}'))
+        assert.equal(6, h.metric(M,
+            'shotover_kafka_delivery_seconds_count{name="kafka"}'))
     end)
 
     it("names topics by database and records the writes EXEC ran",

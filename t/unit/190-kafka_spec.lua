@@ -221,5 +221,10 @@ describe("the kafka transform's config", function()
                                   { "redis", remote = "127.0.0.1:6379" } })
         assert.same({ "DRY", "DRY" }, t:replies({ "SET", "k", "v" },
                                                 { "DEL", "k" }))
+        local c = testing.build({ { "kafka", brokers = "127.0.0.1:1" },
+                                  { "cassandra", remote = "127.0.0.1:9042" } },
+                                "cassandra")
+        assert.same({ "RESULT Void" }, c:replies(testing.cql(
+            "INSERT INTO ks.t (k, v) VALUES (1, 'x')")))
     end)
 end)
