@@ -334,12 +334,6 @@ function P.poll(self)
     end
 end
 
--- Records librdkafka still holds (sent, unacknowledged, or reports not
--- read yet).
-function P.in_flight(self)
-    return self.rk ~= nil and lib.rd_kafka_outq_len(self.rk) or 0
-end
-
 -- Free the handle; waiters still owed a report fail with `why`.
 function P.destroy(self, why)
     if self.rk == nil then

@@ -321,7 +321,9 @@ local function infos_of(batch, chain, proto)
     for i = 1, batch.n do
         local m = batch[i]
         local class = proto.query_class(m, chain)
-        if class ~= "read" and class ~= nil and class ~= "pubsub" then
+        if class ~= "read" and class ~= nil and class ~= "pubsub"
+           and class ~= "connection"
+        then
             local qi = m:query_info(chain)
             if qi and qi.kind ~= "read" then
                 infos = infos or {}
