@@ -199,6 +199,31 @@ describe("kafka cdc of redis writes", function()
         end
     end)
 
+    it("fails a write whose topic cannot be created, or whose record "
+       .. "librdkafka refuses", function()
+        -- one broker cannot hold 3 replicas: CreateTopics says so at once
+        local P = proxy(R, string.format([[brokers = %q, topic = "norep",
+            create_topics = { partitions = 1, replication = 3 }]], k:brokers()))
+        local r = h.connect(P):cmd("SET", "nr", "1")
+        assert.truthy(r.err and r.err:find("not recorded in Kafka (creating "
+            .. "topic norep: ", 1, true), r.err)
+        assert.equal(0, k:topic_partitions("norep") or 0)     -- none made
+        -- a queue of one record, no broker: the second of a pipeline is
+        -- refused at once (the first fails at its timeout)
+        local dead = h.free_port()
+        local Q = proxy(R, string.format([[brokers = "127.0.0.1:%d",
+            topic = "q", timeout_ms = 1000,
+            properties = { ["queue.buffering.max.messages"] = "1" }]], dead))
+        local c = h.connect(Q)
+        c:send("*3\r\n$3\r\nSET\r\n$2\r\nq1\r\n$1\r\n1\r\n"
+               .. "*3\r\n$3\r\nSET\r\n$2\r\nq2\r\n$1\r\n2\r\n")
+        local replies = c:read_replies(2, 10)
+        assert.truthy(replies[1].err:find("not recorded in Kafka", 1, true))
+        assert.truthy(replies[2].err:find("not recorded in Kafka (Local: "
+            .. "Queue full)", 1, true), replies[2].err)
+        assert.equal("2", h.cli(R.port, "get", "q2"))
+    end)
+
     it("drops and counts what overflows an asynchronous buffer", function()
         local M = h.free_port()
         -- no broker there: nothing is ever acknowledged, the buffer stays full
