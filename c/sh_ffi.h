@@ -302,6 +302,29 @@ sh_batch_t *sh_ffi_run_paired(sh_run_t *s);
  * condition again: a resume may come for other reasons). */
 void sh_ffi_run_notify(sh_run_t *r);
 
+/* Waiting for something other than a backend (sh_watch.c): run r waits
+ * for batch b (one Lua made) until it was settled n times, each
+ * sh_ffi_batch_settle counting one down; the last wakes r (chain:wait()
+ * returns once nothing else is owed either).  SH_AGAIN: r must wait (n >
+ * 0); SH_OK: nothing to wait for.  b is kept until its last settlement,
+ * even when the client goes first (the settlement then wakes nothing). */
+int sh_ffi_run_await(sh_run_t *r, sh_batch_t *b, uint32_t n);
+void sh_ffi_batch_settle(sh_batch_t *b);
+
+/* Watches (sh_watch.c): worker w's loop polls a descriptor and, when it is
+ * readable, calls shotover.worker.on_watch(w, token) (shotover.watch).
+ * watch_pipe makes a non-blocking pipe, polls its read end (drained before
+ * Lua is called) and gives its write end in *wfd for a library's threads
+ * to write a byte to; watch_fd polls fd as it is (the caller reads it).
+ * watch_close stops and closes the watch of token (a pipe's two ends
+ * too); at worker stop, after shotover.worker.stop, every watch closes. */
+int sh_ffi_watch_pipe(sh_worker_t *w, int token, int *wfd, const char **err);
+int sh_ffi_watch_fd(sh_worker_t *w, int fd, int token, const char **err);
+/* Call the watch's handler every ms milliseconds too (a deadline its
+ * owner keeps); SH_DECLINED when token has no watch. */
+int sh_ffi_watch_tick(sh_worker_t *w, int token, uint32_t ms);
+void sh_ffi_watch_close(sh_worker_t *w, int token);
+
 /* Holding requests across batches (the MORE yield, see coalesce): why the
  * coroutine was resumed (SH_WAKE_*), and the run's one-shot timer:
  * (re)armed to fire in ms milliseconds, or stopped.  A timer that fires

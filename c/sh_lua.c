@@ -556,6 +556,43 @@ sh_lua_worker_collect(sh_worker_t *w)
     return left;
 }
 
+/* Call shotover.worker.NAME(w[, token]) outside any run, logging what it
+ * raises: the worker goes on. */
+static void
+sh_lua_worker_event(sh_worker_t *w, const char *name, int token)
+{
+    lua_State *L = w->L;
+    int top = lua_gettop(L), nargs = 1;
+    char err[512];
+
+    if (L == NULL) {
+        return;
+    }
+    lua_pushlightuserdata(L, w);
+    if (token >= 0) {
+        lua_pushinteger(L, token);
+        nargs = 2;
+    }
+    if (sh_lua_call(L, "shotover.worker", name, nargs, 0, err, sizeof(err))
+        != SH_OK)
+    {
+        sh_log_error("worker %d: %s: %s", w->id, name, err);
+    }
+    lua_settop(L, top);
+}
+
+void
+sh_lua_worker_watch(sh_worker_t *w, int token)
+{
+    sh_lua_worker_event(w, "on_watch", token);
+}
+
+void
+sh_lua_worker_stop(sh_worker_t *w)
+{
+    sh_lua_worker_event(w, "stop", -1);
+}
+
 /*
  * A runner yields (DONE, resp): resp is an sh_batch_t reference (cdata), or
  * nil for none.  Taken from the stack rather than set through an FFI call

@@ -23,6 +23,10 @@ typedef struct sh_lua_co_s {
 int sh_lua_worker_init(sh_worker_t *w, char *err, size_t errlen);
 int sh_lua_worker_reload(sh_worker_t *w, char *err, size_t errlen);
 int sh_lua_worker_collect(sh_worker_t *w);
+/* a watch of w is readable (shotover.worker.on_watch); w stops
+ * (shotover.worker.stop: what Lua holds in flight is flushed) */
+void sh_lua_worker_watch(sh_worker_t *w, int token);
+void sh_lua_worker_stop(sh_worker_t *w);
 int sh_lua_resume(sh_worker_t *w, sh_lua_co_t *co, void *run, void *client,
     sh_cycle_t *cycle, sh_batch_t **resp, const char **err);
 void sh_lua_co_release(sh_worker_t *w, sh_lua_co_t *co);

@@ -25,6 +25,7 @@
 #include "sh_redis_pool.h"
 #include "sh_server.h"
 #include "sh_upstream.h"
+#include "sh_watch.h"
 
 /* Connections accepted per readiness callback before the loop moves on:
  * other sockets of the worker get their turn under a flood of connects
@@ -103,6 +104,7 @@ sh_worker_stop_cb(uv_async_t *a)
     sh_conn_close_all(w);
     sh_redis_pools_close(w);
     sh_cql_pools_close(w);
+    sh_watches_close(w);
     sh_worker_close_handles(w);
     uv_mutex_lock(&sh_stop_mu);
     w->stop_closed = 1;

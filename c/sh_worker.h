@@ -50,6 +50,7 @@ struct sh_worker_s {
                                      (sh_upstream.c) */
     struct sh_redis_pool_s *pools; /* Redis pools (sh_redis_pool.c) */
     struct sh_cql_pool_s *cql_pools; /* Cassandra pools (sh_cql_pool.c) */
+    struct sh_watch_s *watches; /* descriptors Lua watches (sh_watch.c) */
     uint32_t nconns;         /* open client connections */
     uint32_t peak_conns;     /* most open since memory was last released */
     uv_timer_t release;      /* releases memory after a burst (sh_worker.c) */

@@ -215,11 +215,14 @@ end
 -- they cost no extra call (the code after a yield runs interpreted).
 --   chain:wait()    until every backend this connection sent to answered
 --                   (one yield: C resumes only once all of them have)
+--   chain:await(b, n) until batch b was settled n times (Lua's own events,
+--                   sh_ffi_batch_settle) and every backend answered
 --   chain:sleep()   lanes: a batch that must wait for another batch of its
 --                   client loops on `while cond do chain:sleep() end`...
 --   chain:notify()  ...and the other calls this when cond may have changed
 -- sleep and notify are no-ops without a connection (dry runs).
 Ctx.wait = runner.wait
+Ctx.await = runner.await
 Ctx.sleep = runner.sleep
 Ctx.notify = runner.notify
 

@@ -52,6 +52,8 @@ local conn_notify = C.sh_ffi_run_notify
 local conn_handler = C.sh_ffi_run_handler
 local conn_source = C.sh_ffi_run_source
 local conn_gen = C.sh_ffi_run_gen
+local conn_await = C.sh_ffi_run_await
+local AGAIN = base.AGAIN
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -76,6 +78,16 @@ jit.off(resumed)
 -- for a hot loop by the JIT, whose traces cannot cross the yield.
 function _M.wait(ctx)
     if outstanding(ctx.c) > 0 then
+        yield(WAIT)
+        resumed()
+    end
+end
+
+-- Wait until batch b (one Lua made for the purpose) was settled n times
+-- (sh_ffi_batch_settle, from a watch handler: the kafka transform's
+-- delivery reports), and every backend answered too.  No-op when n is 0.
+function _M.await(ctx, b, n)
+    if n > 0 and conn_await(ctx.c, b, n) == AGAIN then
         yield(WAIT)
         resumed()
     end

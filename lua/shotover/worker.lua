@@ -165,4 +165,15 @@ function _M.collect(wlud)
     return left
 end
 
+-- A watch (shotover.watch) is readable: its handler reads what came.
+function _M.on_watch(_, token)
+    require("shotover.watch").dispatch(token)
+end
+
+-- The worker stops (its clients are gone or being closed): what a watch's
+-- owner holds in flight is flushed before the watches close.
+function _M.stop()
+    require("shotover.watch").stop_all()
+end
+
 return _M

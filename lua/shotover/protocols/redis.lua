@@ -286,7 +286,8 @@ function _M.cost(m)                               -- luacheck: no unused
     return 1
 end
 
--- reply builders (shotover.redis.reply) and the decoder load on first use
+-- reply builders (shotover.redis.reply), the decoder and query_info load
+-- on first use
 setmetatable(_M, { __index = function(t, k)
     if k == "reply" then
         t.reply = require "shotover.redis.reply"
@@ -294,6 +295,9 @@ setmetatable(_M, { __index = function(t, k)
     elseif k == "decode" then
         t.decode = require "shotover.redis.decode"
         return t.decode
+    elseif k == "query_info" then
+        t.query_info = require("shotover.redis.query_info").query_info
+        return t.query_info
     end
     return nil
 end })

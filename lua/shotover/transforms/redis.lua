@@ -91,13 +91,48 @@ function _M.new(conf, env)
     return self
 end
 
+-- The database the client uses, for m:query_info() (its `db`): a SELECT
+-- answered +OK sets chain.conn.redis_db, a RESET answered +RESET clears
+-- it.  (A SELECT inside MULTI is answered +QUEUED and not followed.)  The
+-- scan before sending runs compiled; the rare batch with one of them is
+-- looked at again once answered.
+local SELECT = require("shotover.redis.command_ids").id("SELECT")
+local RESET = require("shotover.redis.command_ids").id("RESET")
+
+local function switches_db(batch)
+    for i = 1, batch.n do
+        local id = batch[i].cmd_id
+        if id == SELECT or id == RESET then
+            return true
+        end
+    end
+    return false
+end
+
+local function note_db(batch, resp, chain)
+    for i = 1, batch.n do
+        local m, r = batch[i], resp[i]
+        if r ~= nil and not r:is_error() then
+            if m.cmd_id == SELECT and r:line() == "OK" then
+                chain.conn.redis_db = tonumber(m:arg(2))
+            elseif m.cmd_id == RESET then
+                chain.conn.redis_db = nil
+            end
+        end
+    end
+end
+
 local function send(self, batch, chain)
     if self.pool == nil then                -- no worker: answer dry
         return require("shotover.protocols.redis").dry(batch, chain)
     end
     local resp = new_batch(batch.n)
+    local db = switches_db(batch)
     if C.sh_ffi_redis_send(self.pool, chain.c, batch, resp) == AGAIN then
         chain:wait()
+    end
+    if db then
+        note_db(batch, resp, chain)
     end
     return resp
 end
@@ -142,8 +177,12 @@ function methods.transform(self, batch, chain)
         return send(self, batch, chain)
     end
     local resp = new_batch(batch.n)
+    local db = switches_db(batch)
     if C.sh_ffi_redis_send(pool, chain.c, batch, resp) == AGAIN then
         chain:wait()
+    end
+    if db then
+        note_db(batch, resp, chain)
     end
     return resp
 end
