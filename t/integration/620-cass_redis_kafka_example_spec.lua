@@ -80,7 +80,10 @@ describe("examples/cass-redis-kafka", function()
 
         -- every write, in order, in Kafka (one partition key: one
         -- partition, its order kept)
-        local recs = broker:consume("shop.cdc", 6, 30)
+        local recs = broker:consume("shop.cdc", 5, 30)
+        -- and nothing else (a PREPARE, a read, writes nothing)
+        assert.is_nil(broker:consume("shop.cdc", nil, 10,
+                                     { to_end = true })[6])
         local by_key = {}
         for _, r in ipairs(recs) do
             by_key[r.key] = by_key[r.key] or {}

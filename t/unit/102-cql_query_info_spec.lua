@@ -149,6 +149,23 @@ describe("CQL query_info", function()
         assert.is_true(qi.complete)
     end)
 
+    it("calls a PREPARE a prepare, naming its statement", function()
+        local qi = request.prepare("UPDATE t SET v = ? WHERE k = ? AND "
+                                   .. "k2 = ?"):query_info(chain)
+        assert.are.equal("prepare", qi.kind)
+        assert.are.equal("update", qi.op)
+        assert.are.equal("ks.t", qi.namespace)
+        assert.is_nil(qi.key)
+    end)
+
+    it("gives a BATCH message's children its consistency", function()
+        local qi = info("BEGIN UNLOGGED BATCH UPDATE t SET v = 'a' WHERE "
+                        .. "k = 1 AND k2 = 'b' AND c = 2; APPLY BATCH", nil,
+                        { consistency = "QUORUM" })
+        assert.are.equal("QUORUM", qi.statements[1].consistency)
+        assert.are.equal("unlogged", qi.batch_type)
+    end)
+
     it("is nil for the handshake and replies", function()
         assert.is_nil(request.startup():query_info(chain))
         assert.is_nil(request.options():query_info(chain))

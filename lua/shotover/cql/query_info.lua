@@ -396,7 +396,6 @@ local function batch_info(ast, ks, raw)
         local child = statement_info(s, s.keyspace or ks, raw)
         child.ttl = child.ttl or qi.ttl
         child.timestamp = child.timestamp or qi.timestamp
-        child.lwt = child.lwt or nil
         qi.statements[i] = child
         if not child.complete then
             qi.complete = false
@@ -447,10 +446,15 @@ function _M.info(m, chain)
         local raw = op ~= OP_PREPARE and raw_values(m) or nil
         local qi = statement_info(ast, ks, raw)
         if op == OP_PREPARE then
-            qi.prepare = true
+            -- it runs nothing: kind "prepare", op the statement's
+            qi.kind, qi.prepare = "prepare", true
             qi.key, qi.key_parts, qi.key_bytes, qi.values = nil, nil, nil, nil
+            qi.statements = nil
         else
             qi.consistency = consistency_of(m)
+            for _, child in ipairs(qi.statements or {}) do
+                child.consistency = qi.consistency
+            end
             if raw == nil then
                 qi.complete = false
             end
@@ -460,7 +464,8 @@ function _M.info(m, chain)
         local ok, children = pcall(m.batch_children, m, true)
         local qi = { protocol = "cassandra", kind = "batch", op = "batch",
                      statements = {}, complete = ok and children ~= nil,
-                     consistency = consistency_of(m) }
+                     consistency = ok and children and children.consistency
+                                   or nil }
         if not qi.complete then
             return qi
         end
@@ -479,6 +484,7 @@ function _M.info(m, chain)
                           op = "unknown", complete = false,
                           incomplete = "statement not known" }
             end
+            child.consistency = qi.consistency
             qi.statements[i] = child
             if not child.complete then
                 qi.complete = false

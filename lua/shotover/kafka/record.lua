@@ -35,8 +35,8 @@ end
 -- One CQL statement (not a BATCH) as a record, or nil when it changes no
 -- rows.  `parent`: the BATCH it is in, for what a child does not carry.
 local function cql_record(qi, opts, parent)
-    if not CQL_OPS[qi.op] then
-        return nil
+    if not CQL_OPS[qi.op] or qi.prepare then
+        return nil                      -- a PREPARE writes nothing yet
     end
     local keyspace = qi.keyspace or (parent and parent.keyspace)
     local namespace = qi.namespace
@@ -56,7 +56,7 @@ local function cql_record(qi, opts, parent)
     if qi.key then
         rec.key = raw(object(qi.key, qi.key_columns))
     end
-    if qi.clustering then
+    if qi.clustering and next(qi.clustering) ~= nil then
         rec.clustering = raw(object(qi.clustering, qi.clustering_columns))
     end
     local kafka_key = namespace
