@@ -32,7 +32,8 @@ describe("redis_cache", function()
                                   admin),
             chain = string.format([[
             { "redis_cache", ttl_seconds = 60,
-              tables = { "rc.t", "rc.c", ["rc.other"] = { ttl_seconds = 30 } },
+              tables = { "rc.t", "rc.c", ["rc.other"] = { ttl_seconds = 30 },
+                         ["rc.short"] = { ttl_seconds = 1 } },
               cache_chain = { { "redis", remote = "127.0.0.1:%d" } } },
             { "query_counter", name = "behind" },]], redis.port) }
         node:python([[
@@ -43,6 +44,7 @@ s.execute("CREATE TABLE rc.t (k int PRIMARY KEY, v text)")
 s.execute("CREATE TABLE rc.c (a text, b bigint, c int, v text, "
           "PRIMARY KEY ((a, b), c))")
 s.execute("CREATE TABLE rc.other (k int PRIMARY KEY, v text)")
+s.execute("CREATE TABLE rc.short (k int PRIMARY KEY, v text)")
 c.shutdown()
 ]])
     end)
@@ -151,6 +153,29 @@ c.shutdown()
         assert.matches("t None\nother other", out, 1, true)
     end)
 
+    it("serves an entry no longer than its table's TTL", function()
+        local script = [[
+c, s = connect(keyspace="rc")
+s.execute("INSERT INTO short (k, v) VALUES (1, 'x')")
+for _ in range(2):
+    s.execute("SELECT v FROM short WHERE k = 1")
+c.shutdown()
+]]
+        local h0 = metric(admin, "shotover_cache_hits_total")
+        cassandra.python(script, { port = P })
+        assert.are.equal(h0 + 1, metric(admin, "shotover_cache_hits_total"))
+        -- one second later the entry is a miss again
+        local m0 = metric(admin, "shotover_cache_misses_total")
+        h.wait_until(function()
+            cassandra.python([[
+c, s = connect(keyspace="rc")
+s.execute("SELECT v FROM short WHERE k = 1")
+c.shutdown()
+]], { port = P })
+            return metric(admin, "shotover_cache_misses_total") > m0
+        end, 10, "the entry to expire")
+    end)
+
     it("keys by the typed value: no two values share an entry", function()
         local out = cassandra.python([[
 c, s = connect(keyspace="rc")
@@ -200,28 +225,28 @@ c.shutdown()
 
     it("does not store what a SELECT read before a write went by", function()
         -- the interleaving, step by step, with the transform's own scripts
-        -- on the real redis-server: a lookup misses and returns the
+        -- on the real redis-server: a lookup misses and finds the
         -- versions; a write invalidates the partition; the SELECT's late
         -- store is refused; a store with the new versions is taken
         local scripts = require("shotover.transforms.redis_cache").scripts
         local P_, T_ = "test:{x.y}:P:k", "test:{x.y}:T"
-        local function eval(script, ...)
-            return redis:cli("EVAL", script, 2, P_, T_, ...)
+        local function lookup()
+            return redis:cli("GET", T_) .. "|"
+                   .. redis:cli("HMGET", P_, "f", "@f", "v")
         end
-        assert.are.equal("0\n0", eval(scripts.lookup, "f"))
+        local function store(pv, tv, body)
+            return redis:cli("EVAL", scripts.store, 2, P_, T_, "f", pv, tv,
+                             "99999999999999", body, 60000)
+        end
+        assert.are.equal("|\n\n", lookup())
         redis:cli("EVAL", scripts.invalidate, 1, P_, 60000)
-        assert.are.equal("0", eval(scripts.store, "f", "0", "0", 60000,
-                                   "old", 60000))
-        assert.are.equal("1\n0", eval(scripts.lookup, "f"))
-        assert.are.equal("1", eval(scripts.store, "f", "1", "0", 60000,
-                                   "new", 60000))
-        assert.are.equal("new", eval(scripts.lookup, "f"))
-        -- a table-wide invalidation hides it, and refuses stores begun
-        -- before it
+        assert.are.equal("0", store("0", "0", "old"))
+        assert.are.equal("|\n\n1", lookup())
+        assert.are.equal("1", store("1", "0", "new"))
+        assert.are.equal("|new\n0:99999999999999\n1", lookup())
+        -- a table-wide invalidation refuses stores begun before it
         redis:cli("INCR", T_)
-        assert.are.equal("1\n1", eval(scripts.lookup, "f"))
-        assert.are.equal("0", eval(scripts.store, "f", "1", "0", 60000,
-                                   "old", 60000))
+        assert.are.equal("0", store("1", "0", "old"))
     end)
 
     it("never shows a reader a value older than an acknowledged write",

@@ -8,11 +8,14 @@
 --                             and writes whose partition is not known)
 --   PREFIX{ks.t}:P:<key>      one hash per partition (<key>: the typed
 --                             bytes of its partition key): field "v" the
---                             partition's version, and one field per
---                             cached statement shape, holding
---                             "<table version>:<expiry ms>:<RESULT body>"
--- A lookup that misses returns both versions; the reply is stored only if
--- neither moved meanwhile (one script, atomic in Redis).  A write bumps its
+--                             partition's version, and per cached
+--                             statement shape S, field S holding the
+--                             RESULT body and field "@"..S holding
+--                             "<table version>:<expiry, ms since 1970>"
+-- A lookup is two plain commands, pipelined (GET of the table's version,
+-- HMGET of the entry, its stamp and the partition's version); a miss keeps
+-- both versions, and the reply is stored only if neither moved meanwhile
+-- (one script, atomic in Redis).  A write bumps its
 -- partition's version (and drops its entries) once Cassandra answered it,
 -- before its client gets the reply.  So a SELECT that read the old row
 -- while a write went by cannot put it back: that is the race closed.
@@ -119,32 +122,13 @@ function _M.check_config(conf)
 end
 
 -- The scripts, by SHA1 (EVALSHA; EVAL when Redis does not have them yet).
-local LOOKUP = [[
-local e = redis.call('HGET', KEYS[1], ARGV[1])
-local tv = redis.call('GET', KEYS[2]) or '0'
-if e then
-  local a = string.find(e, ':', 1, true)
-  local b = string.find(e, ':', a + 1, true)
-  local t = redis.call('TIME')
-  local now = t[1] * 1000 + math.floor(t[2] / 1000)
-  if string.sub(e, 1, a - 1) == tv and
-     now < tonumber(string.sub(e, a + 1, b - 1)) then
-    return string.sub(e, b + 1)
-  end
-end
-return { redis.call('HGET', KEYS[1], 'v') or '0', tv }
-]]
-
 local STORE = [[
 if (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[2] then return 0 end
 if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
-local t = redis.call('TIME')
-local ttl = tonumber(ARGV[4])
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('HSET', KEYS[1], ARGV[1],
-           ARGV[3] .. ':' .. (now + ttl) .. ':' .. ARGV[5])
-if redis.call('PTTL', KEYS[1]) < ttl + tonumber(ARGV[6]) then
-  redis.call('PEXPIRE', KEYS[1], ttl + tonumber(ARGV[6]))
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[5],
+           '@' .. ARGV[1], ARGV[3] .. ':' .. ARGV[4])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[6]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
 end
 return 1
 ]]
@@ -218,26 +202,23 @@ local function part(t, s)
     t[#t + 1] = #s .. ":" .. s
 end
 
-local function shape(m, ast, qi)
-    local t = { "s", m:version() }
+-- The part of a shape that depends on the statement alone, made once per
+-- parsed statement (the parser keeps one AST per distinct text).
+local statics = setmetatable({}, { __mode = "k" })
+
+local function static_shape(ast)
+    local t = { "s" }
     for _, c in ipairs(ast.columns or {}) do
         part(t, type(c) == "table" and (c.text or c.name or "?") or c)
     end
-    for _, s in ipairs(ast.selectors or {}) do
-        part(t, type(s) == "table" and (s.text or "?") or s)
+    for _, x in ipairs(ast.selectors or {}) do
+        part(t, type(x) == "table" and (x.text or "?") or x)
     end
     part(t, ast.distinct and "d" or "")
     part(t, ast.json and "j" or "")
-    for _, r in ipairs(qi.restrictions) do
-        part(t, r.column)
-        part(t, r.op)
-        if type(r.bytes) == "table" then
-            for _, b in ipairs(r.bytes) do
-                part(t, b)
-            end
-        else
-            part(t, r.bytes)
-        end
+    for _, w in ipairs(ast.where or {}) do
+        part(t, w.column or "?")
+        part(t, w.op)
     end
     for _, o in ipairs(ast.order_by or {}) do
         part(t, type(o) == "table" and ((o.column or "?") .. " "
@@ -245,6 +226,23 @@ local function shape(m, ast, qi)
     end
     for _, g in ipairs(ast.group_by or {}) do
         part(t, g)
+    end
+    local st = concat(t, "|")
+    statics[ast] = st
+    return st
+end
+
+local function shape(m, ast, qi)
+    local t = { statics[ast] or static_shape(ast), m:version() }
+    for _, r in ipairs(qi.restrictions) do
+        if type(r.bytes) == "table" then
+            part(t, #r.bytes)
+            for _, b in ipairs(r.bytes) do
+                part(t, b)
+            end
+        else
+            part(t, r.bytes)
+        end
     end
     part(t, qi.limit or "")
     part(t, qi.per_partition_limit or "")
@@ -281,7 +279,7 @@ local function cacheable(self, m, qi, chain)
     return shape(m, ast, qi)
 end
 
-local SCRIPTS = { lookup = LOOKUP, store = STORE, invalidate = INVALIDATE }
+local SCRIPTS = { store = STORE, invalidate = INVALIDATE }
 _M.scripts = SCRIPTS                    -- for the specs
 
 -- A script's call: EVALSHA once its SHA1 is known (SCRIPT LOAD, on the
@@ -307,7 +305,7 @@ local function run_cache(self, chain, cmds)
     for _, c in ipairs(cmds) do
         b:push(command(c.args))
     end
-    local load = self.sha.lookup == nil and {} or nil
+    local load = self.sha.store == nil and {} or nil
     if load then
         for which, script in pairs(SCRIPTS) do
             load[#load + 1] = which
@@ -367,6 +365,42 @@ local function run_cache(self, chain, cmds)
         end
     end
     return out
+end
+
+-- Wall-clock milliseconds: entries carry their expiry in this clock, so
+-- every shotover sharing a Redis agrees on it (as far as their clocks do).
+ffi.cdef [[
+struct sh_cache_timeval { long tv_sec; long tv_usec; };
+int gettimeofday(struct sh_cache_timeval *tv, void *tz);
+]]
+local timeval = ffi.new("struct sh_cache_timeval")
+local function now_ms()
+    C.gettimeofday(timeval, nil)
+    return tonumber(timeval.tv_sec) * 1000
+           + floor(tonumber(timeval.tv_usec) / 1000)
+end
+
+-- A lookup's two replies (GET of the table's version, HMGET of the entry,
+-- its stamp and the partition's version): the entry's body when it is
+-- current, else nil, having kept in r the versions a store must find
+-- still there (or nil and why when the cache did not answer).
+local NULL = decode.NULL
+local function entry(tv, h, now, r)
+    if tv == nil or type(h) ~= "table" then
+        return nil, tv == nil and "no reply" or "unexpected reply"
+    end
+    tv = tv ~= NULL and tv or "0"
+    r.tv, r.pv = tv, h[3] ~= NULL and h[3] or "0"
+    local body, stamp = h[1], h[2]
+    if body == NULL or stamp == NULL then
+        return nil
+    end
+    local at = stamp:find(":", 1, true)
+    if at and stamp:sub(1, at - 1) == tv
+       and now < (tonumber(stamp:sub(at + 1)) or 0) then
+        return body
+    end
+    return nil
 end
 
 local warned = 0
@@ -500,8 +534,9 @@ function mt.__index.transform(self, batch, chain)
                             pkey = partition_key(self, ns, qi.key_bytes),
                             tkey = table_key(self, ns) }
                 reads[#reads + 1] = r
-                lookups[#lookups + 1] = evalsha(self, "lookup", LOOKUP,
-                    { r.pkey, r.tkey }, { sh })
+                lookups[#lookups + 1] = { args = { "GET", r.tkey } }
+                lookups[#lookups + 1] = { args = { "HMGET", r.pkey, sh,
+                                                   "@" .. sh, "v" } }
             else
                 writes_of(self, qi, writes)
                 if qi.op == "execute" and not qi.complete then
@@ -516,10 +551,14 @@ function mt.__index.transform(self, batch, chain)
     local answered = {}
     if #lookups > 0 then
         local got = run_cache(self, chain, lookups)
+        local now = now_ms()
         for k, r in ipairs(reads) do
-            local v = got[k]
+            local v, err = entry(got[2 * k - 1], got[2 * k], now, r)
+            if err then
+                err = got[-(2 * k - 1)] or got[-(2 * k)] or err
+            end
             if held and (held[r.pkey] or held[r.tkey]) then
-                v = nil
+                v, r.pv = nil, nil
                 add(self.m.bypassed, 1)
             end
             if type(v) == "string" then
@@ -534,12 +573,9 @@ function mt.__index.transform(self, batch, chain)
                 else
                     cache_error(self, f)
                 end
-            elseif type(v) == "table" then
-                r.pv, r.tv = v[1], v[2]
-                add(self.m.misses, 1)
             else
-                if got[-k] then
-                    cache_error(self, got[-k])
+                if err then
+                    cache_error(self, err)
                 end
                 add(self.m.misses, 1)
             end
@@ -593,7 +629,8 @@ function mt.__index.transform(self, batch, chain)
         if body and #body <= t.max_entry then
             cmds[#cmds + 1] = evalsha(self, "store", STORE,
                 { r.pkey, r.tkey },
-                { r.field, r.pv, r.tv, t.ttl_ms, body, GRACE_MS })
+                { r.field, r.pv, r.tv, fmt("%.0f", now_ms() + t.ttl_ms),
+                  body, t.ttl_ms + GRACE_MS })
             what[#cmds] = #body
         end
     end
