@@ -3,6 +3,7 @@
 local root = assert(os.getenv("SHOTOVER_SRC"), "run it with ./servers")
 package.path = root .. "/t/lib/?.lua;" .. package.path
 
+io.stdout:setvbuf("line")
 local h = require "harness"
 local cassandra = require "cassandra"
 local kafka = require "kafka"
