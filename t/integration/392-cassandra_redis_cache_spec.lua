@@ -33,7 +33,8 @@ describe("redis_cache", function()
             chain = string.format([[
             { "redis_cache", ttl_seconds = 60,
               tables = { "rc.t", "rc.c", ["rc.other"] = { ttl_seconds = 30 },
-                         ["rc.short"] = { ttl_seconds = 1 } },
+                         ["rc.short"] = { ttl_seconds = 1 },
+                         ["rc.small"] = { max_entry_bytes = 200 } },
               cache_chain = { { "redis", remote = "127.0.0.1:%d" } } },
             { "query_counter", name = "behind" },]], redis.port) }
         node:python([[
@@ -45,6 +46,7 @@ s.execute("CREATE TABLE rc.c (a text, b bigint, c int, v text, "
           "PRIMARY KEY ((a, b), c))")
 s.execute("CREATE TABLE rc.other (k int PRIMARY KEY, v text)")
 s.execute("CREATE TABLE rc.short (k int PRIMARY KEY, v text)")
+s.execute("CREATE TABLE rc.small (k int PRIMARY KEY, v text)")
 c.shutdown()
 ]])
     end)
@@ -174,6 +176,22 @@ c.shutdown()
 ]], { port = P })
             return metric(admin, "shotover_cache_misses_total") > m0
         end, 10, "the entry to expire")
+    end)
+
+    it("does not store a result over max_entry_bytes", function()
+        local s0 = metric(admin, "shotover_cache_stores_total")
+        local h0 = metric(admin, "shotover_cache_hits_total")
+        cassandra.python([[
+c, s = connect(keyspace="rc")
+s.execute("INSERT INTO small (k, v) VALUES (1, 'x')")
+s.execute("INSERT INTO small (k, v) VALUES (2, '" + "y" * 500 + "')")
+for k in (1, 2, 1, 2):
+    s.execute("SELECT v FROM small WHERE k = %s", [k])
+c.shutdown()
+]], { port = P })
+        -- the small row stored and hit once; the big one neither
+        assert.are.equal(s0 + 1, metric(admin, "shotover_cache_stores_total"))
+        assert.are.equal(h0 + 1, metric(admin, "shotover_cache_hits_total"))
     end)
 
     it("keys by the typed value: no two values share an entry", function()
