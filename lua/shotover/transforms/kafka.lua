@@ -24,15 +24,8 @@ local fmt = string.format
 local add, observe, now_ns = metrics.add, metrics.observe, metrics.now_ns
 local settle = C.sh_ffi_batch_settle
 
--- the CQL side's schema loader, when this build has it: it loads the
--- table schemas m:query_info() needs to find a CQL request's key
-local cql_schema
-do
-    local ok, mod = pcall(require, "shotover.cql.schema")
-    if ok and type(mod) == "table" and mod.prepare then
-        cql_schema = mod
-    end
-end
+-- the table schemas m:query_info() needs to find a CQL request's key
+local cql_schema = require "shotover.cql.schema"
 
 local _M = {
     name = "kafka",
@@ -372,11 +365,14 @@ function methods.transform(self, batch, chain)
     end
     local proto = protocols.by_id(batch[1].proto)
     local redis = proto.name == "redis"
-    if cql_schema and not redis then
+    if not redis then
         cql_schema.prepare(chain, batch)
     end
     local infos = infos_of(batch, chain, proto)
     local resp = chain:next(batch)
+    if not redis then
+        cql_schema.observe(resp)    -- ALTER, DROP: read the table again
+    end
     -- (a transaction being queued counts every command, reads too)
     if infos == nil and not (redis and chain.conn[self]) then
         return resp
