@@ -1,8 +1,11 @@
 -- bench/cql-load.lua: a cheap CQL load client for bench/cassandra, run by
 -- `shotover lua` (LuaJIT + FFI, plain non-blocking sockets and poll(2)).
 --
---   shotover lua bench/cql-load.lua PORT WORKLOAD OPS CONNS DEPTH POPULATION
---                                   SEED HOT WRITE_RATIO LATFILE IDX NPROCS
+--   shotover lua $PWD/bench/cql-load.lua PORT WORKLOAD OPS CONNS DEPTH
+--                 POPULATION SEED HOT WRITE_RATIO LATFILE [IDX NPROCS]
+--
+-- (an absolute path: `shotover lua` does not look in the current directory;
+-- bench/cassandra --client lua runs it.)
 --
 -- Opens CONNS connections to 127.0.0.1:PORT (STARTUP, native protocol v4,
 -- no compression), PREPAREs the bench's INSERT and SELECT on each, prints
