@@ -587,10 +587,13 @@ return function(frame)
         return at
     end
 
-    local function long_string(s)
-        local n = #s
+    local function be32s(n)
         return string.char(band(rshift(n, 24), 255), band(rshift(n, 16), 255),
-                           band(rshift(n, 8), 255), band(n, 255)) .. s
+                           band(rshift(n, 8), 255), band(n, 255))
+    end
+
+    local function long_string(s)
+        return be32s(#s) .. s
     end
 
     -- Replace the text of a QUERY or PREPARE request.
@@ -648,14 +651,8 @@ return function(frame)
         local p, n = body_view(f)
         local at = locate(f, p, n)
         local body = ffi_string(p, n)
-        local enc
-        if band(f.data[0], 0x7f) >= 5 then
-            enc = string.char(band(rshift(flags, 24), 255),
-                              band(rshift(flags, 16), 255),
-                              band(rshift(flags, 8), 255), band(flags, 255))
-        else
-            enc = string.char(band(flags, 255))
-        end
+        local enc = band(f.data[0], 0x7f) >= 5 and be32s(flags)
+                    or string.char(band(flags, 255))
         set_body(f, body:sub(1, at.flags_at) .. enc
                     .. body:sub(at.flags_at + #enc + 1))
     end

@@ -343,16 +343,24 @@ local function insert_info(ast, ks, raw)
     return qi
 end
 
-local function update_info(ast, ks, raw)
-    local qi = base("write", "update", ast, ks)
+-- The part UPDATE and DELETE share: LWT, USING, and the key from WHERE.
+local function where_keyed(kind, ast, ks, raw)
+    local qi = base(kind, ast.kind, ast, ks)
     qi.lwt = (ast.if_exists or ast.if_conditions ~= nil) or false
     using(qi, ast.using, raw)
     local tab = with_table(qi, ks, ast)
+    if tab then
+        key_from_where(qi, tab, ast.where, raw)
+        finish_key(qi, tab)
+    end
+    return qi, tab
+end
+
+local function update_info(ast, ks, raw)
+    local qi, tab = where_keyed("write", ast, ks, raw)
     if not tab then
         return qi
     end
-    key_from_where(qi, tab, ast.where, raw)
-    finish_key(qi, tab)
     qi.values = {}
     for _, a in ipairs(ast.assignments or {}) do
         local t = tab.types[a.column]
@@ -372,16 +380,8 @@ local function update_info(ast, ks, raw)
 end
 
 local function delete_info(ast, ks, raw)
-    local qi = base("delete", "delete", ast, ks)
-    qi.lwt = (ast.if_exists or ast.if_conditions ~= nil) or false
-    using(qi, ast.using, raw)
-    local tab = with_table(qi, ks, ast)
-    if not tab then
-        return qi
-    end
-    key_from_where(qi, tab, ast.where, raw)
-    finish_key(qi, tab)
-    if ast.columns and #ast.columns > 0 then
+    local qi, tab = where_keyed("delete", ast, ks, raw)
+    if tab and ast.columns and #ast.columns > 0 then
         qi.columns = ast.columns                -- only these are deleted
     end
     return qi
