@@ -362,14 +362,13 @@ return function(frame)
     -- the cassandra sink tracks USE there).  Statements are parsed once per
     -- distinct text and worker, and cached: nil, err when the text does not
     -- parse, or the body does not read.
-    local cache, ncache, MAX_CACHE = {}, 0, 10000
-    local parse
+    local parse_cached
     function frame.statement(f, conn)
         local text, ks
         if f.rtype == OP_EXECUTE then
             local st = require("shotover.cql.session").prepared(f)
             if not st then
-                return nil, "prepared statement not seen by this worker"
+                return nil, require("shotover.cql.session").UNKNOWN
             end
             text, ks = st.query, st.keyspace
         else
@@ -384,21 +383,11 @@ return function(frame)
                 return nil, "not a statement"
             end
         end
-        local ast = cache[text]
-        if ast == nil then
-            parse = parse or require("shotover.cql.parser").parse
-            local err
-            ast, err = parse(text)
-            if ncache >= MAX_CACHE then
-                cache, ncache = {}, 0
-            end
-            cache[text] = ast or false
-            ncache = ncache + 1
-            if not ast then
-                return nil, err
-            end
-        elseif ast == false then
-            return nil, "statement does not parse"
+        parse_cached = parse_cached
+                       or require("shotover.cql.parser").cached
+        local ast, err = parse_cached(text)
+        if not ast then
+            return nil, err
         end
         return ast, ast.keyspace or ks or own_keyspace(f)
                     or (conn and conn.keyspace)

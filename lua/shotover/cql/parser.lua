@@ -1390,4 +1390,26 @@ function _M.class_of(kind)
     return CLASS[kind]
 end
 
+-- parse(text), once per distinct text per worker: the same AST (shared:
+-- never modify it) for the same text, or nil and the error.  Bounded: the
+-- cache starts over past MAX_CACHED texts.
+_M.MAX_CACHED = 10000
+local cached, ncached = {}, 0
+function _M.cached(text)
+    local ast = cached[text]
+    if ast == nil then
+        local err
+        ast, err = _M.parse(text)
+        if ncached >= _M.MAX_CACHED then
+            cached, ncached = {}, 0
+        end
+        cached[text] = ast or err
+        ncached = ncached + 1
+        return ast, err
+    elseif type(ast) == "string" then
+        return nil, ast
+    end
+    return ast
+end
+
 return _M

@@ -387,6 +387,13 @@ local function delete_info(ast, ks, raw)
     return qi
 end
 
+local function add_child(qi, i, child)
+    qi.statements[i] = child
+    if not child.complete then
+        qi.complete = false
+    end
+end
+
 local function batch_info(ast, ks, raw)
     local qi = base("batch", "batch", ast, ks)
     qi.batch_type = ast.batch_type
@@ -396,10 +403,7 @@ local function batch_info(ast, ks, raw)
         local child = statement_info(s, s.keyspace or ks, raw)
         child.ttl = child.ttl or qi.ttl
         child.timestamp = child.timestamp or qi.timestamp
-        qi.statements[i] = child
-        if not child.complete then
-            qi.complete = false
-        end
+        add_child(qi, i, child)
     end
     return qi
 end
@@ -470,7 +474,7 @@ function _M.info(m, chain)
             return qi
         end
         qi.batch_type = children.type
-        local parse = require("shotover.cql.parser").parse
+        local parse = require("shotover.cql.parser").cached
         for i, ch in ipairs(children) do
             local ast = ch.query and parse(ch.query)
             local child
@@ -485,10 +489,7 @@ function _M.info(m, chain)
                           incomplete = "statement not known" }
             end
             child.consistency = qi.consistency
-            qi.statements[i] = child
-            if not child.complete then
-                qi.complete = false
-            end
+            add_child(qi, i, child)
         end
         return qi
     end

@@ -125,7 +125,7 @@ local function statements_of(m, conn, out)
         if not ok or not children then
             return
         end
-        local parse = require("shotover.cql.parser").parse
+        local parse = require("shotover.cql.parser").cached
         for _, ch in ipairs(children) do
             local ast = ch.query and parse(ch.query)
             if ast then

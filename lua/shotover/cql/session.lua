@@ -19,7 +19,10 @@ local char, byte, sub = string.char, string.byte, string.sub
 local cast = ffi.cast
 local u8p = ffi.typeof("const uint8_t *")
 
-local _M = { _VERSION = "0.1.0", MAX_PREPARED = 20000 }
+local _M = { _VERSION = "0.1.0", MAX_PREPARED = 20000,
+             -- why m:statement() has none for an EXECUTE of an id no
+             -- worker of this shotover saw prepared
+             UNKNOWN = "prepared statement not seen by this worker" }
 
 local PROTO_CQL = C.SH_PROTO_CQL
 local OP_RESULT, OP_PREPARE = C.SH_CQL_RESULT, C.SH_CQL_PREPARE

@@ -225,7 +225,7 @@ function _M.query_class(m, chain)
         return nil
     end
     if op == OP_BATCH then                  -- its strongest child
-        local parse = require("shotover.cql.parser").parse
+        local parse = require("shotover.cql.parser").cached
         local class = "write"
         local ok, children = pcall(m.batch_children, m)
         if not ok then
@@ -246,8 +246,9 @@ function _M.query_class(m, chain)
     if ast then
         return statement_class(ast)
     end
-    if op == OP_EXECUTE and why ~= "statement does not parse" then
-        return false
+    if op == OP_EXECUTE and why == require("shotover.cql.session").UNKNOWN
+    then
+        return false                -- prepared through no worker here
     end
     return "other"
 end
