@@ -585,6 +585,13 @@ return function(frame)
         return be32s(#s) .. s
     end
 
+    -- Give f the body it has (p, n) with its bytes from offset `from` up to
+    -- `stop` (0-based, stop excluded) replaced by `bytes`.
+    local function splice(f, p, n, from, stop, bytes)
+        local body = ffi_string(p, n)
+        set_body(f, body:sub(1, from) .. bytes .. body:sub(stop + 1))
+    end
+
     -- Replace the text of a QUERY or PREPARE request.
     function frame.set_query(f, text)
         if f.rtype ~= OP_QUERY and f.rtype ~= OP_PREPARE then
@@ -592,9 +599,7 @@ return function(frame)
         end
         local p, n = body_view(f)
         local at = locate(f, p, n)
-        local body = ffi_string(p, n)
-        set_body(f, body:sub(1, at.start) .. long_string(text)
-                    .. body:sub(at.stmt_end + 1))
+        splice(f, p, n, at.start, at.stmt_end, long_string(text))
     end
 
     local CONSISTENCY_ID = {}
@@ -613,9 +618,8 @@ return function(frame)
         end
         local p, n = body_view(f)
         local at = locate(f, p, n)
-        local body = ffi_string(p, n)
-        set_body(f, body:sub(1, at.consistency) .. string.char(0, id)
-                    .. body:sub(at.consistency + 3))
+        splice(f, p, n, at.consistency, at.consistency + 2,
+               string.char(0, id))
     end
 
     -- The [query parameters] flags of a QUERY or EXECUTE (0x02
@@ -639,11 +643,9 @@ return function(frame)
         end
         local p, n = body_view(f)
         local at = locate(f, p, n)
-        local body = ffi_string(p, n)
         local enc = band(f.data[0], 0x7f) >= 5 and be32s(flags)
                     or string.char(band(flags, 255))
-        set_body(f, body:sub(1, at.flags_at) .. enc
-                    .. body:sub(at.flags_at + #enc + 1))
+        splice(f, p, n, at.flags_at, at.flags_at + #enc, enc)
     end
 
     -- Replace bound value k of a QUERY or EXECUTE with `bytes` (already
@@ -658,9 +660,8 @@ return function(frame)
         if not v then
             error("set_value: no bound value " .. tostring(k), 2)
         end
-        local body = ffi_string(p, n)
-        local enc = bytes and (long_string(bytes)) or "\255\255\255\255"
-        set_body(f, body:sub(1, v[1]) .. enc .. body:sub(v[2] + 1))
+        splice(f, p, n, v[1], v[2], bytes and long_string(bytes)
+                                      or "\255\255\255\255")
     end
 
     -- The prepared statement id of an EXECUTE request, as a string.
