@@ -43,7 +43,8 @@ local OP_QUERY, OP_EXECUTE = C.SH_CQL_QUERY, C.SH_CQL_EXECUTE
 local OP_BATCH, OP_RESULT = C.SH_CQL_BATCH, C.SH_CQL_RESULT
 local FLAG_COMPRESSED = C.SH_CQL_FLAG_COMPRESSED
 local FLAG_TRACING = C.SH_CQL_FLAG_TRACING
-local SKIP_METADATA = 0x02
+-- [query parameters] flags
+local SKIP_METADATA, PAGE_SIZE, PAGING_STATE = 0x02, 0x04, 0x08
 local ROWS = 2
 
 local _M = {
@@ -232,7 +233,7 @@ local function static_shape(ast)
     return st
 end
 
-local function shape(m, ast, qi)
+local function shape(m, ast, qi, flags)
     local t = { statics[ast] or static_shape(ast), m:version() }
     for _, r in ipairs(qi.restrictions) do
         if type(r.bytes) == "table" then
@@ -246,25 +247,27 @@ local function shape(m, ast, qi)
     end
     part(t, qi.limit or "")
     part(t, qi.per_partition_limit or "")
-    part(t, m:page_size() or "")
+    part(t, band(flags, PAGE_SIZE) ~= 0 and m:page_size() or "")
     return concat(t, "|")
 end
 
 -- Is request m (qi its query_info) a SELECT this cache may answer?  Its
--- shape, or nil.
+-- shape and its query flags, or nil.
 local function cacheable(self, m, qi, chain)
     if qi.op ~= "select" or not qi.complete or qi.key_bytes == nil
        or qi.filtering or qi.multi_partition
        or self.tables[qi.namespace] == nil then
         return nil
     end
-    if band(m.data[1], FLAG_TRACING) ~= 0 or m:paging_state() ~= nil then
+    local flags = m:query_flags() or 0
+    if band(m.data[1], FLAG_TRACING) ~= 0
+       or (band(flags, PAGING_STATE) ~= 0 and m:paging_state() ~= nil) then
         return nil               -- a traced request, or not the first page
     end
     -- a Paxos read (SERIAL) sees in-flight LWTs; a v5 request's own
     -- keyspace or "now" (flags 0x80, 0x100) are not part of the entry
     if qi.consistency == "SERIAL" or qi.consistency == "LOCAL_SERIAL"
-       or band(m:query_flags() or 0, 0x180) ~= 0 then
+       or band(flags, 0x180) ~= 0 then
         return nil
     end
     for _, r in ipairs(qi.restrictions) do
@@ -276,7 +279,7 @@ local function cacheable(self, m, qi, chain)
     if not ast or ast.kind ~= "select" then
         return nil
     end
-    return shape(m, ast, qi)
+    return shape(m, ast, qi, flags), flags
 end
 
 local SCRIPTS = { store = STORE, invalidate = INVALIDATE }
@@ -527,10 +530,10 @@ function mt.__index.transform(self, batch, chain)
         local m = batch[i]
         local qi = m:query_info(chain)
         if qi then
-            local sh = cacheable(self, m, qi, chain)
+            local sh, flags = cacheable(self, m, qi, chain)
             if sh then
                 local ns = qi.namespace
-                local r = { i = i, ns = ns, field = sh,
+                local r = { i = i, ns = ns, field = sh, flags = flags,
                             pkey = partition_key(self, ns, qi.key_bytes),
                             tkey = table_key(self, ns) }
                 reads[#reads + 1] = r
@@ -564,7 +567,7 @@ function mt.__index.transform(self, batch, chain)
             if type(v) == "string" then
                 local req = batch[r.i]
                 local ok, f = pcall(hit_reply, req,
-                    band(req:query_flags() or 0, SKIP_METADATA) ~= 0
+                    band(r.flags, SKIP_METADATA) ~= 0
                     and strip_metadata(v) or v)
                 if ok then
                     answered[r.i] = f
@@ -582,10 +585,9 @@ function mt.__index.transform(self, batch, chain)
             if answered[r.i] == nil and r.pv then
                 -- store the rows with their metadata, whatever the
                 -- driver asked: hits serve both kinds of request
-                local req = batch[r.i]
-                local flags = req:query_flags() or 0
-                if band(flags, SKIP_METADATA) ~= 0 then
-                    req:set_query_flags(band(flags, bnot(SKIP_METADATA)))
+                if band(r.flags, SKIP_METADATA) ~= 0 then
+                    batch[r.i]:set_query_flags(band(r.flags,
+                                                    bnot(SKIP_METADATA)))
                 end
             end
         end
