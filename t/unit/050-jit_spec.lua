@@ -75,10 +75,16 @@ assert(resp.n == 16)
                        "the router's batch loop never compiled:\n" .. log)
         -- query_counter counts Redis requests in C (one FFI call a batch);
         -- its Lua is compiled into whichever trace calls it and never
-        -- aborts one
+        -- aborts one for what it does.  A trace that starts at its entry
+        -- may still stop where the router's loop begins ("inner loop in
+        -- root trace"): that is the JIT choosing where traces start, which
+        -- depends on hot-counter collisions that vary from run to run, and
+        -- the loop then gets its own trace
         for line in log:gmatch("[^\n]+") do
-            assert.is_nil(line:find("^%[TRACE %-%-%-.*query_counter%.lua"),
-                          "a trace aborted in query_counter:\n" .. log)
+            if line:find("^%[TRACE %-%-%-.*query_counter%.lua")
+               and not line:find("loop in root trace", 1, true) then
+                error("a trace aborted in query_counter:\n" .. log)
+            end
         end
         -- after the batch loop, handing the batch on returns to the
         -- chain's frame; that tail runs once per batch, interpreted
