@@ -282,6 +282,39 @@ sh_cql_frame(sh_buf_t *b, uint32_t off, uint32_t len)
     return f;
 }
 
+/*
+ * A frame of its own from the bytes of exactly one envelope (copied into a
+ * buffer of that size), checked as a fresh reader would; NULL and why
+ * when they are not one.  (A reader would allocate a whole read buffer for
+ * it, which the frame then keeps alive.)
+ */
+sh_frame_t *
+sh_cql_frame_copy(const uint8_t *data, size_t len, const char **err)
+{
+    sh_cql_reader_t r;
+    sh_frame_t *f;
+    sh_buf_t *b;
+    uint32_t body;
+
+    memset(&r, 0, sizeof(r));
+    r.mode = (len > 0 && (data[0] & 0x80)) ? SH_CQL_RESPONSE
+                                           : SH_CQL_REQUEST;
+    r.lim = sh_cql_default_limits;
+    r.err_stream = -1;
+    if (len < SH_CQL_HEADER_LEN || len > UINT32_MAX
+        || sh_cql_check_header(&r, data, &body) != SH_OK
+        || (size_t) SH_CQL_HEADER_LEN + body != len)
+    {
+        *err = "not exactly one complete CQL envelope";
+        return NULL;
+    }
+    b = sh_buf_new((uint32_t) len);
+    memcpy(b->data, data, len);
+    f = sh_cql_frame(b, 0, (uint32_t) len);
+    sh_buf_unref(b);
+    return f;
+}
+
 /* v3/v4: the next frame straight from the read buffer. */
 static int
 sh_cql_next_frame(sh_cql_reader_t *r, sh_frame_t **out)

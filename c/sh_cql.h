@@ -44,6 +44,8 @@ extern const sh_cql_limits_t sh_cql_default_limits;
 typedef struct sh_cql_reader_s sh_cql_reader_t;
 
 sh_cql_reader_t *sh_cql_reader_new(int mode, const sh_cql_limits_t *limits);
+sh_frame_t *sh_cql_frame_copy(const uint8_t *data, size_t len,
+    const char **err);
 void sh_cql_reader_free(sh_cql_reader_t *r);
 void sh_cql_reader_space(sh_cql_reader_t *r, uint8_t **p, size_t *n);
 void sh_cql_reader_commit(sh_cql_reader_t *r, size_t n);

@@ -106,6 +106,16 @@ sh_proto_resp_parse_one(const uint8_t *data, size_t len, sh_frame_t **out,
         return SH_ERROR;
     }
     sh_resp_reader_free(r);
+    if (f->buf != NULL && f->buf->cap > f->len) {
+        /* into a buffer of its size: the reader's whole read buffer would
+         * live as long as the frame (offsets are from f->data) */
+        sh_buf_t *b = sh_buf_new(f->len);
+
+        memcpy(b->data, f->data, f->len);
+        sh_buf_unref(f->buf);
+        f->buf = b;
+        f->data = b->data;
+    }
     *out = f;
     return SH_OK;
 }
@@ -275,27 +285,12 @@ static int
 sh_proto_cql_parse_one(const uint8_t *data, size_t len, sh_frame_t **out,
     const char **err)
 {
-    sh_cql_reader_t *r;
-    sh_frame_t *f = NULL;
-    int rc;
-
     if (len < SH_CQL_HEADER_LEN) {
         *err = "shorter than a CQL header";
         return SH_ERROR;
     }
-    r = sh_cql_reader_new((data[0] & 0x80) ? SH_CQL_RESPONSE
-                                           : SH_CQL_REQUEST, NULL);
-    sh_cql_reader_feed(r, data, len);
-    rc = sh_cql_reader_next(r, &f);
-    if (rc != SH_OK || f == NULL || sh_cql_reader_pending(r) != 0) {
-        sh_frame_unref(f);
-        sh_cql_reader_free(r);
-        *err = "not exactly one complete CQL envelope";
-        return SH_ERROR;
-    }
-    sh_cql_reader_free(r);
-    *out = f;
-    return SH_OK;
+    *out = sh_cql_frame_copy(data, len, err);
+    return *out != NULL ? SH_OK : SH_ERROR;
 }
 
 static int

@@ -43,10 +43,11 @@ function _M.frame_from_resp(s)
                                           err_out))
 end
 
--- A message from the bytes of one CQL envelope (header and body).
-function _M.frame_from_cql(s)
-    return adopt_frame(C.sh_ffi_frame_new(base.PROTO_CQL, s, #s, frame_out,
-                                          err_out))
+-- A message from the bytes of one CQL envelope (header and body): a
+-- string, or a pointer to len bytes (copied).
+function _M.frame_from_cql(s, len)
+    return adopt_frame(C.sh_ffi_frame_new(base.PROTO_CQL, s, len or #s,
+                                          frame_out, err_out))
 end
 
 -- A Redis command from Lua strings: command{"SET", "k", "v"}.

@@ -87,6 +87,57 @@ c.shutdown()
         assert.truthy(keys:find("shotover:cache:{rc.t}:P:", 1, true))
     end)
 
+    -- From its second EXECUTE on, a prepared SELECT is read against a plan
+    -- made once (redis_cache's fast path); its entries must be the ones
+    -- the general path (QUERY, first EXECUTE) reads and writes, and a
+    -- write must still reach them.
+    it("keys a prepared statement's later EXECUTEs like its first",
+       function()
+        cassandra.python([[
+c, s = connect(keyspace="rc")
+for cc in range(3):
+    s.execute("INSERT INTO c (a, b, c, v) VALUES ('p', 3, %s, 'x')", [cc])
+c.shutdown()
+]], { port = P })
+        -- what the driver itself SELECTs when it connects (system tables)
+        local b0 = selects(admin)
+        cassandra.python([[
+c, s = connect(keyspace="rc")
+c.shutdown()
+]], { port = P })
+        local driver = selects(admin) - b0
+        local s0, h0 = selects(admin), metric(admin, "shotover_cache_hits_total")
+        local out = cassandra.python([[
+c, s = connect(keyspace="rc")
+stmts = [
+    ("SELECT c, v FROM c WHERE a = ? AND b = ?", ["p", 3],
+     "SELECT c, v FROM c WHERE a = 'p' AND b = 3"),
+    ("SELECT v FROM rc.c WHERE b = ? AND a = 'p' AND c = ?", [3, 1],
+     "SELECT v FROM rc.c WHERE b = 3 AND a = 'p' AND c = 1"),
+    ("SELECT c FROM c WHERE a = ? AND b = ? AND c > ? LIMIT 1", ["p", 3, 0],
+     "SELECT c FROM c WHERE a = 'p' AND b = 3 AND c > 0 LIMIT 1"),
+]
+for q, vals, lit in stmts:
+    p = s.prepare(q)
+    got = [sorted(tuple(r) for r in s.execute(p, vals)) for _ in range(3)]
+    got.append(sorted(tuple(r) for r in s.execute(lit)))
+    assert all(g == got[0] for g in got), got
+    print("rows", got[0])
+s.execute("UPDATE c SET v = 'y' WHERE a = 'p' AND b = 3 AND c = 1")
+p = s.prepare("SELECT v FROM rc.c WHERE b = ? AND a = 'p' AND c = ?")
+print("after", s.execute(p, [3, 1]).one().v)
+c.shutdown()
+]], { port = P })
+        assert.matches("rows [(0, 'x'), (1, 'x'), (2, 'x')]", out, 1, true)
+        assert.matches("rows [('x',)]", out, 1, true)
+        assert.matches("rows [(1,)]", out, 1, true)
+        assert.matches("after y", out, 1, true)
+        -- per statement one miss; the two later EXECUTEs and the literal
+        -- hit its entry; the read after the write missed
+        assert.are.equal(s0 + driver + 3 + 1, selects(admin))
+        assert.are.equal(h0 + 9, metric(admin, "shotover_cache_hits_total"))
+    end)
+
     it("never serves a row after a write to it", function()
         local out = cassandra.python([[
 from cassandra.query import BatchStatement

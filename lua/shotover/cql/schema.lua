@@ -32,6 +32,10 @@ local OP_EVENT = C.SH_CQL_EVENT
 -- or false: no such table (the node said so).
 local tables, ntables = {}, 0
 
+-- Moves on whenever a table is learnt or forgotten: what was worked out
+-- from schemas (redis_cache's plans) is good while it stays the same.
+_M.generation = 0
+
 -- system_schema's type text to the type tables of shotover.cql.types: the
 -- native types by name; collections, tuples, UDTs and frozen<...> as
 -- "blob" (their bytes are kept as they are, and a literal of such a type
@@ -85,10 +89,12 @@ function _M.learn(keyspace, table, rows)
         ntables = ntables + 1
     end
     tables[name_of(keyspace, table)] = t
+    _M.generation = _M.generation + 1
     return t
 end
 
 function _M.forget(keyspace, table)
+    _M.generation = _M.generation + 1
     if table == nil then
         local prefix = keyspace .. "."
         for k in pairs(tables) do

@@ -43,8 +43,12 @@ local OP_QUERY, OP_EXECUTE = C.SH_CQL_QUERY, C.SH_CQL_EXECUTE
 local OP_BATCH, OP_RESULT = C.SH_CQL_BATCH, C.SH_CQL_RESULT
 local FLAG_COMPRESSED = C.SH_CQL_FLAG_COMPRESSED
 local FLAG_TRACING = C.SH_CQL_FLAG_TRACING
+local FLAG_PAYLOAD = C.SH_CQL_FLAG_PAYLOAD
 -- [query parameters] flags
-local SKIP_METADATA, PAGE_SIZE, PAGING_STATE = 0x02, 0x04, 0x08
+local VALUES, SKIP_METADATA, PAGE_SIZE, PAGING_STATE = 0x01, 0x02, 0x04,
+                                                      0x08
+local NAMES, KEYSPACE_NOW = 0x40, 0x180     -- v5: its own keyspace, "now"
+local SERIAL, LOCAL_SERIAL = 0x0008, 0x0009
 local ROWS = 2
 
 local _M = {
@@ -170,6 +174,8 @@ function _M.new(conf, env)
         name = name, tables = tables, prefix = conf.key_prefix,
         cache = env.build_chain(elements, "cache_chain", "redis"),
         sha = {},                       -- learnt with SCRIPT LOAD
+        -- per prepared SELECT (the session's record of it): its plan
+        plans = setmetatable({}, { __mode = "k" }),
         pending = {}, npending = 0,    -- invalidations Redis did not take
         m = {},
     }, mt)
@@ -279,7 +285,215 @@ local function cacheable(self, m, qi, chain)
     if not ast or ast.kind ~= "select" then
         return nil
     end
-    return shape(m, ast, qi, flags), flags
+    return shape(m, ast, qi, flags), flags, ast
+end
+
+-- The fast path: a plan per prepared SELECT.
+--
+-- Drivers read through prepared statements, and everything that makes a
+-- lookup from an EXECUTE but its bound values is the same for each one:
+-- the table, which relations key the partition, what the shape's static
+-- part is.  A plan holds that, made from the first EXECUTE of the
+-- statement that cacheable() accepts; later EXECUTEs are read against it
+-- straight from the body's bytes (the key and shape from the bound
+-- values' bytes: what query_info() and shape() would give, without their
+-- tables).  Anything the plan does not cover goes the general way: named
+-- or null values, a paging state, a SERIAL read, a custom payload,
+-- tracing, IN relations, bound limits.
+
+local function u16(p, i)
+    return p[i] * 256 + p[i + 1]
+end
+
+local function s32(p, i)
+    return bit.tobit(bor(bit.lshift(p[i], 24), bit.lshift(p[i + 1], 16),
+                         bit.lshift(p[i + 2], 8), p[i + 3]))
+end
+
+local function be32s(n)
+    return char(band(rshift(n, 24), 255), band(rshift(n, 16), 255),
+                band(rshift(n, 8), 255), band(n, 255))
+end
+
+-- A plan for EXECUTE m of prepared statement st, which cacheable() took
+-- (qi its query_info, ast and ks its statement and keyspace), or false
+-- when its statement is not one the plan covers.
+local function make_plan(self, st, m, qi, ast, ks)
+    local tab = schema.get(ks, ast.table)
+    if not tab or qi.op ~= "select" then
+        return false
+    end
+    local plan = {
+        gen = schema.generation, ns = qi.namespace,
+        -- a statement naming no keyspace reads the session's
+        conn_ks = not (ast.keyspace or st.keyspace) and ks or nil,
+        tkey = table_key(self, qi.namespace),
+        pkey = partition_key(self, qi.namespace, ""),
+        static = statics[ast] or static_shape(ast),
+        rel = {},                       -- per relation: a marker or a part
+        -- per partition column: a marker, or its part of key_bytes
+        key = {},
+        needs = {},                     -- marker -> true
+        nmarkers = 0,
+    }
+    local nkey = 0
+    for j, rel in ipairs(ast.where or {}) do
+        local node = rel.value
+        if rel.values or node == nil or node.name then
+            return false                -- IN, or named markers
+        end
+        if node.marker then
+            plan.rel[j] = node.marker
+            plan.needs[node.marker] = true
+            plan.nmarkers = math.max(plan.nmarkers, node.marker)
+        else
+            local b = qi.restrictions[j].bytes
+            plan.rel[j] = #b .. ":" .. b
+        end
+        if rel.op == "=" and tab.kinds[rel.column] == "partition_key" then
+            for k, col in ipairs(tab.partition) do
+                if col == rel.column and plan.key[k] == nil then
+                    local b = qi.restrictions[j].bytes
+                    plan.key[k] = node.marker or be32s(#b) .. b
+                    nkey = nkey + 1
+                end
+            end
+        end
+    end
+    if nkey ~= #tab.partition then
+        return false
+    end
+    for _, x in ipairs({ ast.limit, ast.per_partition_limit }) do
+        if x and x.marker then
+            return false
+        end
+    end
+    local function opt(v)
+        v = tostring(v or "")
+        return #v .. ":" .. v
+    end
+    plan.tail = "|" .. opt(qi.limit) .. "|" .. opt(qi.per_partition_limit)
+    return plan
+end
+
+-- A read record for EXECUTE m when its plan covers it, else nil.
+local vals, parts = {}, {}          -- scratch: filled and emptied per call
+local function fast_read(self, m, conn)
+    if band(m.data[1], FLAG_TRACING + FLAG_PAYLOAD) ~= 0 then
+        return nil
+    end
+    local p, n = m:body_view()
+    if n < 2 or 2 + u16(p, 0) > n then
+        return nil
+    end
+    local st = session.prepared_by_id(ffi.string(p + 2, u16(p, 0)))
+    local plan = st and self.plans[st]
+    if not plan or plan.gen ~= schema.generation
+       or (plan.conn_ks and plan.conn_ks ~= (conn and conn.keyspace)) then
+        return nil
+    end
+    local version = band(m.data[0], 0x7f)
+    local i = 2 + u16(p, 0)
+    if version >= 5 then
+        if i + 2 > n then
+            return nil
+        end
+        i = i + 2 + u16(p, i)
+    end
+    local flags
+    if i + 7 > n then
+        return nil
+    end
+    local cl = u16(p, i)
+    if cl == SERIAL or cl == LOCAL_SERIAL then
+        return nil
+    end
+    if version >= 5 then
+        flags, i = s32(p, i + 2), i + 6
+    else
+        flags, i = p[i + 2], i + 3
+    end
+    if band(flags, NAMES + KEYSPACE_NOW + PAGING_STATE) ~= 0 then
+        return nil
+    end
+    local count = 0
+    if band(flags, VALUES) ~= 0 then
+        count = u16(p, i)
+        i = i + 2
+    end
+    if count < plan.nmarkers then
+        return nil
+    end
+    local needs, ok = plan.needs, true
+    for k = 1, count do
+        if i + 4 > n then
+            ok = false
+            break
+        end
+        local len = s32(p, i)
+        i = i + 4
+        if len >= 0 then
+            if i + len > n then
+                ok = false
+                break
+            end
+            if needs[k] then
+                vals[k] = ffi.string(p + i, len)
+            end
+            i = i + len
+        elseif needs[k] then
+            ok = false                  -- a null or unset key value
+            break
+        end
+    end
+    local page = ""
+    if ok and band(flags, PAGE_SIZE) ~= 0 then
+        if i + 4 > n then
+            ok = false
+        else
+            page = tostring(s32(p, i))
+        end
+    end
+    local r
+    if ok then
+        -- the shape as shape() makes it: static|version|part|...
+        local rel = plan.rel
+        parts[1], parts[2], parts[3] = plan.static, "|", version
+        local np = 3
+        for j = 1, #rel do
+            local x = rel[j]
+            if type(x) == "number" then
+                x = vals[x]
+                parts[np + 1], parts[np + 2], parts[np + 3] = "|", #x, ":"
+                np = np + 3
+            else
+                np = np + 1
+                parts[np] = "|"
+            end
+            np = np + 1
+            parts[np] = x
+        end
+        parts[np + 1], parts[np + 2] = plan.tail, "|"
+        parts[np + 3], parts[np + 4], parts[np + 5] = #page, ":", page
+        local sh = concat(parts, "", 1, np + 5)
+        -- key_bytes as query_info() makes it: each part with its length
+        local key = plan.key
+        local kb
+        for k = 1, #key do
+            local x = key[k]
+            if type(x) == "number" then
+                x = vals[x]
+                x = be32s(#x) .. x
+            end
+            kb = k == 1 and x or kb .. x
+        end
+        r = { ns = plan.ns, field = sh, flags = flags,
+              pkey = plan.pkey .. kb, tkey = plan.tkey }
+    end
+    for k = 1, count do
+        vals[k] = nil
+    end
+    return r
 end
 
 local SCRIPTS = { store = STORE, invalidate = INVALIDATE }
@@ -383,27 +597,145 @@ local function now_ms()
            + floor(tonumber(timeval.tv_usec) / 1000)
 end
 
--- A lookup's two replies (GET of the table's version, HMGET of the entry,
--- its stamp and the partition's version): the entry's body when it is
--- current, else nil, having kept in r the versions a store must find
--- still there (or nil and why when the cache did not answer).
-local NULL = decode.NULL
-local function entry(tv, h, now, r)
-    if tv == nil or type(h) ~= "table" then
-        return nil, tv == nil and "no reply" or "unexpected reply"
-    end
-    tv = tv ~= NULL and tv or "0"
-    r.tv, r.pv = tv, h[3] ~= NULL and h[3] or "0"
-    local body, stamp = h[1], h[2]
-    if body == NULL or stamp == NULL then
+-- A lookup's replies (the table's version; the entry, its stamp and the
+-- partition's version from HMGET; false for a null): the entry's body
+-- when it is current, else nil, having kept in r the versions a store
+-- must find still there.
+local find, sub = string.find, string.sub
+local function entry(tv, body, stamp, pv, now, r)
+    tv = tv or "0"
+    r.tv, r.pv = tv, pv or "0"
+    if not body or not stamp then
         return nil
     end
-    local at = stamp:find(":", 1, true)
-    if at and stamp:sub(1, at - 1) == tv
-       and now < (tonumber(stamp:sub(at + 1)) or 0) then
+    local at = find(stamp, ":", 1, true)
+    if at == #tv + 1 and find(stamp, tv, 1, true) == 1
+       and now < (tonumber(sub(stamp, at + 1)) or 0) then
         return body
     end
     return nil
+end
+
+-- The replies of a lookup, read in place: a RESP bulk string (or null) at
+-- p[i], and the offset after it; nil when it is something else.
+local function bulk_at(p, i, n)
+    if i + 3 > n then
+        return nil
+    end
+    local c = p[i]
+    if c == 95 then                                     -- "_\r\n"
+        return false, i + 3
+    end
+    if c ~= 36 then                                     -- "$"
+        return nil
+    end
+    i = i + 1
+    if p[i] == 45 then                                  -- "$-1\r\n"
+        return false, i + 4
+    end
+    local len = 0
+    while i < n and p[i] ~= 13 do
+        len = len * 10 + p[i] - 48
+        i = i + 1
+    end
+    i = i + 2
+    if i + len + 2 > n then
+        return nil
+    end
+    return ffi.string(p + i, len), i + len + 2
+end
+
+-- HMGET's three fields from reply f, or nil.
+local function three_at(f)
+    local p, n = f.data, f.len
+    if n < 4 or p[0] ~= 42 or p[1] ~= 51 or p[2] ~= 13 then   -- "*3\r"
+        return nil
+    end
+    local a, b, c, i
+    a, i = bulk_at(p, 4, n)
+    if a == nil then
+        return nil
+    end
+    b, i = bulk_at(p, i, n)
+    if b == nil then
+        return nil
+    end
+    c = bulk_at(p, i, n)
+    if c == nil then
+        return nil
+    end
+    return a, b, c
+end
+
+-- Why reply f is not what a lookup expects.
+local function unexpected(f)
+    if f == nil then
+        return "no reply"
+    end
+    local v = f:decode()
+    return decode.is_error(v) and tostring(v) or "unexpected reply"
+end
+
+-- Look up each read's entry: one GET per table, one HMGET per read, in
+-- one round trip.  Each read's body when it hits; r.err when the cache
+-- did not answer.
+local largs = {}
+local function lookup(self, chain, reads)
+    local b = new_batch(0)
+    local tk, nt = {}, 0
+    for k = 1, #reads do
+        local key = reads[k].tkey
+        if tk[key] == nil then
+            nt = nt + 1
+            tk[key] = nt
+            largs[1], largs[2] = "GET", key
+            b:push(command(largs))
+        end
+    end
+    largs[1], largs[2] = "HMGET", nil
+    for k = 1, #reads do
+        local r = reads[k]
+        largs[2], largs[3], largs[4], largs[5] = r.pkey, r.field,
+                                                  "@" .. r.field, "v"
+        b:push(command(largs))
+    end
+    for k = 1, 5 do
+        largs[k] = nil
+    end
+    local ok, replies = pcall(chain.run_sub, chain, self.cache, b)
+    if not ok then
+        for k = 1, #reads do
+            reads[k].err = tostring(replies)
+        end
+        return
+    end
+    local tvs = {}
+    for key, at in pairs(tk) do
+        local f, tv = replies[at], nil
+        if f ~= nil then
+            tv = bulk_at(f.data, 0, f.len)
+        end
+        tvs[key] = tv == nil and { unexpected(f) } or tv
+    end
+    local now = now_ms()
+    for k = 1, #reads do
+        local r = reads[k]
+        local tv = tvs[r.tkey]
+        local f = replies[nt + k]
+        if type(tv) == "table" then
+            r.err = tv[1]
+        else
+            local body, stamp, pv
+            if f ~= nil then
+                body, stamp, pv = three_at(f)
+            end
+            if body == nil then
+                r.err = unexpected(f)
+            else
+                r.body = entry(tv, body, stamp, pv, now, r)
+            end
+        end
+    end
 end
 
 local warned = 0
@@ -452,20 +784,52 @@ local function strip_metadata(body)
            .. body:sub(9, 12) .. paging .. body:sub(rows_at + 1)
 end
 
+-- A stored Rows body for a request that skips metadata, made once per
+-- body while it is in use (hits of one entry get the same string from
+-- Redis): at most STRIPPED_BYTES of them are kept, then all forgotten.
+local STRIPPED_BYTES = 8 * 1024 * 1024
+local stripped, stripped_bytes = {}, 0
+local function stripped_of(body)
+    local s = stripped[body]
+    if s == nil then
+        s = strip_metadata(body)
+        if stripped_bytes + #s > STRIPPED_BYTES then
+            stripped, stripped_bytes = {}, 0
+        end
+        stripped[body] = s
+        stripped_bytes = stripped_bytes + #s
+    end
+    return s
+end
+
 -- The reply a hit gives: a RESULT answering req on its stream and version,
 -- compressed when the connection's v4 frames are.
+local hit_buf, hit_cap = nil, 0
 local function hit_reply(req, body)
     local version = band(req.data[0], 0x7f)
     local compress = version < 5 and req.cmd ~= 0   -- LZ4 or Snappy
     local stream = req.argc % 65536
-    local f = assert(message.frame_from_cql(
-        char(0x80 + version, compress and FLAG_COMPRESSED or 0,
-             floor(stream / 256), stream % 256, OP_RESULT, 0, 0, 0, 0)))
     if compress then
+        local f = assert(message.frame_from_cql(
+            char(0x80 + version, FLAG_COMPRESSED,
+                 floor(stream / 256), stream % 256, OP_RESULT, 0, 0, 0, 0)))
         f.cmd = req.cmd                 -- the connection's algorithm
+        f:set_body(body)
+        return f
     end
-    f:set_body(body)
-    return f
+    -- the envelope in a reused buffer, copied once into the frame
+    local n = #body
+    if hit_cap < n + 9 then
+        hit_cap = math.max(n + 9, 2 * hit_cap, 4096)
+        hit_buf = ffi.new("uint8_t[?]", hit_cap)
+    end
+    local h = hit_buf
+    h[0], h[1], h[2], h[3], h[4] = 0x80 + version, 0, rshift(stream, 8),
+                                   band(stream, 255), OP_RESULT
+    h[5], h[6], h[7], h[8] = rshift(n, 24), band(rshift(n, 16), 255),
+                             band(rshift(n, 8), 255), band(n, 255)
+    ffi.copy(h + 9, body, n)
+    return assert(message.frame_from_cql(h, n + 9))
 end
 
 -- What the batch writes, as invalidations: { [redis key] = "p" } for
@@ -523,27 +887,47 @@ function mt.__index.transform(self, batch, chain)
     if not relevant then
         return chain:next(batch)
     end
-    schema.prepare(chain, batch)
-    local reads, writes, lookups = {}, {}, {}
-    local unknown_write = false
+    -- reads a plan covers first; the rest the general way
+    local conn = chain.conn
+    local reads, writes, slow = {}, {}, nil
     for i = 1, n do
         local m = batch[i]
-        local qi = m:query_info(chain)
-        if qi then
-            local sh, flags = cacheable(self, m, qi, chain)
-            if sh then
-                local ns = qi.namespace
-                local r = { i = i, ns = ns, field = sh, flags = flags,
-                            pkey = partition_key(self, ns, qi.key_bytes),
-                            tkey = table_key(self, ns) }
-                reads[#reads + 1] = r
-                lookups[#lookups + 1] = { args = { "GET", r.tkey } }
-                lookups[#lookups + 1] = { args = { "HMGET", r.pkey, sh,
-                                                   "@" .. sh, "v" } }
-            else
-                writes_of(self, qi, writes)
-                if qi.op == "execute" and not qi.complete then
-                    unknown_write = true     -- a statement not known here
+        local op = m.rtype
+        local r = op == OP_EXECUTE and fast_read(self, m, conn)
+        if r then
+            r.i = i
+            reads[#reads + 1] = r
+        elseif op == OP_QUERY or op == OP_EXECUTE or op == OP_BATCH then
+            slow = slow or {}
+            slow[#slow + 1] = i
+        end
+    end
+    local unknown_write = false
+    if slow then
+        schema.prepare(chain, batch)
+        for _, i in ipairs(slow) do
+            local m = batch[i]
+            local qi = m:query_info(chain)
+            if qi then
+                local sh, flags, ast = cacheable(self, m, qi, chain)
+                if sh then
+                    local ns = qi.namespace
+                    reads[#reads + 1] = { i = i, ns = ns, field = sh,
+                        flags = flags,
+                        pkey = partition_key(self, ns, qi.key_bytes),
+                        tkey = table_key(self, ns) }
+                    local st = m.rtype == OP_EXECUTE and session.prepared(m)
+                    if st and (not self.plans[st]
+                               or self.plans[st].gen ~= schema.generation)
+                       and self.plans[st] ~= false then
+                        self.plans[st] = make_plan(self, st, m, qi, ast,
+                                                   qi.keyspace)
+                    end
+                else
+                    writes_of(self, qi, writes)
+                    if qi.op == "execute" and not qi.complete then
+                        unknown_write = true -- a statement not known here
+                    end
                 end
             end
         end
@@ -552,35 +936,31 @@ function mt.__index.transform(self, batch, chain)
     -- this worker does not read their tables from the cache
     local held = self.npending > 0 and self.pending or nil
     local answered = {}
-    if #lookups > 0 then
-        local got = run_cache(self, chain, lookups)
-        local now = now_ms()
-        for k, r in ipairs(reads) do
-            local v, err = entry(got[2 * k - 1], got[2 * k], now, r)
-            if err then
-                err = got[-(2 * k - 1)] or got[-(2 * k)] or err
-            end
+    if #reads > 0 then
+        lookup(self, chain, reads)
+        local hits, hit_bytes, misses = 0, 0, 0
+        for _, r in ipairs(reads) do
+            local v = r.body
             if held and (held[r.pkey] or held[r.tkey]) then
                 v, r.pv = nil, nil
                 add(self.m.bypassed, 1)
             end
-            if type(v) == "string" then
+            if v then
                 local req = batch[r.i]
                 local ok, f = pcall(hit_reply, req,
                     band(r.flags, SKIP_METADATA) ~= 0
-                    and strip_metadata(v) or v)
+                    and stripped_of(v) or v)
                 if ok then
                     answered[r.i] = f
-                    add(self.m.hits, 1)
-                    add(self.m.hit_bytes, #v)
+                    hits, hit_bytes = hits + 1, hit_bytes + #v
                 else
                     cache_error(self, f)
                 end
             else
-                if err then
-                    cache_error(self, err)
+                if r.err then
+                    cache_error(self, r.err)
                 end
-                add(self.m.misses, 1)
+                misses = misses + 1
             end
             if answered[r.i] == nil and r.pv then
                 -- store the rows with their metadata, whatever the
@@ -591,10 +971,19 @@ function mt.__index.transform(self, batch, chain)
                 end
             end
         end
+        if hits > 0 then
+            add(self.m.hits, hits)
+            add(self.m.hit_bytes, hit_bytes)
+        end
+        if misses > 0 then
+            add(self.m.misses, misses)
+        end
     end
     local resp = next(answered) and chain:next_except(batch, answered)
                  or chain:next(batch)
-    schema.observe(resp)
+    if slow then
+        schema.observe(resp)      -- (a planned read changes no schema)
+    end
     if unknown_write then
         -- an EXECUTE of a statement no worker saw prepared may have
         -- written anything: a Void answer means it did
