@@ -38,6 +38,7 @@ build = {
         ["shotover.cql.request"] = "lua/shotover/cql/request.lua",
         ["shotover.cql.query_info"] = "lua/shotover/cql/query_info.lua",
         ["shotover.cql.schema"] = "lua/shotover/cql/schema.lua",
+        ["shotover.cql.bound"] = "lua/shotover/cql/bound.lua",
         ["shotover.cql.session"] = "lua/shotover/cql/session.lua",
         ["shotover.cql.types"] = "lua/shotover/cql/types.lua",
         ["shotover.ffi"] = "lua/shotover/ffi.lua",

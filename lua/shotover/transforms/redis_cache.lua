@@ -27,6 +27,7 @@ local metrics = require "shotover.metrics"
 local log = require "shotover.log"
 local schema = require "shotover.cql.schema"
 local session = require "shotover.cql.session"
+local bound = require "shotover.cql.bound"
 local types = require "shotover.cql.types"
 local decode = require "shotover.redis.decode"
 
@@ -43,11 +44,9 @@ local OP_QUERY, OP_EXECUTE = C.SH_CQL_QUERY, C.SH_CQL_EXECUTE
 local OP_BATCH, OP_RESULT = C.SH_CQL_BATCH, C.SH_CQL_RESULT
 local FLAG_COMPRESSED = C.SH_CQL_FLAG_COMPRESSED
 local FLAG_TRACING = C.SH_CQL_FLAG_TRACING
-local FLAG_PAYLOAD = C.SH_CQL_FLAG_PAYLOAD
 -- [query parameters] flags
-local VALUES, SKIP_METADATA, PAGE_SIZE, PAGING_STATE = 0x01, 0x02, 0x04,
-                                                      0x08
-local NAMES, KEYSPACE_NOW = 0x40, 0x180     -- v5: its own keyspace, "now"
+local SKIP_METADATA, PAGE_SIZE, PAGING_STATE = 0x02, 0x04, 0x08
+local KEYSPACE_NOW = 0x180              -- v5: its own keyspace, "now"
 local SERIAL, LOCAL_SERIAL = 0x0008, 0x0009
 local ROWS = 2
 
@@ -301,15 +300,6 @@ end
 -- or null values, a paging state, a SERIAL read, a custom payload,
 -- tracing, IN relations, bound limits.
 
-local function u16(p, i)
-    return p[i] * 256 + p[i + 1]
-end
-
-local function s32(p, i)
-    return bit.tobit(bor(bit.lshift(p[i], 24), bit.lshift(p[i + 1], 16),
-                         bit.lshift(p[i + 2], 8), p[i + 3]))
-end
-
 local function be32s(n)
     return char(band(rshift(n, 24), 255), band(rshift(n, 16), 255),
                 band(rshift(n, 8), 255), band(n, 255))
@@ -379,83 +369,30 @@ end
 -- A read record for EXECUTE m when its plan covers it, else nil.
 local vals, parts = {}, {}          -- scratch: filled and emptied per call
 local function fast_read(self, m, conn)
-    if band(m.data[1], FLAG_TRACING + FLAG_PAYLOAD) ~= 0 then
+    if band(m.data[1], FLAG_TRACING) ~= 0 then
         return nil
     end
-    local p, n = m:body_view()
-    if n < 2 or 2 + u16(p, 0) > n then
-        return nil
-    end
-    local st = session.prepared_by_id(ffi.string(p + 2, u16(p, 0)))
+    local st, p, n = bound.statement(m)
     local plan = st and self.plans[st]
     if not plan or plan.gen ~= schema.generation
        or (plan.conn_ks and plan.conn_ks ~= (conn and conn.keyspace)) then
         return nil
     end
-    local version = band(m.data[0], 0x7f)
-    local i = 2 + u16(p, 0)
-    if version >= 5 then
-        if i + 2 > n then
-            return nil
-        end
-        i = i + 2 + u16(p, i)
-    end
-    local flags
-    if i + 7 > n then
-        return nil
-    end
-    local cl = u16(p, i)
-    if cl == SERIAL or cl == LOCAL_SERIAL then
-        return nil
-    end
-    if version >= 5 then
-        flags, i = s32(p, i + 2), i + 6
-    else
-        flags, i = p[i + 2], i + 3
-    end
-    if band(flags, NAMES + KEYSPACE_NOW + PAGING_STATE) ~= 0 then
-        return nil
-    end
-    local count = 0
-    if band(flags, VALUES) ~= 0 then
-        count = u16(p, i)
-        i = i + 2
-    end
-    if count < plan.nmarkers then
-        return nil
-    end
-    local needs, ok = plan.needs, true
-    for k = 1, count do
-        if i + 4 > n then
-            ok = false
-            break
-        end
-        local len = s32(p, i)
-        i = i + 4
-        if len >= 0 then
-            if i + len > n then
-                ok = false
-                break
-            end
-            if needs[k] then
-                vals[k] = ffi.string(p + i, len)
-            end
-            i = i + len
-        elseif needs[k] then
-            ok = false                  -- a null or unset key value
-            break
-        end
-    end
+    local cl, flags, i, count = bound.read(m, p, n, plan.needs, vals)
+    local ok = cl ~= nil and cl ~= SERIAL and cl ~= LOCAL_SERIAL
+               and band(flags, KEYSPACE_NOW + PAGING_STATE) == 0
+               and count >= plan.nmarkers
     local page = ""
     if ok and band(flags, PAGE_SIZE) ~= 0 then
         if i + 4 > n then
             ok = false
         else
-            page = tostring(s32(p, i))
+            page = tostring(bound.s32(p, i))
         end
     end
     local r
     if ok then
+        local version = band(m.data[0], 0x7f)
         -- the shape as shape() makes it: static|version|part|...
         local rel = plan.rel
         parts[1], parts[2], parts[3] = plan.static, "|", version
@@ -490,7 +427,7 @@ local function fast_read(self, m, conn)
         r = { ns = plan.ns, field = sh, flags = flags,
               pkey = plan.pkey .. kb, tkey = plan.tkey }
     end
-    for k = 1, count do
+    for k = 1, plan.nmarkers do
         vals[k] = nil
     end
     return r
