@@ -45,6 +45,7 @@ build = {
         ["shotover.kafka.json"] = "lua/shotover/kafka/json.lua",
         ["shotover.kafka.producer"] = "lua/shotover/kafka/producer.lua",
         ["shotover.kafka.rdkafka"] = "lua/shotover/kafka/rdkafka.lua",
+        ["shotover.kafka.plan"] = "lua/shotover/kafka/plan.lua",
         ["shotover.kafka.record"] = "lua/shotover/kafka/record.lua",
         ["shotover.log"] = "lua/shotover/log.lua",
         ["shotover.message"] = "lua/shotover/message.lua",

@@ -99,4 +99,82 @@ c.shutdown()
         assert.are.equal("truncate", t.op)
         assert.are.equal("ev", t.table)
     end)
+
+    -- From its second EXECUTE on, a prepared write's record is its
+    -- statement's template filled from the bound bytes (kafka's fast
+    -- path): the same text the first EXECUTE's general path gives.
+    it("records later EXECUTEs of a prepared write like the first",
+       function()
+        local raw = function(topic, n)
+            local out = {}
+            for _, r in ipairs(broker:consume(topic, n, 30)) do
+                out[#out + 1] = { key = r.key, value = r.value }
+            end
+            return out
+        end
+        cassandra.python([[
+import uuid, datetime
+from cassandra import ConsistencyLevel
+c, s = connect()
+s.execute("CREATE KEYSPACE IF NOT EXISTS k WITH replication = "
+          "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+s.execute("CREATE TABLE k.ty (id uuid, day text, c int, b blob, n bigint, "
+          "f double, ok boolean, at timestamp, PRIMARY KEY ((id, day), c))")
+ins = s.prepare("INSERT INTO k.ty (id, day, c, b, n, f, ok, at) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?")
+upd = s.prepare("UPDATE k.ty SET b = ?, ok = ? WHERE id = ? AND day = 'd1' "
+                "AND c = ?")
+dele = s.prepare("DELETE FROM k.ty WHERE id = ? AND day = ? AND c = ?")
+u = uuid.UUID("6ab09bec-e68e-48d9-a5f8-97e6fb4c9b47")
+at = datetime.datetime(2024, 2, 29, 12, 0, 0)
+row = [u, "d1", 1, b"abc", 9007199254740993, 1.5, True, at, 600,
+       1700000000000001]
+for _ in range(3):                  # general, then template, template
+    s.execute(ins, row)
+ins.consistency_level = ConsistencyLevel.QUORUM
+s.execute(ins, [u, "d\u00e9\"", 2, b"\xff\x00", -5, 0.25, False, at, 60, 7])
+for _ in range(2):
+    s.execute(upd, [b"\x01", False, u, 3])
+for _ in range(2):
+    s.execute(dele, [u, "d1", 1])
+c.shutdown()
+]], { port = P, timeout = 120 })
+        local r = raw("cdc.k.ty", 8)
+        -- the same EXECUTE three times: three identical records
+        assert.are.same(r[1], r[2])
+        assert.are.same(r[1], r[3])
+        local first = cjson.decode(r[1].value)
+        assert.are.same({ id = "6ab09bec-e68e-48d9-a5f8-97e6fb4c9b47",
+                          day = "d1" }, first.key)
+        assert.are.equal('["6ab09bec-e68e-48d9-a5f8-97e6fb4c9b47","d1"]',
+                         r[1].key)
+        assert.are.same({ c = 1 }, first.clustering)
+        -- a blob is hex even when its bytes are UTF-8 text
+        assert.are.equal("0x616263", first.values.b)
+        assert.are.equal("9007199254740993", first.values.n)
+        assert.are.equal(1.5, first.values.f)
+        assert.is_true(first.values.ok)
+        assert.are.equal(600, first.ttl)
+        assert.are.equal(1700000000000001, first.timestamp)
+        assert.are.equal("LOCAL_ONE", first.consistency)
+        -- other values, escapes and consistency through the template
+        local q = cjson.decode(r[4].value)
+        assert.are.equal('d\195\169"', q.key.day)
+        assert.are.same({ c = 2 }, q.clustering)
+        assert.are.same({ b = "0xff00", n = -5, f = 0.25, ok = false,
+                          at = first.values.at }, q.values)
+        assert.are.equal(60, q.ttl)
+        assert.are.equal(7, q.timestamp)
+        assert.are.equal("QUORUM", q.consistency)
+        -- UPDATE (a literal key part kept) and DELETE, twice each
+        assert.are.same(r[5], r[6])
+        local up = cjson.decode(r[5].value)
+        assert.are.equal("update", up.op)
+        assert.are.same({ id = first.key.id, day = "d1" }, up.key)
+        assert.are.same({ b = "0x01", ok = false }, up.values)
+        assert.are.same(r[7], r[8])
+        local del = cjson.decode(r[7].value)
+        assert.are.equal("delete", del.op)
+        assert.are.same({ c = 1 }, del.clustering)
+    end)
 end)

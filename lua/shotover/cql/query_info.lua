@@ -197,6 +197,8 @@ local function resolve(node, t, raw)
     return nil, literal_value(node), node.type ~= nil
 end
 
+_M.decode = decode
+
 local function number_of(node, raw)
     local b, v, known = resolve(node, { name = "bigint" }, raw)
     if known and b and #b == 4 then
@@ -286,6 +288,7 @@ local function with_table(qi, ks, ast)
         return nil
     end
     qi.key_columns, qi.clustering_columns = tab.partition, tab.clustering
+    qi.column_types = tab.types
     qi.key, qi.key_parts, qi.clustering = {}, {}, {}
     return tab
 end

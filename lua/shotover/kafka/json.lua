@@ -80,6 +80,11 @@ local function hex(s)
     return "0x" .. ffi.string(hbuf, 2 * n)
 end
 
+-- bytes as "0x..." whatever they hold (a blob column's value)
+function _M.bytes(s)
+    return '"' .. hex(s) .. '"'
+end
+
 local function string_value(s)
     if not utf8(s) then
         return '"' .. hex(s) .. '"'

@@ -28,6 +28,29 @@ local REDIS_EXPIRE = { EXPIRE = true, PEXPIRE = true, EXPIREAT = true,
                        PEXPIREAT = true, PERSIST = true }
 local REDIS_TRUNCATE = { FLUSHDB = true, FLUSHALL = true }
 
+-- A CQL map of columns to values with each blob column's value as its
+-- hex, whatever bytes it holds (text that happens to be UTF-8 too): the
+-- column's type says what it is, not its bytes.
+local function typed(map, types)
+    if map == nil or types == nil then
+        return map
+    end
+    local out
+    for col, v in pairs(map) do
+        local t = types[col]
+        if type(v) == "string" and t and t.name == "blob" then
+            if out == nil then
+                out = {}
+                for k, x in pairs(map) do
+                    out[k] = x
+                end
+            end
+            out[col] = raw(json.bytes(v))
+        end
+    end
+    return out or map
+end
+
 local function topic_for(opts, namespace)
     return opts.topic or (opts.topic_prefix .. namespace)
 end
@@ -42,9 +65,11 @@ local function cql_record(qi, opts, parent)
     local namespace = qi.namespace
                       or (keyspace and qi.table and keyspace .. "." .. qi.table)
                       or "unknown"
+    local types = qi.column_types
+    local key = typed(qi.key, types)
     local rec = {
         source = "cassandra", keyspace = keyspace, table = qi.table,
-        op = qi.op, values = qi.values, ttl = qi.ttl,
+        op = qi.op, values = typed(qi.values, types), ttl = qi.ttl,
         timestamp = qi.timestamp or (parent and parent.timestamp),
         consistency = qi.consistency or (parent and parent.consistency),
         lwt = qi.lwt and true or false,
@@ -53,17 +78,18 @@ local function cql_record(qi, opts, parent)
         rec.complete = false
     end
     -- the key columns in the table's order
-    if qi.key then
-        rec.key = raw(object(qi.key, qi.key_columns))
+    if key then
+        rec.key = raw(object(key, qi.key_columns))
     end
     if qi.clustering and next(qi.clustering) ~= nil then
-        rec.clustering = raw(object(qi.clustering, qi.clustering_columns))
+        rec.clustering = raw(object(typed(qi.clustering, types),
+                                    qi.clustering_columns))
     end
     local kafka_key = namespace
-    if qi.key and qi.key_columns then
+    if key and qi.key_columns then
         local vals = {}
         for i, c in ipairs(qi.key_columns) do
-            vals[i] = qi.key[c]
+            vals[i] = key[c]
         end
         -- the partition key's values as a JSON array, in key order
         kafka_key = encode(array(vals))

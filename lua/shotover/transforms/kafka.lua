@@ -15,6 +15,8 @@ local metrics = require "shotover.metrics"
 local pools = require "shotover.pools"
 local protocols = require "shotover.protocols"
 local record = require "shotover.kafka.record"
+local plan = require "shotover.kafka.plan"
+local bound = require "shotover.cql.bound"
 local log = require "shotover.log"
 local command_ids = require "shotover.redis.command_ids"
 local decode = require "shotover.redis.decode"
@@ -174,6 +176,8 @@ function _M.new(conf, env)
         name = conf.name or "kafka", wait = conf.wait, buffer = conf.buffer,
         opts = { topic = conf.topic, topic_prefix = conf.topic_prefix },
         in_flight = 0, logged = 0, held = 0,
+        -- per prepared write (the session's record of it): its template
+        plans = setmetatable({}, { __mode = "k" }),
     }, mt)
     local labels = { name = self.name }
     self.m_records = metrics.counter("shotover_kafka_records_total",
@@ -308,23 +312,82 @@ local function cql_todo(proto, batch, resp, infos)
     return todo
 end
 
--- The query_info of each request that may write (the others: nil).
-local function infos_of(batch, chain, proto)
-    local infos
+-- The query_info of each request that may write (the others: nil), and
+-- whether any went the general way.  An EXECUTE of a prepared write whose
+-- template is known is { plan =, m =, lwt = } instead: its record is the
+-- template filled from its bound values (shotover.kafka.plan).
+local OP_EXECUTE = C.SH_CQL_EXECUTE
+local function planned(self, m, chain)
+    local st = bound.statement(m)
+    local pl = st and self.plans[st]
+    if pl == "read" then
+        return false                            -- writes nothing
+    end
+    if pl and pl.gen == cql_schema.generation
+       and (not pl.conn_ks or pl.conn_ks == chain.conn.keyspace) then
+        return { plan = pl, m = m, lwt = pl.lwt, chain = chain }
+    end
+    return nil
+end
+
+-- Learn the template of EXECUTE m's statement from its query_info.
+local function learn(self, m, qi, conn)
+    local st = require("shotover.cql.session").prepared(m)
+    local cur = st and self.plans[st]
+    if st == nil or cur == false
+       or (cur and cur.gen == cql_schema.generation) then
+        return                  -- none possible, or a current one
+    end
+    local ast, ks = m:statement(conn)
+    if ast then
+        local conn_ks = not (ast.keyspace or st.keyspace) and ks or nil
+        self.plans[st] = plan.make(qi, ast, ks, conn_ks, self.opts)
+    end
+end
+
+local function infos_of(self, batch, chain, proto, cql)
+    local infos, slow
+    local conn = chain.conn
     for i = 1, batch.n do
+        local m = batch[i]
+        local info
+        if cql and m.rtype == OP_EXECUTE then
+            info = planned(self, m, chain)
+        end
+        if info then
+            infos = infos or {}
+            infos[i] = info
+        elseif info == nil then
+            slow = slow or {}
+            slow[#slow + 1] = i
+        end
+    end
+    if slow and cql then
+        cql_schema.prepare(chain, batch)
+    end
+    for _, i in ipairs(slow or {}) do
         local m = batch[i]
         local class = proto.query_class(m, chain)
         if class ~= "read" and class ~= nil and class ~= "pubsub"
            and class ~= "connection"
         then
             local qi = m:query_info(chain)
-            if qi and qi.kind ~= "read" then
+            if qi and qi.kind == "read" and cql and m.rtype == OP_EXECUTE
+               and qi.complete then
+                local st = require("shotover.cql.session").prepared(m)
+                if st then
+                    self.plans[st] = "read"
+                end
+            elseif qi and qi.kind ~= "read" then
                 infos = infos or {}
                 infos[i] = qi
+                if cql and m.rtype == OP_EXECUTE then
+                    learn(self, m, qi, conn)
+                end
             end
         end
     end
-    return infos
+    return infos, slow ~= nil
 end
 
 -- Produce the records of `infos` (a list of query_info); returns how many
@@ -333,7 +396,18 @@ function methods.produce(self, infos, waiter)
     local n, first = 0, nil
     local p = self.producer
     for _, qi in ipairs(infos) do
-        for _, r in ipairs(record.build(qi, self.opts)) do
+        local recs
+        if qi.plan then
+            local topic, key, value = plan.render(qi.plan, qi.m)
+            if topic then
+                recs = { { topic = topic, key = key, value = value } }
+            else
+                recs = record.build(qi.m:query_info(qi.chain), self.opts)
+            end
+        else
+            recs = record.build(qi, self.opts)
+        end
+        for _, r in ipairs(recs) do
             local ok, err
             if waiter.batch == nil then             -- wait = false
                 if self.in_flight >= self.buffer then
@@ -365,12 +439,9 @@ function methods.transform(self, batch, chain)
     end
     local proto = protocols.by_id(batch[1].proto)
     local redis = proto.name == "redis"
-    if not redis then
-        cql_schema.prepare(chain, batch)
-    end
-    local infos = infos_of(batch, chain, proto)
+    local infos, slow = infos_of(self, batch, chain, proto, not redis)
     local resp = chain:next(batch)
-    if not redis then
+    if slow and not redis then
         cql_schema.observe(resp)    -- ALTER, DROP: read the table again
     end
     -- (a transaction being queued counts every command, reads too)
