@@ -17,7 +17,6 @@ local schema = require "shotover.cql.schema"
 local bound = require "shotover.cql.bound"
 
 local type, tonumber = type, tonumber
-local concat = table.concat
 local encode, raw = json.encode, json.raw
 
 local _M = { _VERSION = "0.1.0" }
@@ -155,29 +154,71 @@ function _M.make(qi, ast, ks, conn_ks, opts)
     if #recs ~= 1 then
         return false
     end
+    local key = split(recs[1].key)
+    for _, x in ipairs(key) do
+        if type(x) == "number" then
+            slots[x].in_key = true
+        end
+    end
     return {
         gen = schema.generation, conn_ks = conn_ks, lwt = qi.lwt,
         slots = slots, needs = needs, nmarkers = nmarkers,
-        topic = recs[1].topic, key = split(recs[1].key),
-        value = split(recs[1].value),
+        topic = recs[1].topic, key = key, value = split(recs[1].value),
     }
 end
 
-local function fill(pieces, json_of, out)
-    for i = 1, #pieces do
-        local x = pieces[i]
-        out[i] = type(x) == "number" and json_of[x] or x
+-- The record's text is written into one reused buffer: bound blobs as
+-- hex straight into it, the rest of the slots as their JSON.
+local buffer = require "string.buffer"
+local ffi = require "ffi"
+local bit = require "bit"
+local band, rshift = bit.band, bit.rshift
+local u8p = ffi.typeof("const uint8_t *")
+local HEX = ffi.new("const uint8_t[16]", { 48, 49, 50, 51, 52, 53, 54, 55,
+    56, 57, 97, 98, 99, 100, 101, 102 })
+
+local function put_hex(buf, s)
+    local n = #s
+    local q = buf:reserve(2 * n + 4)
+    local p = ffi.cast(u8p, s)
+    q[0], q[1], q[2] = 34, 48, 120                      -- "0x
+    for i = 0, n - 1 do
+        local c = p[i]
+        q[3 + 2 * i] = HEX[rshift(c, 4)]
+        q[4 + 2 * i] = HEX[band(c, 15)]
     end
-    return concat(out, "", 1, #pieces)
+    q[3 + 2 * n] = 34
+    buf:commit(2 * n + 4)
 end
 
--- The record of EXECUTE m by plan: topic, key, value; nil when this
--- EXECUTE is not one the plan covers (then it goes the general way).
-local vals, jsons, out = {}, {}, {}
+local kbuf, vbuf = buffer.new(64), buffer.new(1024)
+local vals, jsons = {}, {}
+
+local function fill(buf, pieces, slots)
+    buf:reset()
+    for i = 1, #pieces do
+        local x = pieces[i]
+        if type(x) == "number" then
+            local j = jsons[x]
+            if j then
+                buf:put(j)
+            else
+                put_hex(buf, vals[slots[x].marker])
+            end
+        else
+            buf:put(x)
+        end
+    end
+end
+
+-- The record of EXECUTE m by plan: its topic, key, and its value as a
+-- pointer and length into a buffer good until the next call; nil when
+-- this EXECUTE is not one the plan covers (then it goes the general way).
 function _M.render(plan, m)
     local _, p, n = bound.statement(m)
     local cl, _, _, count = bound.read(m, p, n, plan.needs, vals)
     local ok = cl ~= nil and count >= plan.nmarkers and CL_JSON[cl] ~= nil
+    local topic, key, vp, vn
     if ok then
         local slots = plan.slots
         for k = 1, #slots do
@@ -186,18 +227,21 @@ function _M.render(plan, m)
                 jsons[k] = CL_JSON[cl]
             elseif s.number then
                 jsons[k] = number_json(vals[s.marker])
+            elseif s.type.name == "blob" and not s.in_key then
+                jsons[k] = false                -- hex into the buffer
             else
                 jsons[k] = value_json(s.type, vals[s.marker])
             end
         end
+        fill(kbuf, plan.key, slots)
+        fill(vbuf, plan.value, slots)
+        topic, key = plan.topic, kbuf:tostring()
+        vp, vn = vbuf:ref()
     end
     for k = 1, plan.nmarkers do
         vals[k] = nil
     end
-    if not ok then
-        return nil
-    end
-    return plan.topic, fill(plan.key, jsons, out), fill(plan.value, jsons, out)
+    return topic, key, vp, vn
 end
 
 return _M

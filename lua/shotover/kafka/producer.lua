@@ -136,13 +136,13 @@ end
 
 -- Hand one record to librdkafka; nil and a message when it refuses it
 -- (queue full, unknown partition...): no report will come then.
-function P.send(self, topic, key, value, id)
+function P.send(self, topic, key, value, id, len)
     local t = self:topic(topic)
     if t == nil then
         return nil, err_text(lib.rd_kafka_last_error())
     end
     if lib.rd_kafka_produce(t, rdkafka.PARTITION_UA, rdkafka.MSG_F_COPY,
-                            value, #value, key, key and #key or 0,
+                            value, len or #value, key, key and #key or 0,
                             cast("void *", id)) ~= 0
     then
         return nil, err_text(lib.rd_kafka_last_error())
@@ -181,7 +181,8 @@ end
 
 -- Produce one record; waiter:delivered(err) is called once, later (from
 -- the worker's loop), unless this returns nil and a message.
-function P.produce(self, topic, key, value, waiter)
+-- (value: a string, or a pointer to len bytes, copied before this returns)
+function P.produce(self, topic, key, value, waiter, len)
     local id = self.last_id + 1
     self.last_id = id
     if self.create and self.state[topic] ~= "ready" then
@@ -193,9 +194,9 @@ function P.produce(self, topic, key, value, waiter)
         end
         local p = self.pending[topic] or {}
         self.pending[topic] = p
-        p[#p + 1] = { key, value, id }
+        p[#p + 1] = { key, len and ffi.string(value, len) or value, id }
     else
-        local ok, err = self:send(topic, key, value, id)
+        local ok, err = self:send(topic, key, value, id, len)
         if not ok then
             return nil, err
         end

@@ -396,18 +396,19 @@ function methods.produce(self, infos, waiter)
     local n, first = 0, nil
     local p = self.producer
     for _, qi in ipairs(infos) do
-        local recs
+        local recs, one
         if qi.plan then
-            local topic, key, value = plan.render(qi.plan, qi.m)
+            local topic, key, vp, vn = plan.render(qi.plan, qi.m)
             if topic then
-                recs = { { topic = topic, key = key, value = value } }
+                one = { topic = topic, key = key, value = vp, len = vn }
             else
                 recs = record.build(qi.m:query_info(qi.chain), self.opts)
             end
         else
             recs = record.build(qi, self.opts)
         end
-        for _, r in ipairs(recs) do
+        for k = 1, one and 1 or #recs do
+            local r = one or recs[k]
             local ok, err
             if waiter.batch == nil then             -- wait = false
                 if self.in_flight >= self.buffer then
@@ -416,11 +417,11 @@ function methods.produce(self, infos, waiter)
                               self.buffer)
                     ok, err = true, nil
                 else
-                    ok, err = p:produce(r.topic, r.key, r.value, waiter)
+                    ok, err = p:produce(r.topic, r.key, r.value, waiter, r.len)
                     if ok then self.in_flight = self.in_flight + 1 end
                 end
             else
-                ok, err = p:produce(r.topic, r.key, r.value, waiter)
+                ok, err = p:produce(r.topic, r.key, r.value, waiter, r.len)
                 if ok then n = n + 1 end
             end
             if not ok then
