@@ -174,6 +174,8 @@ typedef struct sh_redis_conf_s {
     const char *username;    /* AUTH user for every connection, or NULL */
     const char *password;    /* AUTH password, or NULL */
     const char *name;        /* sink name for logs and errors */
+    uint32_t readonly;       /* 1: READONLY on every connection (reads
+                                from a Redis Cluster replica) */
 } sh_redis_conf_t;
 
 /* Settings of one Cassandra backend (a `cassandra` sink, per worker). */
@@ -369,6 +371,9 @@ int sh_ffi_redis_send(sh_redis_pool_t *p, sh_run_t *r, sh_batch_t *req,
 /* close a pool while the worker runs: what it owes fails, clients pinned
  * to it lose their connection as if the backend had dropped it */
 void sh_ffi_redis_pool_free(sh_redis_pool_t *p);
+/* The Redis Cluster hash slot of a key (CRC16/XMODEM mod 16384 of the key,
+ * or of its {hash tag} when it has a non-empty one). */
+uint32_t sh_ffi_redis_key_slot(const uint8_t *key, size_t len);
 
 /* CQL bodies: the body of f, decompressed when its v4 body is compressed
  * (f->cmd holds the connection's algorithm: 1 lz4, 2 snappy).  SH_OK: the

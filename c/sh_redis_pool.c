@@ -413,6 +413,17 @@ sh_rconn_start(sh_upstream_t *up)
         sh_rconn_push_pending(rc, SH_PEND_AUTH, NULL, 0,
                               pool->conf.request_timeout_ms);
     }
+    if (pool->conf.readonly) {
+        /* a cluster replica serves reads only to READONLY connections */
+        static const uint8_t *ro[1] = { (const uint8_t *) "READONLY" };
+        static const size_t ro_lens[1] = { 8 };
+
+        f = sh_resp_encode_command(ro, ro_lens, 1);
+        sh_upstream_send(up, f);
+        sh_frame_unref(f);
+        sh_rconn_push_pending(rc, SH_PEND_QUIET, NULL, 0,
+                              pool->conf.request_timeout_ms);
+    }
     if (rc->owner == NULL) {
         /* a shared connection says what it is in CLIENT LIST, and learns
          * its id and address (CLIENT KILL's check) */

@@ -22,6 +22,7 @@
 #include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 #include <strings.h>
 
 #include "sh_resp.h"
@@ -1414,3 +1415,50 @@ sh_ffi_frame_set_arg(sh_frame_t *f, int i, const uint8_t *data, size_t len,
     return SH_OK;
 }
 
+
+/* --- cluster slots -------------------------------------------------------- */
+
+/* CRC16/XMODEM (polynomial 0x1021, initial 0), as Redis Cluster hashes
+ * keys (the cluster spec's crc16.c), a table byte by byte. */
+static uint16_t sh_crc16_table[256];
+
+static void
+sh_crc16_init(void)
+{
+    uint32_t i, j;
+
+    for (i = 0; i < 256; i++) {
+        uint16_t c = (uint16_t) (i << 8);
+
+        for (j = 0; j < 8; j++) {
+            c = (uint16_t) ((c & 0x8000) ? (c << 1) ^ 0x1021 : c << 1);
+        }
+        sh_crc16_table[i] = c;
+    }
+}
+
+uint32_t
+sh_ffi_redis_key_slot(const uint8_t *key, size_t len)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    const uint8_t *open, *close;
+    uint16_t crc = 0;
+    size_t i;
+
+    pthread_once(&once, sh_crc16_init);
+    /* the part between the first '{' and the first '}' after it, when
+     * that part is not empty */
+    open = memchr(key, '{', len);
+    if (open != NULL) {
+        close = memchr(open + 1, '}', len - (size_t) (open + 1 - key));
+        if (close != NULL && close > open + 1) {
+            key = open + 1;
+            len = (size_t) (close - key);
+        }
+    }
+    for (i = 0; i < len; i++) {
+        crc = (uint16_t) ((crc << 8) ^ sh_crc16_table[((crc >> 8) ^ key[i])
+                                                      & 0xff]);
+    }
+    return crc & 16383;
+}
