@@ -363,7 +363,7 @@ local function infos_of(self, batch, chain, proto, cql)
         end
     end
     if slow and cql then
-        cql_schema.prepare(chain, batch)
+        cql_schema.prepare(chain, batch, slow)
     end
     for _, i in ipairs(slow or {}) do
         local m = batch[i]
@@ -387,7 +387,7 @@ local function infos_of(self, batch, chain, proto, cql)
             end
         end
     end
-    return infos, slow ~= nil
+    return infos, slow
 end
 
 -- Produce the records of `infos` (a list of query_info); returns how many
@@ -443,7 +443,7 @@ function methods.transform(self, batch, chain)
     local infos, slow = infos_of(self, batch, chain, proto, not redis)
     local resp = chain:next(batch)
     if slow and not redis then
-        cql_schema.observe(resp)    -- ALTER, DROP: read the table again
+        cql_schema.observe(resp, slow)  -- ALTER, DROP: read it again
     end
     -- (a transaction being queued counts every command, reads too)
     if infos == nil and not (redis and chain.conn[self]) then
