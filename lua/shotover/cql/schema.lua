@@ -164,13 +164,14 @@ end
 -- Load, through the rest of the chain, the schema of every table `batch`
 -- names that this worker does not know.  A table that cannot be loaded now
 -- (the node is down, the query is refused) stays unknown: query_info then
--- gives no key for it, and the next batch tries again.
+-- gives no key for it, and the next batch tries again.  `only`: a list of
+-- the batch's indexes to look at (the others need nothing).
 local want = {}
-function _M.prepare(chain, batch)
+function _M.prepare(chain, batch, only)
     local n = 0
     local conn = chain.conn
-    for i = 1, batch.n do
-        local m = batch[i]
+    for k = 1, only and #only or batch.n do
+        local m = batch[only and only[k] or k]
         local op = m.rtype
         if op == OP_QUERY or op == OP_EXECUTE or op == OP_BATCH then
             n = n + 1
@@ -198,10 +199,11 @@ function _M.prepare(chain, batch)
     end
 end
 
--- Forget what a reply or event says has changed.
-function _M.observe(resp)
-    for i = 1, resp.n do
-        local r = resp[i]
+-- Forget what a reply or event says has changed (`only`: of these
+-- indexes of resp).
+function _M.observe(resp, only)
+    for k = 1, only and #only or resp.n do
+        local r = resp[only and only[k] or k]
         if r ~= nil and (r.rtype == OP_RESULT or r.rtype == OP_EVENT) then
             local ok, sc = pcall(r.rtype == OP_RESULT and r.schema_change
                                  or r.event, r)

@@ -11,14 +11,17 @@
 --                             partition's version, and per cached
 --                             statement shape S, field S holding the
 --                             RESULT body and field "@"..S holding
---                             "<table version>:<expiry, ms since 1970>"
+--                             "<table version>:<partition version>:
+--                             <expiry, ms since 1970>"
 -- A lookup is two plain commands, pipelined (GET of the table's version,
 -- HMGET of the entry, its stamp and the partition's version); a miss keeps
 -- both versions, and the reply is stored only if neither moved meanwhile
--- (one script, atomic in Redis).  A write bumps its
--- partition's version (and drops its entries) once Cassandra answered it,
--- before its client gets the reply.  So a SELECT that read the old row
--- while a write went by cannot put it back: that is the race closed.
+-- (one script, atomic in Redis).  A write bumps its partition's version
+-- (HINCRBY: every entry stamped with an older one is then a miss, and is
+-- overwritten by the next store or expires with the hash) once Cassandra
+-- answered it, before its client gets the reply.  So a SELECT that read
+-- the old row while a write went by cannot put it back: that is the race
+-- closed.
 local bit = require "bit"
 local ffi = require "ffi"
 local base = require "shotover.ffi"
@@ -130,19 +133,11 @@ local STORE = [[
 if (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[2] then return 0 end
 if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[5],
-           '@' .. ARGV[1], ARGV[3] .. ':' .. ARGV[4])
+           '@' .. ARGV[1], ARGV[3] .. ':' .. ARGV[2] .. ':' .. ARGV[4])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[6]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
 end
 return 1
-]]
-
-local INVALIDATE = [[
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0') + 1
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', v)
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return v
 ]]
 
 -- How long a partition's version outlives its last write or entry: longer
@@ -314,7 +309,7 @@ local function make_plan(self, st, m, qi, ast, ks)
         return false
     end
     local plan = {
-        gen = schema.generation, ns = qi.namespace,
+        kind = "read", gen = schema.generation, ns = qi.namespace,
         -- a statement naming no keyspace reads the session's
         conn_ks = not (ast.keyspace or st.keyspace) and ks or nil,
         tkey = table_key(self, qi.namespace),
@@ -366,19 +361,124 @@ local function make_plan(self, st, m, qi, ast, ks)
     return plan
 end
 
+-- The plan of a prepared statement the cache has nothing to do with (a
+-- SELECT or a write of a table it does not hold).
+local NONE = { kind = "none" }
+
+-- Is NONE right for statement `ast` prepared as `st` whose table the
+-- cache does not hold?  Only when its keyspace cannot change (named, or
+-- the session's when it was prepared): not after a USE.
+local function fixed_keyspace(ast, st)
+    return ast.keyspace ~= nil or st.keyspace ~= nil
+end
+
+-- A write's plan: the partition it invalidates, from bound markers or
+-- literals of its key (INSERT's columns, UPDATE's or DELETE's WHERE); nil
+-- when this EXECUTE cannot show it, false when a plan cannot cover it.
+local function make_write_plan(self, st, qi, ast, ks)
+    local kind = ast.kind
+    local tab = schema.get(ks, ast.table)
+    if not tab then
+        return nil
+    end
+    if qi.namespace and self.tables[qi.namespace] == nil then
+        return fixed_keyspace(ast, st) and NONE or false
+    end
+    if (kind ~= "insert" and kind ~= "update" and kind ~= "delete")
+       or ast.json or not qi.key_bytes then
+        return false
+    end
+    local plan = {
+        kind = "write", gen = schema.generation, ns = qi.namespace,
+        conn_ks = not (ast.keyspace or st.keyspace) and ks or nil,
+        pkey = partition_key(self, qi.namespace, ""),
+        key = {}, needs = {}, nmarkers = 0,
+    }
+    local nkey = 0
+    local function put(col, node)
+        if node == nil or tab.kinds[col] ~= "partition_key" then
+            return true
+        end
+        for k, c in ipairs(tab.partition) do
+            if c == col and plan.key[k] == nil then
+                if node.marker then
+                    if node.name then
+                        return false
+                    end
+                    plan.key[k] = node.marker
+                    plan.needs[node.marker] = true
+                    plan.nmarkers = math.max(plan.nmarkers, node.marker)
+                else
+                    local b = qi.key_parts[col]
+                    plan.key[k] = be32s(#b) .. b
+                end
+                nkey = nkey + 1
+            end
+        end
+        return true
+    end
+    if kind == "insert" then
+        for i, col in ipairs(ast.columns or {}) do
+            if not put(col, ast.values[i]) then
+                return false
+            end
+        end
+    else
+        for _, rel in ipairs(ast.where or {}) do
+            if rel.op == "=" and not rel.values and rel.column
+               and not put(rel.column, rel.value) then
+                return false
+            end
+        end
+    end
+    if nkey ~= #tab.partition then
+        return false
+    end
+    return plan
+end
+
 -- A read record for EXECUTE m when its plan covers it, else nil.
 local vals, parts = {}, {}          -- scratch: filled and emptied per call
+
+-- key_bytes as query_info() makes it (each part with its length), from a
+-- plan's key: per column a marker (its bound value) or the part itself.
+local function key_bytes(key)
+    local kb
+    for k = 1, #key do
+        local x = key[k]
+        if type(x) == "number" then
+            x = vals[x]
+            x = be32s(#x) .. x
+        end
+        kb = k == 1 and x or kb .. x
+    end
+    return kb
+end
 local function fast_read(self, m, conn)
     if band(m.data[1], FLAG_TRACING) ~= 0 then
         return nil
     end
     local st, p, n = bound.statement(m)
     local plan = st and self.plans[st]
+    if plan == NONE then
+        return NONE
+    end
     if not plan or plan.gen ~= schema.generation
        or (plan.conn_ks and plan.conn_ks ~= (conn and conn.keyspace)) then
         return nil
     end
     local cl, flags, i, count = bound.read(m, p, n, plan.needs, vals)
+    if plan.kind == "write" then
+        local r
+        if cl ~= nil and band(flags, KEYSPACE_NOW) == 0
+           and count >= plan.nmarkers then
+            r = { write = plan.pkey .. key_bytes(plan.key), ns = plan.ns }
+        end
+        for k = 1, plan.nmarkers do
+            vals[k] = nil
+        end
+        return r
+    end
     local ok = cl ~= nil and cl ~= SERIAL and cl ~= LOCAL_SERIAL
                and band(flags, KEYSPACE_NOW + PAGING_STATE) == 0
                and count >= plan.nmarkers
@@ -413,19 +513,8 @@ local function fast_read(self, m, conn)
         parts[np + 1], parts[np + 2] = plan.tail, "|"
         parts[np + 3], parts[np + 4], parts[np + 5] = #page, ":", page
         local sh = concat(parts, "", 1, np + 5)
-        -- key_bytes as query_info() makes it: each part with its length
-        local key = plan.key
-        local kb
-        for k = 1, #key do
-            local x = key[k]
-            if type(x) == "number" then
-                x = vals[x]
-                x = be32s(#x) .. x
-            end
-            kb = k == 1 and x or kb .. x
-        end
         r = { ns = plan.ns, field = sh, flags = flags,
-              pkey = plan.pkey .. kb, tkey = plan.tkey }
+              pkey = plan.pkey .. key_bytes(plan.key), tkey = plan.tkey }
     end
     for k = 1, plan.nmarkers do
         vals[k] = nil
@@ -433,7 +522,7 @@ local function fast_read(self, m, conn)
     return r
 end
 
-local SCRIPTS = { store = STORE, invalidate = INVALIDATE }
+local SCRIPTS = { store = STORE }
 _M.scripts = SCRIPTS                    -- for the specs
 
 -- A script's call: EVALSHA once its SHA1 is known (SCRIPT LOAD, on the
@@ -459,7 +548,15 @@ local function run_cache(self, chain, cmds)
     for _, c in ipairs(cmds) do
         b:push(command(c.args))
     end
-    local load = self.sha.store == nil and {} or nil
+    local load
+    if self.sha.store == nil then           -- loaded with the first store
+        for _, c in ipairs(cmds) do
+            if c.script then
+                load = {}
+                break
+            end
+        end
+    end
     if load then
         for which, script in pairs(SCRIPTS) do
             load[#load + 1] = which
@@ -538,16 +635,24 @@ end
 -- partition's version from HMGET; false for a null): the entry's body
 -- when it is current, else nil, having kept in r the versions a store
 -- must find still there.
-local find, sub = string.find, string.sub
+local find, sub, byte = string.find, string.sub, string.byte
 local function entry(tv, body, stamp, pv, now, r)
     tv = tv or "0"
     r.tv, r.pv = tv, pv or "0"
     if not body or not stamp then
         return nil
     end
-    local at = find(stamp, ":", 1, true)
-    if at == #tv + 1 and find(stamp, tv, 1, true) == 1
-       and now < (tonumber(sub(stamp, at + 1)) or 0) then
+    -- "<table version>:<partition version>:<expiry>"
+    local a = #tv + 1
+    if find(stamp, tv, 1, true) ~= 1 or byte(stamp, a) ~= 58 then
+        return nil
+    end
+    local pv_ = r.pv
+    local b = a + #pv_ + 1
+    if find(stamp, pv_, a + 1, true) ~= a + 1 or byte(stamp, b) ~= 58 then
+        return nil
+    end
+    if now < (tonumber(sub(stamp, b + 1)) or 0) then
         return body
     end
     return nil
@@ -800,12 +905,21 @@ local function writes_of(self, qi, out)
     end
 end
 
-local function invalidation(self, key, what)
+-- A partition's invalidation: its version up by one (entries stamped
+-- with the old one are misses from now on), and the hash kept as long as
+-- a SELECT that read before the write could try to store (the store
+-- checks the version).  No script: two plain commands.
+local function invalidation(self, key, what, cmds, what_of)
     if what == "t" then
-        return { args = { "INCR", key } }
+        cmds[#cmds + 1] = { args = { "INCR", key } }
+        what_of[#cmds] = key
+        return
     end
-    return evalsha(self, "invalidate", INVALIDATE, { key },
-                   { self.tables[what].ttl_ms + GRACE_MS })
+    cmds[#cmds + 1] = { args = { "HINCRBY", key, "v", "1" } }
+    what_of[#cmds] = key
+    cmds[#cmds + 1] = { args = { "PEXPIRE", key,
+                                 tostring(self.tables[what].ttl_ms
+                                          + GRACE_MS) } }
 end
 
 function mt.__index.transform(self, batch, chain)
@@ -831,7 +945,10 @@ function mt.__index.transform(self, batch, chain)
         local m = batch[i]
         local op = m.rtype
         local r = op == OP_EXECUTE and fast_read(self, m, conn)
-        if r then
+        if r == NONE then                       -- luacheck: ignore
+        elseif r and r.write then
+            writes[r.write] = r.ns
+        elseif r then
             r.i = i
             reads[#reads + 1] = r
         elseif op == OP_QUERY or op == OP_EXECUTE or op == OP_BATCH then
@@ -841,22 +958,25 @@ function mt.__index.transform(self, batch, chain)
     end
     local unknown_write = false
     if slow then
-        schema.prepare(chain, batch)
+        schema.prepare(chain, batch, slow)
         for _, i in ipairs(slow) do
             local m = batch[i]
             local qi = m:query_info(chain)
             if qi then
                 local sh, flags, ast = cacheable(self, m, qi, chain)
+                local st = m.rtype == OP_EXECUTE and session.prepared(m)
+                local cur = st and self.plans[st]
+                -- a plan to make: none yet (false: none possible), or
+                -- one older than the schemas
+                local learn = st and cur ~= false
+                              and (not cur or cur.gen ~= schema.generation)
                 if sh then
                     local ns = qi.namespace
                     reads[#reads + 1] = { i = i, ns = ns, field = sh,
                         flags = flags,
                         pkey = partition_key(self, ns, qi.key_bytes),
                         tkey = table_key(self, ns) }
-                    local st = m.rtype == OP_EXECUTE and session.prepared(m)
-                    if st and (not self.plans[st]
-                               or self.plans[st].gen ~= schema.generation)
-                       and self.plans[st] ~= false then
+                    if learn then
                         self.plans[st] = make_plan(self, st, m, qi, ast,
                                                    qi.keyspace)
                     end
@@ -864,6 +984,15 @@ function mt.__index.transform(self, batch, chain)
                     writes_of(self, qi, writes)
                     if qi.op == "execute" and not qi.complete then
                         unknown_write = true -- a statement not known here
+                    elseif learn and qi.complete then
+                        if qi.kind ~= "read" then
+                            self.plans[st] = make_write_plan(self, st, qi,
+                                m:statement(conn))
+                        elseif self.tables[qi.namespace] == nil
+                               and fixed_keyspace(m:statement(conn), st)
+                        then
+                            self.plans[st] = NONE    -- an uncached table
+                        end
                     end
                 end
             end
@@ -919,7 +1048,7 @@ function mt.__index.transform(self, batch, chain)
     local resp = next(answered) and chain:next_except(batch, answered)
                  or chain:next(batch)
     if slow then
-        schema.observe(resp)      -- (a planned read changes no schema)
+        schema.observe(resp, slow)  -- (a planned request changes none)
     end
     if unknown_write then
         -- an EXECUTE of a statement no worker saw prepared may have
@@ -947,8 +1076,7 @@ function mt.__index.transform(self, batch, chain)
         end
     end
     for key, w in pairs(writes) do
-        cmds[#cmds + 1] = invalidation(self, key, w)
-        what[#cmds] = key
+        invalidation(self, key, w, cmds, what)
     end
     local ninv = #cmds
     for _, r in ipairs(reads) do
@@ -966,8 +1094,9 @@ function mt.__index.transform(self, batch, chain)
         local got = run_cache(self, chain, cmds)
         for k = 1, #cmds do
             if k <= ninv then
-                local key = what[k]
-                if got[k] ~= nil then
+                local key = what[k]      -- (nil: a PEXPIRE after HINCRBY)
+                if key == nil then       -- luacheck: ignore
+                elseif got[k] ~= nil then
                     add(self.m.invalidations, 1)
                     if self.pending[key] then
                         self.pending[key] = nil
