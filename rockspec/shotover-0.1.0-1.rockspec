@@ -83,6 +83,7 @@ build = {
         ["shotover.transforms.request_throttling"] = "lua/shotover/transforms/request_throttling.lua",
         ["shotover.transforms.router"] = "lua/shotover/transforms/router.lua",
         ["shotover.transforms.redis_cache"] = "lua/shotover/transforms/redis_cache.lua",
+        ["shotover.transforms.redis_cluster"] = "lua/shotover/transforms/redis_cluster.lua",
         ["shotover.transforms.tee"] = "lua/shotover/transforms/tee.lua",
         ["shotover.watch"] = "lua/shotover/watch.lua",
         ["shotover.worker"] = "lua/shotover/worker.lua",

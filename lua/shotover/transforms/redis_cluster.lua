@@ -325,7 +325,8 @@ local function join_sum(parts)
     if e then return e end
     local total = 0
     for _, p in ipairs(parts) do
-        total = total + (tonumber(p.reply:line()) or 0)
+        local v = p.reply:decode()
+        total = total + (type(v) == "number" and v or 0)
     end
     return reply.integer(total)
 end
@@ -441,10 +442,10 @@ local function redirect(r)
     if r == nil or not r:is_error() then
         return nil
     end
-    local line = r:line()
-    if line == nil then
+    if r.rtype ~= 45 or r.len < 3 then             -- "-...\r\n" only
         return nil
     end
+    local line = ffi.string(r.data + 1, r.len - 3)
     if sub(line, 1, 6) == "MOVED " or sub(line, 1, 4) == "ASK " then
         local kind, s, addr = line:match("^(%u+) (%d+) (%S+)$")
         if kind then
