@@ -107,4 +107,26 @@ function _M.read(m, p, n, needs, vals)
     return cl, flags, i, count
 end
 
+-- For the AST of a write: fn(column, term) for each column an INSERT
+-- gives a value, or each column an UPDATE's or DELETE's WHERE sets by "="
+-- to one value (where plans find their key); false as soon as fn returns
+-- false, else true.
+function _M.each_keyed(ast, fn)
+    if ast.kind == "insert" then
+        for i, col in ipairs(ast.columns or {}) do
+            if fn(col, ast.values[i]) == false then
+                return false
+            end
+        end
+        return true
+    end
+    for _, rel in ipairs(ast.where or {}) do
+        if rel.op == "=" and not rel.values and rel.column
+           and fn(rel.column, rel.value) == false then
+            return false
+        end
+    end
+    return true
+end
+
 return _M

@@ -114,30 +114,25 @@ function _M.make(qi, ast, ks, conn_ks, opts)
         end
         return true
     end
-    if kind == "insert" then
-        for i, col in ipairs(ast.columns or {}) do
-            if not put(col, ast.values[i]) then
-                return false
-            end
+    for _, a in ipairs(kind == "update" and ast.assignments or {}) do
+        if a.op ~= "=" or a.key ~= nil or a.field ~= nil then
+            return false                    -- a change, not a new value
         end
-    else
-        for _, a in ipairs(ast.assignments or {}) do
-            if a.op ~= "=" or a.key ~= nil or a.field ~= nil then
-                return false                -- a change, not a new value
-            end
-            if not put(a.column, a.value) then
-                return false
-            end
+        if not put(a.column, a.value) then
+            return false
         end
-        for _, rel in ipairs(ast.where or {}) do
-            local k = tab.kinds[rel.column]
-            if rel.op == "=" and not rel.values
-               and (k == "partition_key" or k == "clustering") then
-                if not put(rel.column, rel.value) then
-                    return false
-                end
-            end
+    end
+    -- INSERT's columns; the key of UPDATE's and DELETE's WHERE
+    local ok = bound.each_keyed(ast, function(col, node)
+        local k = tab.kinds[col]
+        if kind ~= "insert" and k ~= "partition_key" and k ~= "clustering"
+        then
+            return true
         end
+        return put(col, node)
+    end)
+    if not ok then
+        return false
     end
     local u = ast.using or {}
     for _, f in ipairs({ "ttl", "timestamp" }) do

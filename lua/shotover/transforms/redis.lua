@@ -27,6 +27,7 @@ local _M = {
     protocols = { "redis" },            -- it sends requests as they are
     schema = {
         remote = { type = "hostport", required = true },
+        -- a backend pool's settings (redis_cluster's nodes have them too)
         connections = { type = "integer", min = 1, max = 64, default = 1 },
         connect_timeout_ms = { type = "integer", min = 1, default = 1000 },
         request_timeout_ms = { type = "integer", min = 0, default = 5000 },
@@ -42,6 +43,11 @@ local _M = {
     },
 }
 
+-- The settings of a backend pool, for sinks with pools of their own.
+_M.POOL_SETTINGS = { "connections", "connect_timeout_ms",
+                     "request_timeout_ms", "backoff_min_ms", "backoff_max_ms",
+                     "username", "password" }
+
 local mt = { __index = {} }
 local methods = mt.__index
 
@@ -54,6 +60,26 @@ end
 
 local pool_out = ffi.new("sh_redis_pool_t *[1]")
 local err_out = ffi.new("const char *[1]")
+
+-- A backend pool of worker w for the Redis server at addr ("host:port"),
+-- with conf's POOL_SETTINGS; readonly: READONLY on every connection (a
+-- cluster replica's reads).  Raises "<where>: <why>".
+function _M.new_pool(w, conf, addr, name, where, readonly)
+    local host, port = schema.parse_hostport(addr)
+    local rc = ffi.new("sh_redis_conf_t", {
+        host = host, port = port, connections = conf.connections,
+        connect_timeout_ms = conf.connect_timeout_ms,
+        request_timeout_ms = conf.request_timeout_ms,
+        backoff_min_ms = conf.backoff_min_ms,
+        backoff_max_ms = conf.backoff_max_ms,
+        username = conf.username, password = conf.password,
+        name = name, readonly = readonly and 1 or 0,
+    })
+    if C.sh_ffi_redis_pool_new(w, rc, pool_out, err_out) ~= 0 then
+        error(where .. ": " .. ffi.string(err_out[0]), 0)
+    end
+    return pool_out[0]
+end
 
 function _M.new(conf, env)
     local self = setmetatable({ name = conf.name or "redis",
@@ -69,23 +95,8 @@ function _M.new(conf, env)
         -- a reload that leaves these settings alone keeps the pool, its
         -- backend connections and the clients pinned to them
         self.pool = pools.get("redis", conf, function()
-            local host, port = schema.parse_hostport(conf.remote)
-            local rc = ffi.new("sh_redis_conf_t", {
-                host = host, port = port, connections = conf.connections,
-                connect_timeout_ms = conf.connect_timeout_ms,
-                request_timeout_ms = conf.request_timeout_ms,
-                backoff_min_ms = conf.backoff_min_ms,
-                backoff_max_ms = conf.backoff_max_ms,
-                username = conf.username, password = conf.password,
-                name = self.name,
-            })
-            if C.sh_ffi_redis_pool_new(env.worker, rc, pool_out, err_out)
-               ~= 0
-            then
-                error((env.path or "chain") .. ": redis sink: "
-                      .. ffi.string(err_out[0]), 0)
-            end
-            return pool_out[0]
+            return _M.new_pool(env.worker, conf, conf.remote, self.name,
+                               (env.path or "chain") .. ": redis sink")
         end, C.sh_ffi_redis_pool_free)
     end
     return self

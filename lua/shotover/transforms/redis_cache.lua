@@ -417,21 +417,7 @@ local function make_write_plan(self, st, qi, ast, ks)
         end
         return true
     end
-    if kind == "insert" then
-        for i, col in ipairs(ast.columns or {}) do
-            if not put(col, ast.values[i]) then
-                return false
-            end
-        end
-    else
-        for _, rel in ipairs(ast.where or {}) do
-            if rel.op == "=" and not rel.values and rel.column
-               and not put(rel.column, rel.value) then
-                return false
-            end
-        end
-    end
-    if nkey ~= #tab.partition then
+    if not bound.each_keyed(ast, put) or nkey ~= #tab.partition then
         return false
     end
     return plan

@@ -47,20 +47,13 @@ local _M = {
                       default = "master" },
         max_redirects = { type = "integer", min = 1, max = 100, default = 5 },
         refresh_interval_ms = { type = "integer", min = 0, default = 10000 },
-        -- each node's pool, as the `redis` sink's
-        connections = { type = "integer", min = 1, max = 64, default = 1 },
-        connect_timeout_ms = { type = "integer", min = 1, default = 1000 },
-        request_timeout_ms = { type = "integer", min = 0, default = 5000 },
-        backoff_min_ms = { type = "integer", min = 1, default = 50 },
-        backoff_max_ms = { type = "integer", min = 1, default = 1000 },
-        username = { type = "string", check = function(v)
-            return #v <= 127, "at most 127 bytes"
-        end },
-        password = { type = "string", secret = true, check = function(v)
-            return #v <= 255, "at most 255 bytes"
-        end },
     },
 }
+-- each node's pool: the `redis` sink's settings
+local redis_sink = require "shotover.transforms.redis"
+for _, k in ipairs(redis_sink.POOL_SETTINGS) do
+    _M.schema[k] = redis_sink.schema[k]
+end
 
 function _M.check_config(conf)
     if #conf.nodes == 0 then
@@ -85,9 +78,6 @@ local methods = mt.__index
 
 local Cluster = {}
 Cluster.__index = Cluster
-
-local pool_out = ffi.new("sh_redis_pool_t *[1]")
-local err_out = ffi.new("const char *[1]")
 
 local function new_cluster(worker, conf, name)
     return setmetatable({
@@ -117,21 +107,8 @@ function Cluster.pool(cl, addr, ro)
     local k = ro and addr .. "/ro" or addr
     local p = cl.pools[k]
     if p == nil then
-        local host, port = schema.parse_hostport(addr)
-        local c = cl.conf
-        local rc = ffi.new("sh_redis_conf_t", {
-            host = host, port = port, connections = c.connections,
-            connect_timeout_ms = c.connect_timeout_ms,
-            request_timeout_ms = c.request_timeout_ms,
-            backoff_min_ms = c.backoff_min_ms,
-            backoff_max_ms = c.backoff_max_ms,
-            username = c.username, password = c.password,
-            name = cl.name, readonly = ro and 1 or 0,
-        })
-        if C.sh_ffi_redis_pool_new(cl.worker, rc, pool_out, err_out) ~= 0 then
-            error(cl.name .. ": " .. ffi.string(err_out[0]), 0)
-        end
-        p = pool_out[0]
+        p = redis_sink.new_pool(cl.worker, cl.conf, addr, cl.name, cl.name,
+                                ro)
         cl.pools[k] = p
     end
     return p
@@ -461,6 +438,7 @@ local function redirect(r)
 end
 
 local ASKING_CMD = { "ASKING" }
+local UNWATCH_CMD = { "UNWATCH" }
 
 -- Send every part to its node, all at once, until each has a reply that
 -- is not a redirection (or max_redirects sends were made).
@@ -650,10 +628,17 @@ function methods.transform(self, batch, chain)
                 done = reply.error("ERR EXEC without MULTI")
             end
         elseif cid == DISCARD then
-            done = txn and reply.simple("OK")
-                   or reply.error("ERR DISCARD without MULTI")
+            local w = conn[self.watching]
             conn[self] = nil
             conn[self.watching] = nil
+            if not txn then
+                done = reply.error("ERR DISCARD without MULTI")
+            elseif w == nil then
+                done = reply.simple("OK")
+            else
+                -- the node holds the WATCH: DISCARD would have dropped it
+                ps, join = { part(command(UNWATCH_CMD), w) }, "ok"
+            end
         elseif cid == WATCH then
             local s = slot_of(m)
             local w = conn[self.watching]
