@@ -22,6 +22,16 @@ end
 describe("redis_cache", function()
     local node, redis, P, admin
 
+    -- what the driver itself SELECTs when it connects (system tables)
+    local function driver_selects()
+        local b0 = selects(admin)
+        cassandra.python([[
+c, s = connect(keyspace="rc")
+c.shutdown()
+]], { port = P })
+        return selects(admin) - b0
+    end
+
     setup(function()
         node = cassandra.start{ auth = false }
         redis = h.redis_server()
@@ -59,13 +69,7 @@ c, s = connect(keyspace="rc")
 s.execute("INSERT INTO t (k, v) VALUES (1, 'one')")
 c.shutdown()
 ]], { port = P })
-        -- what the driver itself SELECTs when it connects (system tables)
-        local b0 = selects(admin)
-        cassandra.python([[
-c, s = connect(keyspace="rc")
-c.shutdown()
-]], { port = P })
-        local driver = selects(admin) - b0
+        local driver = driver_selects()
         local s0, h0 = selects(admin), metric(admin, "shotover_cache_hits_total")
         local out = cassandra.python([[
 c, s = connect(keyspace="rc")
@@ -99,13 +103,7 @@ for cc in range(3):
     s.execute("INSERT INTO c (a, b, c, v) VALUES ('p', 3, %s, 'x')", [cc])
 c.shutdown()
 ]], { port = P })
-        -- what the driver itself SELECTs when it connects (system tables)
-        local b0 = selects(admin)
-        cassandra.python([[
-c, s = connect(keyspace="rc")
-c.shutdown()
-]], { port = P })
-        local driver = selects(admin) - b0
+        local driver = driver_selects()
         local s0, h0 = selects(admin), metric(admin, "shotover_cache_hits_total")
         local out = cassandra.python([[
 c, s = connect(keyspace="rc")

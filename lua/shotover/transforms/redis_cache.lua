@@ -423,7 +423,6 @@ local function make_write_plan(self, st, qi, ast, ks)
     return plan
 end
 
--- A read record for EXECUTE m when its plan covers it, else nil.
 local vals, parts = {}, {}          -- scratch: filled and emptied per call
 
 -- key_bytes as query_info() makes it (each part with its length), from a
@@ -440,28 +439,15 @@ local function key_bytes(key)
     end
     return kb
 end
-local function fast_read(self, m, conn)
-    if band(m.data[1], FLAG_TRACING) ~= 0 then
-        return nil
-    end
-    local st, p, n = bound.statement(m)
-    local plan = st and self.plans[st]
-    if plan == NONE then
-        return NONE
-    end
-    if not plan or plan.gen ~= schema.generation
-       or (plan.conn_ks and plan.conn_ks ~= (conn and conn.keyspace)) then
-        return nil
-    end
+-- The record of EXECUTE m (body p, n) by its plan: a read's lookup or a
+-- write's partition; nil when this EXECUTE is not one the plan covers.
+local function by_plan(plan, m, p, n)
     local cl, flags, i, count = bound.read(m, p, n, plan.needs, vals)
     if plan.kind == "write" then
         local r
         if cl ~= nil and band(flags, KEYSPACE_NOW) == 0
            and count >= plan.nmarkers then
             r = { write = plan.pkey .. key_bytes(plan.key), ns = plan.ns }
-        end
-        for k = 1, plan.nmarkers do
-            vals[k] = nil
         end
         return r
     end
@@ -502,6 +488,25 @@ local function fast_read(self, m, conn)
         r = { ns = plan.ns, field = sh, flags = flags,
               pkey = plan.pkey .. key_bytes(plan.key), tkey = plan.tkey }
     end
+    return r
+end
+
+
+-- A read record for EXECUTE m when its plan covers it, else nil.
+local function fast_read(self, m, conn)
+    if band(m.data[1], FLAG_TRACING) ~= 0 then
+        return nil
+    end
+    local st, p, n = bound.statement(m)
+    local plan = st and self.plans[st]
+    if plan == NONE then
+        return NONE
+    end
+    if not plan or plan.gen ~= schema.generation
+       or (plan.conn_ks and plan.conn_ks ~= (conn and conn.keyspace)) then
+        return nil
+    end
+    local r = by_plan(plan, m, p, n)
     for k = 1, plan.nmarkers do
         vals[k] = nil
     end
