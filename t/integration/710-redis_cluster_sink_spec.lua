@@ -179,8 +179,9 @@ describe("redis_cluster sink", function()
         -- the replica has the write, and CLUSTER SLOTS lists it (Redis
         -- leaves out replicas that never replicated anything)
         local slot = key_slot("rk")
-        local function listed()
-            for _, range in ipairs(cl:query(master, "CLUSTER", "SLOTS")) do
+        -- as the nodes the proxy asks (its seeds) see it
+        local function listed(node)
+            for _, range in ipairs(cl:query(node, "CLUSTER", "SLOTS")) do
                 if tonumber(range[1]) <= slot and slot <= tonumber(range[2])
                 then
                     return #range > 3
@@ -190,8 +191,9 @@ describe("redis_cluster sink", function()
         end
         h.wait_until(function()
             return cl:query(replica, "READONLY") and
-                   cl:query(replica, "GET", "rk") == "rv" and listed()
-        end, 10, "the replica to have the write")
+                   cl:query(replica, "GET", "rk") == "rv"
+                   and listed(cl.nodes[1].port) and listed(cl.nodes[2].port)
+        end, 20, "the replica to have the write")
         local R = proxy('read_from = "replica",')
         local c = h.connect(R)
         assert.same(h.status("OK"), c:cmd("SET", "rk", "rv"))

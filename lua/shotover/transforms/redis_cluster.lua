@@ -451,11 +451,13 @@ function methods.run_parts(self, cl, chain, parts)
             if pool == nil then
                 p.reply = reply.error("CLUSTERDOWN Hash slot not served")
             else
-                local g = groups[addr .. (p.ask and "/ask" or "")]
+                -- (a pool is one cdata object per node: a key as it is)
+                local key = p.ask and "ask " .. addr or pool
+                local g = groups[key]
                 if g == nil then
                     g = { pool = pool, b = new_batch(0), parts = {},
                           at = {} }
-                    groups[addr .. (p.ask and "/ask" or "")] = g
+                    groups[key] = g
                     order[#order + 1] = g
                 end
                 if p.ask then
@@ -554,6 +556,64 @@ function methods.exec(self, cl, chain)
     return reply.error("TRYAGAIN the transaction's slot kept moving")
 end
 
+-- The common batch: requests on keys of one slot each, every slot's
+-- master the same node (one client, or pipelined keys of one node): the
+-- batch goes there as it is, in one send and without a table per request
+-- (a -P 1 client's batches are one request: the loops above would not
+-- compile for them).  nil when the batch is not like that.  Replies that
+-- are redirections are sent again the general way, one part each.
+local SPECIAL = {}
+for _, c in ipairs({ MGET, MSET, DEL, UNLINK, EXISTS, TOUCH, DBSIZE, KEYS,
+                     SCAN, FLUSHALL, FLUSHDB, MULTI, EXEC, DISCARD, WATCH,
+                     UNWATCH, READONLY, READWRITE, ASKING }) do
+    SPECIAL[c] = true
+end
+
+function methods.one_node(self, cl, chain, batch)
+    local addr
+    for i = 1, batch.n do
+        local m = batch[i]
+        if SPECIAL[m.cmd_id] or band(m.cmd, CMD_STREAM) ~= 0 then
+            return nil
+        end
+        local s = slot_of(m)
+        if not s then
+            return nil                  -- no key, or several slots
+        end
+        local a = cl.master[s]
+        if a == nil or (addr ~= nil and a ~= addr) then
+            return nil
+        end
+        addr = a
+    end
+    if addr == nil then
+        return nil
+    end
+    local resp = send(cl:pool(addr), chain, batch)
+    chain:wait()
+    local redo
+    for i = 1, batch.n do
+        local r = resp[i]
+        if r == nil or (r.rtype == 45 and redirect(r)) then
+            redo = redo or {}
+            redo[#redo + 1] = i
+        end
+    end
+    if redo then
+        local parts = {}
+        for k, i in ipairs(redo) do
+            local m = batch[i]
+            parts[k] = part(m, slot_of(m))
+            parts[k].write = true
+        end
+        self:run_parts(cl, chain, parts)
+        for k, i in ipairs(redo) do
+            resp:set(i, parts[k].reply)
+        end
+    end
+    return resp
+end
+
 -- The batch ----------------------------------------------------------------
 
 function _M.new(conf, env)
@@ -595,9 +655,15 @@ function methods.transform(self, batch, chain)
         end
     end
     local n = batch.n
+    local conn = chain.conn
+    if conn[self] == nil and not self.replica_reads then
+        local resp = self:one_node(cl, chain, batch)
+        if resp then
+            return resp
+        end
+    end
     local resp = new_batch(n)
     local parts, jobs = {}, {}
-    local conn = chain.conn
     for i = 1, n do
         local m = batch[i]
         local cid = m.cmd_id
