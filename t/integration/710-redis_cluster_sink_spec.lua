@@ -153,6 +153,19 @@ describe("redis_cluster sink", function()
         c:cmd("SET", "{tx}a", "mine")
         assert.same({ h.status("OK") }, c:cmd("EXEC"))
         assert.equal("mine", other:cmd("GET", "{tx}a"))
+        -- pipelined: keys of several nodes around a transaction, in order
+        local pipe = {}
+        for _, a in ipairs({ { "SET", "p1", "1" }, { "SET", "p2", "2" },
+                             { "MULTI" }, { "INCR", "{tx}n" },
+                             { "INCR", "{tx}n" }, { "EXEC" },
+                             { "MGET", "p1", "p2", "{tx}n" } }) do
+            pipe[#pipe + 1] = h.resp_command(unpack(a))
+        end
+        assert.is_true((c:send(table.concat(pipe))))
+        local r = c:read_replies(7)
+        assert.same({ h.status("OK"), h.status("OK"), h.status("OK"),
+                      h.status("QUEUED"), h.status("QUEUED"), { 1, 2 },
+                      { "1", "2", "2" } }, r)
     end)
 
     it("relays pub/sub and serves blocking commands", function()

@@ -686,6 +686,12 @@ function methods.transform(self, batch, chain)
                 -- what came before it in the batch goes first
                 if #parts > 0 then
                     self:run_parts(cl, chain, parts)
+                    for _, p in ipairs(parts) do
+                        if p.i then
+                            resp:set(p.i, p.reply or reply.error(
+                                "shotover: no reply from the cluster"))
+                        end
+                    end
                     parts = {}
                 end
                 done = self:exec(cl, chain)
@@ -750,14 +756,16 @@ function methods.transform(self, batch, chain)
                     done = reply.error(CROSSSLOT)
                 end
             else
+                -- one part, its reply the client's: no job for it
                 local p = part(m, s)
                 -- subscriptions (and what follows them) and keyless
                 -- commands go to the first master, like the pool's pins
                 if s == nil and band(m.cmd, CMD_STREAM) ~= 0 then
                     p.node = cl.masters[1]
                 end
-                p.write = query_class(m) ~= READ
-                ps = { p }
+                p.write = not self.replica_reads or query_class(m) ~= READ
+                p.i = i
+                parts[#parts + 1] = p
             end
         end
         if done then
@@ -774,6 +782,12 @@ function methods.transform(self, batch, chain)
     end
     if #parts > 0 then
         self:run_parts(cl, chain, parts)
+    end
+    for _, p in ipairs(parts) do
+        if p.i then
+            resp:set(p.i, p.reply or reply.error("shotover: no reply from "
+                                                 .. "the cluster"))
+        end
     end
     for _, j in ipairs(jobs) do
         local r
