@@ -285,11 +285,16 @@ local function split(m, step)
     return parts
 end
 
+-- The reply of a request the cluster left unanswered.
+local function no_reply()
+    return reply.error("shotover: no reply from the cluster")
+end
+
 -- Joins: the client's reply from its parts' replies.
 local function first_error(parts)
     for _, p in ipairs(parts) do
         if p.reply == nil then
-            return reply.error("shotover: no reply from the cluster")
+            return no_reply()
         elseif p.reply:is_error() then
             return p.reply
         end
@@ -614,6 +619,16 @@ function methods.one_node(self, cl, chain, batch)
     return resp
 end
 
+-- The replies of the parts that are whole requests (p.i: the request's
+-- place in the batch), into resp.
+local function settle(resp, parts)
+    for _, p in ipairs(parts) do
+        if p.i then
+            resp:set(p.i, p.reply or no_reply())
+        end
+    end
+end
+
 -- The batch ----------------------------------------------------------------
 
 function _M.new(conf, env)
@@ -686,12 +701,7 @@ function methods.transform(self, batch, chain)
                 -- what came before it in the batch goes first
                 if #parts > 0 then
                     self:run_parts(cl, chain, parts)
-                    for _, p in ipairs(parts) do
-                        if p.i then
-                            resp:set(p.i, p.reply or reply.error(
-                                "shotover: no reply from the cluster"))
-                        end
-                    end
+                    settle(resp, parts)
                     parts = {}
                 end
                 done = self:exec(cl, chain)
@@ -782,12 +792,7 @@ function methods.transform(self, batch, chain)
     end
     if #parts > 0 then
         self:run_parts(cl, chain, parts)
-    end
-    for _, p in ipairs(parts) do
-        if p.i then
-            resp:set(p.i, p.reply or reply.error("shotover: no reply from "
-                                                 .. "the cluster"))
-        end
+        settle(resp, parts)
     end
     for _, j in ipairs(jobs) do
         local r
@@ -804,8 +809,7 @@ function methods.transform(self, batch, chain)
         elseif j.join == "scan" then
             r = join_scan(j.parts, cl)
         end
-        resp:set(j.i, r or reply.error("shotover: no reply from the "
-                                       .. "cluster"))
+        resp:set(j.i, r or no_reply())
     end
     return resp
 end
