@@ -958,3 +958,116 @@ sh_ffi_cql_set_body(sh_frame_t *f, const uint8_t *body, size_t len,
     f->flags |= SH_FRAME_MODIFIED;
     return SH_OK;
 }
+
+/* --- Murmur3Partitioner tokens ------------------------------------------ */
+
+static inline uint64_t
+sh_rotl64(uint64_t v, int n)
+{
+    return (v << n) | (v >> (64 - n));
+}
+
+static inline uint64_t
+sh_fmix64(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ULL;
+    k ^= k >> 33;
+    return k;
+}
+
+/* a tail byte as Cassandra's MurmurHash reads it: a Java byte, signed */
+#define SH_TAIL(i, s) ((uint64_t) (int64_t) (int8_t) tail[i] << (s))
+
+/*
+ * sh_ffi_cql_token: the first half of MurmurHash3_x64_128 (seed 0) as
+ * org.apache.cassandra.utils.MurmurHash.hash3_x64_128 computes it: blocks
+ * are read as unsigned little-endian longs, but the tail's bytes are
+ * sign-extended.  Long.MIN_VALUE is the partitioner's minimum, so it
+ * becomes Long.MAX_VALUE (Murmur3Partitioner.normalize).
+ */
+int64_t
+sh_ffi_cql_token(const uint8_t *key, size_t len)
+{
+    const uint64_t c1 = 0x87c37b91114253d5ULL, c2 = 0x4cf5ad432745937fULL;
+    uint64_t h1 = 0, h2 = 0, k1, k2;
+    size_t nblocks = len >> 4, i;
+    const uint8_t *tail;
+    int64_t t;
+
+    for (i = 0; i < nblocks; i++) {
+        const uint8_t *b = key + i * 16;
+        int j;
+
+        k1 = 0;
+        k2 = 0;
+        for (j = 7; j >= 0; j--) {
+            k1 = k1 << 8 | b[j];
+            k2 = k2 << 8 | b[8 + j];
+        }
+        k1 *= c1; k1 = sh_rotl64(k1, 31); k1 *= c2; h1 ^= k1;
+        h1 = sh_rotl64(h1, 27); h1 += h2; h1 = h1 * 5 + 0x52dce729;
+        k2 *= c2; k2 = sh_rotl64(k2, 33); k2 *= c1; h2 ^= k2;
+        h2 = sh_rotl64(h2, 31); h2 += h1; h2 = h2 * 5 + 0x38495ab5;
+    }
+    tail = key + nblocks * 16;
+    k1 = 0;
+    k2 = 0;
+    switch (len & 15) {
+    case 15: k2 ^= SH_TAIL(14, 48); /* fall through */
+    case 14: k2 ^= SH_TAIL(13, 40); /* fall through */
+    case 13: k2 ^= SH_TAIL(12, 32); /* fall through */
+    case 12: k2 ^= SH_TAIL(11, 24); /* fall through */
+    case 11: k2 ^= SH_TAIL(10, 16); /* fall through */
+    case 10: k2 ^= SH_TAIL(9, 8);   /* fall through */
+    case 9:
+        k2 ^= SH_TAIL(8, 0);
+        k2 *= c2; k2 = sh_rotl64(k2, 33); k2 *= c1; h2 ^= k2;
+        /* fall through */
+    case 8: k1 ^= SH_TAIL(7, 56);   /* fall through */
+    case 7: k1 ^= SH_TAIL(6, 48);   /* fall through */
+    case 6: k1 ^= SH_TAIL(5, 40);   /* fall through */
+    case 5: k1 ^= SH_TAIL(4, 32);   /* fall through */
+    case 4: k1 ^= SH_TAIL(3, 24);   /* fall through */
+    case 3: k1 ^= SH_TAIL(2, 16);   /* fall through */
+    case 2: k1 ^= SH_TAIL(1, 8);    /* fall through */
+    case 1:
+        k1 ^= SH_TAIL(0, 0);
+        k1 *= c1; k1 = sh_rotl64(k1, 31); k1 *= c2; h1 ^= k1;
+        break;
+    default:
+        break;
+    }
+    h1 ^= (uint64_t) len;
+    h2 ^= (uint64_t) len;
+    h1 += h2;
+    h2 += h1;
+    h1 = sh_fmix64(h1);
+    h2 = sh_fmix64(h2);
+    h1 += h2;
+    t = (int64_t) h1;
+    return t == INT64_MIN ? INT64_MAX : t;
+}
+
+#undef SH_TAIL
+
+uint32_t
+sh_ffi_cql_ring_find(const int64_t *ring, uint32_t n, const uint8_t *key,
+    size_t len)
+{
+    int64_t t = sh_ffi_cql_token(key, len);
+    uint32_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+
+        if (ring[mid] < t) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo == n ? 0 : lo;
+}

@@ -18,6 +18,13 @@
  * the client connection is then closed once those errors are written: its
  * session (keyspace, authentication) lived on the lost backend connection,
  * and the driver's reconnection builds a new one.
+ *
+ * A pool that is one node of a ring (conf.ring, the sink's contact_points)
+ * differs in three ways: a lost connection leaves the client open (the sink
+ * sends what failed to another replica, and opens a new connection to this
+ * node at its next use, replaying the session there); and the node's
+ * TOPOLOGY_CHANGE and STATUS_CHANGE events are not relayed: they name the
+ * nodes, which the client must never see (it sees the shotover nodes).
  */
 #include <stdio.h>
 
@@ -156,6 +163,39 @@ sh_cup_space(sh_upstream_t *up, uint8_t **p, size_t *n)
     sh_cql_reader_space(cup->reader, p, n);
 }
 
+/* Whether EVENT f is about nodes (TOPOLOGY_CHANGE or STATUS_CHANGE). */
+static int
+sh_cup_node_event(const sh_frame_t *f)
+{
+    static const char topo[] = "TOPOLOGY_CHANGE", status[] = "STATUS_CHANGE";
+    const uint8_t *b = f->data + SH_CQL_HEADER_LEN;
+    sh_buf_t *dec = NULL;
+    const char *err;
+    uint32_t n = f->len - SH_CQL_HEADER_LEN, l;
+    int node = 0;
+
+    if (f->len < SH_CQL_HEADER_LEN) {
+        return 0;
+    }
+    if ((f->data[1] & SH_CQL_FLAG_COMPRESSED)
+        && sh_cql_frame_version(f) < 5)
+    {
+        dec = sh_cql_body_decompress(f, &n, &err);
+        if (dec == NULL) {
+            return 1;                    /* unreadable: not relayed */
+        }
+        b = dec->data;
+    }
+    if (n >= 2) {
+        l = (uint32_t) b[0] << 8 | b[1];
+        node = l + 2 <= n
+               && ((l == sizeof(topo) - 1 && !memcmp(b + 2, topo, l))
+                   || (l == sizeof(status) - 1 && !memcmp(b + 2, status, l)));
+    }
+    sh_buf_unref(dec);
+    return node;
+}
+
 static void
 sh_cup_read(sh_upstream_t *up, size_t n)
 {
@@ -177,7 +217,8 @@ sh_cup_read(sh_upstream_t *up, size_t n)
         f->cmd = (uint32_t) cup->fr.algo;
         if (f->argc < 0 || f->rtype == SH_CQL_EVENT) {
             if (cup->owner != NULL
-                && cup->owner->proto == SH_PROTO_CQL)
+                && cup->owner->proto == SH_PROTO_CQL
+                && !(cup->pool->conf.ring && sh_cup_node_event(f)))
             {
                 sh_session_send(cup->owner, &f, 1);
             }
@@ -216,7 +257,7 @@ sh_cup_lost(sh_upstream_t *up, const char *why)
     sh_ffi_metric_add(cup->pool->errors, 1);
     sh_log_warn("sink \"%s\": %s %s", cup->pool->name, up->remote, why);
     sh_cup_fail_all(cup, why);
-    if (cup->owner != NULL) {
+    if (cup->owner != NULL && !cup->pool->conf.ring) {
         sh_session_close_when_done(cup->owner);
     }
 }
@@ -393,6 +434,26 @@ sh_ffi_cql_pool_free(sh_cql_pool_t *p)
     sh_cql_pool_free(p);
 }
 
+/* A ring node's lost connection is let go: the client stays. */
+static void
+sh_cup_drop(sh_cup_t *cup)
+{
+    sh_session_detach(cup->owner, cup->pool);
+    sh_cup_owner_closed(cup);
+}
+
+int
+sh_ffi_cql_session_live(sh_cql_pool_t *p, sh_run_t *r)
+{
+    sh_cup_t *cup = sh_session_attached(r->sess, p);
+
+    if (cup != NULL && cup->dead && p->conf.ring) {
+        sh_cup_drop(cup);
+        cup = NULL;
+    }
+    return cup != NULL && !cup->dead;
+}
+
 static void
 sh_cup_tq_push(sh_cup_t *cup, uint16_t stream, uint32_t seq,
     uint64_t deadline)
@@ -430,6 +491,10 @@ sh_ffi_cql_send(sh_cql_pool_t *p, sh_run_t *r, sh_batch_t *req,
     uint64_t timeout = p->conf.request_timeout_ms;
     uint32_t i;
 
+    if (cup != NULL && cup->dead && p->conf.ring) {
+        sh_cup_drop(cup);                /* a new connection, below */
+        cup = NULL;
+    }
     if (cup == NULL) {
         cup = sh_cup_new(p, client);
     }

@@ -185,6 +185,7 @@ typedef struct sh_cql_conf_s {
     uint32_t connect_timeout_ms; /* give up connecting after this */
     uint32_t request_timeout_ms; /* fail requests unanswered for this long */
     const char *name;        /* sink name for logs and errors */
+    uint32_t ring;           /* 1: one node of a ring (see sh_cql_pool.c) */
 } sh_cql_conf_t;
 
 /* Settings of one listening source. */
@@ -396,6 +397,17 @@ int sh_ffi_cql_send(sh_cql_pool_t *p, sh_run_t *r, sh_batch_t *req,
 /* close a pool while the worker runs: what it owes fails (OVERLOADED) and
  * its clients close once those errors are written */
 void sh_ffi_cql_pool_free(sh_cql_pool_t *p);
+/* Whether the running client has a live connection to the node: 1 yes,
+ * 0 none yet or lost (a ring node's lost connection is dropped here, so
+ * the next send opens a new one, whose session must be replayed) */
+int sh_ffi_cql_session_live(sh_cql_pool_t *p, sh_run_t *r);
+/* The Murmur3Partitioner token of a partition key's bytes, as Cassandra
+ * computes it (its signed-byte tail included) */
+int64_t sh_ffi_cql_token(const uint8_t *key, size_t len);
+/* The index in ring (n tokens, ascending) of the first token >= key's
+ * token, 0 past the last: the range that owns the key */
+uint32_t sh_ffi_cql_ring_find(const int64_t *ring, uint32_t n,
+    const uint8_t *key, size_t len);
 
 /* Metrics, shared by every worker: one series per (name, labels); labels
  * are Prometheus label text, e.g. `source="redis"` (or "").  Registering

@@ -73,7 +73,7 @@ load = function(w, path, id, gen)
             -- ch.parks: an element holds batches (declared capabilities)
             local ch = chain.build(src.chain, {
                 worker = w, protocol = src.protocol, name = src.name,
-                source = src.name,
+                source = src.name, listen = src.listen,
                 path = fmt("sources[%d].chain", i), worker_id = id,
             })
             local labels = { source = src.name }

@@ -89,7 +89,7 @@ function _M.build_dry(conf)
     for i, src in ipairs(conf.sources) do
         local ch = chain.build(src.chain, {
             worker = nil, protocol = src.protocol, name = src.name,
-            path = fmt("sources[%d].chain", i),
+            path = fmt("sources[%d].chain", i), listen = src.listen,
         })
         local s = { name = src.name, protocol = src.protocol, chain = ch,
                     ctx = ch:context(nil), listen = src.listen }

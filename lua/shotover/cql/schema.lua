@@ -145,11 +145,12 @@ local QUERY = "SELECT column_name, kind, position, type FROM "
               .. "system_schema.columns WHERE keyspace_name = ? "
               .. "AND table_name = ?"
 
-local function load(chain, first, keyspace, table)
+local function load(chain, first, keyspace, table, send)
     local q = request.query(QUERY, { keyspace, table },
                             { version = band(first.data[0], 0x7f),
                               stream = first.argc, consistency = "ONE" })
-    local resp = chain:next(constant_batch(1, q))
+    local b = constant_batch(1, q)
+    local resp = send and send(b) or chain:next(b)
     local r = resp and resp[1]
     if r == nil or r.rtype ~= OP_RESULT then
         return nil
@@ -165,9 +166,11 @@ end
 -- names that this worker does not know.  A table that cannot be loaded now
 -- (the node is down, the query is refused) stays unknown: query_info then
 -- gives no key for it, and the next batch tries again.  `only`: a list of
--- the batch's indexes to look at (the others need nothing).
+-- the batch's indexes to look at (the others need nothing).  `send`: a
+-- sink's own way to the node, send(batch) -> replies, in place of the
+-- rest of the chain.
 local want = {}
-function _M.prepare(chain, batch, only)
+function _M.prepare(chain, batch, only, send)
     local n = 0
     local conn = chain.conn
     for k = 1, only and #only or batch.n do
@@ -194,7 +197,7 @@ function _M.prepare(chain, batch, only)
         local name = name_of(kt[1], kt[2])
         if tables[name] == nil and not seen[name] then
             seen[name] = true
-            load(chain, batch[1], kt[1], kt[2])
+            load(chain, batch[1], kt[1], kt[2], send)
         end
     end
 end

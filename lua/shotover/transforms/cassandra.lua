@@ -1,13 +1,18 @@
--- cassandra: the sink for one Cassandra node.  Each client connection gets
--- its own backend connection; the client's handshake and stream ids pass
--- through untouched, replies are matched by stream id and events relayed.
--- See docs/transforms/cassandra.md.
+-- cassandra: the sink for one Cassandra node, or for a ring of them.  Each
+-- client connection gets its own backend connection (per node); the
+-- client's handshake and stream ids pass through untouched, replies are
+-- matched by stream id and events relayed.  Given contact_points instead of
+-- a remote, it learns the ring, sends each request to a replica of its
+-- partition (token-aware), fails over to the next replica, and shows
+-- drivers the shotover instances in place of the nodes
+-- (shotover.cql.ring, shotover.cql.peers).  See docs/transforms/cassandra.md.
 local ffi = require "ffi"
 local base = require "shotover.ffi"
 local message = require "shotover.message"
 local schema = require "shotover.schema"
 local session = require "shotover.cql.session"
 local request = require "shotover.cql.request"
+local peers = require "shotover.cql.peers"
 
 local C = base.C
 local AGAIN = base.AGAIN
@@ -15,7 +20,8 @@ local band = require("bit").band
 local fmt = string.format
 local new_batch = message.new_batch
 local constant_batch = message.constant_batch
-local setmetatable = setmetatable
+local setmetatable, ipairs, type, tostring = setmetatable, ipairs, type,
+                                             tostring
 local watch_handshake, catch_up     -- defined below, used by transform
 
 local _M = {
@@ -24,11 +30,69 @@ local _M = {
     capabilities = { sink = true, lanes = true },
     protocols = { "cassandra" },        -- it sends requests as they are
     schema = {
-        remote = { type = "hostport", required = true },
+        remote = { type = "hostport" },
+        contact_points = { type = "table" },
+        shotover_nodes = { type = "table" },
+        local_node = { type = "hostport" },
+        local_dc = { type = "string" },
+        refresh_interval_ms = { type = "integer", min = 0, default = 60000 },
         connect_timeout_ms = { type = "integer", min = 1, default = 3000 },
         request_timeout_ms = { type = "integer", min = 0, default = 12000 },
     },
 }
+
+local RING_ONLY = { "shotover_nodes", "local_node", "local_dc" }
+
+-- every problem at once: true, or nil and the list
+function _M.check_config(conf)
+    local errs = {}
+    if conf.remote == nil and conf.contact_points == nil then
+        errs[#errs + 1] = "remote: required (\"host:port\" of the node), "
+                          .. "or contact_points (of a ring)"
+    elseif conf.remote ~= nil and conf.contact_points ~= nil then
+        errs[#errs + 1] = "remote and contact_points: give one (a node, or "
+                          .. "a ring)"
+    end
+    if conf.contact_points ~= nil then
+        local cp = conf.contact_points
+        if type(cp) ~= "table" or #cp == 0 then
+            errs[#errs + 1] = "contact_points: a list of \"host:port\" of "
+                              .. "the ring's nodes"
+        else
+            for i, a in ipairs(cp) do
+                if schema.parse_hostport(a) == nil then
+                    errs[#errs + 1] = fmt("contact_points[%d]: expected "
+                        .. "\"host:port\", got %s", i, tostring(a))
+                end
+            end
+        end
+        if conf.shotover_nodes ~= nil then
+            local ok, why = peers.check(conf.shotover_nodes)
+            if not ok then
+                errs[#errs + 1] = why
+            elseif conf.local_node ~= nil then
+                local found = false
+                for _, n in ipairs(conf.shotover_nodes) do
+                    found = found or n.address == conf.local_node
+                end
+                if not found then
+                    errs[#errs + 1] = "local_node: not one of "
+                                      .. "shotover_nodes' addresses"
+                end
+            end
+        end
+    else
+        for _, k in ipairs(RING_ONLY) do
+            if conf[k] ~= nil then
+                errs[#errs + 1] = k .. ": only for a ring (contact_points)"
+            end
+        end
+    end
+    if #errs > 0 then
+        return nil, errs
+    end
+    return true
+end
 
 local mt = { __index = {} }
 
@@ -37,6 +101,9 @@ local err_out = ffi.new("const char *[1]")
 
 function _M.new(conf, env)
     local self = setmetatable({ name = conf.name or "cassandra" }, mt)
+    if conf.contact_points ~= nil then
+        return _M.new_ring(self, conf, env)
+    end
     if env.worker ~= nil then
         -- a reload that leaves these settings alone keeps the pool: the
         -- clients' sessions on the node stay where they are
@@ -69,9 +136,9 @@ local OP_AUTH_RESPONSE = C.SH_CQL_AUTH_RESPONSE
 local OP_AUTH_SUCCESS = C.SH_CQL_AUTH_SUCCESS
 local OP_RESULT = C.SH_CQL_RESULT
 
-local function send(self, chain, batch)
+local function send(pool, chain, batch)
     local resp = new_batch(batch.n)
-    if C.sh_ffi_cql_send(self.pool, chain.c, batch, resp) == AGAIN then
+    if C.sh_ffi_cql_send(pool, chain.c, batch, resp) == AGAIN then
         chain:wait()
     end
     return resp
@@ -106,9 +173,10 @@ watch_handshake = function(conn, st, batch, resp)
     end
 end
 
--- Replay the remembered handshake and USE on this sink's connection.
--- Returns nil, or why the session could not be opened here.
-catch_up = function(self, chain, conn, st, batch)
+-- Replay the remembered handshake and USE on the client's connection of
+-- pool (of the sink or ring node called name).  Returns nil, or why the
+-- session could not be opened there.
+catch_up = function(pool, name, chain, conn, st, batch)
     local first = batch[1]
     if not st.started then
         local startup = conn.cql_startup
@@ -121,12 +189,12 @@ catch_up = function(self, chain, conn, st, batch)
             end
         end
         local f = assert(message.frame_from_cql(startup))
-        local reply = send(self, chain, constant_batch(1, f))[1]
+        local reply = send(pool, chain, constant_batch(1, f))[1]
         local auth = conn.cql_auth or {}
         local k = 1
         while reply ~= nil and reply.rtype == OP_AUTHENTICATE and auth[k] do
             f = assert(message.frame_from_cql(auth[k]))
-            reply = send(self, chain, constant_batch(1, f))[1]
+            reply = send(pool, chain, constant_batch(1, f))[1]
             k = k + 1
         end
         if reply == nil or (reply.rtype ~= OP_READY
@@ -134,7 +202,7 @@ catch_up = function(self, chain, conn, st, batch)
             local why = reply ~= nil and reply.rtype == OP_ERROR
                         and reply:error_info().message or "no READY"
             return fmt("shotover: cannot open the client's session on sink "
-                       .. "\"%s\": %s", self.name, tostring(why))
+                       .. "\"%s\": %s", name, tostring(why))
         end
         st.started = true
         st.keyspace = nil
@@ -144,12 +212,12 @@ catch_up = function(self, chain, conn, st, batch)
         local use = request.query('USE "' .. ks:gsub('"', '""') .. '"', nil,
                                   { version = band(first.data[0], 0x7f),
                                     stream = first.argc })
-        local reply = send(self, chain, constant_batch(1, use))[1]
+        local reply = send(pool, chain, constant_batch(1, use))[1]
         if reply == nil or reply.rtype ~= OP_RESULT then
             local why = reply ~= nil and reply.rtype == OP_ERROR
                         and reply:error_info().message or "no reply"
             return fmt("shotover: cannot USE %s on sink \"%s\": %s", ks,
-                       self.name, tostring(why))
+                       name, tostring(why))
         end
     end
     st.keyspace = ks
@@ -158,6 +226,9 @@ end
 
 function mt.__index.transform(self, batch, chain)
     local resp
+    if self.ring ~= nil then
+        return self:ring_transform(batch, chain)
+    end
     if self.pool == nil then                -- no worker: answer dry
         resp = require("shotover.protocols.cassandra").dry(batch, chain)
         learn(chain.conn, batch, resp)
@@ -180,7 +251,8 @@ function mt.__index.transform(self, batch, chain)
         end
         if not st.started or st.keyspace ~= conn.keyspace then
             st.opening = true
-            local ok, err = pcall(catch_up, self, chain, conn, st, batch)
+            local ok, err = pcall(catch_up, self.pool, self.name, chain,
+                                  conn, st, batch)
             st.opening = nil
             chain:notify()
             if not ok then
@@ -191,7 +263,7 @@ function mt.__index.transform(self, batch, chain)
             end
         end
     end
-    resp = send(self, chain, batch)
+    resp = send(self.pool, chain, batch)
     -- USE and prepared statements, for the transforms in front
     learn(conn, batch, resp)
     st.keyspace = conn.keyspace
@@ -200,5 +272,8 @@ function mt.__index.transform(self, batch, chain)
     end
     return resp
 end
+
+_M.watch_handshake, _M.catch_up, _M.send = watch_handshake, catch_up, send
+require("shotover.cql.routing")(_M, mt.__index)
 
 return _M

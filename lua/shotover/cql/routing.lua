@@ -1,0 +1,565 @@
+-- The `cassandra` sink in front of a ring (contact_points): token-aware
+-- routing, failover to the next replica, prepared statements carried to
+-- the node that runs them, and the system tables rewritten so drivers see
+-- the shotover instances.  Added to the sink's module by
+-- shotover.transforms.cassandra; docs/transforms/cassandra.md, "A ring".
+--
+-- Each client keeps a session per node (the client's handshake and USE
+-- replayed there at first use, as the single-node sink does for sub-chains)
+-- and a home node: its handshake, and requests that name no partition, go
+-- there.  A request with a partition key (EXECUTE by its statement's
+-- partition key indexes, QUERY by a literal key) goes to the first usable
+-- replica of the key's token range.
+--
+-- Failure: a node whose connection is lost or never opens is skipped for
+-- ring.DOWN_NS; requests it owed that are safe to send twice (reads, and
+-- writes with no condition and no counter or collection increment: a
+-- write's effect does not change when it is applied twice) go to the next
+-- node of their range.  Others get the OVERLOADED error the connection's
+-- loss gave them: drivers take it as "try another coordinator", and only
+-- the driver knows whether its statement is idempotent.
+local bit = require "bit"
+local C = require("shotover.ffi").C
+local message = require "shotover.message"
+local session = require "shotover.cql.session"
+local request = require "shotover.cql.request"
+local bound = require "shotover.cql.bound"
+local rows = require "shotover.cql.rows"
+local types = require "shotover.cql.types"
+local peers = require "shotover.cql.peers"
+local ring_mod = require "shotover.cql.ring"
+local cql_schema = require "shotover.cql.schema"
+local pools = require "shotover.pools"
+local now_ns = require("shotover.metrics").now_ns
+
+local band = bit.band
+local char, concat, fmt = string.char, table.concat, string.format
+local new_batch, constant_batch = message.new_batch, message.constant_batch
+local ipairs, pairs, pcall, error = ipairs, pairs, pcall, error
+
+local AGAIN = require("shotover.ffi").AGAIN
+local OP_ERROR, OP_RESULT = C.SH_CQL_ERROR, C.SH_CQL_RESULT
+local OP_QUERY, OP_EXECUTE = C.SH_CQL_QUERY, C.SH_CQL_EXECUTE
+local OP_PREPARE, OP_OPTIONS = C.SH_CQL_PREPARE, C.SH_CQL_OPTIONS
+local OVERLOADED, UNPREPARED = C.SH_CQL_OVERLOADED, 0x2500
+local LOST_PREFIX = "shotover: backend "
+
+return function(sink, methods)
+    local send, catch_up = sink.send, sink.catch_up
+    local watch_handshake = sink.watch_handshake
+    local learn = session.learn
+
+    -- a ring known stale (a node failed) is read again at most this often
+    local STALE_NS = 1e9
+
+    function sink.new_ring(self, conf, env)
+        local where = (env.path or "chain") .. ": cassandra sink"
+        local list = conf.shotover_nodes
+        if list == nil then
+            -- drivers see this instance alone
+            list = { { address = env.listen or "127.0.0.1:9042" } }
+            if peers.find_self(list, env.listen) == nil
+               or not peers.check(list) then
+                error(fmt("%s: shotover_nodes: required when the source "
+                          .. "listens on %s (drivers must be told an "
+                          .. "address to connect to)", where,
+                          tostring(env.listen)), 0)
+            end
+        end
+        local me = conf.local_node or peers.find_self(list, env.listen)
+        if me == nil then
+            error(fmt("%s: shotover_nodes: none of them is this instance "
+                      .. "(its source listens on %s); set local_node", where,
+                      tostring(env.listen)), 0)
+        end
+        self.view = peers.view(list, me)
+        self.refresh_ns = conf.refresh_interval_ms * 1e6
+        if env.worker ~= nil then
+            local settings = {}
+            for k, v in pairs(conf) do settings[k] = v end
+            self.ring = pools.get("cassandra_ring", settings, function()
+                return ring_mod.new(env.worker, settings, self.name)
+            end, function(r) r:free() end)
+        end
+        return self
+    end
+
+    local function node_state(conn, node)
+        local st = conn[node]
+        if st == nil then
+            st = {}
+            conn[node] = st
+        end
+        return st
+    end
+
+    -- Open the client's session on node (its handshake and keyspace
+    -- replayed): nil, or why it could not be.
+    local function open_on(self, chain, node, batch)
+        local conn = chain.conn
+        local st = node_state(conn, node)
+        if C.sh_ffi_cql_session_live(node.pool, chain.c) == 0
+           and not st.opening then
+            st.started, st.keyspace = false, nil
+        end
+        if st.started and st.keyspace == conn.keyspace then
+            return nil
+        end
+        while st.opening do
+            chain:sleep()
+        end
+        if st.started and st.keyspace == conn.keyspace then
+            return nil
+        end
+        st.opening = true
+        local ok, err = pcall(catch_up, node.pool, self.name, chain, conn, st,
+                              batch)
+        st.opening = nil
+        chain:notify()
+        if not ok then
+            error(err, 0)
+        end
+        return err
+    end
+
+    -- The error a lost connection gave (c/sh_cql_pool.c), or nil.
+    local function lost(r)
+        if r == nil then
+            return "no reply"
+        end
+        if r.rtype ~= OP_ERROR then
+            return nil
+        end
+        local e = r:error_info()
+        if e.code == OVERLOADED
+           and e.message:sub(1, #LOST_PREFIX) == LOST_PREFIX then
+            return e.message
+        end
+        return nil
+    end
+
+    -- The prepared id an UNPREPARED error names, or nil.
+    local function unprepared_id(r)
+        if r == nil or r.rtype ~= OP_ERROR then
+            return nil
+        end
+        local p, n = r:body_view()
+        local i = session.response_start(r, p, n)
+        if types.s32(p, i, n, "an error code") ~= UNPREPARED then
+            return nil
+        end
+        local _, at = types.cql_string(p, i + 4, n)
+        local ok, id = pcall(types.cql_string, p, at, n)   -- [short bytes]
+        return ok and id or nil
+    end
+
+    -- Whether m may be sent again after its connection was lost, maybe
+    -- after the node applied it.
+    local function retryable(m, conn)
+        local op = m.rtype
+        if op == OP_PREPARE or op == OP_OPTIONS then
+            return true
+        end
+        if op ~= OP_QUERY and op ~= OP_EXECUTE then
+            return false
+        end
+        local ast = m:statement(conn)
+        if not ast then
+            return false
+        end
+        local k = ast.kind
+        if k == "select" or k == "use" then
+            return true
+        elseif k == "insert" then
+            return not ast.if_not_exists
+        elseif k == "delete" then
+            return not (ast.if_exists or ast.if_conditions)
+        elseif k == "update" then
+            if ast.if_exists or ast.if_conditions then
+                return false
+            end
+            for _, a in ipairs(ast.assignments or {}) do
+                if a.op ~= "=" then
+                    return false                -- counter, append, ...
+                end
+            end
+            return true
+        end
+        return false
+    end
+
+    local function be16(n)
+        return char(band(bit.rshift(n, 8), 0xff), band(n, 0xff))
+    end
+
+    -- A partition key's bytes as the partitioner hashes them: one
+    -- column's value, or for several each as length, bytes and a zero.
+    local function routing_key(parts, n)
+        if n == 1 then
+            return parts[1]
+        end
+        local out = {}
+        for k = 1, n do
+            local b = parts[k]
+            out[k] = be16(#b) .. b .. "\0"
+        end
+        return concat(out)
+    end
+
+    -- an EXECUTE's plan: its partition key indexes and which values to
+    -- read (false: the statement has no partition key to route by)
+    local function plan_of(rec)
+        local plan = rec.ring_plan
+        if plan == nil then
+            plan = false
+            if rec.pk and #rec.pk > 0 then
+                plan = { pk = rec.pk, needs = {} }
+                for _, k in ipairs(rec.pk) do
+                    plan.needs[k] = true
+                end
+            end
+            rec.ring_plan = plan
+        end
+        return plan
+    end
+
+    local vals, parts = {}, {}
+
+    -- The nodes for request m, or nil (its client's home order).
+    local function route(ring, chain, m)
+        local op = m.rtype
+        if op == OP_EXECUTE then
+            local rec, p, n = bound.statement(m)
+            local plan = rec and plan_of(rec)
+            if not plan then
+                return nil
+            end
+            local cl = bound.read(m, p, n, plan.needs, vals)
+            local list
+            if cl then
+                local pk = plan.pk
+                for k = 1, #pk do
+                    parts[k] = vals[pk[k]]
+                end
+                list = ring:for_key(routing_key(parts, #pk))
+            end
+            for k in pairs(vals) do vals[k] = nil end
+            for k in pairs(parts) do parts[k] = nil end
+            return list
+        elseif op == OP_QUERY then
+            local ok, qi = pcall(m.query_info, m, chain)
+            if not ok or qi == nil or qi.key_parts == nil
+               or qi.key_bytes == nil then
+                return nil
+            end
+            local cols = qi.key_columns
+            for k = 1, #cols do
+                parts[k] = qi.key_parts[cols[k]]
+            end
+            local list = ring:for_key(routing_key(parts, #cols))
+            for k in pairs(parts) do parts[k] = nil end
+            return list
+        end
+        return nil
+    end
+
+    -- The client's nodes in order for requests of no partition: its home,
+    -- then the others.
+    local function home_order(ring, cs)
+        if cs.order == nil or cs.order_of ~= ring.everyone then
+            local order = { cs.home }
+            for _, node in ipairs(ring.everyone) do
+                if node ~= cs.home then
+                    order[#order + 1] = node
+                end
+            end
+            cs.order, cs.order_of = order, ring.everyone
+        end
+        return cs.order
+    end
+
+    -- Read the ring again, on the client's session with its home node (so
+    -- the node's authentication applies), on the stream of the batch's
+    -- first request (not in flight yet).
+    local function refresh(self, ring, cs, chain, first)
+        ring.refreshing = true
+        local node = cs.home
+        local ok, err = pcall(function()
+            if open_on(self, chain, node, first) then
+                return
+            end
+            local opts = { version = band(first.data[0], 0x7f),
+                           stream = first.argc, consistency = "ONE" }
+            local function ask(q)
+                local r = send(node.pool, chain, constant_batch(1,
+                               request.query(q, nil, opts)))[1]
+                return rows.read(r)
+            end
+            local lt = ask(ring_mod.LOCAL_QUERY)
+            if lt == nil or lt[1] == nil then
+                return
+            end
+            local pt = ask(ring_mod.PEERS_V2_QUERY)
+                       or ask(ring_mod.PEERS_QUERY)
+            if pt == nil then
+                return
+            end
+            if ring:learn(rows.decode(lt)[1], rows.decode(pt), node) then
+                ring.local_raw, ring.local_at = rows.by_name(lt, 1), now_ns()
+            end
+        end)
+        ring.refreshing = false
+        ring.refreshed = now_ns()
+        if not ok then
+            error(err, 0)
+        end
+    end
+
+    -- The handshake (and what comes before it) goes to the client's home;
+    -- a home that cannot be reached is left for another.
+    local function handshake(self, ring, cs, chain, batch)
+        local conn = chain.conn
+        local resp
+        for _ = 1, #ring.everyone do
+            local node = cs.home
+            local st = node_state(conn, node)
+            local err = open_on(self, chain, node, batch)
+            if err == nil then
+                watch_handshake(conn, st, batch)
+                resp = send(node.pool, chain, batch)
+                if resp.n == 0 or not lost(resp[1]) then
+                    learn(conn, batch, resp)
+                    st.keyspace = conn.keyspace
+                    watch_handshake(conn, st, batch, resp)
+                    return resp
+                end
+                err = lost(resp[1])
+            end
+            ring:down(node, err)
+            cs.home, cs.order = ring:pick_home(), nil
+        end
+        return resp or message.error_batch(batch,
+            "shotover: no node of the ring could be reached", OVERLOADED)
+    end
+
+    -- Whether r is a RESULT Set_keyspace.
+    local function sets_keyspace(r)
+        if r == nil or r.rtype ~= OP_RESULT then
+            return false
+        end
+        local p, n = r:body_view()
+        local i = session.response_start(r, p, n)
+        return types.s32(p, i, n, "a result kind") == 3
+    end
+
+    -- Which system table request m reads ("local", "peers", "peers_v2"
+    -- or false), and its statement.
+    local function system_of(m, conn)
+        local op = m.rtype
+        if op ~= OP_QUERY and op ~= OP_EXECUTE then
+            return false
+        end
+        local rec = op == OP_EXECUTE and session.prepared(m)
+        if rec and rec.ring_system ~= nil then
+            return rec.ring_system, rec.ring_ast
+        end
+        local ast, ks = m:statement(conn)
+        local which = peers.system_table(ast, ks) or false
+        if rec then
+            rec.ring_system, rec.ring_ast = which, ast
+        end
+        return which, ast
+    end
+
+    -- After the replies: rewrite those of system.local and system.peers.
+    -- The real system.local row is kept first: columns of peers that no
+    -- real peer row gives (one node behind several shotover instances)
+    -- come from it, schema_version included, so it must be fresh: a
+    -- driver waiting for schema agreement compares them.
+    local function rewrite_system(self, ring, chain, batch, resp, served)
+        local conn = chain.conn
+        local found
+        for i = 1, batch.n do
+            local which = system_of(batch[i], conn)
+            if which then
+                found = found or {}
+                found[#found + 1] = i
+                if which == "local" then
+                    local ok, t = pcall(rows.read, resp[i], batch[i])
+                    if ok and t and t[1] then
+                        ring.local_raw = rows.by_name(t, 1)
+                        ring.local_at = now_ns()
+                    end
+                end
+            end
+        end
+        if found == nil then
+            return
+        end
+        for _, i in ipairs(found) do
+            local m = batch[i]
+            local which, ast = system_of(m, conn)
+            if which ~= "local" and served[i]
+               and (ring.local_at or 0) < now_ns() - 1e8 then
+                -- peers asked alone: system.local's row, as it is now
+                pcall(function()
+                    local q = request.query(ring_mod.LOCAL_QUERY, nil, {
+                        version = band(m.data[0], 0x7f), stream = m.argc,
+                        consistency = "ONE" })
+                    local t = rows.read(send(served[i].pool, chain,
+                                             constant_batch(1, q))[1])
+                    if t and t[1] then
+                        ring.local_raw = rows.by_name(t, 1)
+                        ring.local_at = now_ns()
+                    end
+                end)
+            end
+            local ok, err = pcall(peers.rewrite, resp[i], m, which, ast,
+                                  self.view, ring.local_raw)
+            if not ok then
+                require("shotover.log").warn("%s: system.%s reply not "
+                    .. "rewritten: %s", self.name, which, tostring(err))
+            end
+        end
+    end
+
+    local function sender(pool, chain)
+        return function(b)
+            return send(pool, chain, b)
+        end
+    end
+
+    function methods.ring_transform(self, batch, chain)
+        local ring = self.ring
+        local conn = chain.conn
+        local cs = conn[ring]
+        if cs == nil then
+            cs = { home = ring:pick_home() }
+            conn[ring] = cs
+        end
+        if not conn.cql_handshake_done then
+            return handshake(self, ring, cs, chain, batch)
+        end
+        local now = now_ns()
+        if not ring.refreshing and (not ring.known
+                or (ring.stale and now - ring.refreshed > STALE_NS)
+                or (self.refresh_ns > 0
+                    and now - ring.refreshed > self.refresh_ns)) then
+            refresh(self, ring, cs, chain, batch[1])
+        end
+        local n = batch.n
+        -- tables a QUERY names are learnt first (its literal key's bytes
+        -- depend on the column types), through the home node
+        for i = 1, n do
+            if batch[i].rtype == OP_QUERY then
+                if open_on(self, chain, cs.home, batch) == nil then
+                    cql_schema.prepare(chain, batch, nil,
+                                       sender(cs.home.pool, chain))
+                end
+                break
+            end
+        end
+        local resp = new_batch(n)
+        local cands, pos, todo, served = {}, {}, {}, {}
+        for i = 1, n do
+            cands[i] = route(ring, chain, batch[i]) or home_order(ring, cs)
+            pos[i] = 0
+            todo[i] = i
+        end
+        local ks0 = conn.keyspace
+        local reprepared
+        while #todo > 0 do
+            local groups, order = {}, {}
+            now = now_ns()
+            for _, i in ipairs(todo) do
+                local list, k = cands[i], pos[i] + 1
+                local pick = k
+                while list[pick] ~= nil and list[pick].down_until > now do
+                    pick = pick + 1
+                end
+                if list[pick] == nil then
+                    pick = k                    -- all down: try anyway
+                end
+                local node = list[pick]
+                if node == nil then
+                    resp:set(i, resp[i] or message.error_reply(batch[i],
+                        "shotover: no node of the ring could serve this "
+                        .. "request", OVERLOADED))
+                else
+                    pos[i] = pick
+                    local g = groups[node]
+                    if g == nil then
+                        g = { node = node, b = new_batch(0), idx = {} }
+                        groups[node] = g
+                        order[#order + 1] = g
+                    end
+                    g.b:push(batch[i])
+                    g.idx[#g.idx + 1] = i
+                end
+            end
+            todo = {}
+            local waiting = false
+            for _, g in ipairs(order) do
+                local why = open_on(self, chain, g.node, batch)
+                if why ~= nil then
+                    ring:down(g.node, why)
+                    for _, i in ipairs(g.idx) do
+                        todo[#todo + 1] = i     -- nothing was sent
+                    end
+                else
+                    g.resp = new_batch(g.b.n)
+                    if C.sh_ffi_cql_send(g.node.pool, chain.c, g.b, g.resp)
+                       == AGAIN then
+                        waiting = true
+                    end
+                end
+            end
+            if waiting then
+                chain:wait()
+            end
+            for _, g in ipairs(order) do
+                if g.resp ~= nil then
+                    for k, i in ipairs(g.idx) do
+                        local r = g.resp[k]
+                        local why = lost(r)
+                        local id = why == nil and unprepared_id(r)
+                        if why ~= nil then
+                            ring:down(g.node, why)
+                            if retryable(batch[i], conn)
+                               and cands[i][pos[i] + 1] ~= nil then
+                                todo[#todo + 1] = i
+                            end
+                        elseif id and not (reprepared and reprepared[i]) then
+                            -- the node has not seen the statement: prepare
+                            -- it there, then send the request again
+                            local rec = session.prepared_by_id(id)
+                            if rec then
+                                reprepared = reprepared or {}
+                                reprepared[i] = true
+                                local m = batch[i]
+                                send(g.node.pool, chain, constant_batch(1,
+                                    request.prepare(rec.query, {
+                                        version = band(m.data[0], 0x7f),
+                                        stream = m.argc })))
+                                pos[i] = pos[i] - 1
+                                todo[#todo + 1] = i
+                            end
+                        end
+                        resp:set(i, r)
+                        served[i] = g.node
+                    end
+                end
+            end
+        end
+        rewrite_system(self, ring, chain, batch, resp, served)
+        learn(conn, batch, resp)
+        if conn.keyspace ~= ks0 then
+            for i = 1, n do
+                if served[i] and sets_keyspace(resp[i]) then
+                    node_state(conn, served[i]).keyspace = conn.keyspace
+                end
+            end
+        end
+        return resp
+    end
+end
