@@ -10,13 +10,15 @@
 -- One Ring per worker and sink settings (shotover.pools keeps it across
 -- reloads that leave those settings alone); each node has a pool of the
 -- clients' connections to it (c/sh_cql_pool.c, in ring mode).
+local bit = require "bit"
 local ffi = require "ffi"
 local C = require("shotover.ffi").C
 local schema = require "shotover.schema"
 local rows = require "shotover.cql.rows"
 local now_ns = require("shotover.metrics").now_ns
 
-local sort = table.sort
+local band, rshift = bit.band, bit.rshift
+local char, concat, sort = string.char, table.concat, table.sort
 local fmt = string.format
 local tostring, ipairs, setmetatable = tostring, ipairs, setmetatable
 
@@ -228,6 +230,25 @@ function Ring.for_key(r, key)
     end
     return r.cands[C.sh_ffi_cql_ring_find(r.tokens, r.ntokens, key, #key)
                    + 1]
+end
+
+local function be16(n)
+    return char(band(rshift(n, 8), 0xff), band(n, 0xff))
+end
+
+-- A partition key's bytes as the partitioner hashes them, from its
+-- columns' values (parts[1..n]): one column's value as it is; several each
+-- as a 2-byte length, the bytes and a zero (CompositeType).
+function _M.routing_key(parts, n)
+    if n == 1 then
+        return parts[1]
+    end
+    local out = {}
+    for k = 1, n do
+        local b = parts[k]
+        out[k] = be16(#b) .. b .. "\0"
+    end
+    return concat(out)
 end
 
 -- What refresh() asks, and how the rows come back (shotover.cql.rows).

@@ -33,7 +33,7 @@ local pools = require "shotover.pools"
 local now_ns = require("shotover.metrics").now_ns
 
 local band = bit.band
-local char, concat, fmt = string.char, table.concat, string.format
+local fmt = string.format
 local new_batch, constant_batch = message.new_batch, message.constant_batch
 local ipairs, pairs, pcall, error = ipairs, pairs, pcall, error
 
@@ -188,23 +188,7 @@ return function(sink, methods)
         return false
     end
 
-    local function be16(n)
-        return char(band(bit.rshift(n, 8), 0xff), band(n, 0xff))
-    end
-
-    -- A partition key's bytes as the partitioner hashes them: one
-    -- column's value, or for several each as length, bytes and a zero.
-    local function routing_key(parts, n)
-        if n == 1 then
-            return parts[1]
-        end
-        local out = {}
-        for k = 1, n do
-            local b = parts[k]
-            out[k] = be16(#b) .. b .. "\0"
-        end
-        return concat(out)
-    end
+    local routing_key = ring_mod.routing_key
 
     -- an EXECUTE's plan: its partition key indexes and which values to
     -- read (false: the statement has no partition key to route by)
