@@ -408,9 +408,21 @@ end
 
 local given_ports = {}
 
+-- whether a TCP socket can bind host:port now
+local function can_bind(host, port)
+    local fd = C.socket(AF_INET, bit.bor(SOCK_STREAM, SOCK_CLOEXEC), 0)
+    assert(fd >= 0, "socket: " .. errstr())
+    local sa = sockaddr(port, host)
+    local ok = C.bind(fd, sa, ffi.sizeof(sa)) == 0
+    C.close(fd)
+    return ok
+end
+
 -- A loopback TCP port nobody listens on: the kernel picks it (bind to port
 -- 0), we close the socket and never hand out the same port twice.
-function h.free_port()
+-- free_port{ "127.0.0.2", "127.0.0.3" }: a port free on 127.0.0.1 and on
+-- each of those loopback addresses too (the same port for several nodes).
+function h.free_port(hosts)
     for _ = 1, 50 do
         local fd = C.socket(AF_INET, bit.bor(SOCK_STREAM, SOCK_CLOEXEC), 0)
         assert(fd >= 0, "socket: " .. errstr())
@@ -422,7 +434,11 @@ function h.free_port()
         assert(C.getsockname(fd, sa, len) == 0, "getsockname: " .. errstr())
         C.close(fd)
         local port = sockaddr_port(sa)
-        if not given_ports[port] then
+        local ok = not given_ports[port]
+        for _, host in ipairs(hosts or {}) do
+            ok = ok and can_bind(host, port)
+        end
+        if ok then
             given_ports[port] = true
             return port
         end
@@ -503,12 +519,12 @@ function wait_fd(fd, events, timeout_ms)
     end
 end
 
--- connect(port, timeout): a non-blocking TCP connection to 127.0.0.1:port.
--- Returns a Conn, or nil and a reason.
-function h.try_connect(port, timeout)
+-- connect(port, timeout, host): a non-blocking TCP connection to
+-- host:port (default 127.0.0.1).  Returns a Conn, or nil and a reason.
+function h.try_connect(port, timeout, host)
     local fd = C.socket(AF_INET, bit.bor(SOCK_STREAM, SOCK_NONBLOCK, SOCK_CLOEXEC), 0)
     assert(fd >= 0, "socket: " .. errstr())
-    local sa = sockaddr(port)
+    local sa = sockaddr(port, host)
     if C.connect(fd, sa, ffi.sizeof(sa)) ~= 0 then
         local e = ffi.errno()
         if e ~= EINPROGRESS then
@@ -531,9 +547,9 @@ function h.try_connect(port, timeout)
     return new_conn(fd, port)
 end
 
-function h.connect(port, timeout)
-    local c, err = h.try_connect(port, timeout)
-    if not c then error(err .. " (port " .. port .. ")", 2) end
+function h.connect(port, timeout, host)
+    local c, err = h.try_connect(port, timeout, host)
+    if not c then error(err .. " (" .. (host and (host .. ":") or "port ") .. port .. ")", 2) end
     return c
 end
 
