@@ -80,10 +80,14 @@ c.shutdown()
     it("hashes partition keys to the tokens Cassandra gives them", function()
         local out = ring:python([[
 c, s = connect()
-for k in [0, 1, -1, 7, 123456789, -2147483648]:
+ints = [0, 1, -1, 7, 123456789, -2147483648]
+pairs = [("", 0), ("x", 1), ("\u00e9t\u00e9 long enough to pass sixteen", -5)]
+for k in ints:
+    s.execute("INSERT INTO one.t (k, v) VALUES (%s, 'x')", [k])
     print("int", k, s.execute("SELECT token(k) FROM one.t WHERE k = %s",
                               [k]).one()[0])
-for a, b in [("", 0), ("x", 1), ("\u00e9t\u00e9 long enough to pass sixteen", -5)]:
+for a, b in pairs:
+    s.execute("INSERT INTO one.c (a, b, v) VALUES (%s, %s, 'x')", [a, b])
     print("pair", a.encode().hex(), b,
           s.execute("SELECT token(a, b) FROM one.c WHERE a = %s AND b = %s",
                     [a, b]).one()[0])
@@ -124,14 +128,19 @@ for h in sorted(c.metadata.all_hosts(), key=lambda h: str(h.endpoint)):
     print("host", h.endpoint.address, h.endpoint.port, h.datacenter, h.rack,
           h.is_up)
 print("pools", sorted(str(h.endpoint) for h in s._pools))
-print("local", s.execute("SELECT rpc_address, rpc_port, data_center, rack, "
-                         "release_version FROM system.local").one())
-for r in s.execute("SELECT peer, native_address, native_port, data_center, "
-                   "rack, tokens FROM system.peers_v2"):
-    print("peer_v2", r.peer, r.native_address, r.native_port, r.data_center,
-          r.rack, list(r.tokens))
-for r in s.execute("SELECT peer, rpc_address, data_center FROM system.peers"):
-    print("peer", r.peer, r.rpc_address, r.data_center)
+for h in c.metadata.all_hosts():
+    via = h.endpoint.port
+    print("local", via, s.execute("SELECT rpc_address, rpc_port, data_center, "
+                                  "rack, release_version FROM system.local",
+                                  host=h).one())
+    for r in s.execute("SELECT peer, native_address, native_port, "
+                       "data_center, rack, tokens FROM system.peers_v2",
+                       host=h):
+        print("peer_v2", via, r.peer, r.native_address, r.native_port,
+              r.data_center, r.rack, list(r.tokens))
+    for r in s.execute("SELECT peer, rpc_address, data_center "
+                       "FROM system.peers", host=h):
+        print("peer", via, r.peer, r.rpc_address, r.data_center)
 c.shutdown()
 ]], { args = { P1 } })
         assert.matches("host 127.0.0.1 " .. P1 .. " dcX rA True", out,
@@ -140,12 +149,23 @@ c.shutdown()
                        nil, true)
         local hosts = select(2, out:gsub("\nhost ", "\n"))
         assert.equal(2, hosts + (out:sub(1, 5) == "host " and 1 or 0))
-        assert.matches("rpc_address='127.0.0.1', rpc_port=" .. P1
-                       .. ", data_center='dcX', rack='rA', "
-                       .. "release_version='5.0.5'", out, nil, true)
-        assert.matches("peer_v2 127.0.0.1 127.0.0.1 " .. P2
-                       .. " dcX rB ['-1']", out, nil, true)
-        assert.matches("peer 127.0.0.1 127.0.0.1 dcX", out, nil, true)
+        -- system.local describes the instance that answered, and the
+        -- peers tables the other one
+        for _, port in ipairs({ P1, P2 }) do
+            local other = port == P1 and P2 or P1
+            local rack = { [P1] = "rA", [P2] = "rB" }
+            local token = { [P1] = "-9223372036854775808", [P2] = "-1" }
+            assert.matches("local " .. port .. " Row(rpc_address='127.0.0.1', "
+                           .. "rpc_port=" .. port .. ", data_center='dcX', "
+                           .. "rack='" .. rack[port] .. "', "
+                           .. "release_version='5.0.5')", out, nil, true)
+            assert.matches("peer_v2 " .. port .. " 127.0.0.1 127.0.0.1 "
+                           .. other .. " dcX " .. rack[other] .. " ['"
+                           .. token[other] .. "']", out, nil, true)
+            assert.matches("peer " .. port .. " 127.0.0.1 127.0.0.1 dcX", out,
+                           nil, true)
+        end
+        assert.equal(2, select(2, out:gsub("peer_v2 ", "")))
         assert.is_nil(out:find("127.0.0.2", 1, true), out)
         assert.is_nil(out:find("127.0.0.3", 1, true), out)
         assert.matches("pools ['127.0.0.1:" .. P1 .. "', '127.0.0.1:"
@@ -211,8 +231,10 @@ def work(base):
         k = base + i % 500
         try:
             s.execute(ins, [k, "v%d" % i])
+            # (at ONE a replica that was down may not have the row yet:
+            # only errors count)
             r = s.execute(sel, [k]).one()
-            assert r is not None and r.v == "v%d" % i, r
+            assert r is None or r.v.startswith("v"), r
             ok[0] += 2
         except Exception as e:
             errors.append(repr(e))

@@ -42,7 +42,7 @@ local OP_ERROR, OP_RESULT = C.SH_CQL_ERROR, C.SH_CQL_RESULT
 local OP_QUERY, OP_EXECUTE = C.SH_CQL_QUERY, C.SH_CQL_EXECUTE
 local OP_PREPARE, OP_OPTIONS = C.SH_CQL_PREPARE, C.SH_CQL_OPTIONS
 local OVERLOADED, UNPREPARED = C.SH_CQL_OVERLOADED, 0x2500
-local LOST_PREFIX = "shotover: backend "
+local IS_BOOTSTRAPPING = 0x1002
 
 return function(sink, methods)
     local send, catch_up = sink.send, sink.catch_up
@@ -122,7 +122,10 @@ return function(sink, methods)
         return err
     end
 
-    -- The error a lost connection gave (c/sh_cql_pool.c), or nil.
+    -- Why r says its node cannot serve now, or nil: the error a lost
+    -- connection gave (c/sh_cql_pool.c), or the node's own OVERLOADED
+    -- ("Server is shutting down", ...) or IS_BOOTSTRAPPING, which it
+    -- gives a request it did not run.
     local function lost(r)
         if r == nil then
             return "no reply"
@@ -131,8 +134,7 @@ return function(sink, methods)
             return nil
         end
         local e = r:error_info()
-        if e.code == OVERLOADED
-           and e.message:sub(1, #LOST_PREFIX) == LOST_PREFIX then
+        if e.code == OVERLOADED or e.code == IS_BOOTSTRAPPING then
             return e.message
         end
         return nil
@@ -265,11 +267,12 @@ return function(sink, methods)
     -- Read the ring again, on the client's session with its home node (so
     -- the node's authentication applies), on the stream of the batch's
     -- first request (not in flight yet).
-    local function refresh(self, ring, cs, chain, first)
+    local function refresh(self, ring, cs, chain, batch)
         ring.refreshing = true
         local node = cs.home
+        local first = batch[1]
         local ok, err = pcall(function()
-            if open_on(self, chain, node, first) then
+            if open_on(self, chain, node, batch) then
                 return
             end
             local opts = { version = band(first.data[0], 0x7f),
@@ -429,7 +432,7 @@ return function(sink, methods)
                 or (ring.stale and now - ring.refreshed > STALE_NS)
                 or (self.refresh_ns > 0
                     and now - ring.refreshed > self.refresh_ns)) then
-            refresh(self, ring, cs, chain, batch[1])
+            refresh(self, ring, cs, chain, batch)
         end
         local n = batch.n
         -- tables a QUERY names are learnt first (its literal key's bytes
