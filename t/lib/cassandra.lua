@@ -71,7 +71,7 @@
 --   { local = { host_id, schema_version, data_center, rack, tokens,
 --   rpc_address, native_port }, peers = { [address] = { peer,
 --   native_address, native_port, data_center, rack, tokens, schema_version,
---   host_id } } }), all_up_from(i) (true, or false and why: the ALL read
+--   host_id, rpc_address } } }), all_up_from(i) (true, or false and why: the ALL read
 --   above through node i), not_ready() (nil, or why the ring is not formed),
 --   wait_ready(timeout) (after a node's restart), python(code, opts) /
 --   python_spawn(code, opts) (the driver with every node as a contact
@@ -617,8 +617,10 @@ function M.text_list_of(b)
 end
 
 -- what node i sees of the ring: { local = { host_id, schema_version,
--- data_center, rack, tokens }, peers = { [address] = { peer, native_address,
--- native_port, data_center, rack, tokens, schema_version, host_id } } }
+-- data_center, rack, tokens, rpc_address, native_port }, peers = {
+-- [address] = { peer, native_address, native_port, data_center, rack,
+-- tokens, schema_version, host_id (system.peers_v2), rpc_address
+-- (system.peers) } } }
 function Ring:view(i, timeout)
     local c = self:connect(i, { timeout = timeout or 5 })
     local l = c:query("SELECT host_id, schema_version, data_center, rack, tokens, "
@@ -628,12 +630,18 @@ function Ring:view(i, timeout)
         native_port = M.int_of(l[7]) }, peers = {} }
     local rows = c:query("SELECT peer, native_address, native_port, data_center, rack, "
         .. "tokens, schema_version, host_id FROM system.peers_v2").rows
+    -- the legacy table (drivers of protocol v4 and older read this one)
+    local legacy = c:query("SELECT peer, rpc_address FROM system.peers").rows
     c:close()
     for _, row in ipairs(rows) do
         local p = { peer = M.inet_of(row[1]), native_address = M.inet_of(row[2]),
             native_port = M.int_of(row[3]), data_center = row[4], rack = row[5],
             tokens = M.text_list_of(row[6]), schema_version = row[7], host_id = row[8] }
         v.peers[p.peer] = p
+    end
+    for _, row in ipairs(legacy) do
+        local p = v.peers[M.inet_of(row[1])]
+        if p then p.rpc_address = M.inet_of(row[2]) end
     end
     return v
 end
