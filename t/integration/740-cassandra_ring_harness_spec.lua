@@ -40,7 +40,11 @@ local function wait_status_event(c, change, host, port, timeout)
             end
         end
         local ok, f = pcall(c.read_frame, c, 0.5)
-        if ok then c.events[#c.events + 1] = cassandra.decode(f) end
+        if ok then
+            c.events[#c.events + 1] = cassandra.decode(f)
+        elseif c.conn.eof then
+            error("the connection closed while waiting for " .. change .. " of " .. host, 0)
+        end
         return false, table.concat(seen, ", ")
     end, timeout, string.format("STATUS_CHANGE %s %s:%d", change, host, port), 0)
 end
