@@ -48,7 +48,8 @@
 -- gets num_tokens fixed tokens (the ring's tokens evenly spread, the nodes'
 -- interleaved: no token allocator) and auto_bootstrap: false (an empty test
 -- cluster, nothing to stream), so the nodes start in parallel and join at
--- once: about 6 s for two nodes on 2 cores.  opts: the options of
+-- once: about 6 s for two nodes on 2 idle cores (8-14 s when other work
+-- shares them).  opts: the options of
 -- cassandra.start (auth, heap = "1g" per node, yaml, jvm_args, ...) and
 --   hosts = { "127.0.0.2", "127.0.0.3" }   (2 or more)
 --   num_tokens = 8, port / storage_port (default: free on every host),
@@ -71,11 +72,22 @@
 --   { local = { host_id, schema_version, data_center, rack, tokens,
 --   rpc_address, native_port }, peers = { [address] = { peer,
 --   native_address, native_port, data_center, rack, tokens, schema_version,
---   host_id } } }), all_up_from(i) (true, or false and why: the ALL read
---   above through node i), not_ready() (nil, or why the ring is not formed),
---   wait_ready(timeout) (after a node's restart), python(code, opts) /
---   python_spawn(code, opts) (the driver with every node as a contact
---   point), stop(grace).
+--   host_id, rpc_address } } }), all_up_from(i) (true, or false and why:
+--   the ALL read above through node i), not_ready() (nil, or why the ring
+--   is not formed), wait_ready(timeout) (after a node's restart, or for
+--   schema agreement after DDL), python(code, opts) / python_spawn(code,
+--   opts) (the driver with every node as a contact point: CONTACTS, and
+--   connect() talks to all of them; a Node's python talks to its own host
+--   only), stop(grace).
+-- Helpers for what a ring reports: inet_of(bytes) ("a.b.c.d"),
+--   text_list_of(bytes) (a set<text> / list<text> value), ring_tokens(
+--   nnodes, num_tokens, i) (node i's initial_token list).
+--
+--   local ring = cassandra.start_ring{ hosts = { "127.0.0.2", "127.0.0.3" } }
+--   local c = ring:connect(1)              -- raw CQL to 127.0.0.2:ring.port
+--   c:query("INSERT ...", { consistency = "ALL" })
+--   ring:node(2):stop(); ...; ring:node(2):start(); ring:wait_ready()
+--   ring:python("c, s = connect(); print(len(c.metadata.all_hosts()))")
 --
 -- Environment: SHOTOVER_CACHE (jar cache, see t/maven-fetch),
 -- SHOTOVER_KEEP_TMP=1 (keep the node dir: yaml, logs, data), JAVA (the java
@@ -617,8 +629,10 @@ function M.text_list_of(b)
 end
 
 -- what node i sees of the ring: { local = { host_id, schema_version,
--- data_center, rack, tokens }, peers = { [address] = { peer, native_address,
--- native_port, data_center, rack, tokens, schema_version, host_id } } }
+-- data_center, rack, tokens, rpc_address, native_port }, peers = {
+-- [address] = { peer, native_address, native_port, data_center, rack,
+-- tokens, schema_version, host_id (system.peers_v2), rpc_address
+-- (system.peers) } } }
 function Ring:view(i, timeout)
     local c = self:connect(i, { timeout = timeout or 5 })
     local l = c:query("SELECT host_id, schema_version, data_center, rack, tokens, "
@@ -628,12 +642,18 @@ function Ring:view(i, timeout)
         native_port = M.int_of(l[7]) }, peers = {} }
     local rows = c:query("SELECT peer, native_address, native_port, data_center, rack, "
         .. "tokens, schema_version, host_id FROM system.peers_v2").rows
+    -- the legacy table (drivers of protocol v4 and older read this one)
+    local legacy = c:query("SELECT peer, rpc_address FROM system.peers").rows
     c:close()
     for _, row in ipairs(rows) do
         local p = { peer = M.inet_of(row[1]), native_address = M.inet_of(row[2]),
             native_port = M.int_of(row[3]), data_center = row[4], rack = row[5],
             tokens = M.text_list_of(row[6]), schema_version = row[7], host_id = row[8] }
         v.peers[p.peer] = p
+    end
+    for _, row in ipairs(legacy) do
+        local p = v.peers[M.inet_of(row[1])]
+        if p then p.rpc_address = M.inet_of(row[2]) end
     end
     return v
 end
