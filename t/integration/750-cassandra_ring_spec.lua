@@ -34,6 +34,46 @@ def shotover(port, cl=ConsistencyLevel.ONE):
     return c, c.connect()
 ]]
 
+-- Read events on raw connection c until one reads `want` ("STATUS_CHANGE
+-- DOWN 127.0.0.3:9042", "SCHEMA_CHANGE CREATED TABLE ks.t"); every event
+-- seen so far, as such text.
+local function wait_event(c, want, timeout)
+    c.events = c.events or {}
+    local seen, i = {}, 1
+    h.wait_until(function()
+        while i <= #c.events do
+            local e = c.events[i]
+            i = i + 1
+            if e.opname == "EVENT" then
+                local s, text = e.rest
+                if e.event == "SCHEMA_CHANGE" then
+                    local change, p = cassandra.rd_string(s, 1)
+                    local target, ks, name
+                    target, p = cassandra.rd_string(s, p)
+                    ks, p = cassandra.rd_string(s, p)
+                    name = target ~= "KEYSPACE" and cassandra.rd_string(s, p)
+                    text = string.format("SCHEMA_CHANGE %s %s %s%s", change,
+                                         target, ks, name and "." .. name or "")
+                else
+                    local change, p = cassandra.rd_string(s, 1)
+                    local n = s:byte(p)
+                    text = string.format("%s %s %s:%d", e.event, change,
+                        cassandra.inet_of(s:sub(p + 1, p + n)),
+                        cassandra.rd32(s, p + 1 + n))
+                end
+                seen[#seen + 1] = text
+                if text == want then
+                    return true
+                end
+            end
+        end
+        local ok, f = pcall(c.read_frame, c, 0.5)
+        if ok then c.events[#c.events + 1] = cassandra.decode(f) end
+        return false, table.concat(seen, ", ")
+    end, timeout, want, 0)
+    return seen
+end
+
 describe("cassandra sink on a ring", function()
     local ring, P1, P2
 
@@ -127,6 +167,9 @@ c, s = shotover(int(ARGS[0]))
 for h in sorted(c.metadata.all_hosts(), key=lambda h: str(h.endpoint)):
     print("host", h.endpoint.address, h.endpoint.port, h.datacenter, h.rack,
           h.is_up)
+deadline = time.time() + 20
+while len(s._pools) < 2 and time.time() < deadline:
+    time.sleep(0.05)
 print("pools", sorted(str(h.endpoint) for h in s._pools))
 for h in c.metadata.all_hosts():
     via = h.endpoint.port
@@ -168,8 +211,10 @@ c.shutdown()
         assert.equal(2, select(2, out:gsub("peer_v2 ", "")))
         assert.is_nil(out:find("127.0.0.2", 1, true), out)
         assert.is_nil(out:find("127.0.0.3", 1, true), out)
-        assert.matches("pools ['127.0.0.1:" .. P1 .. "', '127.0.0.1:"
-                       .. P2 .. "']", out, nil, true)
+        local pools = { "127.0.0.1:" .. P1, "127.0.0.1:" .. P2 }
+        table.sort(pools)
+        assert.matches("pools ['" .. pools[1] .. "', '" .. pools[2] .. "']",
+                       out, nil, true)
     end)
 
     it("sends each request to a replica of its partition", function()
@@ -216,7 +261,8 @@ c.shutdown()
     end)
 
     it("keeps serving at ONE when a node stops under load, and uses it "
-       .. "again once it is back", function()
+       .. "again once it is back; drivers hear of no node's events",
+       function()
         local stopfile = h.tmpfile("stop")
         local script = DRIVER .. [[
 import threading, os, sys
@@ -265,8 +311,38 @@ c.shutdown()
             end, 60, what)
         end
         more(200, "the workload to run")
+        -- events: a client REGISTERed through shotover (a third instance,
+        -- given node 1 alone as contact point, so that its first client's
+        -- home is node 1) and one straight on node 1
+        local P3 = h.free_port()
+        h.shotover({ config = proxy_config(P3):gsub("contact_points = { [^}]* }",
+            'contact_points = { "' .. ring.nodes[1].host .. ":"
+            .. ring.nodes[1].port .. '" }, local_node = "127.0.0.1:' .. P1
+            .. '"'):gsub("workers = 2", "workers = 1") })
+        h.wait_until(function()
+            local c = h.try_connect(P3, 1)
+            if c then c:close() end
+            return c ~= nil
+        end, 15, "shotover to listen on " .. P3)
+        local direct = ring:connect(1, { timeout = 10 })
+        assert.equal("READY", direct:register({ "STATUS_CHANGE" }).opname)
+        local via = cassandra.connect(P3, { timeout = 10 })
+        assert.equal("READY", via:register({ "STATUS_CHANGE",
+            "TOPOLOGY_CHANGE", "SCHEMA_CHANGE" }).opname)
         local node = ring.nodes[2]
         node:stop()
+        wait_event(direct, "STATUS_CHANGE DOWN " .. node.host .. ":"
+                           .. node.port, 30)
+        -- a schema change after the node's DOWN event: shotover's client
+        -- hears of it, and of nothing about nodes before it
+        direct:query("CREATE TABLE one.ev (k int PRIMARY KEY)")
+        local seen = wait_event(via, "SCHEMA_CHANGE CREATED TABLE one.ev",
+                                30)
+        for _, e in ipairs(seen) do
+            assert.matches("^SCHEMA_CHANGE", e)
+        end
+        direct:close()
+        via:close()
         more(500, "the workload to go on with a node stopped")
         node:start()
         ring:wait_ready(120)
