@@ -30,6 +30,7 @@ local peers = require "shotover.cql.peers"
 local ring_mod = require "shotover.cql.ring"
 local cql_schema = require "shotover.cql.schema"
 local pools = require "shotover.pools"
+local schema = require "shotover.schema"
 local now_ns = require("shotover.metrics").now_ns
 
 local band = bit.band
@@ -54,23 +55,29 @@ return function(sink, methods)
 
     function sink.new_ring(self, conf, env)
         local where = (env.path or "chain") .. ": cassandra sink"
-        local list = conf.shotover_nodes
+        local list, listen = conf.shotover_nodes, env.listen
         if list == nil then
-            -- drivers see this instance alone
-            list = { { address = env.listen or "127.0.0.1:9042" } }
-            if peers.find_self(list, env.listen) == nil
-               or not peers.check(list) then
+            -- drivers see this instance alone, where its source listens
+            local host = listen and schema.parse_hostport(listen)
+            if host == "0.0.0.0" or host == "::" then
                 error(fmt("%s: shotover_nodes: required when the source "
                           .. "listens on %s (drivers must be told an "
-                          .. "address to connect to)", where,
-                          tostring(env.listen)), 0)
+                          .. "address to connect to)", where, listen), 0)
+            end
+            list = { { address = listen or "127.0.0.1:9042" } }
+            if not peers.check(list) then
+                error(fmt("%s: shotover_nodes: required when the source's "
+                          .. "listen address (%s) is not an IP address",
+                          where, listen), 0)
             end
         end
-        local me = conf.local_node or peers.find_self(list, env.listen)
+        -- (no listen address: a dry build, shotover.testing)
+        local me = conf.local_node or peers.find_self(list, listen)
+                   or (listen == nil and list[1].address or nil)
         if me == nil then
             error(fmt("%s: shotover_nodes: none of them is this instance "
                       .. "(its source listens on %s); set local_node", where,
-                      tostring(env.listen)), 0)
+                      tostring(listen)), 0)
         end
         self.view = peers.view(list, me)
         self.refresh_ns = conf.refresh_interval_ms * 1e6
