@@ -50,7 +50,8 @@ return function(sink, methods)
     local watch_handshake = sink.watch_handshake
     local learn = session.learn
 
-    -- a ring known stale (a node failed) is read again at most this often
+    -- the ring is read at most this often (unknown, or stale: a node
+    -- failed)
     local STALE_NS = 1e9
 
     function sink.new_ring(self, conf, env)
@@ -276,7 +277,15 @@ return function(sink, methods)
     -- first request (not in flight yet).
     local function refresh(self, ring, cs, chain, batch)
         ring.refreshing = true
-        local node = cs.home
+        local node, now = cs.home, now_ns()
+        if node.down_until > now then
+            for _, n in ipairs(ring.everyone) do
+                if n.down_until <= now then
+                    node = n
+                    break
+                end
+            end
+        end
         local first = batch[1]
         local ok, err = pcall(function()
             if open_on(self, chain, node, batch) then
@@ -435,10 +444,9 @@ return function(sink, methods)
             return handshake(self, ring, cs, chain, batch)
         end
         local now = now_ns()
-        if not ring.refreshing and (not ring.known
-                or (ring.stale and now - ring.refreshed > STALE_NS)
-                or (self.refresh_ns > 0
-                    and now - ring.refreshed > self.refresh_ns)) then
+        if not ring.refreshing and now - ring.refreshed > STALE_NS
+           and (not ring.known or ring.stale or (self.refresh_ns > 0
+                and now - ring.refreshed > self.refresh_ns)) then
             refresh(self, ring, cs, chain, batch)
         end
         local n = batch.n
