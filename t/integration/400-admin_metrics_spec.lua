@@ -15,6 +15,12 @@ describe("the admin endpoint", function()
             chain = [[{ "query_counter", name = "main" },
                       { "redis", remote = "%REMOTE%" }]] })
         P = env.port
+        -- the source listens before the admin endpoint does
+        h.wait_until(function()
+            local c = h.try_connect(A, 1)
+            if c then c:close() end
+            return c ~= nil
+        end, 15, "the admin endpoint to listen on " .. A)
     end)
     teardown(h.cleanup)
 
