@@ -497,6 +497,17 @@ local function fifo_pop(q)
     return a, b
 end
 
+-- The queue of shadow sh of region k (new: just made, its session empty).
+local function queue_of(self, k, sh, new)
+    local key = runner.key(sh)
+    local q = self.fifos[k][key]
+    if new or q == nil then
+        q = fifo_new()
+        self.fifos[k][key] = q
+    end
+    return q
+end
+
 -- Make region k (its shadow st) hold key as region src has it.
 local function repair(self, st, k, key, src)
     local b = new_batch(0)
@@ -543,7 +554,12 @@ end
 -- repairs pushed after them).  Replies go to their gathers; repairs run
 -- after the batch, one at a time.
 local function region_batch(self, st, batch)
-    local q, n = st.fifo, batch.n
+    local fifos, n = self.fifos[st.k], batch.n
+    local q = fifos[st.key]
+    if q == nil then                    -- (nothing of ours: never expected)
+        q = fifo_new()
+        fifos[st.key] = q
+    end
     local send, rep = batch, nil
     local h = q.head
     for j = 1, n do
@@ -562,7 +578,6 @@ local function region_batch(self, st, batch)
     end
     local resp = send.n > 0 and st.chain:run(st.ctx, send) or nil
     local todo, t, k = nil, 0, st.k
-    local touched = nil
     for _ = 1, n do
         local g, i = fifo_pop(q)
         if g == REPAIR then
@@ -579,16 +594,13 @@ local function region_batch(self, st, batch)
                 todo[#todo + 1] = { key, src }
                 add(self.m_divergent, 1)
             end
-            if g.open then
-                touched = touched or {}
-                touched[g] = true
-            end
+            wake(g)         -- (once all of g is decided)
         end
     end
-    if touched then
-        for g in pairs(touched) do
-            wake(g)
-        end
+    -- a queue emptied goes (the next push makes one): a client's queues
+    -- do not outlive its shadows
+    if q.head > q.tail and fifos[st.key] == q then
+        fifos[st.key] = nil
     end
     if todo then
         for _, r in ipairs(todo) do
@@ -605,14 +617,10 @@ end
 
 local function region_open(self, k)
     return function(c)
-        local key = runner.key(c)
-        local fifos = self.fifos[k]
-        local q = fifos[key] or fifo_new()
-        fifos[key] = q
         local ctx = self.regions[k].chain:context(c)
-        return region_batch, self, { k = k, c = c, fifo = q, ctx = ctx,
-                                     chain = self.regions[k].chain,
-                                     ctxs = {} }
+        return region_batch, self, { k = k, c = c, key = runner.key(c),
+                                     ctx = ctx, ctxs = {},
+                                     chain = self.regions[k].chain }
     end
 end
 
@@ -750,15 +758,13 @@ local function close(self, chain, g, idx)
                     key = key or g.reqs[i]:arg(g.pos[i])
                     add(self.m_divergent, 1)
                     local sh, new = runner.shadow(chain.c, self.handlers[k])
-                    if sh ~= nil then
-                        local q = self.fifos[k][runner.key(sh)]
-                        if new or q == nil then
-                            q = fifo_new()
-                            self.fifos[k][runner.key(sh)] = q
-                        end
-                        if runner.push(sh, g.reqs[i], nil) == 0 then
-                            fifo_push(q, REPAIR, { key, g.src[i] })
-                        end
+                    if sh ~= nil and runner.queued(sh) < self.buffer
+                       and runner.push(sh, g.reqs[i], nil) == 0
+                    then
+                        fifo_push(queue_of(self, k, sh, new), REPAIR,
+                                  { key, g.src[i] })
+                    else
+                        add(self.m_repair_failed[k], 1)
                     end
                 elseif g.st[s] ~= 1 then
                     owed = true         -- it may answer yet (late)
@@ -828,12 +834,7 @@ function methods.transform(self, batch, chain)
                 fail(self, g, k, idx[j], "no connection to the region")
             end
         else
-            local key = runner.key(sh)
-            local q = self.fifos[k][key]
-            if new or q == nil then
-                q = fifo_new()
-                self.fifos[k][key] = q
-            end
+            local q = queue_of(self, k, sh, new)
             local room = self.buffer - runner.queued(sh)
             for j = 1, nidx do
                 local i = idx[j]
