@@ -180,6 +180,35 @@ describe("scatter over three redis-servers", function()
         assert.equal("v", h.cli(C.port, "get", "t:x"))
     end)
 
+    it("carries on across a reload, on the old and the new config",
+       function()
+        local P, admin, s = proxy(regions)
+        local old = h.connect(P)
+        assert.same(h.status("OK"), old:cmd("SET", "g:1", "a"))
+        s:wait_log("running with", 15)
+        local text = h.read_file(s.config_path)
+        h.write_file(s.config_path, (text:gsub("timeout_ms = 1000", "timeout_ms = 900")))
+        assert.is_true(s.proc:kill(h.SIGHUP))
+        h.wait_until(function() return s:log():find("reloaded ", 1, true) end,
+                     15, "the worker to reload")
+        -- a connection of each configuration: both scatter and repair
+        local new = h.connect(P)
+        assert.same(h.status("OK"), old:cmd("SET", "g:2", "b"))
+        assert.same(h.status("OK"), new:cmd("SET", "g:3", "c"))
+        h.cli(C.port, "set", "g:1", "stale")
+        assert.equal("a", new:cmd("GET", "g:1"))
+        h.wait_until(function() return h.cli(C.port, "get", "g:1") == "a" end,
+                     10, "ap to be repaired on the new configuration")
+        h.cli(C.port, "set", "g:2", "stale")
+        assert.equal("b", old:cmd("GET", "g:2"))
+        h.wait_until(function() return h.cli(C.port, "get", "g:2") == "b" end,
+                     10, "ap to be repaired on the old configuration")
+        h.wait_until(function()
+            return metric(admin, "shotover_scatter_repairs_total", "ap") == 2
+        end, 10, "both repairs to be counted")
+        assert.equal("c", h.cli(C.port, "get", "g:3"))
+    end)
+
     it("refuses what is not a read nor an idempotent write", function()
         local P = proxy(regions)
         for _, cmd in ipairs({ { "incr", "n" }, { "lpush", "l", "a" },

@@ -27,6 +27,7 @@ local metrics = require "shotover.metrics"
 local log = require "shotover.log"
 local runner = require "shotover.runner"
 local watch = require "shotover.watch"
+local pools = require "shotover.pools"
 local command_ids = require "shotover.redis.command_ids"
 local commands = require "shotover.redis.commands"
 local reply = require "shotover.redis.reply"
@@ -658,6 +659,24 @@ local function tick(self)
     end
 end
 
+-- One watch tick per worker and interval, shared by the instances that
+-- use it across reloads (shotover.pools: closed once no configuration in
+-- use has one); an instance goes from its list with its configuration.
+local function ticker(w, ms)
+    return pools.get("scatter.tick", { ms = ms }, function()
+        local t = { w = w, list = setmetatable({}, { __mode = "k" }) }
+        t.token = watch.pipe(w, function()
+            for inst in pairs(t.list) do
+                tick(inst)
+            end
+        end)
+        watch.tick(w, t.token, ms)
+        return t
+    end, function(t)
+        watch.close(t.w, t.token)
+    end)
+end
+
 -- Instance -----------------------------------------------------------------
 
 function _M.new(conf, env)
@@ -713,8 +732,8 @@ function _M.new(conf, env)
         for k = 1, R do
             self.handlers[k] = runner.add_handler(region_open(self, k))
         end
-        local token = watch.pipe(env.worker, function() tick(self) end)
-        watch.tick(env.worker, token, max(1, min(50, floor(tmin / 10))))
+        ticker(env.worker, max(1, min(50, floor(tmin / 10)))).list[self] =
+            true
     end
     return self
 end
