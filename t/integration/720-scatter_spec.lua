@@ -4,6 +4,7 @@
 -- repaired (seen on their own redis-server), and the commands it refuses.
 -- t/unit/200 checks its config and command modes; 730 runs the
 -- examples/redis-multi config with a Redis Cluster as one region.
+local ffi = require("ffi")
 local h = require("harness")
 
 local function proxy(regions, opts)
@@ -178,6 +179,42 @@ describe("scatter over three redis-servers", function()
         h.wait_until(function() return h.cli(C.port, "get", "t:20") == "v" end,
                      20, "ap to catch up")
         assert.equal("v", h.cli(C.port, "get", "t:x"))
+    end)
+
+    it("lets clients leave while their requests wait for a region",
+       function()
+        regions[3].timeout = 2000
+        local P, admin = proxy(regions, { w = 3, r = 3 })
+        C.proc:kill(h.SIGSTOP)
+        h.defer(function() C.proc:kill(h.SIGCONT) end)
+        local eu = h.connect(A.port)
+        -- three reset their connection once their write is out (shotover
+        -- closes such a connection at once, its waiting batch with it),
+        -- then three close it (a FIN: their batches finish, unanswered)
+        local linger = ffi.new("int[2]", 1, 0)          -- struct linger {1, 0}
+        for k = 1, 6 do
+            local gone = h.connect(P)
+            gone:send(h.resp_command("SET", "gone:" .. k, "v"))
+            h.wait_until(function() return eu:cmd("GET", "gone:" .. k) == "v" end,
+                         10, "the write to be out")
+            if k <= 3 then
+                assert(ffi.C.setsockopt(gone.fd, 1, 13, linger, 8) == 0) -- SO_LINGER
+            end
+            gone:close()
+        end
+        -- the closed ones' requests time out for ap; the reset ones' were
+        -- dropped with their client before (their deadlines came first)
+        h.wait_until(function()
+            return metric(admin, "shotover_scatter_timeouts_total", "ap") >= 3
+        end, 10, "the closed clients' requests to time out")
+        assert.equal(3, metric(admin, "shotover_scatter_timeouts_total", "ap"))
+        assert.equal("PONG", h.cli(P, "ping"))
+        C.proc:kill(h.SIGCONT)
+        h.wait_until(function() return h.cli(C.port, "get", "gone:6") == "v" end,
+                     20, "ap to catch up")
+        local c = h.connect(P)
+        assert.same(h.status("OK"), c:cmd("SET", "stay", "v"))
+        assert.equal("v", c:cmd("GET", "gone:1"))
     end)
 
     it("carries on across a reload, on the old and the new config",
