@@ -79,6 +79,31 @@ describe("scatter", function()
         end
     end)
 
+    it("tells a region's failure from a reply about the data", function()
+        local message = require "shotover.message"
+        local function failed(s)
+            return scatter.failed(message.frame_from_resp(s))
+        end
+        assert.is_true(scatter.failed(nil))
+        for _, e in ipairs({ "-ERR shotover: backend 127.0.0.1:1 unavailable\r\n",
+                             "-ERR shotover scatter \"x\": nope\r\n",
+                             "-CLUSTERDOWN The cluster is down\r\n",
+                             "-LOADING Redis is loading the dataset in memory\r\n",
+                             "-BUSY Redis is busy running a script\r\n",
+                             "-READONLY You can't write against a read only replica.\r\n",
+                             "-OOM command not allowed\r\n", "-TRYAGAIN\r\n",
+                             "-MOVED 3999 127.0.0.1:6381\r\n" }) do
+            assert.is_true(failed(e), e)
+        end
+        for _, v in ipairs({ "$1\r\nv\r\n", "$-1\r\n", "+OK\r\n", ":1\r\n",
+                             "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+                             "-ERR wrong number of arguments for 'get' command\r\n",
+                             "-BUSYKEY Target key name already exists.\r\n",
+                             "-ERR shotoverish\r\n" }) do
+            assert.is_false(failed(v), v)
+        end
+    end)
+
     it("answers a read when read_quorum replies agree, dry", function()
         local t = testing.build({ { "scatter", read_quorum = 2, regions = {
             region("eu", "a"), region("us", "b"), region("ap", "a") } } },

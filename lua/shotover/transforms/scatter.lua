@@ -224,13 +224,33 @@ local methods = mt.__index
 
 -- Replies -------------------------------------------------------------------
 
--- A reply that says the region failed rather than what its data is: an
--- error shotover made (backend unavailable, request timeout, an element
--- that raised), or none.
+-- A reply that says the region failed rather than what its data is:
+-- none, an error shotover made (backend unavailable, request timeout, an
+-- element that raised), or the server's word that it cannot serve now.
+local UNAVAILABLE = { "-ERR shotover", "-CLUSTERDOWN", "-LOADING", "-BUSY",
+                      "-MASTERDOWN", "-READONLY", "-OOM", "-MISCONF",
+                      "-NOREPLICAS", "-TRYAGAIN", "-NOAUTH", "-MOVED",
+                      "-ASK" }
 local function failed(r)
-    return r == nil or (r:is_error()
-                        and buf_eq(r.data, "-ERR shotover", 13) == 1)
+    if r == nil then
+        return true
+    end
+    if not r:is_error() then
+        return false
+    end
+    for _, p in ipairs(UNAVAILABLE) do
+        local n = #p
+        if r.len > n and buf_eq(r.data, p, n) == 1 then
+            local c = r.data[n]
+            -- the whole word: "-BUSYKEY" is about the data
+            if c == 32 or c == 13 or c == 58 then     -- " ", "\r", ":"
+                return true
+            end
+        end
+    end
+    return false
 end
+_M.failed = failed
 
 local function err_text(r)
     if r == nil then
