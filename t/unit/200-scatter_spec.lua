@@ -38,6 +38,10 @@ describe("scatter", function()
         e = errs({ "scatter", regions = { region("eu", "a"),
             { name = "us", chain = { { "redis", remote = 6379 } } } } })
         assert.matches('chain%[1%]%.regions%[2%]%.chain%[1%]%.remote: expected "host:port"', e)
+        assert.matches('chain%[1%]%.regions%[1%]%.chain: "coalesce" holds batches',
+                       errs({ "scatter", regions = { { name = "eu", chain = {
+                           { "coalesce", max_requests = 10 },
+                           { "redis", remote = "127.0.0.1:1" } } } } }))
         assert.matches("write_quorum", errs({ "scatter", write_quorum = 0,
                                               regions = { region("eu", "a") } }))
         assert.equal("", errs({ "scatter", write_quorum = 2, read_quorum = 2,

@@ -152,6 +152,36 @@ function _M.subchains(conf)
     return out
 end
 
+-- The first element of chain (or of its sub-chains) that holds batches
+-- (coalesce): a region runs on a shadow, which cannot park a batch.
+local function holder(chain)
+    if type(chain) ~= "table" then
+        return nil
+    end
+    for _, el in ipairs(chain) do
+        if type(el) == "table" and type(el[1]) == "string" then
+            local ok, mod = pcall(require, "shotover.transforms." .. el[1])
+            if ok and type(mod) == "table" then
+                local caps = mod.capabilities
+                if type(caps) == "table" and caps.holds_batches then
+                    return el[1]
+                end
+                if type(mod.subchains) == "function" then
+                    local got, subs = pcall(mod.subchains, el)
+                    for _, sub in ipairs(got and type(subs) == "table"
+                                         and subs or {}) do
+                        local name = holder(sub.chain)
+                        if name then
+                            return name
+                        end
+                    end
+                end
+            end
+        end
+    end
+    return nil
+end
+
 -- every problem at once: true, or nil and the list
 function _M.check_config(conf)
     local errs = {}
@@ -195,6 +225,11 @@ function _M.check_config(conf)
                 errs[#errs + 1] = fmt("%s.chain: expected a list of "
                                       .. "transforms, got %s", p,
                                       type(r.chain))
+            elseif holder(r.chain) then
+                errs[#errs + 1] = fmt("%s.chain: %q holds batches, which "
+                                      .. "a region cannot (it runs on a "
+                                      .. "shadow of the client)", p,
+                                      holder(r.chain))
             end
             local t = r.timeout_ms
             if t ~= nil and (type(t) ~= "number" or t % 1 ~= 0 or t < 1) then
