@@ -246,6 +246,24 @@ describe("scatter over three redis-servers", function()
         assert.equal("c", h.cli(C.port, "get", "g:3"))
     end)
 
+    it("runs inside an asynchronous tee's chain", function()
+        local P = h.free_port()
+        h.shotover({ port = P, config = string.format([[
+return { workers = 1, sources = { { name = "r", protocol = "redis",
+  listen = "127.0.0.1:%d", chain = {
+    { "tee", wait = false, chain = { { "scatter", regions = {
+        { name = "us", chain = { { "redis", remote = "127.0.0.1:%d" } } },
+        { name = "ap", chain = { { "redis", remote = "127.0.0.1:%d" } } } } } } },
+    { "redis", remote = "127.0.0.1:%d" } } } } }
+]], P, B.port, C.port, A.port) })
+        assert.equal("OK", h.cli(P, "set", "tee:1", "v"))
+        assert.equal("v", h.cli(A.port, "get", "tee:1"))
+        h.wait_until(function()
+            return h.cli(B.port, "get", "tee:1") == "v"
+                   and h.cli(C.port, "get", "tee:1") == "v"
+        end, 10, "both regions of the tee's scatter to get the write")
+    end)
+
     it("refuses what is not a read nor an idempotent write", function()
         local P = proxy(regions)
         for _, cmd in ipairs({ { "incr", "n" }, { "lpush", "l", "a" },

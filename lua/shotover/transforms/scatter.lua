@@ -18,8 +18,9 @@
 -- going on their shadows after the client has its replies.  A watch tick
 -- (shotover.watch) marks the regions past their timeout as failed for
 -- what they still owe, so no region holds the client longer than its
--- timeout.  Without a worker (dry runs, specs) the regions run one after
--- the other on the client's connection and nothing is repaired.
+-- timeout.  Without a worker (dry runs, specs), and on a shadow run (an
+-- asynchronous tee's chain), the regions run at once on the connection at
+-- hand, which waits for all of them, and nothing is repaired.
 local ffi = require "ffi"
 local base = require "shotover.ffi"
 local message = require "shotover.message"
@@ -887,7 +888,11 @@ function methods.transform(self, batch, chain)
     end
     g.left = nidx
     add(self.m_requests, nidx)
-    if chain.c == nil or self.handlers == nil then
+    -- inline: without a worker, and on a shadow run itself (scatter in
+    -- an asynchronous tee's chain), which cannot have shadows of its own
+    if chain.c == nil or self.handlers == nil
+       or C.sh_ffi_run_handler(chain.c) ~= 0
+    then
         local sub = batch
         if nidx < n then
             sub = new_batch(0)
