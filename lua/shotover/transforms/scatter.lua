@@ -267,13 +267,7 @@ local UNAVAILABLE = { "-ERR shotover", "-CLUSTERDOWN", "-LOADING", "-BUSY",
                       "-MASTERDOWN", "-READONLY", "-OOM", "-MISCONF",
                       "-NOREPLICAS", "-TRYAGAIN", "-NOAUTH", "-MOVED",
                       "-ASK" }
-local function failed(r)
-    if r == nil then
-        return true
-    end
-    if not r:is_error() then
-        return false
-    end
+local function unavailable(r)           -- (r: an error reply)
     for _, p in ipairs(UNAVAILABLE) do
         local n = #p
         if r.len > n and buf_eq(r.data, p, n) == 1 then
@@ -285,6 +279,10 @@ local function failed(r)
         end
     end
     return false
+end
+
+local function failed(r)
+    return r == nil or (r:is_error() and unavailable(r))
 end
 _M.failed = failed
 
@@ -484,10 +482,11 @@ local function arrive(self, g, k, i, r)
     local s = (k - 1) * g.n + i
     local mode = g.mode[i]
     if g.open and g.st[s] == nil then
-        local bad = failed(r) or (mode == WRITE and r:is_error())
-        if bad then
+        local err = r == nil or r:is_error()
+        local down = err and (r == nil or unavailable(r))
+        if down or (err and mode == WRITE) then
             g.st[s] = 2
-            if failed(r) then
+            if down then
                 g.why = g.why or {}
                 g.why[s] = err_text(r)
             end
@@ -504,7 +503,7 @@ local function arrive(self, g, k, i, r)
         evaluate(self, g, i, k)
         -- (the client's close() compares what arrived before it)
         return nil
-    elseif failed(r) then
+    elseif r == nil or (r:is_error() and failed(r)) then
         return nil
     end
     -- a reply after the request was decided: a read to repair?
@@ -607,6 +606,42 @@ local function repair(self, st, k, key, src)
     end
 end
 
+-- The n replies of region k (resp, without the repairs' places) to
+-- their gathers, in queue order; returns the repairs to make, if any.
+-- A function of its own: it runs after the region's wait, where the
+-- caller's code stays interpreted, and gets a trace of its own.
+local function deliver(self, q, k, n, resp)
+    local todo, t, last = nil, 0, nil
+    for _ = 1, n do
+        local g, i = fifo_pop(q)
+        if g == REPAIR then
+            todo = todo or {}
+            todo[#todo + 1] = i
+        elseif g ~= nil then
+            t = t + 1
+            if g ~= last then
+                if last ~= nil then
+                    wake(last)      -- (once all of it is decided)
+                end
+                last = g
+                if gone(g) then
+                    abandon(self, g)
+                end
+            end
+            local key, src = arrive(self, g, k, i, resp[t])
+            if key ~= nil then
+                todo = todo or {}
+                todo[#todo + 1] = { key, src }
+                add(self.m_divergent, 1)
+            end
+        end
+    end
+    if last ~= nil then
+        wake(last)
+    end
+    return todo
+end
+
 -- A region shadow's batch: what its client's gathers pushed (and the
 -- repairs pushed after them).  Replies go to their gathers; repairs run
 -- after the batch, one at a time.
@@ -634,26 +669,8 @@ local function region_batch(self, st, batch)
         end
     end
     local resp = send.n > 0 and st.chain:run(st.ctx, send) or nil
-    local todo, t, k = nil, 0, st.k
-    for _ = 1, n do
-        local g, i = fifo_pop(q)
-        if g == REPAIR then
-            todo = todo or {}
-            todo[#todo + 1] = i
-        elseif g ~= nil then
-            t = t + 1
-            if gone(g) then
-                abandon(self, g)
-            end
-            local key, src = arrive(self, g, k, i, resp[t])
-            if key ~= nil then
-                todo = todo or {}
-                todo[#todo + 1] = { key, src }
-                add(self.m_divergent, 1)
-            end
-            wake(g)         -- (once all of g is decided)
-        end
-    end
+    local k = st.k
+    local todo = deliver(self, q, k, n, resp)
     -- a queue emptied goes (the next push makes one): a client's queues
     -- do not outlive its shadows
     if q.head > q.tail and fifos[st.key] == q then
