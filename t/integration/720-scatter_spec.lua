@@ -280,5 +280,11 @@ return { workers = 1, sources = { { name = "r", protocol = "redis",
         -- housekeeping is answered by a region
         assert.equal("PONG", h.cli(P, "ping"))
         assert.equal("hi", h.cli(P, "echo", "hi"))
+        -- QUIT closes the client's connection, once it has its replies
+        local q = h.connect(P)
+        q:send(h.resp_command("SET", "q", "1") .. h.resp_command("QUIT"))
+        assert.same({ h.status("OK"), h.status("OK") }, q:read_replies(2))
+        assert.is_true((q:wait_closed(10)))
+        assert.equal("1", h.cli(A.port, "get", "q"))
     end)
 end)

@@ -31,7 +31,6 @@ local watch = require "shotover.watch"
 local pools = require "shotover.pools"
 local command_ids = require "shotover.redis.command_ids"
 local commands = require "shotover.redis.commands"
-local reply = require "shotover.redis.reply"
 local decode = require "shotover.redis.decode"
 
 local C = base.C
@@ -890,9 +889,13 @@ function methods.transform(self, batch, chain)
                 .. "(only reads and idempotent writes are): refused",
                 self.name, m:command())))
         elseif mode == LOCAL then
+            -- QUIT: the first region's sink answers it on the client's own
+            -- run, and so closes the client once its replies are written
             g.mode[i] = 0
             g.done[i] = true
-            g.out:set(i, reply.simple("OK"))
+            local b = new_batch(0)
+            b:push(m)
+            g.out:set(i, chain:run_sub(self.regions[1].chain, b)[1])
         else
             g.mode[i], g.pos[i] = mode, pos
             g.ok[i], g.bad[i], g.done[i] = 0, 0, false
