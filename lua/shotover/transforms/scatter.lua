@@ -304,8 +304,13 @@ local function new_gather(self, batch)
         mode = tnew(n, 0), pos = tnew(n, 0),
         ok = tnew(n, 0), bad = tnew(n, 0), done = tnew(n, 0),
         src = tnew(n, 0),           -- reads: a region that agreed
-        left = 0, open = true, waiting = false,
-        wait = nil, t0 = now_ns(), late = nil, why = nil,
+        left = 0,                   -- requests not decided yet
+        open = true,                -- the client has not its replies yet
+        waiting = false,            -- the client awaits `wait` (a batch)
+        t0 = now_ns(),              -- timeouts count from here
+        -- made when needed: wait; why (failure texts, by slot); timed
+        -- (regions past their timeout); agreed and key (a read's agreed
+        -- bytes and key, for replies that come after close())
     }
 end
 
