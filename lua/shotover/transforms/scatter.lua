@@ -956,8 +956,12 @@ function methods.transform(self, batch, chain)
         self.live[g] = true
         g.wait = new_batch(0)
         while g.left > 0 do
-            g.waiting = true
-            chain:await(g.wait, 1)
+            if g.wait.waiting == 0 then
+                g.waiting = true
+                chain:await(g.wait, 1)
+            else
+                chain:wait()        -- (still owed: never expected)
+            end
         end
         self.live[g] = nil
     end
