@@ -246,22 +246,34 @@ describe("scatter over three redis-servers", function()
         assert.equal("c", h.cli(C.port, "get", "g:3"))
     end)
 
-    it("runs inside an asynchronous tee's chain", function()
-        local P = h.free_port()
-        h.shotover({ port = P, config = string.format([[
+    it("runs inside a tee's chain, waiting or asynchronous", function()
+        for _, wait in ipairs({ "false", "true" }) do
+            local P = h.free_port()
+            h.shotover({ port = P, config = string.format([[
 return { workers = 1, sources = { { name = "r", protocol = "redis",
   listen = "127.0.0.1:%d", chain = {
-    { "tee", wait = false, chain = { { "scatter", regions = {
+    { "tee", wait = %s, chain = { { "scatter", regions = {
+        { name = "eu", chain = { { "redis", remote = "127.0.0.1:%d" } } },
         { name = "us", chain = { { "redis", remote = "127.0.0.1:%d" } } },
         { name = "ap", chain = { { "redis", remote = "127.0.0.1:%d" } } } } } } },
     { "redis", remote = "127.0.0.1:%d" } } } } }
-]], P, B.port, C.port, A.port) })
-        assert.equal("OK", h.cli(P, "set", "tee:1", "v"))
-        assert.equal("v", h.cli(A.port, "get", "tee:1"))
-        h.wait_until(function()
-            return h.cli(B.port, "get", "tee:1") == "v"
-                   and h.cli(C.port, "get", "tee:1") == "v"
-        end, 10, "both regions of the tee's scatter to get the write")
+]], P, wait, A.port, B.port, C.port, A.port) })
+            local key = "tee:" .. wait
+            assert.equal("OK", h.cli(P, "set", key, "v"))
+            assert.equal("v", h.cli(A.port, "get", key))
+            h.wait_until(function()
+                return h.cli(B.port, "get", key) == "v"
+                       and h.cli(C.port, "get", key) == "v"
+            end, 10, "both regions of the tee's scatter to get the write")
+            -- a divergent region repaired (with the tee waiting: the
+            -- scatter runs on the client's run)
+            h.cli(C.port, "set", key, "stale")
+            assert.equal("v", h.cli(P, "get", key))
+            if wait == "true" then
+                h.wait_until(function() return h.cli(C.port, "get", key) == "v" end,
+                             10, "ap to be repaired")
+            end
+        end
     end)
 
     it("refuses what is not a read nor an idempotent write", function()
