@@ -64,6 +64,8 @@ describe("scatter", function()
         assert.equal(scatter.READ, m)
         assert.is_nil(pos)                      -- several keys: not repaired
         assert.equal(scatter.READ, mode("HGETALL h"))
+        assert.equal(scatter.READ, mode("XREAD COUNT 1 STREAMS s 0"))
+        assert.equal(scatter.READ, mode("EVAL_RO x 1 k"))     -- read-only scripts
         for _, w in ipairs({ "SET k v", "SET k v EX 10", "DEL a b", "HSET h f v",
                              "EXPIREAT k 2000000000", "ZADD z 1 m", "SADD s m",
                              "MSET a 1 b 2", "PEXPIRE k 100" }) do
@@ -78,6 +80,7 @@ describe("scatter", function()
                              "SUBSCRIBE c", "PUBLISH c m", "BLPOP l 0",
                              "SELECT 1", "AUTH p", "FLUSHALL", "EVAL x 0",
                              "RENAME a b", "GETSET k v", "SPOP s",
+                             "XREAD BLOCK 0 STREAMS s $", "WAIT 1 0",
                              "NOSUCHCOMMAND" }) do
             assert.is_nil(mode(r), r)
         end

@@ -22,6 +22,7 @@
 -- asynchronous tee's chain), the regions run at once on the connection at
 -- hand, which waits for all of them, and nothing is repaired.
 local ffi = require "ffi"
+local bit = require "bit"
 local base = require "shotover.ffi"
 local message = require "shotover.message"
 local metrics = require "shotover.metrics"
@@ -111,10 +112,17 @@ local ZADD = command_ids.id("ZADD")
 
 -- The mode of request m: READ, ANY, WRITE, LOCAL, or nil (refused) and
 -- why.  ZADD's INCR option adds: not idempotent.
+-- What the codec marks as tying a client to one backend connection or as
+-- waiting for an event (MULTI, SUBSCRIBE, XREAD ... BLOCK, WAIT...):
+-- never scattered, whatever its class.
+local ONE_CONNECTION = bit.bor(C.SH_CMD_PIN, C.SH_CMD_BLOCKING,
+                               C.SH_CMD_STREAM, C.SH_CMD_RAW, C.SH_CMD_WAIT)
+local band = bit.band
+
 local kpos = {}
 local function mode_of(m)
     local mode = MODE[m.cmd_id]
-    if mode == nil then
+    if mode == nil or band(m.cmd, ONE_CONNECTION) ~= 0 then
         return nil
     end
     if mode == WRITE and m.cmd_id == ZADD then
