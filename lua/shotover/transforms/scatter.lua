@@ -924,7 +924,7 @@ function methods.transform(self, batch, chain)
     -- inline: without a worker, and on a shadow run itself (scatter in
     -- an asynchronous tee's chain), which cannot have shadows of its own
     if chain.c == nil or self.handlers == nil
-       or C.sh_ffi_run_handler(chain.c) ~= 0
+       or runner.is_shadow(chain.c)
     then
         local sub = batch
         if nidx < n then
