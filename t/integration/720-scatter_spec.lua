@@ -181,6 +181,42 @@ describe("scatter over three redis-servers", function()
         assert.equal("v", h.cli(C.port, "get", "t:x"))
     end)
 
+    it("drops what does not fit a hung region's queue, and counts it",
+       function()
+        local port, admin = h.free_port(), h.free_port()
+        h.shotover({ port = port, config = string.format([[
+return { workers = 1, admin = { listen = "127.0.0.1:%d" },
+  sources = { { name = "r", protocol = "redis", listen = "127.0.0.1:%d",
+    chain = { { "scatter", buffer_size = 4, timeout_ms = 300, regions = {
+      { name = "eu", chain = { { "redis", remote = "127.0.0.1:%d" } } },
+      { name = "us", chain = { { "redis", remote = "127.0.0.1:%d" } } },
+      { name = "ap", chain = { { "redis", remote = "127.0.0.1:%d",
+                                 request_timeout_ms = 60000 } } } } } } } } }
+]], admin, port, A.port, B.port, C.port) })
+        C.proc:kill(h.SIGSTOP)
+        h.defer(function() C.proc:kill(h.SIGCONT) end)
+        local c = h.connect(port)
+        -- a batch bigger than the queue goes whole to the healthy regions
+        local reqs = {}
+        for i = 1, 10 do reqs[i] = h.resp_command("SET", "p:" .. i, "v") end
+        c:send(table.concat(reqs))
+        for i, r in ipairs(c:read_replies(10)) do
+            assert.same(h.status("OK"), r, "SET p:" .. i)
+        end
+        assert.equal("v", h.cli(A.port, "get", "p:10"))
+        -- ap holds those (its queue was empty when they came): the next
+        -- requests find it full
+        for i = 1, 20 do
+            assert.same(h.status("OK"), c:cmd("SET", "b:" .. i, "v"))
+        end
+        assert.equal(20, metric(admin, "shotover_scatter_dropped_total", "ap"))
+        assert.equal(0, metric(admin, "shotover_scatter_dropped_total", "eu"))
+        C.proc:kill(h.SIGCONT)
+        h.wait_until(function() return h.cli(C.port, "exists", "p:10") == "1" end,
+                     10, "ap to apply what it queued")
+        assert.equal("0", h.cli(C.port, "exists", "b:1"))
+    end)
+
     it("lets clients leave while their requests wait for a region",
        function()
         regions[3].timeout = 2000

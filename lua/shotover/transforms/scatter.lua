@@ -937,7 +937,8 @@ function methods.transform(self, batch, chain)
         return g.out
     end
     -- every region's shadow gets the requests; a region whose queue for
-    -- this client is full fails them at once
+    -- this client already holds buffer_size requests fails the batch at
+    -- once (a batch is never cut: a healthy region takes any batch)
     g.timed = {}
     for k = 1, self.R do
         local sh, new = runner.shadow(chain.c, self.handlers[k])
@@ -947,12 +948,11 @@ function methods.transform(self, batch, chain)
             end
         else
             local q = queue_of(self, k, sh, new)
-            local room = self.buffer - runner.queued(sh)
+            local room = runner.queued(sh) < self.buffer
             for j = 1, nidx do
                 local i = idx[j]
-                if room > 0 and runner.push(sh, batch[i], nil) == 0 then
+                if room and runner.push(sh, batch[i], nil) == 0 then
                     fifo_push(q, g, i)
-                    room = room - 1
                 else
                     add(self.m_dropped[k], 1)
                     fail(self, g, k, i, "its queue for this client is full")
