@@ -42,6 +42,12 @@ describe("scatter", function()
                        errs({ "scatter", regions = { { name = "eu", chain = {
                            { "coalesce", max_requests = 10 },
                            { "redis", remote = "127.0.0.1:1" } } } } }))
+        -- repairs copy the agreed value: a majority must agree
+        local three = { region("eu", "a"), region("us", "a"), region("ap", "a") }
+        assert.matches("chain%[1%]%.read_quorum: read repair needs a majority of the regions %(2 of 3%), or repair = false",
+                       errs({ "scatter", read_quorum = 1, regions = three }))
+        assert.equal("", errs({ "scatter", read_quorum = 1, repair = false,
+                                regions = three }))
         assert.matches("write_quorum", errs({ "scatter", write_quorum = 0,
                                               regions = { region("eu", "a") } }))
         assert.equal("", errs({ "scatter", write_quorum = 2, read_quorum = 2,

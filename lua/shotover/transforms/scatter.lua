@@ -256,6 +256,15 @@ function _M.check_config(conf)
                                   q, v, n, n == 1 and "" or "s")
         end
     end
+    -- repairs copy the agreed value over the others: only a majority may
+    -- agree (with read_quorum = 1 a region that came back empty would
+    -- delete a key everywhere it is read)
+    local rq = conf.read_quorum
+    if conf.repair and rq ~= nil and n > 0 and rq <= n and rq * 2 <= n then
+        errs[#errs + 1] = fmt("read_quorum: read repair needs a majority of "
+                              .. "the regions (%d of %d), or repair = false",
+                              floor(n / 2) + 1, n)
+    end
     if #errs > 0 then
         return nil, errs
     end
