@@ -39,6 +39,9 @@ local fmt = string.format
 local concat = table.concat
 local floor, max, min = math.floor, math.max, math.min
 local pairs, ipairs, type, tostring = pairs, ipairs, type, tostring
+local next, tonumber, pcall, setmetatable = next, tonumber, pcall,
+                                            setmetatable
+local band, bor = bit.band, bit.bor
 local new_batch, error_reply, command = message.new_batch,
                                         message.error_reply, message.command
 local add, now_ns = metrics.add, metrics.now_ns
@@ -46,10 +49,7 @@ local same = C.sh_ffi_frame_same
 local buf_eq = C.sh_ffi_buf_eq
 local ffi_string = ffi.string
 
-local ok_tnew, tnew = pcall(require, "table.new")
-if not ok_tnew then
-    tnew = function() return {} end
-end
+local tnew = require "table.new"      -- (LuaJIT 2.1)
 
 local _M = {
     name = "scatter",
@@ -115,9 +115,8 @@ local ZADD = command_ids.id("ZADD")
 -- What the codec marks as tying a client to one backend connection or as
 -- waiting for an event (MULTI, SUBSCRIBE, XREAD ... BLOCK, WAIT...):
 -- never scattered, whatever its class.
-local ONE_CONNECTION = bit.bor(C.SH_CMD_PIN, C.SH_CMD_BLOCKING,
-                               C.SH_CMD_STREAM, C.SH_CMD_RAW, C.SH_CMD_WAIT)
-local band = bit.band
+local ONE_CONNECTION = bor(C.SH_CMD_PIN, C.SH_CMD_BLOCKING, C.SH_CMD_STREAM,
+                           C.SH_CMD_RAW, C.SH_CMD_WAIT)
 
 local kpos = {}
 local function mode_of(m)
