@@ -86,6 +86,7 @@ build = {
         ["shotover.transforms.redis"] = "lua/shotover/transforms/redis.lua",
         ["shotover.transforms.request_throttling"] = "lua/shotover/transforms/request_throttling.lua",
         ["shotover.transforms.router"] = "lua/shotover/transforms/router.lua",
+        ["shotover.transforms.scatter"] = "lua/shotover/transforms/scatter.lua",
         ["shotover.transforms.redis_cache"] = "lua/shotover/transforms/redis_cache.lua",
         ["shotover.transforms.redis_cluster"] = "lua/shotover/transforms/redis_cluster.lua",
         ["shotover.transforms.tee"] = "lua/shotover/transforms/tee.lua",

@@ -91,7 +91,8 @@ set_tests_properties(integration-kafka PROPERTIES
                      ENVIRONMENT "${SH_TEST_ENV}" TIMEOUT 900)
 # A real Redis Cluster (specs 7NN): 3 masters and 3 replicas of the Debian
 # redis-server on free loopback client and bus ports, joined by redis-cli
-# --cluster create; failover, rejoin and resharding (t/lib/redis_cluster.lua).
+# --cluster create; failover, rejoin and resharding (t/lib/redis_cluster.lua);
+# the scatter transform over several redis-servers and this cluster.
 add_test(NAME integration-cluster
          COMMAND ${CMAKE_SOURCE_DIR}/t/run-busted --pattern=^7.*_spec
                  ${CMAKE_SOURCE_DIR}/t/integration)

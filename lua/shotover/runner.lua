@@ -244,6 +244,11 @@ function _M.shadow(c, h)
     return shadow_out[0], rc == base.DECLINED
 end
 
+-- Is run c a shadow (it then has no shadows of its own)?
+function _M.is_shadow(c)
+    return conn_handler(c) ~= 0
+end
+
 -- Queue request req on shadow s, paired with frame paired (or nil), and
 -- how many requests s has queued.
 function _M.push(s, req, paired)
