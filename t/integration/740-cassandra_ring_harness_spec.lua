@@ -10,45 +10,6 @@ local cassandra = require("cassandra")
 
 local HOSTS = { "127.0.0.2", "127.0.0.3" }
 
--- the [string change][inet address][int port] of a STATUS_CHANGE /
--- TOPOLOGY_CHANGE event body
-local function event_of(e)
-    local s = e.rest
-    local change, p = cassandra.rd_string(s, 1)
-    local n = s:byte(p)
-    local addr = cassandra.inet_of(s:sub(p + 1, p + n))
-    local port = cassandra.rd32(s, p + 1 + n)
-    return e.event, change, addr, port
-end
-
--- wait until connection c (REGISTERed) has received STATUS_CHANGE `change`
--- for host:port (events that came with other replies are in c.events, kept
--- by Cql:request; the rest are read here)
-local function wait_status_event(c, change, host, port, timeout)
-    c.events = c.events or {}
-    local seen, i = {}, 1
-    h.wait_until(function()
-        while i <= #c.events do
-            local e = c.events[i]
-            i = i + 1
-            if e.opname == "EVENT" then
-                local kind, ch, addr, p = event_of(e)
-                seen[#seen + 1] = kind .. " " .. ch .. " " .. addr .. ":" .. p
-                if kind == "STATUS_CHANGE" and ch == change and addr == host and p == port then
-                    return true
-                end
-            end
-        end
-        local ok, f = pcall(c.read_frame, c, 0.5)
-        if ok then
-            c.events[#c.events + 1] = cassandra.decode(f)
-        elseif c.conn.eof then
-            error("the connection closed while waiting for " .. change .. " of " .. host, 0)
-        end
-        return false, table.concat(seen, ", ")
-    end, timeout, string.format("STATUS_CHANGE %s %s:%d", change, host, port), 0)
-end
-
 describe("cassandra harness: two-node ring", function()
     local ring
 
@@ -152,7 +113,7 @@ c.shutdown()
         assert.is_false(killed)
         assert.is_false(n2:alive())
         local t0 = h.now()
-        wait_status_event(c1, "DOWN", n2.host, n2.port, 30)
+        cassandra.wait_event(c1, "STATUS_CHANGE DOWN " .. n2.host .. ":" .. n2.port, 30)
         io.stderr:write(string.format("# node 2 seen DOWN after %.1fs\n", h.now() - t0))
         local r = c1:query("SELECT v FROM ring.kv WHERE k = 7", { consistency = "ONE" })
         assert.same({ "v7" }, r.rows[1])
@@ -165,7 +126,7 @@ c.shutdown()
         c1.events = {}
         t0 = h.now()
         n2:start()
-        wait_status_event(c1, "UP", n2.host, n2.port, 60)
+        cassandra.wait_event(c1, "STATUS_CHANGE UP " .. n2.host .. ":" .. n2.port, 60)
         io.stderr:write(string.format("# node 2 restarted in %.1fs, UP as seen from node 1 after %.1fs\n",
             n2.startup_seconds, h.now() - t0))
         c1:close()

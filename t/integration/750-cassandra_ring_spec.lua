@@ -34,46 +34,6 @@ def shotover(port, cl=ConsistencyLevel.ONE):
     return c, c.connect()
 ]]
 
--- Read events on raw connection c until one reads `want` ("STATUS_CHANGE
--- DOWN 127.0.0.3:9042", "SCHEMA_CHANGE CREATED TABLE ks.t"); every event
--- seen so far, as such text.
-local function wait_event(c, want, timeout)
-    c.events = c.events or {}
-    local seen, i = {}, 1
-    h.wait_until(function()
-        while i <= #c.events do
-            local e = c.events[i]
-            i = i + 1
-            if e.opname == "EVENT" then
-                local s, text = e.rest
-                if e.event == "SCHEMA_CHANGE" then
-                    local change, p = cassandra.rd_string(s, 1)
-                    local target, ks, name
-                    target, p = cassandra.rd_string(s, p)
-                    ks, p = cassandra.rd_string(s, p)
-                    name = target ~= "KEYSPACE" and cassandra.rd_string(s, p)
-                    text = string.format("SCHEMA_CHANGE %s %s %s%s", change,
-                                         target, ks, name and "." .. name or "")
-                else
-                    local change, p = cassandra.rd_string(s, 1)
-                    local n = s:byte(p)
-                    text = string.format("%s %s %s:%d", e.event, change,
-                        cassandra.inet_of(s:sub(p + 1, p + n)),
-                        cassandra.rd32(s, p + 1 + n))
-                end
-                seen[#seen + 1] = text
-                if text == want then
-                    return true
-                end
-            end
-        end
-        local ok, f = pcall(c.read_frame, c, 0.5)
-        if ok then c.events[#c.events + 1] = cassandra.decode(f) end
-        return false, table.concat(seen, ", ")
-    end, timeout, want, 0)
-    return seen
-end
-
 describe("cassandra sink on a ring", function()
     local ring, P1, P2
 
@@ -331,12 +291,12 @@ c.shutdown()
             "TOPOLOGY_CHANGE", "SCHEMA_CHANGE" }).opname)
         local node = ring.nodes[2]
         node:stop()
-        wait_event(direct, "STATUS_CHANGE DOWN " .. node.host .. ":"
+        cassandra.wait_event(direct, "STATUS_CHANGE DOWN " .. node.host .. ":"
                            .. node.port, 30)
         -- a schema change after the node's DOWN event: shotover's client
         -- hears of it, and of nothing about nodes before it
         direct:query("CREATE TABLE one.ev (k int PRIMARY KEY)")
-        local seen = wait_event(via, "SCHEMA_CHANGE CREATED TABLE one.ev",
+        local seen = cassandra.wait_event(via, "SCHEMA_CHANGE CREATED TABLE one.ev",
                                 30)
         for _, e in ipairs(seen) do
             assert.matches("^SCHEMA_CHANGE", e)

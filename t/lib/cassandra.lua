@@ -1234,4 +1234,52 @@ return {
     return p, port
 end
 
+-- An EVENT (as decode() gives it) as one line of text:
+-- "STATUS_CHANGE DOWN 127.0.0.3:9042", "TOPOLOGY_CHANGE NEW_NODE a:p",
+-- "SCHEMA_CHANGE CREATED TABLE ks.t", "SCHEMA_CHANGE DROPPED KEYSPACE ks".
+function M.event_text(e)
+    local s = e.rest
+    local change, p = M.rd_string(s, 1)
+    if e.event == "SCHEMA_CHANGE" then
+        local target, ks
+        target, p = M.rd_string(s, p)
+        ks, p = M.rd_string(s, p)
+        local name = target ~= "KEYSPACE" and M.rd_string(s, p)
+        return string.format("SCHEMA_CHANGE %s %s %s%s", change, target, ks,
+                             name and "." .. name or "")
+    end
+    local n = s:byte(p)
+    return string.format("%s %s %s:%d", e.event, change,
+                         M.inet_of(s:sub(p + 1, p + n)), M.rd32(s, p + 1 + n))
+end
+
+-- Read events on raw connection c (REGISTERed) until one reads `want`
+-- (event_text); events that came with other replies are in c.events, kept
+-- by Cql:request, the rest are read here.  Returns every event seen, as
+-- text; raises at the timeout or when the connection closes.
+function M.wait_event(c, want, timeout)
+    c.events = c.events or {}
+    local seen, i = {}, 1
+    h.wait_until(function()
+        while i <= #c.events do
+            local e = c.events[i]
+            i = i + 1
+            if e.opname == "EVENT" then
+                seen[#seen + 1] = M.event_text(e)
+                if seen[#seen] == want then
+                    return true
+                end
+            end
+        end
+        local ok, f = pcall(c.read_frame, c, 0.5)
+        if ok then
+            c.events[#c.events + 1] = M.decode(f)
+        elseif c.conn.eof then
+            error("the connection closed while waiting for " .. want, 0)
+        end
+        return false, table.concat(seen, ", ")
+    end, timeout, want, 0)
+    return seen
+end
+
 return M

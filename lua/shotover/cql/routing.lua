@@ -148,17 +148,24 @@ return function(sink, methods)
         return nil
     end
 
-    -- The prepared id an UNPREPARED error names, or nil.
-    local function unprepared_id(r)
-        if r == nil or r.rtype ~= OP_ERROR then
+    -- The int a reply of opcode op starts with (an ERROR's code, a
+    -- RESULT's kind), the body and the offset after it; nil for others.
+    local function leading_int(r, op)
+        if r == nil or r.rtype ~= op then
             return nil
         end
         local p, n = r:body_view()
         local i = session.response_start(r, p, n)
-        if types.s32(p, i, n, "an error code") ~= UNPREPARED then
+        return types.s32(p, i, n, "a reply's first field"), p, i + 4, n
+    end
+
+    -- The prepared id an UNPREPARED error names, or nil.
+    local function unprepared_id(r)
+        local code, p, i, n = leading_int(r, OP_ERROR)
+        if code ~= UNPREPARED then
             return nil
         end
-        local _, at = types.cql_string(p, i + 4, n)
+        local _, at = types.cql_string(p, i, n)
         local ok, id = pcall(types.cql_string, p, at, n)   -- [short bytes]
         return ok and id or nil
     end
@@ -347,12 +354,7 @@ return function(sink, methods)
 
     -- Whether r is a RESULT Set_keyspace.
     local function sets_keyspace(r)
-        if r == nil or r.rtype ~= OP_RESULT then
-            return false
-        end
-        local p, n = r:body_view()
-        local i = session.response_start(r, p, n)
-        return types.s32(p, i, n, "a result kind") == 3
+        return leading_int(r, OP_RESULT) == 3
     end
 
     -- Which system table request m reads ("local", "peers", "peers_v2"
