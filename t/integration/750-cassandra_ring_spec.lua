@@ -302,7 +302,6 @@ c.shutdown()
             assert.matches("^SCHEMA_CHANGE", e)
         end
         direct:close()
-        via:close()
         more(500, "the workload to go on with a node stopped")
         node:start()
         ring:wait_ready(120)
@@ -313,6 +312,28 @@ c.shutdown()
         assert.same({ code = 0 }, st, text)
         assert.matches("errors 0", text, nil, true)
         assert.is_true(tonumber(text:match("\nok (%d+)")) > 1200, text)
+        -- the node the events came from stops: the client's REGISTER moves
+        -- to the other node with its requests, and events come from there
+        direct = ring:connect(2, { timeout = 10 })
+        assert.equal("READY", direct:register({ "STATUS_CHANGE" }).opname)
+        local first = ring.nodes[1]
+        first:stop()
+        cassandra.wait_event(direct, "STATUS_CHANGE DOWN " .. first.host .. ":"
+                                     .. first.port, 30)
+        for _ = 1, 2 do       -- the first finds node 1 gone, the second moves
+            assert.equal("RESULT", via:query(
+                "SELECT release_version FROM system.local").opname)
+        end
+        direct:query("CREATE TABLE one.ev2 (k int PRIMARY KEY)")
+        seen = cassandra.wait_event(via, "SCHEMA_CHANGE CREATED TABLE one.ev2",
+                                    30)
+        for _, e in ipairs(seen) do
+            assert.matches("^SCHEMA_CHANGE", e)
+        end
+        direct:close()
+        via:close()
+        first:start()
+        ring:wait_ready(120)
         -- both nodes coordinate requests through shotover again
         local coord = cassandra.python(DRIVER .. [[
 c, s = shotover(int(ARGS[0]))

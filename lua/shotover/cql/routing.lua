@@ -33,7 +33,8 @@ local pools = require "shotover.pools"
 local schema = require "shotover.schema"
 local now_ns = require("shotover.metrics").now_ns
 
-local band = bit.band
+local band, rshift = bit.band, bit.rshift
+local char = string.char
 local fmt = string.format
 local new_batch, constant_batch = message.new_batch, message.constant_batch
 local ipairs, pairs, pcall, error = ipairs, pairs, pcall, error
@@ -42,6 +43,7 @@ local AGAIN = require("shotover.ffi").AGAIN
 local OP_ERROR, OP_RESULT = C.SH_CQL_ERROR, C.SH_CQL_RESULT
 local OP_QUERY, OP_EXECUTE = C.SH_CQL_QUERY, C.SH_CQL_EXECUTE
 local OP_PREPARE, OP_OPTIONS = C.SH_CQL_PREPARE, C.SH_CQL_OPTIONS
+local OP_REGISTER = C.SH_CQL_REGISTER
 local OVERLOADED, UNPREPARED = C.SH_CQL_OVERLOADED, 0x2500
 local IS_BOOTSTRAPPING = 0x1002
 
@@ -428,6 +430,38 @@ return function(sink, methods)
         end
     end
 
+    -- REGISTER bytes reg sent again to node, on the stream of request m:
+    -- whether the node took it.
+    local function register_on(node, chain, reg, m)
+        local stream = char(band(rshift(m.argc, 8), 0xff), band(m.argc, 0xff))
+        local f = assert(message.frame_from_cql(reg:sub(1, 2) .. stream
+                                                .. reg:sub(5)))
+        local r = send(node.pool, chain, constant_batch(1, f))[1]
+        return r ~= nil and r.rtype ~= OP_ERROR
+    end
+
+    -- The client's home node is down: the next usable node becomes its
+    -- home, and its REGISTER (events the client asked for came on the
+    -- home's connection, now lost) is sent there again, on the stream of
+    -- the batch's first request (not in flight yet).
+    local function move_home(self, ring, cs, chain, batch)
+        local now = now_ns()
+        for _, node in ipairs(home_order(ring, cs)) do
+            if node.down_until <= now and node ~= cs.home then
+                local why = open_on(self, chain, node, batch)
+                if why == nil and cs.register ~= nil
+                   and not register_on(node, chain, cs.register, batch[1]) then
+                    why = "REGISTER refused"
+                end
+                if why == nil then
+                    cs.home, cs.order = node, nil
+                    return
+                end
+                ring:down(node, why)
+            end
+        end
+    end
+
     local function sender(pool, chain)
         return function(b)
             return send(pool, chain, b)
@@ -450,6 +484,9 @@ return function(sink, methods)
            and (not ring.known or ring.stale or (self.refresh_ns > 0
                 and now - ring.refreshed > self.refresh_ns)) then
             refresh(self, ring, cs, chain, batch)
+        end
+        if cs.home.down_until > now then
+            move_home(self, ring, cs, chain, batch)
         end
         local n = batch.n
         -- tables a QUERY names are learnt first (its literal key's bytes
@@ -553,6 +590,12 @@ return function(sink, methods)
                         served[i] = g.node
                     end
                 end
+            end
+        end
+        for i = 1, n do
+            local m = batch[i]
+            if m.rtype == OP_REGISTER and served[i] == cs.home then
+                cs.register = m:raw()           -- for move_home
             end
         end
         rewrite_system(self, ring, chain, batch, resp, served)
