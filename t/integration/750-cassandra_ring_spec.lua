@@ -195,6 +195,7 @@ c.shutdown()
             owner[tonumber(k)] = a
         end
         local out = cassandra.python(DRIVER .. [[
+from cassandra.query import BatchStatement
 c, s = shotover(int(ARGS[0]))
 ins = s.prepare("INSERT INTO one.t (k, v) VALUES (?, ?)")
 sel = s.prepare("SELECT v FROM one.t WHERE k = ?")
@@ -207,6 +208,11 @@ for k in range(40):
     rs = s.execute("SELECT v FROM one.t WHERE k = %d" % k, trace=True)
     assert rs.one().v == "v%d" % k
     print("lit", k, rs.get_query_trace().coordinator)
+    b = BatchStatement()
+    b.add(ins, [k, "b%d" % k])
+    b.add(ins, [k, "v%d" % k])
+    rs = s.execute(b, trace=True)
+    print("batch", k, rs.get_query_trace().coordinator)
 c.shutdown()
 ]], { args = { P1 }, timeout = 180 })
         local n, seen = 0, {}
@@ -216,7 +222,7 @@ c.shutdown()
             seen[coord] = true
             n = n + 1
         end
-        assert.equal(120, n)
+        assert.equal(160, n)
         assert.is_true(seen["127.0.0.2"] and seen["127.0.0.3"])
     end)
 

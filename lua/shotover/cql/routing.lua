@@ -37,13 +37,13 @@ local band, rshift = bit.band, bit.rshift
 local char = string.char
 local fmt = string.format
 local new_batch, constant_batch = message.new_batch, message.constant_batch
-local ipairs, pairs, pcall, error = ipairs, pairs, pcall, error
+local ipairs, pairs, pcall, error, type = ipairs, pairs, pcall, error, type
 
 local AGAIN = require("shotover.ffi").AGAIN
 local OP_ERROR, OP_RESULT = C.SH_CQL_ERROR, C.SH_CQL_RESULT
 local OP_QUERY, OP_EXECUTE = C.SH_CQL_QUERY, C.SH_CQL_EXECUTE
 local OP_PREPARE, OP_OPTIONS = C.SH_CQL_PREPARE, C.SH_CQL_OPTIONS
-local OP_REGISTER = C.SH_CQL_REGISTER
+local OP_REGISTER, OP_BATCH = C.SH_CQL_REGISTER, C.SH_CQL_BATCH
 local OVERLOADED, UNPREPARED = C.SH_CQL_OVERLOADED, 0x2500
 local IS_BOOTSTRAPPING = 0x1002
 
@@ -247,6 +247,28 @@ return function(sink, methods)
                 list = ring:for_key(routing_key(parts, #pk))
             end
             for k in pairs(vals) do vals[k] = nil end
+            for k in pairs(parts) do parts[k] = nil end
+            return list
+        elseif op == OP_BATCH then
+            -- by its first statement's key, when that one is prepared (as
+            -- drivers route a batch); a batch of one partition then goes
+            -- to its replica
+            local ok, children = pcall(m.batch_children, m, true)
+            local first = ok and children and children[1]
+            local rec = first and first.id and session.prepared_by_id(first.id)
+            local plan = rec and plan_of(rec)
+            if not plan then
+                return nil
+            end
+            local pk = plan.pk
+            for k = 1, #pk do
+                parts[k] = first.values[pk[k]]
+                if type(parts[k]) ~= "string" then
+                    for j in pairs(parts) do parts[j] = nil end
+                    return nil
+                end
+            end
+            local list = ring:for_key(routing_key(parts, #pk))
             for k in pairs(parts) do parts[k] = nil end
             return list
         elseif op == OP_QUERY then
