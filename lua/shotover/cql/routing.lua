@@ -345,7 +345,9 @@ return function(sink, methods)
         ring.refreshing = false
         ring.refreshed = now_ns()
         if not ok then
-            error(err, 0)
+            -- the client's batch is served with the ring as it was known
+            require("shotover.log").warn("%s: the ring could not be read "
+                .. "from %s: %s", self.name, node.addr, tostring(err))
         end
     end
 
