@@ -177,6 +177,29 @@ c.shutdown()
                        out, nil, true)
     end)
 
+    it("lets a table be used at once after the driver created it",
+       function()
+        -- the driver waits for schema agreement after a DDL (asking the
+        -- system tables through its control connection), then prepares on
+        -- any instance: the agreement must be asked of the node that made
+        -- the change, or a node still without the table gets the PREPARE
+        local out = cassandra.python(DRIVER .. [[
+c, s = shotover(int(ARGS[0]))
+bad = []
+for i in range(30):
+    t = "one.ddl%d" % i
+    s.execute("CREATE TABLE %s (k int PRIMARY KEY, v text)" % t)
+    try:
+        p = s.prepare("INSERT INTO %s (k, v) VALUES (?, ?)" % t)
+        s.execute(p, [1, "x"])
+    except Exception as e:
+        bad.append(repr(e))
+print("bad", len(bad), bad[:3])
+c.shutdown()
+]], { args = { P1 }, timeout = 240 })
+        assert.matches("bad 0 []", out, nil, true)
+    end)
+
     it("sends each request to a replica of its partition", function()
         -- keyspace `one` keeps each partition on one node: the node that
         -- coordinated a request (its trace) must be that replica, which the

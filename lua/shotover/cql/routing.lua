@@ -30,6 +30,7 @@ local peers = require "shotover.cql.peers"
 local ring_mod = require "shotover.cql.ring"
 local cql_schema = require "shotover.cql.schema"
 local pools = require "shotover.pools"
+local class_of = require("shotover.cql.parser").class_of
 local schema = require "shotover.schema"
 local now_ns = require("shotover.metrics").now_ns
 
@@ -272,6 +273,16 @@ return function(sink, methods)
             for k in pairs(parts) do parts[k] = nil end
             return list
         elseif op == OP_QUERY then
+            -- schema changes, and the system tables drivers read to see
+            -- that the nodes agree on the schema, all go to one node (the
+            -- first usable): the agreement check then asks the node that
+            -- made the change, which knows it first, whichever shotover
+            -- instance and client connection each went through
+            local ast, ks = m:statement(chain.conn)
+            if ast and (class_of(ast.kind) == "schema_change"
+                        or peers.system_table(ast, ks)) then
+                return ring.everyone
+            end
             local ok, qi = pcall(m.query_info, m, chain)
             if not ok or qi == nil or qi.key_parts == nil
                or qi.key_bytes == nil then
