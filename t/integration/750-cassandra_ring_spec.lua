@@ -196,8 +196,22 @@ for i in range(30):
         bad.append(repr(e))
 print("bad", len(bad), bad[:3])
 c.shutdown()
-]], { args = { P1 }, timeout = 240 })
+# whichever instance and connection: the DDL and the agreement's reads
+# are coordinated by one node (the node's trace says which)
+seen = set()
+for i in range(6):
+    c, s = shotover(int(ARGS[i % 2]))
+    rs = s.execute("CREATE TABLE one.tr%d (k int PRIMARY KEY)" % i, trace=True)
+    seen.add(rs.get_query_trace().coordinator)
+    for h in c.metadata.all_hosts():
+        rs = s.execute("SELECT schema_version FROM system.local", host=h,
+                       trace=True)
+        seen.add(rs.get_query_trace().coordinator)
+    c.shutdown()
+print("coordinators", len(seen), sorted(seen))
+]], { args = { P1, P2 }, timeout = 240 })
         assert.matches("bad 0 []", out, nil, true)
+        assert.matches("coordinators 1 ", out, nil, true)
     end)
 
     it("sends each request to a replica of its partition", function()
