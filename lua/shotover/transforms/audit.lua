@@ -857,7 +857,8 @@ local function outcome(p, r)
 end
 
 -- Line for request m (i in the batch) into self.line.
-function methods.build(self, p, m, i, r, chain, t0, us, peer, decision)
+function methods.build(self, p, m, i, r, chain, t0, us, peer, decision,
+                       failed)
     local b = self.line
     b:reset()
     local conn = chain.conn
@@ -891,13 +892,13 @@ function methods.build(self, p, m, i, r, chain, t0, us, peer, decision)
         end
     end
     b:put(',"decision":', jstring(tostring(decision or "allowed")),
-          ',"outcome":', jstring(outcome(p, r)),
+          ',"outcome":', jstring(failed or outcome(p, r)),
           ',"latency_us":', us, "}\n")
     return b
 end
 
 -- hand each audited request's line to the output, then write
-function methods.record(self, batch, resp, chain, t0, us, refused)
+function methods.record(self, batch, resp, chain, t0, us, refused, failed)
     local p = self.proto or protocols.by_id(batch[1].proto)
     local peer = runner.peer(chain.c)
     local decisions = chain.decisions
@@ -910,7 +911,7 @@ function methods.record(self, batch, resp, chain, t0, us, refused)
             local d = refused and "refused: audit trail unavailable"
                       or (decisions and decisions[i]) or conn_decision
             local b = self:build(p, m, i, resp and resp[i], chain, t0, us,
-                                 peer, d)
+                                 peer, d, failed)
             if out:add(b) then
                 n = n + 1
             else
@@ -985,10 +986,16 @@ function methods.transform(self, batch, chain)
     local t0 = timestamp()
     local start = now_ns()
     chain.decisions = nil
-    local resp = chain:next(batch)
+    local ok, resp = pcall(chain.next, chain, batch)
     local us = floor((now_ns() - start) / 1000)
-    self:record(batch, resp, chain, t0, us, false)
+    -- an element after this one that raised fails the batch (the chain
+    -- answers each request with an error): its lines say "error"
+    self:record(batch, ok and resp or nil, chain, t0, us, false,
+                not ok and "error" or nil)
     chain.decisions = nil
+    if not ok then
+        error(resp, 0)
+    end
     return resp
 end
 
