@@ -214,4 +214,36 @@ describe("audit", function()
         local d = testing.cql("CREATE ROLE r WITH PASSWORD = 'hunter2'")
         assert.is_nil(audit.cql_values(d, { conn = {} }, { ".*" }))
     end)
+
+    it("sends a syslog datagram per line", function()
+        local ffi = require "ffi"
+        pcall(ffi.cdef, [[
+int sh_audit_spec_bind(int fd, const struct sh_audit_sockaddr_un *a,
+                       unsigned int len) __asm__("bind");
+long sh_audit_spec_recv(int fd, void *p, size_t n, int flags)
+    __asm__("recv");
+]])
+        local C = ffi.C
+        local path = tmpfile() .. ".sock"
+        local fd = C.sh_audit_socket(1, 2 + 2048, 0)   -- nonblocking dgram
+        assert.is_true(fd >= 0)
+        local a = ffi.new("struct sh_audit_sockaddr_un")
+        a.sun_family = 1
+        ffi.copy(a.sun_path, path)
+        assert.are.equal(0, C.sh_audit_spec_bind(fd, a, ffi.sizeof(a)))
+        local t = testing.build({ { "audit", syslog = { path = path,
+                                      facility = "local0", tag = "aud" } },
+                                  { "debug_returner", simple = "OK" } })
+        t:run({ "SET", "k", "secret" })
+        local buf = ffi.new("char[4096]")
+        local n = tonumber(C.sh_audit_spec_recv(fd, buf, 4096, 0))
+        C.sh_audit_close(fd)
+        os.remove(path)
+        assert.is_true(n > 0)
+        local d = ffi.string(buf, n)
+        assert.matches('^<134>aud: {"time":', d)
+        assert.matches('"statement":"SET k %?"', d)
+        assert.not_matches("secret", d)
+        assert.not_matches("\n$", d)
+    end)
 end)
