@@ -897,10 +897,32 @@ function methods.build(self, p, m, i, r, chain, t0, us, peer, decision,
     return b
 end
 
+local fields = ffi.new("sh_log_fields_t")
+local client_buf = ffi.new("char[80]")
+
+-- the client's "ip:port", asked of the C core once per connection (the
+-- fields of its log lines); nil in dry runs
+local function client_of(chain)
+    local conn = chain.conn
+    local v = conn.audit_client
+    if v == nil then
+        v = false
+        -- (1: the run has its client connection)
+        if chain.c ~= nil and runner.log_fields(chain.c, fields, client_buf,
+                                                80) == 1
+           and fields.client ~= nil
+        then
+            v = ffi.string(fields.client)
+        end
+        conn.audit_client = v
+    end
+    return v or nil
+end
+
 -- hand each audited request's line to the output, then write
 function methods.record(self, batch, resp, chain, t0, us, refused, failed)
     local p = self.proto or protocols.by_id(batch[1].proto)
-    local peer = runner.peer(chain.c)
+    local peer = client_of(chain)
     local decisions = chain.decisions
     local conn_decision = chain.conn.decision
     local n, dropped = 0, 0
