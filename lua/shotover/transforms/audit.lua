@@ -750,13 +750,6 @@ local function output(conf, env)
     return kafka_out(s, env)
 end
 
--- Reopen every file output of this worker (rotation; a reload does it).
-function _M.reopen()
-    for _, o in pairs(files) do
-        o.reopen = true
-    end
-end
-
 -- The transform --------------------------------------------------------------
 
 function _M.new(conf, env)
