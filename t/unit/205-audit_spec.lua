@@ -246,4 +246,21 @@ long sh_audit_spec_recv(int fd, void *p, size_t n, int flags)
         assert.not_matches("secret", d)
         assert.not_matches("\n$", d)
     end)
+
+    it("keeps what it could not write within buffer_size, dropping the rest",
+       function()
+        local path = tmp .. "/audit-unit-no-such-dir/full.jsonl"
+        local t = testing.build({ { "audit", file = path, buffer_size = 1024 },
+                                  { "debug_returner", simple = "OK" } })
+        for i = 1, 50 do
+            assert.are.same({ "OK" }, t:replies({ "SET", "key:" .. i, "v" }))
+        end
+        local out = t.chain.elements[1].inst.out
+        assert.is_true(#out.buf > 512 and #out.buf <= 1024)
+        -- with fail_closed the same full buffer refuses
+        local t2 = testing.build({ { "audit", file = path, buffer_size = 1024,
+                                     fail_closed = true },
+                                   { "debug_returner", simple = "OK" } })
+        assert.matches("cannot be written", t2:replies({ "GET", "k" })[1])
+    end)
 end)
