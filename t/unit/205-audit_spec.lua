@@ -88,6 +88,13 @@ describe("audit", function()
         assert.are.equal('SET "a key" ?', redis_text({ "SET", "a key", "v" }))
         assert.are.equal("HSET h ? ? ? ?",
                          redis_text({ "HSET", "h", "f1", "v1", "f2", "v2" }))
+        local args = { "MSET" }
+        for i = 1, 1000 do
+            args[#args + 1], args[#args + 2] = "k" .. i, "v"
+        end
+        local b = buffer.new()
+        audit.redis_text(testing.redis(args), {}, b, 64)
+        assert.is_true(#b < 80)
     end)
 
     it("never writes a Redis password, whatever show_values says", function()
@@ -129,6 +136,11 @@ describe("audit", function()
             cql("CREATE ROLE alice WITH PASSWORD = 'hunter2' AND LOGIN = true"))
         assert.not_matches("hunter2",
             cql("ALTER USER bob WITH PASSWORD $$hunter2$$"))
+        -- a long statement is read up to its limit: a literal cut there
+        -- is still a literal
+        local long = "INSERT INTO t (k) VALUES ('" .. ("x"):rep(100) .. "')"
+        assert.are.equal("INSERT INTO t (k) VALUES (?...",
+                         audit.cql_text(long, buffer.new(), 40):tostring())
     end)
 
     it("never writes a CQL AUTH_RESPONSE token or bound values", function()

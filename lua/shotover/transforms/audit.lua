@@ -237,7 +237,7 @@ end
 -- matches a show_values pattern (then values are shown, but never an
 -- argument the request carries as a credential).  A command without keys
 -- (AUTH, HELLO, CONFIG SET...) shows none of its arguments.
-function _M.redis_text(m, show, b)
+function _M.redis_text(m, show, b, limit)
     local n = m:nargs()
     local nk = m:key_positions(positions)
     for k = 1, nk do
@@ -255,7 +255,11 @@ function _M.redis_text(m, show, b)
     end
     local secrets = shown and redact.secrets(m) or nil
     b:put(m:command())
+    limit = limit or 1e9
     for i = 2, n do
+        if #b > limit then
+            break                   -- cut later: no need to build it all
+        end
         b:put(" ")
         if is_key[i] then
             arg_text(b, m:arg(i))
@@ -291,7 +295,13 @@ local LITERAL_WORDS = { ["true"] = true, ["false"] = true, nan = true,
 -- CQL text with every literal replaced by ?: strings ('...', $$...$$),
 -- numbers, durations, blobs (0x...), uuids, true/false; comments dropped
 -- (they could hold anything); identifiers ("...") and bind markers kept.
-function _M.cql_text(q, b)
+-- Only the first `limit` bytes are read (the rest ends as "..."): a
+-- literal cut there still reads as one, to the end, so it is a ?.
+function _M.cql_text(q, b, limit)
+    local cut = limit ~= nil and #q > limit
+    if cut then
+        q = sub(q, 1, limit)
+    end
     local i, n = 1, #q
     while i <= n do
         local c = byte(q, i)
@@ -361,6 +371,9 @@ function _M.cql_text(q, b)
             i = i + 1
         end
     end
+    if cut then
+        b:put("...")
+    end
     return b
 end
 
@@ -373,18 +386,18 @@ end
 -- EXECUTE its prepared statement's (when known here), a BATCH each
 -- child's; other opcodes their name.  Bound values are never written;
 -- AUTH_RESPONSE is its name alone.
-function _M.cql_request_text(m, b)
+function _M.cql_request_text(m, b, limit)
     local o = m.rtype
     if o == OP_QUERY or o == OP_PREPARE then
         local ok, q = pcall(m.query, m)
         if o == OP_PREPARE then
             b:put("PREPARE ")
         end
-        return ok and _M.cql_text(q, b) or b:put("?")
+        return ok and _M.cql_text(q, b, limit) or b:put("?")
     elseif o == OP_EXECUTE then
         local q = prepared_text(m)
         if q then
-            return _M.cql_text(q, b)
+            return _M.cql_text(q, b, limit)
         end
         return b:put("EXECUTE (a statement not known here)")
     elseif o == OP_BATCH then
@@ -394,8 +407,10 @@ function _M.cql_request_text(m, b)
             for k, st in ipairs(bt.statements or bt) do
                 b:put(k == 1 and " " or "; ")
                 local q = st.query
-                if q then
-                    _M.cql_text(q, b)
+                if #b > (limit or 1e9) then
+                    break
+                elseif q then
+                    _M.cql_text(q, b, limit)
                 else
                     b:put("EXECUTE ?")
                 end
@@ -865,9 +880,9 @@ function methods.build(self, p, m, i, r, chain, t0, us, peer, decision,
     s:reset()
     local ok, err
     if m.proto == PROTO_REDIS then
-        ok, err = pcall(_M.redis_text, m, self.show, s)
+        ok, err = pcall(_M.redis_text, m, self.show, s, self.max_statement)
     else
-        ok, err = pcall(_M.cql_request_text, m, s)
+        ok, err = pcall(_M.cql_request_text, m, s, self.max_statement)
     end
     if not ok then
         s:reset()
