@@ -740,8 +740,10 @@ function KafkaOut.close() end
 -- File outputs are shared per worker by path (two chains auditing to one
 -- file append through one descriptor) and kept across a reload, which
 -- reopens them: rename the file, then SIGHUP (or POST /reload), and the
--- next lines go to a new file at the path.
+-- next lines go to a new file at the path.  Syslog outputs are shared by
+-- their settings (a reload makes no new socket).
 local files = {}
+local syslogs = {}
 
 local function output(conf, env)
     local s = { path = conf.file, buffer_size = conf.buffer_size,
@@ -760,7 +762,16 @@ local function output(conf, env)
         end
         return o
     elseif conf.syslog then
-        return syslog_out(s)
+        local sl = conf.syslog
+        local key = (sl.path or "") .. "\0" .. (sl.facility or "") .. "\0"
+                    .. (sl.tag or "")
+        local o = syslogs[key]
+        if o == nil then
+            o = syslog_out(s)
+            syslogs[key] = o
+        end
+        o.max = s.buffer_size
+        return o
     end
     return kafka_out(s, env)
 end
