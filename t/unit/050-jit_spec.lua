@@ -187,7 +187,6 @@ local t = testing.build({ { "audit", file = "/dev/null" },
 local b = testing.batch({ "SET", "k1", "v" }, { "GET", "k2" },
                         { "MSET", "a", "1", "b", "2" },
                         { "HSET", "h", "f", "v" })
-for _ = 1, 50 do t:run(b) end
 -- @hot
 for _ = 1, 3000 do t:run(b) end
 ]])

@@ -24,7 +24,17 @@ local PROTO_REDIS = C.SH_PROTO_REDIS
 local OP_QUERY, OP_PREPARE, OP_EXECUTE, OP_BATCH, OP_AUTH_RESPONSE =
     C.SH_CQL_QUERY, C.SH_CQL_PREPARE, C.SH_CQL_EXECUTE, C.SH_CQL_BATCH,
     C.SH_CQL_AUTH_RESPONSE
-local jstring = json.string
+-- A JSON string: plain ASCII text as it is (one pattern test, no loop
+-- over its bytes: the common case stays in the compiled trace), anything
+-- else through json.string (escapes; bytes that are not UTF-8 as hex).
+local json_string = json.string
+local find_ = string.find
+local function jstring(s)
+    if not find_(s, '[%z\1-\31"\\\127-\255]') then
+        return '"' .. s .. '"'
+    end
+    return json_string(s)
+end
 local jencode = json.encode
 local now_ns = metrics.now_ns
 local add = metrics.add
@@ -220,7 +230,6 @@ end
 -- Redaction ----------------------------------------------------------------
 
 local positions = {}
-local is_key = {}
 
 -- an argument as it is written in the line: quoted when it has blanks or
 -- quotes or is empty (the line's JSON escaping comes on top)
@@ -237,12 +246,50 @@ end
 -- matches a show_values pattern (then values are shown, but never an
 -- argument the request carries as a credential).  A command without keys
 -- (AUTH, HELLO, CONFIG SET...) shows none of its arguments.
+-- every argument after the name: keys as they are, the rest "?"; keys
+-- come from m:key_positions in argument order, walked with a cursor (no
+-- inner loop: the batch's trace goes straight through)
+local function redacted_args(m, b, n, nk, limit)
+    local k = 1
+    local key = nk > 0 and positions[1] or -1
+    for i = 2, n do
+        if #b > limit then
+            break                   -- cut later: no need to build it all
+        end
+        if i == key then
+            b:put(" ")
+            arg_text(b, m:arg(i))
+            k = k + 1
+            key = k <= nk and positions[k] or -1
+        else
+            b:put(" ?")
+        end
+    end
+end
+
+-- every argument as it is, but those the request carries as credentials
+local function shown_args(m, b, n, limit)
+    local secret = {}
+    for _, v in ipairs(redact.secrets(m)) do
+        secret[v] = true
+    end
+    for i = 2, n do
+        if #b > limit then
+            break
+        end
+        local a = m:arg(i)
+        b:put(" ")
+        if secret[a] then
+            b:put("?")
+        else
+            arg_text(b, a)
+        end
+    end
+end
+
 function _M.redis_text(m, show, b, limit)
     local n = m:nargs()
     local nk = m:key_positions(positions)
-    for k = 1, nk do
-        is_key[positions[k]] = true
-    end
     local shown = false
     if show and #show > 0 and nk > 0 then
         shown = true
@@ -253,35 +300,11 @@ function _M.redis_text(m, show, b, limit)
             end
         end
     end
-    local secrets = shown and redact.secrets(m) or nil
     b:put(m:command())
-    limit = limit or 1e9
-    for i = 2, n do
-        if #b > limit then
-            break                   -- cut later: no need to build it all
-        end
-        b:put(" ")
-        if is_key[i] then
-            arg_text(b, m:arg(i))
-        elseif shown then
-            local a = m:arg(i)
-            local secret = false
-            for k = 1, #secrets do
-                if secrets[k] == a then
-                    secret = true
-                end
-            end
-            if secret then
-                b:put("?")
-            else
-                arg_text(b, a)
-            end
-        else
-            b:put("?")
-        end
-    end
-    for k = 1, nk do
-        is_key[positions[k]] = nil
+    if shown then
+        shown_args(m, b, n, limit or 1e9)
+    else
+        redacted_args(m, b, n, nk, limit or 1e9)
     end
     return b
 end
@@ -889,15 +912,13 @@ function methods.build(self, p, m, i, r, chain, t0, us, peer, decision,
           ',"class":"', class_of(p, m, chain), '","statement":')
     local s = self.stmt
     s:reset()
-    local ok, err
+    -- no pcall here (a trace cannot return into a pcall frame: NYI):
+    -- Redis' accessors do not raise, and every CQL accessor that may is
+    -- called under a pcall of its own
     if m.proto == PROTO_REDIS then
-        ok, err = pcall(_M.redis_text, m, self.show, s, self.max_statement)
+        _M.redis_text(m, self.show, s, self.max_statement)
     else
-        ok, err = pcall(_M.cql_request_text, m, s, self.max_statement)
-    end
-    if not ok then
-        s:reset()
-        s:put("? (", tostring(err):sub(1, 80), ")")
+        _M.cql_request_text(m, s, self.max_statement)
     end
     local text = s:tostring()
     if #text > self.max_statement then
