@@ -73,6 +73,7 @@ build = {
         ["shotover.shdict"] = "lua/shotover/shdict.lua",
         ["shotover.testing"] = "lua/shotover/testing.lua",
         ["shotover.trace"] = "lua/shotover/trace.lua",
+        ["shotover.transforms.audit"] = "lua/shotover/transforms/audit.lua",
         ["shotover.transforms.cassandra"] = "lua/shotover/transforms/cassandra.lua",
         ["shotover.transforms.coalesce"] = "lua/shotover/transforms/coalesce.lua",
         ["shotover.transforms.debug_printer"] = "lua/shotover/transforms/debug_printer.lua",

@@ -1,6 +1,6 @@
 -- The hot path stays JIT-friendly: loops over a batch reading commands and
 -- keys through the message API, the router's batch loop and scatter's
--- sorting of a batch, compile to looping traces, query_counter aborts no trace, and nothing in them hits
+-- sorting of a batch, compile to looping traces, query_counter aborts no trace, audit's lines compile, and nothing in them hits
 -- an operation the JIT does not support (NYI).  Each check runs in a process of its own
 -- with jit.v logging the trace events (t/lib/jit_watch.lua).
 package.path = os.getenv("SHOTOVER_SRC") .. "/t/lib/?.lua;" .. package.path
@@ -177,5 +177,21 @@ assert(sum > 0)
             end
         end
         assert.are.same({}, nyi)
+    end)
+
+    it("runs the audit transform's lines compiled, with no NYI", function()
+        local log = jw.run([[
+local testing = require "shotover.testing"
+local t = testing.build({ { "audit", file = "/dev/null" },
+                          { "debug_returner", simple = "OK" } })
+local b = testing.batch({ "SET", "k1", "v" }, { "GET", "k2" },
+                        { "MSET", "a", "1", "b", "2" },
+                        { "HSET", "h", "f", "v" })
+-- @hot
+for _ = 1, 3000 do t:run(b) end
+]])
+        assert.is_true(jw.traces(log, "audit.lua") >= 1,
+                       "audit's line building was never compiled:\n" .. log)
+        assert.are.same({}, jw.nyi(log, { "audit.lua" }))
     end)
 end)
