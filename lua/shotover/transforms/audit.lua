@@ -676,13 +676,8 @@ function SyslogOut.flush(self)
     return 0
 end
 
-function SyslogOut.close(self)
-    self:flush()
-    if self.fd >= 0 then
-        C.sh_audit_close(self.fd)
-        self.fd = -1
-    end
-end
+-- flush what waits, then close the socket, as a file is closed
+SyslogOut.close = FileOut.close
 
 -- Kafka: each line a record (no key) through the CDC producer, shared
 -- with kafka transforms of the same settings.  Records in flight are
