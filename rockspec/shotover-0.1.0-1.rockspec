@@ -76,6 +76,7 @@ build = {
         ["shotover.trace"] = "lua/shotover/trace.lua",
         ["shotover.transforms.audit"] = "lua/shotover/transforms/audit.lua",
         ["shotover.transforms.authenticate"] = "lua/shotover/transforms/authenticate.lua",
+        ["shotover.transforms.authorize"] = "lua/shotover/transforms/authorize.lua",
         ["shotover.transforms.cassandra"] = "lua/shotover/transforms/cassandra.lua",
         ["shotover.transforms.coalesce"] = "lua/shotover/transforms/coalesce.lua",
         ["shotover.transforms.debug_printer"] = "lua/shotover/transforms/debug_printer.lua",

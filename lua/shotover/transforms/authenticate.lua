@@ -281,14 +281,27 @@ function mt.__index.transform(self, batch, chain)
         end
     end
     local sub = pass.n > 0 and chain:next(pass) or nil
+    -- what an authorizing element after this one decided for request k of
+    -- the sub-batch is for request i of this batch (audit, before this
+    -- element, reads chain.decisions by its own indexes)
+    local decisions = chain.decisions
     local resp, k = new_batch(n), 0
+    local moved = decisions ~= nil and {} or nil
     for i = 1, n do
         local r = answered[i]
         if r == nil then
             k = k + 1
             r = sub[k]
+            if moved then
+                moved[i] = decisions[k]
+            end
         end
         resp:set(i, r)
+    end
+    if moved then
+        for i = 1, n do
+            decisions[i] = moved[i]
+        end
     end
     return resp
 end
