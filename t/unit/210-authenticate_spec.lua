@@ -99,13 +99,14 @@ describe("authenticate config", function()
         assert.matches("chain%[1%]%.users: required", errs[1])
     end)
 
-    it("is for Redis sources only", function()
-        local ok, errs = testing.check({
-            { "authenticate", users = { alice = { hash = ALICE } } },
-            { "null" } }, { protocol = "cassandra" })
+    it("checks the cassandra sink's username and password go together",
+       function()
+        local ok, errs = testing.check({ { "cassandra",
+            remote = "127.0.0.1:9042", username = "proxy" } },
+            { protocol = "cassandra" })
         assert.is_nil(ok)
-        assert.same({ 'chain[1]: transform "authenticate" does not '
-                      .. 'support protocol "cassandra"' }, errs)
+        assert.same({ "chain[1]: username and password: give both (the "
+                      .. "node's login) or neither" }, errs)
     end)
 end)
 
@@ -223,5 +224,40 @@ describe("authenticate on redis", function()
         lt:reconnect()
         assert.matches(locked, lt:replies({ "AUTH", "alice", "alice-pw" })[1])
         assert.is_nil(lt.ctx.conn.user)
+    end)
+end)
+
+describe("authenticate on cassandra", function()
+    local request = require "shotover.cql.request"
+    local function auth_response(user, pass, stream)
+        local tok = "\0" .. user .. "\0" .. pass
+        return request.envelope(0x0F, string.char(0, 0, 0, #tok) .. tok,
+                                { stream = stream })
+    end
+
+    it("asks for a login the node did not ask for, checks it, and answers "
+       .. "UNAUTHORIZED before it", function()
+        local t = testing.build({
+            { "authenticate", users = { alice = { hash = ALICE } },
+              dict = "authn-unit-cql" },
+            { "cassandra", remote = "127.0.0.1:9042" } },
+            { protocol = "cassandra" })
+        local resp = t:run(request.startup({ stream = 1 }))
+        -- the dry sink answered READY: the client is asked to log in
+        assert.same({ "AUTHENTICATE" }, testing.texts(resp))
+        assert.truthy(resp[1]:raw():find(
+            "org.apache.cassandra.auth.PasswordAuthenticator", 1, true))
+        local r
+        r = t:replies(request.query("SELECT * FROM ks.t", nil, { stream = 2 }))
+        assert.matches("^ERROR 0x2100 .*log in first", r[1])
+        r = t:replies(auth_response("alice", "wrong", 3))
+        assert.matches("^ERROR 0x0100 Provided username and/or password "
+                       .. "are incorrect", r[1])
+        assert.is_nil(t.ctx.conn.user)
+        r = t:replies(auth_response("alice", "alice-pw", 4))
+        assert.matches("^AUTH_SUCCESS", r[1])
+        assert.equal("alice", t.ctx.conn.user)
+        r = t:replies(request.query("SELECT * FROM ks.t", nil, { stream = 5 }))
+        assert.same({ "RESULT Void" }, r)
     end)
 end)

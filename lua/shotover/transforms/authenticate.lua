@@ -1,12 +1,16 @@
--- authenticate: Redis clients authenticate at shotover, against users of
--- the config with salted PBKDF2 hashes (shotover.password).  AUTH and
+-- authenticate: clients authenticate at shotover, against users of the
+-- config with salted PBKDF2 hashes (shotover.password).  Redis: AUTH and
 -- HELLO ... AUTH are checked and answered here, never forwarded (the sink
 -- talks to the backend with its own credentials); until a client is
--- authenticated every other request gets -NOAUTH.  Failed attempts per
--- client address are limited through a shared dict, so guessing is slow
--- on every worker at once.  Sets chain.conn.user.  See
--- docs/transforms/authenticate.md.
+-- authenticated every other request gets -NOAUTH.  CQL: SASL PLAIN, the
+-- AUTH_RESPONSE checked here; a node that asks for a login gets the
+-- sink's own (its username/password), one that does not is never told.
+-- Failed attempts per client address are limited through a shared dict,
+-- so guessing is slow on every worker at once.  Sets chain.conn.user.
+-- See docs/transforms/authenticate.md.
+local base = require "shotover.ffi"
 local message = require "shotover.message"
+local cql_reply = require "shotover.cql.reply"
 local password = require "shotover.password"
 local runner = require "shotover.runner"
 local shdict = require "shotover.shdict"
@@ -27,7 +31,7 @@ local _M = {
     -- the state (chain.conn.user) changes as a batch enters, in request
     -- order, before anything waits: batches in lanes see it in order
     capabilities = { lanes = true },
-    protocols = { "redis" },
+    protocols = { "redis", "cassandra" },
     schema = {
         users = { type = "table", required = true },
         max_failures = { type = "integer", default = 5, min = 1,
@@ -52,6 +56,17 @@ local NOAUTH_HELLO = "NOAUTH HELLO must be called with the client already "
     .. "version at the same time"
 local WRONGPASS = "WRONGPASS invalid username-password pair or user is "
     .. "disabled."
+local LOCKED = "shotover: too many failed authentication attempts from this "
+    .. "address, try again later"
+-- Cassandra's own words for a failed login
+local CQL_WRONG = "Provided username and/or password are incorrect"
+local AUTHENTICATOR = "org.apache.cassandra.auth.PasswordAuthenticator"
+
+local C = base.C
+local PROTO_CQL = base.PROTO_CQL
+local OP_STARTUP, OP_OPTIONS = C.SH_CQL_STARTUP, C.SH_CQL_OPTIONS
+local OP_READY, OP_AUTH_RESPONSE = C.SH_CQL_READY, C.SH_CQL_AUTH_RESPONSE
+local OP_AUTH_SUCCESS = C.SH_CQL_AUTH_SUCCESS
 
 -- every problem at once, each under its path (users.alice.hash: ...); a
 -- hash is a secret, never shown
@@ -139,13 +154,12 @@ local function address(chain)
     return p:match("^%[?(.-)%]?:%d+$") or p
 end
 
--- Check user/pass: true, or nil and the error reply's text.
+-- Check user/pass: true, or nil and why: "wrong" or "locked".
 local function check(self, chain, user, pass)
     local key = "lock:" .. address(chain)
     if self.dict:get(key) ~= nil then
         metrics.add(self.m_locked, 1)
-        return nil, "ERR shotover: too many failed authentication attempts "
-                    .. "from this address, try again later"
+        return nil, "locked"
     end
     local h = self.users[user]
     local ok = false
@@ -174,7 +188,7 @@ local function check(self, chain, user, pass)
         d:set(key, "1", self.lockout)
         d:delete(fkey)
     end
-    return nil, WRONGPASS
+    return nil, "wrong"
 end
 
 -- HELLO's arguments: the HELLO to forward without AUTH, and AUTH's user
@@ -215,9 +229,9 @@ local function step(self, m, chain)
             return nil, "ERR wrong number of arguments for 'auth' command"
         end
         local user = n == 3 and m:arg(2) or "default"
-        local ok, err = check(self, chain, user, m:arg(n))
+        local ok, why = check(self, chain, user, m:arg(n))
         if not ok then
-            return nil, err
+            return nil, why == "locked" and "ERR " .. LOCKED or WRONGPASS
         end
         conn.user = user
         return "OK"
@@ -227,9 +241,9 @@ local function step(self, m, chain)
             return nil, user
         end
         if user ~= nil then
-            local ok, err = check(self, chain, user, pass)
+            local ok, why = check(self, chain, user, pass)
             if not ok then
-                return nil, err
+                return nil, why == "locked" and "ERR " .. LOCKED or WRONGPASS
             end
             conn.user = user
             return assert(command(args))
@@ -246,14 +260,80 @@ local function step(self, m, chain)
     return m
 end
 
+-- The user and password of a SASL PLAIN token ("authzid\0user\0pass")
+-- in AUTH_RESPONSE m, or nil when it is not one.
+local function plain_token(m)
+    local ok, body = pcall(m.body, m)
+    if not ok or #body < 4 then
+        return nil
+    end
+    local b1, b2, b3, b4 = body:byte(1, 4)
+    local n = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+    if b1 >= 128 or #body < 4 + n then
+        return nil
+    end
+    local _, user, pass = body:sub(5, 4 + n):match("^([^%z]*)%z([^%z]*)%z(.*)$")
+    return user, pass
+end
+
+-- CQL: what to do with request m before the client logged in: the request
+-- to forward and what to look at in its reply ("startup", "auth"), or
+-- nil and the reply frame
+local function step_cql(self, m, chain)
+    local conn = chain.conn
+    local op = m.rtype
+    if conn.user ~= nil or op == OP_OPTIONS then
+        return m
+    elseif op == OP_STARTUP then
+        return m, "startup"
+    elseif op == OP_AUTH_RESPONSE then
+        local user, pass = plain_token(m)
+        if user == nil then
+            return nil, cql_reply.error(m, "PROTOCOL_ERROR", "shotover: "
+                .. "authenticate: expected a SASL PLAIN token")
+        end
+        local ok, why = check(self, chain, user, pass)
+        if not ok then
+            return nil, cql_reply.error(m, "AUTH_ERROR",
+                                        why == "locked" and LOCKED
+                                        or CQL_WRONG)
+        end
+        conn.user = user
+        if conn.cql_node_ready then
+            -- the node asked for no login: shotover's answer is the last
+            return nil, cql_reply.auth_success(m)
+        end
+        return m, "auth"
+    end
+    return nil, cql_reply.error(m, "UNAUTHORIZED", "shotover: authenticate: "
+                                .. "log in first (STARTUP, AUTH_RESPONSE)")
+end
+
+-- CQL: the node's reply r to a forwarded request m, as the client gets it
+local function after_cql(what, m, r, chain)
+    local conn = chain.conn
+    if what == "startup" then
+        if r ~= nil and r.rtype == OP_READY then
+            -- a node without logins: the client logs in here all the same
+            conn.cql_node_ready = true
+            return cql_reply.authenticate(m, AUTHENTICATOR)
+        end
+        conn.cql_node_ready = false
+    elseif what == "auth" and (r == nil or r.rtype ~= OP_AUTH_SUCCESS) then
+        conn.user = nil             -- the node refused the sink's login
+    end
+    return r
+end
+
 function mt.__index.transform(self, batch, chain)
     local n = batch.n
     local conn = chain.conn
+    local cql = n > 0 and batch[1].proto == PROTO_CQL
     -- the common case: an authenticated client sending no AUTH, HELLO or
     -- RESET, the batch goes on as it is
     if conn.user ~= nil then
         local plain = true
-        for i = 1, n do
+        for i = 1, cql and 0 or n do
             local m = batch[i]
             if m:command_is("AUTH") or m:command_is("HELLO")
                or m:command_is("RESET")
@@ -267,17 +347,32 @@ function mt.__index.transform(self, batch, chain)
         end
     end
     local answered, pass = {}, new_batch(0)
+    local after
     local ok_reply
     for i = 1, n do
         local m = batch[i]
-        local fwd, err = step(self, m, chain)
-        if fwd == nil then
-            answered[i] = error_reply(m, err)
-        elseif fwd == "OK" then
-            ok_reply = ok_reply or assert(message.frame_from_resp("+OK\r\n"))
-            answered[i] = ok_reply
+        if cql then
+            local fwd, x = step_cql(self, m, chain)
+            if fwd == nil then
+                answered[i] = x
+            else
+                pass:push(fwd)
+                if x then
+                    after = after or {}
+                    after[i] = x
+                end
+            end
         else
-            pass:push(fwd)
+            local fwd, err = step(self, m, chain)
+            if fwd == nil then
+                answered[i] = error_reply(m, err)
+            elseif fwd == "OK" then
+                ok_reply = ok_reply
+                           or assert(message.frame_from_resp("+OK\r\n"))
+                answered[i] = ok_reply
+            else
+                pass:push(fwd)
+            end
         end
     end
     local sub = pass.n > 0 and chain:next(pass) or nil
@@ -294,6 +389,9 @@ function mt.__index.transform(self, batch, chain)
             r = sub[k]
             if moved then
                 moved[i] = decisions[k]
+            end
+            if after and after[i] then
+                r = after_cql(after[i], batch[i], r, chain)
             end
         end
         resp:set(i, r)
