@@ -1,7 +1,8 @@
 -- authorize in front of a real Cassandra: rules by keyspace, table,
--- statement kind and class refuse statements with UNAUTHORIZED, which the driver raises as
--- Unauthorized, and serve the rest (the driver's own reads of the system
--- keyspaces allowed by a rule).
+-- statement kind and class refuse statements with UNAUTHORIZED, which the
+-- driver raises as Unauthorized, and serve the rest (the driver's own
+-- reads of the system keyspaces allowed by a rule); rules per user after
+-- authenticate.
 local h = require("harness")
 local cassandra = require("cassandra")
 
@@ -76,5 +77,53 @@ print('t', sorted(r.k for r in s.execute("SELECT k FROM az.t")))
 ]], { port = node.port })
         assert.matches("secrets [1]", direct, 1, true)
         assert.matches("t [1, 2]", direct, 1, true)
+    end)
+end)
+
+describe("authorize after authenticate in front of cassandra", function()
+    local node, P
+
+    setup(function()
+        local password = require("shotover.password")
+        node = cassandra.start{ auth = true }
+        cassandra.python([[
+c, s = connect()
+s.execute("CREATE KEYSPACE az WITH replication = "
+          "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+s.execute("CREATE TABLE az.t (k int PRIMARY KEY, v text)")
+s.execute("INSERT INTO az.t (k, v) VALUES (1, 'one')")
+]], { port = node.port, user = node.user, password = node.password })
+        local _
+        _, P = cassandra.start_proxy{ remote = node.port,
+            sink = 'username = "cassandra", password = "cassandra",',
+            chain = string.format([[
+            { "authenticate", users = { alice = { hash = %q },
+                                        bob = { hash = %q } } },
+            { "authorize", roles = { readers = { "alice", "bob" } }, rules = {
+                { role = "readers", allow = true, classes = { "read" },
+                  keyspaces = { "system", "system_schema",
+                                "system_virtual_schema" } },
+                { user = "alice", allow = true, classes = { "read" },
+                  keyspaces = { "az" } },
+            } },]], password.hash("alice-pw", 1000),
+                password.hash("bob-pw", 1000)) }
+    end)
+    teardown(h.cleanup)
+
+    it("gives each user what its rules allow", function()
+        local out = cassandra.python([[
+for user in ('alice', 'bob'):
+    c, s = connect(user=user, password=user + '-pw')
+    try:
+        print(user, 'read', s.execute("SELECT v FROM az.t WHERE k = 1").one().v)
+    except Exception as e:
+        print(user, 'refused', type(e).__name__, str(e)[:300])
+    c.shutdown()
+]], { port = P, timeout = 120 })
+        assert.matches("alice read one", out, 1, true)
+        assert.matches("bob refused Unauthorized", out, 1, true)
+        assert.matches("User bob has no permissions to run the 'select' "
+                       .. "command (shotover: authorize: denied by default)",
+                       out, 1, true)
     end)
 end)
