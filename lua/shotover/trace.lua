@@ -132,6 +132,20 @@ function _M.next(ctx, el, i, batch)
     return resp
 end
 
+-- A note about what the element running in ctx decided ("allowed by
+-- rules[2]"), shown after its result; nothing without a trace.
+function _M.note(ctx, text)
+    local rec = ctx.trace ~= nil and ctx.trace_at and ctx.trace_at[ctx.i]
+    if rec then
+        local notes = rec.notes
+        if notes == nil then
+            notes = {}
+            rec.notes = notes
+        end
+        notes[#notes + 1] = text
+    end
+end
+
 -- After the chain ran a traced batch: the responses it returned to the
 -- requests of `batch`, shown (tr.replies), as identities (tr.reply_ids,
 -- for summary) and whether each writes nothing because the backend's own
@@ -293,6 +307,9 @@ function _M.format(tr, indent)
             then
                 line = line .. " (not the client's reply)"
             end
+        end
+        if rec.notes then
+            line = line .. " (" .. concat(rec.notes, "; ") .. ")"
         end
         local req = concat(rec.requests or {}, " | ")
         -- the request where it enters, and wherever a transform changed it

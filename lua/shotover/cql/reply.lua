@@ -131,6 +131,16 @@ function _M.ready(req)
     return envelope(req, OPCODE.READY, "")
 end
 
+-- AUTHENTICATE naming the authenticator class (answering a STARTUP)
+function _M.authenticate(req, class)
+    return envelope(req, OPCODE.AUTHENTICATE, cql_string(class))
+end
+
+-- AUTH_SUCCESS with no token (answering an AUTH_RESPONSE)
+function _M.auth_success(req)
+    return envelope(req, OPCODE.AUTH_SUCCESS, be32(0xffffffff))
+end
+
 -- error(req, code, message[, extra]): code is a number or a name of CODE;
 -- extra holds the code's further fields, already encoded
 function _M.error(req, code, msg, extra)

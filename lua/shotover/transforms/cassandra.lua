@@ -17,6 +17,7 @@ local peers = require "shotover.cql.peers"
 local C = base.C
 local AGAIN = base.AGAIN
 local band = require("bit").band
+local rshift = require("bit").rshift
 local fmt = string.format
 local new_batch = message.new_batch
 local constant_batch = message.constant_batch
@@ -38,6 +39,10 @@ local _M = {
         refresh_interval_ms = { type = "integer", min = 0, default = 60000 },
         connect_timeout_ms = { type = "integer", min = 1, default = 3000 },
         request_timeout_ms = { type = "integer", min = 0, default = 12000 },
+        -- the node's login, sent instead of the client's (authenticate
+        -- checks the client's at shotover)
+        username = { type = "string" },
+        password = { type = "string", secret = true },
     },
 }
 
@@ -88,6 +93,10 @@ function _M.check_config(conf)
             end
         end
     end
+    if (conf.username == nil) ~= (conf.password == nil) then
+        errs[#errs + 1] = "username and password: give both (the node's "
+                          .. "login) or neither"
+    end
     if #errs > 0 then
         return nil, errs
     end
@@ -101,6 +110,14 @@ local err_out = ffi.new("const char *[1]")
 
 function _M.new(conf, env)
     local self = setmetatable({ name = conf.name or "cassandra" }, mt)
+    if conf.username ~= nil then
+        -- its AUTH_RESPONSE body: a SASL PLAIN token as [bytes]
+        local tok = "\0" .. conf.username .. "\0" .. conf.password
+        local n = #tok
+        self.token = string.char(rshift(n, 24) % 256,
+                                 rshift(n, 16) % 256,
+                                 rshift(n, 8) % 256, n % 256) .. tok
+    end
     if conf.contact_points ~= nil then
         return _M.new_ring(self, conf, env)
     end
@@ -194,6 +211,9 @@ catch_up = function(pool, name, chain, conn, st, batch)
         local k = 1
         while reply ~= nil and reply.rtype == OP_AUTHENTICATE and auth[k] do
             f = assert(message.frame_from_cql(auth[k]))
+            if st.token ~= nil then
+                f:set_body(st.token)    -- this sink's own login
+            end
             reply = send(pool, chain, constant_batch(1, f))[1]
             k = k + 1
         end
@@ -226,6 +246,16 @@ end
 
 function mt.__index.transform(self, batch, chain)
     local resp
+    local token = self.token
+    if token ~= nil then
+        -- the node gets the sink's login, whatever the client sent
+        for i = 1, batch.n do
+            local m = batch[i]
+            if m.rtype == OP_AUTH_RESPONSE then
+                m:set_body(token)
+            end
+        end
+    end
     if self.ring ~= nil then
         return self:ring_transform(batch, chain)
     end
@@ -237,7 +267,7 @@ function mt.__index.transform(self, batch, chain)
     local conn = chain.conn
     local st = conn[self]
     if st == nil then
-        st = {}
+        st = { token = self.token }
         conn[self] = st
     end
     if not conn.cql_handshake_done then
