@@ -109,6 +109,7 @@ return function(sink, methods)
     local function open_on(self, chain, node, batch)
         local conn = chain.conn
         local st = node_state(conn, node)
+        st.token = self.token               -- the sink's own login, if any
         if C.sh_ffi_cql_session_live(node.pool, chain.c) == 0
            and not st.opening then
             st.started, st.keyspace = false, nil
