@@ -464,6 +464,23 @@ local REDIS = {
 -- The tokens of CQL text: { kind, first, last } with kind "str" ('...',
 -- $$...$$), "ident" ("..."), "word" or "punct"; comments and blanks
 -- skipped.  An unterminated literal runs to the end.
+-- Where the CQL string or quoted identifier opening at q[i] (quote: "'"
+-- or '"') ends: the offset of its closing quote (a doubled quote is one
+-- quote inside it), or the text's end when it is not closed.
+function _M.quoted_end(q, i, quote)
+    local j = i + 1
+    while true do
+        local k = find(q, quote, j, true)
+        if k == nil then
+            return #q
+        elseif sub(q, k + 1, k + 1) == quote then
+            j = k + 2
+        else
+            return k
+        end
+    end
+end
+
 local function cql_tokens(q)
     local toks, i, n = {}, 1, #q
     while i <= n do
@@ -477,19 +494,7 @@ local function cql_tokens(q)
             local _, e = find(q, "*/", i + 2, true)
             i = (e or n) + 1
         elseif c == "'" or c == '"' then
-            local j = i + 1
-            while true do
-                local k = find(q, c, j, true)
-                if k == nil then
-                    j = n
-                    break
-                elseif sub(q, k + 1, k + 1) == c then
-                    j = k + 2
-                else
-                    j = k
-                    break
-                end
-            end
+            local j = _M.quoted_end(q, i, c)
             toks[#toks + 1] = { c == "'" and "str" or "ident", i, j }
             i = j + 1
         elseif two == "$$" then

@@ -16,6 +16,7 @@ local runner = require "shotover.runner"
 local protocols = require "shotover.protocols"
 local pools = require "shotover.pools"
 local redact = require "shotover.redact"
+local quoted_end = redact.quoted_end
 local json = require "shotover.kafka.json"
 local message = require "shotover.message"
 
@@ -330,39 +331,14 @@ function _M.cql_text(q, b, limit)
         local c = byte(q, i)
         local c2 = byte(q, i + 1)
         if c == 39 then                                 -- '
-            local j = i + 1
-            while true do
-                local k = find(q, "'", j, true)
-                if k == nil then
-                    j = n
-                    break
-                elseif byte(q, k + 1) == 39 then
-                    j = k + 2
-                else
-                    j = k
-                    break
-                end
-            end
             b:put("?")
-            i = j + 1
+            i = quoted_end(q, i, "'") + 1
         elseif c == 36 and c2 == 36 then                -- $$
             local _, e = find(q, "$$", i + 2, true)
             b:put("?")
             i = (e or n) + 1
         elseif c == 34 then                             -- "
-            local j = i + 1
-            while true do
-                local k = find(q, '"', j, true)
-                if k == nil then
-                    j = n
-                    break
-                elseif byte(q, k + 1) == 34 then
-                    j = k + 2
-                else
-                    j = k
-                    break
-                end
-            end
+            local j = quoted_end(q, i, '"')
             b:put(sub(q, i, j))
             i = j + 1
         elseif (c == 45 and c2 == 45) or (c == 47 and c2 == 47) then
