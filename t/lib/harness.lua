@@ -357,16 +357,37 @@ function h.chomp(s)
     return (s:gsub("\n$", ""))
 end
 
+-- tls_args(tls): the TLS options of redis-cli and redis-benchmark for
+-- tls = { ca = path, cert = path, key = path, sni = name, insecure = true }
+-- (every key optional; an empty table is --tls with the system's CAs)
+function h.tls_args(tls)
+    local out = {}
+    if not tls then return out end
+    out[1] = "--tls"
+    local function add(flag, v)
+        if v then out[#out + 1] = flag; out[#out + 1] = tostring(v) end
+    end
+    add("--cacert", tls.ca)
+    add("--cert", tls.cert)
+    add("--key", tls.key)
+    add("--sni", tls.sni)
+    if tls.insecure then out[#out + 1] = "--insecure" end
+    return out
+end
+
 -- cli(port, arg, arg, ..., [opts]): redis-cli -p port args...; returns
 -- stdout without its last newline, the exit code and stderr.  opts.stdin
 -- (string, for -x), opts.timeout (seconds, default 20), opts.pre (list of
--- redis-cli options put before the command, e.g. {"-3", "--no-raw"}).
+-- redis-cli options put before the command, e.g. {"-3", "--no-raw"}),
+-- opts.tls (redis-cli --tls with the options of h.tls_args), opts.host.
 -- A redis-cli that outlives the timeout is killed and this raises.
 function h.cli(port, ...)
     local args = { ... }
     local opts = {}
     if type(args[#args]) == "table" then opts = table.remove(args) end
     local argv = { "redis-cli", "-p", tostring(port) }
+    if opts.host then argv[#argv + 1] = "-h"; argv[#argv + 1] = opts.host end
+    for _, a in ipairs(h.tls_args(opts.tls)) do argv[#argv + 1] = a end
     for _, a in ipairs(opts.pre or {}) do argv[#argv + 1] = a end
     for _, a in ipairs(args) do argv[#argv + 1] = tostring(a) end
     local r = h.run(argv, { stdin = opts.stdin, timeout = opts.timeout or 20 })
@@ -932,12 +953,29 @@ h._sentinel = sentinel
 local Redis = {}
 Redis.__index = Redis
 
--- redis_server{ port = n }: a fresh redis-server on 127.0.0.1, its own dir,
--- no persistence; returns once it answers PING.
+-- redis_server{ port = n, args = { ... }, tls = { ... } }: a fresh
+-- redis-server on 127.0.0.1, its own dir, no persistence; returns once it
+-- answers PING.
+-- tls = { cert = path, key = path, ca = path, auth_clients = "no" | "yes" |
+-- "optional" (default "no"), client = { cert = path, key = path } }: the
+-- server speaks only TLS, on `port` (--port 0 --tls-port port); `ca` is
+-- what it checks client certificates against (and what the readiness
+-- check trusts), `client` the certificate the readiness check presents
+-- when auth_clients is "yes", insecure = true: the readiness check and
+-- r:cli do not verify the server's certificate (a server with an expired
+-- one, for the specs of what a client then does).  r.tls holds the redis-cli options that
+-- reach it (h.cli(r.port, ..., { tls = r.tls }); r:cli does that).
 function h.redis_server(opts)
     opts = opts or {}
     local r = setmetatable({ port = opts.port or h.free_port(),
-        dir = h.tmpdir("redis"), extra = opts.args or {} }, Redis)
+        dir = h.tmpdir("redis"), extra = opts.args or {},
+        tls_server = opts.tls }, Redis)
+    if opts.tls then
+        local t = opts.tls
+        assert(t.cert and t.key and t.ca, "redis_server: tls needs cert, key and ca")
+        r.tls = { ca = t.ca, cert = t.client and t.client.cert,
+                  key = t.client and t.client.key, insecure = t.insecure }
+    end
     r:start()
     return r
 end
@@ -948,6 +986,16 @@ function Redis:start(timeout)
     local argv = { "redis-server", "--port", tostring(self.port),
         "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
         "--dir", self.dir, "--daemonize", "no", "--protected-mode", "no" }
+    local t = self.tls_server
+    if t then
+        argv[3] = "0"
+        for _, a in ipairs({ "--tls-port", tostring(self.port),
+                "--tls-cert-file", t.cert, "--tls-key-file", t.key,
+                "--tls-ca-cert-file", t.ca,
+                "--tls-auth-clients", t.auth_clients or "no" }) do
+            argv[#argv + 1] = a
+        end
+    end
     for _, a in ipairs(self.extra) do argv[#argv + 1] = a end
     self.proc = h.spawn(argv, { stdout = self.log_path, stderr = "stdout", append = true })
     local proc = self.proc
@@ -956,7 +1004,7 @@ function Redis:start(timeout)
             error("redis-server exited (" .. status_string(proc:poll()) .. "): "
                 .. (h.read_file(self.log_path) or ""))
         end
-        local out, code = h.cli(self.port, "ping", { timeout = 2 })
+        local out, code = h.cli(self.port, "ping", { timeout = 2, tls = self.tls })
         -- a server started with requirepass or ACLs answers NOAUTH
         return code == 0 and (out == "PONG" or out:find("^NOAUTH") ~= nil), out
     end, timeout or 10, "redis-server on port " .. self.port .. " to answer PONG")
@@ -974,7 +1022,17 @@ function Redis:stop(sig)
     end
 end
 
-function Redis:cli(...) return h.cli(self.port, ...) end
+-- redis-cli to this server (with its TLS options when it speaks TLS)
+function Redis:cli(...)
+    if not self.tls then return h.cli(self.port, ...) end
+    local args = { ... }
+    local opts = {}
+    if type(args[#args]) == "table" then opts = table.remove(args) end
+    local o = { tls = self.tls }
+    for k, v in pairs(opts) do o[k] = v end
+    args[#args + 1] = o
+    return h.cli(self.port, unpack(args))
+end
 
 -- CLIENT LIST of the redis on `port` as a list of { field = value }, without
 -- the redis-cli connection that asked
@@ -1045,14 +1103,23 @@ local Shotover = {}
 Shotover.__index = Shotover
 
 -- Is something on port answering RESP?  redis-cli ping exits 0 once it got
--- any reply (PONG, an error or a null, depending on the chain).
-local function cli_ready(port)
-    local r = h.run({ "redis-cli", "-p", tostring(port), "ping" }, { timeout = 3 })
-    return r.code == 0 and not r.timed_out, r.stdout .. r.stderr
+-- any reply (PONG, an error or a null, depending on the chain).  tls: the
+-- options of h.tls_args, for a TLS source.
+local function cli_ready(port, tls)
+    local argv = { "redis-cli", "-p", tostring(port) }
+    for _, a in ipairs(h.tls_args(tls)) do argv[#argv + 1] = a end
+    argv[#argv + 1] = "ping"
+    local r = h.run(argv, { timeout = 3 })
+    -- redis-cli exits 0 when the TLS handshake failed too, saying so
+    local out = r.stdout .. r.stderr
+    return r.code == 0 and not r.timed_out
+           and not out:find("Could not connect", 1, true), out
 end
 
 -- shotover{ config = text, port = listen port to wait for (nil: don't
--- wait), args = extra CLI args, ready_timeout = s, wrap = argv prefix }
+-- wait), args = extra CLI args, ready_timeout = s, wrap = argv prefix,
+-- tls = redis-cli TLS options (h.tls_args) for the readiness check of a
+-- TLS source }
 -- `wrap` runs shotover under a program that execs it, so the process is
 -- still shotover's: { "prlimit", "--nofile=64:64", "--" } starts it with
 -- those limits.
@@ -1071,6 +1138,7 @@ function h.shotover(o)
     s.proc = h.spawn(argv, { stdout = s.log_path, stderr = "stdout" })
     s.proc.is_shotover = s
     shotovers[#shotovers + 1] = s
+    s.tls = o.tls
     if o.port then s:wait_ready(o.port, o.ready_timeout) end
     return s
 end
@@ -1082,7 +1150,7 @@ function Shotover:wait_ready(port, timeout)
             error("shotover exited (" .. status_string(proc:poll()) .. ") before listening on "
                 .. port .. "; log:\n" .. self:log(), 0)
         end
-        return cli_ready(port)
+        return cli_ready(port, self.tls)
     end, timeout or 15, "shotover to answer on port " .. port)
 end
 
