@@ -27,6 +27,16 @@
 --   free loopback port; default false), yaml = "extra: lines\n" (appended to
 --   the generated cassandra.yaml), jvm_args = { ... }, ready_timeout = s
 --   (default 120), port / storage_port (default: free ports)
+--   tls = { cert = path, key = path (PKCS#8 PEM), ca = path,
+--           require_client_auth = false, optional = false,
+--           client = { cert = path, key = path } }: client
+--           encryption on the native port (client_encryption_options,
+--           PEM files through PEMBasedSslContextFactory); `ca` is the
+--           truststore for client certificates and what the readiness
+--           probe trusts, `client` the certificate the probe presents.
+--           Not optional: the probe is the Python driver
+--           with an SSL context (the raw client below speaks no TLS);
+--           optional = true: TLS and plain text on the one port.
 -- Node fields: host ("127.0.0.1"), port (native transport), storage_port,
 --   jmx_port (or nil), dir, yaml_path, log_path (system.log), out_path
 --   (JVM stdout/stderr), user / password (with auth), version
@@ -185,6 +195,26 @@ local FAST = {
 -- config files
 ---------------------------------------------------------------------------
 
+-- client_encryption_options for opts.tls (see the header); the key and
+-- the certificate in one PEM file, as the PEM factory's keystore wants
+local function tls_yaml(n)
+    local t = n.tls
+    if not t then return "" end
+    local keystore = n.dir .. "/keystore.pem"
+    h.write_file(keystore, h.read_file(t.key) .. h.read_file(t.cert))
+    return string.format([[
+client_encryption_options:
+  enabled: true
+  optional: %s
+  ssl_context_factory:
+    class_name: org.apache.cassandra.security.PEMBasedSslContextFactory
+  keystore: %s
+  truststore: %s
+  require_client_auth: %s
+]], t.optional and "true" or "false", keystore, t.ca,
+        t.require_client_auth and "true" or "false")
+end
+
 local function yaml_text(n)
     local authn = n.auth and "PasswordAuthenticator" or "AllowAllAuthenticator"
     local authz = n.authorizer or (n.auth and "CassandraAuthorizer" or "AllowAllAuthorizer")
@@ -251,7 +281,7 @@ write_request_timeout: 10000ms
 request_timeout: 20000ms
 ]], n.cluster_name, n.num_tokens, n.initial_token, n.auto_bootstrap and "true" or "false",
         authn, authz, d, d, d, d, d, n.seeds or (n.host .. ":" .. n.storage_port), n.host, n.host,
-        n.storage_port, n.ssl_storage_port, n.port) .. (n.extra_yaml or "")
+        n.storage_port, n.ssl_storage_port, n.port) .. tls_yaml(n) .. (n.extra_yaml or "")
 end
 
 local function logback_text(n)
@@ -299,6 +329,7 @@ local function new_node(opts, over)
         ssl_storage_port = h.free_port(),
         jmx_port = opts.jmx and h.free_port() or nil,
         extra_yaml = opts.yaml,
+        tls = opts.tls,
         jvm_args = opts.jvm_args or {},
         log_level = opts.log_level,
         cversion = opts.version or M.version(),
@@ -400,6 +431,23 @@ end
 
 -- probe once: the release_version, or nil and why not
 function Node:probe(timeout)
+    if self.tls and not self.tls.optional then
+        -- the native port speaks only TLS: the driver, once it listens
+        if not self:log():find("Starting listening for CQL clients", 1, true) then
+            return nil, "native transport not started yet"
+        end
+        local t = self.tls
+        local out, code, err = M.python([[
+c, s = connect(ssl_context=tls_context(ARGS[0], ARGS[1] or None, ARGS[2] or None))
+print(s.execute("SELECT release_version FROM system.local").one()[0])
+c.shutdown()
+]], { port = self.port, host = self.host, user = self.user,
+            password = self.password, may_fail = true, timeout = (timeout or 3) + 10,
+            args = { t.ca, t.client and t.client.cert or "",
+                     t.client and t.client.key or "" } })
+        if code == 0 then return (out:match("([%d.]+)%s*$")) end
+        return nil, err
+    end
     local ok, res = pcall(function()
         local c = M.connect(self.port, { host = self.host, user = self.user,
             password = self.password, timeout = timeout or 3 })
@@ -747,7 +795,8 @@ M.PYTHON = "/usr/bin/python3"
 
 -- A prelude every script gets: PORT, HOST (the first contact point),
 -- CONTACTS (a list of (host, port): one for a node, every node of a ring),
--- USER, PASSWORD, ARGS (further args) and connect(protocol_version=4,
+-- USER, PASSWORD, ARGS (further args), tls_context(ca, cert, key) (an
+-- SSLContext for connect(ssl_context=...)) and connect(protocol_version=4,
 -- compression=False, user=..., hosts=CONTACTS, lbp=None, ...), which
 -- returns (cluster, session) with the driver talking only to those hosts
 -- (a WhiteListRoundRobinPolicy of them unless lbp, a load balancing
@@ -763,6 +812,14 @@ from cassandra.cluster import Cluster, ExecutionProfile, EXEC_PROFILE_DEFAULT
 from cassandra.policies import WhiteListRoundRobinPolicy, ConstantReconnectionPolicy
 from cassandra.auth import PlainTextAuthProvider
 import cassandra
+def tls_context(ca, cert=None, key=None):
+    """An SSLContext that trusts the CA file ca (names checked), with a
+    client certificate when cert/key are given: connect(ssl_context=...)."""
+    import ssl
+    ctx = ssl.create_default_context(cafile=ca)
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx
 def connect(protocol_version=4, compression=False, user=USER, password=PASSWORD, port=None,
             keyspace=None, hosts=None, lbp=None, **kw):
     auth = PlainTextAuthProvider(username=user, password=password) if user else None
