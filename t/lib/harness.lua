@@ -757,6 +757,61 @@ function h.raw(port, bytes, opts)
     return data, closed
 end
 
+-- tls_tunnel{ port = target port, host = "127.0.0.1", ca = path,
+-- cert = path, key = path, sni = name }: t/tools/tls-tunnel, a TLS client
+-- tunnel: every plain connection to tunnel.port gets its own TLS connection
+-- to host:port (server verified against ca, named sni or host; the client
+-- certificate when given), so a spec drives a TLS server with h.connect
+-- and the whole Conn API.  tunnel:connections() lists one entry per
+-- connection made so far: { serial = "AB12..." } (the served certificate)
+-- or { failed = "reason" }; tunnel:wait_connections(n) waits for n.
+function h.tls_tunnel(o)
+    local script = (os.getenv("SHOTOVER_SRC") or ".") .. "/t/tools/tls-tunnel"
+    local port = h.free_port()
+    local argv = { "/usr/bin/python3", "-u", script, tostring(port),
+                   (o.host or "127.0.0.1") .. ":" .. o.port, o.ca }
+    if o.cert then argv[#argv + 1] = o.cert; argv[#argv + 1] = o.key end
+    if o.sni then argv[#argv + 1] = "--sni"; argv[#argv + 1] = o.sni end
+    local out = h.tmpfile("tls-tunnel") .. ".out"
+    local t = { port = port, out_path = out }
+    t.proc = h.spawn(argv, { stdout = out, stderr = "stdout" })
+    h.wait_until(function()
+        if not t.proc:alive() then
+            error("tls-tunnel exited: " .. (h.read_file(out) or ""), 0)
+        end
+        return (h.read_file(out) or ""):find("listening", 1, true) ~= nil
+    end, 10, "tls-tunnel to listen")
+    function t.connections()
+        local list = {}
+        for l in (h.read_file(out) or ""):gmatch("[^\n]+") do
+            local serial = l:match("^connected (%x+)")
+            local why = l:match("^failed (.*)")
+            if serial then list[#list + 1] = { serial = serial:upper() }
+            elseif why then list[#list + 1] = { failed = why } end
+        end
+        return list
+    end
+    function t.wait_connections(n)
+        return h.wait_until(function()
+            local l = t.connections()
+            return #l >= n and l
+        end, 10, n .. " tls-tunnel connections")
+    end
+    -- a plain connection through the tunnel, once its TLS side is up (or
+    -- raises with the tunnel's reason)
+    function t.connect()
+        local n = #t.connections()
+        local c = h.connect(port)
+        local l = t.wait_connections(n + 1)
+        if l[n + 1].failed then
+            error("TLS connection failed: " .. l[n + 1].failed, 2)
+        end
+        c.tls_serial = l[n + 1].serial
+        return c
+    end
+    return t
+end
+
 ---------------------------------------------------------------------------
 -- RESP
 ---------------------------------------------------------------------------
