@@ -433,7 +433,7 @@ return {
 %s
   },
 }]], admin(A), table.concat(sources, "\n")) })
-        s:wait_ready(P.both, 15)
+        s:wait_ready(P.both, 15, { ca = c.ca.cert })
     end)
     teardown(h.cleanup)
 

@@ -1198,14 +1198,17 @@ function h.shotover(o)
     return s
 end
 
-function Shotover:wait_ready(port, timeout)
+-- wait until port answers redis-cli ping; tls: the redis-cli TLS options
+-- for that port (default those the shotover was started with; false: plain)
+function Shotover:wait_ready(port, timeout, tls)
+    if tls == nil then tls = self.tls end
     local proc = self.proc
     h.wait_until(function()
         if not proc:alive() then
             error("shotover exited (" .. status_string(proc:poll()) .. ") before listening on "
                 .. port .. "; log:\n" .. self:log(), 0)
         end
-        return cli_ready(port, self.tls)
+        return cli_ready(port, tls or nil)
     end, timeout or 15, "shotover to answer on port " .. port)
 end
 
