@@ -19,8 +19,10 @@
 --                                   -- the server SANs (a "wrong CA" either way)
 -- Every entry: cert, key, pem (key then cert), subject (RFC 2253, as
 -- shotover reports it), serial (hex, upper case, as openssl prints it).
--- Keys are RSA 2048 in PKCS#8 PEM (what Java's PEM reader, Cassandra's
--- PEMBasedSslContextFactory, takes as well as OpenSSL).
+-- Keys are ECDSA P-256 in PKCS#8 PEM (what Java's PEM reader, Cassandra's
+-- PEMBasedSslContextFactory, takes as well as OpenSSL); P-256, not RSA: an
+-- RSA key takes a noticeable fraction of a second to make, and a spec
+-- file makes a dozen.
 --
 -- certs.serial(path), certs.fingerprint(path) (SHA-256, "AB:CD:..."),
 -- certs.subject(path) (RFC 2253): what openssl reads from a PEM cert.
@@ -83,7 +85,7 @@ subjectAltName = IP:127.0.0.1, IP:127.0.0.2, IP:127.0.0.3, DNS:localhost
 ]]
 
 local function new_key(path)
-    openssl({ "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+    openssl({ "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
               "-out", path }, path)
     return path
 end
@@ -149,7 +151,7 @@ function M.fingerprint(path)
 end
 
 -- make(dir): every certificate above in dir (default a new harness temp
--- dir); about 2 s (11 RSA keys)
+-- dir)
 function M.make(dir)
     dir = dir or h.tmpdir("certs")
     math.randomseed(os.time() + h.now() * 1000)
