@@ -6,7 +6,8 @@
 -- its replica; a reshard moves slots, and their keys, from one master to
 -- another; cleanup stops every node and removes their dirs.  No shotover
 -- here: these specs prove the ground the cluster-aware Redis specs stand
--- on.
+-- on.  The same cluster speaking only TLS (certificates from
+-- t/lib/certs.lua) forms, serves redis-cli --tls and fails over.
 
 local h = require("harness")
 local rc = require("redis_cluster")
@@ -290,5 +291,44 @@ describe("redis cluster harness", function()
                 assert.is_nil(h.read_file(n.dir .. "/nodes.conf"))
             end
         end
+    end)
+end)
+
+describe("a redis cluster speaking only TLS", function()
+    local c, cl
+
+    setup(function()
+        c = require("certs").make()
+        cl = rc.start{ masters = 3, replicas = 1,
+                       tls = { cert = c.node.cert, key = c.node.key, ca = c.ca.cert } }
+    end)
+    teardown(h.cleanup)
+
+    it("forms over TLS, serves redis-cli --tls -c and refuses plain text", function()
+        local ok, out = cl:cluster_check()
+        assert.is_true(ok, out)
+        assert.is_true(cl:check())
+        for i = 1, 20 do
+            assert.equal("OK", cl:cli(1, "set", "tls" .. i, "v" .. i, C))
+        end
+        for i = 1, 20 do
+            local k = "tls" .. i
+            local m = cl:master_of_slot(cl:slot_of(k))
+            assert.equal("v" .. i, cl:cli(m, "get", k))
+            assert.equal("v" .. i, (cl:query(m, "GET", k)))
+        end
+        -- the nodes' ports speak TLS only
+        local plain, code = h.cli(cl:port(1), "ping")
+        assert.are_not.equal("PONG", plain)
+        assert.are_not.equal(0, code)
+    end)
+
+    it("promotes a killed master's replica over the TLS bus", function()
+        local m = cl:masters()[1]
+        cl:kill(m)
+        local promoted = cl:wait_failover(m, 60)
+        assert.is_number(promoted)
+        cl:restart(m)
+        cl:wait_ok(60)
     end)
 end)

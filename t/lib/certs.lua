@@ -10,6 +10,10 @@
 --   c.server.pem                    -- key + cert in one file (HAProxy's crt)
 --   c.client.cert, c.client.key     -- CN=app1,O=shotover-test (clientAuth)
 --   c.client2 ...                   -- CN=app2,O=shotover-test
+--   c.node                          -- server and client use (both EKUs),
+--                                   -- the server SANs: a Redis Cluster
+--                                   -- node, whose bus always checks the
+--                                   -- peer's certificate as a client's
 --   c.server2                       -- another server cert from the same CA
 --                                   -- (same SANs, another serial: a reload)
 --   c.expired_server, c.expired_client   -- valid 2020-01-01 .. 2020-02-01
@@ -159,6 +163,8 @@ function M.make(dir)
     c.ca = new_ca(dir, "ca", "/O=shotover-test/CN=shotover test CA")
     c.server = issue(c.ca, dir, "server", "/O=shotover-test/CN=localhost",
                      { ext = "server_ext" })
+    c.node = issue(c.ca, dir, "node", "/O=shotover-test/CN=redis-node",
+                   { ext = "both_ext" })
     c.server2 = issue(c.ca, dir, "server2", "/O=shotover-test/CN=localhost",
                       { ext = "server_ext" })
     c.client = issue(c.ca, dir, "client", "/O=shotover-test/CN=app1",

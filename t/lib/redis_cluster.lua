@@ -53,7 +53,13 @@
 --
 -- rc.start(opts) -> Cluster.  opts (all optional): masters = 3, replicas =
 --   1 (per master), node_timeout_ms = 2000, args = { ... } (extra
---   redis-server arguments for every node), ready_timeout = s (default 60).
+--   redis-server arguments for every node), ready_timeout = s (default 60),
+--   tls = { cert = path, key = path, ca = path }: every node speaks only
+--   TLS, to clients, on its bus (tls-cluster) and to its master
+--   (tls-replication), on its `port` (--port 0 --tls-port port); client
+--   certificates are not asked for.  The harness's in-process queries then
+--   go through a t/tools/tls-tunnel per node (node.tunnel), redis-cli gets
+--   --tls --cacert ca (cl.tls holds those options).
 -- Cluster fields: nodes = { { port, bus_port, dir, proc, log_path, id,
 --   argv }, ... } in start order, node_timeout_ms, startup_seconds (spawn to
 --   ready), create_output (what redis-cli --cluster create printed).
@@ -203,6 +209,8 @@ function M.start(opts)
         masters_n = masters, replicas_n = replicas,
         node_timeout_ms = opts.node_timeout_ms or 2000,
         extra = opts.args or {},
+        tls_files = opts.tls,
+        tls = opts.tls and { ca = opts.tls.ca } or nil,
     }, Cluster)
     -- stopped before harness.cleanup removes the dirs
     h.defer(function() cl:stop() end)
@@ -219,12 +227,26 @@ function M.start(opts)
             "--cluster-node-timeout", tostring(cl.node_timeout_ms),
             "--cluster-replica-validity-factor", "0",
             "--repl-diskless-sync-delay", "0" }
+        if opts.tls then
+            n.argv[3] = "0"
+            for _, a in ipairs({ "--tls-port", tostring(n.port),
+                    "--tls-cluster", "yes", "--tls-replication", "yes",
+                    "--tls-cert-file", opts.tls.cert, "--tls-key-file", opts.tls.key,
+                    "--tls-ca-cert-file", opts.tls.ca, "--tls-auth-clients", "no" }) do
+                n.argv[#n.argv + 1] = a
+            end
+        end
         for _, a in ipairs(cl.extra) do n.argv[#n.argv + 1] = a end
         cl.nodes[i] = n
         cl.by_port[n.port] = n
     end
     -- all spawned first, then waited for: they start side by side
     for _, n in ipairs(cl.nodes) do cl:_spawn(n) end
+    if opts.tls then
+        for _, n in ipairs(cl.nodes) do
+            n.tunnel = h.tls_tunnel({ port = n.port, ca = opts.tls.ca })
+        end
+    end
     for _, n in ipairs(cl.nodes) do cl:_wait_ping(n, 10) end
     for _, n in ipairs(cl.nodes) do n.id = assert(cl:query(n.port, "CLUSTER", "MYID")) end
     cl:_create()
@@ -252,6 +274,7 @@ end
 function Cluster:_create()
     local argv = { "redis-cli", "--cluster", "create" }
     for _, s in ipairs(self:seeds()) do argv[#argv + 1] = s end
+    for _, a in ipairs(h.tls_args(self.tls)) do argv[#argv + 1] = a end
     for _, a in ipairs({ "--cluster-replicas", self.replicas_n, "--cluster-yes" }) do
         argv[#argv + 1] = tostring(a)
     end
@@ -313,7 +336,14 @@ function Cluster:log_tail(x, count)
 end
 
 function Cluster:cli(x, ...)
-    return h.cli(self:port(x), ...)
+    if not self.tls then return h.cli(self:port(x), ...) end
+    local args = { ... }
+    local opts = {}
+    if type(args[#args]) == "table" then opts = table.remove(args) end
+    local o = { tls = self.tls }
+    for k, v in pairs(opts) do o[k] = v end
+    args[#args + 1] = o
+    return h.cli(self:port(x), unpack(args))
 end
 
 -- one command over the node's cached connection; a connection that fails
@@ -323,7 +353,10 @@ function Cluster:query(x, ...)
     local c = self.conns[port]
     if not c then
         local err
-        c, err = h.try_connect(port, 1)
+        local n = self:node(x)
+        -- a TLS node through its tunnel (which closes the connection at
+        -- once when the node cannot be reached)
+        c, err = h.try_connect(n.tunnel and n.tunnel.port or port, 1)
         if not c then return nil, err end
         self.conns[port] = c
     end
@@ -498,8 +531,9 @@ end
 
 function Cluster:cluster_check()
     local port = self:_first_live().port
-    local r = h.run({ "redis-cli", "--cluster", "check", M.HOST .. ":" .. port },
-        { timeout = 30 })
+    local argv = { "redis-cli", "--cluster", "check", M.HOST .. ":" .. port }
+    for _, a in ipairs(h.tls_args(self.tls)) do argv[#argv + 1] = a end
+    local r = h.run(argv, { timeout = 30 })
     local out = r.stdout .. r.stderr
     return r.code == 0 and not r.timed_out
         and out:find("[OK] All 16384 slots covered", 1, true) ~= nil, out
@@ -587,10 +621,11 @@ function Cluster:reshard(from, to, nslots, timeout)
     local fid, tid = self:node_id(fport), self:node_id(tport)
     local before = {}
     for _, s in ipairs(self:slots_of(fport)) do before[s] = true end
-    local r = h.run({ "redis-cli", "--cluster", "reshard", M.HOST .. ":" .. fport,
+    local argv = { "redis-cli", "--cluster", "reshard", M.HOST .. ":" .. fport,
         "--cluster-from", fid, "--cluster-to", tid,
-        "--cluster-slots", tostring(nslots), "--cluster-yes" },
-        { timeout = timeout or 120 })
+        "--cluster-slots", tostring(nslots), "--cluster-yes" }
+    for _, a in ipairs(h.tls_args(self.tls)) do argv[#argv + 1] = a end
+    local r = h.run(argv, { timeout = timeout or 120 })
     if r.code ~= 0 or r.timed_out then
         error(string.format("redis-cli --cluster reshard failed (%s%s):\n%s%s",
             tostring(r.code), r.timed_out and ", timed out" or "",
