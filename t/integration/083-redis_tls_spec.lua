@@ -383,7 +383,7 @@ end)
 describe("redis sinks speaking TLS to redis-server's tls-port", function()
     local c, tlsr, expired, mtlsr, A, s, P = nil, nil, nil, nil, nil, nil, {}
     local sinks = {
-        "ok", "byname", "wrongca", "expired", "mismatch", "noverify",
+        "ok", "byname", "wrongca", "oldcert", "othername", "unchecked",
         "clientcert", "nocert",
     }
 
@@ -401,10 +401,10 @@ describe("redis sinks speaking TLS to redis-server's tls-port", function()
             byname = { tlsr.port, string.format('{ ca = %q, server_name = "localhost" }',
                                                 c.ca.cert) },
             wrongca = { tlsr.port, string.format("{ ca = %q }", c.other_ca.cert) },
-            expired = { expired.port, string.format("{ ca = %q }", c.ca.cert) },
-            mismatch = { tlsr.port, string.format(
+            oldcert = { expired.port, string.format("{ ca = %q }", c.ca.cert) },
+            othername = { tlsr.port, string.format(
                 '{ ca = %q, server_name = "not-this-server.example" }', c.ca.cert) },
-            noverify = { expired.port, "{ verify = false }" },
+            unchecked = { expired.port, "{ verify = false }" },
             clientcert = { mtlsr.port, string.format("{ ca = %q, cert = %q, key = %q }",
                 c.ca.cert, c.client.cert, c.client.key) },
             nocert = { mtlsr.port, string.format("{ ca = %q }", c.ca.cert) },
@@ -443,7 +443,8 @@ return {
     end
 
     -- the sink's error reply: names the sink, says why; the log says why too
-    local function sink_refused(name, reasons)
+    -- (server: the redis the sink points at, which must not get the write)
+    local function sink_refused(name, reasons, server)
         local before = sink_errors(A, name)
         local v = through(name, "SET", "sink:" .. name, "x")
         assert.is_table(v, name .. ": " .. tostring(v))
@@ -459,7 +460,7 @@ return {
         h.wait_until(function()
             return sink_errors(A, name) >= before + 1
         end, 10, "the handshake error metric of sink " .. name)
-        assert.equal("", tlsr:cli("get", "sink:" .. name))
+        assert.equal("", server:cli("get", "sink:" .. name))
         return v.err
     end
 
@@ -475,21 +476,22 @@ return {
     end)
 
     it("answers an error naming the sink when the server's CA is not the one given", function()
-        sink_refused("wrongca", { "certificate verify failed" })
+        sink_refused("wrongca", { "certificate verify failed" }, tlsr)
     end)
 
     it("answers an error when the server's certificate has expired", function()
-        sink_refused("expired", { "certificate verify failed", "expired" })
+        sink_refused("oldcert", { "certificate verify failed", "expired" }, expired)
     end)
 
     it("answers an error when server_name is not the certificate's", function()
-        sink_refused("mismatch", { "certificate verify failed", "hostname mismatch" })
+        sink_refused("othername", { "certificate verify failed", "hostname mismatch" },
+                     tlsr)
     end)
 
     it("reaches a server it does not verify with verify = false, and warns", function()
-        assert.same(OK, through("noverify", "SET", "sink:noverify", "unverified"))
-        assert.equal("unverified", expired:cli("get", "sink:noverify"))
-        local warn = log_lines(s, "noverify", "verif")
+        assert.same(OK, through("unchecked", "SET", "sink:unchecked", "unverified"))
+        assert.equal("unverified", expired:cli("get", "sink:unchecked"))
+        local warn = log_lines(s, "unchecked", "verif")
         assert.is_true(#warn > 0, "no warning about the unverified sink")
     end)
 
