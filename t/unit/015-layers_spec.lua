@@ -16,7 +16,7 @@ local LAYERS = {
     -- 3: a worker's loop and Lua state
     sh_worker = 3, sh_lua = 3,
     -- 4: one connection to a backend
-    sh_upstream = 4,
+    sh_upstream = 4, sh_tls = 4,
     -- 5: client connections and their runs
     sh_conn = 5, sh_run = 5,
     -- 6: sinks' pools, and what else Lua waits on (watches, awaits)
