@@ -128,6 +128,55 @@ function _M.check_sink(conf)
     return true
 end
 
+-- A kafka transform's `tls`: librdkafka does its own TLS, so its keys
+-- are the ones librdkafka has (ca, cert, key, verify, ciphers).
+_M.kafka_schema = {
+    ca = _M.sink_schema.ca, cert = common.cert, key = common.key,
+    verify = _M.sink_schema.verify, ciphers = common.ciphers,
+}
+
+function _M.check_kafka(t, prefix)
+    local errs = {}
+    if type(t) ~= "table" then
+        return { fmt("%s: expected a table, got %s", prefix, schema.show(t)) }
+    end
+    schema.check(t, _M.kafka_schema, prefix, errs)
+    if #errs == 0 and (t.cert == nil) ~= (t.key == nil) then
+        errs[1] = prefix .. (t.cert and ".key" or ".cert")
+                  .. ": a client certificate needs both cert and key"
+    end
+    for _, k in ipairs({ "ca", "cert", "key" }) do
+        local f = type(t[k]) == "string" and open(t[k], "rb")
+        if f then
+            f:close()
+        elseif type(t[k]) == "string" then
+            errs[#errs + 1] = fmt("%s.%s: cannot read \"%s\"", prefix, k,
+                                  t[k])
+        end
+    end
+    return errs
+end
+
+-- Checked kafka `tls` t as librdkafka properties, added to props (a
+-- security.protocol of the config's own, e.g. sasl_ssl, stays).
+function _M.kafka_properties(t, props)
+    if t == nil then
+        return props
+    end
+    props["security.protocol"] = props["security.protocol"] or "ssl"
+    props["ssl.ca.location"] = t.ca
+    props["ssl.certificate.location"] = t.cert
+    props["ssl.key.location"] = t.key
+    props["ssl.cipher.suites"] = t.ciphers
+    if t.verify == false then
+        props["enable.ssl.certificate.verification"] = "false"
+        props["ssl.endpoint.identification.algorithm"] = "none"
+    else
+        props["ssl.endpoint.identification.algorithm"] = "https"
+    end
+    return props
+end
+
 -- The context of checked settings t: made once per settings table (a
 -- configuration's), shared by every pool and listener made from them.
 local made = setmetatable({}, { __mode = "k" })
