@@ -24,6 +24,7 @@
 #include "sh_metrics.h"
 #include "sh_redis_pool.h"
 #include "sh_server.h"
+#include "sh_tls.h"
 #include "sh_upstream.h"
 #include "sh_watch.h"
 
@@ -222,6 +223,7 @@ sh_worker_main(void *arg)
     }
     uv_run(&w->loop, UV_RUN_NOWAIT);
     sh_buf_pools_free();
+    sh_tls_buffers_free();
     if (uv_loop_close(&w->loop) != 0) {
         sh_log_warn("worker %d: loop closed with handles open", w->id);
     }

@@ -294,6 +294,15 @@ sh_tls_free(sh_tls_t *t)
 }
 
 void
+sh_tls_buffers_free(void)
+{
+    sh_free(sh_tls_rspace);
+    sh_free(sh_tls_plain);
+    sh_tls_rspace = NULL;
+    sh_tls_plain = NULL;
+}
+
+void
 sh_tls_read_space(uv_buf_t *buf)
 {
     if (sh_tls_rspace == NULL) {

@@ -42,6 +42,8 @@ void sh_tls_free(sh_tls_t *t);
 void sh_tls_ctx_ref(sh_tls_ctx_t *ctx);
 void sh_tls_ctx_unref(sh_tls_ctx_t *ctx);
 
+/* Free this thread's buffers (made again when next needed). */
+void sh_tls_buffers_free(void);
 /* Where a socket read lands (a per-thread buffer; the bytes are fed to
  * sh_tls_feed in the read callback that follows). */
 void sh_tls_read_space(uv_buf_t *buf);

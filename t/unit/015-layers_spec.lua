@@ -14,9 +14,9 @@ local LAYERS = {
     -- 2: one table of functions per protocol
     sh_proto = 2,
     -- 3: a worker's loop and Lua state
-    sh_worker = 3, sh_lua = 3,
+    sh_worker = 3, sh_lua = 3, sh_tls = 3,
     -- 4: one connection to a backend
-    sh_upstream = 4, sh_tls = 4,
+    sh_upstream = 4,
     -- 5: client connections and their runs
     sh_conn = 5, sh_run = 5,
     -- 6: sinks' pools, and what else Lua waits on (watches, awaits)
