@@ -28,6 +28,7 @@
  * (coalesce) makes the main run yield MORE; it is resumed with the next
  * batch read, when its timer fires, or at EOF (sh_run.c).
  */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -47,6 +48,7 @@ typedef struct sh_write_s {
 
 static void sh_conn_read_cb(uv_stream_t *s, ssize_t nread,
     const uv_buf_t *buf);
+static int sh_conn_tls_flush(sh_conn_t *c);
 
 /* --- closing ------------------------------------------------------------- */
 
@@ -61,6 +63,7 @@ void
 sh_listener_release(sh_listener_t *l)
 {
     if (l->open_handles == 0 && l->refs == 0) {
+        sh_tls_ctx_unref(l->conf.tls);
         sh_free(l);
     }
 }
@@ -84,6 +87,7 @@ sh_conn_close_cb(uv_handle_t *h)
         c->src->refs--;
         sh_listener_release(c->src);
     }
+    sh_tls_free(c->tls);
     sh_free(c);
 }
 
@@ -168,6 +172,12 @@ sh__conn_close_after_writes(sh_conn_t *c)
         uv_read_stop((uv_stream_t *) &c->tcp);
         c->read_stopped = 1;
     }
+    if (c->tls != NULL) {
+        sh_tls_shutdown(c->tls);         /* close_notify, then FIN */
+        if (sh_conn_tls_flush(c) != SH_OK) {
+            return;
+        }
+    }
     c->shutdown.data = c;
     if (uv_shutdown(&c->shutdown, (uv_stream_t *) &c->tcp,
                     sh_conn_shutdown_cb) != 0)
@@ -187,6 +197,10 @@ sh_conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     size_t n;
 
     sh_unused(suggested);
+    if (c->tls != NULL) {
+        sh_tls_read_space(buf);          /* ciphertext, decrypted after */
+        return;
+    }
     c->pc.p->reader_space(c->pc.reader, &p, &n);
     buf->base = (char *) p;
     buf->len = n;
@@ -248,6 +262,8 @@ sh_conn_bound_input(sh_conn_t *c)
 
 /* --- writing ------------------------------------------------------------- */
 
+static void sh_conn_wrote(sh_conn_t *c, int status);
+
 static void
 sh_conn_write_cb(uv_write_t *req, int status)
 {
@@ -262,6 +278,36 @@ sh_conn_write_cb(uv_write_t *req, int status)
         sh_free(wr->frames);
     }
     sh_free(wr);
+    sh_conn_wrote(c, status);
+}
+
+static void
+sh_conn_tls_write_cb(uv_write_t *req, int status)
+{
+    sh_conn_t *c = req->data;
+
+    sh_tls_write_done(req);
+    sh_conn_wrote(c, status);
+}
+
+/* Write what TLS has pending (replies, alerts, handshake messages);
+ * SH_ERROR when the client is gone (c is closed). */
+static int
+sh_conn_tls_flush(sh_conn_t *c)
+{
+    if (sh_tls_flush(c->tls, (uv_stream_t *) &c->tcp, sh_conn_tls_write_cb,
+                     c) != 0)
+    {
+        sh_conn_close(c);
+        return SH_ERROR;
+    }
+    return SH_OK;
+}
+
+/* A queued write finished: the client is gone, or reading may go on. */
+static void
+sh_conn_wrote(sh_conn_t *c, int status)
+{
     if (c->closing) {
         return;
     }
@@ -306,6 +352,18 @@ sh_conn_write_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
     int rc;
 
     if (c->closing || n == 0) {
+        return;
+    }
+    if (c->tls != NULL) {
+        if (sh_tls_write_frames(c->tls, frames, n) != SH_OK) {
+            sh_log_warn("source \"%s\": conn %llu: TLS: %s", c->src->name,
+                        (unsigned long long) c->id, sh_tls_error(c->tls));
+            sh_conn_close(c);
+            return;
+        }
+        if (sh_conn_tls_flush(c) == SH_OK && sh__conn_write_blocked(c)) {
+            sh_conn_pause(c);
+        }
         return;
     }
     if (n > 16) {
@@ -533,63 +591,55 @@ sh_conn_batch_blocks(const sh_batch_t *b)
     return 0;
 }
 
+/* The reader has no memory for what the client sends (it failed with a
+ * protocol error saying so): this connection is answered and closed,
+ * everyone else is served on. */
 static void
-sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+sh_conn_out_of_memory(sh_conn_t *c)
 {
-    sh_conn_t *c = (sh_conn_t *) s;
+    sh_log_fields_t lf = { .source = c->src->name, .conn = c->id };
+
+    sh_log_with(SH_LOG_WARN, &lf, "conn %llu: %s", (unsigned long long) c->id,
+                c->pc.p->reader_error(c->pc.reader));
+    sh_ffi_metric_add(c->src->oom_closes, 1);
+}
+
+static void
+sh_conn_on_eof(sh_conn_t *c)
+{
+    c->eof = 1;
+    uv_read_stop((uv_stream_t *) &c->tcp);
+    c->read_stopped = 1;
+    if (!c->main.running) {
+        sh__conn_dispatch(c);
+    } else if (sh_conn_batch_blocks(c->main.batch)
+               || sh_conn_batch_blocks(c->main.held)) {
+        /* Redis frees a blocked client on EOF; so do we, which closes
+         * its dedicated backend connection and unblocks it there, so a
+         * later push is not popped for nobody.  Ordinary batches are
+         * finished, so a half-closed pipeline still gets its replies. */
+        sh_conn_close(c);
+    } else if (c->main.more) {
+        sh__conn_more_event(c);  /* what is held is flushed now */
+    }
+}
+
+/* n more bytes in the reader: parse what they complete into c->inq. */
+static void
+sh_conn_take(sh_conn_t *c, size_t n)
+{
     sh_frame_t *f;
-    int rc;
 
-    sh_unused(buf);
-    if (nread == UV_ENOBUFS) {
-        /* no memory for what the client sends (the reader failed with a
-         * protocol error saying so): this connection is answered and
-         * closed, everyone else is served on */
-        sh_log_fields_t lf = { .source = c->src->name, .conn = c->id };
-
-        sh_log_with(SH_LOG_WARN, &lf, "conn %llu: %s",
-                    (unsigned long long) c->id,
-                    c->pc.p->reader_error(c->pc.reader));
-        sh_ffi_metric_add(c->src->oom_closes, 1);
-        nread = 0;
-    } else if (nread < 0) {
-        if (nread != UV_EOF) {
-            sh_log_debug("conn %llu: read: %s", (unsigned long long) c->id,
-                         uv_strerror((int) nread));
-            sh_conn_close(c);
+    c->pc.p->reader_commit(c->pc.reader, n);
+    for (;;) {
+        if (c->pc.p->reader_next(c->pc.reader, &f) != SH_OK) {
+            c->proto_err = 1;
+            uv_read_stop((uv_stream_t *) &c->tcp);
+            c->read_stopped = 1;
             return;
         }
-        c->eof = 1;
-        uv_read_stop(s);
-        c->read_stopped = 1;
-        if (!c->main.running) {
-            sh__conn_dispatch(c);
-        } else if (sh_conn_batch_blocks(c->main.batch)
-                   || sh_conn_batch_blocks(c->main.held)) {
-            /* Redis frees a blocked client on EOF; so do we, which closes
-             * its dedicated backend connection and unblocks it there, so a
-             * later push is not popped for nobody.  Ordinary batches are
-             * finished, so a half-closed pipeline still gets its replies. */
-            sh_conn_close(c);
-        } else if (c->main.more) {
-            sh__conn_more_event(c);  /* what is held is flushed now */
-        }
-        return;
-    }
-    if (nread == 0 && c->pc.p->reader_error(c->pc.reader) == NULL) {
-        return;
-    }
-    c->pc.p->reader_commit(c->pc.reader, (size_t) nread);
-    for (;;) {
-        rc = c->pc.p->reader_next(c->pc.reader, &f);
-        if (rc != SH_OK) {
-            c->proto_err = 1;
-            uv_read_stop(s);
-            c->read_stopped = 1;
-            break;
-        }
         if (f == NULL) {
-            break;
+            return;
         }
         c->pc.p->on_request(&c->pc, f);
         if (c->inq == NULL) {
@@ -598,6 +648,12 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         sh_batch_append(c->inq, f);
         sh_frame_unref(f);               /* the batch holds it now */
     }
+}
+
+/* After a read: run what it brought, or bound what waits. */
+static void
+sh_conn_after_read(sh_conn_t *c)
+{
     if (c->main.running && c->main.more) {
         sh__conn_more_event(c);      /* the chain asked for this batch */
         return;
@@ -613,6 +669,160 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     sh__conn_dispatch(c);
+}
+
+/* The client's address, "ip:port", into out. */
+static const char *
+sh_conn_peer(sh_conn_t *c, char *out, size_t cap)
+{
+    struct sockaddr_storage sa;
+    char ip[64] = "?";
+    int len = sizeof(sa), port = 0;
+
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *) &sa, &len) == 0) {
+        if (sa.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *) &sa, ip, sizeof(ip));
+            port = ntohs(((struct sockaddr_in6 *) &sa)->sin6_port);
+        } else {
+            uv_ip4_name((struct sockaddr_in *) &sa, ip, sizeof(ip));
+            port = ntohs(((struct sockaddr_in *) &sa)->sin_port);
+        }
+    }
+    snprintf(out, cap, sa.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip,
+             port);
+    return out;
+}
+
+static sh_log_limit_t sh_tls_log_limit;
+
+/* A handshake failed: said (at most once a second for all clients: a
+ * scanner must not flood the log), counted, the alert written, closed. */
+static void
+sh_conn_tls_refused(sh_conn_t *c)
+{
+    char peer[96], more[64] = "";
+    uint64_t held;
+
+    sh_ffi_metric_add(c->src->tls_errors, 1);
+    if (sh_log_limit(&sh_tls_log_limit, 1000, 1, &held)) {
+        sh_log_fields_t lf = { .source = c->src->name, .conn = c->id,
+                               .client = sh_conn_peer(c, peer,
+                                                      sizeof(peer)) };
+
+        if (held > 0) {
+            snprintf(more, sizeof(more), " (%llu more since the last "
+                     "message)", (unsigned long long) held);
+        }
+        sh_log_with(SH_LOG_WARN, &lf, "source \"%s\": TLS handshake with %s "
+                    "failed: %s%s", c->src->name, peer, sh_tls_error(c->tls),
+                    more);
+    }
+    c->eof = 1;
+    sh__conn_close_after_writes(c);
+}
+
+/*
+ * Ciphertext from a TLS client: the handshake first; then every byte it
+ * decrypts goes to the reader, as one plain read would (what the read
+ * brought is all taken now, so nothing waits inside OpenSSL while reading
+ * is paused).
+ */
+static void
+sh_conn_tls_read(sh_conn_t *c, const char *data, size_t len)
+{
+    int rc, got = 0;
+    ssize_t r;
+    uint8_t *p;
+    size_t n;
+
+    sh_tls_feed(c->tls, data, len);
+    if (!sh_tls_handshake_done(c->tls)) {
+        rc = sh_tls_handshake(c->tls);
+        if (sh_conn_tls_flush(c) != SH_OK) {
+            return;
+        }
+        if (rc == SH_TLS_FAILED) {
+            sh_conn_tls_refused(c);
+            return;
+        }
+        if (rc == SH_TLS_MORE) {
+            return;
+        }
+        sh_log_debug("conn %llu: %s, client certificate %s",
+                     (unsigned long long) c->id, sh_tls_version(c->tls),
+                     sh_tls_subject(c->tls) ? sh_tls_subject(c->tls)
+                                            : "none");
+    }
+    while (!c->proto_err) {
+        c->pc.p->reader_space(c->pc.reader, &p, &n);
+        if (n == 0) {
+            sh_conn_out_of_memory(c);
+            sh_conn_take(c, 0);
+            got = 1;
+            break;
+        }
+        r = sh_tls_read(c->tls, p, n);
+        if (r > 0) {
+            sh_conn_take(c, (size_t) r);
+            got = 1;
+            continue;
+        }
+        if (r == 0) {
+            break;
+        }
+        if (sh_conn_tls_flush(c) != SH_OK) {
+            return;
+        }
+        if (got) {
+            sh_conn_after_read(c);
+        }
+        if (c->closing) {
+            return;
+        }
+        if (r == SH_TLS_EOF) {
+            sh_conn_on_eof(c);
+        } else {
+            sh_log_debug("conn %llu: TLS: %s", (unsigned long long) c->id,
+                         sh_tls_error(c->tls));
+            sh_conn_close(c);
+        }
+        return;
+    }
+    if (sh_conn_tls_flush(c) != SH_OK) {
+        return;                          /* (key updates, tickets) */
+    }
+    if (got) {
+        sh_conn_after_read(c);
+    }
+}
+
+static void
+sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    sh_conn_t *c = (sh_conn_t *) s;
+
+    if (c->tls != NULL && nread > 0) {
+        sh_conn_tls_read(c, buf->base, (size_t) nread);
+        return;
+    }
+    if (nread == UV_ENOBUFS) {
+        sh_conn_out_of_memory(c);
+        nread = 0;
+    } else if (nread < 0) {
+        if (nread != UV_EOF) {
+            sh_log_debug("conn %llu: read: %s", (unsigned long long) c->id,
+                         uv_strerror((int) nread));
+            sh_conn_close(c);
+            return;
+        }
+        sh_conn_on_eof(c);
+        return;
+    }
+    if (nread == 0 && c->pc.p->reader_error(c->pc.reader) == NULL) {
+        return;
+    }
+    sh_conn_take(c, (size_t) nread);
+    sh_conn_after_read(c);
 }
 
 /* --- the connection's life ----------------------------------------------- */
@@ -634,6 +844,14 @@ sh_conn_accept(sh_listener_t *l, int fd)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    if (l->conf.tls != NULL
+        && (c->tls = sh_tls_new_server(l->conf.tls)) == NULL)
+    {
+        sh_log_warn("source \"%s\": a new connection: no memory for TLS",
+                    l->name);
+        uv_close((uv_handle_t *) &c->tcp, sh_conn_close_cb);
+        return;
+    }
     c->w = w;
     c->src = l;
     l->refs++;

@@ -9,6 +9,7 @@
 
 #include "sh_lua.h"
 #include "sh_proto.h"
+#include "sh_tls.h"
 #include "sh_worker.h"
 
 typedef struct sh_listener_s sh_listener_t;
@@ -41,6 +42,7 @@ struct sh_listener_s {
     sh_metric_t *conns;      /* open connections gauge */
     sh_metric_t *lane_batches; /* batches started on lanes (CQL), or NULL */
     sh_metric_t *oom_closes; /* connections closed for want of memory */
+    sh_metric_t *tls_errors; /* TLS handshakes that failed, or NULL */
     char host[256];          /* the address it listens on, as configured */
     int port;                /* and its port */
     uint32_t gen;            /* the configuration its new connections run
@@ -160,6 +162,7 @@ struct sh_conn_s {
                                 whatever reloads come */
     int32_t index;           /* its source's place in that configuration */
     sh_proto_conn_t pc;      /* its protocol: reader, framing (sh_proto.h) */
+    sh_tls_t *tls;           /* TLS (its source's), or NULL */
     sh_session_t sess;       /* what its backends serve */
     sh_batch_t *inq;         /* parsed requests not yet run */
     sh_run_t main;           /* its own run */

@@ -345,6 +345,7 @@ sh_cup_new(sh_cql_pool_t *p, sh_session_t *client)
         .host = p->host, .port = p->conf.port,
         .connect_timeout_ms = p->conf.connect_timeout_ms,
         .name = p->name,
+        .tls = p->conf.tls,
     };
 
     cup->pool = p;
@@ -372,6 +373,7 @@ sh_cql_pool_free(sh_cql_pool_t *p)
         }
         sh_cup_free(cup);
     }
+    sh_tls_ctx_unref(p->conf.tls);
     sh_free(p);
 }
 
@@ -408,6 +410,7 @@ sh_ffi_cql_pool_new(sh_worker_t *w, const sh_cql_conf_t *conf,
     snprintf(remote, sizeof(remote), "%s:%d", conf->host, conf->port);
     p->conf.host = p->host;
     p->conf.name = p->name;
+    sh_tls_ctx_ref(p->conf.tls);
     p->errors = sh_metric_backend_errors(p->name, remote);
     p->next = w->cql_pools;
     w->cql_pools = p;

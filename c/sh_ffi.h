@@ -121,6 +121,7 @@ typedef struct sh_redis_pool_s sh_redis_pool_t;
 typedef struct sh_cql_pool_s sh_cql_pool_t;
 typedef struct sh_metric_s sh_metric_t;
 typedef struct sh_shdict_s sh_shdict_t;
+typedef struct sh_tls_ctx_s sh_tls_ctx_t;
 
 /* A piece of a frame, relative to the frame's first byte. */
 typedef struct sh_slice_s {
@@ -176,6 +177,8 @@ typedef struct sh_redis_conf_s {
     const char *name;        /* sink name for logs and errors */
     uint32_t readonly;       /* 1: READONLY on every connection (reads
                                 from a Redis Cluster replica) */
+    sh_tls_ctx_t *tls;       /* TLS to the server (the pool takes a
+                                reference), or NULL */
 } sh_redis_conf_t;
 
 /* Settings of one Cassandra backend (a `cassandra` sink, per worker). */
@@ -186,6 +189,8 @@ typedef struct sh_cql_conf_s {
     uint32_t request_timeout_ms; /* fail requests unanswered for this long */
     const char *name;        /* sink name for logs and errors */
     uint32_t ring;           /* 1: one node of a ring (see sh_cql_pool.c) */
+    sh_tls_ctx_t *tls;       /* TLS to the node (the pool takes a
+                                reference), or NULL */
 } sh_cql_conf_t;
 
 /* Settings of one listening source. */
@@ -206,7 +211,34 @@ typedef struct sh_source_conf_s {
                                 address (SO_REUSEPORT splits the clients) */
     uint32_t gen;            /* the configuration (a reload's number) its
                                 new connections run */
+    sh_tls_ctx_t *tls;       /* TLS for its clients (the listener takes a
+                                reference), or NULL */
 } sh_source_conf_t;
+
+/*
+ * TLS settings of a source (server 1) or a sink (server 0), made into a
+ * context once per configuration (sh_tls.c): files are PEM; NULL leaves a
+ * setting at its default.  verify: a sink checks the server's certificate
+ * and name (1) or not (0); a source with a ca asks clients for a
+ * certificate, optional (1) or required (2).  server_name: the name a
+ * sink checks and sends (SNI), else the host it connects to.
+ */
+typedef struct sh_tls_conf_s {
+    int32_t server;
+    int32_t verify;
+    const char *cert;
+    const char *key;
+    const char *ca;
+    const char *min_version; /* "1.2" (default) or "1.3" */
+    const char *ciphers;     /* TLS 1.2 cipher list (OpenSSL syntax) */
+    const char *ciphersuites; /* TLS 1.3 suites */
+    const char *server_name;
+} sh_tls_conf_t;
+/* A context, or SH_ERROR with the reason in err (naming the setting: "key:
+ * cannot use ..."); the caller owns one reference. */
+int sh_ffi_tls_ctx_new(const sh_tls_conf_t *conf, sh_tls_ctx_t **out,
+    char *err, size_t cap);
+void sh_ffi_tls_ctx_unref(sh_tls_ctx_t *ctx);
 
 /* Status names and errors */
 const char *sh_status_name(int status);
@@ -278,6 +310,10 @@ sh_batch_t *sh_ffi_run_batch(sh_run_t *r);
 int sh_ffi_run_outstanding(sh_run_t *r);
 int sh_ffi_run_source(sh_run_t *r);
 int sh_ffi_run_peer(sh_run_t *r, char *out, size_t cap);
+/* The subject (RFC 2253) of the client certificate of run r's connection
+ * (mTLS): SH_OK, SH_DECLINED when it sent none or is not on TLS, SH_AGAIN
+ * when out is too small (then truncated). */
+int sh_ffi_run_tls_subject(sh_run_t *r, char *out, size_t cap);
 /* The fields of a log message about run r: its source, its client's
  * connection id and address ("ip:port", written to buf); 0 when r has no
  * client left (a shadow that outlived it: source only). */

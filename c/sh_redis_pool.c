@@ -228,7 +228,7 @@ sh_rconn_learn_identity(sh_rconn_t *rc, const sh_frame_t *f)
 static sh_frame_t *
 sh_rconn_error_frame(sh_rconn_t *rc, const char *what)
 {
-    char msg[700];
+    char msg[1200];
 
     snprintf(msg, sizeof(msg), "shotover: backend %s (sink \"%s\") %s",
              rc->up->remote, rc->pool->name, what);
@@ -702,6 +702,7 @@ sh_rconn_new(sh_redis_pool_t *pool, sh_session_t *owner)
         .backoff_min_ms = pool->conf.backoff_min_ms,
         .backoff_max_ms = pool->conf.backoff_max_ms,
         .name = pool->name,
+        .tls = pool->conf.tls,
     };
 
     rc->pool = pool;
@@ -772,6 +773,7 @@ sh_redis_pool_free(sh_redis_pool_t *p)
     }
     sh_frame_unref(p->wait_mark);
     sh_free(p->shared);
+    sh_tls_ctx_unref(p->conf.tls);
     sh_free(p);
 }
 
@@ -840,6 +842,7 @@ sh_ffi_redis_pool_new(sh_worker_t *w, const sh_redis_conf_t *conf,
     p->conf.username = p->user;
     p->conf.password = p->pass;
     p->conf.name = p->name;
+    sh_tls_ctx_ref(p->conf.tls);
     if (p->conf.connections == 0) {
         p->conf.connections = 1;
     }
@@ -1093,7 +1096,7 @@ sh_ffi_redis_send(sh_redis_pool_t *p, sh_run_t *r, sh_batch_t *req,
     if (rc->up->state == SH_UPSTREAM_DOWN
         && sh_upstream_connect(rc->up) == SH_UPSTREAM_DOWN)
     {
-        char what[220];
+        char what[sizeof(rc->up->err) + 32];
 
         snprintf(what, sizeof(what), "unavailable: %s (retrying)",
                  rc->up->err);

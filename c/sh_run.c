@@ -811,6 +811,20 @@ sh_ffi_run_peer(sh_run_t *r, char *out, size_t cap)
            ? SH_OK : SH_ERROR;
 }
 
+int
+sh_ffi_run_tls_subject(sh_run_t *r, char *out, size_t cap)
+{
+    const char *subject;
+
+    if (r->conn == NULL || r->conn->tls == NULL
+        || (subject = sh_tls_subject(r->conn->tls)) == NULL)
+    {
+        return SH_DECLINED;
+    }
+    return (size_t) snprintf(out, cap, "%s", subject) < cap ? SH_OK
+                                                            : SH_AGAIN;
+}
+
 /* The client's address as "ip:port" ("[ip6]:port"), or NULL. */
 static const char *
 sh_run_client(sh_run_t *r, char *out, size_t cap)

@@ -24,6 +24,7 @@
 #include "sh_metrics.h"
 #include "sh_redis_pool.h"
 #include "sh_server.h"
+#include "sh_tls.h"
 #include "sh_upstream.h"
 #include "sh_watch.h"
 
@@ -222,6 +223,7 @@ sh_worker_main(void *arg)
     }
     uv_run(&w->loop, UV_RUN_NOWAIT);
     sh_buf_pools_free();
+    sh_tls_buffers_free();
     if (uv_loop_close(&w->loop) != 0) {
         sh_log_warn("worker %d: loop closed with handles open", w->id);
     }
@@ -805,9 +807,14 @@ sh_listen_taken(const struct addrinfo *res, const sh_source_conf_t *conf,
 static void
 sh_listener_set(sh_listener_t *l, const sh_source_conf_t *conf)
 {
+    sh_tls_ctx_t *old = l->conf.tls;
     int i;
 
+    /* a reload's certificates serve new connections; open ones keep
+     * theirs (each SSL holds its context) */
+    sh_tls_ctx_ref(conf->tls);
     l->conf = *conf;
+    sh_tls_ctx_unref(old);
     l->gen = conf->gen;
     l->round = l->w->listen_round;
     snprintf(l->name, sizeof(l->name), "%s", conf->name ? conf->name : "");
@@ -824,6 +831,12 @@ sh_listener_set(sh_listener_t *l, const sh_source_conf_t *conf)
             "shotover_out_of_memory_closes_total", "client connections "
             "closed because a frame they sent could not be given memory",
             labels);
+        if (conf->tls != NULL) {
+            l->tls_errors = sh_metric_get(SH_METRIC_COUNTER,
+                "shotover_tls_handshake_errors_total", "TLS handshakes "
+                "that failed (wrong certificate, plain text on a TLS "
+                "port, ...)", labels);
+        }
         if (conf->lanes > 1) {
             l->lane_batches = sh_metric_get(SH_METRIC_COUNTER,
                 "shotover_lane_batches_total", "batches a CQL connection "

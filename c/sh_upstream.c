@@ -9,12 +9,15 @@
 #include <netdb.h>
 #include <stdio.h>
 
+#include "sh_metrics.h"
+#include "sh_tls.h"
 #include "sh_upstream.h"
 
 struct sh_upsock_s {
     uv_tcp_t tcp;            /* the socket; freed in its close callback */
     uv_connect_t connect;    /* the connect request */
     sh_upstream_t *up;       /* owner, NULL once detached */
+    sh_tls_t *tls;           /* TLS on it, or NULL */
 };
 
 typedef struct sh_upwrite_s {
@@ -30,6 +33,15 @@ static void
 sh_upstream_handle_free_cb(uv_handle_t *h)
 {
     sh_free(h);
+}
+
+static void
+sh_upsock_free_cb(uv_handle_t *h)
+{
+    sh_upsock_t *s = (sh_upsock_t *) h;
+
+    sh_tls_free(s->tls);
+    sh_free(s);
 }
 
 uint64_t
@@ -59,6 +71,17 @@ sh_upstream_new(sh_worker_t *w, const sh_upstream_conf_t *conf,
     up->timer = sh_alloc(sizeof(uv_timer_t));
     uv_timer_init(&w->loop, up->timer);
     up->timer->data = up;
+    if (conf->tls != NULL) {
+        char labels[160];
+
+        up->tls = conf->tls;
+        sh_tls_ctx_ref(up->tls);
+        sh_metric_label(labels, sizeof(labels), 0, "sink", up->name);
+        up->tls_errors = sh_metric_get(SH_METRIC_COUNTER,
+            "shotover_tls_handshake_errors_total", "TLS handshakes that "
+            "failed (wrong certificate, plain text on a TLS port, ...)",
+            labels);
+    }
     return up;
 }
 
@@ -87,7 +110,7 @@ sh_upstream_drop(sh_upstream_t *up)
 
     if (up->sock != NULL) {
         up->sock->up = NULL;
-        uv_close((uv_handle_t *) &up->sock->tcp, sh_upstream_handle_free_cb);
+        uv_close((uv_handle_t *) &up->sock->tcp, sh_upsock_free_cb);
         up->sock = NULL;
     }
     if (up->gai != NULL) {
@@ -112,6 +135,7 @@ sh_upstream_free(sh_upstream_t *up)
     }
     sh_upstream_drop(up);
     uv_close((uv_handle_t *) up->timer, sh_upstream_handle_free_cb);
+    sh_tls_ctx_unref(up->tls);
     sh_free(up->out);
     sh_free(up);
 }
@@ -198,6 +222,10 @@ sh_upstream_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     size_t n = 0;
 
     sh_unused(suggested);
+    if (s->tls != NULL) {
+        sh_tls_read_space(buf);          /* ciphertext, decrypted after */
+        return;
+    }
     if (s->up != NULL) {
         s->up->ops->space(s->up, &p, &n);
     }
@@ -205,14 +233,21 @@ sh_upstream_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = n;
 }
 
+static void sh_upstream_ready(sh_upstream_t *up);
+static void sh_upstream_tls_read(sh_upstream_t *up, sh_upsock_t *s,
+    const char *data, size_t len);
+
 static void
 sh_upstream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     sh_upsock_t *s = (sh_upsock_t *) st;
     sh_upstream_t *up = s->up;
 
-    sh_unused(buf);
     if (up == NULL || nread == 0) {
+        return;
+    }
+    if (s->tls != NULL && nread > 0) {
+        sh_upstream_tls_read(up, s, buf->base, (size_t) nread);
         return;
     }
     if (nread < 0) {
@@ -259,6 +294,124 @@ sh_upstream_write_cb(uv_write_t *req, int status)
     sh_unused(status);
 }
 
+static void
+sh_upstream_tls_write_cb(uv_write_t *req, int status)
+{
+    /* a failed write shows up as a read error on the same socket */
+    sh_unused(status);
+    sh_tls_write_done(req);
+}
+
+/* Encrypt frames and write them (and whatever TLS has pending); on
+ * failure up->err says why and the result is negative. */
+static ssize_t
+sh_upstream_tls_write(sh_upstream_t *up, sh_frame_t *const *frames,
+    uint32_t n)
+{
+    sh_upsock_t *s = up->sock;
+    int rc;
+
+    if (frames != NULL && sh_tls_write_frames(s->tls, frames, n) != SH_OK) {
+        snprintf(up->err, sizeof(up->err), "TLS: %s", sh_tls_error(s->tls));
+        return SH_ERROR;
+    }
+    rc = sh_tls_flush(s->tls, (uv_stream_t *) &s->tcp,
+                      sh_upstream_tls_write_cb, NULL);
+    if (rc != 0) {
+        snprintf(up->err, sizeof(up->err), "%s", uv_strerror(rc));
+        return SH_ERROR;
+    }
+    return 0;
+}
+
+/* Drop the connection for the reason a write left in up->err. */
+static void
+sh_upstream_fail(sh_upstream_t *up)
+{
+    char why[sizeof(up->err)];
+
+    snprintf(why, sizeof(why), "%s", up->err);
+    sh_upstream_disconnect(up, why, 1);
+}
+
+/* A handshake failed: said, counted, and the connection dropped with the
+ * reason its requests' errors give. */
+static void
+sh_upstream_tls_failed(sh_upstream_t *up, sh_upsock_t *s)
+{
+    char why[sizeof(up->err)];
+
+    sh_ffi_metric_add(up->tls_errors, 1);
+    snprintf(why, sizeof(why), "TLS handshake with %s failed: %s",
+             up->remote, sh_tls_error(s->tls));
+    sh_log_warn("sink \"%s\": %s", up->name, why);
+    sh_upstream_disconnect(up, why, 1);
+}
+
+/*
+ * Ciphertext from the server: the handshake (READY when it is done), then
+ * the replies, all of what this read decrypts (nothing is left inside
+ * OpenSSL while reading is paused).  The owner may drop the connection or
+ * free the upstream in any callback: checked after each.
+ */
+static void
+sh_upstream_tls_read(sh_upstream_t *up, sh_upsock_t *s, const char *data,
+    size_t len)
+{
+    ssize_t r;
+    uint8_t *p;
+    size_t n;
+    int rc;
+
+    sh_tls_feed(s->tls, data, len);
+    if (!sh_tls_handshake_done(s->tls)) {
+        rc = sh_tls_handshake(s->tls);
+        if (sh_upstream_tls_write(up, NULL, 0) < 0) {
+            sh_upstream_fail(up);
+            return;
+        }
+        if (rc == SH_TLS_FAILED) {
+            sh_upstream_tls_failed(up, s);
+            return;
+        }
+        if (rc == SH_TLS_MORE) {
+            return;
+        }
+        sh_log_debug("sink \"%s\": %s with %s", up->name,
+                     sh_tls_version(s->tls), up->remote);
+        sh_upstream_ready(up);
+        if (s->up != up) {
+            return;
+        }
+    }
+    for (;;) {
+        up->ops->space(up, &p, &n);
+        if (n == 0) {
+            sh_upstream_disconnect(up, "out of memory for a reply", 1);
+            return;
+        }
+        r = sh_tls_read(s->tls, p, n);
+        if (r == 0) {
+            break;
+        }
+        if (r < 0) {
+            char why[300];
+
+            snprintf(why, sizeof(why), "%s", r == SH_TLS_EOF
+                     ? "closed the connection" : sh_tls_error(s->tls));
+            sh_upstream_disconnect(up, why, 1);
+            return;
+        }
+        up->ops->read(up, (size_t) r);
+        if (s->up != up) {
+            return;                      /* dropped or freed meanwhile */
+        }
+    }
+    if (sh_upstream_tls_write(up, NULL, 0) < 0) {   /* key updates */
+        sh_upstream_fail(up);
+    }
+}
+
 /*
  * Send everything gathered in one writev: at once when the socket takes it
  * all (sh_try_write), else the rest is queued with the frames held until
@@ -284,6 +437,18 @@ sh_upstream_flush(sh_upstream_t *up)
     {
         frames = &seg;
         n = 1;
+    }
+    if (up->sock->tls != NULL) {
+        done = sh_upstream_tls_write(up, frames, n);
+        sh_frame_unref(seg);
+        for (i = 0; i < up->nout; i++) {
+            sh_frame_unref(up->out[i]);
+        }
+        up->nout = 0;
+        if (done < 0) {
+            sh_upstream_fail(up);
+        }
+        return 1;
     }
     if (n > 64) {
         bufs = sh_alloc(n * sizeof(uv_buf_t));
@@ -361,13 +526,34 @@ sh_upstream_connect_cb(uv_connect_t *req, int status)
         sh_upstream_disconnect(up, why, 1);
         return;
     }
+    uv_tcp_nodelay(&s->tcp, 1);
+    uv_read_start((uv_stream_t *) &s->tcp, sh_upstream_alloc_cb,
+                  sh_upstream_read_cb);
+    if (up->tls != NULL) {
+        /* the handshake is part of connecting, under its timeout */
+        s->tls = sh_tls_new_client(up->tls, up->host);
+        if (s->tls == NULL) {
+            sh_upstream_disconnect(up, "no memory for TLS", 1);
+            return;
+        }
+        if (sh_tls_handshake(s->tls) == SH_TLS_FAILED) {
+            sh_upstream_tls_failed(up, s);
+        } else if (sh_upstream_tls_write(up, NULL, 0) < 0) {
+            sh_upstream_fail(up);
+        }
+        return;
+    }
+    sh_upstream_ready(up);
+}
+
+/* Connected (and the TLS handshake done): what was gathered goes out. */
+static void
+sh_upstream_ready(sh_upstream_t *up)
+{
     uv_timer_stop(up->timer);
     up->state = SH_UPSTREAM_READY;
     up->read_paused = 0;
     up->backoff = up->backoff_min;
-    uv_tcp_nodelay(&s->tcp, 1);
-    uv_read_start((uv_stream_t *) &s->tcp, sh_upstream_alloc_cb,
-                  sh_upstream_read_cb);
     sh_log_debug("sink \"%s\": connected to %s", up->name, up->remote);
     sh_upstream_queue(up);
     up->ops->connected(up);

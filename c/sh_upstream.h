@@ -4,8 +4,9 @@
  * into the owner's reply reader, writes gathered per loop iteration and
  * sent in one writev, one timer the owner can use for request deadlines,
  * and reconnect backoff.  What the bytes mean (which reply answers which
- * request) is the owner's: a pool gives a table of callbacks.  TLS, when
- * it comes, plugs in here, under every sink at once.
+ * request) is the owner's: a pool gives a table of callbacks.  TLS plugs
+ * in here, under every sink at once: the handshake is part of connecting
+ * (under its timeout), and the owner sees plaintext only.
  *
  * Lifecycle (libuv's rule: an error return means no callback): an upstream
  * is made DOWN; sh_upstream_connect starts resolving and connecting; on
@@ -59,6 +60,7 @@ typedef struct sh_upstream_conf_s {
     uint32_t backoff_min_ms; /* first reconnect delay (0: none) */
     uint32_t backoff_max_ms; /* reconnect delay cap */
     const char *name;        /* sink name, for logs */
+    sh_tls_ctx_t *tls;       /* TLS (a reference is taken), or NULL */
 } sh_upstream_conf_t;
 
 struct sh_upstream_s {
@@ -80,11 +82,13 @@ struct sh_upstream_s {
     uint32_t backoff_min;    /* settings */
     uint32_t backoff_max;
     uint32_t connect_timeout;
+    sh_tls_ctx_t *tls;       /* TLS settings, or NULL */
+    sh_metric_t *tls_errors; /* failed handshakes, when TLS */
     int port;                /* backend port */
     char host[256];          /* backend host */
     char name[64];           /* sink name */
     char remote[300];        /* "host:port", for messages */
-    char err[160];           /* last failure, for error replies */
+    char err[400];           /* last failure, for error replies */
 };
 
 sh_upstream_t *sh_upstream_new(sh_worker_t *w, const sh_upstream_conf_t *conf,

@@ -10,6 +10,7 @@
 #include "sh_buf.h"
 #include "sh_lua.h"
 #include "sh_metrics.h"
+#include "sh_tls.h"
 #include "sh_worker.h"
 
 __thread sh_worker_t *sh_worker_cur;
@@ -81,6 +82,7 @@ sh_worker_release_memory(sh_worker_t *w)
         sh_lua_release_memory(w->L);
     }
     sh_buf_pools_free();
+    sh_tls_buffers_free();
     malloc_trim(0);
     sh_ffi_metric_add(sh_worker_releases, 1);
     w->peak_conns = w->nconns;

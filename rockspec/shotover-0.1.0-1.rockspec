@@ -56,6 +56,7 @@ build = {
         ["shotover.metrics"] = "lua/shotover/metrics.lua",
         ["shotover.park"] = "lua/shotover/park.lua",
         ["shotover.password"] = "lua/shotover/password.lua",
+        ["shotover.tls"] = "lua/shotover/tls.lua",
         ["shotover.pools"] = "lua/shotover/pools.lua",
         ["shotover.protocols"] = "lua/shotover/protocols/init.lua",
         ["shotover.protocols.cassandra"] = "lua/shotover/protocols/cassandra.lua",

@@ -73,6 +73,11 @@ local source_schema = {
               .. "reading its backend)." },
     max_batch = { type = "integer", min = 1, max = 65536, default = 256,
         doc = "Requests run through the chain at once." },
+    tls = { type = "table",
+        doc = "TLS for its clients: `{ cert = \"server.pem\", key = "
+              .. "\"server.key\" }`, with `ca = \"ca.pem\"` for client "
+              .. "certificates (mTLS); keys `min_version`, `ciphers`, "
+              .. "`ciphersuites`, `verify_client`. See docs/tls.md." },
     max_frame_size = { type = "integer", min = 1024, max = 256 * 1024 * 1024,
                        default = 16 * 1024 * 1024,
         doc = "Cassandra: the biggest frame body a client may send." },
@@ -543,6 +548,12 @@ function _M.check(conf, opts)
             else
                 local n = #errs
                 schema.check(src, source_schema, path, errs)
+                if type(src.tls) == "table" then
+                    for _, e in ipairs(require("shotover.tls").check(
+                            src.tls, path .. ".tls", true)) do
+                        errs[#errs + 1] = e
+                    end
+                end
                 local cctx = { protocol = src.protocol }
                 if type(src.protocol) == "string"
                    and not protocols.find(src.protocol)

@@ -182,6 +182,16 @@ local function loop_parking(c, g, io, requests_id, latency_id)
     end
 end
 
+-- The subject of run c's client certificate (mTLS), or nil.
+local subject_buf = ffi.new("char[1024]")
+
+local function tls_subject(c)
+    if C.sh_ffi_run_tls_subject(c, subject_buf, 1024) ~= base.OK then
+        return nil
+    end
+    return ffi.string(subject_buf)
+end
+
 -- The body of client connection c (nil in specs) running chain ch, whose
 -- session table is conn (a new one if nil).  run(ch, ctx, batch) runs one
 -- batch (default Chain.run); io replaces the C core for a parking chain
@@ -192,6 +202,9 @@ function _M.serve(c, ch, conn, run, io)
     local requests_id = ch.m_requests and metrics.id(ch.m_requests) or 0
     local latency_id = ch.m_latency and metrics.id(ch.m_latency) or 0
     conn = conn or {}
+    if c ~= nil and conn.tls_subject == nil then
+        conn.tls_subject = tls_subject(c)   -- its client certificate's
+    end
     if ch.parks then                -- a chain that holds requests
         park = park or require "shotover.park"
         return loop_parking(c, park.group(ch, c, conn, run), io or C_IO,

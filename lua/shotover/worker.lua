@@ -114,6 +114,7 @@ load = function(w, path, id, gen)
             lanes = src.lanes,
             share_listen = src.share_listen and 1 or 0,
             gen = gen,
+            tls = require("shotover.tls").context(src.tls, true),
         })
         if C.sh_ffi_source_listen(w, sc, err) ~= 0 then
             failed[#failed + 1] = fmt("sources[%d].listen: %s", i,

@@ -33,7 +33,9 @@ local _M = {
     capabilities = { lanes = true },
     protocols = { "redis", "cassandra" },
     schema = {
-        users = { type = "table", required = true },
+        users = { type = "table" },
+        -- client certificate subjects (mTLS, RFC 2253) -> user name
+        tls_subjects = { type = "table" },
         max_failures = { type = "integer", default = 5, min = 1,
                          max = 1000000 },
         lockout_seconds = { type = "number", default = 30,
@@ -104,6 +106,19 @@ function _M.check_config(conf)
         if n == 0 then
             errs[#errs + 1] = "users: give at least one user"
         end
+    elseif conf.tls_subjects == nil then
+        errs[#errs + 1] = "users: required (or tls_subjects)"
+    end
+    if type(conf.tls_subjects) == "table" then
+        for subject, user in pairs(conf.tls_subjects) do
+            if type(subject) ~= "string" or subject == ""
+               or type(user) ~= "string" or user == ""
+            then
+                errs[#errs + 1] = fmt("tls_subjects: expected "
+                    .. "[\"CN=...,O=...\"] = \"user\", got [%s] = %s",
+                    schema.show(subject), schema.show(user))
+            end
+        end
     end
     if #errs > 0 then
         return nil, errs
@@ -113,7 +128,7 @@ end
 
 function _M.new(conf)
     local users = {}
-    for name, u in pairs(conf.users) do
+    for name, u in pairs(conf.users or {}) do
         users[name] = assert(password.parse(u.hash))
     end
     local name = conf.name or "authenticate"
@@ -124,6 +139,7 @@ function _M.new(conf)
     return setmetatable({
         name = name,
         users = users,
+        subjects = conf.tls_subjects,
         dict = d,
         -- max_failures failures from one address within lockout_seconds of
         -- the first lock it out for lockout_seconds
@@ -254,8 +270,9 @@ local function step(self, m, chain)
     elseif conn.user == nil and not m:command_is("QUIT") then
         return nil, NOAUTH
     elseif m:command_is("RESET") then
-        -- Redis' RESET goes back to the default user: here, to none
-        conn.user = nil
+        -- Redis' RESET goes back to the default user: here, to none,
+        -- or the one the client's certificate names
+        conn.user = conn.tls_user
     end
     return m
 end
@@ -329,6 +346,16 @@ function mt.__index.transform(self, batch, chain)
     local n = batch.n
     local conn = chain.conn
     local cql = n > 0 and batch[1].proto == PROTO_CQL
+    -- a client certificate this element knows logs its client in as its
+    -- user, once, before its first request
+    if self.subjects ~= nil and conn.tls_checked == nil then
+        conn.tls_checked = true
+        local user = conn.tls_subject and self.subjects[conn.tls_subject]
+        if user ~= nil then
+            conn.user, conn.tls_user = user, user
+            metrics.add(self.m_ok, 1)
+        end
+    end
     -- the common case: an authenticated client sending no AUTH, HELLO or
     -- RESET, the batch goes on as it is
     if conn.user ~= nil then

@@ -13,6 +13,7 @@ local schema = require "shotover.schema"
 local session = require "shotover.cql.session"
 local request = require "shotover.cql.request"
 local peers = require "shotover.cql.peers"
+local tls = require "shotover.tls"
 
 local C = base.C
 local AGAIN = base.AGAIN
@@ -43,6 +44,12 @@ local _M = {
         -- checks the client's at shotover)
         username = { type = "string" },
         password = { type = "string", secret = true },
+        tls = { type = "table",
+            doc = "TLS to the server: `{ ca = \"ca.pem\" }` (verifies "
+                  .. "its certificate and name), with `cert`/`key` for a "
+                  .. "client certificate; keys `server_name`, `verify`, "
+                  .. "`min_version`, `ciphers`, `ciphersuites`. See "
+                  .. "docs/tls.md." },
     },
 }
 
@@ -97,6 +104,11 @@ function _M.check_config(conf)
         errs[#errs + 1] = "username and password: give both (the node's "
                           .. "login) or neither"
     end
+    if conf.tls ~= nil then
+        for _, e in ipairs(tls.check(conf.tls, "tls", false)) do
+            errs[#errs + 1] = e
+        end
+    end
     if #errs > 0 then
         return nil, errs
     end
@@ -124,7 +136,8 @@ function _M.new(conf, env)
     if env.worker ~= nil then
         -- a reload that leaves these settings alone keeps the pool: the
         -- clients' sessions on the node stay where they are
-        self.pool = require("shotover.pools").get("cassandra", conf,
+        self.pool = require("shotover.pools").get("cassandra"
+            .. tls.identity(conf.tls), conf,
             function()
                 local host, port = schema.parse_hostport(conf.remote)
                 local cc = ffi.new("sh_cql_conf_t", {
@@ -132,6 +145,7 @@ function _M.new(conf, env)
                     connect_timeout_ms = conf.connect_timeout_ms,
                     request_timeout_ms = conf.request_timeout_ms,
                     name = self.name,
+                    tls = tls.context(conf.tls, false),
                 })
                 if C.sh_ffi_cql_pool_new(env.worker, cc, pool_out, err_out)
                    ~= 0

@@ -18,6 +18,7 @@ local record = require "shotover.kafka.record"
 local plan = require "shotover.kafka.plan"
 local bound = require "shotover.cql.bound"
 local log = require "shotover.log"
+local tls = require "shotover.tls"
 local command_ids = require "shotover.redis.command_ids"
 local decode = require "shotover.redis.decode"
 
@@ -44,6 +45,8 @@ local _M = {
         timeout_ms = { type = "integer", min = 1, default = 10000 },
         create_topics = { type = "table" },
         properties = { type = "table" },
+        -- TLS to the brokers: librdkafka's ssl.* properties (shotover.tls)
+        tls = { type = "table" },
     },
 }
 
@@ -135,6 +138,11 @@ function _M.check_config(conf)
     if conf.properties then
         check_properties(conf.properties, errs)
     end
+    if conf.tls ~= nil then
+        for _, e in ipairs(tls.check_kafka(conf.tls, "tls")) do
+            errs[#errs + 1] = e
+        end
+    end
     if #errs > 0 then
         return nil, errs
     end
@@ -202,13 +210,19 @@ function _M.new(conf, env)
         -- gather them longer (fewer, bigger produce requests: the broker's
         -- CPU per record fell 2-6x here), unless properties say otherwise
         local props = conf.properties
-        if not conf.wait and not (props and (props["linger.ms"]
-                                  or props["queue.buffering.max.ms"])) then
+        if conf.tls ~= nil or not conf.wait and not (props
+           and (props["linger.ms"] or props["queue.buffering.max.ms"]))
+        then
             props = {}
             for k, v in pairs(conf.properties or {}) do
                 props[k] = v
             end
-            props["linger.ms"] = tostring(_M.ASYNC_LINGER_MS)
+            if not conf.wait and not (props["linger.ms"]
+                                      or props["queue.buffering.max.ms"])
+            then
+                props["linger.ms"] = tostring(_M.ASYNC_LINGER_MS)
+            end
+            tls.kafka_properties(conf.tls, props)
         end
         local settings = {
             brokers = conf.brokers, timeout_ms = conf.timeout_ms,

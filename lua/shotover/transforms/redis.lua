@@ -7,6 +7,7 @@ local base = require "shotover.ffi"
 local message = require "shotover.message"
 local schema = require "shotover.schema"
 local pools = require "shotover.pools"
+local tls = require "shotover.tls"
 
 local C = base.C
 local AGAIN = base.AGAIN
@@ -40,13 +41,19 @@ local _M = {
         password = { type = "string", secret = true, check = function(v)
             return #v <= 255, "at most 255 bytes"
         end },
+        tls = { type = "table",
+            doc = "TLS to the server: `{ ca = \"ca.pem\" }` (verifies "
+                  .. "its certificate and name), with `cert`/`key` for a "
+                  .. "client certificate; keys `server_name`, `verify`, "
+                  .. "`min_version`, `ciphers`, `ciphersuites`. See "
+                  .. "docs/tls.md." },
     },
 }
 
 -- The settings of a backend pool, for sinks with pools of their own.
 _M.POOL_SETTINGS = { "connections", "connect_timeout_ms",
                      "request_timeout_ms", "backoff_min_ms", "backoff_max_ms",
-                     "username", "password" }
+                     "username", "password", "tls" }
 
 local mt = { __index = {} }
 local methods = mt.__index
@@ -55,7 +62,7 @@ function _M.check_config(conf)
     if conf.username and not conf.password then
         return nil, "username needs a password"
     end
-    return true
+    return tls.check_sink(conf)
 end
 
 local pool_out = ffi.new("sh_redis_pool_t *[1]")
@@ -74,6 +81,7 @@ function _M.new_pool(w, conf, addr, name, where, readonly)
         backoff_max_ms = conf.backoff_max_ms,
         username = conf.username, password = conf.password,
         name = name, readonly = readonly and 1 or 0,
+        tls = tls.context(conf.tls, false),
     })
     if C.sh_ffi_redis_pool_new(w, rc, pool_out, err_out) ~= 0 then
         error(where .. ": " .. ffi.string(err_out[0]), 0)
@@ -94,7 +102,8 @@ function _M.new(conf, env)
     if env.worker ~= nil then
         -- a reload that leaves these settings alone keeps the pool, its
         -- backend connections and the clients pinned to them
-        self.pool = pools.get("redis", conf, function()
+        self.pool = pools.get("redis" .. tls.identity(conf.tls), conf,
+                              function()
             return _M.new_pool(env.worker, conf, conf.remote, self.name,
                                (env.path or "chain") .. ": redis sink")
         end, C.sh_ffi_redis_pool_free)

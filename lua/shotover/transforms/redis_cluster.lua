@@ -68,7 +68,7 @@ function _M.check_config(conf)
     if conf.username and not conf.password then
         return nil, "username needs a password"
     end
-    return true
+    return require("shotover.tls").check_sink(conf)
 end
 
 local mt = { __index = {} }
