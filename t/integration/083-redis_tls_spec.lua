@@ -32,7 +32,7 @@ end
 -- the handshake error lines of source `name` (client address any port)
 local function handshake_failures(s, name)
     local out = {}
-    local pat = 'source "' .. name .. '": TLS handshake with '
+    local pat = 'source "' .. name:gsub("%p", "%%%0") .. '": TLS handshake with '
                 .. '127%.0%.0%.1:%d+ failed: (.+)$'
     for l in s:log():gmatch("[^\n]+") do
         local why = l:match(pat)

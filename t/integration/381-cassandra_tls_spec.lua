@@ -14,7 +14,7 @@ local certs = require("certs")
 
 local function handshake_failures(s, name)
     local out = {}
-    local pat = 'source "' .. name .. '": TLS handshake with '
+    local pat = 'source "' .. name:gsub("%p", "%%%0") .. '": TLS handshake with '
                 .. '127%.0%.0%.1:%d+ failed: (.+)$'
     for l in s:log():gmatch("[^\n]+") do
         local why = l:match(pat)
