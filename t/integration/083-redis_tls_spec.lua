@@ -445,6 +445,8 @@ return {
   },
 }]], admin(A), table.concat(sources, "\n")) })
         s:wait_ready(P.both, 15, { ca = c.ca.cert })
+        -- signals are handled once it says so (teardown's SIGTERM)
+        s:wait_log("running with", 15)
     end)
     teardown(h.cleanup)
 
