@@ -11,7 +11,6 @@
 -- given: every request we sign has the path "/"), S3's single-encoded
 -- paths and UNSIGNED-PAYLOAD, query-string (presigned) signing, SigV4A.
 local ffi = require "ffi"
-local password = require "shotover.password"
 
 local byte, char, fmt, gsub, lower = string.byte, string.char, string.format,
                                      string.gsub, string.lower
