@@ -19,6 +19,7 @@ static const struct {
     SH_SIZE(sh_cql_conf_t),
     SH_SIZE(sh_source_conf_t),
     SH_SIZE(sh_log_fields_t),
+    SH_SIZE(sh_fetch_conf_t),
 };
 
 size_t

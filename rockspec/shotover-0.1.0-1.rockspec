@@ -56,6 +56,7 @@ build = {
         ["shotover.metrics"] = "lua/shotover/metrics.lua",
         ["shotover.park"] = "lua/shotover/park.lua",
         ["shotover.password"] = "lua/shotover/password.lua",
+        ["shotover.keys.aws_kms"] = "lua/shotover/keys/aws_kms.lua",
         ["shotover.keys.pkcs11"] = "lua/shotover/keys/pkcs11.lua",
         ["shotover.keys.sigv4"] = "lua/shotover/keys/sigv4.lua",
         ["shotover.pools"] = "lua/shotover/pools.lua",
