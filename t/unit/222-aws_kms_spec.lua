@@ -134,6 +134,8 @@ describe("aws_kms", function()
         assert.is_nil(err:find("wrong", 1, true))
         dek, err, kind = new({ access_key_id = "AKIDUNKNOWN" }):data_key()
         assert.is_nil(dek)
+        assert.matches("UnrecognizedClientException: The security token", err,
+                       1, true)
         assert.are.equal("UnrecognizedClientException", kind)
         dek, err = new({ key_id = "alias/nope" }):data_key()
         assert.is_nil(dek)

@@ -199,7 +199,7 @@ function _M.json_decode(s)
     return v
 end
 
--- Config -----------------------------------------------------------------------
+-- Config ---------------------------------------------------------------------
 
 -- "https://host[:port][/]" -> host, port
 local function parse_endpoint(url)
