@@ -30,7 +30,8 @@ end
 
 -- Start a stand-in: o.delay_ms, o.session_token, o.cert/o.key (default a
 -- new certificate).  Returns { port, ca (its certificate), endpoint,
--- proc }, once it listens.
+-- proc, log (its stderr: a "received TARGET" line per request) }, once it
+-- listens.
 function _M.start(o)
     o = o or {}
     local cert, key = o.cert, o.key
@@ -60,7 +61,7 @@ function _M.start(o)
         port = tonumber(((h.read_file(out) or ""):match("PORT (%d+)")))
         return port ~= nil
     end, 10, "the KMS stand-in to listen")
-    return { port = port, ca = cert, proc = proc,
+    return { port = port, ca = cert, proc = proc, log = out .. ".err",
              endpoint = "https://127.0.0.1:" .. port }
 end
 

@@ -180,6 +180,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         n = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(n)
+        # before any delay: a spec waits for this line to know a request
+        # is in flight
+        sys.stderr.write("kms_standin: received %s\n"
+                         % self.headers.get("X-Amz-Target", "?"))
+        sys.stderr.flush()
         if ARGS.delay_ms:
             time.sleep(ARGS.delay_ms / 1000.0)
         kind, message = self.authenticate(body)

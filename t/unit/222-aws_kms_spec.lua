@@ -2,7 +2,7 @@
 -- (t/lib/kms_standin.py: HTTPS, SigV4 checked with the same secret, KMS's
 -- JSON API and error bodies; no real KMS is reachable here), blocking
 -- calls (no chain context); the thread-pool path while a request waits is
--- t/integration/382-aws_kms_async_spec.lua.  Also its config errors,
+-- t/integration/088-redis_aws_kms_async_spec.lua.  Also its config errors,
 -- a wrong secret (KMS's error type in the message), an unknown key, a
 -- closed port, a timeout, an untrusted or misnamed certificate.
 local ffi = require "ffi"
