@@ -123,6 +123,21 @@ describe("aws_kms", function()
         assert(ok, err)
     end)
 
+    it("signs and sends a session token", function()
+        local st = kms.start({ session_token = "FQoGZXIvYXdzE/token" })
+        local over = { endpoint = st.endpoint, ca = st.ca,
+                       session_token = "FQoGZXIvYXdzE/token" }
+        local km = new(over)
+        local dek, wrapped, kek_id = km:data_key()
+        assert.are.equal(dek, km:unwrap(wrapped, kek_id))
+        over.session_token = false
+        local none, err, kind = new(over):data_key()
+        assert.is_nil(none)
+        assert.are.equal("UnrecognizedClientException", kind)
+        assert.matches("KMS GenerateDataKey: UnrecognizedClientException",
+                       err, 1, true)
+    end)
+
     it("carries KMS's error type for a wrong secret or an unknown key",
        function()
         local dek, err, kind = new({ secret_access_key = "wrong" }):data_key()
