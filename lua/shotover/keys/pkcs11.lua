@@ -29,6 +29,7 @@
 -- data keys).
 local ffi = require "ffi"
 local password = require "shotover.password"
+local shdict = require "shotover.shdict"
 
 local fmt = string.format
 local ipairs, pcall, tostring, type = ipairs, pcall, tostring, type
@@ -149,6 +150,7 @@ typedef struct sh_ck_function_list {
 } sh_ck_function_list;
 ]],
     "sh_ck_ulong C_GetFunctionList(sh_ck_function_list **);",
+    "int usleep(unsigned int usec);",
 }) do
     pcall(ffi.cdef, decl)
 end
@@ -254,6 +256,31 @@ end
 -- object is kept so it is never unloaded
 local loaded = {}
 
+local INIT_WAIT_S = 30
+
+-- C_Initialize of module's function list fl, once per process: workers
+-- are threads that start together, and PKCS#11 leaves concurrent
+-- C_Initialize calls to the application.  The first worker to come
+-- initializes; the others wait for it (start-up only, bounded), then call
+-- it too and get CKR_CRYPTOKI_ALREADY_INITIALIZED.  Returns the CK_RV.
+local function initialize(fl, module)
+    local d = shdict.open("shotover.keys.pkcs11", 256)
+    local args = ffi.new("sh_ck_c_initialize_args")
+    args.flags = CKF_OS_LOCKING_OK
+    if d:incr("init " .. module, 1, 0) == 1 then
+        local rv = fl.C_Initialize(args)
+        d:set("done " .. module, 1)
+        return rv
+    end
+    for _ = 1, INIT_WAIT_S * 100 do
+        if d:get("done " .. module) ~= nil then
+            break
+        end
+        ffi.C.usleep(10000)
+    end
+    return fl.C_Initialize(args)
+end
+
 local function load_module(module, path)
     local m = loaded[module]
     if m then
@@ -275,9 +302,7 @@ local function load_module(module, path)
                         ckr(rv))
     end
     local fl = pfl[0]
-    local args = ffi.new("sh_ck_c_initialize_args")
-    args.flags = CKF_OS_LOCKING_OK
-    rv = fl.C_Initialize(args)
+    rv = initialize(fl, module)
     if rv ~= CKR_OK and rv ~= CKR_CRYPTOKI_ALREADY_INITIALIZED then
         return nil, fmt("%s.module: C_Initialize failed: %s", path, ckr(rv))
     end
