@@ -130,6 +130,7 @@ main(int argc, char **argv)
         lc.workers = (int) uv_available_parallelism();
     }
     return sh_workers_run(conf, lc.workers, lc.admin_host, lc.admin_port,
-                          lc.admin_token, lc.drain_timeout_ms) == SH_OK
+                          lc.admin_token, lc.admin_tls,
+                          lc.drain_timeout_ms) == SH_OK
            ? 0 : 1;
 }

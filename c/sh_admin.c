@@ -33,6 +33,7 @@
 #include "sh_admin.h"
 #include "sh_metrics.h"
 #include "sh_switch.h"
+#include "sh_tls.h"
 #include "sh_worker.h"
 
 #define SH_ADMIN_MAX 4096                /* URL or body bytes kept */
@@ -42,6 +43,7 @@
 typedef struct sh_admin_conn_s {
     uv_tcp_t tcp;            /* the client */
     uv_write_t wr;           /* the response write */
+    sh_tls_t *tls;           /* TLS (admin.tls), or NULL */
     http_parser parser;      /* request parser */
     char url[SH_ADMIN_MAX];  /* request target */
     size_t url_len;          /* its length */
@@ -65,6 +67,7 @@ static int sh_admin_listening;
 static int sh_admin_ready;
 static http_parser_settings sh_admin_settings;
 static char sh_admin_token[SH_ADMIN_TOKEN_MAX + 1]; /* "" when none */
+static sh_tls_ctx_t *sh_admin_tls;      /* admin.tls, or NULL */
 static size_t sh_admin_token_len;
 
 void
@@ -78,6 +81,7 @@ sh_admin_close_cb(uv_handle_t *h)
 {
     sh_admin_conn_t *c = (sh_admin_conn_t *) h;
 
+    sh_tls_free(c->tls);
     sh_free(c->resp);
     sh_free(c);
 }
@@ -87,6 +91,41 @@ sh_admin_write_cb(uv_write_t *wr, int status)
 {
     sh_unused(status);
     uv_close((uv_handle_t *) wr->handle, sh_admin_close_cb);
+}
+
+static void
+sh_admin_tls_write_cb(uv_write_t *wr, int status)
+{
+    uv_handle_t *h = (uv_handle_t *) wr->handle;
+
+    sh_unused(status);
+    sh_tls_write_done(wr);
+    if (!uv_is_closing(h)) {
+        uv_close(h, sh_admin_close_cb);
+    }
+}
+
+static void
+sh_admin_tls_sent_cb(uv_write_t *wr, int status)
+{
+    sh_unused(status);
+    sh_tls_write_done(wr);
+}
+
+/* Write what TLS has pending (the response with a close_notify after it,
+ * or a handshake's messages); close once written when `last`. */
+static void
+sh_admin_tls_flush(sh_admin_conn_t *c, int last)
+{
+    int rc = sh_tls_flush(c->tls, (uv_stream_t *) &c->tcp,
+                          last ? sh_admin_tls_write_cb : sh_admin_tls_sent_cb,
+                          c);
+
+    if ((rc < 0 || (rc == 0 && last))
+        && !uv_is_closing((uv_handle_t *) &c->tcp))
+    {
+        uv_close((uv_handle_t *) &c->tcp, sh_admin_close_cb);
+    }
 }
 
 /* extra: more header lines ("Name: value\r\n"), or NULL */
@@ -108,6 +147,15 @@ sh_admin_respond_with(sh_admin_conn_t *c, int code, const char *reason,
     memcpy(c->resp + n, body, len);
     buf = uv_buf_init(c->resp, (unsigned int) (n + (int) len));
     uv_read_stop((uv_stream_t *) &c->tcp);
+    if (c->tls != NULL) {
+        if (sh_tls_write(c->tls, buf.base, buf.len) != SH_OK) {
+            uv_close((uv_handle_t *) &c->tcp, sh_admin_close_cb);
+            return;
+        }
+        sh_tls_shutdown(c->tls);
+        sh_admin_tls_flush(c, 1);
+        return;
+    }
     if (uv_write(&c->wr, (uv_stream_t *) &c->tcp, &buf, 1,
                  sh_admin_write_cb) != 0)
     {
@@ -471,27 +519,77 @@ sh_admin_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     static char scratch[8192];           /* the main thread reads one at a
                                             time and parses at once */
 
-    sh_unused(h);
     sh_unused(suggested);
+    if (((sh_admin_conn_t *) h)->tls != NULL) {
+        sh_tls_read_space(buf);
+        return;
+    }
     buf->base = scratch;
     buf->len = sizeof(scratch);
+}
+
+static void sh_admin_parse(sh_admin_conn_t *c, const char *p, size_t n);
+
+/* Ciphertext from an admin client: the handshake, then what it decrypts
+ * to the parser. */
+static void
+sh_admin_tls_read(sh_admin_conn_t *c, const char *data, size_t len)
+{
+    char plain[8192];
+    ssize_t r;
+    int rc;
+
+    sh_tls_feed(c->tls, data, len);
+    if (!sh_tls_handshake_done(c->tls)) {
+        rc = sh_tls_handshake(c->tls);
+        if (rc == SH_TLS_FAILED) {
+            sh_log_warn("admin endpoint: TLS handshake failed: %s",
+                        sh_tls_error(c->tls));
+            c->done = 1;
+            uv_read_stop((uv_stream_t *) &c->tcp);
+            sh_admin_tls_flush(c, 1);    /* the alert, then close */
+            return;
+        }
+        sh_admin_tls_flush(c, 0);
+        if (rc == SH_TLS_MORE) {
+            return;
+        }
+    }
+    while (!c->done && (r = sh_tls_read(c->tls, (uint8_t *) plain,
+                                        sizeof(plain))) != 0)
+    {
+        if (r < 0) {
+            uv_close((uv_handle_t *) &c->tcp, sh_admin_close_cb);
+            return;
+        }
+        sh_admin_parse(c, plain, (size_t) r);
+    }
 }
 
 static void
 sh_admin_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     sh_admin_conn_t *c = (sh_admin_conn_t *) s;
-    size_t done;
 
     if (nread < 0) {
-        uv_close((uv_handle_t *) s, sh_admin_close_cb);
+        if (!uv_is_closing((uv_handle_t *) s)) {
+            uv_close((uv_handle_t *) s, sh_admin_close_cb);
+        }
         return;
     }
-    done = http_parser_execute(&c->parser, &sh_admin_settings, buf->base,
-                               (size_t) nread);
-    if (!c->done && (c->parser.http_errno != HPE_OK
-                     || done != (size_t) nread))
-    {
+    if (c->tls != NULL) {
+        sh_admin_tls_read(c, buf->base, (size_t) nread);
+        return;
+    }
+    sh_admin_parse(c, buf->base, (size_t) nread);
+}
+
+static void
+sh_admin_parse(sh_admin_conn_t *c, const char *p, size_t n)
+{
+    size_t done = http_parser_execute(&c->parser, &sh_admin_settings, p, n);
+
+    if (!c->done && (c->parser.http_errno != HPE_OK || done != n)) {
         sh_admin_text(c, 400, "Bad Request", "bad request\n");
     }
 }
@@ -510,6 +608,9 @@ sh_admin_accept_cb(uv_stream_t *server, int status)
         uv_close((uv_handle_t *) &c->tcp, sh_admin_close_cb);
         return;
     }
+    if (sh_admin_tls != NULL) {
+        c->tls = sh_tls_new_server(sh_admin_tls);
+    }
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     uv_read_start((uv_stream_t *) &c->tcp, sh_admin_alloc_cb,
@@ -520,9 +621,37 @@ sh_admin_accept_cb(uv_stream_t *server, int status)
  * token: what the routes that change something require as a bearer
  * token, or NULL / "" for none (then they answer loopback peers only).
  */
+static int sh_admin_listen(uv_loop_t *loop, const char *host, int port,
+    const char *token, sh_tls_ctx_t *tls, char *err, size_t errlen);
+
 int
 sh_admin_start(uv_loop_t *loop, const char *host, int port,
-    const char *token, char *err, size_t errlen)
+    const char *token, sh_tls_ctx_t *tls, char *err, size_t errlen)
+{
+    if (sh_admin_listen(loop, host, port, token, tls, err, errlen)
+        != SH_OK)
+    {
+        sh_tls_ctx_unref(tls);
+        return SH_ERROR;
+    }
+    return SH_OK;
+}
+
+int
+sh_admin_set_tls(sh_tls_ctx_t *tls)
+{
+    if (!sh_admin_listening || (sh_admin_tls == NULL) != (tls == NULL)) {
+        sh_tls_ctx_unref(tls);
+        return SH_DECLINED;
+    }
+    sh_tls_ctx_unref(sh_admin_tls);
+    sh_admin_tls = tls;
+    return SH_OK;
+}
+
+static int
+sh_admin_listen(uv_loop_t *loop, const char *host, int port,
+    const char *token, sh_tls_ctx_t *tls, char *err, size_t errlen)
 {
     struct addrinfo *res;
     int rc, loopback;
@@ -564,7 +693,9 @@ sh_admin_start(uv_loop_t *loop, const char *host, int port,
         return SH_ERROR;
     }
     sh_admin_listening = 1;
-    sh_log_info("admin endpoint listening on %s:%d", host, port);
+    sh_admin_tls = tls;
+    sh_log_info("admin endpoint listening on %s:%d%s", host, port,
+                tls != NULL ? " (TLS)" : "");
     if (!loopback && sh_admin_token_len == 0) {
         sh_log_warn("admin endpoint on %s:%d has no admin.token: PUT routes "
                     "answer loopback clients only", host, port);
@@ -576,6 +707,9 @@ void
 sh_admin_stop(void)
 {
     sh_admin_ready = 0;
+    sh_tls_ctx_unref(sh_admin_tls);
+    sh_admin_tls = NULL;
+    sh_tls_buffers_free();
     if (sh_admin_listening) {
         sh_admin_listening = 0;
         uv_close((uv_handle_t *) &sh_admin_listener, NULL);

@@ -296,7 +296,7 @@ static int
 sh_conn_tls_flush(sh_conn_t *c)
 {
     if (sh_tls_flush(c->tls, (uv_stream_t *) &c->tcp, sh_conn_tls_write_cb,
-                     c) != 0)
+                     c) < 0)
     {
         sh_conn_close(c);
         return SH_ERROR;

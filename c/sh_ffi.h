@@ -498,4 +498,36 @@ int sh_ffi_shdict_gcra(sh_shdict_t *d, const uint8_t *key, size_t klen,
 /* Layout check for the FFI spec: C's sizeof for a type named here */
 size_t sh_ffi_sizeof(const char *type);
 
+/* HTTPS fetches (sh_fetch.c), for Lua that calls a cloud API (the aws_kms
+ * key manager): one request Lua made, sent over a new TLS connection that
+ * verifies the server's certificate (ca_file, or the system's store when
+ * NULL) and its name (host), the whole response read back (until the
+ * server closes or Content-Length is in).  new copies conf (SH_ERROR with
+ * *err for a bad conf).  run does it on this thread, blocking: SH_OK or
+ * SH_ERROR.  queue does it on libuv's thread pool of r's worker and then,
+ * on the loop thread, settles b once (Lua awaits b: sh_ffi_run_await);
+ * SH_ERROR (nothing queued, b never settled) with *err.  result: SH_OK
+ * with the response bytes (valid until free), SH_ERROR with *err saying
+ * why (valid until free, "ECONNREFUSED: ..." style), SH_AGAIN while it
+ * runs.  free while queued frees it once it is done. */
+typedef struct sh_fetch_s sh_fetch_t;
+typedef struct sh_fetch_conf_s {
+    const char *host;        /* connect to, and verify the certificate for:
+                                a DNS name or an IP address */
+    int32_t port;            /* TCP port */
+    const char *ca_file;     /* PEM CA bundle to trust, NULL: the system's */
+    const uint8_t *request;  /* the whole HTTP/1.1 request */
+    size_t request_len;      /* its length */
+    uint32_t timeout_ms;     /* connect, and each read or write (0: 10 s) */
+    uint32_t max_response;   /* response byte limit (0: 1 MiB) */
+} sh_fetch_conf_t;
+int sh_ffi_fetch_new(const sh_fetch_conf_t *conf, sh_fetch_t **out,
+    const char **err);
+int sh_ffi_fetch_run(sh_fetch_t *f);
+int sh_ffi_fetch_queue(sh_fetch_t *f, sh_run_t *r, sh_batch_t *b,
+    const char **err);
+int sh_ffi_fetch_result(sh_fetch_t *f, const uint8_t **resp, size_t *len,
+    const char **err);
+void sh_ffi_fetch_free(sh_fetch_t *f);
+
 #endif /* SH_FFI_H */

@@ -20,6 +20,7 @@ static const struct {
     SH_SIZE(sh_source_conf_t),
     SH_SIZE(sh_log_fields_t),
     SH_SIZE(sh_tls_conf_t),
+    SH_SIZE(sh_fetch_conf_t),
 };
 
 size_t

@@ -674,25 +674,29 @@ sh_lua_check(const char *conf_path, sh_lua_conf_t *out, char *err,
         return SH_ERROR;
     }
     lua_pushstring(L, conf_path);
-    if (sh_lua_call(L, "shotover.config", "check_file", 1, 5, err, errlen)
+    if (sh_lua_call(L, "shotover.config", "check_file", 1, 6, err, errlen)
         != SH_OK)
     {
         rc = SH_ERROR;
-    } else if (lua_isnumber(L, -5)) {
-        out->workers = (int) lua_tointeger(L, -5);
-        if (lua_isstring(L, -4)) {
+    } else if (lua_isnumber(L, -6)) {
+        out->workers = (int) lua_tointeger(L, -6);
+        if (lua_isstring(L, -5)) {
             snprintf(out->admin_host, sizeof(out->admin_host), "%s",
-                     lua_tostring(L, -4));
-            out->admin_port = (int) lua_tointeger(L, -3);
+                     lua_tostring(L, -5));
+            out->admin_port = (int) lua_tointeger(L, -4);
         }
-        if (lua_isstring(L, -2)) {
+        if (lua_isstring(L, -3)) {
             snprintf(out->admin_token, sizeof(out->admin_token), "%s",
-                     lua_tostring(L, -2));
+                     lua_tostring(L, -3));
         }
-        out->drain_timeout_ms = (uint32_t) lua_tointeger(L, -1);
+        out->drain_timeout_ms = (uint32_t) lua_tointeger(L, -2);
+        /* a context Lua made and let go of: its reference is ours */
+        if (lua_isnumber(L, -1)) {
+            out->admin_tls = (sh_tls_ctx_t *) (uintptr_t) lua_tonumber(L, -1);
+        }
         rc = SH_OK;
     } else {
-        snprintf(err, errlen, "%s", lua_tostring(L, -4));
+        snprintf(err, errlen, "%s", lua_tostring(L, -5));
     }
     sh_lua_close(L);
     return rc;

@@ -50,6 +50,8 @@ typedef struct sh_lua_conf_s {
     char admin_token[1025];  /* its bearer token, "" if none (config.lua
                                 bounds a token to 1024) */
     uint32_t drain_timeout_ms; /* how long a SIGTERM drain may take */
+    sh_tls_ctx_t *admin_tls; /* admin.tls's context (the caller owns the
+                                reference), or NULL */
 } sh_lua_conf_t;
 
 int sh_lua_check(const char *conf_path, sh_lua_conf_t *out, char *err,

@@ -305,6 +305,12 @@ sh_server_reload(const char *why, char *out, size_t outlen)
     if (lc.workers <= 0) {
         lc.workers = (int) uv_available_parallelism();
     }
+    if (sh_admin_set_tls(lc.admin_tls) == SH_DECLINED
+        && lc.admin_port != 0 && sh_main.admin_port != 0)
+    {
+        sh_log_warn("%s: admin.tls was added or removed: that takes a "
+                    "restart", why);
+    }
     if (lc.workers != sh_nworkers || lc.admin_port != sh_main.admin_port) {
         sh_log_warn("%s: `workers` or `admin` changed: that takes a restart; "
                     "the rest of the config is loaded", why);
@@ -473,7 +479,8 @@ sh_server_raise_nofile(void)
 
 int
 sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
-    int admin_port, const char *admin_token, uint32_t drain_timeout_ms)
+    int admin_port, const char *admin_token, sh_tls_ctx_t *admin_tls,
+    uint32_t drain_timeout_ms)
 {
     char err[512];
     uv_loop_t *main_loop = uv_default_loop();
@@ -485,9 +492,11 @@ sh_workers_run(const char *conf_path, int nworkers, const char *admin_host,
     signal(SIGHUP, SIG_IGN);
     sh_server_raise_nofile();
     failed = sh_workers_spawn(conf_path, nworkers, &i);
-    if (!failed && admin_port != 0
-        && sh_admin_start(main_loop, admin_host, admin_port, admin_token,
-                          err, sizeof(err)) != SH_OK)
+    if (failed || admin_port == 0) {
+        sh_tls_ctx_unref(admin_tls);
+    } else if (sh_admin_start(main_loop, admin_host, admin_port,
+                              admin_token, admin_tls, err, sizeof(err))
+               != SH_OK)
     {
         sh_log_error("%s", err);
         failed = 1;

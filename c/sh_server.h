@@ -14,6 +14,7 @@
  * (a second signal stops at once); SH_OK for exit status 0. */
 int sh_workers_run(const char *conf_path, int nworkers,
     const char *admin_host, int admin_port, const char *admin_token,
+    sh_tls_ctx_t *admin_tls,
     uint32_t drain_timeout_ms);
 
 #endif /* SH_SERVER_H */

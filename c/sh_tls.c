@@ -410,8 +410,8 @@ sh_tls_read(sh_tls_t *t, uint8_t *p, size_t n)
     return SH_ERROR;
 }
 
-static int
-sh_tls_put(sh_tls_t *t, const uint8_t *p, size_t n)
+int
+sh_tls_write(sh_tls_t *t, const void *p, size_t n)
 {
     size_t done;
 
@@ -448,13 +448,13 @@ sh_tls_write_frames(sh_tls_t *t, sh_frame_t *const *frames, uint32_t n)
             continue;
         }
         if (have + f->len > SH_TLS_RECORD) {
-            if (sh_tls_put(t, sh_tls_plain, have) != SH_OK) {
+            if (sh_tls_write(t, sh_tls_plain, have) != SH_OK) {
                 return SH_ERROR;
             }
             have = 0;
         }
         if (f->len >= SH_TLS_RECORD / 2) {
-            if (sh_tls_put(t, f->data, f->len) != SH_OK) {
+            if (sh_tls_write(t, f->data, f->len) != SH_OK) {
                 return SH_ERROR;
             }
             continue;
@@ -462,7 +462,7 @@ sh_tls_write_frames(sh_tls_t *t, sh_frame_t *const *frames, uint32_t n)
         memcpy(sh_tls_plain + have, f->data, f->len);
         have += f->len;
     }
-    return sh_tls_put(t, sh_tls_plain, have);
+    return sh_tls_write(t, sh_tls_plain, have);
 }
 
 void
@@ -500,11 +500,12 @@ sh_tls_flush(sh_tls_t *t, uv_stream_t *s, uv_write_cb cb, void *data)
         wr->req.data = data;
         buf = uv_buf_init((char *) wr->data, (unsigned int) wr->len);
         rc = uv_write(&wr->req, s, &buf, 1, cb);
+        (void) BIO_reset(t->wbio);
         if (rc != 0) {
             sh_free(wr);
-            (void) BIO_reset(t->wbio);
             return rc;
         }
+        return 1;
     }
     (void) BIO_reset(t->wbio);
     return 0;

@@ -64,10 +64,13 @@ ssize_t sh_tls_read(sh_tls_t *t, uint8_t *p, size_t n);
 int sh_tls_write_frames(sh_tls_t *t, sh_frame_t *const *frames, uint32_t n);
 /* queue a close_notify */
 void sh_tls_shutdown(sh_tls_t *t);
+/* encrypt n bytes at p into the pending output; SH_ERROR on failure */
+int sh_tls_write(sh_tls_t *t, const void *p, size_t n);
 /*
  * Write the pending output to s: what the socket takes now, the rest in
  * one uv_write calling cb (which must end with sh_tls_write_done) with
- * req.data = data.  Returns 0, or a negative libuv error.
+ * req.data = data.  Returns 0 (all written), 1 (the rest queued: cb will
+ * run), or a negative libuv error.
  */
 int sh_tls_flush(sh_tls_t *t, uv_stream_t *s, uv_write_cb cb, void *data);
 void sh_tls_write_done(uv_write_t *req);

@@ -317,7 +317,7 @@ sh_upstream_tls_write(sh_upstream_t *up, sh_frame_t *const *frames,
     }
     rc = sh_tls_flush(s->tls, (uv_stream_t *) &s->tcp,
                       sh_upstream_tls_write_cb, NULL);
-    if (rc != 0) {
+    if (rc < 0) {
         snprintf(up->err, sizeof(up->err), "%s", uv_strerror(rc));
         return SH_ERROR;
     }

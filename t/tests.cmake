@@ -33,6 +33,13 @@ target_include_directories(test-shdict PRIVATE c)
 target_link_libraries(test-shdict PRIVATE ${SH_LIBS})
 add_test(NAME c-shdict COMMAND test-shdict)
 
+# C tests of the HTTPS fetch (sh_fetch.c): a real loop and a TLS server
+# thread with a certificate the test makes; callbacks counted, loop closed.
+add_executable(test-fetch c/test/test-fetch.c ${SH_CORE_SOURCES})
+target_include_directories(test-fetch PRIVATE c)
+target_link_libraries(test-fetch PRIVATE ${SH_LIBS})
+add_test(NAME c-fetch COMMAND test-fetch)
+
 # libFuzzer needs clang: the script keeps its own clang build (build/fuzz)
 # and runs each target briefly; `t/run-fuzz TARGET --minutes N` runs longer
 # (docs/fuzzing.md).

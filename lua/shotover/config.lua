@@ -108,6 +108,10 @@ local admin_schema = {
               .. "loopback clients only." },
     token_file = { type = "string",
         doc = "A file holding the token instead (its first line)." },
+    tls = { type = "table",
+        doc = "HTTPS: `{ cert = \"admin.pem\", key = \"admin.key\" }`, "
+              .. "with `ca` for client certificates; the keys of a "
+              .. "source's `tls`. Certificates are read again on SIGHUP." },
 }
 
 -- RFC 6750's b64token, 16 to 1024 characters (c/sh_admin.c keeps 1024)
@@ -527,6 +531,12 @@ function _M.check(conf, opts)
     if type(conf.admin) == "table" then
         local n = #errs
         schema.check(conf.admin, admin_schema, "admin", errs)
+        if type(conf.admin.tls) == "table" then
+            for _, e in ipairs(require("shotover.tls").check(
+                    conf.admin.tls, "admin.tls", true)) do
+                errs[#errs + 1] = e
+            end
+        end
         check_admin_token(conf.admin, errs)
         if #errs == n then
             local host, port = schema.parse_hostport(conf.admin.listen)
@@ -668,12 +678,14 @@ function _M.check_file(path)
         end
         return nil, concat(errs, "\n") .. "\n"
     end
-    local host, port
+    local host, port, tls
     if conf.admin then
         host, port = schema.parse_hostport(conf.admin.listen)
+        tls = require("shotover.tls").handover(conf.admin.tls)
     end
     return conf.workers == "auto" and 0 or conf.workers, host, port,
-           _M.admin_token(conf), math.floor(conf.drain_timeout * 1000 + 0.5)
+           _M.admin_token(conf), math.floor(conf.drain_timeout * 1000 + 0.5),
+           tls
 end
 
 return _M

@@ -201,6 +201,17 @@ function _M.context(t, server)
     return ctx
 end
 
+-- A source-side context of checked settings t handed over to C as a
+-- number (the admin endpoint's: the main thread's C code owns its one
+-- reference), or nil without t.
+function _M.handover(t)
+    if t == nil then
+        return nil
+    end
+    local ctx = assert(make(t, true))
+    return tonumber(ffi.cast("uintptr_t", ffi.gc(ctx, nil)))
+end
+
 -- What tells settings t apart for a pool: the settings and the files'
 -- contents, so a reload after new certificates were written to the same
 -- paths makes new connections with them.

@@ -20,7 +20,7 @@ local LAYERS = {
     -- 5: client connections and their runs
     sh_conn = 5, sh_run = 5,
     -- 6: sinks' pools, and what else Lua waits on (watches, awaits)
-    sh_redis_pool = 6, sh_cql_pool = 6, sh_watch = 6,
+    sh_redis_pool = 6, sh_cql_pool = 6, sh_watch = 6, sh_fetch = 6,
     -- 7: the process: threads, listeners, signals, admin endpoint, CLI
     sh_server = 7, sh_admin = 7, sh_notify = 7, main = 7,
 }
