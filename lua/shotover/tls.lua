@@ -181,7 +181,7 @@ end
 -- configuration's), shared by every pool and listener made from them.
 local made = setmetatable({}, { __mode = "k" })
 
-function _M.context(t, server)
+function _M.context(t, server, who)
     if t == nil then
         return nil
     end
@@ -194,8 +194,9 @@ function _M.context(t, server)
         end
         made[t] = ctx
         if not server and t.verify == false then
-            require("shotover.log").warn("a sink's tls.verify is false: "
-                .. "its server's certificate is not checked")
+            require("shotover.log").warn("sink %q: tls.verify is false: "
+                .. "its server's certificate is not checked",
+                tostring(who or "?"))
         end
     end
     return ctx

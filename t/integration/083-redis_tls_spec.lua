@@ -504,7 +504,7 @@ return {
     it("reaches a server it does not verify with verify = false, and warns", function()
         assert.same(OK, through("unchecked", "SET", "sink:unchecked", "unverified"))
         assert.equal("unverified", expired:cli("get", "sink:unchecked"))
-        local warn = log_lines(s, "[warn]", "tls.verify is false")
+        local warn = log_lines(s, "[warn]", 'sink "unchecked": tls.verify is false')
         assert.is_true(#warn > 0, "no warning about the unverified sink")
     end)
 

@@ -96,8 +96,11 @@ return {
         assert.is_table(v, tostring(v))
         assert.is_string(v.err, "not an error reply")
         -- the reply is the sink's own for a cluster it cannot reach
-        -- (CLUSTERDOWN, naming no reason); the log says which sink and why
+        -- (CLUSTERDOWN), with the last node's error: which sink and why;
+        -- so does the log
         assert.matches("^CLUSTERDOWN shotover", v.err)
+        assert.matches('sink "wrongca"', v.err, 1, true)
+        assert.matches("certificate verify failed", v.err, 1, true)
         h.wait_until(function()
             for l in h.read_file(proxy.log_path):gmatch("[^\n]+") do
                 if l:find('sink "wrongca": TLS handshake with 127.0.0.1:', 1, true)

@@ -82,7 +82,7 @@ function Ring.node(r, addr)
             connect_timeout_ms = r.conf.connect_timeout_ms,
             request_timeout_ms = r.conf.request_timeout_ms,
             name = r.name, ring = 1,
-            tls = require("shotover.tls").context(r.conf.tls, false),
+            tls = require("shotover.tls").context(r.conf.tls, false, r.name),
         })
         if C.sh_ffi_cql_pool_new(r.worker, cc, pool_out, err_out) ~= 0 then
             error(fmt("%s: node %s: %s", r.name, addr,

@@ -145,7 +145,7 @@ function _M.new(conf, env)
                     connect_timeout_ms = conf.connect_timeout_ms,
                     request_timeout_ms = conf.request_timeout_ms,
                     name = self.name,
-                    tls = tls.context(conf.tls, false),
+                    tls = tls.context(conf.tls, false, self.name),
                 })
                 if C.sh_ffi_cql_pool_new(env.worker, cc, pool_out, err_out)
                    ~= 0

@@ -81,7 +81,7 @@ function _M.new_pool(w, conf, addr, name, where, readonly)
         backoff_max_ms = conf.backoff_max_ms,
         username = conf.username, password = conf.password,
         name = name, readonly = readonly and 1 or 0,
-        tls = tls.context(conf.tls, false),
+        tls = tls.context(conf.tls, false, name),
     })
     if C.sh_ffi_redis_pool_new(w, rc, pool_out, err_out) ~= 0 then
         error(where .. ": " .. ffi.string(err_out[0]), 0)

@@ -189,7 +189,9 @@ function Cluster.refresh(cl, chain)
                 return r
             end)
             local r = done and resp[1]
-            if r and not r:is_error() then
+            if r and r:is_error() then
+                cl.last_error = r:line()     -- why, for the clients
+            elseif r then
                 local v = r:decode()
                 if type(v) == "table" and cl:learn(v, a) then
                     ok = true
@@ -199,7 +201,9 @@ function Cluster.refresh(cl, chain)
         end
     end
     cl.refreshing = false
-    if not ok then
+    if ok then
+        cl.last_error = nil
+    else
         cl.stale, cl.refreshed = true, now_ns()
         log.warn("%s: no node answered CLUSTER SLOTS (tried %d)", cl.name,
                  #list)
@@ -665,8 +669,11 @@ function methods.transform(self, batch, chain)
        or (self.refresh_ns > 0 and age > self.refresh_ns)
     then
         if not cl:refresh(chain) and not cl.known then
+            -- the last node's error says which sink and why (a TLS
+            -- handshake that failed, a refused connection)
             return message.error_batch(batch, "CLUSTERDOWN shotover: no "
-                                       .. "node of the cluster answered")
+                .. "node of the cluster answered"
+                .. (cl.last_error and " (" .. cl.last_error .. ")" or ""))
         end
     end
     local n = batch.n
