@@ -1,0 +1,771 @@
+-- protect: field-level encryption of chosen Cassandra columns.  Values
+-- of the configured blob columns (ks.table.column) are sealed with
+-- AES-256-GCM on their way to the node -- literals and bound values of
+-- INSERT and UPDATE, in QUERY, EXECUTE and BATCH -- and opened in the
+-- RESULT Rows on their way back, so the application reads and writes
+-- plaintext while the node holds envelopes (shotover.envelope): a data
+-- key per worker, wrapped by the key manager's KEK, the value bound to
+-- its keyspace, table, column and partition key.
+--
+-- What cannot work on ciphertext is refused with an INVALID error before
+-- it reaches the node: a WHERE or IF on a protected column, a protected
+-- column that is not a blob, a value that is neither a blob literal nor a
+-- bind marker, a read that can find no partition key to open values
+-- with.  A stored value that does not open fails its request with a
+-- SERVER_ERROR, logged; never plaintext garbage.
+-- See docs/transforms/protect.md.
+local bit = require "bit"
+local keys = require "shotover.keys"
+local envelope = require "shotover.envelope"
+local log = require "shotover.log"
+local parser = require "shotover.cql.parser"
+local reply = require "shotover.cql.reply"
+local rows = require "shotover.cql.rows"
+local cql_schema = require "shotover.cql.schema"
+local C = require("shotover.ffi").C
+
+local band, rshift = bit.band, bit.rshift
+local fmt = string.format
+local char, byte, sub, lower, find = string.char, string.byte, string.sub,
+                                     string.lower, string.find
+local concat, sort = table.concat, table.sort
+local type, pairs, ipairs, pcall, tostring = type, pairs, ipairs, pcall,
+                                             tostring
+local next = next
+local identity = envelope.identity
+
+local OP_QUERY, OP_PREPARE = C.SH_CQL_QUERY, C.SH_CQL_PREPARE
+local OP_EXECUTE, OP_BATCH = C.SH_CQL_EXECUTE, C.SH_CQL_BATCH
+local OP_RESULT = C.SH_CQL_RESULT
+local FLAG_PAYLOAD = C.SH_CQL_FLAG_PAYLOAD
+
+local _M = {
+    name = "protect",
+    version = "0.1.0",
+    protocols = { "cassandra" },
+    -- what a batch needs is worked out as it enters and kept per batch
+    capabilities = { lanes = true },
+    schema = {
+        columns = { type = "table", required = true },
+        key_manager = { type = "table", required = true },
+        dek_ttl = { type = "integer", default = 3600, min = 1 },
+        dek_max_uses = { type = "integer", default = 2^32, min = 1,
+                         max = 2^32 },
+    },
+}
+
+local mt = { __index = {} }
+local methods = mt.__index
+
+-- "ks.t.c" -> ks, t, c (each an identifier as the schema has it)
+local function split_column(s)
+    return s:match("^([^.]+)%.([^.]+)%.([^.]+)$")
+end
+
+function _M.check_config(conf)
+    local errs = {}
+    local cols = conf.columns
+    if #cols == 0 then
+        errs[#errs + 1] = "columns: give at least one \"keyspace.table."
+                          .. "column\""
+    end
+    local seen = {}
+    for i, c in ipairs(cols) do
+        if type(c) ~= "string" or not split_column(c) then
+            errs[#errs + 1] = fmt("columns[%d]: expected \"keyspace.table."
+                                  .. "column\", got %s", i,
+                                  require("shotover.schema").show(c))
+        elseif seen[c] then
+            errs[#errs + 1] = fmt("columns[%d]: %s is listed twice", i, c)
+        end
+        seen[c] = true
+    end
+    for k in pairs(cols) do
+        if type(k) ~= "number" then
+            errs[#errs + 1] = "columns: expected a list of \"keyspace.table."
+                              .. "column\""
+            break
+        end
+    end
+    for _, e in ipairs(keys.check(conf.key_manager, "key_manager")) do
+        errs[#errs + 1] = e
+    end
+    if #errs > 0 then
+        return nil, errs
+    end
+    return true
+end
+
+function _M.new(conf, env)
+    local tables = {}                       -- "ks.t" -> { col = true }
+    local names = {}                        -- table name -> true
+    for _, c in ipairs(conf.columns) do
+        local ks, t, col = split_column(c)
+        local key = ks .. "." .. t
+        tables[key] = tables[key] or {}
+        tables[key][col] = true
+        names[lower(t)] = true
+    end
+    local path = (env and env.path and env.path .. ".key_manager")
+                 or "key_manager"
+    local km = keys.new(conf.key_manager, path)
+    return setmetatable({
+        name = conf.name or "protect",
+        tables = tables, table_names = names,
+        ring = envelope.keyring(km, conf.dek_ttl, conf.dek_max_uses),
+    }, mt)
+end
+
+-- hex of bytes, for a blob literal
+local HEX = {}
+for i = 0, 255 do
+    HEX[char(i)] = fmt("%02x", i)
+end
+local function hex(s)
+    return (s:gsub(".", HEX))
+end
+
+local function be32(n)
+    return char(band(rshift(n, 24), 255), band(rshift(n, 16), 255),
+                band(rshift(n, 8), 255), band(n, 255))
+end
+
+local function u16(s, i)
+    return byte(s, i) * 256 + byte(s, i + 1)
+end
+
+local function s32(s, i)
+    local v = ((byte(s, i) * 256 + byte(s, i + 1)) * 256 + byte(s, i + 2))
+              * 256 + byte(s, i + 3)
+    return v >= 2^31 and v - 2^32 or v
+end
+
+-- A refusal: an error that names the transform.
+local function refusal(self, msg, ...)
+    return { refuse = fmt("shotover: %s: " .. msg, self.name, ...) }
+end
+
+-- The first protected column among the columns a relation names.
+local function names_protected(prot, rel)
+    if rel.columns then
+        for _, c in ipairs(rel.columns) do
+            if prot[c] then
+                return c
+            end
+        end
+        return nil
+    end
+    return rel.column and prot[rel.column] and rel.column or nil
+end
+
+-- Refusals common to every statement on a protected table: a WHERE or IF
+-- on a protected column, a protected column that is not a blob.
+local function common_checks(self, ast, ks, prot, tab)
+    for _, rel in ipairs(ast.where or {}) do
+        local c = names_protected(prot, rel)
+        if c then
+            return refusal(self, "%s.%s.%s is encrypted: a WHERE restriction "
+                           .. "on it cannot match the stored ciphertext "
+                           .. "(restrict the key columns instead)", ks,
+                           ast.table, c)
+        end
+    end
+    for _, rel in ipairs(ast.if_conditions or {}) do
+        local c = names_protected(prot, rel)
+        if c then
+            return refusal(self, "%s.%s.%s is encrypted: an IF condition on "
+                           .. "it cannot be checked against ciphertext", ks,
+                           ast.table, c)
+        end
+    end
+    if tab then
+        local list = {}
+        for c in pairs(prot) do
+            list[#list + 1] = c
+        end
+        sort(list)
+        for _, c in ipairs(list) do
+            local t = tab.types[c]
+            if t and (t.opaque or t.name ~= "blob") then
+                return refusal(self, "%s.%s.%s is configured as protected but "
+                               .. "its type is %s; a protected column must "
+                               .. "be a blob", ks, ast.table, c,
+                               t.opaque and "a collection, tuple or UDT"
+                               or (t.name == "varchar" and "text" or t.name))
+            end
+        end
+    end
+    return nil
+end
+
+-- What to seal in one write statement: { [k] = column } for bind markers
+-- (by marker number), and a list of { at, len, value, column } for blob
+-- literals; or a refusal.
+local function write_values(self, ast, ks, prot)
+    local bound, lits = {}, {}
+    local function take(col, node)
+        if node == nil then
+            return nil
+        end
+        if node.marker then
+            if node.name then
+                bound[node.name] = col
+            end
+            bound[node.marker] = col
+            return nil
+        elseif node.type == "blob" then
+            lits[#lits + 1] = { at = node.at, len = #node.text,
+                                value = node.value, column = col }
+            return nil
+        elseif node.type == "null" then
+            return nil
+        end
+        return refusal(self, "the value for %s.%s.%s must be a blob literal "
+                       .. "(0x...) or a bind marker, not %s: the column is "
+                       .. "encrypted", ks, ast.table, col,
+                       node.text or "an expression")
+    end
+    if ast.kind == "insert" then
+        if ast.json then
+            return refusal(self, "INSERT JSON into %s.%s: the table has "
+                           .. "encrypted columns; give the columns and "
+                           .. "values", ks, ast.table)
+        end
+        for i, col in ipairs(ast.columns or {}) do
+            if prot[col] then
+                local r = take(col, ast.values[i])
+                if r then
+                    return r
+                end
+            end
+        end
+    elseif ast.kind == "update" then
+        for _, a in ipairs(ast.assignments or {}) do
+            if prot[a.column] then
+                if a.op ~= "=" or a.key ~= nil or a.field ~= nil then
+                    return refusal(self, "%s.%s.%s is encrypted: only "
+                                   .. "\"%s = value\" can set it", ks,
+                                   ast.table, a.column, a.column)
+                end
+                local r = take(a.column, a.value)
+                if r then
+                    return r
+                end
+            end
+        end
+    end
+    if next(bound) == nil and #lits == 0 then
+        return nil
+    end
+    return { bound = bound, lits = lits }
+end
+
+local function selected_functions_ok(func)
+    func = func and lower(func)
+    return func == "writetime" or func == "ttl" or func == "maxwritetime"
+end
+
+-- The read plan of a SELECT: { names = { result column name -> table
+-- column }, pk = partition key columns, key_bytes (from WHERE) }, nil when
+-- it selects no protected column, or a refusal.
+local function read_plan(self, ast, ks, prot, tab, qi)
+    if ast.json then
+        return refusal(self, "SELECT JSON from %s.%s: the table has "
+                       .. "encrypted columns; select the columns", ks,
+                       ast.table)
+    end
+    local names, any = {}, false
+    if ast.columns and ast.columns[1] == "*" then
+        for c in pairs(tab.types) do
+            names[c] = c
+        end
+        any = true
+    else
+        for _, s in ipairs(ast.selectors or {}) do
+            if s.column and not s.func then
+                names[s.alias or s.column] = s.column
+                any = any or prot[s.column] == true
+            elseif not selected_functions_ok(s.func) then
+                local text = lower(s.text or "")
+                for c in pairs(prot) do
+                    if find(text, "%f[%w_]" .. c .. "%f[^%w_]") then
+                        return refusal(self, "%s.%s.%s is encrypted: select "
+                                       .. "it as a column (a function or "
+                                       .. "operator on it would see "
+                                       .. "ciphertext)", ks, ast.table, c)
+                    end
+                end
+            end
+        end
+    end
+    if not any then
+        return nil
+    end
+    local selected = {}
+    for _, c in pairs(names) do
+        selected[c] = true
+    end
+    local all_pk = true
+    for _, c in ipairs(tab.partition) do
+        all_pk = all_pk and selected[c] == true
+    end
+    local key_bytes = qi and qi.key_bytes
+    if not all_pk and key_bytes == nil then
+        return refusal(self, "reading the encrypted columns of %s.%s needs "
+                       .. "the partition key: select its column(s) (%s) or "
+                       .. "restrict them by equality in WHERE", ks,
+                       ast.table, concat(tab.partition, ", "))
+    end
+    return { names = names, key_bytes = key_bytes, pk = tab.partition }
+end
+
+-- The plan of one statement (ast in keyspace ks, qi its query_info):
+-- nil (nothing to do), a refusal, or { ks, table, prot, write = ...,
+-- read = ..., key_bytes }.  prepare: a PREPARE (no values yet).
+local function statement_plan(self, ast, ks, qi, prepare)
+    local k = ast.kind
+    if ks == nil or ast.table == nil or (k ~= "select" and k ~= "insert"
+            and k ~= "update" and k ~= "delete") then
+        return nil
+    end
+    local prot = self.tables[ks .. "." .. ast.table]
+    if prot == nil then
+        return nil
+    end
+    local tab = cql_schema.get(ks, ast.table)
+    if tab == false then
+        return nil                      -- no such table: the node says so
+    end
+    local r = common_checks(self, ast, ks, prot, tab)
+    if r then
+        return r
+    end
+    local plan = { ks = ks, table = ast.table, prot = prot }
+    if k == "insert" or k == "update" then
+        local w = write_values(self, ast, ks, prot)
+        if w and w.refuse then
+            return w
+        end
+        if w and not prepare then
+            if tab == nil then
+                return refusal(self, "the schema of %s.%s could not be read: "
+                               .. "its encrypted columns cannot be written "
+                               .. "now", ks, ast.table)
+            end
+            if qi == nil or qi.key_bytes == nil then
+                return refusal(self, "writing the encrypted columns of %s.%s "
+                               .. "needs its whole partition key by equality "
+                               .. "(%s)", ks, ast.table,
+                               concat(tab.partition, ", "))
+            end
+            plan.key_bytes = qi.key_bytes
+        end
+        plan.write = w
+    elseif k == "select" and not prepare then
+        if tab == nil then
+            return refusal(self, "the schema of %s.%s could not be read: its "
+                           .. "encrypted columns cannot be read now", ks,
+                           ast.table)
+        end
+        local rp = read_plan(self, ast, ks, prot, tab, qi)
+        if rp and rp.refuse then
+            return rp
+        end
+        plan.read = rp
+    end
+    if plan.write == nil and plan.read == nil then
+        return nil
+    end
+    return plan
+end
+
+-- Does text (a statement shotover could not parse) name a table with
+-- protected columns?  Then it is refused rather than risk a plaintext
+-- write.
+local function mentions_protected(self, text)
+    text = lower(text or "")
+    for t in pairs(self.table_names) do
+        if find(text, t, 1, true) then
+            return true
+        end
+    end
+    return false
+end
+
+-- Seal value v of column col under plan p.
+local function seal(self, p, col, v, chain)
+    return self.ring:seal(v, identity(p.ks, p.table, col, p.key_bytes), chain)
+end
+
+-- Splice sealed literals into text: the new text, or nil, err.
+local function seal_literals(self, p, text, chain)
+    local lits = p.write.lits
+    if #lits == 0 then
+        return text
+    end
+    sort(lits, function(a, b) return a.at > b.at end)
+    for _, l in ipairs(lits) do
+        local env, err = seal(self, p, l.column, l.value, chain)
+        if not env then
+            return nil, err
+        end
+        text = sub(text, 1, l.at - 1) .. "0x" .. hex(env)
+               .. sub(text, l.at + l.len)
+    end
+    return text
+end
+
+-- Seal the bound values of p.write in vals (bytes by position and name):
+-- { [k] = envelope }, or nil, err (a refusal's message).
+local function seal_bound(self, p, vals, chain)
+    local out = {}
+    for k, col in pairs(p.write.bound) do
+        if type(k) == "number" then
+            local v = vals and vals[k]
+            if v ~= nil and v ~= "unset" then
+                local env, err = seal(self, p, col, v, chain)
+                if not env then
+                    return nil, err
+                end
+                out[k] = env
+            end
+        end
+    end
+    return out
+end
+
+local function uses_names(m)
+    local ok, flags = pcall(m.query_flags, m)
+    return ok and flags and band(flags, 0x40) ~= 0
+end
+
+-- Rewrite a QUERY or EXECUTE for plan p: nil, or an error message.
+local function rewrite_single(self, m, p, chain)
+    if m.rtype == OP_QUERY and #p.write.lits > 0 then
+        local text, err = seal_literals(self, p, m:query(), chain)
+        if not text then
+            return err
+        end
+        m:set_query(text)
+    end
+    if next(p.write.bound) ~= nil then
+        if uses_names(m) then
+            return fmt("shotover: %s: named bound values are not supported "
+                       .. "for encrypted columns", self.name)
+        end
+        local ok, vals = pcall(m.values, m, true)
+        if not ok then
+            return fmt("shotover: %s: the bound values do not read",
+                       self.name)
+        end
+        local sealed, err = seal_bound(self, p, vals, chain)
+        if not sealed then
+            return err
+        end
+        for k, env in pairs(sealed) do
+            m:set_value(k, env)
+        end
+    end
+    return nil
+end
+
+-- A BATCH's body rebuilt with children's new query texts (texts[j]) and
+-- bound values (vals[j][k]).  Raises when the body does not read.
+local function rebuild_batch(body, texts, vals)
+    local out = { sub(body, 1, 3) }
+    local count = u16(body, 2)
+    local i = 4                                   -- 1-based
+    for j = 1, count do
+        local kind = byte(body, i)
+        local from = i
+        i = i + 1
+        if kind == 0 then
+            local ql = s32(body, i)
+            if texts[j] then
+                out[#out + 1] = "\0" .. be32(#texts[j]) .. texts[j]
+            else
+                out[#out + 1] = sub(body, from, i + 3 + ql)
+            end
+            i = i + 4 + ql
+        else
+            local idl = u16(body, i)
+            out[#out + 1] = sub(body, from, i + 1 + idl)
+            i = i + 2 + idl
+        end
+        local nv = u16(body, i)
+        out[#out + 1] = sub(body, i, i + 1)
+        i = i + 2
+        local vj = vals[j]
+        for k = 1, nv do
+            local len = s32(body, i)
+            local stop = i + 4 + (len > 0 and len or 0)
+            if vj and vj[k] then
+                out[#out + 1] = be32(#vj[k]) .. vj[k]
+            else
+                out[#out + 1] = sub(body, i, stop - 1)
+            end
+            i = stop
+        end
+    end
+    if i - 1 > #body then
+        error("batch body cut short", 0)
+    end
+    out[#out + 1] = sub(body, i)
+    return concat(out)
+end
+
+-- Plan and rewrite a BATCH: nil, or an error message (a refusal's).
+local function batch_request(self, m, chain)
+    local ok, children = pcall(m.batch_children, m, true)
+    if not ok or not children then
+        return nil
+    end
+    local qi = m:query_info(chain)
+    local conn = chain.conn
+    local texts, vals, changed = {}, {}, false
+    for j, ch in ipairs(children) do
+        local ast = ch.query and parser.cached(ch.query)
+        if ch.query == nil then
+            return fmt("shotover: %s: a BATCH child not prepared here "
+                       .. "(prepare it through shotover)", self.name)
+        elseif ast == nil then
+            if mentions_protected(self, ch.query) then
+                return fmt("shotover: %s: a BATCH child that shotover cannot "
+                           .. "parse names a table with encrypted columns",
+                           self.name)
+            end
+        else
+            local ks = ast.keyspace or (ch.id and ch.keyspace)
+                       or conn.keyspace
+            local p = statement_plan(self, ast, ks, qi and qi.statements
+                                     and qi.statements[j])
+            if p and p.refuse then
+                return p.refuse
+            end
+            if p and p.write then
+                if ch.id == nil and #p.write.lits > 0 then
+                    local text, err = seal_literals(self, p, ch.query, chain)
+                    if not text then
+                        return err
+                    end
+                    texts[j] = text
+                    changed = true
+                end
+                if next(p.write.bound) ~= nil then
+                    local sealed, err = seal_bound(self, p, ch.values, chain)
+                    if not sealed then
+                        return err
+                    end
+                    vals[j] = sealed
+                    changed = true
+                end
+            end
+        end
+    end
+    if changed then
+        if band(m.data[1], FLAG_PAYLOAD) ~= 0 then
+            return fmt("shotover: %s: a BATCH with a custom payload cannot "
+                       .. "carry encrypted values", self.name)
+        end
+        local built, body = pcall(rebuild_batch, m:body(), texts, vals)
+        if not built then
+            return fmt("shotover: %s: the BATCH does not read: %s",
+                       self.name, tostring(body))
+        end
+        m:set_body(body)
+    end
+    return nil
+end
+
+-- Plan request m: nil, a refusal ({ refuse = msg }, or { unprepared =
+-- msg }), or a read plan to apply to its reply.  Writes are sealed here.
+function methods.request(self, m, chain)
+    local op = m.rtype
+    if op == OP_BATCH then
+        local err = batch_request(self, m, chain)
+        return err and { refuse = err } or nil
+    end
+    if op ~= OP_QUERY and op ~= OP_EXECUTE and op ~= OP_PREPARE then
+        return nil
+    end
+    local ast, ks = m:statement(chain.conn)
+    if ast == nil then
+        if op == OP_EXECUTE then
+            -- its statement is unknown: it may write a protected column
+            return { unprepared = fmt("shotover: %s: prepare this statement "
+                                      .. "through shotover", self.name) }
+        end
+        local ok, text = pcall(m.query, m)
+        if ok and mentions_protected(self, text) then
+            return refusal(self, "a statement shotover cannot parse names "
+                           .. "a table with encrypted columns (%s)",
+                           tostring(ks))
+        end
+        return nil
+    end
+    if ks == nil or ast.table == nil
+       or self.tables[ks .. "." .. ast.table] == nil then
+        return nil
+    end
+    local prepare = op == OP_PREPARE
+    local qi = not prepare and m:query_info(chain) or nil
+    local p = statement_plan(self, ast, ks, qi, prepare)
+    if p == nil or p.refuse or prepare then
+        return p
+    end
+    if p.write then
+        local err = rewrite_single(self, m, p, chain)
+        if err then
+            return { refuse = err }
+        end
+    end
+    return p.read and p or nil
+end
+
+-- The request's indexes whose statements name a table with protected
+-- columns (their schemas are loaded first).
+local function touching(self, batch, chain)
+    local only
+    local conn = chain.conn
+    for i = 1, batch.n do
+        local m = batch[i]
+        local op = m.rtype
+        local hit = op == OP_BATCH
+        -- (PREPAREs are checked too: a driver learns of a refusal early)
+        if op == OP_QUERY or op == OP_EXECUTE or op == OP_PREPARE then
+            local ast, ks = m:statement(conn)
+            if ast == nil then
+                -- an EXECUTE of a statement not known here (it may write a
+                -- protected column), or text shotover cannot parse
+                local ok, text = pcall(m.query, m)
+                hit = op == OP_EXECUTE
+                      or (ok and mentions_protected(self, text))
+            else
+                hit = ks ~= nil and ast.table ~= nil
+                      and self.tables[ks .. "." .. ast.table] ~= nil
+            end
+        end
+        if hit then
+            only = only or {}
+            only[#only + 1] = i
+        end
+    end
+    return only
+end
+
+-- Open the protected cells of reply r (a RESULT Rows answering req under
+-- read plan p): nil, or an error message.
+local function open_rows(self, p, req, r, chain)
+    local ok, t = pcall(rows.read, r, req)
+    if not ok then
+        return "the result does not read: " .. tostring(t)
+    end
+    if t == nil then
+        return nil                      -- not rows (an error, say)
+    end
+    local rp = p.read
+    local dec, pkidx = {}, {}
+    local where = {}
+    for c, col in ipairs(t.columns) do
+        if col.keyspace == p.ks and col.table == p.table then
+            local src = rp.names[col.name]
+            if src and p.prot[src] then
+                dec[#dec + 1] = c
+                where[c] = src
+            end
+            for j, pk in ipairs(rp.pk) do
+                if src == pk then
+                    pkidx[j] = c
+                end
+            end
+        end
+    end
+    if #dec == 0 then
+        return nil
+    end
+    local from_row = #pkidx == #rp.pk
+    local parts = {}
+    for r_i = 1, #t do
+        local row = t[r_i]
+        local key = rp.key_bytes
+        if from_row then
+            for j, c in ipairs(pkidx) do
+                local b = row[c] or ""
+                parts[j] = be32(#b) .. b
+            end
+            key = concat(parts, "", 1, #pkidx)
+        end
+        for _, c in ipairs(dec) do
+            local cell = row[c]
+            if cell ~= nil then
+                local pt, err = self.ring:open(cell, identity(p.ks, p.table,
+                                                              where[c], key),
+                                               chain)
+                if pt == nil then
+                    return fmt("a value of %s.%s.%s: %s", p.ks, p.table,
+                               where[c], err)
+                end
+                row[c] = pt
+            end
+        end
+    end
+    rows.write(r, t, t)
+    return nil
+end
+
+function methods.transform(self, batch, chain)
+    local n = batch.n
+    if n == 0 then
+        return chain:next(batch)
+    end
+    local only = touching(self, batch, chain)
+    if only == nil then
+        return chain:next(batch)
+    end
+    if chain.c ~= nil then
+        cql_schema.prepare(chain, batch, only)
+    end
+    local refused, plans
+    for _, i in ipairs(only) do
+        local m = batch[i]
+        local ok, p = pcall(self.request, self, m, chain)
+        if not ok then
+            p = { refuse = fmt("shotover: %s: %s", self.name, tostring(p)) }
+        end
+        if p and p.refuse then
+            refused = refused or {}
+            refused[i] = reply.error(m, "INVALID", p.refuse)
+        elseif p and p.unprepared then
+            refused = refused or {}
+            refused[i] = reply.unprepared(m, p.unprepared)
+        elseif p and m.rtype ~= OP_PREPARE then
+            plans = plans or {}
+            plans[i] = p
+        end
+    end
+    local resp
+    if refused then
+        resp = chain:next_except(batch, refused)
+    else
+        resp = chain:next(batch)
+    end
+    cql_schema.observe(resp, only)
+    if plans == nil then
+        return resp
+    end
+    for i, p in pairs(plans) do
+        local r = resp[i]
+        if r ~= nil and r.rtype == OP_RESULT then
+            local err = open_rows(self, p, batch[i], r, chain)
+            if err then
+                log.warn("%s: %s", self.name, err)
+                resp:set(i, reply.error(batch[i], "SERVER_ERROR",
+                                        fmt("shotover: %s: %s", self.name,
+                                            err)))
+            end
+        end
+    end
+    return resp
+end
+
+return _M
