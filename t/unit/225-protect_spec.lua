@@ -215,7 +215,7 @@ describe("protect on reads", function()
         end)
         local r = t:run(testing.cql("SELECT k, secret FROM ks.t"))[1]
         local msg, code = err_of(r)
-        assert.equal(reply.CODE.SERVER_ERROR, code)
+        assert.equal(reply.CODE.READ_FAILURE, code)
         assert.matches("a value of ks.t.secret: the value does not "
                        .. "authenticate", msg, 1, true)
         assert.is_nil(msg:find("one", 1, true))

@@ -12,7 +12,7 @@
 -- column that is not a blob, a value that is neither a blob literal nor a
 -- bind marker, a read that can find no partition key to open values
 -- with.  A stored value that does not open fails its request with a
--- SERVER_ERROR, logged; never plaintext garbage.
+-- READ_FAILURE, logged; never plaintext garbage.
 -- See docs/transforms/protect.md.
 local bit = require "bit"
 local keys = require "shotover.keys"
@@ -713,6 +713,25 @@ local function open_rows(self, p, req, r, chain)
     return nil
 end
 
+local CONSISTENCY_ID = {}
+for id, name in pairs(require("shotover.cql.bound").CONSISTENCY) do
+    CONSISTENCY_ID[name] = id
+end
+
+-- A READ_FAILURE answering req: the read failed for a reason retrying on
+-- another node would not change (drivers raise it, where they retry a
+-- SERVER_ERROR on every host).  Its fields: consistency, 0 received of 1
+-- required, no failing replicas (v4: a count, v5: an empty reason map,
+-- both an [int] 0), data present.
+local function read_failure(self, req, err)
+    local ok, cl = pcall(req.consistency, req)
+    cl = ok and CONSISTENCY_ID[cl] or 1
+    return reply.error(req, "READ_FAILURE", fmt("shotover: %s: %s",
+                       self.name, err),
+                       reply.be16(cl) .. be32(0) .. be32(1) .. be32(0)
+                       .. "\1")
+end
+
 function methods.transform(self, batch, chain)
     local n = batch.n
     if n == 0 then
@@ -759,9 +778,7 @@ function methods.transform(self, batch, chain)
             local err = open_rows(self, p, batch[i], r, chain)
             if err then
                 log.warn("%s: %s", self.name, err)
-                resp:set(i, reply.error(batch[i], "SERVER_ERROR",
-                                        fmt("shotover: %s: %s", self.name,
-                                            err)))
+                resp:set(i, read_failure(self, batch[i], err))
             end
         end
     end
