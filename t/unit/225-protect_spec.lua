@@ -41,17 +41,21 @@ local function learn(tab, cols)
         rows[i] = { column_name = c[1], kind = c[2], position = c[3] or -1,
                     type = c[4] }
     end
-    schema.learn("ks", tab, rows)
+    schema.learn("pks", tab, rows)
 end
 
-learn("t", { { "k", "partition_key", 0, "text" },
-             { "secret", "regular", -1, "blob" },
-             { "note", "regular", -1, "text" } })
-learn("c", { { "a", "partition_key", 0, "text" },
-             { "b", "partition_key", 1, "int" },
-             { "secret", "regular", -1, "blob" } })
-learn("wrong", { { "k", "partition_key", 0, "text" },
-                 { "secret", "regular", -1, "text" } })
+-- learnt before each test: other specs teach the (per worker) schema
+-- tables of their own
+local function learn_all()
+    learn("t", { { "k", "partition_key", 0, "text" },
+                 { "secret", "regular", -1, "blob" },
+                 { "note", "regular", -1, "text" } })
+    learn("c", { { "a", "partition_key", 0, "text" },
+                 { "b", "partition_key", 1, "int" },
+                 { "secret", "regular", -1, "blob" } })
+    learn("wrong", { { "k", "partition_key", 0, "text" },
+                     { "secret", "regular", -1, "text" } })
+end
 
 -- the fake node: sent[i] = { query, values (bytes) } of each request;
 -- SELECTs answered by rows_for(m) (a reply.rows spec)
@@ -84,8 +88,8 @@ local function fake(sent, rows_for)
 end
 
 local function build(sent, rows_for, extra)
-    local el = { "protect", columns = { "ks.t.secret", "ks.c.secret",
-                                        "ks.wrong.secret" },
+    local el = { "protect", columns = { "pks.t.secret", "pks.c.secret",
+                                        "pks.wrong.secret" },
                  key_manager = KM }
     for k, v in pairs(extra or {}) do
         el[k] = v
@@ -99,10 +103,11 @@ local function err_of(r)
 end
 
 describe("protect on writes", function()
+    before_each(learn_all)
     it("seals a literal in INSERT, bound to its row and column", function()
         local sent = {}
         local t = build(sent)
-        local resp = t:run(testing.cql("INSERT INTO ks.t (k, secret, note) "
+        local resp = t:run(testing.cql("INSERT INTO pks.t (k, secret, note) "
                                        .. "VALUES ('row1', 0xcafe01, 'n')"))
         assert.equal("RESULT", resp[1]:opcode_name())
         local q = sent[1].query
@@ -113,31 +118,31 @@ describe("protect on writes", function()
         assert.equal("test-1", select(2, envelope.header(env)))
         local ring = opener()
         assert.equal("\202\254\1", ring:open(env, envelope.identity(
-            "ks", "t", "secret", key_bytes("row1"))))
+            "pks", "t", "secret", key_bytes("row1"))))
         assert.is_nil(ring:open(env, envelope.identity(
-            "ks", "t", "secret", key_bytes("row2"))))
+            "pks", "t", "secret", key_bytes("row2"))))
         assert.is_nil(ring:open(env, envelope.identity(
-            "ks", "t", "note", key_bytes("row1"))))
+            "pks", "t", "note", key_bytes("row1"))))
     end)
 
     it("seals bound values of a QUERY, and a composite key's", function()
         local sent = {}
         local t = build(sent)
-        t:run(testing.cql("UPDATE ks.c SET secret = ? WHERE a = ? AND b = ?",
+        t:run(testing.cql("UPDATE pks.c SET secret = ? WHERE a = ? AND b = ?",
                           { { type = "blob", value = "plain-bytes" }, "x", 7 }))
         local v = sent[1].values[1]
         assert.not_equal("plain-bytes", v)
         assert.equal("plain-bytes", opener():open(v, envelope.identity(
-            "ks", "c", "secret", key_bytes("x") .. key_bytes("\0\0\0\7"))))
+            "pks", "c", "secret", key_bytes("x") .. key_bytes("\0\0\0\7"))))
         assert.equal("x", sent[1].values[2])
     end)
 
     it("leaves nulls, other tables and other columns alone", function()
         local sent = {}
         local t = build(sent)
-        local q1 = "INSERT INTO ks.t (k, secret, note) VALUES ('a', null, "
+        local q1 = "INSERT INTO pks.t (k, secret, note) VALUES ('a', null, "
                    .. "'0xcafe')"
-        local q2 = "INSERT INTO ks.other (k, secret) VALUES ('a', 0xcafe)"
+        local q2 = "INSERT INTO pks.other (k, secret) VALUES ('a', 0xcafe)"
         t:run(testing.batch(testing.cql(q1), testing.cql(q2)))
         assert.equal(q1, sent[1].query)
         assert.equal(q2, sent[2].query)
@@ -147,14 +152,14 @@ describe("protect on writes", function()
         local sent = {}
         local t = build(sent)
         local req = require "shotover.cql.request"
-        local ins = "INSERT INTO ks.t (k, secret) VALUES (?, ?)"
-        local lit = "INSERT INTO ks.t (k, secret) VALUES ('b2', 0x0102)"
+        local ins = "INSERT INTO pks.t (k, secret) VALUES (?, ?)"
+        local lit = "INSERT INTO pks.t (k, secret) VALUES ('b2', 0x0102)"
         local body = string.char(0) .. reply.be16(3)
             .. string.char(0) .. be32(#ins) .. ins .. reply.be16(2)
             .. reply.cell("text", "b1") .. reply.cell("blob", "bound-1")
             .. string.char(0) .. be32(#lit) .. lit .. reply.be16(0)
-            .. string.char(0) .. be32(#"INSERT INTO ks.t (k, note) VALUES ('b3', 'x')")
-            .. "INSERT INTO ks.t (k, note) VALUES ('b3', 'x')" .. reply.be16(0)
+            .. string.char(0) .. be32(#"INSERT INTO pks.t (k, note) VALUES ('b3', 'x')")
+            .. "INSERT INTO pks.t (k, note) VALUES ('b3', 'x')" .. reply.be16(0)
             .. reply.be16(1) .. string.char(0)
         local resp = t:run(req.envelope(req.OP.QUERY + 6, body))
         assert.equal("RESULT", resp[1]:opcode_name(),
@@ -164,19 +169,20 @@ describe("protect on writes", function()
         local ring = opener()
         assert.equal("b1", ch[1].values[1])
         assert.equal("bound-1", ring:open(ch[1].values[2], envelope.identity(
-            "ks", "t", "secret", key_bytes("b1"))))
+            "pks", "t", "secret", key_bytes("b1"))))
         local hexed = ch[2].query:match("0x(%x+)%)$")
         assert.equal("\1\2", ring:open(unhex(hexed), envelope.identity(
-            "ks", "t", "secret", key_bytes("b2"))))
-        assert.equal("INSERT INTO ks.t (k, note) VALUES ('b3', 'x')",
+            "pks", "t", "secret", key_bytes("b2"))))
+        assert.equal("INSERT INTO pks.t (k, note) VALUES ('b3', 'x')",
                      ch[3].query)
     end)
 end)
 
 describe("protect on reads", function()
+    before_each(learn_all)
     local ring = opener()
     local function sealed(k, v, col)
-        return ring:seal(v, envelope.identity("ks", "t", col or "secret",
+        return ring:seal(v, envelope.identity("pks", "t", col or "secret",
                                               key_bytes(k)))
     end
 
@@ -185,23 +191,23 @@ describe("protect on reads", function()
         local t = build(sent, function(m)
             local q = m:query()
             if q:find("SELECT k,") then
-                return { keyspace = "ks", table = "t",
+                return { keyspace = "pks", table = "t",
                          columns = { { "k", "text" }, { "secret", "blob" } },
                          rows = { { "r1", sealed("r1", "one") },
                                   { "r2", sealed("r2", "two") },
                                   { "r3", nil } } }
             end
-            return { keyspace = "ks", table = "t",
+            return { keyspace = "pks", table = "t",
                      columns = { { "secret", "blob" } },
                      rows = { { sealed("r9", "nine") } } }
         end)
-        local r = t:run(testing.cql("SELECT k, secret FROM ks.t"))[1]
+        local r = t:run(testing.cql("SELECT k, secret FROM pks.t"))[1]
         assert.equal("RESULT", r:opcode_name(), tostring(err_of(r)))
         local got = r:rows()
         assert.equal("one", got[1].secret)
         assert.equal("two", got[2].secret)
         assert.is_nil(got[3].secret)
-        r = t:run(testing.cql("SELECT secret FROM ks.t WHERE k = 'r9'"))[1]
+        r = t:run(testing.cql("SELECT secret FROM pks.t WHERE k = 'r9'"))[1]
         assert.equal("nine", r:rows()[1].secret)
     end)
 
@@ -209,14 +215,14 @@ describe("protect on reads", function()
         local sent = {}
         local moved = sealed("r1", "one")
         local t = build(sent, function()
-            return { keyspace = "ks", table = "t",
+            return { keyspace = "pks", table = "t",
                      columns = { { "k", "text" }, { "secret", "blob" } },
                      rows = { { "r2", moved } } }
         end)
-        local r = t:run(testing.cql("SELECT k, secret FROM ks.t"))[1]
+        local r = t:run(testing.cql("SELECT k, secret FROM pks.t"))[1]
         local msg, code = err_of(r)
         assert.equal(reply.CODE.READ_FAILURE, code)
-        assert.matches("a value of ks.t.secret: the value does not "
+        assert.matches("a value of pks.t.secret: the value does not "
                        .. "authenticate", msg, 1, true)
         assert.is_nil(msg:find("one", 1, true))
     end)
@@ -224,7 +230,7 @@ describe("protect on reads", function()
     it("refuses a read that has no partition key to open with", function()
         local sent = {}
         local t = build(sent, function() error("not sent") end)
-        local r = t:run(testing.cql("SELECT secret FROM ks.t"))[1]
+        local r = t:run(testing.cql("SELECT secret FROM pks.t"))[1]
         local msg, code = err_of(r)
         assert.equal(reply.CODE.INVALID, code)
         assert.matches("needs the partition key: select its column(s) (k) "
@@ -235,23 +241,24 @@ describe("protect on reads", function()
 end)
 
 describe("protect refuses", function()
+    before_each(learn_all)
     local cases = {
-        { "SELECT k FROM ks.t WHERE secret = 0x01 ALLOW FILTERING",
-          "ks.t.secret is encrypted: a WHERE restriction on it cannot match" },
-        { "DELETE FROM ks.t WHERE k = 'a' IF secret = 0x01",
+        { "SELECT k FROM pks.t WHERE secret = 0x01 ALLOW FILTERING",
+          "pks.t.secret is encrypted: a WHERE restriction on it cannot match" },
+        { "DELETE FROM pks.t WHERE k = 'a' IF secret = 0x01",
           "an IF condition on it cannot be checked" },
-        { "INSERT INTO ks.wrong (k, secret) VALUES ('a', 'x')",
-          "ks.wrong.secret is configured as protected but its type is text; "
+        { "INSERT INTO pks.wrong (k, secret) VALUES ('a', 'x')",
+          "pks.wrong.secret is configured as protected but its type is text; "
           .. "a protected column must be a blob" },
-        { "INSERT INTO ks.t (k, secret) VALUES ('a', textAsBlob('x'))",
-          "the value for ks.t.secret must be a blob literal (0x...) or a "
+        { "INSERT INTO pks.t (k, secret) VALUES ('a', textAsBlob('x'))",
+          "the value for pks.t.secret must be a blob literal (0x...) or a "
           .. "bind marker, not textAsBlob('x')" },
-        { "UPDATE ks.t SET secret = secret + 0x01 WHERE k = 'a'",
+        { "UPDATE pks.t SET secret = secret + 0x01 WHERE k = 'a'",
           "only \"secret = value\" can set it" },
-        { "UPDATE ks.t SET secret = 0x01 WHERE k IN ('a', 'b')",
+        { "UPDATE pks.t SET secret = 0x01 WHERE k IN ('a', 'b')",
           "needs its whole partition key by equality (k)" },
-        { "INSERT INTO ks.t JSON '{\"k\": \"a\"}'", "INSERT JSON into ks.t" },
-        { "SELECT blobAsText(secret) FROM ks.t WHERE k = 'a'",
+        { "INSERT INTO pks.t JSON '{\"k\": \"a\"}'", "INSERT JSON into pks.t" },
+        { "SELECT blobAsText(secret) FROM pks.t WHERE k = 'a'",
           "select it as a column" },
     }
     for _, c in ipairs(cases) do
@@ -270,7 +277,7 @@ describe("protect refuses", function()
         local sent = {}
         local t = build(sent)
         local r = t:run(testing.cql_request.prepare(
-            "SELECT k FROM ks.t WHERE secret = ? ALLOW FILTERING"))[1]
+            "SELECT k FROM pks.t WHERE secret = ? ALLOW FILTERING"))[1]
         local msg, code = err_of(r)
         assert.equal(reply.CODE.INVALID, code)
         assert.matches("WHERE restriction", msg, 1, true)
@@ -290,21 +297,21 @@ end)
 describe("protect config", function()
     it("names the path of each problem", function()
         local errs = testing.errors({
-            { "protect", columns = { "ks.t", 5 },
+            { "protect", columns = { "pks.t", 5 },
               key_manager = { "local", kek = "short" } },
             { "null" } }, "cassandra")
         assert.matches('chain[1].columns[1]: expected "keyspace.table.column"'
-                       .. ', got "ks.t"', errs, 1, true)
+                       .. ', got "pks.t"', errs, 1, true)
         assert.matches("chain[1].columns[2]: expected", errs, 1, true)
         assert.matches("chain[1].key_manager.kek: not a 32-byte key", errs, 1,
                        true)
         assert.is_nil(errs:find("short", 1, true))
         errs = testing.errors({
-            { "protect", columns = { "ks.t.c" } }, { "null" } },
+            { "protect", columns = { "pks.t.c" } }, { "null" } },
             "cassandra")
         assert.matches("chain[1].key_manager: required", errs, 1, true)
         errs = testing.errors({
-            { "protect", columns = { "ks.t.c" }, key_manager = KM },
+            { "protect", columns = { "pks.t.c" }, key_manager = KM },
             { "null" } }, "redis")
         assert.matches('does not support protocol "redis"', errs, 1, true)
     end)

@@ -22,6 +22,7 @@ local parser = require "shotover.cql.parser"
 local reply = require "shotover.cql.reply"
 local rows = require "shotover.cql.rows"
 local cql_schema = require "shotover.cql.schema"
+local literal_bytes = require("shotover.cql.query_info").literal_bytes
 local C = require("shotover.ffi").C
 
 local band, rshift = bit.band, bit.rshift
@@ -31,7 +32,6 @@ local char, byte, sub, lower, find = string.char, string.byte, string.sub,
 local concat, sort = table.concat, table.sort
 local type, pairs, ipairs, pcall, tostring = type, pairs, ipairs, pcall,
                                              tostring
-local next = next
 local identity = envelope.identity
 
 local OP_QUERY, OP_PREPARE = C.SH_CQL_QUERY, C.SH_CQL_PREPARE
@@ -111,6 +111,8 @@ function _M.new(conf, env)
     local km = keys.new(conf.key_manager, path)
     return setmetatable({
         name = conf.name or "protect",
+        -- AST -> keyspace -> what it needs (see analysed)
+        analyses = setmetatable({}, { __mode = "k" }),
         tables = tables, table_names = names,
         ring = envelope.keyring(km, conf.dek_ttl, conf.dek_max_uses),
     }, mt)
@@ -254,10 +256,19 @@ local function write_values(self, ast, ks, prot)
             end
         end
     end
-    if next(bound) == nil and #lits == 0 then
+    -- the markers in order, as a list (walked with ipairs on every
+    -- request: pairs and next do not compile)
+    local list = {}
+    for k, col in pairs(bound) do
+        if type(k) == "number" then
+            list[#list + 1] = { k, col }
+        end
+    end
+    sort(list, function(a, b) return a[1] < b[1] end)
+    if #list == 0 and #lits == 0 then
         return nil
     end
-    return { bound = bound, lits = lits }
+    return { bound = list, lits = lits }
 end
 
 local function selected_functions_ok(func)
@@ -266,9 +277,9 @@ local function selected_functions_ok(func)
 end
 
 -- The read plan of a SELECT: { names = { result column name -> table
--- column }, pk = partition key columns, key_bytes (from WHERE) }, nil when
--- it selects no protected column, or a refusal.
-local function read_plan(self, ast, ks, prot, tab, qi)
+-- column }, pk = partition key columns, all_pk = whether the row has
+-- them all }, nil when it selects no protected column, or a refusal.
+local function read_plan(self, ast, ks, prot, tab)
     if ast.json then
         return refusal(self, "SELECT JSON from %s.%s: the table has "
                        .. "encrypted columns; select the columns", ks,
@@ -309,25 +320,40 @@ local function read_plan(self, ast, ks, prot, tab, qi)
     for _, c in ipairs(tab.partition) do
         all_pk = all_pk and selected[c] == true
     end
-    local key_bytes = qi and qi.key_bytes
-    if not all_pk and key_bytes == nil then
-        return refusal(self, "reading the encrypted columns of %s.%s needs "
-                       .. "the partition key: select its column(s) (%s) or "
-                       .. "restrict them by equality in WHERE", ks,
-                       ast.table, concat(tab.partition, ", "))
-    end
-    return { names = names, key_bytes = key_bytes, pk = tab.partition }
+    return { names = names, pk = tab.partition, all_pk = all_pk }
 end
 
--- The plan of one statement (ast in keyspace ks, qi its query_info):
--- nil (nothing to do), a refusal, or { ks, table, prot, write = ...,
--- read = ..., key_bytes }.  prepare: a PREPARE (no values yet).
-local function statement_plan(self, ast, ks, qi, prepare)
-    local k = ast.kind
-    if ks == nil or ast.table == nil or (k ~= "select" and k ~= "insert"
-            and k ~= "update" and k ~= "delete") then
-        return nil
+-- The terms giving each partition key column by equality (INSERT: its
+-- value; others: WHERE col = term), false for a column not given so.
+local function key_nodes_of(ast, tab)
+    local by = {}
+    if ast.kind == "insert" then
+        for i, col in ipairs(ast.columns or {}) do
+            by[col] = ast.values[i]
+        end
+    else
+        for _, rel in ipairs(ast.where or {}) do
+            if rel.op == "=" and rel.column and not rel.values
+               and not rel.token and not rel.columns and not rel.key
+               and not rel.field then
+                by[rel.column] = rel.value
+            end
+        end
     end
+    local nodes, types = {}, {}
+    for j, c in ipairs(tab.partition) do
+        nodes[j] = by[c] or false
+        types[j] = tab.types[c]
+    end
+    return nodes, types
+end
+
+-- What a statement (ast in keyspace ks) needs, worked out once per AST,
+-- keyspace and schema generation: nil (nothing), a refusal, or { ks,
+-- table, prot, tab, write = { bound, lits }, read = read_plan,
+-- key_nodes }.  prepare: a PREPARE (no values yet).
+local function analyse(self, ast, ks, prepare)
+    local k = ast.kind
     local prot = self.tables[ks .. "." .. ast.table]
     if prot == nil then
         return nil
@@ -346,19 +372,14 @@ local function statement_plan(self, ast, ks, qi, prepare)
         if w and w.refuse then
             return w
         end
-        if w and not prepare then
-            if tab == nil then
-                return refusal(self, "the schema of %s.%s could not be read: "
-                               .. "its encrypted columns cannot be written "
-                               .. "now", ks, ast.table)
-            end
-            if qi == nil or qi.key_bytes == nil then
-                return refusal(self, "writing the encrypted columns of %s.%s "
-                               .. "needs its whole partition key by equality "
-                               .. "(%s)", ks, ast.table,
-                               concat(tab.partition, ", "))
-            end
-            plan.key_bytes = qi.key_bytes
+        if w and not prepare and tab == nil then
+            return refusal(self, "the schema of %s.%s could not be read: its "
+                           .. "encrypted columns cannot be written now", ks,
+                           ast.table)
+        end
+        if w then
+            -- spliced from the end, so earlier offsets stay right
+            sort(w.lits, function(a, b) return a.at > b.at end)
         end
         plan.write = w
     elseif k == "select" and not prepare then
@@ -367,7 +388,7 @@ local function statement_plan(self, ast, ks, qi, prepare)
                            .. "encrypted columns cannot be read now", ks,
                            ast.table)
         end
-        local rp = read_plan(self, ast, ks, prot, tab, qi)
+        local rp = read_plan(self, ast, ks, prot, tab)
         if rp and rp.refuse then
             return rp
         end
@@ -376,7 +397,90 @@ local function statement_plan(self, ast, ks, qi, prepare)
     if plan.write == nil and plan.read == nil then
         return nil
     end
+    if tab then
+        plan.key_nodes, plan.key_types = key_nodes_of(ast, tab)
+        plan.partition = tab.partition
+    end
     return plan
+end
+
+local NONE = {}                           -- cached: nothing to do
+
+local function analysed(self, ast, ks, prepare)
+    local per = self.analyses[ast]
+    if per == nil then
+        per = {}
+        self.analyses[ast] = per
+    end
+    local key = prepare and ks .. "\0prepare" or ks
+    local e = per[key]
+    local gen = cql_schema.generation
+    if e == nil or e.gen ~= gen then
+        e = { gen = gen, plan = analyse(self, ast, ks, prepare) or NONE }
+        per[key] = e
+    end
+    return e.plan ~= NONE and e.plan or nil
+end
+
+-- The partition key's bytes (as query_info's key_bytes) for plan sp,
+-- from the bound values raw (bytes by position and name) and literals
+-- serialized for their column's type.  nil when not every column is
+-- known.
+local function key_bytes_of(sp, raw)
+    local nodes = sp.key_nodes
+    if nodes == nil then
+        return nil
+    end
+    local parts = {}
+    for j = 1, #nodes do
+        local node = nodes[j]
+        if not node then
+            return nil
+        elseif node.marker then
+            local b = raw and (node.name and raw[node.name]
+                               or raw[node.marker])
+            if b == nil or b == "unset" then
+                return nil
+            end
+            parts[j] = be32(#b) .. b
+        else
+            local b = literal_bytes(sp.key_types[j], node)
+            if b == nil then
+                return nil
+            end
+            parts[j] = be32(#b) .. b
+        end
+    end
+    return concat(parts)
+end
+
+-- The plan of one statement for one request: nil (nothing to do), a
+-- refusal, or { ks, table, prot, write, read, key_bytes }.  raw: its
+-- bound values as bytes.
+local function statement_plan(self, ast, ks, prepare, raw)
+    local k = ast.kind
+    if ks == nil or ast.table == nil or (k ~= "select" and k ~= "insert"
+            and k ~= "update" and k ~= "delete") then
+        return nil
+    end
+    local sp = analysed(self, ast, ks, prepare)
+    if sp == nil or sp.refuse or prepare then
+        return sp
+    end
+    local kb = key_bytes_of(sp, raw)
+    if sp.write and kb == nil then
+        return refusal(self, "writing the encrypted columns of %s.%s needs "
+                       .. "its whole partition key by equality (%s)", ks,
+                       ast.table, concat(sp.partition or {}, ", "))
+    end
+    if sp.read and not sp.read.all_pk and kb == nil then
+        return refusal(self, "reading the encrypted columns of %s.%s needs "
+                       .. "the partition key: select its column(s) (%s) or "
+                       .. "restrict them by equality in WHERE", ks,
+                       ast.table, concat(sp.read.pk, ", "))
+    end
+    return { ks = sp.ks, table = sp.table, prot = sp.prot, write = sp.write,
+             read = sp.read, key_bytes = kb }
 end
 
 -- Does text (a statement shotover could not parse) name a table with
@@ -403,7 +507,6 @@ local function seal_literals(self, p, text, chain)
     if #lits == 0 then
         return text
     end
-    sort(lits, function(a, b) return a.at > b.at end)
     for _, l in ipairs(lits) do
         local env, err = seal(self, p, l.column, l.value, chain)
         if not env then
@@ -419,16 +522,17 @@ end
 -- { [k] = envelope }, or nil, err (a refusal's message).
 local function seal_bound(self, p, vals, chain)
     local out = {}
-    for k, col in pairs(p.write.bound) do
-        if type(k) == "number" then
-            local v = vals and vals[k]
-            if v ~= nil and v ~= "unset" then
-                local env, err = seal(self, p, col, v, chain)
-                if not env then
-                    return nil, err
-                end
-                out[k] = env
+    local list = p.write.bound
+    for i = 1, #list do
+        local k, col = list[i][1], list[i][2]
+        local v = vals and vals[k]
+        if v ~= nil and v ~= "unset" then
+            local env, err = seal(self, p, col, v, chain)
+            if not env then
+                return nil, err
             end
+            out[#out + 1] = k
+            out[#out + 1] = env
         end
     end
     return out
@@ -439,8 +543,9 @@ local function uses_names(m)
     return ok and flags and band(flags, 0x40) ~= 0
 end
 
--- Rewrite a QUERY or EXECUTE for plan p: nil, or an error message.
-local function rewrite_single(self, m, p, chain)
+-- Rewrite a QUERY or EXECUTE for plan p (vals: its bound values as
+-- bytes): nil, or an error message.
+local function rewrite_single(self, m, p, vals, chain)
     if m.rtype == OP_QUERY and #p.write.lits > 0 then
         local text, err = seal_literals(self, p, m:query(), chain)
         if not text then
@@ -448,13 +553,12 @@ local function rewrite_single(self, m, p, chain)
         end
         m:set_query(text)
     end
-    if next(p.write.bound) ~= nil then
+    if #p.write.bound > 0 then
         if uses_names(m) then
             return fmt("shotover: %s: named bound values are not supported "
                        .. "for encrypted columns", self.name)
         end
-        local ok, vals = pcall(m.values, m, true)
-        if not ok then
+        if vals == nil then
             return fmt("shotover: %s: the bound values do not read",
                        self.name)
         end
@@ -462,8 +566,8 @@ local function rewrite_single(self, m, p, chain)
         if not sealed then
             return err
         end
-        for k, env in pairs(sealed) do
-            m:set_value(k, env)
+        for i = 1, #sealed, 2 do
+            m:set_value(sealed[i], sealed[i + 1])
         end
     end
     return nil
@@ -520,7 +624,6 @@ local function batch_request(self, m, chain)
     if not ok or not children then
         return nil
     end
-    local qi = m:query_info(chain)
     local conn = chain.conn
     local texts, vals, changed = {}, {}, false
     for j, ch in ipairs(children) do
@@ -537,8 +640,7 @@ local function batch_request(self, m, chain)
         else
             local ks = ast.keyspace or (ch.id and ch.keyspace)
                        or conn.keyspace
-            local p = statement_plan(self, ast, ks, qi and qi.statements
-                                     and qi.statements[j])
+            local p = statement_plan(self, ast, ks, false, ch.values)
             if p and p.refuse then
                 return p.refuse
             end
@@ -551,12 +653,16 @@ local function batch_request(self, m, chain)
                     texts[j] = text
                     changed = true
                 end
-                if next(p.write.bound) ~= nil then
+                if #p.write.bound > 0 then
                     local sealed, err = seal_bound(self, p, ch.values, chain)
                     if not sealed then
                         return err
                     end
-                    vals[j] = sealed
+                    local by = {}
+                    for i = 1, #sealed, 2 do
+                        by[sealed[i]] = sealed[i + 1]
+                    end
+                    vals[j] = by
                     changed = true
                 end
             end
@@ -608,13 +714,17 @@ function methods.request(self, m, chain)
         return nil
     end
     local prepare = op == OP_PREPARE
-    local qi = not prepare and m:query_info(chain) or nil
-    local p = statement_plan(self, ast, ks, qi, prepare)
+    local vals
+    if not prepare then
+        local ok, v = pcall(m.values, m, true)
+        vals = ok and v or nil
+    end
+    local p = statement_plan(self, ast, ks, prepare, vals)
     if p == nil or p.refuse or prepare then
         return p
     end
     if p.write then
-        local err = rewrite_single(self, m, p, chain)
+        local err = rewrite_single(self, m, p, vals, chain)
         if err then
             return { refuse = err }
         end
@@ -687,7 +797,7 @@ local function open_rows(self, p, req, r, chain)
     local parts = {}
     for r_i = 1, #t do
         local row = t[r_i]
-        local key = rp.key_bytes
+        local key = p.key_bytes
         if from_row then
             for j, c in ipairs(pkidx) do
                 local b = row[c] or ""
