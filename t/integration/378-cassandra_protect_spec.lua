@@ -1,6 +1,7 @@
 -- protect in front of a real Cassandra node, driven by the DataStax
 -- driver: the application writes and reads plaintext (literals, prepared
--- statements with skip_metadata, BATCH, protocol v4 and v5) while the node
+-- statements with skip_metadata, BATCH, protocol v4 and v5, the row an
+-- INSERT IF NOT EXISTS finds) while the node
 -- holds envelopes; misuse is refused with the reason; a value moved to
 -- another row fails its read; a KEK rotation keeps old values readable and
 -- writes new ones under the new KEK id.
@@ -65,6 +66,9 @@ for k in ('lit', 'prep', 'simple', 'batch1', 'batch2'):
     print('one', k, r.secret.decode(), r.note)
 print('composite', s.execute("SELECT secret FROM pr.c WHERE a = 'x' AND b = 7")
       .one().secret.decode())
+r = s.execute("INSERT INTO pr.t (k, secret) VALUES ('lit', 0x00) "
+              "IF NOT EXISTS").one()
+print('lwt', r[0], r.secret.decode())
 c.shutdown()
 c5, s5 = connect(protocol_version=5)
 sel5 = s5.prepare("SELECT k, secret FROM pr.t WHERE k = ?")
@@ -80,6 +84,7 @@ print('v5', s5.execute(sel5, ('v5row',)).one().secret.decode())
             "one lit lit-plain n1", "one prep prepared-plain n2",
             "one simple simple-plain None", "one batch1 batch-plain-1 n3",
             "one batch2 b2-plain None", "composite composite-plain",
+            "lwt False lit-plain",
             "v5 prepared-plain", "v5 v5-plain" }) do
             assert.matches(line .. "\n", out, 1, true)
         end

@@ -76,8 +76,9 @@ local function fake(sent, rows_for)
             end
             sent[#sent + 1] = rec
             local r
-            if rec.query and rec.query:match("^SELECT") and rows_for then
-                r = reply.rows(m, rows_for(m))
+            local spec = rec.query and rows_for and rows_for(m)
+            if spec then
+                r = reply.rows(m, spec)
             else
                 r = reply.void(m)
             end
@@ -178,6 +179,32 @@ describe("protect on writes", function()
     end)
 end)
 
+describe("protect behind audit", function()
+    before_each(learn_all)
+
+    it("leaves no protected value in the audit trail", function()
+        local file = os.tmpname()
+        local sent = {}
+        local t = testing.build({
+            { "audit", file = file },
+            { "protect", columns = { "pks.t.secret" }, key_manager = KM },
+            fake(sent) }, "cassandra")
+        t:run(testing.cql("INSERT INTO pks.t (k, secret) VALUES ('a', "
+                          .. "0xfeedface01)"))
+        t:run(testing.cql("INSERT INTO pks.t (k, secret) VALUES (?, ?)",
+                          { "b", { type = "blob", value = "bound-plain" } }))
+        local f = assert(io.open(file))
+        local trail = f:read("*a")
+        f:close()
+        os.remove(file)
+        assert.matches("INSERT INTO pks.t (k, secret) VALUES (?, ?)", trail,
+                       1, true)
+        assert.is_nil(trail:lower():find("feedface01", 1, true))
+        assert.is_nil(trail:find("bound-plain", 1, true))
+        assert.equal(2, #sent)
+    end)
+end)
+
 describe("protect on reads", function()
     before_each(learn_all)
     local ring = opener()
@@ -225,6 +252,25 @@ describe("protect on reads", function()
         assert.matches("a value of pks.t.secret: the value does not "
                        .. "authenticate", msg, 1, true)
         assert.is_nil(msg:find("one", 1, true))
+    end)
+
+    it("opens the row an INSERT IF NOT EXISTS finds", function()
+        local sent = {}
+        local t = build(sent, function(m)
+            if m:query():find("IF NOT EXISTS", 1, true) then
+                return { keyspace = "pks", table = "t",
+                         columns = { { "[applied]", "boolean" },
+                                     { "k", "text" }, { "note", "text" },
+                                     { "secret", "blob" } },
+                         rows = { { false, "r1", "n", sealed("r1", "old") } } }
+            end
+        end)
+        local r = t:run(testing.cql("INSERT INTO pks.t (k, note) VALUES "
+                                    .. "('r1', 'x') IF NOT EXISTS"))[1]
+        assert.equal("RESULT", r:opcode_name(), tostring(err_of(r)))
+        local row = r:rows()[1]
+        assert.is_false(row["[applied]"])
+        assert.equal("old", row.secret)
     end)
 
     it("refuses a read that has no partition key to open with", function()

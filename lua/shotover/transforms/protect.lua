@@ -382,6 +382,14 @@ local function analyse(self, ast, ks, prepare)
             sort(w.lits, function(a, b) return a.at > b.at end)
         end
         plan.write = w
+        if k == "insert" and ast.if_not_exists and tab and not prepare then
+            -- a row that exists already comes back whole, [applied] false
+            local names = {}
+            for c in pairs(tab.types) do
+                names[c] = c
+            end
+            plan.read = { names = names, pk = tab.partition, all_pk = true }
+        end
     elseif k == "select" and not prepare then
         if tab == nil then
             return refusal(self, "the schema of %s.%s could not be read: its "
