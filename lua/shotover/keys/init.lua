@@ -34,8 +34,10 @@ function _M.module(kind)
     end
     local ok, mod = pcall(require, "shotover.keys." .. kind)
     if not ok then
+        local missing = tostring(mod):find("module 'shotover.keys.", 1, true)
         return nil, fmt("key manager kind %q is not available: %s", kind,
-                        tostring(mod))
+                        missing and "no module shotover.keys." .. kind
+                        or tostring(mod))
     end
     return mod
 end
