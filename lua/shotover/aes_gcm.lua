@@ -15,6 +15,7 @@
 -- Not supported: nonces other than 96 bits, tags shorter than 128 bits,
 -- streaming.
 local ffi = require "ffi"
+local bit = require "bit"
 
 local ffi_string, ffi_new, ffi_gc = ffi.string, ffi.new, ffi.gc
 local pcall, error, tostring = pcall, error, tostring
@@ -185,6 +186,95 @@ function Key:open(nonce, ct, tag, aad, ct_len)
         return nil
     end
     if L.EVP_DecryptFinal_ex(c, out + len, outl) ~= 1 then
+        return nil
+    end
+    return ffi_string(out, len + outl[0])
+end
+
+local u8p = ffi.typeof("const unsigned char *")
+local voidp = ffi.typeof("void *")
+local cast, copy = ffi.cast, ffi.copy
+local band, rshift = bit.band, bit.rshift
+local floor = math.floor
+
+-- One envelope in one string, built in the scratch buffer (no
+-- intermediate strings): head .. nonce .. ciphertext .. tag, the nonce
+-- being prefix (4 bytes) and counter (a 64-bit big-endian integer), the
+-- associated data head then aad.  For shotover.envelope's hot path.
+function Key:seal_envelope(head, prefix, counter, plaintext, aad)
+    local L = lib()
+    local c = self.enc
+    if c == nil then
+        c = context(L.EVP_EncryptInit_ex, self.key)
+        self.enc = c
+    end
+    local h, n = #head, #plaintext
+    local out = buffer(h + NONCE_LEN + n + TAG_LEN)
+    copy(out, head, h)
+    local np = out + h
+    copy(np, prefix, 4)
+    local hi = floor(counter / 2^32)
+    local lo = counter - hi * 2^32
+    for i = 0, 3 do
+        np[4 + i] = band(rshift(hi, 24 - 8 * i), 255)
+        np[8 + i] = band(rshift(lo, 24 - 8 * i), 255)
+    end
+    if L.EVP_EncryptInit_ex(c, nil, nil, nil, np) ~= 1
+       or L.EVP_EncryptUpdate(c, nil, outl, out, h) ~= 1
+       or (#aad > 0 and L.EVP_EncryptUpdate(c, nil, outl, aad, #aad) ~= 1)
+    then
+        error("aes_gcm: cannot start a seal", 2)
+    end
+    local cp = np + NONCE_LEN
+    local len = 0
+    if n > 0 then
+        if L.EVP_EncryptUpdate(c, cp, outl, plaintext, n) ~= 1 then
+            error("aes_gcm: encryption failed", 2)
+        end
+        len = outl[0]
+    end
+    if L.EVP_EncryptFinal_ex(c, cp + len, outl) ~= 1
+       or L.EVP_CIPHER_CTX_ctrl(c, CTRL_GCM_GET_TAG, TAG_LEN,
+                                cp + len + outl[0]) ~= 1 then
+        error("aes_gcm: encryption failed", 2)
+    end
+    return ffi_string(out, h + NONCE_LEN + len + outl[0] + TAG_LEN)
+end
+
+-- The plaintext of envelope s whose nonce starts at 0-based offset at,
+-- followed by ct_len bytes of ciphertext and the tag; associated data
+-- the first `head` bytes of s, then aad.  nil when it does not
+-- authenticate.
+function Key:open_envelope(s, head, at, ct_len, aad)
+    local L = lib()
+    local c = self.dec
+    if c == nil then
+        c = context(L.EVP_DecryptInit_ex, self.key)
+        self.dec = c
+    end
+    local p = cast(u8p, s)
+    if L.EVP_DecryptInit_ex(c, nil, nil, nil, p + at) ~= 1
+       or L.EVP_DecryptUpdate(c, nil, outl, p, head) ~= 1
+       or (#aad > 0 and L.EVP_DecryptUpdate(c, nil, outl, aad, #aad) ~= 1)
+    then
+        return nil
+    end
+    local out = buffer(ct_len + 16)
+    local len = 0
+    if ct_len > 0 then
+        if L.EVP_DecryptUpdate(c, out, outl, p + at + NONCE_LEN,
+                               ct_len) ~= 1 then
+            return nil
+        end
+        len = outl[0]
+    end
+    if L.EVP_CIPHER_CTX_ctrl(c, CTRL_GCM_SET_TAG, TAG_LEN,
+                             cast(voidp, p + at + NONCE_LEN + ct_len)) ~= 1
+       or L.EVP_DecryptFinal_ex(c, out + len, outl) ~= 1 then
+        return nil
+    end
+    -- s is used after p: the GC keeps it until then
+    if #s < at then
         return nil
     end
     return ffi_string(out, len + outl[0])

@@ -30,7 +30,6 @@ local aes_gcm = require "shotover.aes_gcm"
 
 local band, rshift = bit.band, bit.rshift
 local char, byte, sub = string.char, string.byte, string.sub
-local floor = math.floor
 local time = os.time
 local fmt = string.format
 
@@ -140,11 +139,7 @@ function Ring:seal(plaintext, id, ctx)
     end
     local c = cur.uses
     cur.uses = c + 1
-    local hi = floor(c / 2^32)
-    local nonce = cur.prefix .. be32(hi) .. be32(c - hi * 2^32)
-    local header = cur.header
-    local ct, tag = cur.aes:seal(nonce, plaintext, header .. id)
-    return header .. nonce .. ct .. tag
+    return cur.aes:seal_envelope(cur.header, cur.prefix, c, plaintext, id)
 end
 
 -- The plaintext of envelope s with identity id, or nil, err: not an
@@ -168,10 +163,8 @@ function Ring:open(s, id, ctx)
         aes = aes_gcm.new(dek)
         remember(self, header, aes)
     end
-    local n = #s
-    local pt = aes:open(sub(s, hlen + 1, hlen + NONCE_LEN),
-                        sub(s, hlen + NONCE_LEN + 1, n - TAG_LEN),
-                        sub(s, n - TAG_LEN + 1), header .. id)
+    local pt = aes:open_envelope(s, hlen, hlen,
+                                 #s - hlen - NONCE_LEN - TAG_LEN, id)
     if pt == nil then
         return nil, "the value does not authenticate (changed, copied from "
                     .. "another row or column, or sealed under another key)"

@@ -1,6 +1,6 @@
 -- protect in front of a real Cassandra node, driven by the DataStax
 -- driver: the application writes and reads plaintext (literals, prepared
--- statements with skip_metadata, BATCH, protocol v4 and v5, the row an
+-- statements with skip_metadata, BATCH, protocol v4, v4 LZ4 and v5, the row an
 -- INSERT IF NOT EXISTS finds) while the node
 -- holds envelopes; misuse is refused with the reason; a value moved to
 -- another row fails its read; a KEK rotation keeps old values readable and
@@ -76,6 +76,12 @@ print('v5', s5.execute(sel5, ('prep',)).one().secret.decode())
 s5.execute(s5.prepare("INSERT INTO pr.t (k, secret) VALUES (?, ?)"),
            ('v5row', b'v5-plain'))
 print('v5', s5.execute(sel5, ('v5row',)).one().secret.decode())
+c5.shutdown()
+c4, s4 = connect(compression='lz4')
+s4.execute(s4.prepare("INSERT INTO pr.t (k, secret) VALUES (?, ?)"),
+           ('lz4row', b'lz4-plain ' * 50))
+v = s4.execute("SELECT secret FROM pr.t WHERE k = 'lz4row'").one().secret
+print('lz4', len(v), v[:10].decode())
 ]==], { port = P, timeout = 120 })
         for _, line in ipairs({
             "all batch1 batch-plain-1", "all batch2 b2-plain",
@@ -85,7 +91,7 @@ print('v5', s5.execute(sel5, ('v5row',)).one().secret.decode())
             "one simple simple-plain None", "one batch1 batch-plain-1 n3",
             "one batch2 b2-plain None", "composite composite-plain",
             "lwt False lit-plain",
-            "v5 prepared-plain", "v5 v5-plain" }) do
+            "v5 prepared-plain", "v5 v5-plain", "lz4 500 lz4-plain " }) do
             assert.matches(line .. "\n", out, 1, true)
         end
         -- the node itself holds envelopes: version 1, KEK id v1, no
@@ -100,7 +106,7 @@ for r in s.execute("SELECT secret FROM pr.c"):
     print('direct composite', r.secret[0], b'plain' in r.secret)
 ]==], { port = node.port })
         for _, k in ipairs({ "lit", "prep", "simple", "batch1", "batch2",
-                             "v5row" }) do
+                             "v5row", "lz4row" }) do
             assert.matches("direct " .. k .. " 1 v1 %d+ False\n", direct)
         end
         assert.matches("direct composite 1 False", direct, 1, true)

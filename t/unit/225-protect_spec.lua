@@ -330,6 +330,21 @@ describe("protect refuses", function()
         assert.equal(0, #sent)
     end)
 
+    it("a BATCH of a statement not prepared here: UNPREPARED", function()
+        local sent = {}
+        local t = build(sent)
+        local req = require "shotover.cql.request"
+        local body = string.char(0) .. reply.be16(1) .. string.char(1)
+            .. reply.be16(4) .. "\9\8\7\6" .. reply.be16(0)
+            .. reply.be16(1) .. string.char(0)
+        local r = t:run(req.envelope(req.OP.QUERY + 6, body))[1]
+        local msg, code = err_of(r)
+        assert.equal(reply.CODE.UNPREPARED, code)
+        assert.matches("not prepared here", msg, 1, true)
+        assert.equal("\0\4\9\8\7\6", r:body():sub(-6))
+        assert.equal(0, #sent)
+    end)
+
     it("an EXECUTE of a statement not prepared here: UNPREPARED", function()
         local sent = {}
         local t = build(sent)

@@ -637,8 +637,9 @@ local function batch_request(self, m, chain)
     for j, ch in ipairs(children) do
         local ast = ch.query and parser.cached(ch.query)
         if ch.query == nil then
+            -- the driver prepares it again through shotover and retries
             return fmt("shotover: %s: a BATCH child not prepared here "
-                       .. "(prepare it through shotover)", self.name)
+                       .. "(prepare it through shotover)", self.name), ch.id
         elseif ast == nil then
             if mentions_protected(self, ch.query) then
                 return fmt("shotover: %s: a BATCH child that shotover cannot "
@@ -696,7 +697,10 @@ end
 function methods.request(self, m, chain)
     local op = m.rtype
     if op == OP_BATCH then
-        local err = batch_request(self, m, chain)
+        local err, id = batch_request(self, m, chain)
+        if id then
+            return { unprepared = err, id = id }
+        end
         return err and { refuse = err } or nil
     end
     if op ~= OP_QUERY and op ~= OP_EXECUTE and op ~= OP_PREPARE then
@@ -874,7 +878,9 @@ function methods.transform(self, batch, chain)
             refused[i] = reply.error(m, "INVALID", p.refuse)
         elseif p and p.unprepared then
             refused = refused or {}
-            refused[i] = reply.unprepared(m, p.unprepared)
+            refused[i] = p.id and reply.error(m, "UNPREPARED", p.unprepared,
+                                              reply.be16(#p.id) .. p.id)
+                         or reply.unprepared(m, p.unprepared)
         elseif p and m.rtype ~= OP_PREPARE then
             plans = plans or {}
             plans[i] = p
