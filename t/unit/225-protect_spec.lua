@@ -382,3 +382,23 @@ describe("protect config", function()
         assert.equal(35, ast.values[2].at)
     end)
 end)
+
+describe("protect when the key manager fails", function()
+    before_each(learn_all)
+
+    it("answers SERVER_ERROR and sends nothing", function()
+        local sent = {}
+        local t = build(sent)
+        -- a key manager that has no data key to give
+        local el = t.chain.elements[1].inst
+        el.ring.km = { data_key = function() return nil, "KMS unreachable" end }
+        el.ring:rotate()
+        local r = t:run(testing.cql("INSERT INTO pks.t (k, secret) VALUES "
+                                    .. "('a', 0x01)"))[1]
+        local msg, code = err_of(r)
+        assert.equal(reply.CODE.SERVER_ERROR, code)
+        assert.matches("cannot encrypt pks.t.secret: the key manager gave no "
+                       .. "data key: KMS unreachable", msg, 1, true)
+        assert.equal(0, #sent)
+    end)
+end)

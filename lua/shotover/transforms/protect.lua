@@ -504,9 +504,16 @@ local function mentions_protected(self, text)
     return false
 end
 
--- Seal value v of column col under plan p.
+-- Seal value v of column col under plan p.  When the key manager fails,
+-- raises { fail = message }: the request gets a SERVER_ERROR.
 local function seal(self, p, col, v, chain)
-    return self.ring:seal(v, identity(p.ks, p.table, col, p.key_bytes), chain)
+    local env, err = self.ring:seal(v, identity(p.ks, p.table, col,
+                                                p.key_bytes), chain)
+    if not env then
+        error({ fail = fmt("shotover: %s: cannot encrypt %s.%s.%s: %s",
+                           self.name, p.ks, p.table, col, tostring(err)) })
+    end
+    return env
 end
 
 -- Splice sealed literals into text: the new text, or nil, err.
@@ -871,7 +878,14 @@ function methods.transform(self, batch, chain)
         local m = batch[i]
         local ok, p = pcall(self.request, self, m, chain)
         if not ok then
-            p = { refuse = fmt("shotover: %s: %s", self.name, tostring(p)) }
+            -- the key manager failed, or shotover did: not the client's
+            -- doing, and nothing went to the node
+            local msg = type(p) == "table" and p.fail
+                        or fmt("shotover: %s: %s", self.name, tostring(p))
+            log.warn("%s", msg)
+            refused = refused or {}
+            refused[i] = reply.error(m, "SERVER_ERROR", msg)
+            p = nil
         end
         if p and p.refuse then
             refused = refused or {}
