@@ -298,7 +298,9 @@ describe("protect refuses", function()
           .. "a protected column must be a blob" },
         { "INSERT INTO pks.t (k, secret) VALUES ('a', textAsBlob('x'))",
           "the value for pks.t.secret must be a blob literal (0x...) or a "
-          .. "bind marker, not textAsBlob('x')" },
+          .. "bind marker, not a call of textasblob" },
+        { "INSERT INTO pks.t (k, secret) VALUES ('a', '4111-secret')",
+          "bind marker, not a string literal: the column is encrypted" },
         { "UPDATE pks.t SET secret = secret + 0x01 WHERE k = 'a'",
           "only \"secret = value\" can set it" },
         { "UPDATE pks.t SET secret = 0x01 WHERE k IN ('a', 'b')",
@@ -315,6 +317,7 @@ describe("protect refuses", function()
             local msg, code = err_of(r)
             assert.equal(reply.CODE.INVALID, code, tostring(msg))
             assert.matches(c[2], msg, 1, true)
+            assert.is_nil(msg:find("4111", 1, true))    -- never the value
             assert.equal(0, #sent)
         end)
     end

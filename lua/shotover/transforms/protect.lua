@@ -222,10 +222,17 @@ local function write_values(self, ast, ks, prot)
         elseif node.type == "null" then
             return nil
         end
+        -- (what it is, never its text: it may be the very secret)
+        local what = node.type == "function"
+                     and "a call of " .. tostring(node.name)
+                     or node.type and node.type ~= "operation"
+                        and node.type ~= "cast" and node.type ~= "type_hint"
+                        and node.type ~= "negation"
+                        and "a " .. node.type .. " literal"
+                     or "an expression"
         return refusal(self, "the value for %s.%s.%s must be a blob literal "
                        .. "(0x...) or a bind marker, not %s: the column is "
-                       .. "encrypted", ks, ast.table, col,
-                       node.text or "an expression")
+                       .. "encrypted", ks, ast.table, col, what)
     end
     if ast.kind == "insert" then
         if ast.json then
