@@ -70,6 +70,14 @@ r = s.execute("INSERT INTO pr.t (k, secret) VALUES ('lit', 0x00) "
               "IF NOT EXISTS").one()
 print('lwt', r[0], r.secret.decode())
 c.shutdown()
+cu, su = connect(keyspace='pr')          # unqualified tables, after USE
+su.execute(su.prepare("INSERT INTO t (k, secret) VALUES (?, ?)"),
+           ('usekey', b'use-plain'))
+su.execute("INSERT INTO t (k, secret) VALUES ('uselit', 0x7573652d6c6974)")
+for k in ('usekey', 'uselit'):
+    print('use', k, su.execute("SELECT secret FROM t WHERE k = %s", (k,))
+          .one().secret.decode())
+cu.shutdown()
 c5, s5 = connect(protocol_version=5)
 sel5 = s5.prepare("SELECT k, secret FROM pr.t WHERE k = ?")
 print('v5', s5.execute(sel5, ('prep',)).one().secret.decode())
@@ -90,7 +98,8 @@ print('lz4', len(v), v[:10].decode())
             "one lit lit-plain n1", "one prep prepared-plain n2",
             "one simple simple-plain None", "one batch1 batch-plain-1 n3",
             "one batch2 b2-plain None", "composite composite-plain",
-            "lwt False lit-plain",
+            "lwt False lit-plain", "use usekey use-plain",
+            "use uselit use-lit",
             "v5 prepared-plain", "v5 v5-plain", "lz4 500 lz4-plain " }) do
             assert.matches(line .. "\n", out, 1, true)
         end
@@ -106,7 +115,7 @@ for r in s.execute("SELECT secret FROM pr.c"):
     print('direct composite', r.secret[0], b'plain' in r.secret)
 ]==], { port = node.port })
         for _, k in ipairs({ "lit", "prep", "simple", "batch1", "batch2",
-                             "v5row", "lz4row" }) do
+                             "v5row", "lz4row", "usekey", "uselit" }) do
             assert.matches("direct " .. k .. " 1 v1 %d+ False\n", direct)
         end
         assert.matches("direct composite 1 False", direct, 1, true)

@@ -98,12 +98,15 @@ end
 
 function _M.new(conf, env)
     local tables = {}                       -- "ks.t" -> { col = true }
+    local by_keyspace = {}                  -- ks -> t -> the same
     local names = {}                        -- table name -> true
     for _, c in ipairs(conf.columns) do
         local ks, t, col = split_column(c)
         local key = ks .. "." .. t
         tables[key] = tables[key] or {}
         tables[key][col] = true
+        by_keyspace[ks] = by_keyspace[ks] or {}
+        by_keyspace[ks][t] = tables[key]
         names[lower(t)] = true
     end
     local path = (env and env.path and env.path .. ".key_manager")
@@ -113,7 +116,7 @@ function _M.new(conf, env)
         name = conf.name or "protect",
         -- AST -> keyspace -> what it needs (see analysed)
         analyses = setmetatable({}, { __mode = "k" }),
-        tables = tables, table_names = names,
+        tables = tables, by_keyspace = by_keyspace, table_names = names,
         ring = envelope.keyring(km, conf.dek_ttl, conf.dek_max_uses),
     }, mt)
 end
@@ -708,7 +711,7 @@ end
 
 -- Plan request m: nil, a refusal ({ refuse = msg }, or { unprepared =
 -- msg }), or a read plan to apply to its reply.  Writes are sealed here.
-function methods.request(self, m, chain)
+function methods.request(self, m, chain, ast, ks)
     local op = m.rtype
     if op == OP_BATCH then
         local err, id = batch_request(self, m, chain)
@@ -720,7 +723,9 @@ function methods.request(self, m, chain)
     if op ~= OP_QUERY and op ~= OP_EXECUTE and op ~= OP_PREPARE then
         return nil
     end
-    local ast, ks = m:statement(chain.conn)
+    if ast == nil then
+        ast, ks = m:statement(chain.conn)
+    end
     if ast == nil then
         if op == OP_EXECUTE then
             -- its statement is unknown: it may write a protected column
@@ -735,8 +740,8 @@ function methods.request(self, m, chain)
         end
         return nil
     end
-    if ks == nil or ast.table == nil
-       or self.tables[ks .. "." .. ast.table] == nil then
+    local per_ks = ks and self.by_keyspace[ks]
+    if per_ks == nil or ast.table == nil or per_ks[ast.table] == nil then
         return nil
     end
     local prepare = op == OP_PREPARE
@@ -759,10 +764,12 @@ function methods.request(self, m, chain)
 end
 
 -- The request's indexes whose statements name a table with protected
--- columns (their schemas are loaded first).
+-- columns (their schemas are loaded first), and the statement and
+-- keyspace of each (by index) when it has one.
 local function touching(self, batch, chain)
-    local only
+    local only, asts, kss
     local conn = chain.conn
+    local by_keyspace = self.by_keyspace
     for i = 1, batch.n do
         local m = batch[i]
         local op = m.rtype
@@ -777,8 +784,13 @@ local function touching(self, batch, chain)
                 hit = op == OP_EXECUTE
                       or (ok and mentions_protected(self, text))
             else
-                hit = ks ~= nil and ast.table ~= nil
-                      and self.tables[ks .. "." .. ast.table] ~= nil
+                local per_ks = ks and by_keyspace[ks]
+                hit = per_ks ~= nil and ast.table ~= nil
+                      and per_ks[ast.table] ~= nil
+                if hit then
+                    asts, kss = asts or {}, kss or {}
+                    asts[i], kss[i] = ast, ks
+                end
             end
         end
         if hit then
@@ -786,7 +798,7 @@ local function touching(self, batch, chain)
             only[#only + 1] = i
         end
     end
-    return only
+    return only, asts, kss
 end
 
 -- Open the protected cells of reply r (a RESULT Rows answering req under
@@ -873,7 +885,7 @@ function methods.transform(self, batch, chain)
     if n == 0 then
         return chain:next(batch)
     end
-    local only = touching(self, batch, chain)
+    local only, asts, kss = touching(self, batch, chain)
     if only == nil then
         return chain:next(batch)
     end
@@ -883,7 +895,8 @@ function methods.transform(self, batch, chain)
     local refused, plans
     for _, i in ipairs(only) do
         local m = batch[i]
-        local ok, p = pcall(self.request, self, m, chain)
+        local ok, p = pcall(self.request, self, m, chain, asts and asts[i],
+                            kss and kss[i])
         if not ok then
             -- the key manager failed, or shotover did: not the client's
             -- doing, and nothing went to the node
