@@ -136,6 +136,16 @@ describe("protect on writes", function()
         assert.equal("plain-bytes", opener():open(v, envelope.identity(
             "pks", "c", "secret", key_bytes("x") .. key_bytes("\0\0\0\7"))))
         assert.equal("x", sent[1].values[2])
+        -- v5 (flags an [int]), with a null and an unset around it
+        t:run(testing.cql("UPDATE pks.c SET note = ?, secret = ? WHERE a = ? "
+                          .. "AND b = ?", { testing.cql_request.NULL,
+                          { type = "blob", value = "v5-bytes" }, "y", 8 },
+                          { version = 5 }))
+        v = sent[2].values[2]
+        assert.is_nil(sent[2].values[1])
+        assert.equal("v5-bytes", opener():open(v, envelope.identity(
+            "pks", "c", "secret", key_bytes("y") .. key_bytes("\0\0\0\8"))))
+        assert.equal("y", sent[2].values[3])
     end)
 
     it("leaves nulls, other tables and other columns alone", function()

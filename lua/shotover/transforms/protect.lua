@@ -33,6 +33,7 @@ local concat, sort = table.concat, table.sort
 local type, pairs, ipairs, pcall, tostring = type, pairs, ipairs, pcall,
                                              tostring
 local identity = envelope.identity
+local ffi_string = require("ffi").string
 
 local OP_QUERY, OP_PREPARE = C.SH_CQL_QUERY, C.SH_CQL_PREPARE
 local OP_EXECUTE, OP_BATCH = C.SH_CQL_EXECUTE, C.SH_CQL_BATCH
@@ -568,6 +569,105 @@ local function uses_names(m)
     return ok and flags and band(flags, 0x40) ~= 0
 end
 
+local function pu16(p, i)
+    return p[i] * 256 + p[i + 1]
+end
+
+local function ps32(p, i)
+    return bit.tobit(bit.bor(bit.lshift(p[i], 24), bit.lshift(p[i + 1], 16),
+                             bit.lshift(p[i + 2], 8), p[i + 3]))
+end
+
+-- One pass over a QUERY's or EXECUTE's body (no custom payload, values
+-- by position): vals[k] = the bytes of bound value k (nil for null,
+-- "unset"), at[k] = the 0-based offset of value k's length (at[count +
+-- 1]: the end of the values), and the body (p, n).  nil when the plain
+-- case does not apply, and "names" when the values are named.
+local function value_offsets(m)
+    if band(m.data[1], FLAG_PAYLOAD) ~= 0 then
+        return nil
+    end
+    local p, n = m:body_view()
+    local v5 = band(m.data[0], 0x7f) >= 5
+    local i
+    if m.rtype == OP_EXECUTE then
+        if n < 2 then
+            return nil
+        end
+        i = 2 + pu16(p, 0)
+        if v5 then
+            if i + 2 > n then
+                return nil
+            end
+            i = i + 2 + pu16(p, i)              -- result metadata id
+        end
+    else
+        if n < 4 then
+            return nil
+        end
+        local ql = ps32(p, 0)
+        if ql < 0 then
+            return nil
+        end
+        i = 4 + ql
+    end
+    i = i + 2                                   -- consistency
+    local flags
+    if v5 then
+        if i + 4 > n then
+            return nil
+        end
+        flags, i = ps32(p, i), i + 4
+    else
+        if i + 1 > n then
+            return nil
+        end
+        flags, i = p[i], i + 1
+    end
+    if band(flags, 0x40) ~= 0 then
+        return nil, "names"
+    end
+    local vals, at = {}, {}
+    if band(flags, 0x01) == 0 then
+        at[1] = i
+        return vals, at, p, n
+    end
+    if i + 2 > n then
+        return nil
+    end
+    local count = pu16(p, i)
+    i = i + 2
+    for k = 1, count do
+        if i + 4 > n then
+            return nil
+        end
+        local len = ps32(p, i)
+        at[k] = i
+        i = i + 4
+        if len >= 0 then
+            if i + len > n then
+                return nil
+            end
+            vals[k] = ffi_string(p + i, len)
+            i = i + len
+        elseif len == -2 then
+            vals[k] = "unset"
+        end
+    end
+    at[count + 1] = i
+    return vals, at, p, n
+end
+
+-- The bound values of m as bytes by position (and by name), or nil.
+local function bound_values(m)
+    local ok, vals = pcall(value_offsets, m)
+    if ok and vals then
+        return vals
+    end
+    ok, vals = pcall(m.values, m, true)
+    return ok and vals or nil
+end
+
 -- Rewrite a QUERY or EXECUTE for plan p (vals: its bound values as
 -- bytes): nil, or an error message.
 local function rewrite_single(self, m, p, vals, chain)
@@ -579,10 +679,16 @@ local function rewrite_single(self, m, p, vals, chain)
         m:set_query(text)
     end
     if #p.write.bound > 0 then
-        if uses_names(m) then
+        -- (again: the text may have changed above)
+        local ok, cur, at, bp, bn = pcall(value_offsets, m)
+        if not ok then
+            cur = nil
+        end
+        if at == "names" or (cur == nil and uses_names(m)) then
             return fmt("shotover: %s: named bound values are not supported "
                        .. "for encrypted columns", self.name)
         end
+        vals = cur or vals
         if vals == nil then
             return fmt("shotover: %s: the bound values do not read",
                        self.name)
@@ -591,9 +697,24 @@ local function rewrite_single(self, m, p, vals, chain)
         if not sealed then
             return err
         end
-        for i = 1, #sealed, 2 do
-            m:set_value(sealed[i], sealed[i + 1])
+        if cur == nil then
+            -- a custom payload: value by value
+            for i = 1, #sealed, 2 do
+                m:set_value(sealed[i], sealed[i + 1])
+            end
+            return nil
         end
+        -- the body rebuilt once, the sealed values in place (in order)
+        local parts, pos = {}, 0
+        for i = 1, #sealed, 2 do
+            local k, env = sealed[i], sealed[i + 1]
+            parts[#parts + 1] = ffi_string(bp + pos, at[k] - pos)
+            parts[#parts + 1] = be32(#env)
+            parts[#parts + 1] = env
+            pos = at[k + 1]
+        end
+        parts[#parts + 1] = ffi_string(bp + pos, bn - pos)
+        m:set_body(concat(parts))
     end
     return nil
 end
@@ -745,11 +866,7 @@ function methods.request(self, m, chain, ast, ks)
         return nil
     end
     local prepare = op == OP_PREPARE
-    local vals
-    if not prepare then
-        local ok, v = pcall(m.values, m, true)
-        vals = ok and v or nil
-    end
+    local vals = not prepare and bound_values(m) or nil
     local p = statement_plan(self, ast, ks, prepare, vals)
     if p == nil or p.refuse or prepare then
         return p
