@@ -110,8 +110,11 @@ function _M.new(conf, env)
         by_keyspace[ks][t] = tables[key]
         names[lower(t)] = true
     end
-    local path = (env and env.path and env.path .. ".key_manager")
-                 or "key_manager"
+    -- (checked already: a path for what can only fail between the check
+    -- and now, a key file gone)
+    local path = fmt("%s%s.key_manager", env and env.name
+                     and "chain " .. env.name .. ": " or "",
+                     conf.name or "protect")
     local km = keys.new(conf.key_manager, path)
     return setmetatable({
         name = conf.name or "protect",
