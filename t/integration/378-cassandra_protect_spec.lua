@@ -18,7 +18,7 @@ describe("the protect transform in front of cassandra", function()
         return cassandra.start_proxy{ remote = node.port, workers = 2,
             chain = string.format([[
             { "protect", columns = { "pr.t.secret", "pr.c.secret",
-                                     "pr.wrong.secret" },
+                                     "pr.wrong.secret", "pr.wrong2.secret" },
               key_manager = %s },]], km) }
     end
 
@@ -32,6 +32,7 @@ s.execute("CREATE TABLE pr.t (k text PRIMARY KEY, secret blob, note text)")
 s.execute("CREATE TABLE pr.c (a text, b int, secret blob, "
           "PRIMARY KEY ((a, b)))")
 s.execute("CREATE TABLE pr.wrong (k text PRIMARY KEY, secret text)")
+s.execute("CREATE TABLE pr.wrong2 (k text PRIMARY KEY, secret int)")
 ]==], { port = node.port })
         dir = h.tmpdir("protect")
         h.write_file(dir .. "/kek1", KEK1 .. "\n")
@@ -141,6 +142,11 @@ try:
     print('prepare passed')
 except Exception as e:
     print('prepare', type(e).__name__, str(e).replace('\n', ' '))
+try:
+    s.prepare("INSERT INTO pr.wrong2 (k, secret) VALUES (?, ?)")
+    print('prepare text passed')
+except Exception as e:
+    print('prepare text', type(e).__name__, str(e).replace('\n', ' '))
 ]==], { port = P })
         assert.matches("where InvalidRequest .*pr.t.secret is encrypted: a "
                        .. "WHERE restriction on it cannot match", out)
@@ -150,6 +156,9 @@ except Exception as e:
                        .. "as protected but its type is text", out)
         assert.matches("func InvalidRequest .*must be a blob literal", out)
         assert.matches("prepare InvalidRequest .*WHERE restriction", out)
+        -- a table first seen in a PREPARE: its schema read then
+        assert.matches("prepare text InvalidRequest .*pr.wrong2.secret is "
+                       .. "configured as protected but its type is int", out)
         assert.is_nil(out:find("passed", 1, true))
     end)
 
