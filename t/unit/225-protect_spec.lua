@@ -391,8 +391,19 @@ describe("protect config", function()
     end)
 
     it("parses literals with their offsets", function()
-        local ast = parser.parse("INSERT INTO t (k, v) VALUES ('a', 0x01)")
+        local q = "INSERT INTO t (k, v) VALUES ('a', 0x01) USING TTL 5"
+        local ast = parser.parse(q)
+        assert.equal(30, ast.values[1].at)
         assert.equal(35, ast.values[2].at)
+        assert.equal("0x01", q:sub(35, 38))
+        q = "UPDATE t SET v = 0xab WHERE k = 'x' AND c IN (1, 2)"
+        ast = parser.parse(q)
+        assert.equal("0xab", q:sub(ast.assignments[1].value.at,
+                                   ast.assignments[1].value.at + 3))
+        assert.equal("'x'", q:sub(ast.where[1].value.at,
+                                  ast.where[1].value.at + 2))
+        assert.equal("2", q:sub(ast.where[2].values[2].at,
+                                ast.where[2].values[2].at))
     end)
 end)
 
