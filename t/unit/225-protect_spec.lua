@@ -248,6 +248,21 @@ describe("protect on reads", function()
         assert.equal("nine", r:rows()[1].secret)
     end)
 
+    it("opens a composite key's values, one key column selected", function()
+        local sent = {}
+        local sealed_c = ring:seal("comp", envelope.identity("pks", "c",
+            "secret", key_bytes("x") .. key_bytes("\0\0\0\7")))
+        local t = build(sent, function()
+            return { keyspace = "pks", table = "c",
+                     columns = { { "b", "int" }, { "secret", "blob" } },
+                     rows = { { 7, sealed_c } } }
+        end)
+        -- b alone in the row: the key comes from WHERE
+        local r = t:run(testing.cql("SELECT b, secret FROM pks.c WHERE "
+                                    .. "a = 'x' AND b = 7"))[1]
+        assert.equal("comp", r:rows()[1].secret, tostring(err_of(r)))
+    end)
+
     it("fails a request whose value was moved or changed", function()
         local sent = {}
         local moved = sealed("r1", "one")

@@ -951,17 +951,24 @@ local function open_rows(self, p, req, r, chain)
     if #dec == 0 then
         return nil
     end
-    local from_row = #pkidx == #rp.pk
+    local from_row = true                 -- every key column in the row?
+    for j = 1, #rp.pk do
+        from_row = from_row and pkidx[j] ~= nil
+    end
+    if not from_row and p.key_bytes == nil then
+        return fmt("the rows of %s.%s do not carry the partition key (%s)",
+                   p.ks, p.table, concat(rp.pk, ", "))
+    end
     local parts = {}
     for r_i = 1, #t do
         local row = t[r_i]
         local key = p.key_bytes
         if from_row then
-            for j, c in ipairs(pkidx) do
-                local b = row[c] or ""
+            for j = 1, #rp.pk do
+                local b = row[pkidx[j]] or ""
                 parts[j] = be32(#b) .. b
             end
-            key = concat(parts, "", 1, #pkidx)
+            key = concat(parts, "", 1, #rp.pk)
         end
         for _, c in ipairs(dec) do
             local cell = row[c]
