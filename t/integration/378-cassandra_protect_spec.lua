@@ -1,10 +1,10 @@
 -- protect in front of a real Cassandra node, driven by the DataStax
 -- driver: the application writes and reads plaintext (literals, prepared
--- statements with skip_metadata, BATCH, protocol v4, v4 LZ4 and v5, the row an
--- INSERT IF NOT EXISTS finds) while the node
--- holds envelopes; misuse is refused with the reason; a value moved to
--- another row fails its read; a KEK rotation keeps old values readable and
--- writes new ones under the new KEK id.
+-- statements with skip_metadata, BATCH, USE, protocol v4, v4 LZ4 and v5,
+-- the row an INSERT IF NOT EXISTS finds) while the node holds envelopes;
+-- misuse is refused with the reason; a value moved to another row fails
+-- its read; a redis_cache behind it caches envelopes only; a KEK rotation
+-- keeps old values readable and writes new ones under the new KEK id.
 local h = require("harness")
 local cassandra = require("cassandra")
 
@@ -192,6 +192,39 @@ except Exception as e:
         assert.matches("protect: a value of pr.t.secret: the value does not "
                        .. "authenticate", proxy:log(), 1, true)
         assert.is_nil(proxy:log():find("secret-v", 1, true))
+    end)
+
+    it("keeps a redis_cache behind it holding envelopes only", function()
+        local redis = h.redis_server()
+        local _, PC = cassandra.start_proxy{ remote = node.port,
+            chain = string.format([[
+            { "protect", columns = { "pr.t.secret" },
+              key_manager = { "local", kek_file = %q, kek_id = "v1" } },
+            { "redis_cache", ttl_seconds = 60, tables = { "pr.t" },
+              cache_chain = { { "redis", remote = "127.0.0.1:%d" } } },]],
+            dir .. "/kek1", redis.port) }
+        local out = cassandra.python([==[
+c, s = connect()
+s.execute(s.prepare("INSERT INTO pr.t (k, secret) VALUES (?, ?)"),
+          ('cached', b'cache-plain-value'))
+sel = s.prepare("SELECT k, secret FROM pr.t WHERE k = ?")
+for i in range(3):
+    print('read', s.execute(sel, ('cached',)).one().secret.decode())
+]==], { port = PC })
+        assert.equal(3, select(2, out:gsub("read cache%-plain%-value\n", "")),
+                     out)
+        -- every cached value, read inside Redis (the keys hold the
+        -- partition key's bytes, NULs included: no argv can name them)
+        local dump = h.cli(redis.port, "eval", [[
+local out = {}
+for _, k in ipairs(redis.call('KEYS', '*')) do
+  if redis.call('TYPE', k).ok == 'hash' then
+    for _, v in ipairs(redis.call('HVALS', k)) do out[#out + 1] = v end
+  end
+end
+return table.concat(out, '|')]], "0")
+        assert.truthy(dump:find("cached", 1, true), "nothing cached")
+        assert.is_nil(dump:find("cache-plain-value", 1, true))
     end)
 
     it("after a KEK rotation, reads old values and writes under the new",
