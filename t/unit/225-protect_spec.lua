@@ -396,6 +396,13 @@ describe("protect config", function()
                        true)
         assert.is_nil(errs:find("short", 1, true))
         errs = testing.errors({
+            { "protect", columns = { "ks.t.c" },
+              key_manager = { "local", kek = KEK,
+                              old_keks = { ["2025-01"] = "nope" } } },
+            { "null" } }, "cassandra")
+        assert.matches('chain[1].key_manager.old_keks["2025-01"]: not a '
+                       .. '32-byte key', errs, 1, true)
+        errs = testing.errors({
             { "protect", columns = { "pks.t.c" } }, { "null" } },
             "cassandra")
         assert.matches("chain[1].key_manager: required", errs, 1, true)
