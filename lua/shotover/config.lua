@@ -306,7 +306,8 @@ end
 -- the option it is about ("routes[2].match.colour: unknown rule") reads
 -- as one path, sources[1].chain[1].routes[2].match.colour: ...
 local function element_error(epath, msg)
-    local key, rest = msg:match("^([%a_][%w_]*[%w_%.%[%]]*): (.*)$")
+    -- (a key may be indexed by a quoted name: old_keks["2025-01"])
+    local key, rest = msg:match('^([%a_][%w_]*[%w_%.%[%]"%-]*): (.*)$')
     if key then
         return fmt("%s.%s: %s", epath, key, rest)
     end

@@ -22,6 +22,14 @@ describe("examples/", function()
         assert.is_true(#configs >= 4)
     end)
 
+    -- a walkthrough directory's config, run from the source root as its
+    -- README does
+    it("cassandra-encryption/shotover.lua passes shotover check", function()
+        local path = "examples/cassandra-encryption/shotover.lua"
+        assert.equal(path .. ": ok\nexit 0\n",
+                     shotover("check -c " .. path))
+    end)
+
     for _, name in ipairs(configs) do
         it(name .. " passes shotover check", function()
             assert.equal("examples/" .. name .. ": ok\nexit 0\n",

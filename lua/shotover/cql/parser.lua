@@ -22,7 +22,8 @@
 --
 -- Values: literals { type = "string"|"integer"|"float"|"boolean"|"null"|
 --   "uuid"|"blob"|"duration", value = <Lua value: integers only when
---   exact, blobs as bytes, uuids lower-cased>, text = <source> };
+--   exact, blobs as bytes, uuids lower-cased>, text = <source>, at =
+--   <its 1-based offset in the statement's text> };
 --   { type = "list"|"set"|"tuple", items }, { type = "map", entries =
 --   { { key, value } } }, { type = "udt", fields = { { name, value } } }
 --   ({} is an empty set); { type = "function", keyspace, name, args };
@@ -293,6 +294,13 @@ end
 
 local function lit_null(t)
     return { type = "null", text = t }
+end
+
+-- a constant's 1-based offset in the text (`at`): a transform that
+-- rewrites one literal (protect) splices the text there
+local function located_at(pos, node)
+    node.at = pos
+    return node
 end
 
 local function node_value(n)
@@ -722,7 +730,7 @@ local function build(track)
     G.string_lit = SKIP * mark("string")
                    * (C(sq_string) / lit_string
                       + C(dollar_string) / lit_dollar)
-    G.constant = SKIP * mark("literal") * (
+    G.constant = SKIP * mark("literal") * ((Cp() * (
           C(sq_string) / lit_string
         + C(dollar_string) / lit_dollar
         + C(uuid) / lit_uuid
@@ -731,7 +739,7 @@ local function build(track)
         + C(float) / lit_float
         + C(integer) / lit_integer
         + C(special) / lit_special
-        + C(boolean) / lit_boolean)
+        + C(boolean) / lit_boolean)) / located_at)
     G.null = SKIP * mark("NULL") * (C(ci_word"null") / lit_null)
     G.marker = SKIP * mark("bind marker") * (
           (Cp() * P"?" * Carg(1)) / new_marker

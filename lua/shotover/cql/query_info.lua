@@ -124,6 +124,8 @@ local function literal_bytes(t, lit)
     return nil
 end
 
+_M.literal_bytes = literal_bytes
+
 -- A literal as a Lua value when its column's type cannot take it as bytes
 -- (a collection, a UDT): the same shapes decoded values have.
 local function literal_value(lit)

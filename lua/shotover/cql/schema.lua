@@ -7,7 +7,9 @@
 --
 -- Loading is the transform's business, not query_info's (which never
 -- waits): `schema.prepare(chain, batch)` asks the rest of the chain for the
--- tables the batch names that this worker does not know yet, one query per
+-- tables the batch names (QUERY, EXECUTE, BATCH, PREPARE: protect checks
+-- a statement's types when it is prepared) that this worker does not know
+-- yet, one query per
 -- table, on the client's own session (so the node's authorisation applies)
 -- and on the stream id of the batch's first request (not in flight: the
 -- request is sent after it, the way the cassandra sink replays USE).
@@ -24,7 +26,7 @@ local _M = { _VERSION = "0.1.0", MAX_TABLES = 4096 }
 
 local OP_QUERY, OP_EXECUTE = C.SH_CQL_QUERY, C.SH_CQL_EXECUTE
 local OP_BATCH, OP_RESULT = C.SH_CQL_BATCH, C.SH_CQL_RESULT
-local OP_EVENT = C.SH_CQL_EVENT
+local OP_EVENT, OP_PREPARE = C.SH_CQL_EVENT, C.SH_CQL_PREPARE
 
 -- "ks.t" -> { keyspace, table, partition = { names }, clustering = { names },
 -- types = { name -> type table as shotover.cql.types reads it },
@@ -121,7 +123,7 @@ end
 
 local function statements_of(m, conn, out)
     local op = m.rtype
-    if op == OP_QUERY or op == OP_EXECUTE then
+    if op == OP_QUERY or op == OP_EXECUTE or op == OP_PREPARE then
         local ast, ks = m:statement(conn)
         if ast then
             wanted(ast, ks, out)
@@ -176,7 +178,8 @@ function _M.prepare(chain, batch, only, send)
     for k = 1, only and #only or batch.n do
         local m = batch[only and only[k] or k]
         local op = m.rtype
-        if op == OP_QUERY or op == OP_EXECUTE or op == OP_BATCH then
+        if op == OP_QUERY or op == OP_EXECUTE or op == OP_BATCH
+           or op == OP_PREPARE then
             n = n + 1
             want[n] = m
         end
