@@ -753,7 +753,7 @@ sh_conn_tls_read(sh_conn_t *c, const char *data, size_t len)
                      sh_tls_subject(c->tls) ? sh_tls_subject(c->tls)
                                             : "none");
     }
-    while (!c->proto_err) {
+    while (!c->proto_err && sh_tls_has_input(c->tls)) {
         c->pc.p->reader_space(c->pc.reader, &p, &n);
         if (n == 0) {
             sh_conn_out_of_memory(c);

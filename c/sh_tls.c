@@ -383,6 +383,12 @@ sh_tls_handshake(sh_tls_t *t)
 }
 
 int
+sh_tls_has_input(const sh_tls_t *t)
+{
+    return BIO_ctrl_pending(t->rbio) > 0 || SSL_has_pending(t->ssl);
+}
+
+int
 sh_tls_handshake_done(const sh_tls_t *t)
 {
     return t->done;

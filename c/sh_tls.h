@@ -49,6 +49,9 @@ void sh_tls_buffers_free(void);
 void sh_tls_read_space(uv_buf_t *buf);
 /* n ciphertext bytes read from the socket */
 void sh_tls_feed(sh_tls_t *t, const void *p, size_t n);
+/* whether a read may give more: bytes fed and not yet taken (a loop
+ * reading until sh_tls_read gives 0 stops a call earlier with it) */
+int sh_tls_has_input(const sh_tls_t *t);
 /* advance the handshake: SH_TLS_* */
 int sh_tls_handshake(sh_tls_t *t);
 int sh_tls_handshake_done(const sh_tls_t *t);

@@ -384,7 +384,7 @@ sh_upstream_tls_read(sh_upstream_t *up, sh_upsock_t *s, const char *data,
             return;
         }
     }
-    for (;;) {
+    while (sh_tls_has_input(s->tls)) {
         up->ops->space(up, &p, &n);
         if (n == 0) {
             sh_upstream_disconnect(up, "out of memory for a reply", 1);
