@@ -60,6 +60,7 @@ build = {
         ["shotover.envelope"] = "lua/shotover/envelope.lua",
         ["shotover.keys"] = "lua/shotover/keys/init.lua",
         ["shotover.keys.local"] = "lua/shotover/keys/local.lua",
+        ["shotover.libcrypto"] = "lua/shotover/libcrypto.lua",
         ["shotover.keys.aws_kms"] = "lua/shotover/keys/aws_kms.lua",
         ["shotover.keys.pkcs11"] = "lua/shotover/keys/pkcs11.lua",
         ["shotover.keys.sigv4"] = "lua/shotover/keys/sigv4.lua",

@@ -18,7 +18,7 @@ local ffi = require "ffi"
 local bit = require "bit"
 
 local ffi_string, ffi_new, ffi_gc = ffi.string, ffi.new, ffi.gc
-local pcall, error, tostring = pcall, error, tostring
+local pcall, error = pcall, error
 
 local _M = { _VERSION = "0.1.0", KEY_LEN = 32, NONCE_LEN = 12,
              TAG_LEN = 16 }
@@ -55,20 +55,7 @@ end
 local CTRL_GCM_GET_TAG, CTRL_GCM_SET_TAG = 0x10, 0x11
 local KEY_LEN, NONCE_LEN, TAG_LEN = 32, 12, 16
 
-local crypto
-local function lib()
-    if crypto == nil then
-        local ok, l = pcall(ffi.load, "crypto")
-        if not ok then
-            ok, l = pcall(ffi.load, "libcrypto.so.3")
-        end
-        if not ok then
-            error("AES-GCM needs OpenSSL's libcrypto: " .. tostring(l), 0)
-        end
-        crypto = l
-    end
-    return crypto
-end
+local lib = require "shotover.libcrypto"
 _M.lib = lib
 
 local outl = ffi_new("int[1]")

@@ -33,22 +33,7 @@ int PKCS5_PBKDF2_HMAC(const char *pass, int passlen,
 int RAND_bytes(unsigned char *buf, int num);
 ]]
 
-local crypto
-local function lib()
-    if crypto == nil then
-        -- the runtime package ships only the versioned name
-        local ok, l = pcall(ffi.load, "crypto")
-        if not ok then
-            ok, l = pcall(ffi.load, "libcrypto.so.3")
-        end
-        if not ok then
-            error("password hashes need OpenSSL's libcrypto: " .. tostring(l),
-                  0)
-        end
-        crypto = l
-    end
-    return crypto
-end
+local lib = require "shotover.libcrypto"
 
 -- base64 (RFC 4648, with padding) ------------------------------------------
 

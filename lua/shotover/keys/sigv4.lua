@@ -36,20 +36,7 @@ for _, decl in ipairs({
     pcall(ffi.cdef, decl)
 end
 
-local crypto
-local function lib()
-    if crypto == nil then
-        local ok, l = pcall(ffi.load, "crypto")
-        if not ok then
-            ok, l = pcall(ffi.load, "libcrypto.so.3")
-        end
-        if not ok then
-            error("SigV4 needs OpenSSL's libcrypto: " .. tostring(l), 0)
-        end
-        crypto = l
-    end
-    return crypto
-end
+local lib = require "shotover.libcrypto"
 
 local md = ffi.new("unsigned char[32]")
 local mdlen = ffi.new("unsigned int[1]")
