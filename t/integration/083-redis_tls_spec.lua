@@ -29,34 +29,6 @@ local function log_lines(s, ...)
     return out
 end
 
--- the handshake error lines of source `name` (client address any port)
-local function handshake_failures(s, name)
-    local out = {}
-    local pat = 'source "' .. name:gsub("%p", "%%%0") .. '": TLS handshake with '
-                .. '127%.0%.0%.1:%d+ failed: (.+)$'
-    for l in s:log():gmatch("[^\n]+") do
-        local why = l:match(pat)
-        if why then out[#out + 1] = why end
-    end
-    return out
-end
-
--- Failed handshakes are logged at most once a second (the next line
--- counts the ones held back), while the metric counts each: run `attempt`
--- (a client whose handshake fails) until a line for it appears, at most
--- 4 times; returns OpenSSL's reason in that line.
-local function logged_failure(s, name, attempt)
-    local n = #handshake_failures(s, name)
-    for _ = 1, 4 do
-        attempt()
-        local ok, why = pcall(h.wait_until, function()
-            return handshake_failures(s, name)[n + 1]
-        end, 1.5, "a handshake failure line")
-        if ok then return why end
-    end
-    error("no handshake failure of source " .. name .. " logged after 4 tries", 2)
-end
-
 local function metric(A, series)
     return h.metric(A, series) or 0
 end
@@ -207,7 +179,7 @@ return {
         local good = t.connect()
         assert.same(PONG, good:cmd("PING"))
         local before = source_errors(A, "redis")
-        logged_failure(s, "redis", function()
+        certs.logged_failure(s, "redis", function()
             local plain = h.connect(P)
             plain:send(h.resp_command("PING"))
             local closed, got = plain:wait_closed(10)
@@ -342,7 +314,7 @@ return {
         local good = t.connect()
         assert.same(PONG, good:cmd("PING"))
         local before = source_errors(A, "mtls")
-        local why = logged_failure(s, "mtls", function()
+        local why = certs.logged_failure(s, "mtls", function()
             local out, code = h.cli(P, "set", "mtls:refused", "x", { tls = client })
             assert.are_not.equal("OK", out)
             assert.are_not.equal(0, code)

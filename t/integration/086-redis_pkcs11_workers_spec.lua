@@ -2,13 +2,10 @@
 -- one process, makes its key manager while the config loads (all at once:
 -- one C_Initialize for the process, a session and a login each) on a real
 -- SoftHSM2 token; a data key wrapped on one worker unwraps on any other.
-local ffi = require "ffi"
 local h = require "harness"
+local softhsm = require "softhsm"
 
-pcall(ffi.cdef, "int setenv(const char *name, const char *value, "
-                .. "int overwrite);")
-
-local MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+local MODULE = softhsm.MODULE
 local PIN = "2468"
 
 -- WRAP: a data key, answered as "HEX_DEK HEX_WRAPPED KEK_ID worker";
@@ -61,22 +58,7 @@ end
 describe("pkcs11 in a running proxy with several workers", function()
     local port
     setup(function()
-        local dir = h.tmpdir("softhsm")
-        local conf = h.write_file(dir .. "/softhsm2.conf",
-            "directories.tokendir = " .. dir .. "\n"
-            .. "objectstore.backend = file\nlog.level = ERROR\n")
-        -- for softhsm2-util, this process's C_Initialize and shotover's
-        assert(ffi.C.setenv("SOFTHSM2_CONF", conf, 1) == 0)
-        local r = h.run({ "softhsm2-util", "--init-token", "--free",
-                          "--label", "workers", "--pin", PIN,
-                          "--so-pin", "13579" })
-        assert(r.code == 0, r.stdout .. r.stderr)
-        local pkcs11 = require "shotover.keys.pkcs11"
-        local s = assert(pkcs11.open({ module = MODULE,
-                                       token_label = "workers", pin = PIN },
-                                     "setup"))
-        assert(s:generate_key("kek"))
-        s:close()
+        softhsm.token("workers", PIN, "kek")
         port = h.free_port()
         local admin = h.free_port()
         h.shotover({ config = config(port, admin), port = port })

@@ -12,32 +12,6 @@ local h = require("harness")
 local cassandra = require("cassandra")
 local certs = require("certs")
 
-local function handshake_failures(s, name)
-    local out = {}
-    local pat = 'source "' .. name:gsub("%p", "%%%0") .. '": TLS handshake with '
-                .. '127%.0%.0%.1:%d+ failed: (.+)$'
-    for l in s:log():gmatch("[^\n]+") do
-        local why = l:match(pat)
-        if why then out[#out + 1] = why end
-    end
-    return out
-end
-
--- Failed handshakes are logged at most once a second (the next line
--- counts the ones held back): run `attempt` until a line for it appears,
--- at most 3 times; returns OpenSSL's reason in that line.
-local function logged_failure(s, name, attempt)
-    local n = #handshake_failures(s, name)
-    for _ = 1, 3 do
-        attempt()
-        local ok, why = pcall(h.wait_until, function()
-            return handshake_failures(s, name)[n + 1]
-        end, 2, "a handshake failure line")
-        if ok then return why end
-    end
-    error("no handshake failure of source " .. name .. " logged after 3 tries", 2)
-end
-
 local function errors_metric(A, label)
     return h.metric(A, "shotover_tls_handshake_errors_total{" .. label .. "}") or 0
 end
@@ -130,7 +104,7 @@ print("direct", s.execute("SELECT v FROM tls.t WHERE k = 'a'").one().v)
 
     it("refuses a driver that does not trust its CA, logs and counts it, and serves others", function()
         local before = errors_metric(A, 'source="cql"')
-        logged_failure(s, "cql", function()
+        certs.logged_failure(s, "cql", function()
             local out = cassandra.python([[
 good_c, good = connect(ssl_context=tls_context(ARGS[0]))
 good.execute("INSERT INTO tls.t (k, v) VALUES ('before', 'ok')")
@@ -152,7 +126,7 @@ print("still", good.execute("SELECT v FROM tls.t WHERE k = 'before'").one().v)
 
     it("takes a client certificate and audits its subject; refuses a driver without one", function()
         local before = errors_metric(A, 'source="cql-mtls"')
-        local why = logged_failure(s, "cql-mtls", function()
+        local why = certs.logged_failure(s, "cql-mtls", function()
             local out = cassandra.python([[
 c, s = connect(ssl_context=tls_context(ARGS[0], ARGS[1], ARGS[2]))
 s.execute("INSERT INTO tls.t (k, v) VALUES ('mtls', 'with cert')")

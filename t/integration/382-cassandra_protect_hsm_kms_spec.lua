@@ -6,15 +6,12 @@
 -- libuv's thread pool.  The application reads and writes plaintext; the
 -- node holds envelopes naming the KEK; a restarted proxy (new data keys,
 -- nothing cached) still opens what the first one wrote.
-local ffi = require "ffi"
 local h = require "harness"
 local cassandra = require "cassandra"
 local kms = require "kms"
+local softhsm = require "softhsm"
 
-pcall(ffi.cdef, "int setenv(const char *name, const char *value, "
-                .. "int overwrite);")
-
-local MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+local MODULE = softhsm.MODULE
 local PIN = "97531"
 
 local APP = [==[
@@ -75,21 +72,7 @@ s.execute("CREATE TABLE hk.t (k text PRIMARY KEY, secret blob)")
     teardown(h.cleanup)
 
     it("keeps the KEK on a SoftHSM2 token", function()
-        local dir = h.tmpdir("softhsm")
-        local conf = h.write_file(dir .. "/softhsm2.conf",
-            "directories.tokendir = " .. dir .. "\n"
-            .. "objectstore.backend = file\nlog.level = ERROR\n")
-        assert(ffi.C.setenv("SOFTHSM2_CONF", conf, 1) == 0)
-        local r = h.run({ "softhsm2-util", "--init-token", "--free",
-                          "--label", "protect", "--pin", PIN,
-                          "--so-pin", "86420" })
-        assert(r.code == 0, r.stdout .. r.stderr)
-        local pkcs11 = require "shotover.keys.pkcs11"
-        local s = assert(pkcs11.open({ module = MODULE,
-                                       token_label = "protect", pin = PIN },
-                                     "setup"))
-        assert(s:generate_key("kek-2026"))
-        s:close()
+        softhsm.token("protect", PIN, "kek-2026")
         local km = string.format('{ "pkcs11", module = %q, token_label = '
             .. '"protect", pin = %q, key_label = "kek-2026" }', MODULE, PIN)
         assert.matches("plain 20 lit\n", app(proxy(km), "hsm"), 1, true)

@@ -208,4 +208,33 @@ function M.served(port, host, opts)
     return info
 end
 
+-- The handshake failures shotover logged for source `name` (a client on
+-- 127.0.0.1, any port): OpenSSL's reason of each line, in order.
+function M.handshake_failures(s, name)
+    local out = {}
+    local pat = 'source "' .. name:gsub("%p", "%%%0") .. '": TLS handshake with '
+                .. '127%.0%.0%.1:%d+ failed: (.+)$'
+    for l in s:log():gmatch("[^\n]+") do
+        local why = l:match(pat)
+        if why then out[#out + 1] = why end
+    end
+    return out
+end
+
+-- Failed handshakes are logged at most once a second (the next line
+-- counts the ones held back), while the metric counts each: run `attempt`
+-- (a client whose handshake fails) until a line for it appears, at most
+-- 4 times; returns OpenSSL's reason in that line.
+function M.logged_failure(s, name, attempt)
+    local n = #M.handshake_failures(s, name)
+    for _ = 1, 4 do
+        attempt()
+        local ok, why = pcall(h.wait_until, function()
+            return M.handshake_failures(s, name)[n + 1]
+        end, 2, "a handshake failure line")
+        if ok then return why end
+    end
+    error("no handshake failure of source " .. name .. " logged after 4 tries", 2)
+end
+
 return M
