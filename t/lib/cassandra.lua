@@ -625,8 +625,19 @@ function M.start_ring(opts)
         -- in parallel: with fixed tokens and no bootstrap no node waits for
         -- another to start
         for _, n in ipairs(r.nodes) do n:launch() end
-        for _, n in ipairs(r.nodes) do
-            n:wait_ready(n.ready_timeout)
+        for i, n in ipairs(r.nodes) do
+            local ok, err = pcall(n.wait_ready, n, n.ready_timeout)
+            if not ok and i > 1 and tostring(err):find(
+                    "Unable to gossip with any peers", 1, true) then
+                -- it asked the seed before the seed's gossip was up (a
+                -- busy machine: ring_delay is 1 s here); the seed (node
+                -- 1) is ready now: start it again
+                n:launch()
+                ok, err = pcall(n.wait_ready, n, n.ready_timeout)
+            end
+            if not ok then
+                error(err, 0)
+            end
             n.startup_seconds = h.now() - n.launched_at
         end
     end
