@@ -2,22 +2,6 @@
 -- complete, report a throughput, and their writes land in the real redis.
 local h = require("harness")
 
--- "SET: 123456.78 requests per second, ..." lines of redis-benchmark -q
--- (progress lines end in \r and are skipped)
-local function rps(out, test)
-    local best
-    for line in out:gmatch("[^\r\n]+") do
-        local v = line:match("^%s*" .. test .. ": ([%d%.]+) requests per second")
-        if v then best = tonumber(v) end
-    end
-    return best
-end
-
-local function cmdstat_calls(port, cmd)
-    local info = h.cli(port, "info", "commandstats")
-    return tonumber(info:match("cmdstat_" .. cmd .. ":calls=(%d+)")) or 0
-end
-
 local function bench(port, args, timeout)
     local argv = { "redis-benchmark", "-p", tostring(port) }
     for _, a in ipairs(args) do argv[#argv + 1] = a end
@@ -33,16 +17,16 @@ local function check_run(env, args, n)
     assert.equal("OK", h.cli(R, "flushall"))
     assert.equal("OK", h.cli(R, "config", "resetstat"))
     local out = bench(env.port, args)
-    local set, get = rps(out, "SET"), rps(out, "GET")
+    local set, get = h.benchmark_rps(out, "SET"), h.benchmark_rps(out, "GET")
     assert.is_number(set, "no SET result in: " .. out)
     assert.is_number(get, "no GET result in: " .. out)
     assert.is_true(set > 0, "SET rps " .. set)
     assert.is_true(get > 0, "GET rps " .. get)
     -- every request reached the real redis, which holds the data
-    assert.is_true(cmdstat_calls(R, "set") >= n,
-        "redis saw " .. cmdstat_calls(R, "set") .. " SETs, wanted " .. n)
-    assert.is_true(cmdstat_calls(R, "get") >= n,
-        "redis saw " .. cmdstat_calls(R, "get") .. " GETs, wanted " .. n)
+    assert.is_true(h.cmdstat_calls(R, "set") >= n,
+        "redis saw " .. h.cmdstat_calls(R, "set") .. " SETs, wanted " .. n)
+    assert.is_true(h.cmdstat_calls(R, "get") >= n,
+        "redis saw " .. h.cmdstat_calls(R, "get") .. " GETs, wanted " .. n)
     return out
 end
 
@@ -92,7 +76,7 @@ describe("redis-benchmark through a two-worker shotover", function()
         local out = bench(env.port, { "-t", "ping,set,get,incr,lpush,lpop", "-n", "5000",
             "-c", "50", "-P", "4", "-q" })
         for _, t in ipairs({ "SET", "GET", "INCR", "LPUSH", "LPOP" }) do
-            local v = rps(out, t)
+            local v = h.benchmark_rps(out, t)
             assert.is_number(v, "no " .. t .. " result in: " .. out)
             assert.is_true(v > 0)
         end

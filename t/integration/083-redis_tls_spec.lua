@@ -70,21 +70,6 @@ local function pipeline(c, n, prefix)
     end
 end
 
--- "SET: 123456.78 requests per second" of redis-benchmark -q
-local function rps(out, test)
-    local best
-    for line in out:gmatch("[^\r\n]+") do
-        local v = line:match("^%s*" .. test .. ": ([%d%.]+) requests per second")
-        if v then best = tonumber(v) end
-    end
-    return best
-end
-
-local function cmdstat_calls(port, cmd)
-    local info = h.cli(port, "info", "commandstats")
-    return tonumber(info:match("cmdstat_" .. cmd .. ":calls=(%d+)")) or 0
-end
-
 local function admin(A)
     return string.format('admin = { listen = "127.0.0.1:%d" },', A)
 end
@@ -141,10 +126,10 @@ return {
             local out = r.stdout .. r.stderr
             assert.is_false(r.timed_out, out:sub(-400))
             assert.equal(0, r.code, out:sub(-400))
-            assert.is_true((rps(out, "SET") or 0) > 0, "no SET result: " .. out:sub(-400))
-            assert.is_true((rps(out, "GET") or 0) > 0, "no GET result: " .. out:sub(-400))
-            assert.is_true(cmdstat_calls(redis.port, "set") >= 5000, "-P " .. pipe)
-            assert.is_true(cmdstat_calls(redis.port, "get") >= 5000, "-P " .. pipe)
+            assert.is_true((h.benchmark_rps(out, "SET") or 0) > 0, "no SET result: " .. out:sub(-400))
+            assert.is_true((h.benchmark_rps(out, "GET") or 0) > 0, "no GET result: " .. out:sub(-400))
+            assert.is_true(h.cmdstat_calls(redis.port, "set") >= 5000, "-P " .. pipe)
+            assert.is_true(h.cmdstat_calls(redis.port, "get") >= 5000, "-P " .. pipe)
             assert.equal("3", redis:cli("strlen", "key:__rand_int__"))
         end
     end)

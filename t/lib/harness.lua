@@ -1253,6 +1253,24 @@ end
 
 function Shotover:stop(grace) return self.proc:stop(grace or 5) end
 
+-- The requests per second of `test` ("SET") in redis-benchmark -q output
+-- ("SET: 123456.78 requests per second, ..."; progress lines end in \r
+-- and are skipped), or nil.
+function h.benchmark_rps(out, test)
+    local best
+    for line in out:gmatch("[^\r\n]+") do
+        local v = line:match("^%s*" .. test .. ": ([%d%.]+) requests per second")
+        if v then best = tonumber(v) end
+    end
+    return best
+end
+
+-- How many times the redis on port ran cmd (INFO commandstats), 0 if never.
+function h.cmdstat_calls(port, cmd)
+    local info = h.cli(port, "info", "commandstats")
+    return tonumber(info:match("cmdstat_" .. cmd .. ":calls=(%d+)")) or 0
+end
+
 -- start_pair{ workers, source, sink, chain, extra_sources, wrap }: a
 -- redis-server and a shotover in front of it (`wrap` as for h.shotover).
 -- Returns { redis = Redis, proxy = Shotover }.
