@@ -801,6 +801,7 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     sh_conn_t *c = (sh_conn_t *) s;
 
+    sh_worker_activity(c->w);
     if (c->tls != NULL && nread > 0) {
         sh_conn_tls_read(c, buf->base, (size_t) nread);
         return;

@@ -1006,3 +1006,9 @@ sh_ffi_worker_shadows(sh_worker_t *w)
 {
     return w->shadows != NULL;
 }
+
+void
+sh_ffi_worker_busy_poll(sh_worker_t *w, uint32_t us)
+{
+    sh_worker_busy_poll(w, us);
+}

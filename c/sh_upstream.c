@@ -246,6 +246,7 @@ sh_upstream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (up == NULL || nread == 0) {
         return;
     }
+    sh_worker_activity(up->w);
     if (s->tls != NULL && nread > 0) {
         sh_upstream_tls_read(up, s, buf->base, (size_t) nread);
         return;
@@ -432,6 +433,7 @@ sh_upstream_flush(sh_upstream_t *up)
     if (n == 0 || up->state != SH_UPSTREAM_READY) {
         return 0;
     }
+    up->w->sent = 1;                     /* a reply is owed: sh_worker.c */
     if (up->ops->wrap != NULL
         && (seg = up->ops->wrap(up, up->out, up->nout)) != NULL)
     {

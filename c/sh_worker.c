@@ -17,6 +17,107 @@ __thread sh_worker_t *sh_worker_cur;
 
 static sh_metric_t *sh_worker_releases;  /* memory given back, all workers */
 
+/*
+ * Busy polling.  Without it a request through shotover costs two sleeps
+ * where Redis direct costs one: shotover blocks for the client's request,
+ * then again for the backend's reply, and each wake-up is a context switch
+ * (~15-20 us of CPU on a VM; docs/architecture.md has the measurements).
+ * So after an iteration that read anything the loop keeps polling without
+ * sleeping (an active idle handle makes libuv's epoll_wait timeout 0) for
+ * up to a budget, and sleeps only when nothing came within it.
+ *
+ * The budget adapts, as KVM's halt polling does: a wait that ended within
+ * the longest poll (busy_poll_us) -- caught by polling, or one that polling
+ * would have caught -- sets the budget to that longest poll; a longer one
+ * halves it, so a backend or clients that take longer than the poll cost
+ * no CPU after a few waits.  Waiting for a backend's reply (the iteration
+ * wrote to one) and for clients' next requests keep separate budgets: a
+ * client that thinks for a millisecond between requests does not stop the
+ * poll for the fast backend behind it.
+ *
+ * Polling must not take the CPU from what it waits for.  When the machine
+ * has fewer free CPUs than busy processes (the backend and the clients on
+ * the same host), the scheduler preempts the polling loop; an iteration
+ * that read nothing yet took far longer than an empty poll shows it, and
+ * polling stops for a while: sleeping in epoll_wait lets the backend run.
+ * The pause starts at 100 us and doubles with each preemption, up to 100 ms;
+ * each poll that catches work halves it: a machine that is only sometimes
+ * short of CPU (another VM's load) loses a few polls now and then, one
+ * always short of it hardly polls.
+ */
+#define SH_WORKER_SPIN_MIN_NS 1000       /* a budget below it is none */
+#define SH_WORKER_SPIN_STOLEN_NS 20000   /* an empty iteration this long:
+                                            the CPU was taken from us */
+#define SH_WORKER_SPIN_PAUSE_MIN_NS 100000    /* then no polling for 100 us, */
+#define SH_WORKER_SPIN_PAUSE_MAX_NS 100000000 /* ... doubling up to 100 ms */
+
+static void
+sh_worker_spin_cb(uv_idle_t *h)
+{
+    sh_unused(h);                        /* its being active is the point */
+}
+
+/* busy polls by how they ended, all workers (made by the first worker) */
+enum { SH_SPIN_CAUGHT, SH_SPIN_EXPIRED, SH_SPIN_PREEMPTED, SH_SPIN_ENDS };
+static sh_metric_t *sh_worker_spins[SH_SPIN_ENDS];
+
+static void
+sh_worker_spin(sh_worker_t *w)
+{
+    uint64_t now = uv_hrtime(), *b;
+    int spinning = uv_is_active((uv_handle_t *) &w->spin), end = -1;
+
+    if (w->activity != w->activity_seen) {
+        w->activity_seen = w->activity;
+        if (w->spin_since != 0) {
+            b = &w->spin_budget[w->spin_kind];
+            if (now - w->spin_since <= w->spin_max) {
+                *b = w->spin_max;
+            } else if ((*b >>= 1) < SH_WORKER_SPIN_MIN_NS) {
+                *b = 0;
+            }
+        }
+        w->spin_since = now;
+        w->spin_kind = w->sent ? 0 : 1;
+        w->sent = 0;
+        end = SH_SPIN_CAUGHT;
+        if (spinning && (w->spin_pause >>= 1) < SH_WORKER_SPIN_PAUSE_MIN_NS) {
+            w->spin_pause = 0;
+        }
+    } else if (spinning && now - w->spin_last > SH_WORKER_SPIN_STOLEN_NS) {
+        w->spin_pause = sh_min(sh_max(w->spin_pause * 2,
+                                      SH_WORKER_SPIN_PAUSE_MIN_NS),
+                               SH_WORKER_SPIN_PAUSE_MAX_NS);
+        w->spin_off_until = now + w->spin_pause;
+        end = SH_SPIN_PREEMPTED;
+    }
+    w->spin_last = now;
+    if (w->spin_since != 0
+        && now - w->spin_since < w->spin_budget[w->spin_kind]
+        && now >= w->spin_off_until)
+    {
+        uv_idle_start(&w->spin, sh_worker_spin_cb);
+    } else {
+        uv_idle_stop(&w->spin);
+        if (end < 0) {
+            end = SH_SPIN_EXPIRED;
+        }
+    }
+    if (spinning && end >= 0) {
+        sh_ffi_metric_add(sh_worker_spins[end], 1);
+    }
+}
+
+void
+sh_worker_busy_poll(sh_worker_t *w, uint32_t us)
+{
+    w->spin_max = (uint64_t) us * 1000;
+    w->spin_budget[0] = w->spin_budget[1] = w->spin_max;
+    if (w->spin_max == 0) {
+        uv_idle_stop(&w->spin);
+    }
+}
+
 static void
 sh_worker_prepoll_cb(uv_prepare_t *p)
 {
@@ -29,6 +130,9 @@ sh_worker_prepoll_cb(uv_prepare_t *p)
             any |= w->hooks[i](w);
         }
     } while (any && ++rounds < 64);      /* 64: a bound, never reached */
+    if (w->spin_max != 0) {
+        sh_worker_spin(w);
+    }
 }
 
 void
@@ -41,13 +145,27 @@ sh_worker_init(sh_worker_t *w, int id)
     uv_prepare_start(&w->prepoll, sh_worker_prepoll_cb);
     uv_unref((uv_handle_t *) &w->prepoll);
     if (sh_worker_releases == NULL) {   /* (workers start one by one) */
+        static const char *ends[SH_SPIN_ENDS] = {
+            "result=\"caught\"", "result=\"expired\"",
+            "result=\"preempted\""
+        };
+        int i;
+
         sh_worker_releases = sh_metric_get(SH_METRIC_COUNTER,
             "shotover_memory_releases_total", "times a worker gave idle "
             "memory back to the system after a burst of connections", "");
+        for (i = 0; i < SH_SPIN_ENDS; i++) {
+            sh_worker_spins[i] = sh_metric_get(SH_METRIC_COUNTER,
+                "shotover_busy_polls_total", "busy polls (busy_poll_us) by "
+                "how they ended: caught work, ran out, or the CPU was taken "
+                "(polling then pauses)", ends[i]);
+        }
     }
     uv_timer_init(&w->loop, &w->release);
     w->release.data = w;
     uv_unref((uv_handle_t *) &w->release);
+    uv_idle_init(&w->loop, &w->spin);
+    uv_unref((uv_handle_t *) &w->spin);
 }
 
 void
@@ -55,6 +173,7 @@ sh_worker_close_handles(sh_worker_t *w)
 {
     uv_close((uv_handle_t *) &w->prepoll, NULL);
     uv_close((uv_handle_t *) &w->release, NULL);
+    uv_close((uv_handle_t *) &w->spin, NULL);
 }
 
 /*

@@ -54,6 +54,18 @@ struct sh_worker_s {
     uint32_t nconns;         /* open client connections */
     uint32_t peak_conns;     /* most open since memory was last released */
     uv_timer_t release;      /* releases memory after a burst (sh_worker.c) */
+    uv_idle_t spin;          /* active while the loop polls without sleeping */
+    uint64_t spin_max;       /* ns: longest busy poll (busy_poll_us), 0: off */
+    uint64_t spin_budget[2]; /* ns: how long to poll for a backend's reply
+                                (0) or a client's request (1): adaptive */
+    uint64_t spin_since;     /* hrtime the loop last found work, 0: never */
+    uint64_t spin_last;      /* hrtime of the last pre-poll while polling */
+    uint64_t spin_off_until; /* hrtime: no polling before (CPU contended) */
+    uint64_t spin_pause;     /* ns: the last such pause (sh_worker.c) */
+    uint32_t activity;       /* reads seen (bumped by the read callbacks) */
+    uint32_t activity_seen;  /* ... as of the last pre-poll */
+    int spin_kind;           /* what the loop waits for since spin_since */
+    int sent;                /* wrote to a backend in this iteration */
     const char *conf_path;   /* config file */
     uv_sem_t ready;          /* posted when init finished */
     int init_failed;         /* init result */
@@ -85,6 +97,20 @@ void sh_worker_conns(sh_worker_t *w, int delta);
  * hook may queue writes for another, whose failures may wake connections.
  */
 void sh_worker_hook(sh_worker_t *w, sh_worker_hook_fn fn);
+
+/*
+ * Busy polling: after an iteration that read anything, the loop polls
+ * without sleeping for up to the worker's budget before it blocks, so a
+ * reply or request that follows within it costs no wake-up (sh_worker.c
+ * says why and how the budget adapts).  sh_worker_busy_poll sets the
+ * longest poll (0: never); the read callbacks call sh_worker_activity.
+ */
+void sh_worker_busy_poll(sh_worker_t *w, uint32_t us);
+static inline void
+sh_worker_activity(sh_worker_t *w)
+{
+    w->activity++;
+}
 
 /* Blocking name resolution, for listeners while a worker starts and for
  * the admin endpoint; backends resolve without blocking (sh_upstream.c).
