@@ -119,7 +119,7 @@ sh_admin_tls_flush(sh_admin_conn_t *c, int last)
 {
     int rc = sh_tls_flush(c->tls, (uv_stream_t *) &c->tcp,
                           last ? sh_admin_tls_write_cb : sh_admin_tls_sent_cb,
-                          c);
+                          c, SH_SIDE_NONE);
 
     if ((rc < 0 || (rc == 0 && last))
         && !uv_is_closing((uv_handle_t *) &c->tcp))

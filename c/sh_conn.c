@@ -296,7 +296,7 @@ static int
 sh_conn_tls_flush(sh_conn_t *c)
 {
     if (sh_tls_flush(c->tls, (uv_stream_t *) &c->tcp, sh_conn_tls_write_cb,
-                     c) < 0)
+                     c, SH_SIDE_CLIENT) < 0)
     {
         sh_conn_close(c);
         return SH_ERROR;
@@ -380,7 +380,8 @@ sh_conn_write_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
         total += f->len;
         k++;
     }
-    done = k ? sh_try_write((uv_stream_t *) &c->tcp, bufs, k) : 0;
+    done = k ? sh_try_write((uv_stream_t *) &c->tcp, bufs, k, SH_SIDE_CLIENT)
+             : 0;
     if (done < 0) {
         if (bufs != sbufs) {
             sh_free(bufs);
@@ -419,6 +420,7 @@ sh_conn_write_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
         sh_conn_close(c);
         return;
     }
+    sh_io_write(SH_SIDE_CLIENT, total - (size_t) done);
     if (sh__conn_write_blocked(c)) {
         sh_conn_pause(c);
     }
@@ -802,6 +804,9 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     sh_conn_t *c = (sh_conn_t *) s;
 
     sh_worker_activity(c->w);
+    if (nread > 0) {
+        sh_io_read(SH_SIDE_CLIENT, (size_t) nread);
+    }
     if (c->tls != NULL && nread > 0) {
         sh_conn_tls_read(c, buf->base, (size_t) nread);
         return;

@@ -481,7 +481,8 @@ sh_tls_shutdown(sh_tls_t *t)
 }
 
 int
-sh_tls_flush(sh_tls_t *t, uv_stream_t *s, uv_write_cb cb, void *data)
+sh_tls_flush(sh_tls_t *t, uv_stream_t *s, uv_write_cb cb, void *data,
+    int side)
 {
     char *p;
     long n = BIO_get_mem_data(t->wbio, &p);
@@ -494,7 +495,7 @@ sh_tls_flush(sh_tls_t *t, uv_stream_t *s, uv_write_cb cb, void *data)
         return 0;
     }
     buf = uv_buf_init(p, (unsigned int) n);
-    done = sh_try_write(s, &buf, 1);
+    done = sh_try_write(s, &buf, 1, side);
     if (done < 0) {
         (void) BIO_reset(t->wbio);
         return (int) done;
@@ -507,6 +508,9 @@ sh_tls_flush(sh_tls_t *t, uv_stream_t *s, uv_write_cb cb, void *data)
         buf = uv_buf_init((char *) wr->data, (unsigned int) wr->len);
         rc = uv_write(&wr->req, s, &buf, 1, cb);
         (void) BIO_reset(t->wbio);
+        if (rc == 0) {
+            sh_io_write(side, wr->len);
+        }
         if (rc != 0) {
             sh_free(wr);
             return rc;

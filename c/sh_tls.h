@@ -75,7 +75,8 @@ int sh_tls_write(sh_tls_t *t, const void *p, size_t n);
  * req.data = data.  Returns 0 (all written), 1 (the rest queued: cb will
  * run), or a negative libuv error.
  */
-int sh_tls_flush(sh_tls_t *t, uv_stream_t *s, uv_write_cb cb, void *data);
+int sh_tls_flush(sh_tls_t *t, uv_stream_t *s, uv_write_cb cb, void *data,
+    int side);
 void sh_tls_write_done(uv_write_t *req);
 /* why the last handshake or read failed (OpenSSL's reason, and the
  * certificate check's when it was that) */

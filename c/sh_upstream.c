@@ -247,6 +247,9 @@ sh_upstream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     sh_worker_activity(up->w);
+    if (nread > 0) {
+        sh_io_read(SH_SIDE_BACKEND, (size_t) nread);
+    }
     if (s->tls != NULL && nread > 0) {
         sh_upstream_tls_read(up, s, buf->base, (size_t) nread);
         return;
@@ -317,7 +320,7 @@ sh_upstream_tls_write(sh_upstream_t *up, sh_frame_t *const *frames,
         return SH_ERROR;
     }
     rc = sh_tls_flush(s->tls, (uv_stream_t *) &s->tcp,
-                      sh_upstream_tls_write_cb, NULL);
+                      sh_upstream_tls_write_cb, NULL, SH_SIDE_BACKEND);
     if (rc < 0) {
         snprintf(up->err, sizeof(up->err), "%s", uv_strerror(rc));
         return SH_ERROR;
@@ -460,7 +463,8 @@ sh_upstream_flush(sh_upstream_t *up)
         bufs[i].len = frames[i]->len;
         total += frames[i]->len;
     }
-    done = sh_try_write((uv_stream_t *) &up->sock->tcp, bufs, n);
+    done = sh_try_write((uv_stream_t *) &up->sock->tcp, bufs, n,
+                        SH_SIDE_BACKEND);
     if (done >= 0 && (size_t) done < total) {
         /* the rest waits in libuv's queue, the frames held until written */
         first = sh_skip_written(bufs, n, (size_t) done);
@@ -481,6 +485,8 @@ sh_upstream_flush(sh_upstream_t *up)
         if (rc != 0) {
             sh_upstream_write_cb(&wr->req, rc);
             done = rc;
+        } else {
+            sh_io_write(SH_SIDE_BACKEND, total - (size_t) done);
         }
     }
     if (bufs != sbufs) {

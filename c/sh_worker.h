@@ -65,6 +65,10 @@ struct sh_worker_s {
     uint32_t activity;       /* reads seen (bumped by the read callbacks) */
     uint32_t activity_seen;  /* ... as of the last pre-poll */
     int spin_kind;           /* what the loop waits for since spin_since */
+    int psi_fd;              /* /proc/pressure/cpu, -1: none */
+    uint64_t psi_at;         /* hrtime it was last read */
+    uint64_t psi_total;      /* its "some" stall total then (us) */
+    uint64_t psi_pct;        /* % of time tasks waited for a CPU (smoothed) */
     int sent;                /* wrote to a backend in this iteration */
     const char *conf_path;   /* config file */
     uv_sem_t ready;          /* posted when init finished */
@@ -106,6 +110,7 @@ void sh_worker_hook(sh_worker_t *w, sh_worker_hook_fn fn);
  * longest poll (0: never); the read callbacks call sh_worker_activity.
  */
 void sh_worker_busy_poll(sh_worker_t *w, uint32_t us);
+
 static inline void
 sh_worker_activity(sh_worker_t *w)
 {
@@ -121,13 +126,24 @@ int sh_resolve(const char *host, int port, int passive,
     struct addrinfo **res, char *errbuf, size_t errlen);
 
 /*
+ * Socket traffic by side, for shotover_socket_*_total: what the read
+ * callbacks got and what each write system call (or queued write) took,
+ * toward clients or toward backends (SH_SIDE_NONE: not counted, the admin
+ * endpoint).
+ */
+enum { SH_SIDE_CLIENT, SH_SIDE_BACKEND, SH_SIDES, SH_SIDE_NONE = SH_SIDES };
+void sh_io_read(int side, size_t bytes);
+void sh_io_write(int side, size_t bytes);
+
+/*
  * sh_try_write: write bufs[0..n) now, without a write request, when nothing
  * is queued ahead.  Returns how many leading bytes went out (0 when none
- * could), or a negative libuv error.  sh_skip_written: drop the first `done`
+ * could), or a negative libuv error; counted for side.  sh_skip_written: drop the first `done`
  * bytes from bufs[0..n), returning the index of the first buffer with bytes
  * left (adjusted in place).
  */
-ssize_t sh_try_write(uv_stream_t *s, const uv_buf_t *bufs, uint32_t n);
+ssize_t sh_try_write(uv_stream_t *s, const uv_buf_t *bufs, uint32_t n,
+    int side);
 uint32_t sh_skip_written(uv_buf_t *bufs, uint32_t n, size_t done);
 
 #endif /* SH_WORKER_H */

@@ -60,16 +60,17 @@ describe("busy polling", function()
         assert.is_number(h.benchmark_rps(out, "GET"), out)
         -- without polling: two sleeps per request (see the next case)
         assert.is_true(sw < n, sw .. " voluntary context switches for " .. n .. " requests")
-        assert.is_true(polls(env, "caught") >= n,
+        -- up to two per request (the reply, the next request)
+        assert.is_true(polls(env, "caught") >= n / 2,
             "caught " .. tostring(polls(env, "caught")) .. " for " .. n .. " requests")
         assert.equal(n, h.cmdstat_calls(env.redis.port, "get"))
     end)
 
-    it("is off at busy_poll_us = 0: two sleeps per request, no polls", function()
+    it("is off at busy_poll_us = 0: about two sleeps per request, no polls", function()
         local env = start(0)
         local n = 2000
         local sw = one_client(env, n, "-t", "get")
-        assert.is_true(sw >= 1.5 * n, sw .. " voluntary context switches for " .. n .. " requests")
+        assert.is_true(sw >= 1.3 * n, sw .. " voluntary context switches for " .. n .. " requests")
         for _, result in ipairs({ "caught", "expired", "preempted" }) do
             assert.equal(0, polls(env, result), result)
         end

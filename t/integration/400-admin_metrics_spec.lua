@@ -79,6 +79,38 @@ describe("the admin endpoint", function()
         c:close()
     end)
 
+    it("counts socket reads and writes toward clients and toward backends", function()
+        local names = { "reads", "read_bytes", "writes", "written_bytes" }
+        local function counts()
+            local text, t = select(2, http("GET", A, "/metrics")), {}
+            for _, side in ipairs({ "client", "backend" }) do
+                for _, k in ipairs(names) do
+                    t[side .. " " .. k] = series(text, string.format(
+                        'shotover_socket_%s_total{side="%s"}', k, side))
+                end
+            end
+            return t
+        end
+        local c = h.connect(P)
+        local req = h.resp_command("SET", "sockets", "v")
+        assert.same(h.status("OK"), c:cmd("SET", "sockets", "v"))  -- connected
+        local before = counts()
+        -- one request at a time: a read and a write on each side per request
+        for _ = 1, 10 do
+            assert.same(h.status("OK"), c:cmd("SET", "sockets", "v"))
+        end
+        local after = counts()
+        c:close()
+        local d = {}
+        for k, v in pairs(after) do d[k] = v - before[k] end
+        assert.same({
+            ["client reads"] = 10, ["client read_bytes"] = 10 * #req,
+            ["client writes"] = 10, ["client written_bytes"] = 10 * #"+OK\r\n",
+            ["backend reads"] = 10, ["backend read_bytes"] = 10 * #"+OK\r\n",
+            ["backend writes"] = 10, ["backend written_bytes"] = 10 * #req,
+        }, d)
+    end)
+
     it("counts backend failures", function()
         env.redis:stop()
         assert.matches("unavailable", h.cli(P, "get", "x"))
