@@ -177,6 +177,11 @@ struct sh_conn_s {
     unsigned close_after:1;  /* close once the replies are written */
     unsigned proto_err:1;    /* reader failed: send error, then close */
     unsigned draining:1;     /* the worker drains: read nothing more */
+    unsigned on_outq:1;      /* on its worker's outq */
+    sh_frame_t **out;        /* replies gathered in this loop iteration, */
+    uint32_t nout, out_cap;  /* ... written by sh_conn_flush_all */
+    size_t out_bytes;        /* ... and their bytes */
+    sh_conn_t *out_next;     /* worker's outq */
     sh_conn_t *prev, *next;  /* worker's connection list */
 };
 
@@ -187,8 +192,11 @@ void sh_conn_close_all(sh_worker_t *w);
 /* the worker drains: every connection reads nothing more and closes once
  * what it has read is answered and written */
 void sh_conn_drain_all(sh_worker_t *w);
-/* replies to the client, framed by its protocol */
+/* replies to the client, framed by its protocol: gathered, and written
+ * once per loop iteration by sh_conn_flush_all (the worker's pre-poll
+ * hook, which returns 1 when it wrote anything) */
 void sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n);
+int sh_conn_flush_all(sh_worker_t *w);
 sh_frame_t *sh_conn_error_frame(sh_conn_t *c, const sh_frame_t *req,
     uint32_t code, const char *msg);
 

@@ -414,6 +414,7 @@ sh_workers_spawn(const char *conf_path, int nworkers, int *n)
          * woke, run before the gathered writes go out */
         sh_worker_hook(w, sh_run_wake_all);
         sh_worker_hook(w, sh_upstream_flush_all);
+        sh_worker_hook(w, sh_conn_flush_all);
         uv_sem_init(&w->ready, 0);
         sh_workers[i] = w;
     }

@@ -48,6 +48,8 @@ struct sh_worker_s {
     struct sh_run_s *shadows; /* shadow runs, their clients gone or not */
     struct sh_upstream_s *flushq; /* upstreams with gathered writes
                                      (sh_upstream.c) */
+    struct sh_conn_s *outq;  /* client connections with gathered replies
+                                (sh_conn.c) */
     struct sh_redis_pool_s *pools; /* Redis pools (sh_redis_pool.c) */
     struct sh_cql_pool_s *cql_pools; /* Cassandra pools (sh_cql_pool.c) */
     struct sh_watch_s *watches; /* descriptors Lua watches (sh_watch.c) */
