@@ -391,7 +391,7 @@ void sh_ffi_sources_prune(sh_worker_t *w);
 uint32_t sh_ffi_run_gen(sh_run_t *r);
 uint32_t sh_ffi_worker_gen_conns(sh_worker_t *w, uint32_t gen);
 int sh_ffi_worker_shadows(sh_worker_t *w);
-/* The longest busy poll of w's loop, in µs (0: never; sh_worker.c). */
+/* The longest busy poll of w's loop, in microseconds (0: never; sh_worker.c). */
 void sh_ffi_worker_busy_poll(sh_worker_t *w, uint32_t us);
 
 /* In-process workers for `shotover repl`: start nworkers running config

@@ -20,6 +20,17 @@ local function switches(pid)
     return n
 end
 
+-- Polling is skipped while tasks wait for a CPU (/proc/pressure/cpu over
+-- 12 %, smoothed): what is left of an earlier test's load (a JVM winding
+-- down) would turn it off, so the polling cases start on a quiet machine.
+local function quiet_cpu()
+    h.wait_until(function()
+        local psi = h.read_file("/proc/pressure/cpu")
+        local avg10 = psi and tonumber(psi:match("some avg10=([%d.]+)"))
+        return avg10 == nil or avg10 < 8
+    end, 120, "CPU pressure (/proc/pressure/cpu, some avg10) under 8 %", 0.5)
+end
+
 local function start(busy_poll_us)
     local redis = h.redis_server({ args = { "--enable-debug-command", "yes" } })
     local port, admin = h.free_port(), h.free_port()
@@ -52,31 +63,38 @@ end
 
 describe("busy polling", function()
     teardown(h.cleanup)
+    local off_per_request
+
+    it("is off at busy_poll_us = 0: a sleep or two per request, no polls", function()
+        local env = start(0)
+        local n = 2000
+        local sw = one_client(env, n, "-t", "get")
+        off_per_request = sw / n
+        -- (a reply that is back before the worker sleeps saves one)
+        assert.is_true(sw >= n, sw .. " voluntary context switches for " .. n .. " requests")
+        for _, result in ipairs({ "caught", "expired", "preempted" }) do
+            assert.equal(0, polls(env, result), result)
+        end
+    end)
 
     it("catches replies and requests without sleeping for each", function()
+        quiet_cpu()
         local env = start(1000)
         local n = 3000
         local sw, out = one_client(env, n, "-t", "get")
         assert.is_number(h.benchmark_rps(out, "GET"), out)
-        -- without polling: two sleeps per request (see the next case)
         assert.is_true(sw < n, sw .. " voluntary context switches for " .. n .. " requests")
+        assert.is_true(sw / n < 0.75 * off_per_request, string.format(
+            "%.2f voluntary context switches per request, %.2f without polling",
+            sw / n, off_per_request))
         -- up to two per request (the reply, the next request)
         assert.is_true(polls(env, "caught") >= n / 2,
             "caught " .. tostring(polls(env, "caught")) .. " for " .. n .. " requests")
         assert.equal(n, h.cmdstat_calls(env.redis.port, "get"))
     end)
 
-    it("is off at busy_poll_us = 0: about two sleeps per request, no polls", function()
-        local env = start(0)
-        local n = 2000
-        local sw = one_client(env, n, "-t", "get")
-        assert.is_true(sw >= 1.3 * n, sw .. " voluntary context switches for " .. n .. " requests")
-        for _, result in ipairs({ "caught", "expired", "preempted" }) do
-            assert.equal(0, polls(env, result), result)
-        end
-    end)
-
     it("stops polling for a backend slower than the poll, not for the client", function()
+        quiet_cpu()
         local env = start(1000)
         local n = 200
         -- each request takes the backend 3 ms, three times the longest poll
@@ -86,10 +104,10 @@ describe("busy polling", function()
         -- ten, so only the first few waits for the backend were polled
         local expired = polls(env, "expired")
         assert.is_true(expired <= 30, expired .. " polls ran out for " .. n .. " slow replies")
-        -- one sleep per request (for the reply), the client's next request
-        -- still caught by polling
+        -- about one sleep per request (for the reply), the client's next
+        -- request mostly caught by polling
         assert.is_true(sw >= 0.8 * n and sw < 1.5 * n,
             sw .. " voluntary context switches for " .. n .. " requests")
-        assert.is_true(polls(env, "caught") >= 0.8 * n, tostring(polls(env, "caught")))
+        assert.is_true(polls(env, "caught") >= n / 2, tostring(polls(env, "caught")))
     end)
 end)
