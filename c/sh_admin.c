@@ -99,7 +99,7 @@ sh_admin_tls_write_cb(uv_write_t *wr, int status)
     uv_handle_t *h = (uv_handle_t *) wr->handle;
 
     sh_unused(status);
-    sh_tls_write_done(wr);
+    sh_copy_write_done(wr);
     if (!uv_is_closing(h)) {
         uv_close(h, sh_admin_close_cb);
     }
@@ -109,7 +109,7 @@ static void
 sh_admin_tls_sent_cb(uv_write_t *wr, int status)
 {
     sh_unused(status);
-    sh_tls_write_done(wr);
+    sh_copy_write_done(wr);
 }
 
 /* Write what TLS has pending (the response with a close_notify after it,

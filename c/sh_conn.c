@@ -290,11 +290,11 @@ sh_conn_write_cb(uv_write_t *req, int status)
 }
 
 static void
-sh_conn_tls_write_cb(uv_write_t *req, int status)
+sh_conn_copy_write_cb(uv_write_t *req, int status)
 {
     sh_conn_t *c = req->data;
 
-    sh_tls_write_done(req);
+    sh_copy_write_done(req);
     sh_conn_wrote(c, status);
 }
 
@@ -303,7 +303,7 @@ sh_conn_tls_write_cb(uv_write_t *req, int status)
 static int
 sh_conn_tls_flush(sh_conn_t *c)
 {
-    if (sh_tls_flush(c->tls, (uv_stream_t *) &c->tcp, sh_conn_tls_write_cb,
+    if (sh_tls_flush(c->tls, (uv_stream_t *) &c->tcp, sh_conn_copy_write_cb,
                      c, SH_SIDE_CLIENT) < 0)
     {
         sh_conn_close(c);
@@ -387,6 +387,19 @@ sh_conn_write_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
         bufs[k].len = f->len;
         total += f->len;
         k++;
+    }
+    if (sh_write_flat_fits(k, total)) {
+        rc = sh_write_flat((uv_stream_t *) &c->tcp, bufs, k, total,
+                           SH_SIDE_CLIENT, sh_conn_copy_write_cb, c);
+        if (bufs != sbufs) {
+            sh_free(bufs);
+        }
+        if (rc < 0) {
+            sh_conn_close(c);
+        } else if (rc == 1 && sh__conn_write_blocked(c)) {
+            sh_conn_pause(c);
+        }
+        return;
     }
     done = k ? sh_try_write((uv_stream_t *) &c->tcp, bufs, k, SH_SIDE_CLIENT)
              : 0;

@@ -224,6 +224,7 @@ sh_worker_main(void *arg)
     uv_run(&w->loop, UV_RUN_NOWAIT);
     sh_buf_pools_free();
     sh_tls_buffers_free();
+    sh_write_buffers_free();
     if (uv_loop_close(&w->loop) != 0) {
         sh_log_warn("worker %d: loop closed with handles open", w->id);
     }

@@ -486,45 +486,14 @@ sh_tls_flush(sh_tls_t *t, uv_stream_t *s, uv_write_cb cb, void *data,
 {
     char *p;
     long n = BIO_get_mem_data(t->wbio, &p);
-    ssize_t done = 0;
-    sh_tls_write_t *wr;
-    uv_buf_t buf;
     int rc;
 
     if (n <= 0) {
         return 0;
     }
-    buf = uv_buf_init(p, (unsigned int) n);
-    done = sh_try_write(s, &buf, 1, side);
-    if (done < 0) {
-        (void) BIO_reset(t->wbio);
-        return (int) done;
-    }
-    if (done < n) {
-        wr = sh_alloc(sizeof(*wr) + (size_t) (n - done));
-        wr->len = (size_t) (n - done);
-        memcpy(wr->data, p + done, wr->len);
-        wr->req.data = data;
-        buf = uv_buf_init((char *) wr->data, (unsigned int) wr->len);
-        rc = uv_write(&wr->req, s, &buf, 1, cb);
-        (void) BIO_reset(t->wbio);
-        if (rc == 0) {
-            sh_io_write(side, wr->len);
-        }
-        if (rc != 0) {
-            sh_free(wr);
-            return rc;
-        }
-        return 1;
-    }
+    rc = sh_write_buf(s, p, (size_t) n, side, cb, data);
     (void) BIO_reset(t->wbio);
-    return 0;
-}
-
-void
-sh_tls_write_done(uv_write_t *req)
-{
-    sh_free((sh_tls_write_t *) req);
+    return rc;
 }
 
 const char *

@@ -20,13 +20,6 @@
 
 typedef struct sh_tls_s sh_tls_t;
 
-/* A write of ciphertext the socket did not take at once. */
-typedef struct sh_tls_write_s {
-    uv_write_t req;          /* its libuv request (req.data: the caller's) */
-    size_t len;              /* bytes in data */
-    uint8_t data[];          /* the ciphertext */
-} sh_tls_write_t;
-
 enum {
     SH_TLS_DONE = 0,         /* the handshake is complete */
     SH_TLS_MORE = 1,         /* it waits for the peer's bytes */
@@ -71,13 +64,12 @@ void sh_tls_shutdown(sh_tls_t *t);
 int sh_tls_write(sh_tls_t *t, const void *p, size_t n);
 /*
  * Write the pending output to s: what the socket takes now, the rest in
- * one uv_write calling cb (which must end with sh_tls_write_done) with
+ * one uv_write calling cb (which must end with sh_copy_write_done) with
  * req.data = data.  Returns 0 (all written), 1 (the rest queued: cb will
  * run), or a negative libuv error.
  */
 int sh_tls_flush(sh_tls_t *t, uv_stream_t *s, uv_write_cb cb, void *data,
     int side);
-void sh_tls_write_done(uv_write_t *req);
 /* why the last handshake or read failed (OpenSSL's reason, and the
  * certificate check's when it was that) */
 const char *sh_tls_error(const sh_tls_t *t);

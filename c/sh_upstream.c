@@ -299,11 +299,11 @@ sh_upstream_write_cb(uv_write_t *req, int status)
 }
 
 static void
-sh_upstream_tls_write_cb(uv_write_t *req, int status)
+sh_upstream_copy_write_cb(uv_write_t *req, int status)
 {
     /* a failed write shows up as a read error on the same socket */
     sh_unused(status);
-    sh_tls_write_done(req);
+    sh_copy_write_done(req);
 }
 
 /* Encrypt frames and write them (and whatever TLS has pending); on
@@ -320,7 +320,7 @@ sh_upstream_tls_write(sh_upstream_t *up, sh_frame_t *const *frames,
         return SH_ERROR;
     }
     rc = sh_tls_flush(s->tls, (uv_stream_t *) &s->tcp,
-                      sh_upstream_tls_write_cb, NULL, SH_SIDE_BACKEND);
+                      sh_upstream_copy_write_cb, NULL, SH_SIDE_BACKEND);
     if (rc < 0) {
         snprintf(up->err, sizeof(up->err), "%s", uv_strerror(rc));
         return SH_ERROR;
@@ -463,8 +463,15 @@ sh_upstream_flush(sh_upstream_t *up)
         bufs[i].len = frames[i]->len;
         total += frames[i]->len;
     }
-    done = sh_try_write((uv_stream_t *) &up->sock->tcp, bufs, n,
-                        SH_SIDE_BACKEND);
+    if (sh_write_flat_fits(n, total)) {
+        /* copied: the frames can go whatever the socket takes */
+        rc = sh_write_flat((uv_stream_t *) &up->sock->tcp, bufs, n, total,
+                           SH_SIDE_BACKEND, sh_upstream_copy_write_cb, NULL);
+        done = rc < 0 ? rc : (ssize_t) total;
+    } else {
+        done = sh_try_write((uv_stream_t *) &up->sock->tcp, bufs, n,
+                            SH_SIDE_BACKEND);
+    }
     if (done >= 0 && (size_t) done < total) {
         /* the rest waits in libuv's queue, the frames held until written */
         first = sh_skip_written(bufs, n, (size_t) done);

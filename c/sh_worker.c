@@ -311,6 +311,7 @@ sh_worker_release_memory(sh_worker_t *w)
     }
     sh_buf_pools_free();
     sh_tls_buffers_free();
+    sh_write_buffers_free();
     malloc_trim(0);
     sh_ffi_metric_add(sh_worker_releases, 1);
     w->peak_conns = w->nconns;
@@ -417,6 +418,69 @@ sh_try_write(uv_stream_t *s, const uv_buf_t *bufs, uint32_t n, int side)
     return rc;
 }
 
+
+static __thread char *sh_write_scratch;  /* small frames copied flat */
+
+int
+sh_write_buf(uv_stream_t *s, const char *p, size_t len, int side,
+    uv_write_cb cb, void *data)
+{
+    sh_copy_write_t *wr;
+    uv_buf_t buf = uv_buf_init((char *) p, (unsigned int) len);
+    ssize_t done;
+    int rc;
+
+    done = sh_try_write(s, &buf, 1, side);
+    if (done < 0) {
+        return (int) done;
+    }
+    if ((size_t) done == len) {
+        return 0;
+    }
+    wr = sh_alloc(sizeof(*wr) + len - (size_t) done);
+    wr->len = len - (size_t) done;
+    memcpy(wr->data, p + done, wr->len);
+    wr->req.data = data;
+    buf = uv_buf_init((char *) wr->data, (unsigned int) wr->len);
+    rc = uv_write(&wr->req, s, &buf, 1, cb);
+    if (rc != 0) {
+        sh_free(wr);
+        return rc;
+    }
+    sh_io_write(side, wr->len);
+    return 1;
+}
+
+int
+sh_write_flat(uv_stream_t *s, const uv_buf_t *bufs, uint32_t n, size_t total,
+    int side, uv_write_cb cb, void *data)
+{
+    char *p;
+    uint32_t i;
+
+    if (sh_write_scratch == NULL) {
+        sh_write_scratch = sh_alloc(SH_WRITE_FLAT_MAX);
+    }
+    p = sh_write_scratch;
+    for (i = 0; i < n; i++) {
+        memcpy(p, bufs[i].base, bufs[i].len);
+        p += bufs[i].len;
+    }
+    return sh_write_buf(s, sh_write_scratch, total, side, cb, data);
+}
+
+void
+sh_copy_write_done(uv_write_t *req)
+{
+    sh_free((sh_copy_write_t *) req);
+}
+
+void
+sh_write_buffers_free(void)
+{
+    sh_free(sh_write_scratch);
+    sh_write_scratch = NULL;
+}
 
 /*
  * sh_skip_written: drop the first `done` bytes from bufs[0..*n), returning

@@ -146,6 +146,42 @@ void sh_io_write(int side, size_t bytes);
  */
 ssize_t sh_try_write(uv_stream_t *s, const uv_buf_t *bufs, uint32_t n,
     int side);
+
+/*
+ * Writes of bytes we do not keep (TLS records, small frames copied flat):
+ * sh_write_buf writes p[0..len) now as far as the socket takes it and
+ * copies the rest into one queued write calling cb (req.data = data),
+ * which must end with sh_copy_write_done(req).  Returns 0 (all written),
+ * 1 (the rest queued: cb will run) or a negative libuv error.
+ *
+ * sh_write_flat does the same for bufs[0..n) (total bytes), copied into
+ * one buffer first, when sh_write_flat_fits: many small buffers cost the
+ * kernel more (an iovec each: its import, bounds check and copy) than one
+ * copy of the bytes costs here.  sh_write_buffers_free: the thread's copy
+ * buffer goes (worker exit, memory release).
+ */
+typedef struct sh_copy_write_s {
+    uv_write_t req;          /* its libuv request (req.data: the caller's) */
+    size_t len;              /* bytes in data */
+    uint8_t data[];
+} sh_copy_write_t;
+
+#define SH_WRITE_FLAT_MAX (64 * 1024)   /* bytes copied flat at most */
+#define SH_WRITE_FLAT_AVG 1024          /* ... in buffers this small */
+
+static inline int
+sh_write_flat_fits(uint32_t n, size_t total)
+{
+    return n > 1 && total <= SH_WRITE_FLAT_MAX
+           && total <= (size_t) n * SH_WRITE_FLAT_AVG;
+}
+
+int sh_write_buf(uv_stream_t *s, const char *p, size_t len, int side,
+    uv_write_cb cb, void *data);
+int sh_write_flat(uv_stream_t *s, const uv_buf_t *bufs, uint32_t n,
+    size_t total, int side, uv_write_cb cb, void *data);
+void sh_copy_write_done(uv_write_t *req);
+void sh_write_buffers_free(void);
 uint32_t sh_skip_written(uv_buf_t *bufs, uint32_t n, size_t done);
 
 #endif /* SH_WORKER_H */
