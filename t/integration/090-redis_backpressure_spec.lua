@@ -64,3 +64,34 @@ describe("a client that does not read its replies", function()
         assert.equal(N, gets_processed(R))
     end)
 end)
+
+-- Small replies a client does not read while it sends: they are written
+-- flat (copied into one buffer per write), and what the socket does not
+-- take -- 100,000 replies of 107 bytes, more than its buffers hold -- waits
+-- in copies queued behind one another; the backend's requests go flat too.
+-- Every reply comes, whole and in order.
+describe("a client that sends 100,000 small requests before reading", function()
+    local env
+
+    setup(function() env = h.start_pair({ workers = 1 }) end)
+    teardown(h.cleanup)
+
+    it("gets every reply, in order", function()
+        local N, pad = 100000, string.rep("p", 94)
+        local reqs = {}
+        for i = 1, N do
+            reqs[i] = h.resp_command("ECHO", string.format("%06d", i) .. pad)
+        end
+        local c = h.connect(env.port)
+        assert.is_true(c:send(table.concat(reqs), 120))
+        local replies = c:read_replies(N, 120)
+        for i = 1, N do
+            local want = string.format("%06d", i) .. pad
+            if replies[i] ~= want then
+                assert.equal(want, replies[i], "reply " .. i)
+            end
+        end
+        assert.equal(N, h.cmdstat_calls(env.redis.port, "echo"))
+        c:close()
+    end)
+end)
