@@ -467,15 +467,19 @@ sh_conn_write_cb_frames(void *ctx, sh_frame_t **frames, uint32_t n)
 }
 
 /*
- * Replies to the client are gathered and written once per loop iteration,
- * framed by its protocol then (CQL v5: segments once the handshake is
- * done): every reply that completes in one iteration -- a CQL connection's
- * lanes answered by one read from the node, slices of a long pipeline --
- * goes out in one writev (and, for v5, one segment; with TLS, one run of
- * records) instead of a write each.  Measured: CQL replies had travelled
- * in smaller writes than the node's own, each costing the driver a read.
- * The hook runs after the runs woken in the iteration have answered; a
- * close after the last reply writes what is gathered first.
+ * Replies to a client that runs several batches at once (a CQL connection
+ * on lanes) are gathered and written once per loop iteration, framed by
+ * its protocol then (CQL v5: segments once the handshake is done): every
+ * reply that completes in one iteration -- lanes answered by one read from
+ * the node -- goes out in one write (for v5 one segment; with TLS one run
+ * of records) instead of a write each, which had cost the driver a read
+ * each.  A connection with one batch at a time (every Redis client) gets
+ * its reply written at once: gathering those too, to the end of the
+ * iteration, cost 20 % at 10 clients without pipelining (22.4 against 18.5
+ * us per request), because a reply written at once brings the client's
+ * next request while the iteration still runs.  The hook runs after the
+ * runs woken in the iteration have answered; a close after the last reply
+ * writes what is gathered first.
  */
 static void
 sh_conn_outq_remove(sh_conn_t *c)
@@ -566,6 +570,11 @@ sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
     uint32_t i;
 
     if (c->closing || n == 0) {
+        return;
+    }
+    if (c->nlanes == 0 && c->nout == 0) {
+        /* one batch at a time: at once (see above) */
+        c->pc.p->send(&c->pc, frames, n, sh_conn_write_cb_frames, c);
         return;
     }
     if (c->nout + n > c->out_cap) {

@@ -106,6 +106,38 @@ sh_worker_cpu_contended(sh_worker_t *w, uint64_t now)
     return w->psi_pct > SH_WORKER_PSI_LIMIT;
 }
 
+/*
+ * Is the worker busy?  Polling saves the wake-ups of a worker that mostly
+ * waits (one client: a request's work is a fifth of its round trip);
+ * a busy one is better off sleeping, because what arrives during a
+ * wake-up is then read, sent on and answered in one go.  Measured at ten
+ * clients without pipelining: polling took the worker from 19.7 to 24.6 us
+ * per request and Redis behind it from 7.2 to 9.5, smaller batches each
+ * way.  So polling stops while the worker spends more than 40 % of its
+ * time working (from its first read to the end of each iteration,
+ * smoothed over about 40 ms of 10 ms windows).
+ */
+#define SH_WORKER_BUSY_PERIOD_NS 10000000
+#define SH_WORKER_BUSY_LIMIT 40
+
+static int
+sh_worker_busy(sh_worker_t *w, uint64_t now, int worked)
+{
+    if (worked && w->work_since != 0 && now > w->work_since) {
+        w->busy_ns += now - w->work_since;
+    }
+    if (now - w->busy_at >= SH_WORKER_BUSY_PERIOD_NS) {
+        if (w->busy_at != 0) {
+            w->busy_pct = (3 * w->busy_pct
+                           + sh_min(w->busy_ns * 100 / (now - w->busy_at),
+                                    100)) / 4;
+        }
+        w->busy_at = now;
+        w->busy_ns = 0;
+    }
+    return w->busy_pct > SH_WORKER_BUSY_LIMIT;
+}
+
 static void
 sh_worker_spin_cb(uv_idle_t *h)
 {
@@ -121,6 +153,7 @@ sh_worker_spin(sh_worker_t *w)
 {
     uint64_t now = uv_hrtime(), *b;
     int spinning = uv_is_active((uv_handle_t *) &w->spin), end = -1;
+    int busy = sh_worker_busy(w, now, w->activity != w->activity_seen);
 
     if (w->activity != w->activity_seen) {
         w->activity_seen = w->activity;
@@ -149,7 +182,8 @@ sh_worker_spin(sh_worker_t *w)
     w->spin_last = now;
     if (w->spin_since != 0
         && now - w->spin_since < w->spin_budget[w->spin_kind]
-        && now >= w->spin_off_until && !sh_worker_cpu_contended(w, now))
+        && now >= w->spin_off_until && !busy
+        && !sh_worker_cpu_contended(w, now))
     {
         uv_idle_start(&w->spin, sh_worker_spin_cb);
     } else {

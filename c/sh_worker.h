@@ -71,6 +71,10 @@ struct sh_worker_s {
     uint64_t psi_at;         /* hrtime it was last read */
     uint64_t psi_total;      /* its "some" stall total then (us) */
     uint64_t psi_pct;        /* % of time tasks waited for a CPU (smoothed) */
+    uint64_t work_since;     /* hrtime of this iteration's first read */
+    uint64_t busy_at;        /* hrtime the busy window began */
+    uint64_t busy_ns;        /* time spent working in it */
+    uint64_t busy_pct;       /* % of time the worker works (smoothed) */
     int sent;                /* wrote to a backend in this iteration */
     const char *conf_path;   /* config file */
     uv_sem_t ready;          /* posted when init finished */
@@ -116,6 +120,9 @@ void sh_worker_busy_poll(sh_worker_t *w, uint32_t us);
 static inline void
 sh_worker_activity(sh_worker_t *w)
 {
+    if (w->activity == w->activity_seen && w->spin_max != 0) {
+        w->work_since = uv_hrtime();     /* the iteration's first read */
+    }
     w->activity++;
 }
 
