@@ -139,6 +139,15 @@ struct sh_run_s {
     unsigned on_wake:1;      /* on the worker's wake list */
     unsigned in_lua:1;       /* its coroutine runs now: not freed under it */
     unsigned closed:1;       /* closed: freed once out of Lua */
+    unsigned direct_waiting:1; /* a batch of the C path waits for replies */
+    /* the C path for a chain that is only a sink (sh_run.c): set by Lua
+     * while a batch of the run runs; later batches skip Lua */
+    void *direct;                /* the sink's pool, or NULL */
+    int direct_proto;            /* SH_PROTO_REDIS or SH_PROTO_CQL: its kind */
+    sh_metric_t *direct_requests, *direct_latency; /* the chain's series */
+    sh_metric_t *direct_el_latency; /* the sink's own duration series */
+    sh_metric_t *direct_batches; /* batches run on the C path */
+    double direct_t0;            /* when the waiting batch started */
     /* shadows */
     int handler;             /* which Lua handler runs it (> 0) */
     sh_batch_t *inq;         /* requests Lua pushed, not yet run */

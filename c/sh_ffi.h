@@ -341,6 +341,16 @@ sh_batch_t *sh_ffi_run_paired(sh_run_t *s);
  * condition again: a resume may come for other reasons). */
 void sh_ffi_run_notify(sh_run_t *r);
 
+/* The C path: run r's chain is only a sink, with pool p (an
+ * sh_redis_pool_t for proto SH_PROTO_REDIS, an sh_cql_pool_t for
+ * SH_PROTO_CQL).  Called by Lua while a batch of r runs; the later batches
+ * it can take (sh_run.c) go to p from C, with no coroutine resumed, and
+ * count in the chain's requests and latency series, the sink's latency
+ * series and batches. */
+void sh_ffi_run_direct(sh_run_t *r, void *p, int proto,
+    sh_metric_t *requests, sh_metric_t *latency, sh_metric_t *el_latency,
+    sh_metric_t *batches);
+
 /* Waiting for something other than a backend (sh_watch.c): run r waits
  * for batch b (one Lua made) until it was settled n times, each
  * sh_ffi_batch_settle counting one down; the last wakes r (chain:wait()

@@ -267,6 +267,105 @@ sh_run_finish(sh_run_t *r)
     sh__run_release_cycle(r);
 }
 
+/* --- the C path ------------------------------------------------------------ */
+
+/*
+ * A chain that is only a sink does, per batch, what the C core can do
+ * alone: hand the requests to the sink's pool, wait, return the replies.
+ * Resuming the coroutine twice for that (the batch, the replies) and
+ * running the chain's Lua was most of shotover's user time per request
+ * without pipelining -- and on a VM where every system call flushes the
+ * TLB, each page Lua touches costs a walk again after every read and
+ * write.  So Lua hands the pool over, with the series the Lua path counts
+ * in, and from then on the batches the C path can take never enter Lua:
+ *
+ *   redis      every batch, from a run's second on (the runner hands it
+ *              over at the first).  What the Lua sink does beyond sending
+ *              -- following SELECT for query_info -- only matters to other
+ *              elements of the chain, and there are none.
+ *   cassandra  batches of EXECUTE and BATCH requests only, once the
+ *              client's session is open on the node (the sink hands it
+ *              over then).  The others -- the handshake, PREPARE, QUERY
+ *              (a USE) -- stay in Lua, which learns keyspaces and prepared
+ *              statements from them for the process's prepared registry.
+ */
+void
+sh_ffi_run_direct(sh_run_t *r, void *p, int proto, sh_metric_t *requests,
+    sh_metric_t *latency, sh_metric_t *el_latency, sh_metric_t *batches)
+{
+    r->direct = p;
+    r->direct_proto = proto;
+    r->direct_requests = requests;
+    r->direct_latency = latency;
+    r->direct_el_latency = el_latency;
+    r->direct_batches = batches;
+}
+
+/* Can r's new batch take the C path? */
+static int
+sh_run_direct_fits(const sh_run_t *r)
+{
+    const sh_batch_t *b = r->batch;
+    uint32_t i;
+
+    if (r->direct_proto == SH_PROTO_REDIS) {
+        return 1;
+    }
+    for (i = 0; i < b->n; i++) {
+        int op = b->frames[i]->rtype;
+
+        if (op != SH_CQL_EXECUTE && op != SH_CQL_BATCH) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The replies are all in (or were never owed): count, and finish. */
+static void
+sh_run_direct_done(sh_run_t *r)
+{
+    uint32_t n = r->batch->n;
+
+    r->suspended = 0;
+    r->direct_waiting = 0;
+    if (r->direct_requests != NULL) {
+        sh_ffi_metric_add(r->direct_requests, n);
+    }
+    if (r->direct_latency != NULL) {
+        sh_metric_since(r->direct_latency, r->direct_t0, n);
+    }
+    if (r->direct_el_latency != NULL) {
+        sh_metric_since(r->direct_el_latency, r->direct_t0, n);
+    }
+    if (r->direct_batches != NULL) {
+        sh_ffi_metric_add(r->direct_batches, 1);
+    }
+    sh_run_finish(r);
+}
+
+static void
+sh_run_direct_start(sh_run_t *r)
+{
+    sh_batch_t *resp = sh_batch_alloc(r->batch->n);
+    int rc;
+
+    r->direct_t0 = sh_ffi_now_ns();
+    sh_run_set_resp(r, resp);            /* r holds it from here */
+    sh_batch_unref(resp);
+    if (r->direct_proto == SH_PROTO_REDIS) {
+        rc = sh_ffi_redis_send(r->direct, r, r->batch, resp);
+    } else {
+        rc = sh_ffi_cql_send(r->direct, r, r->batch, resp);
+    }
+    if (rc == SH_AGAIN && r->nwaits > 0) {
+        r->suspended = 1;                /* woken as a coroutine would be */
+        r->direct_waiting = 1;
+        return;
+    }
+    sh_run_direct_done(r);
+}
+
 /*
  * sh__run_step: resume r's coroutine and act on what it yielded.  Returns
  * 0, or -1 when r is gone (closed, its runner died): the caller must not
@@ -282,6 +381,10 @@ sh__run_step(sh_run_t *r)
     const char *err;
     int rc;
 
+    if (r->direct_waiting) {             /* the C path's replies are in */
+        sh_run_direct_done(r);
+        return 0;
+    }
     r->suspended = 0;
     r->in_lua = 1;
     rc = sh_lua_resume(r->w, &r->co, r, r->sess, &r->cycle, &resp, &err);
@@ -422,6 +525,10 @@ sh__run_start(sh_run_t *r)
     r->running = 1;
     r->seq++;
     r->wake_reason = SH_WAKE_BATCH;
+    if (r->direct != NULL && sh_run_direct_fits(r)) {
+        sh_run_direct_start(r);
+        return 0;
+    }
     if (sh__run_step(r) != 0) {
         return -1;
     }

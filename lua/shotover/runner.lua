@@ -192,11 +192,28 @@ local function tls_subject(c)
     return ffi.string(subject_buf)
 end
 
+-- The C path (sh_ffi_run_direct): the sink of a chain that is only that
+-- sink hands its pool to the C core once the batches C can take need
+-- nothing more of Lua (the redis sink at once, the cassandra sink once
+-- the client's session is open on its node); those batches then never
+-- enter Lua.  A no-op on a context that is not eligible (ctx.direct,
+-- set by serve) or was handed over already.
+function _M.direct(ctx)
+    if ctx.direct then
+        ctx.direct = nil
+        local ch = ctx.chain
+        C.sh_ffi_run_direct(ctx.c, ch.direct.pool, ch.direct.proto,
+                            ch.m_requests, ch.m_latency,
+                            ch.elements[1].m_latency, ch.m_direct)
+    end
+end
+
 -- The body of client connection c (nil in specs) running chain ch, whose
 -- session table is conn (a new one if nil).  run(ch, ctx, batch) runs one
 -- batch (default Chain.run); io replaces the C core for a parking chain
 -- (specs).  Never returns.
 function _M.serve(c, ch, conn, run, io)
+    local hooked = run ~= nil
     run = run or ch.run
     -- no ids (a spec's chain): 0 counts nothing
     local requests_id = ch.m_requests and metrics.id(ch.m_requests) or 0
@@ -210,7 +227,17 @@ function _M.serve(c, ch, conn, run, io)
         return loop_parking(c, park.group(ch, c, conn, run), io or C_IO,
                             requests_id, latency_id)
     end
-    return loop(c, run, ch, ch:context(c, conn), requests_id, latency_id)
+    local ctx = ch:context(c, conn)
+    if ch.direct ~= nil and c ~= nil and not hooked then
+        -- a chain that is only a sink: batches go to C once the sink
+        -- calls runner.direct (a hooked runner, the repl's tracing, keeps
+        -- every batch in Lua)
+        ctx.direct = true
+        if ch.direct.proto == base.PROTO_REDIS then
+            _M.direct(ctx)              -- from the next batch on
+        end
+    end
+    return loop(c, run, ch, ctx, requests_id, latency_id)
 end
 
 -- Handlers run the coroutines of shadow runs: a transform adds

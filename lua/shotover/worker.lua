@@ -84,6 +84,21 @@ load = function(w, path, id, gen)
             ch.m_latency = metrics.histogram(
                 "shotover_request_duration_seconds",
                 "time a request spent in its source's chain", labels)
+            -- a chain that is only a sink runs most batches in C
+            -- (shotover.runner.direct)
+            local el = ch.n == 1 and ch.elements[1]
+            local inst = el and el.inst
+            local pool, proto
+            if inst and inst.direct_pool then
+                pool, proto = inst:direct_pool()
+            end
+            if pool ~= nil then
+                ch.direct = { pool = pool, proto = proto }
+                ch.m_direct = metrics.counter(
+                    "shotover_direct_batches_total",
+                    "batches of a chain that is only a sink, run by the "
+                    .. "C core without entering Lua", labels)
+            end
             chains[i] = ch
         end
     end)

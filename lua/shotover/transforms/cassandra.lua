@@ -258,6 +258,17 @@ catch_up = function(pool, name, chain, conn, st, batch)
     return nil
 end
 
+-- The pool a chain that is only this sink hands to the C core once the
+-- client's session is open on the node (shotover.runner.direct: its
+-- EXECUTE and BATCH requests then never enter Lua), or nil: no worker
+-- (dry runs), or a ring (each request is routed).
+function mt.__index.direct_pool(self)
+    if self.ring == nil and self.pool ~= nil then
+        return self.pool, base.PROTO_CQL
+    end
+    return nil
+end
+
 function mt.__index.transform(self, batch, chain)
     local resp
     local token = self.token
@@ -313,6 +324,10 @@ function mt.__index.transform(self, batch, chain)
     st.keyspace = conn.keyspace
     if not conn.cql_handshake_done then
         watch_handshake(conn, st, batch, resp)
+    elseif chain.direct and st.started then
+        -- the session is open: C from here on (chain.direct: only on a
+        -- worker, where the runner is loaded)
+        require("shotover.runner").direct(chain)
     end
     return resp
 end

@@ -186,6 +186,17 @@ local function send_foreign(self, batch, chain)
     return require("shotover.chain").except(batch, refused, send, self, chain)
 end
 
+-- The pool (and its kind) a chain that is only this sink hands to the C
+-- core (shotover.runner.direct: its batches then never enter Lua), or nil
+-- where the Lua path is needed: no worker (dry runs), or a sub-chain of a
+-- connection of another protocol.
+function methods.direct_pool(self)
+    if self.client_protocol == nil and self.pool ~= nil then
+        return self.pool, base.PROTO_REDIS
+    end
+    return nil
+end
+
 -- The common case inline: the code after the wait runs interpreted, and
 -- each Lua frame it returns through costs there.
 function methods.transform(self, batch, chain)
