@@ -567,14 +567,23 @@ sh_conn_flush_all(sh_worker_t *w)
 void
 sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
 {
-    uint32_t i;
-
     if (c->closing || n == 0) {
         return;
     }
     if (c->nlanes == 0 && c->nout == 0) {
         /* one batch at a time: at once (see above) */
         c->pc.p->send(&c->pc, frames, n, sh_conn_write_cb_frames, c);
+        return;
+    }
+    sh_conn_gather_frames(c, frames, n);
+}
+
+void
+sh_conn_gather_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
+{
+    uint32_t i;
+
+    if (c->closing || n == 0) {
         return;
     }
     if (c->nout + n > c->out_cap) {

@@ -201,10 +201,13 @@ void sh_conn_close_all(sh_worker_t *w);
 /* the worker drains: every connection reads nothing more and closes once
  * what it has read is answered and written */
 void sh_conn_drain_all(sh_worker_t *w);
-/* replies to the client, framed by its protocol: gathered, and written
- * once per loop iteration by sh_conn_flush_all (the worker's pre-poll
- * hook, which returns 1 when it wrote anything) */
+/* replies to the client, framed by its protocol: written at once for a
+ * connection running one batch at a time, else gathered, and written once
+ * per loop iteration by sh_conn_flush_all (the worker's pre-poll hook,
+ * which returns 1 when it wrote anything); sh_conn_gather_frames always
+ * gathers */
 void sh_conn_send_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n);
+void sh_conn_gather_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n);
 int sh_conn_flush_all(sh_worker_t *w);
 sh_frame_t *sh_conn_error_frame(sh_conn_t *c, const sh_frame_t *req,
     uint32_t code, const char *msg);
@@ -216,6 +219,9 @@ int sh_run_wake_all(sh_worker_t *w);
  * waits on is filled (sh_run_wait_done, called when b->waiting is 0) */
 void sh_run_add_wait(sh_run_t *r, sh_batch_t *b);
 void sh_run_wait_done(sh_run_t *r, sh_batch_t *b);
+/* A backend put a reply in slot idx of b: a CQL batch on the C path sends
+ * it to the client at once (sh_run.c); call before counting it in */
+void sh_run_reply_early(sh_batch_t *b, uint32_t idx);
 
 /* What backends keep per session (in sh_run.c):
  * attach, look up by key, or take back without its cleanup. */

@@ -80,6 +80,7 @@ static void
 sh_cup_fill(sh_batch_t *resp, uint32_t idx, sh_frame_t *f)
 {
     sh_batch_put(resp, idx, f);
+    sh_run_reply_early(resp, idx);
     if (--resp->waiting == 0 && resp->run != NULL) {
         sh_run_wait_done(resp->run, resp);
     }

@@ -321,6 +321,35 @@ sh_run_direct_fits(const sh_run_t *r)
     return 1;
 }
 
+/*
+ * A CQL batch on the C path answers each request as its reply comes, not
+ * when the batch's last one does.  Replies are matched by stream id, so
+ * their order does not matter to the driver, and a batch is whatever one
+ * read of the client brought (about ten requests from a busy driver): held
+ * for its slowest, a quick read waited for the writes beside it, the
+ * driver's window of requests in flight drained, and throughput with it
+ * -- most where reads and writes mix.  The reply is gathered for this loop
+ * iteration (every reply one read from the node brings goes out in one
+ * write), and its slot gets the NOREPLY frame, which the batch's finish
+ * writes as nothing.  Redis replies stay in order, and a chain with
+ * transforms sees the whole batch's replies.
+ */
+void
+sh_run_reply_early(sh_batch_t *b, uint32_t idx)
+{
+    sh_run_t *r = b->run;
+    sh_frame_t *f;
+
+    if (r == NULL || !r->direct_waiting || r->direct_proto != SH_PROTO_CQL
+        || r->resp != b || r->conn == NULL)
+    {
+        return;
+    }
+    f = b->frames[idx];
+    sh_conn_gather_frames(r->conn, &f, 1);
+    sh_batch_put(b, idx, sh_frame_noreply());
+}
+
 /* The replies are all in (or were never owed): count, and finish. */
 static void
 sh_run_direct_done(sh_run_t *r)

@@ -52,6 +52,7 @@ describe("the C path of a chain that is only a cassandra sink", function()
                 .. "{'class': 'SimpleStrategy', 'replication_factor': 1}")
         c:query("CREATE TABLE dp.t (k int PRIMARY KEY, v text)")
         c:query("CREATE TABLE dp.u (k int PRIMARY KEY, v text)")
+        c:query("CREATE TABLE dp.big (k int, c int, v text, PRIMARY KEY (k, c))")
         c:close()
         port, admin = proxy(node)
     end)
@@ -125,6 +126,42 @@ describe("the C path of a chain that is only a cassandra sink", function()
         assert.equal(0x2200, r.code)
         assert.same({ { "v1" } }, c:execute(sel, { be32(1) }).rows)
         assert.equal(3, metrics(admin).direct - before.direct)
+        c:close()
+    end)
+
+    it("answers each request of a batch as its reply comes, not with the batch's slowest", function()
+        local c = cassandra.connect(port)
+        local ins = c:prepare("INSERT INTO dp.big (k, c, v) VALUES (?, ?, ?)")
+        -- a partition of 20,000 rows: counting it takes the node far longer
+        -- than reading one row
+        local pipe = {}
+        for i = 1, 20000 do
+            pipe[#pipe + 1] = cassandra.frame(4, i % 30000, op.EXECUTE,
+                string.char(0, #ins) .. ins .. "\0\1\1\0\3" .. cassandra.bytes(be32(1))
+                .. cassandra.bytes(be32(i)) .. cassandra.bytes(string.rep("x", 100)))
+            if #pipe == 500 then
+                assert.is_true(c.conn:send(table.concat(pipe)))
+                for _ = 1, 500 do
+                    assert.equal(op.RESULT, cassandra.decode(c:read_frame()).opcode)
+                end
+                pipe = {}
+            end
+        end
+        local count = c:prepare("SELECT count(*) FROM dp.big WHERE k = ?")
+        local sel = c:prepare("SELECT v FROM dp.t WHERE k = ?")
+        local before = metrics(admin)
+        -- the slow request first, then a quick one, in one write: one batch
+        local slow = cassandra.frame(4, 1, op.EXECUTE, string.char(0, #count) .. count
+            .. "\0\1\1\0\1" .. cassandra.bytes(be32(1)))
+        local quick = cassandra.frame(4, 2, op.EXECUTE, string.char(0, #sel) .. sel
+            .. "\0\1\1\0\1" .. cassandra.bytes(be32(1)))
+        assert.is_true(c.conn:send(slow .. quick))
+        local first, second = c:read_frame(30), c:read_frame(30)
+        assert.equal(1, metrics(admin).direct - before.direct, "one batch, on the C path")
+        assert.equal(2, first.stream, "the quick request answered first")
+        assert.same({ { "v1" } }, cassandra.decode(first).rows)
+        assert.equal(1, second.stream)
+        assert.equal("rows", cassandra.decode(second).result)
         c:close()
     end)
 
