@@ -820,26 +820,32 @@ sh_conn_after_read(sh_conn_t *c)
     sh__conn_dispatch(c);
 }
 
-/* The client's address, "ip:port", into out. */
-static const char *
-sh_conn_peer(sh_conn_t *c, char *out, size_t cap)
+/* The client's address as accept(2) gave it (sa NULL or not IP: unknown). */
+static void
+sh_conn_set_peer(sh_conn_t *c, const struct sockaddr *sa)
 {
-    struct sockaddr_storage sa;
-    char ip[64] = "?";
-    int len = sizeof(sa), port = 0;
+    int port = -1;
 
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *) &sa, &len) == 0) {
-        if (sa.ss_family == AF_INET6) {
-            uv_ip6_name((struct sockaddr_in6 *) &sa, ip, sizeof(ip));
-            port = ntohs(((struct sockaddr_in6 *) &sa)->sin6_port);
-        } else {
-            uv_ip4_name((struct sockaddr_in *) &sa, ip, sizeof(ip));
-            port = ntohs(((struct sockaddr_in *) &sa)->sin_port);
+    c->peer_ip[0] = '\0';
+    if (sa != NULL && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *) sa;
+
+        if (uv_ip6_name(a6, c->peer_ip, sizeof(c->peer_ip)) == 0) {
+            port = ntohs(a6->sin6_port);
+            snprintf(c->peer, sizeof(c->peer), "[%s]:%d", c->peer_ip, port);
+        }
+    } else if (sa != NULL && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a4 = (const struct sockaddr_in *) sa;
+
+        if (uv_ip4_name(a4, c->peer_ip, sizeof(c->peer_ip)) == 0) {
+            port = ntohs(a4->sin_port);
+            snprintf(c->peer, sizeof(c->peer), "%s:%d", c->peer_ip, port);
         }
     }
-    snprintf(out, cap, sa.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip,
-             port);
-    return out;
+    if (port < 0) {
+        c->peer_ip[0] = '\0';
+        snprintf(c->peer, sizeof(c->peer), "?:0");
+    }
 }
 
 static sh_log_limit_t sh_tls_log_limit;
@@ -849,22 +855,21 @@ static sh_log_limit_t sh_tls_log_limit;
 static void
 sh_conn_tls_refused(sh_conn_t *c)
 {
-    char peer[96], more[64] = "";
+    char more[64] = "";
     uint64_t held;
 
     sh_ffi_metric_add(c->src->tls_errors, 1);
     if (sh_log_limit(&sh_tls_log_limit, 1000, 1, &held)) {
         sh_log_fields_t lf = { .source = c->src->name, .conn = c->id,
-                               .client = sh_conn_peer(c, peer,
-                                                      sizeof(peer)) };
+                               .client = c->peer };
 
         if (held > 0) {
             snprintf(more, sizeof(more), " (%llu more since the last "
                      "message)", (unsigned long long) held);
         }
         sh_log_with(SH_LOG_WARN, &lf, "source \"%s\": TLS handshake with %s "
-                    "failed: %s%s", c->src->name, peer, sh_tls_error(c->tls),
-                    more);
+                    "failed: %s%s", c->src->name, c->peer,
+                    sh_tls_error(c->tls), more);
     }
     c->eof = 1;
     sh__conn_close_after_writes(c);
@@ -981,12 +986,13 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 /* --- the connection's life ----------------------------------------------- */
 
 void
-sh_conn_accept(sh_listener_t *l, int fd)
+sh_conn_accept(sh_listener_t *l, int fd, const struct sockaddr *sa)
 {
     sh_worker_t *w = l->w;
     sh_conn_t *c = sh_calloc(1, sizeof(*c));
     int rc;
 
+    sh_conn_set_peer(c, sa);
     uv_tcp_init(&w->loop, &c->tcp);
     rc = uv_tcp_open(&c->tcp, fd);
     if (rc != 0) {

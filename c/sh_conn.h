@@ -187,6 +187,11 @@ struct sh_conn_s {
     unsigned proto_err:1;    /* reader failed: send error, then close */
     unsigned draining:1;     /* the worker drains: read nothing more */
     unsigned on_outq:1;      /* on its worker's outq */
+    char peer_ip[48];        /* the client's address, "" when unknown (a
+                                socketpair), from accept: once the client
+                                has gone, getpeername no longer says */
+    char peer[64];           /* the same as "ip:port" ("[ip6]:port"), or
+                                "?:0" */
     sh_frame_t **out;        /* replies gathered in this loop iteration, */
     uint32_t nout, out_cap;  /* ... written by sh_conn_flush_all */
     size_t out_bytes;        /* ... and their bytes */
@@ -196,7 +201,7 @@ struct sh_conn_s {
 
 /* A connection on fd, a socket l accepted (non-blocking); on failure the
  * socket is closed. */
-void sh_conn_accept(sh_listener_t *l, int fd);
+void sh_conn_accept(sh_listener_t *l, int fd, const struct sockaddr *sa);
 void sh_conn_close_all(sh_worker_t *w);
 /* the worker drains: every connection reads nothing more and closes once
  * what it has read is answered and written */

@@ -267,7 +267,7 @@ sh_run_finish(sh_run_t *r)
     sh__run_release_cycle(r);
 }
 
-/* --- the C path ------------------------------------------------------------ */
+/* --- the C path ---------------------------------------------------------- */
 
 /*
  * A chain that is only a sink does, per batch, what the C core can do
@@ -930,20 +930,10 @@ sh_ffi_run_source(sh_run_t *r)
 int
 sh_ffi_run_peer(sh_run_t *r, char *out, size_t cap)
 {
-    struct sockaddr_storage sa;
-    int len = sizeof(sa);
-
-    if (r->conn == NULL
-        || uv_tcp_getpeername(&r->conn->tcp, (struct sockaddr *) &sa, &len)
-           != 0)
-    {
+    if (r->conn == NULL || r->conn->peer_ip[0] == '\0') {
         return SH_ERROR;
     }
-    if (sa.ss_family == AF_INET6) {
-        return uv_ip6_name((struct sockaddr_in6 *) &sa, out, cap) == 0
-               ? SH_OK : SH_ERROR;
-    }
-    return uv_ip4_name((struct sockaddr_in *) &sa, out, cap) == 0
+    return (size_t) snprintf(out, cap, "%s", r->conn->peer_ip) < cap
            ? SH_OK : SH_ERROR;
 }
 
@@ -965,33 +955,10 @@ sh_ffi_run_tls_subject(sh_run_t *r, char *out, size_t cap)
 static const char *
 sh_run_client(sh_run_t *r, char *out, size_t cap)
 {
-    struct sockaddr_storage sa;
-    char ip[64];
-    int len = sizeof(sa), port;
-
-    if (r->conn == NULL
-        || uv_tcp_getpeername(&r->conn->tcp, (struct sockaddr *) &sa, &len)
-           != 0)
-    {
+    if (r->conn == NULL || r->conn->peer_ip[0] == '\0') {
         return NULL;
     }
-    if (sa.ss_family == AF_INET6) {
-        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *) &sa;
-
-        if (uv_ip6_name(a6, ip, sizeof(ip)) != 0) {
-            return NULL;
-        }
-        port = ntohs(a6->sin6_port);
-        snprintf(out, cap, "[%s]:%d", ip, port);
-    } else {
-        struct sockaddr_in *a4 = (struct sockaddr_in *) &sa;
-
-        if (uv_ip4_name(a4, ip, sizeof(ip)) != 0) {
-            return NULL;
-        }
-        port = ntohs(a4->sin_port);
-        snprintf(out, cap, "%s:%d", ip, port);
-    }
+    snprintf(out, cap, "%s", r->conn->peer);
     return out;
 }
 

@@ -745,9 +745,13 @@ sh_listener_poll_cb(uv_poll_t *p, int status, int events)
         sh_accept_reserve = open("/dev/null", O_RDONLY | O_CLOEXEC);
     }
     for (i = 0; i < SH_ACCEPT_BATCH; i++) {
-        fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage sa;
+        socklen_t salen = sizeof(sa);
+
+        fd = accept4(l->fd, (struct sockaddr *) &sa, &salen,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            sh_conn_accept(l, fd);
+            sh_conn_accept(l, fd, (struct sockaddr *) &sa);
             continue;
         }
         switch (errno) {

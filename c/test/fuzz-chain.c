@@ -70,7 +70,7 @@ fz_accept_cb(uv_poll_t *p, int status, int events)
     while ((fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC))
            >= 0)
     {
-        sh_conn_accept(l, fd);
+        sh_conn_accept(l, fd, NULL);
     }
 }
 
