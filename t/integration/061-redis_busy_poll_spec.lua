@@ -38,11 +38,7 @@ local function start(busy_poll_us)
         listen = port, remote = redis.port,
         extra = string.format('busy_poll_us = %d, admin = { listen = "127.0.0.1:%d" },',
                               busy_poll_us, admin) }) })
-    h.wait_until(function()
-        local c = h.try_connect(admin, 1)
-        if c then c:close() end
-        return c ~= nil
-    end, 15, "the admin endpoint to listen on " .. admin)
+    h.wait_listening(admin, "the admin endpoint")
     return { redis = redis, proxy = proxy, port = port, admin = admin }
 end
 

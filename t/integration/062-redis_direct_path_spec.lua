@@ -15,11 +15,7 @@ local function start(o)
     local proxy = h.shotover({ port = port, config = h.config({
         listen = port, remote = redis.port, chain = o.chain, sink = o.sink,
         extra = string.format('admin = { listen = "127.0.0.1:%d" },', admin) }) })
-    h.wait_until(function()
-        local c = h.try_connect(admin, 1)
-        if c then c:close() end
-        return c ~= nil
-    end, 15, "the admin endpoint to listen on " .. admin)
+    h.wait_listening(admin, "the admin endpoint")
     return { redis = redis, proxy = proxy, port = port, admin = admin }
 end
 

@@ -22,11 +22,7 @@ local function proxy(node, chain)
     local _, port = cassandra.start_proxy{ remote = node.port, chain = chain,
         no_sink = chain ~= nil,
         extra = string.format('admin = { listen = "127.0.0.1:%d" },', admin) }
-    h.wait_until(function()
-        local c = h.try_connect(admin, 1)
-        if c then c:close() end
-        return c ~= nil
-    end, 15, "the admin endpoint to listen on " .. admin)
+    h.wait_listening(admin, "the admin endpoint")
     return port, admin
 end
 

@@ -16,11 +16,7 @@ describe("the admin endpoint", function()
                       { "redis", remote = "%REMOTE%" }]] })
         P = env.port
         -- the source listens before the admin endpoint does
-        h.wait_until(function()
-            local c = h.try_connect(A, 1)
-            if c then c:close() end
-            return c ~= nil
-        end, 15, "the admin endpoint to listen on " .. A)
+        h.wait_listening(A, "the admin endpoint")
     end)
     teardown(h.cleanup)
 

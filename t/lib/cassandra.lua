@@ -1294,11 +1294,7 @@ return {
 }
 ]], o.prelude or "", o.workers or 1, o.extra or "", port, o.source or "",
     chain) })
-    h.wait_until(function()
-        local c = h.try_connect(port, 1)
-        if c then c:close() end
-        return c ~= nil
-    end, 15, "shotover to listen on " .. port)
+    h.wait_listening(port, "shotover")
     return p, port
 end
 

@@ -568,6 +568,17 @@ function h.try_connect(port, timeout, host)
     return new_conn(fd, port)
 end
 
+-- Wait until something accepts connections on port (a TCP connect
+-- succeeds), within timeout seconds (default 15); what names it in the
+-- error.
+function h.wait_listening(port, what, timeout)
+    h.wait_until(function()
+        local c = h.try_connect(port, 1)
+        if c then c:close() end
+        return c ~= nil
+    end, timeout or 15, (what or "something") .. " to listen on " .. port)
+end
+
 function h.connect(port, timeout, host)
     local c, err = h.try_connect(port, timeout, host)
     if not c then error(err .. " (" .. (host and (host .. ":") or "port ") .. port .. ")", 2) end
