@@ -20,16 +20,7 @@ local function start(o)
 end
 
 local function metrics(env)
-    local _, text = h.http("GET", env.admin, "/metrics")
-    local function m(name) return h.metric(text, name) or 0 end
-    return {
-        direct = m('shotover_direct_batches_total{source="redis"}'),
-        requests = m('shotover_requests_total{source="redis"}'),
-        latency = m('shotover_request_duration_seconds_count{source="redis"}'),
-        sink_latency = m('shotover_transform_duration_seconds_count{chain="redis",'
-                         .. 'source="redis",transform="redis"}'),
-        text = text,
-    }
+    return h.chain_metrics(env.admin, "redis", "redis")
 end
 
 describe("the C path of a chain that is only a redis sink", function()

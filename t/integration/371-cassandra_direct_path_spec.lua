@@ -27,16 +27,7 @@ local function proxy(node, chain)
 end
 
 local function metrics(admin)
-    local _, text = h.http("GET", admin, "/metrics")
-    local function m(name) return h.metric(text, name) or 0 end
-    return {
-        direct = m('shotover_direct_batches_total{source="cql"}'),
-        requests = m('shotover_requests_total{source="cql"}'),
-        latency = m('shotover_request_duration_seconds_count{source="cql"}'),
-        sink_latency = m('shotover_transform_duration_seconds_count{chain="cql",'
-                         .. 'source="cql",transform="cassandra"}'),
-        text = text,
-    }
+    return h.chain_metrics(admin, "cql", "cassandra")
 end
 
 describe("the C path of a chain that is only a cassandra sink", function()

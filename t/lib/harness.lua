@@ -861,6 +861,24 @@ function h.metric(text_or_port, name)
     return tonumber(v)
 end
 
+-- A source's chain series from the admin endpoint on port, read at once
+-- (0 for a series not there): batches on the C path (direct), requests,
+-- the chain's latency count and its only sink's (transform sink, in the
+-- chain named as the source), and the whole text.
+function h.chain_metrics(port, source, sink)
+    local _, text = h.http("GET", port, "/metrics")
+    local function m(name) return h.metric(text, name) or 0 end
+    local src = string.format('source="%s"', source)
+    return {
+        direct = m("shotover_direct_batches_total{" .. src .. "}"),
+        requests = m("shotover_requests_total{" .. src .. "}"),
+        latency = m("shotover_request_duration_seconds_count{" .. src .. "}"),
+        sink_latency = m(string.format('shotover_transform_duration_seconds_count'
+            .. '{chain="%s",%s,transform="%s"}', source, src, sink)),
+        text = text,
+    }
+end
+
 function h.status(s) return { status = s } end
 function h.err(s) return { err = s } end
 
