@@ -34,6 +34,7 @@
 
 #include "sh_conn.h"
 #include "sh_metrics.h"
+#include "sh_uring.h"
 
 #define SH_CONN_MAX_INQ (64 * 1024 * 1024) /* queued input before pausing */
 
@@ -123,6 +124,7 @@ sh_conn_close(sh_conn_t *c)
     }
     c->closed = 1;
     c->closing = 1;
+    sh_uring_before(w, (uv_stream_t *) &c->tcp); /* what it was sent goes */
     sh_conn_out_drop(c);
     sh__run_orphan_shadows(c);
     while (c->lanes != NULL) {
@@ -187,6 +189,7 @@ sh__conn_close_after_writes(sh_conn_t *c)
         }
     }
     c->shutdown.data = c;
+    sh_uring_before(c->w, (uv_stream_t *) &c->tcp); /* the FIN follows */
     if (uv_shutdown(&c->shutdown, (uv_stream_t *) &c->tcp,
                     sh_conn_shutdown_cb) != 0)
     {
@@ -343,10 +346,28 @@ sh_conn_wrote(sh_conn_t *c, int status)
     }
 }
 
+/* A batched reply the socket did not take at once (sh_uring.c): queued
+ * (rc 1), or the client is gone. */
+static void
+sh_conn_uring_done(void *data, int rc)
+{
+    sh_conn_t *c = data;
+
+    if (c->closing) {
+        return;
+    }
+    if (rc < 0) {
+        sh_conn_close(c);
+    } else if (sh__conn_write_blocked(c)) {
+        sh_conn_pause(c);
+    }
+}
+
 /*
- * sh_conn_write_frames: write frames to the client as they are, at once when
- * the socket takes them (one writev), else queued in one uv_write that holds
- * a reference on each frame until written.  NOREPLY frames are skipped.
+ * sh_conn_write_frames: write frames to the client: small ones copied into
+ * the iteration's batch (sh_uring.c), else as they are, at once when the
+ * socket takes them (one writev), else queued in one uv_write that holds a
+ * reference on each frame until written.  NOREPLY frames are skipped.
  */
 static void
 sh_conn_write_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
@@ -387,6 +408,15 @@ sh_conn_write_frames(sh_conn_t *c, sh_frame_t **frames, uint32_t n)
         bufs[k].len = f->len;
         total += f->len;
         k++;
+    }
+    if (sh_uring_write(c->w, (uv_stream_t *) &c->tcp, bufs, k, total,
+                       SH_SIDE_CLIENT, sh_conn_copy_write_cb, c,
+                       sh_conn_uring_done))
+    {
+        if (bufs != sbufs) {
+            sh_free(bufs);
+        }
+        return;
     }
     if (sh_write_flat_fits(k, total)) {
         rc = sh_write_flat((uv_stream_t *) &c->tcp, bufs, k, total,

@@ -26,6 +26,7 @@
 #include "sh_server.h"
 #include "sh_tls.h"
 #include "sh_upstream.h"
+#include "sh_uring.h"
 #include "sh_watch.h"
 
 /* Connections accepted per readiness callback before the loop moves on:
@@ -416,6 +417,7 @@ sh_workers_spawn(const char *conf_path, int nworkers, int *n)
         sh_worker_hook(w, sh_run_wake_all);
         sh_worker_hook(w, sh_upstream_flush_all);
         sh_worker_hook(w, sh_conn_flush_all);
+        sh_worker_hook(w, sh_uring_flush);   /* last: all of the above */
         uv_sem_init(&w->ready, 0);
         sh_workers[i] = w;
     }
@@ -1017,4 +1019,21 @@ void
 sh_ffi_worker_busy_poll(sh_worker_t *w, uint32_t us)
 {
     sh_worker_busy_poll(w, us);
+}
+
+int
+sh_ffi_worker_uring(sh_worker_t *w, int on)
+{
+    static int warned;                   /* once, not once per worker */
+    char err[128];
+
+    if (sh_uring_enable(w, on, err, sizeof(err)) == SH_OK) {
+        return 1;
+    }
+    if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED)) {
+        sh_log_warn("io_uring: %s; replies to clients are written one by "
+                    "one (io_uring = false says so without this warning)",
+                    err);
+    }
+    return 0;
 }

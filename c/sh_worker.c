@@ -15,6 +15,7 @@
 #include "sh_lua.h"
 #include "sh_metrics.h"
 #include "sh_tls.h"
+#include "sh_uring.h"
 #include "sh_worker.h"
 
 __thread sh_worker_t *sh_worker_cur;
@@ -229,6 +230,7 @@ sh_worker_prepoll_cb(uv_prepare_t *p)
 
 /* [side][reads, bytes read, writes, bytes written], all workers */
 static sh_metric_t *sh_io[SH_SIDES][4];
+static sh_metric_t *sh_io_batches;      /* io_uring submissions (sh_uring.c) */
 
 void
 sh_io_read(int side, size_t bytes)
@@ -248,6 +250,12 @@ sh_io_write(int side, size_t bytes)
     }
 }
 
+void
+sh_io_write_batch(void)
+{
+    sh_ffi_metric_add(sh_io_batches, 1);
+}
+
 static void
 sh_io_metrics(void)
 {
@@ -258,8 +266,9 @@ sh_io_metrics(void)
         { "shotover_socket_reads_total", "socket reads that returned data "
           "(client: from clients; backend: from backends)" },
         { "shotover_socket_read_bytes_total", "bytes those reads returned" },
-        { "shotover_socket_writes_total", "socket writes (one writev each, "
-          "or one queued write that libuv finishes)" },
+        { "shotover_socket_writes_total", "socket writes (one writev or "
+          "one send of a batch each, or one queued write that libuv "
+          "finishes)" },
         { "shotover_socket_written_bytes_total", "bytes those writes took" },
     };
     int s, k;
@@ -270,6 +279,9 @@ sh_io_metrics(void)
                                         names[k][1], sides[s]);
         }
     }
+    sh_io_batches = sh_metric_get(SH_METRIC_COUNTER,
+        "shotover_socket_write_batches_total", "io_uring submissions, each "
+        "sending what a loop iteration wrote to clients (io_uring)", "");
 }
 
 void
@@ -310,6 +322,7 @@ sh_worker_init(sh_worker_t *w, int id)
 void
 sh_worker_close_handles(sh_worker_t *w)
 {
+    sh_uring_enable(w, 0, NULL, 0);
     uv_close((uv_handle_t *) &w->prepoll, NULL);
     uv_close((uv_handle_t *) &w->release, NULL);
     uv_close((uv_handle_t *) &w->spin, NULL);
@@ -439,6 +452,9 @@ sh_try_write(uv_stream_t *s, const uv_buf_t *bufs, uint32_t n, int side)
 {
     int rc;
 
+    if (sh_worker_cur != NULL) {
+        sh_uring_before(sh_worker_cur, s); /* what was batched goes first */
+    }
     if (uv_stream_get_write_queue_size(s) > 0) {
         return 0;                        /* keep the order: queue behind */
     }

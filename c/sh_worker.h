@@ -50,6 +50,8 @@ struct sh_worker_s {
                                      (sh_upstream.c) */
     struct sh_conn_s *outq;  /* client connections with gathered replies
                                 (sh_conn.c) */
+    struct sh_uring_s *uring; /* client writes batched per iteration,
+                                 NULL: none (sh_uring.c) */
     struct sh_redis_pool_s *pools; /* Redis pools (sh_redis_pool.c) */
     struct sh_cql_pool_s *cql_pools; /* Cassandra pools (sh_cql_pool.c) */
     struct sh_watch_s *watches; /* descriptors Lua watches (sh_watch.c) */
@@ -143,6 +145,7 @@ int sh_resolve(const char *host, int port, int passive,
 enum { SH_SIDE_CLIENT, SH_SIDE_BACKEND, SH_SIDES, SH_SIDE_NONE = SH_SIDES };
 void sh_io_read(int side, size_t bytes);
 void sh_io_write(int side, size_t bytes);
+void sh_io_write_batch(void);        /* one io_uring submission of writes */
 
 /*
  * sh_try_write: write bufs[0..n) now, without a write request, when nothing

@@ -111,6 +111,7 @@ load = function(w, path, id, gen)
     -- (`shotover repl` runs workers in-process: its listen addresses, and
     -- a batch runner that traces every batch: shotover.cli.live)
     C.sh_ffi_worker_busy_poll(w, conf.busy_poll_us)
+    C.sh_ffi_worker_uring(w, conf.io_uring and 1 or 0)
     C.sh_ffi_sources_begin(w)
     local failed = {}
     for i, src in ipairs(conf.sources) do

@@ -1,0 +1,60 @@
+/*
+ * sh_uring.h -- the writes of one loop iteration to clients, in one system
+ * call.
+ *
+ * Without pipelining every reply is a write(2) of its own, and on a VM a
+ * system call costs about a microsecond before it does anything (the
+ * benchmark VM: page-table isolation without PCID, so each entry and exit
+ * flushes the TLB).  So a small reply to a client socket with nothing
+ * queued is copied into the worker's batch instead, and the batch goes out
+ * from the last pre-poll hook as one io_uring submission: a non-blocking
+ * send per socket, each completing as write(2) would have (all of it, part
+ * of it, EAGAIN, an error).  What a socket did not take is queued with
+ * libuv, as a short write always was.  Replies are already written from
+ * the pre-poll hooks (sh_run_wake_all), so a reply waits no longer than
+ * before; a CQL connection's gathered replies go the same way.
+ *
+ * Without io_uring (an old kernel, a seccomp filter, io_uring = false in
+ * the config) every write goes out at once, as before.
+ */
+#ifndef SH_URING_H
+#define SH_URING_H
+
+#include <uv.h>
+
+#include "sh_worker.h"
+
+/* A reply this large or larger is written at once (zero-copy writev):
+ * copying it would cost more than the system call it saves. */
+#define SH_URING_COPY_MAX (16 * 1024)
+
+/*
+ * After the flush: rc is what sh_write_buf returned for the bytes the
+ * socket did not take (1: queued with libuv, cb will run; a negative libuv
+ * error: the client is gone).  Not called when the socket took it all.
+ */
+typedef void (*sh_uring_done_fn)(void *data, int rc);
+
+/* Batch w's client writes (on) or not; SH_OK, or SH_ERROR with the
+ * kernel's reason in errbuf (writes then go out at once). */
+int sh_uring_enable(sh_worker_t *w, int on, char *errbuf, size_t errlen);
+
+/*
+ * sh_uring_write: batch bufs[0..n) (total bytes) for the stream s: 1 when
+ * batched (a short write is queued with cb and data, as sh_write_buf
+ * does, and done(data, rc) reports it), 0 when the caller must write
+ * itself (no batching, too large, or a write is queued on s already).
+ */
+int sh_uring_write(sh_worker_t *w, uv_stream_t *s, const uv_buf_t *bufs,
+    uint32_t n, size_t total, int side, uv_write_cb cb, void *data,
+    sh_uring_done_fn done);
+
+/* Send what is batched now when anything for s is (before another write
+ * to s, a shutdown or a close: they must follow it). */
+void sh_uring_before(sh_worker_t *w, uv_stream_t *s);
+
+/* The pre-poll hook: send the batch; 1 when a short write or an error was
+ * reported (a connection paused or closed). */
+int sh_uring_flush(sh_worker_t *w);
+
+#endif /* SH_URING_H */

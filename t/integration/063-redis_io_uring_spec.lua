@@ -1,0 +1,131 @@
+-- Replies to clients batched per loop iteration and sent with one io_uring
+-- submission (c/sh_uring.c): many clients' replies go in few submissions,
+-- each to its own client and in order; a reply the client's socket does
+-- not take whole goes on after it; a client that resets before its reply
+-- goes costs nothing else; `io_uring = false` writes one by one.
+local h = require("harness")
+
+local function start(extra)
+    local redis = h.redis_server()
+    local port, admin = h.free_port(), h.free_port()
+    local proxy = h.shotover({ port = port, config = h.config({
+        listen = port, remote = redis.port, source = "max_write_queue = 65536,",
+        extra = string.format('admin = { listen = "127.0.0.1:%d" }, %s', admin,
+                              extra or "") }) })
+    h.wait_listening(admin, "the admin endpoint")
+    return { redis = redis, proxy = proxy, port = port, admin = admin }
+end
+
+local function counters(env)
+    local _, text = h.http("GET", env.admin, "/metrics")
+    local function m(name) return h.metric(text, name) or 0 end
+    return {
+        batches = m("shotover_socket_write_batches_total"),
+        writes = m('shotover_socket_writes_total{side="client"}'),
+        requests = m('shotover_requests_total{source="redis"}'),
+        conns = m('shotover_connections{source="redis"}'),
+    }
+end
+
+-- n clients each GET their own key in rounds, all sending before any
+-- reads, so a backend read brings several clients' replies at once
+local function rounds(env, n, r)
+    local keys = {}
+    local setter = h.connect(env.redis.port)
+    for i = 1, n do
+        keys[i] = "u:" .. i
+        assert.same(h.status("OK"), setter:cmd("SET", keys[i], "value-" .. i))
+    end
+    setter:close()
+    local clients = {}
+    for i = 1, n do clients[i] = h.connect(env.port) end
+    for _ = 1, r do
+        for i = 1, n do assert.is_true(clients[i]:send(h.resp_command("GET", keys[i]))) end
+        for i = 1, n do assert.equal("value-" .. i, clients[i]:read_reply()) end
+    end
+    for i = 1, n do clients[i]:close() end
+end
+
+describe("replies batched with io_uring", function()
+    teardown(h.cleanup)
+    local env
+
+    setup(function() env = start() end)
+
+    it("go to many clients in few submissions, each its own replies", function()
+        local before = counters(env)
+        rounds(env, 40, 20)
+        local after = counters(env)
+        local batches = after.batches - before.batches
+        local writes = after.writes - before.writes
+        assert.is_true(batches > 0, "no io_uring submission was made")
+        assert.is_true(writes >= 800, writes .. " client writes for 800 replies")
+        -- 40 clients answered by a few reads of the backend: several
+        -- replies a submission
+        assert.is_true(writes / batches > 1.5, string.format(
+            "%d writes in %d submissions", writes, batches))
+    end)
+
+    it("go on in order after a client's socket took only part of one", function()
+        -- 15,000-byte replies (batched: under 16 KiB), a batch each, to a
+        -- client that reads nothing until its socket stops taking them
+        -- (a few MB on loopback): a send comes up short, the rest is
+        -- queued behind it, the connection pauses (max_write_queue), and
+        -- reading then gets everything
+        local value = {}
+        local setter = h.connect(env.redis.port)
+        for i = 1, 26 do
+            value[i] = string.rep(string.char(64 + i), 15000)
+            assert.same(h.status("OK"), setter:cmd("SET", "big:" .. i, value[i]))
+        end
+        setter:close()
+        local c = h.connect(env.port)
+        assert.equal("PONG", c:cmd("PING").status)
+        local before = counters(env)
+        local sent = 0
+        for i = 1, 1000 do               -- a batch each, while it takes them
+            assert.is_true(c:send(h.resp_command("GET", "big:" .. (i % 26 + 1))))
+            sent = i
+            local ok = pcall(h.wait_until, function()
+                return counters(env).requests - before.requests >= i
+            end, 1, "request " .. i .. " answered")
+            if not ok then break end     -- paused: max_write_queue reached
+        end
+        assert.is_true(sent < 1000, "never paused")
+        assert.is_true(counters(env).batches > before.batches)
+        local replies = c:read_replies(sent, 30)
+        for i = 1, sent do
+            local want = value[i % 26 + 1]
+            assert.equal(#want, #replies[i], "reply " .. i .. "'s length")
+            assert.equal(want, replies[i], "reply " .. i)
+        end
+        assert.is_true(c:silent(0.2))
+        c:close()
+    end)
+
+    it("cost nothing else when clients reset before theirs are sent", function()
+        local before = counters(env)
+        local gone = {}
+        for i = 1, 50 do
+            gone[i] = h.connect(env.port)
+            assert.is_true(gone[i]:send(string.rep(h.resp_command("GET", "u:1"), 3)))
+        end
+        for i = 1, 50 do gone[i]:reset() end
+        h.wait_until(function() return counters(env).conns == before.conns end, 10,
+                     "the reset clients' connections closed")
+        rounds(env, 10, 5)                -- the others are served as before
+    end)
+end)
+
+describe("io_uring = false", function()
+    teardown(h.cleanup)
+
+    it("writes every reply at once, with no submission", function()
+        local env = start("io_uring = false,")
+        local before = counters(env)
+        rounds(env, 20, 10)
+        local after = counters(env)
+        assert.equal(0, after.batches - before.batches)
+        assert.is_true(after.writes - before.writes >= 200)
+    end)
+end)
