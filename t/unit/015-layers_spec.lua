@@ -14,7 +14,7 @@ local LAYERS = {
     -- 2: one table of functions per protocol
     sh_proto = 2,
     -- 3: a worker's loop and Lua state
-    sh_worker = 3, sh_lua = 3, sh_tls = 3,
+    sh_worker = 3, sh_lua = 3, sh_tls = 3, sh_uring = 3,
     -- 4: one connection to a backend
     sh_upstream = 4,
     -- 5: client connections and their runs
