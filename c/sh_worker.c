@@ -223,6 +223,8 @@ sh_worker_prepoll_cb(uv_prepare_t *p)
             any |= w->hooks[i](w);
         }
     } while (any && ++rounds < 64);      /* 64: a bound, never reached */
+    sh_uring_flush(w);  /* nothing batched waits past the poll (a hook added
+                           after it, such as a pool reaper, may have written) */
     if (w->spin_max != 0) {
         sh_worker_spin(w);
     }
