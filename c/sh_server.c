@@ -1032,7 +1032,7 @@ sh_ffi_worker_uring(sh_worker_t *w, int on)
     }
     if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED)) {
         sh_log_warn("io_uring: %s; replies to clients are written one by "
-                    "one (io_uring = false says so without this warning)",
+                    "one (io_uring = false does so without this warning)",
                     err);
     }
     return 0;

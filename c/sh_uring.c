@@ -66,7 +66,7 @@ sh_uring_enable(sh_worker_t *w, int on, char *errbuf, size_t errlen)
     u = sh_calloc(1, sizeof(*u));
     rc = io_uring_queue_init(SH_URING_OPS, &u->ring, flags);
     if (rc == -EINVAL) {
-        /* a kernel before 6.1 knows some of the flags not */
+        /* a kernel before 6.1 lacks some of these flags */
         rc = io_uring_queue_init(SH_URING_OPS, &u->ring, 0);
     }
     if (rc < 0) {
