@@ -233,8 +233,10 @@ sh_uring_flush(sh_worker_t *w)
         if (res > 0) {
             sh_io_write(op->side, (size_t) res);
         }
-        if (res >= 0 && (uint32_t) res == op->len) {
-            continue;
+        if ((res >= 0 && (uint32_t) res == op->len)
+            || uv_is_closing((uv_handle_t *) op->s))
+        {
+            continue;            /* all sent, or closed by a done before */
         }
         if (res == SH_URING_UNKNOWN) {
             rc = UV_EIO;
