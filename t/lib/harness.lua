@@ -70,7 +70,7 @@ for _, d in ipairs(cdefs) do pcall(ffi.cdef, d) end
 -- Linux (x86_64 and aarch64 agree on all of these)
 local AF_INET, SOCK_STREAM = 2, 1
 local SOCK_NONBLOCK, SOCK_CLOEXEC = 0x800, 0x80000
-local SOL_SOCKET, SO_ERROR, SO_RCVBUF, SO_LINGER = 1, 4, 8, 13
+local SOL_SOCKET, SO_ERROR, SO_LINGER = 1, 4, 13
 local O_RDONLY, O_WRONLY, O_CREAT, O_TRUNC, O_APPEND = 0, 1, 0x40, 0x200, 0x400
 local POLLIN, POLLOUT = 1, 4
 local EINTR, EAGAIN, EINPROGRESS = 4, 11, 115
@@ -542,13 +542,9 @@ end
 
 -- connect(port, timeout, host): a non-blocking TCP connection to
 -- host:port (default 127.0.0.1).  Returns a Conn, or nil and a reason.
-function h.try_connect(port, timeout, host, rcvbuf)
+function h.try_connect(port, timeout, host)
     local fd = C.socket(AF_INET, bit.bor(SOCK_STREAM, SOCK_NONBLOCK, SOCK_CLOEXEC), 0)
     assert(fd >= 0, "socket: " .. errstr())
-    if rcvbuf then       -- before connect, so the window is small from the start
-        local v = ffi.new("int[1]", rcvbuf)
-        assert(C.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, v, 4) == 0, "SO_RCVBUF: " .. errstr())
-    end
     local sa = sockaddr(port, host)
     if C.connect(fd, sa, ffi.sizeof(sa)) ~= 0 then
         local e = ffi.errno()
@@ -583,10 +579,8 @@ function h.wait_listening(port, what, timeout)
     end, timeout or 15, (what or "something") .. " to listen on " .. port)
 end
 
--- rcvbuf: a receive buffer of about that many bytes (the kernel doubles
--- it), so a peer's writes come up short once it holds that much
-function h.connect(port, timeout, host, rcvbuf)
-    local c, err = h.try_connect(port, timeout, host, rcvbuf)
+function h.connect(port, timeout, host)
+    local c, err = h.try_connect(port, timeout, host)
     if not c then error(err .. " (" .. (host and (host .. ":") or "port ") .. port .. ")", 2) end
     return c
 end
@@ -601,7 +595,6 @@ function Conn:reset()
     assert(C.setsockopt(self.fd, SOL_SOCKET, SO_LINGER, l, 8) == 0, "SO_LINGER: " .. errstr())
     self:close()
 end
-
 
 -- half-close: no more requests from us, replies still come
 function Conn:shutdown_write()
