@@ -200,6 +200,8 @@ sh__conn_close_after_writes(sh_conn_t *c)
 
 /* --- reading and backpressure -------------------------------------------- */
 
+static char sh_conn_via_uring;  /* the "buffer" that says: read by io_uring */
+
 static void
 sh_conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -210,6 +212,13 @@ sh_conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     sh_unused(suggested);
     if (c->tls != NULL) {
         sh_tls_read_space(buf);          /* ciphertext, decrypted after */
+        return;
+    }
+    if (c->w->uring != NULL) {
+        /* no buffer: libuv reads nothing, and sh_conn_read_cb asks for a
+         * receive in the iteration's submission (sh_uring.h) */
+        buf->base = &sh_conn_via_uring;
+        buf->len = 0;
         return;
     }
     c->pc.p->reader_space(c->pc.reader, &p, &n);
@@ -980,19 +989,11 @@ sh_conn_tls_read(sh_conn_t *c, const char *data, size_t len)
     }
 }
 
+/* What a plain client's read brought (from libuv or io_uring): nread
+ * bytes in the reader, its end, an error, or UV_ENOBUFS (no memory). */
 static void
-sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+sh_conn_got(sh_conn_t *c, ssize_t nread)
 {
-    sh_conn_t *c = (sh_conn_t *) s;
-
-    sh_worker_activity(c->w);
-    if (nread > 0) {
-        sh_io_read(SH_SIDE_CLIENT, (size_t) nread);
-    }
-    if (c->tls != NULL && nread > 0) {
-        sh_conn_tls_read(c, buf->base, (size_t) nread);
-        return;
-    }
     if (nread == UV_ENOBUFS) {
         sh_conn_out_of_memory(c);
         nread = 0;
@@ -1011,6 +1012,48 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     sh_conn_take(c, (size_t) nread);
     sh_conn_after_read(c);
+}
+
+/* Where an io_uring receive goes: the reader, unless c reads no more. */
+static int
+sh_conn_recv_space(uv_stream_t *s, uint8_t **p, size_t *n)
+{
+    sh_conn_t *c = (sh_conn_t *) s;
+
+    if (c->read_stopped || c->closing) {
+        return 0;
+    }
+    c->pc.p->reader_space(c->pc.reader, p, n);
+    return 1;
+}
+
+static void
+sh_conn_recv_got(uv_stream_t *s, ssize_t nread)
+{
+    sh_conn_got((sh_conn_t *) s, nread);
+}
+
+static void
+sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    sh_conn_t *c = (sh_conn_t *) s;
+
+    sh_worker_activity(c->w);
+    if (nread == UV_ENOBUFS && buf->base == &sh_conn_via_uring) {
+        /* readable: received after the poll; should io_uring be gone,
+         * the poll finds it readable again and libuv reads */
+        sh_uring_read(c->w, s, SH_SIDE_CLIENT, sh_conn_recv_space,
+                      sh_conn_recv_got);
+        return;
+    }
+    if (nread > 0) {
+        sh_io_read(SH_SIDE_CLIENT, (size_t) nread);
+    }
+    if (c->tls != NULL && nread > 0) {
+        sh_conn_tls_read(c, buf->base, (size_t) nread);
+        return;
+    }
+    sh_conn_got(c, nread);
 }
 
 /* --- the connection's life ----------------------------------------------- */

@@ -1,6 +1,6 @@
 /*
- * sh_uring.h -- the writes of one loop iteration to clients, in one system
- * call.
+ * sh_uring.h -- the reads and writes of one loop iteration on client
+ * sockets, in one system call.
  *
  * Without pipelining every reply is a write(2) of its own, and on a VM a
  * system call costs about a microsecond before it does anything (the
@@ -14,8 +14,19 @@
  * the pre-poll hooks (sh_run_wake_all), so a reply waits no longer than
  * before; a CQL connection's gathered replies go the same way.
  *
+ * Reads go the same way.  libuv still polls the client socket, but when it
+ * reports it readable the connection's alloc callback gives libuv no
+ * buffer (libuv then reads nothing and says UV_ENOBUFS), and the
+ * connection asks for a receive here instead.  After the poll (a check
+ * handle) one submission carries the receives of every client that had
+ * bytes, each a non-blocking recv into the connection's reader, and the
+ * bytes are handed on as libuv's read callback would have handed them.
+ * The poll is level-triggered, so a receive that did not happen (a
+ * connection paused meanwhile, io_uring gone) is only asked for again.
+ *
  * Without io_uring (an old kernel, a seccomp filter, io_uring = false in
- * the config) every write goes out at once, as before.
+ * the config) every read and write is a system call of its own, as
+ * before.
  */
 #ifndef SH_URING_H
 #define SH_URING_H
@@ -52,6 +63,27 @@ int sh_uring_write(sh_worker_t *w, uv_stream_t *s, const uv_buf_t *bufs,
 /* Send what is batched now when anything for s is (before another write
  * to s, a shutdown or a close: they must follow it). */
 void sh_uring_before(sh_worker_t *w, uv_stream_t *s);
+
+/* Where a receive for s goes: 0 when s reads no more (paused, closing),
+ * else 1 with the space in *p, *n (*n == 0: no memory for more). */
+typedef int (*sh_uring_space_fn)(uv_stream_t *s, uint8_t **p, size_t *n);
+
+/* What a receive brought, as libuv's read callback has it: nread > 0
+ * bytes, UV_EOF, UV_ENOBUFS (no space), or another negative error. */
+typedef void (*sh_uring_got_fn)(uv_stream_t *s, ssize_t nread);
+
+/*
+ * sh_uring_read: receive for s in this iteration's submission (side for
+ * shotover_socket_*_total); 1 when asked for, 0 when the caller must
+ * leave it to libuv (no io_uring).  The space is asked for and the bytes
+ * handed on after the poll, from sh_uring_after_poll.
+ */
+int sh_uring_read(sh_worker_t *w, uv_stream_t *s, int side,
+    sh_uring_space_fn space, sh_uring_got_fn got);
+
+/* The check handle's callback, after each poll: the receives asked for
+ * in it and the writes batched so far, in one submission. */
+void sh_uring_after_poll(sh_worker_t *w);
 
 /* The pre-poll hook: send the batch; 1 when a short write or an error was
  * reported (a connection paused or closed). */

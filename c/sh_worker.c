@@ -230,9 +230,16 @@ sh_worker_prepoll_cb(uv_prepare_t *p)
     }
 }
 
+static void
+sh_worker_afterpoll_cb(uv_check_t *h)
+{
+    sh_uring_after_poll(h->data);
+}
+
 /* [side][reads, bytes read, writes, bytes written], all workers */
 static sh_metric_t *sh_io[SH_SIDES][4];
-static sh_metric_t *sh_io_batches;      /* io_uring submissions (sh_uring.c) */
+/* io_uring submissions (sh_uring.c) with reads, with writes, per side */
+static sh_metric_t *sh_io_batches[2][SH_SIDES];
 
 void
 sh_io_read(int side, size_t bytes)
@@ -253,9 +260,19 @@ sh_io_write(int side, size_t bytes)
 }
 
 void
-sh_io_write_batch(void)
+sh_io_read_batch(int side)
 {
-    sh_ffi_metric_add(sh_io_batches, 1);
+    if (side < SH_SIDES) {
+        sh_ffi_metric_add(sh_io_batches[0][side], 1);
+    }
+}
+
+void
+sh_io_write_batch(int side)
+{
+    if (side < SH_SIDES) {
+        sh_ffi_metric_add(sh_io_batches[1][side], 1);
+    }
 }
 
 static void
@@ -281,9 +298,16 @@ sh_io_metrics(void)
                                         names[k][1], sides[s]);
         }
     }
-    sh_io_batches = sh_metric_get(SH_METRIC_COUNTER,
-        "shotover_socket_write_batches_total", "io_uring submissions, each "
-        "sending what a loop iteration wrote to clients (io_uring)", "");
+    for (s = 0; s < SH_SIDES; s++) {
+        sh_io_batches[0][s] = sh_metric_get(SH_METRIC_COUNTER,
+            "shotover_socket_read_batches_total", "io_uring submissions "
+            "with receives from that side's sockets: what one poll found "
+            "readable (io_uring)", sides[s]);
+        sh_io_batches[1][s] = sh_metric_get(SH_METRIC_COUNTER,
+            "shotover_socket_write_batches_total", "io_uring submissions "
+            "with sends to that side's sockets: what a loop iteration "
+            "wrote (io_uring)", sides[s]);
+    }
 }
 
 void
@@ -295,6 +319,10 @@ sh_worker_init(sh_worker_t *w, int id)
     w->prepoll.data = w;
     uv_prepare_start(&w->prepoll, sh_worker_prepoll_cb);
     uv_unref((uv_handle_t *) &w->prepoll);
+    uv_check_init(&w->loop, &w->afterpoll);
+    w->afterpoll.data = w;
+    uv_check_start(&w->afterpoll, sh_worker_afterpoll_cb);
+    uv_unref((uv_handle_t *) &w->afterpoll);
     if (sh_worker_releases == NULL) {   /* (workers start one by one) */
         static const char *ends[SH_SPIN_ENDS] = {
             "result=\"caught\"", "result=\"expired\"",
@@ -326,6 +354,7 @@ sh_worker_close_handles(sh_worker_t *w)
 {
     sh_uring_enable(w, 0, NULL, 0);
     uv_close((uv_handle_t *) &w->prepoll, NULL);
+    uv_close((uv_handle_t *) &w->afterpoll, NULL);
     uv_close((uv_handle_t *) &w->release, NULL);
     uv_close((uv_handle_t *) &w->spin, NULL);
     if (w->psi_fd >= 0) {

@@ -38,6 +38,7 @@ struct sh_worker_s {
     int draining;            /* accepts nothing; connections close at a
                                 batch boundary; stops once none is left */
     uv_prepare_t prepoll;    /* runs the hooks below before each poll */
+    uv_check_t afterpoll;    /* reads what the poll found (sh_uring.c) */
     sh_worker_hook_fn hooks[SH_WORKER_HOOKS]; /* pre-poll hooks */
     int nhooks;              /* hooks in use */
     lua_State *L;            /* its Lua state (sh_lua.c) */
@@ -145,7 +146,8 @@ int sh_resolve(const char *host, int port, int passive,
 enum { SH_SIDE_CLIENT, SH_SIDE_BACKEND, SH_SIDES, SH_SIDE_NONE = SH_SIDES };
 void sh_io_read(int side, size_t bytes);
 void sh_io_write(int side, size_t bytes);
-void sh_io_write_batch(void);        /* one io_uring submission of writes */
+void sh_io_read_batch(int side);     /* an io_uring submission of reads */
+void sh_io_write_batch(int side);    /* ... of writes (to that side) */
 
 /*
  * sh_try_write: write bufs[0..n) now, without a write request, when nothing

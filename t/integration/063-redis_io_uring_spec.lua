@@ -1,8 +1,11 @@
--- Replies to clients batched per loop iteration and sent with one io_uring
--- submission (c/sh_uring.c): many clients' replies go in few submissions,
--- each to its own client and in order; a reply the client's socket does
--- not take whole goes on after it; a client that resets before its reply
--- goes costs nothing else; `io_uring = false` writes one by one.
+-- The reads and writes of a loop iteration in one io_uring submission
+-- (c/sh_uring.c): many clients' requests are received and their replies
+-- sent in few submissions, each to its own client and in order, and the
+-- backend's side goes the same way; a reply the client's socket does not
+-- take whole goes on after it; a request larger than one receive arrives
+-- whole; a client that half-closes still gets its replies; a client that
+-- resets costs nothing else; `io_uring = false` reads and writes one by
+-- one.
 local h = require("harness")
 
 local function start(extra)
@@ -20,8 +23,12 @@ local function counters(env)
     local _, text = h.http("GET", env.admin, "/metrics")
     local function m(name) return h.metric(text, name) or 0 end
     return {
-        batches = m("shotover_socket_write_batches_total"),
+        batches = m('shotover_socket_write_batches_total{side="client"}'),
         writes = m('shotover_socket_writes_total{side="client"}'),
+        rbatches = m('shotover_socket_read_batches_total{side="client"}'),
+        reads = m('shotover_socket_reads_total{side="client"}'),
+        up_batches = m('shotover_socket_write_batches_total{side="backend"}'),
+        up_rbatches = m('shotover_socket_read_batches_total{side="backend"}'),
         requests = m('shotover_requests_total{source="redis"}'),
         conns = m('shotover_connections{source="redis"}'),
     }
@@ -46,13 +53,13 @@ local function rounds(env, n, r)
     for i = 1, n do clients[i]:close() end
 end
 
-describe("replies batched with io_uring", function()
+describe("reads and writes batched with io_uring", function()
     teardown(h.cleanup)
     local env
 
     setup(function() env = start() end)
 
-    it("go to many clients in few submissions, each its own replies", function()
+    it("serve many clients in few submissions, each its own replies", function()
         local before = counters(env)
         rounds(env, 40, 20)
         local after = counters(env)
@@ -64,6 +71,40 @@ describe("replies batched with io_uring", function()
         -- replies a submission
         assert.is_true(writes / batches > 1.5, string.format(
             "%d writes in %d submissions", writes, batches))
+        -- 40 clients that all sent before any reads: several found
+        -- readable by a poll, received in one submission
+        local reads = after.reads - before.reads
+        local rbatches = after.rbatches - before.rbatches
+        assert.is_true(reads >= 800, reads .. " client reads for 800 requests")
+        assert.is_true(rbatches > 0, "no io_uring submission received")
+        assert.is_true(reads / rbatches > 1.5, string.format(
+            "%d reads in %d submissions", reads, rbatches))
+        -- the backend's requests and replies go the same way
+        assert.is_true(after.up_batches > before.up_batches)
+        assert.is_true(after.up_rbatches > before.up_rbatches)
+    end)
+
+    it("receive a request larger than one receive whole", function()
+        -- 3 MB in one SET: many receives, over many loop iterations
+        local value = string.rep("0123456789abcdef", 196608)
+        local c = h.connect(env.port)
+        assert.same(h.status("OK"), c:cmd("SET", "huge", value))
+        local direct = h.connect(env.redis.port)
+        assert.equal(#value, direct:cmd("STRLEN", "huge"))
+        direct:close()
+        assert.equal(value, c:cmd("GET", "huge"))
+        c:close()
+    end)
+
+    it("answer a pipeline whose client half-closed after sending it", function()
+        local c = h.connect(env.port)
+        local reqs = {}
+        for i = 1, 20 do reqs[i] = h.resp_command("ECHO", "half-" .. i) end
+        assert.is_true(c:send(table.concat(reqs)))
+        c:shutdown_write()
+        local replies = c:read_replies(20, 10)
+        for i = 1, 20 do assert.equal("half-" .. i, replies[i]) end
+        assert.is_true(c:wait_closed(10), "closed after its replies")
     end)
 
     it("go on in order after a client's socket took only part of one", function()
@@ -120,12 +161,15 @@ end)
 describe("io_uring = false", function()
     teardown(h.cleanup)
 
-    it("writes every reply at once, with no submission", function()
+    it("reads and writes one by one, with no submission", function()
         local env = start("io_uring = false,")
         local before = counters(env)
         rounds(env, 20, 10)
         local after = counters(env)
-        assert.equal(0, after.batches - before.batches)
+        for _, k in ipairs({ "batches", "rbatches", "up_batches", "up_rbatches" }) do
+            assert.equal(0, after[k] - before[k], k)
+        end
         assert.is_true(after.writes - before.writes >= 200)
+        assert.is_true(after.reads - before.reads >= 200)
     end)
 end)
