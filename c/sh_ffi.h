@@ -403,9 +403,9 @@ uint32_t sh_ffi_worker_gen_conns(sh_worker_t *w, uint32_t gen);
 int sh_ffi_worker_shadows(sh_worker_t *w);
 /* The longest busy poll of w's loop, in microseconds (0: never; sh_worker.c). */
 void sh_ffi_worker_busy_poll(sh_worker_t *w, uint32_t us);
-/* Batch w's writes to clients per loop iteration with io_uring (on), or
- * not; 1 when batching is as asked, 0 when io_uring could not be set up
- * (warned once; writes go out one by one; sh_uring.h). */
+/* Batch w's socket reads and writes per loop iteration with io_uring (on),
+ * or not; 1 when batching is as asked, 0 when io_uring could not be set up
+ * (warned once; each read and write is a call of its own; sh_uring.h). */
 int sh_ffi_worker_uring(sh_worker_t *w, int on);
 
 /* In-process workers for `shotover repl`: start nworkers running config

@@ -1031,7 +1031,7 @@ sh_ffi_worker_uring(sh_worker_t *w, int on)
         return 1;
     }
     if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED)) {
-        sh_log_warn("io_uring: %s; replies to clients are written one by "
+        sh_log_warn("io_uring: %s; sockets are read and written one by "
                     "one (io_uring = false does so without this warning)",
                     err);
     }

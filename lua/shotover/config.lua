@@ -44,14 +44,17 @@ local top_schema = {
               .. "this shrink the next poll to nothing, so slow backends "
               .. "and idle clients cost no CPU. 0 turns it off." },
     io_uring = { type = "boolean", default = true,
-        doc = "Send the replies a worker writes to clients in one loop "
-              .. "iteration with one io_uring submission instead of a "
-              .. "write(2) each (small replies to sockets with nothing "
-              .. "queued; larger ones are written at once). Fewer system "
-              .. "calls per reply without pipelining. Where io_uring is "
-              .. "not available (an old kernel, a seccomp filter such as "
-              .. "a container runtime's default) replies are written one "
-              .. "by one, with a warning at start." },
+        doc = "Receive from the sockets a poll finds readable (clients' "
+              .. "requests, backends' replies) in one io_uring submission "
+              .. "after the poll, and send the small writes of a loop "
+              .. "iteration (replies, gathered backend requests) in one "
+              .. "before the next, instead of a read(2) or write(2) each "
+              .. "(TLS sockets and writes of 16 KiB or more go as "
+              .. "before). Fewer system calls per request without "
+              .. "pipelining. Where io_uring is not available (an old "
+              .. "kernel, a seccomp filter such as a container runtime's "
+              .. "default) sockets are read and written one by one, with "
+              .. "a warning at start." },
     drain_timeout = { type = "number", min = 0, max = 86400, default = 30,
         doc = "Seconds a SIGTERM or SIGINT drain may take; then the "
               .. "connections that remain are closed." },
