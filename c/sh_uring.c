@@ -184,12 +184,20 @@ sh_uring_submit(struct sh_uring_s *u, uint32_t n, sh_uring_rd_t *rd,
     size_t len;
     int rc;
 
-    for (i = 0; i < n; i++) {
-        sqe = io_uring_get_sqe(&u->ring);
-        io_uring_prep_send(sqe, u->ops[i].fd, u->arena + u->ops[i].off,
-                           u->ops[i].len, MSG_DONTWAIT | MSG_NOSIGNAL);
-        io_uring_sqe_set_data64(sqe, i);
-        u->res[i] = SH_URING_UNKNOWN;
+    /* requests to backends first: their replies take longest, so the
+     * backend had better start while the replies to clients go out (a
+     * socket has one op at most, so no socket's bytes are reordered) */
+    for (k = 0; k < 2; k++) {
+        for (i = 0; i < n; i++) {
+            if ((u->ops[i].side == SH_SIDE_BACKEND) != (k == 0)) {
+                continue;
+            }
+            sqe = io_uring_get_sqe(&u->ring);
+            io_uring_prep_send(sqe, u->ops[i].fd, u->arena + u->ops[i].off,
+                               u->ops[i].len, MSG_DONTWAIT | MSG_NOSIGNAL);
+            io_uring_sqe_set_data64(sqe, i);
+            u->res[i] = SH_URING_UNKNOWN;
+        }
     }
     for (i = 0; i < m; i++) {
         rd[i].res = SH_URING_SKIP;
