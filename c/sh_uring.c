@@ -1,6 +1,6 @@
 /*
- * sh_uring.c -- the reads and writes of one loop iteration on client
- * sockets, in one system call (sh_uring.h says why).
+ * sh_uring.c -- the socket reads and writes of one loop iteration, in
+ * one system call each way (sh_uring.h says why).
  *
  * Measured on the benchmark VM (2 vCPUs, loopback, 9-byte replies to 50
  * sockets): write(2) 3.0-4.7 us per reply, one submission of three sends
@@ -25,7 +25,7 @@
 #define SH_URING_ARENA (256 * 1024)      /* bytes batched at most */
 
 typedef struct {
-    uv_stream_t *s;          /* the client's stream */
+    uv_stream_t *s;          /* the stream written to */
     int fd;                  /* ... and its socket */
     int side;                /* for shotover_socket_*_total */
     uint32_t off, len;       /* its bytes in the arena */
@@ -35,7 +35,7 @@ typedef struct {
 } sh_uring_op_t;
 
 typedef struct {
-    uv_stream_t *s;          /* the client's stream */
+    uv_stream_t *s;          /* the client's or backend's stream */
     int fd;                  /* ... and its socket */
     int side;                /* for shotover_socket_*_total */
     sh_uring_space_fn space; /* where its bytes go */
@@ -119,7 +119,7 @@ sh_uring_write(sh_worker_t *w, uv_stream_t *s, const uv_buf_t *bufs,
             sh_uring_flush(w);
         }
         if (uv_is_closing((uv_handle_t *) s)) {
-            return 1;                    /* the client went meanwhile */
+            return 1;                    /* the socket closed meanwhile */
         }
         if (w->uring == NULL || uv_stream_get_write_queue_size(s) > 0) {
             return 0;          /* io_uring failed, or s's short write queued */
@@ -254,9 +254,9 @@ sh_uring_submit(struct sh_uring_s *u, uint32_t n, sh_uring_rd_t *rd,
         /* (not with MSG_DONTWAIT; should a kernel ever wait, so do we) */
         rc = io_uring_wait_cqe(&u->ring, &cqe);
         if (rc < 0 && rc != -EINTR) {
-            /* whether those went is unknown: their clients are closed
-             * (sh_uring_run) rather than sent what may repeat, or read
-             * on from a stream that may have lost bytes */
+            /* whether those went is unknown: their connections are
+             * closed (sh_uring_run) rather than sent what may repeat, or
+             * read on from a stream that may have lost bytes */
             sh_log_warn("io_uring: waiting for %u reads and writes: %s; "
                         "one by one from now on", want - got, strerror(-rc));
             return -1;
@@ -266,8 +266,8 @@ sh_uring_submit(struct sh_uring_s *u, uint32_t n, sh_uring_rd_t *rd,
 
 /* Submit the batch, with the receives asked for (reads) or not: not from
  * within a callback (a backend's reply, a write that must follow), where
- * a client's request must not run.  1 when a client was paused, closed
- * or handed bytes. */
+ * a client's request must not run.  1 when a connection was paused,
+ * closed or handed bytes. */
 static int
 sh_uring_run(sh_worker_t *w, int reads)
 {

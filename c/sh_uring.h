@@ -1,6 +1,6 @@
 /*
- * sh_uring.h -- the reads and writes of one loop iteration on client
- * sockets, in one system call.
+ * sh_uring.h -- the socket reads and writes of one loop iteration, in one
+ * system call each way.
  *
  * Without pipelining every reply is a write(2) of its own, and on a VM a
  * system call costs about a microsecond before it does anything (the
@@ -14,13 +14,15 @@
  * the pre-poll hooks (sh_run_wake_all), so a reply waits no longer than
  * before; a CQL connection's gathered replies go the same way.
  *
- * Reads go the same way.  libuv still polls the client socket, but when it
- * reports it readable the connection's alloc callback gives libuv no
- * buffer (libuv then reads nothing and says UV_ENOBUFS), and the
- * connection asks for a receive here instead.  After the poll (a check
- * handle) one submission carries the receives of every client that had
- * bytes, each a non-blocking recv into the connection's reader, and the
- * bytes are handed on as libuv's read callback would have handed them.
+ * A backend connection's gathered requests join the same batch.  Reads
+ * go the same way, a client's and a backend's alike.  libuv still polls
+ * the socket, but when it reports it readable the connection's alloc
+ * callback gives libuv no buffer (libuv then reads nothing and says
+ * UV_ENOBUFS), and the connection asks for a receive here instead.  After
+ * the poll (a check handle) one submission carries the receives of every
+ * socket that had bytes, each a non-blocking recv into the connection's
+ * reader, and the bytes are handed on as libuv's read callback would have
+ * handed them.
  * The poll is level-triggered, so a receive that did not happen (a
  * connection paused meanwhile, io_uring gone) is only asked for again.
  *
@@ -42,12 +44,12 @@
 /*
  * After the flush: rc is what sh_write_buf returned for the bytes the
  * socket did not take (1: queued with libuv, cb will run; a negative libuv
- * error: the client is gone).  Not called when the socket took it all.
+ * error: the connection is gone).  Not called when the socket took it all.
  */
 typedef void (*sh_uring_done_fn)(void *data, int rc);
 
-/* Batch w's client writes (on) or not; SH_OK, or SH_ERROR with the
- * kernel's reason in errbuf (writes then go out at once). */
+/* Batch w's socket I/O (on) or not; SH_OK, or SH_ERROR with the
+ * kernel's reason in errbuf (then each read and write is a call). */
 int sh_uring_enable(sh_worker_t *w, int on, char *errbuf, size_t errlen);
 
 /*
