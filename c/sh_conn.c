@@ -1027,10 +1027,15 @@ sh_conn_recv_space(uv_stream_t *s, uint8_t **p, size_t *n)
     return 1;
 }
 
+/* (activity counted once the bytes are in, as libuv's read callback
+ * counts it: the busy poll's measure of work leaves the read out) */
 static void
 sh_conn_recv_got(uv_stream_t *s, ssize_t nread)
 {
-    sh_conn_got((sh_conn_t *) s, nread);
+    sh_conn_t *c = (sh_conn_t *) s;
+
+    sh_worker_activity(c->w);
+    sh_conn_got(c, nread);
 }
 
 static void
@@ -1038,7 +1043,6 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     sh_conn_t *c = (sh_conn_t *) s;
 
-    sh_worker_activity(c->w);
     if (nread == UV_ENOBUFS && buf->base == &sh_conn_via_uring) {
         /* readable: received after the poll; should io_uring be gone,
          * the poll finds it readable again and libuv reads */
@@ -1046,6 +1050,7 @@ sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
                       sh_conn_recv_got);
         return;
     }
+    sh_worker_activity(c->w);
     if (nread > 0) {
         sh_io_read(SH_SIDE_CLIENT, (size_t) nread);
     }

@@ -270,6 +270,7 @@ sh_upstream_recv_got(uv_stream_t *st, ssize_t nread)
     sh_upsock_t *s = (sh_upsock_t *) st;
 
     if (s->up != NULL) {
+        sh_worker_activity(s->up->w);    /* (once in: sh_conn_recv_got) */
         sh_upstream_got(s->up, nread);
     }
 }
@@ -283,12 +284,12 @@ sh_upstream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (up == NULL || nread == 0) {
         return;
     }
-    sh_worker_activity(up->w);
     if (nread == UV_ENOBUFS && buf->base == &sh_upstream_via_uring) {
         sh_uring_read(up->w, st, SH_SIDE_BACKEND, sh_upstream_recv_space,
                       sh_upstream_recv_got);
         return;
     }
+    sh_worker_activity(up->w);
     if (nread > 0) {
         sh_io_read(SH_SIDE_BACKEND, (size_t) nread);
     }
