@@ -12,7 +12,6 @@
 #include "sh_metrics.h"
 #include "sh_tls.h"
 #include "sh_upstream.h"
-#include "sh_uring.h"
 
 struct sh_upsock_s {
     uv_tcp_t tcp;            /* the socket; freed in its close callback */
@@ -111,8 +110,6 @@ sh_upstream_drop(sh_upstream_t *up)
 
     if (up->sock != NULL) {
         up->sock->up = NULL;
-        /* what is batched for it goes first (the handle is freed after) */
-        sh_uring_before(up->w, (uv_stream_t *) &up->sock->tcp);
         uv_close((uv_handle_t *) &up->sock->tcp, sh_upsock_free_cb);
         up->sock = NULL;
     }
@@ -217,8 +214,6 @@ sh__upstream_send_slow(sh_upstream_t *up, sh_frame_t *f)
     sh_upstream_queue(up);
 }
 
-static char sh_upstream_via_uring;  /* the "buffer": read by io_uring */
-
 static void
 sh_upstream_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -231,13 +226,6 @@ sh_upstream_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         sh_tls_read_space(buf);          /* ciphertext, decrypted after */
         return;
     }
-    if (s->up != NULL && s->up->w->uring != NULL) {
-        /* no buffer: the receive joins the iteration's submission, as a
-         * client's does (sh_conn.c, sh_uring.h) */
-        buf->base = &sh_upstream_via_uring;
-        buf->len = 0;
-        return;
-    }
     if (s->up != NULL) {
         s->up->ops->space(s->up, &p, &n);
     }
@@ -248,32 +236,6 @@ sh_upstream_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void sh_upstream_ready(sh_upstream_t *up);
 static void sh_upstream_tls_read(sh_upstream_t *up, sh_upsock_t *s,
     const char *data, size_t len);
-static void sh_upstream_got(sh_upstream_t *up, ssize_t nread);
-
-/* Where an io_uring receive goes: the reader, unless the socket was
- * detached or paused meanwhile. */
-static int
-sh_upstream_recv_space(uv_stream_t *st, uint8_t **p, size_t *n)
-{
-    sh_upsock_t *s = (sh_upsock_t *) st;
-
-    if (s->up == NULL || s->up->read_paused) {
-        return 0;
-    }
-    s->up->ops->space(s->up, p, n);
-    return 1;
-}
-
-static void
-sh_upstream_recv_got(uv_stream_t *st, ssize_t nread)
-{
-    sh_upsock_t *s = (sh_upsock_t *) st;
-
-    if (s->up != NULL) {
-        sh_worker_activity(s->up->w);    /* (once in: sh_conn_recv_got) */
-        sh_upstream_got(s->up, nread);
-    }
-}
 
 static void
 sh_upstream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -284,11 +246,6 @@ sh_upstream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (up == NULL || nread == 0) {
         return;
     }
-    if (nread == UV_ENOBUFS && buf->base == &sh_upstream_via_uring) {
-        sh_uring_read(up->w, st, SH_SIDE_BACKEND, sh_upstream_recv_space,
-                      sh_upstream_recv_got);
-        return;
-    }
     sh_worker_activity(up->w);
     if (nread > 0) {
         sh_io_read(SH_SIDE_BACKEND, (size_t) nread);
@@ -297,13 +254,6 @@ sh_upstream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         sh_upstream_tls_read(up, s, buf->base, (size_t) nread);
         return;
     }
-    sh_upstream_got(up, nread);
-}
-
-/* What a plain socket's read brought (libuv's or io_uring's). */
-static void
-sh_upstream_got(sh_upstream_t *up, ssize_t nread)
-{
     if (nread < 0) {
         /* UV_ENOBUFS: no memory for a reply this big (its reader failed);
          * the reply cannot be passed on, nor the stream resynchronised */
@@ -354,15 +304,6 @@ sh_upstream_copy_write_cb(uv_write_t *req, int status)
     /* a failed write shows up as a read error on the same socket */
     sh_unused(status);
     sh_copy_write_done(req);
-}
-
-/* A batched write the socket did not take whole (sh_uring.c): the rest is
- * queued, or failed, which shows up as a read error on the socket. */
-static void
-sh_upstream_uring_done(void *data, int rc)
-{
-    sh_unused(data);
-    sh_unused(rc);
 }
 
 /* Encrypt frames and write them (and whatever TLS has pending); on
@@ -522,12 +463,7 @@ sh_upstream_flush(sh_upstream_t *up)
         bufs[i].len = frames[i]->len;
         total += frames[i]->len;
     }
-    if (sh_uring_write(up->w, (uv_stream_t *) &up->sock->tcp, bufs, n,
-                       total, SH_SIDE_BACKEND, sh_upstream_copy_write_cb,
-                       NULL, sh_upstream_uring_done))
-    {
-        done = (ssize_t) total;          /* copied into the batch */
-    } else if (sh_write_flat_fits(n, total)) {
+    if (sh_write_flat_fits(n, total)) {
         /* copied: the frames can go whatever the socket takes */
         rc = sh_write_flat((uv_stream_t *) &up->sock->tcp, bufs, n, total,
                            SH_SIDE_BACKEND, sh_upstream_copy_write_cb, NULL);

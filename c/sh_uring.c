@@ -1,6 +1,6 @@
 /*
- * sh_uring.c -- the socket reads and writes of one loop iteration, in
- * one system call each way (sh_uring.h says why).
+ * sh_uring.c -- the client socket reads and writes of one loop
+ * iteration, in one system call each way (sh_uring.h says why).
  *
  * Measured on the benchmark VM (2 vCPUs, loopback, 9-byte replies to 50
  * sockets): write(2) 3.0-4.7 us per reply, one submission of three sends
@@ -35,7 +35,7 @@ typedef struct {
 } sh_uring_op_t;
 
 typedef struct {
-    uv_stream_t *s;          /* the client's or backend's stream */
+    uv_stream_t *s;          /* the stream read from */
     int fd;                  /* ... and its socket */
     int side;                /* for shotover_socket_*_total */
     sh_uring_space_fn space; /* where its bytes go */
@@ -184,20 +184,12 @@ sh_uring_submit(struct sh_uring_s *u, uint32_t n, sh_uring_rd_t *rd,
     size_t len;
     int rc;
 
-    /* requests to backends first: their replies take longest, so the
-     * backend had better start while the replies to clients go out (a
-     * socket has one op at most, so no socket's bytes are reordered) */
-    for (k = 0; k < 2; k++) {
-        for (i = 0; i < n; i++) {
-            if ((u->ops[i].side == SH_SIDE_BACKEND) != (k == 0)) {
-                continue;
-            }
-            sqe = io_uring_get_sqe(&u->ring);
-            io_uring_prep_send(sqe, u->ops[i].fd, u->arena + u->ops[i].off,
-                               u->ops[i].len, MSG_DONTWAIT | MSG_NOSIGNAL);
-            io_uring_sqe_set_data64(sqe, i);
-            u->res[i] = SH_URING_UNKNOWN;
-        }
+    for (i = 0; i < n; i++) {
+        sqe = io_uring_get_sqe(&u->ring);
+        io_uring_prep_send(sqe, u->ops[i].fd, u->arena + u->ops[i].off,
+                           u->ops[i].len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        io_uring_sqe_set_data64(sqe, i);
+        u->res[i] = SH_URING_UNKNOWN;
     }
     for (i = 0; i < m; i++) {
         rd[i].res = SH_URING_SKIP;

@@ -1,6 +1,6 @@
 /*
- * sh_uring.h -- the socket reads and writes of one loop iteration, in one
- * system call each way.
+ * sh_uring.h -- the client socket reads and writes of one loop iteration,
+ * in one system call each way.
  *
  * Without pipelining every reply is a write(2) of its own, and on a VM a
  * system call costs about a microsecond before it does anything (the
@@ -14,17 +14,20 @@
  * the pre-poll hooks (sh_run_wake_all), so a reply waits no longer than
  * before; a CQL connection's gathered replies go the same way.
  *
- * A backend connection's gathered requests join the same batch.  Reads
- * go the same way, a client's and a backend's alike.  libuv still polls
- * the socket, but when it reports it readable the connection's alloc
+ * Clients' reads go the same way.  libuv still polls the client's
+ * socket, but when it reports it readable the connection's alloc
  * callback gives libuv no buffer (libuv then reads nothing and says
  * UV_ENOBUFS), and the connection asks for a receive here instead.  After
  * the poll (a check handle) one submission carries the receives of every
- * socket that had bytes, each a non-blocking recv into the connection's
+ * client that had bytes, each a non-blocking recv into the connection's
  * reader, and the bytes are handed on as libuv's read callback would have
  * handed them.
  * The poll is level-triggered, so a receive that did not happen (a
  * connection paused meanwhile, io_uring gone) is only asked for again.
+ * Backend sockets were batched too, and Redis then spent 30-50 % more
+ * CPU per request behind shotover (smaller batches reached it) and
+ * throughput fell in all four runs, so they read and write on their own
+ * (docs/architecture.md).
  *
  * Without io_uring (an old kernel, a seccomp filter, io_uring = false in
  * the config) every read and write is a system call of its own, as

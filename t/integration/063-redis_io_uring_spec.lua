@@ -1,7 +1,7 @@
--- The reads and writes of a loop iteration in one io_uring submission
--- (c/sh_uring.c): many clients' requests are received and their replies
--- sent in few submissions, each to its own client and in order, and the
--- backend's side goes the same way; a reply the client's socket does not
+-- A loop iteration's client reads and writes in one io_uring submission
+-- each (c/sh_uring.c): many clients' requests are received and their
+-- replies sent in few submissions, each to its own client and in order
+-- (backend sockets are not batched); a reply the client's socket does not
 -- take whole goes on after it; a request larger than one receive arrives
 -- whole; a client that half-closes still gets its replies; a client that
 -- resets costs nothing else; `io_uring = false` reads and writes one by
@@ -79,9 +79,10 @@ describe("reads and writes batched with io_uring", function()
         assert.is_true(rbatches > 0, "no io_uring submission received")
         assert.is_true(reads / rbatches > 1.5, string.format(
             "%d reads in %d submissions", reads, rbatches))
-        -- the backend's requests and replies go the same way
-        assert.is_true(after.up_batches > before.up_batches)
-        assert.is_true(after.up_rbatches > before.up_rbatches)
+        -- backend sockets read and write on their own (batching them made
+        -- Redis work harder: docs/architecture.md)
+        assert.equal(0, after.up_batches - before.up_batches)
+        assert.equal(0, after.up_rbatches - before.up_rbatches)
     end)
 
     it("receive a request larger than one receive whole", function()
