@@ -26,7 +26,7 @@
  * connection paused meanwhile, io_uring gone) is only asked for again.
  * Backend sockets were batched too, and Redis then spent 30-50 % more
  * CPU per request behind shotover (smaller batches reached it) and
- * throughput fell in all four runs, so they read and write on their own
+ * throughput fell in all three runs, so they read and write on their own
  * (docs/architecture.md).
  *
  * Without io_uring (an old kernel, a seccomp filter, io_uring = false in
