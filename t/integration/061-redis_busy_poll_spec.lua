@@ -86,7 +86,7 @@ describe("busy polling", function()
         -- causes builds up in the worker's smoothed figure, and over 12 %
         -- turns polling off).
         local n, seen = 3000, {}
-        for _ = 1, 3 do
+        for _ = 1, 5 do
             quiet_cpu()
             local env = start(1000)
             local sw, out = one_client(env, n, "-t", "get")
