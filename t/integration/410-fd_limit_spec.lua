@@ -78,7 +78,12 @@ describe("shotover at the open files limit", function()
         env.proxy:wait_log(WARN)
         local lines = warnings(env.proxy:log())
         assert.equal(1, #lines, table.concat(lines, "\n"))
-        assert.truthy(lines[1]:find("(open files limit 64): closed 1 new connection at once", 1, true))
+        -- closing a refused connection lets its client go on to the next
+        -- one, which the same shedding round may take too: 1 or 2 here
+        -- (what they add up to is checked below)
+        local first = tonumber(lines[1]:match(
+            "%(open files limit 64%): closed (%d+) new connections? at once"))
+        assert.truthy(first and first <= 2, lines[1])
 
         -- the clients it has are served
         assert.same(h.status("OK"), kept[1]:cmd("SET", "fd:k", "v"))
