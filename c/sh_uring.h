@@ -25,8 +25,9 @@
  * The poll is level-triggered, so a receive that did not happen (a
  * connection paused meanwhile, io_uring gone) is only asked for again.
  * Backend sockets were batched too, and Redis then spent 30-50 % more
- * CPU per request behind shotover (smaller batches reached it) and
- * throughput fell in all three runs, so they read and write on their own
+ * CPU per request behind shotover (why is not known: it read more
+ * requests a read, from about two of shotover's writes) and throughput
+ * fell in all three runs, so they read and write on their own
  * (docs/architecture.md).
  *
  * Without io_uring (an old kernel, a seccomp filter, io_uring = false in
