@@ -69,12 +69,21 @@ write_all(int fd, const char *buf, ssize_t n)
     return 0;
 }
 
-struct pipe_fds { int from, to; };
+/* One relayed connection: the two pumps share it; the last to end closes. */
+struct relay {
+    int fd[2];
+    int left;
+};
+
+struct pump_arg {
+    struct relay *r;
+    int from, to;
+};
 
 static void *
 pump(void *arg)
 {
-    struct pipe_fds p = *(struct pipe_fds *) arg;
+    struct pump_arg p = *(struct pump_arg *) arg;
     char *buf = malloc(BUF);
     ssize_t n;
 
@@ -84,15 +93,21 @@ pump(void *arg)
             break;
     shutdown(p.to, SHUT_WR);
     free(buf);
+    if (__atomic_sub_fetch(&p.r->left, 1, __ATOMIC_ACQ_REL) == 0) {
+        close(p.r->fd[0]);
+        close(p.r->fd[1]);
+        free(p.r);
+    }
     return NULL;
 }
 
 static void
-spawn(int from, int to)
+spawn(struct relay *r, int from, int to)
 {
-    struct pipe_fds *p = malloc(sizeof(*p));
+    struct pump_arg *p = malloc(sizeof(*p));
     pthread_t t;
 
+    p->r = r;
     p->from = from;
     p->to = to;
     pthread_create(&t, NULL, pump, p);
@@ -103,14 +118,18 @@ static void
 run_threads(int lfd)
 {
     for (;;) {
-        int one = 1, c = accept(lfd, NULL, NULL), b;
+        int one = 1, c = accept(lfd, NULL, NULL);
+        struct relay *r;
 
         if (c < 0)
             continue;
+        r = malloc(sizeof(*r));
         setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        b = dial();
-        spawn(c, b);
-        spawn(b, c);
+        r->fd[0] = c;
+        r->fd[1] = dial();
+        r->left = 2;
+        spawn(r, c, r->fd[1]);
+        spawn(r, r->fd[1], c);
     }
 }
 
@@ -134,8 +153,12 @@ run_epoll(int lfd, int timeout)
             if (fd == lfd) {
                 int c = accept(lfd, NULL, NULL), b;
 
-                if (c < 0 || c >= MAXFD)
+                if (c < 0)
                     continue;
+                if (c >= MAXFD) {
+                    close(c);
+                    continue;
+                }
                 setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
                 b = dial();
                 if (b >= MAXFD)
